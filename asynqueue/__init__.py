@@ -1,0 +1,51 @@
+"""
+AsynQueue: asynchronous task queueing with Twisted, threaded and multicore.
+
+A L{TaskQueue} runs calls on its workers in priority order and gives you a
+Deferred for each. Workers run them in the reactor (L{AsyncWorker}), in a
+dedicated thread (L{ThreadWorker}), or in another process
+(L{ProcessWorker}). A call that returns an iterator gives a L{Deferator},
+or writes its items to an C{IConsumer} with backpressure.
+"""
+
+from __future__ import annotations
+
+from .deferator import Deferator as Deferator
+from .errors import IterationStopped as IterationStopped
+from .errors import QueueError as QueueError
+from .errors import QueueStopped as QueueStopped
+from .errors import RemoteTaskError as RemoteTaskError
+from .errors import TaskTimeout as TaskTimeout
+from .errors import WorkerError as WorkerError
+from .info import Info as Info
+from .interfaces import IWorker as IWorker
+from .producer import IterationProducer as IterationProducer
+from .producer import ListConsumer as ListConsumer
+from .producer import iteratorToProducer as iteratorToProducer
+from .task import Task as Task
+from .task import currentTask as currentTask
+from .taskqueue import TaskQueue as TaskQueue
+from .threads import ThreadQueue as ThreadQueue
+from .workers import AsyncWorker as AsyncWorker
+from .workers import ThreadWorker as ThreadWorker
+
+__all__ = [
+    "AsyncWorker",
+    "Deferator",
+    "IWorker",
+    "Info",
+    "IterationProducer",
+    "IterationStopped",
+    "ListConsumer",
+    "QueueError",
+    "QueueStopped",
+    "RemoteTaskError",
+    "Task",
+    "TaskQueue",
+    "TaskTimeout",
+    "ThreadQueue",
+    "ThreadWorker",
+    "WorkerError",
+    "currentTask",
+    "iteratorToProducer",
+]

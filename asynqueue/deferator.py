@@ -1,0 +1,283 @@
+"""
+Deferred iteration: a L{Deferator} hands out the items of an iterator that
+lives somewhere else (usually in a worker thread), fetching them in batches.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
+
+from .errors import IterationStopped
+
+T = TypeVar("T")
+
+#: Items a worker fetches in one hop, unless told otherwise.
+DEFAULT_BATCH = 500
+
+#: What fetching a batch gives: the items and whether the source is exhausted.
+Batch = tuple[list[T], bool]
+
+
+class BatchTaker(Generic[T]):
+    """
+    The worker's side of deferred iteration: takes items from an iterator in
+    batches, looking one item ahead so that each batch says truthfully
+    whether the iterator is exhausted. Used in one thread only.
+    """
+
+    def __init__(self, iterator: Iterator[T], batchSize: int = DEFAULT_BATCH) -> None:
+        self.iterator = iterator
+        self.batchSize = batchSize
+        self._ahead: list[T] = []
+        self.done = False
+
+    def take(self) -> Batch[T]:
+        """
+        The next batch, and whether nothing is left after it.
+        """
+        if self.done:
+            return [], True
+        items = self._ahead
+        self._ahead = []
+        nextItem = self.iterator.__next__
+        try:
+            for _ in range(self.batchSize - len(items)):
+                items.append(nextItem())
+            self._ahead.append(nextItem())
+        except StopIteration:
+            self.done = True
+            self.close()
+        return items, self.done
+
+    def close(self) -> None:
+        """
+        Let go of the iterator, closing it if it can be closed (a generator's
+        C{finally} clauses run, a database cursor is released).
+        """
+        self.done = True
+        close = getattr(self.iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class Deferator(Generic[T]):
+    """
+    Iterates in Deferreds over items fetched in batches from elsewhere.
+
+    Under C{inlineCallbacks}::
+
+        for d in dr:
+            item = yield d
+
+    and in a coroutine::
+
+        async for item in dr:
+            ...
+
+    Wait for each item's Deferred before asking for the next. The next batch
+    is fetched while the current one is used (at most two batches are held),
+    unless the Deferator is paused.
+
+    Reactor thread only.
+    """
+
+    def __init__(
+        self,
+        first: Iterable[T] = (),
+        fetch: Callable[[], Deferred[Batch[T]]] | None = None,
+        *,
+        stop: Callable[[], object] | None = None,
+    ) -> None:
+        """
+        @param first: Items already fetched.
+        @param fetch: Fetches the next batch: a Deferred firing with C{(items,
+            exhausted)}. C{None} if C{first} is everything.
+        @param stop: Called once when iteration ends early, to release the
+            source (close the cursor, free the worker).
+        """
+        self._buffer: deque[T] = deque(first)
+        self._fetch = fetch
+        self._stop = stop
+        self._exhausted = fetch is None
+        self._inFlight: Deferred[None] | None = None
+        self._failure: Failure | None = None
+        self._paused = False
+        self._stopped = False
+        self._whenDone: list[Deferred[None]] = []
+        if self._exhausted:
+            self._finished()
+        else:
+            self._prefetch()
+
+    @classmethod
+    def fromIterable(cls, items: Iterable[T]) -> Deferator[T]:
+        """
+        A Deferator over items already at hand.
+        """
+        return cls(items)
+
+    # State ------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """
+        True when no item is left to hand out.
+        """
+        return (self._exhausted or self._stopped) and not self._buffer
+
+    def whenDone(self) -> Deferred[None]:
+        """
+        A Deferred that fires when the source is exhausted or stopped (the
+        worker is free of it), even if items are still buffered here.
+        """
+        d: Deferred[None] = Deferred()
+        if self._exhausted or self._stopped:
+            d.callback(None)
+        else:
+            self._whenDone.append(d)
+        return d
+
+    def _finished(self) -> None:
+        waiting, self._whenDone = self._whenDone, []
+        for d in waiting:
+            d.callback(None)
+
+    # Fetching ---------------------------------------------------------------
+
+    def pause(self) -> None:
+        """
+        Stop fetching ahead; a fetch already under way completes.
+        """
+        self._paused = True
+
+    def resume(self) -> None:
+        """
+        Fetch ahead again.
+        """
+        self._paused = False
+        self._prefetch()
+
+    def _prefetch(self) -> None:
+        if not self._paused:
+            # A failure is kept and handed to whoever asks for the next item.
+            self.fetchMore().addErrback(lambda _: None)
+
+    def fetchMore(self) -> Deferred[None]:
+        """
+        Fetch the next batch into the buffer, unless one is on its way or the
+        source is exhausted. The Deferred fires when the buffer has what there
+        is to have, and fails if the fetch failed.
+        """
+        if self._inFlight is not None:
+            return _follow(self._inFlight)
+        if self._failure is not None:
+            return fail(self._failure)
+        if self._exhausted or self._stopped or self._fetch is None:
+            return succeed(None)
+        d = self._inFlight = self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
+        return _follow(d)
+
+    def _gotBatch(self, batch: Batch[T]) -> None:
+        items, exhausted = batch
+        self._inFlight = None
+        if self._stopped:
+            return
+        self._buffer.extend(items)
+        if exhausted:
+            self._exhausted = True
+            self._finished()
+
+    def _gotFailure(self, failure: Failure) -> Failure:
+        self._inFlight = None
+        self._failure = failure
+        self._exhausted = True
+        self._finished()
+        return failure
+
+    def takeBuffered(self) -> list[T]:
+        """
+        Everything buffered now, leaving the buffer empty and starting the next
+        fetch. For producers that write items in bulk.
+        """
+        items = list(self._buffer)
+        self._buffer.clear()
+        self._prefetch()
+        return items
+
+    def putBack(self, items: list[T]) -> None:
+        """
+        Return items taken with L{takeBuffered} but not used, to the front.
+        """
+        self._buffer.extendleft(reversed(items))
+
+    def stop(self) -> None:
+        """
+        End the iteration now: drop buffered items and release the source.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._buffer.clear()
+        if not self._exhausted and self._stop is not None:
+            self._stop()
+        self._finished()
+
+    # Iteration --------------------------------------------------------------
+
+    def __iter__(self) -> Deferator[T]:
+        return self
+
+    def __next__(self) -> Deferred[T]:
+        if self._buffer:
+            item = self._buffer.popleft()
+            if len(self._buffer) < 2 and not self._paused:
+                self._prefetch()
+            return succeed(item)
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            return fail(failure)
+        if self._exhausted or self._stopped:
+            raise StopIteration
+        return self.fetchMore().addCallback(lambda _: self._popAfterFetch())
+
+    def _popAfterFetch(self) -> T:
+        if self._buffer:
+            return self._buffer.popleft()
+        raise IterationStopped("the iteration ended while an item was awaited")
+
+    def __aiter__(self) -> Deferator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            d = self.__next__()
+        except StopIteration:
+            raise StopAsyncIteration from None
+        try:
+            return await d
+        except IterationStopped:
+            raise StopAsyncIteration from None
+
+
+def _follow(d: Deferred[Any]) -> Deferred[None]:
+    """
+    A Deferred that fires (with None) or fails when C{d} does, without
+    touching C{d}'s own result.
+    """
+    follower: Deferred[None] = Deferred()
+
+    def passOn(result: object) -> object:
+        if isinstance(result, Failure):
+            follower.errback(result)
+            # The owner of d reports the failure; don't log it twice.
+            return None
+        follower.callback(None)
+        return result
+
+    d.addBoth(passOn)
+    return follower

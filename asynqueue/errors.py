@@ -1,0 +1,55 @@
+"""
+The errors AsynQueue raises, in one small hierarchy.
+
+Errors raised by the callables you queue are never wrapped: the
+Deferred from L{TaskQueue.call} fails with the original exception.
+"""
+
+from __future__ import annotations
+
+
+class QueueError(Exception):
+    """
+    Base class of every error AsynQueue itself raises.
+    """
+
+
+class QueueStopped(QueueError):
+    """
+    A call was made on a queue that has been shut down (or is shutting
+    down) and accepts no more work.
+    """
+
+
+class TaskTimeout(QueueError, TimeoutError):
+    """
+    A task did not finish within its C{timeout}. If it was running, the
+    worker was asked to stop it (see L{asynqueue.task.Task.onInterrupt})
+    before this error was delivered.
+    """
+
+
+class WorkerError(QueueError):
+    """
+    A worker could not run a task: it was detached, crashed or died.
+    """
+
+
+class IterationStopped(QueueError):
+    """
+    A L{Deferator} was asked for an item after it was stopped or
+    exhausted.
+    """
+
+
+class RemoteTaskError(QueueError):
+    """
+    A task run in another process raised an exception whose type could
+    not be recreated here; C{remoteType} and C{remoteTraceback} describe
+    it.
+    """
+
+    def __init__(self, remoteType: str, message: str, remoteTraceback: str) -> None:
+        super().__init__(f"{remoteType}: {message}\n{remoteTraceback}")
+        self.remoteType = remoteType
+        self.remoteTraceback = remoteTraceback

@@ -1,0 +1,290 @@
+"""
+A task: one call waiting in a L{TaskQueue}, running on a worker, or done.
+
+A task's Deferred is created, fired and chained in the reactor thread only.
+A worker thread may read L{Task.stopRequested} and call L{currentTask}, and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from .info import Info
+
+T = TypeVar("T")
+
+log = Logger()
+
+NICENESS_RANGE = range(-20, 21)
+
+_sequence = itertools.count()
+_local = threading.local()
+
+
+class TaskState(Enum):
+    """
+    Where a task is in its life.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class _Stopping:
+    """
+    Sent down a task's callback chain when it is cancelled while running:
+    the first callback swaps it for the Deferred that fires once the worker
+    has really stopped, so the caller hears nothing before then.
+    """
+
+    def __init__(self, stopped: Deferred[Any]) -> None:
+        self.stopped = stopped
+
+
+def currentTask() -> Task[Any] | None:
+    """
+    The task whose callable is running in this thread right now, or C{None}.
+
+    Long-running task code uses it to learn that it should stop
+    (L{Task.stopRequested}) or to register an interrupter
+    (L{Task.onInterrupt}).
+    """
+    return getattr(_local, "task", None)
+
+
+def setCurrentTask(task: Task[Any] | None) -> None:
+    """
+    For workers: mark C{task} as the one running in this thread.
+    """
+    _local.task = task
+
+
+def checkNiceness(niceness: object) -> int:
+    """
+    @raise TypeError: C{niceness} is not an C{int}.
+    @raise ValueError: C{niceness} is outside -20..20.
+    """
+    if isinstance(niceness, bool) or not isinstance(niceness, int):
+        raise TypeError(f"niceness must be an int from -20 to 20, not {niceness!r}")
+    if niceness not in NICENESS_RANGE:
+        raise ValueError(f"niceness must be from -20 to 20, not {niceness}")
+    return niceness
+
+
+class Task(Generic[T]):
+    """
+    One call of C{f(*args, **kw)} and the Deferred its caller holds.
+
+    Tasks sort by band (C{doNext} first, C{doLast} last), then niceness
+    (lower first), then the order they were made in.
+
+    @ivar d: The caller's Deferred. Cancelling it while the task is queued
+        removes the task; while it runs, the task's interrupters are called
+        and the Deferred fails with L{CancelledError} only after the worker
+        has finished with it (if the task cannot be interrupted, at once).
+    """
+
+    def __init__(
+        self,
+        f: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kw: dict[str, Any] | None = None,
+        *,
+        niceness: int = 0,
+        doNext: bool = False,
+        doLast: bool = False,
+        series: str | None = None,
+        raw: bool = False,
+        consumer: Interface | None = None,
+    ) -> None:
+        if not callable(f):
+            raise TypeError(f"a task must be callable, not {f!r}")
+        checkNiceness(niceness)
+        self.f = f
+        self.args = args
+        self.kw = kw or {}
+        self.niceness = niceness
+        self.series = series
+        self.raw = raw
+        self.consumer = consumer
+        band = 0 if doNext else (2 if doLast else 1)
+        self.sortKey = (band, niceness, next(_sequence))
+        self.state = TaskState.QUEUED
+        self.worker: object | None = None
+        #: Set by the queue: a worker this task must run on (or None).
+        self.pinnedTo: object | None = None
+        self.stopReason: BaseException | None = None
+        self._stopEvent = threading.Event()
+        self._interrupters: list[Callable[[BaseException], object]] = []
+        self._delivered = False
+        self._stopped: Deferred[Any] | None = None
+        self._onRemove: Callable[[Task[Any]], None] | None = None
+        self.d: Deferred[T] = Deferred(self._cancel)
+        # First in the chain, so that nothing the caller adds sees _Stopping.
+        self.d.addBoth(self._swapStopping)
+
+    def __lt__(self, other: Task[Any]) -> bool:
+        return self.sortKey < other.sortKey
+
+    @property
+    def info(self) -> Info:
+        """
+        A readable description of the call.
+        """
+        return Info(self.f, self.args, self.kw)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.info} {self.state.value}>"
+
+    # Stopping ---------------------------------------------------------------
+
+    @property
+    def stopRequested(self) -> bool:
+        """
+        True once the task was cancelled or timed out. Safe to read from the
+        worker thread: long loops should check it and give up.
+        """
+        return self._stopEvent.is_set()
+
+    def onInterrupt(self, interrupter: Callable[[BaseException], object]) -> None:
+        """
+        Register C{interrupter(reason)}, called in the reactor thread if the
+        task is cancelled or times out while running. It should make the
+        running call stop soon (e.g. a database driver's cancel), and must
+        not block. A task with an interrupter is I{honest}: its caller hears
+        of the cancellation only after the worker has finished with it.
+
+        May be called from the worker thread while the task runs.
+        """
+        self._interrupters.append(interrupter)
+        if self._stopEvent.is_set() and self.stopReason is not None:
+            # Stop was asked before the interrupter existed: the caller
+            # must still learn of it, so run it now in the reactor thread.
+            interrupter(self.stopReason)
+
+    def requestStop(self, reason: BaseException) -> bool:
+        """
+        Ask the running task to stop because of C{reason}. Reactor thread only.
+
+        @return: True if the task has interrupters and so will be waited for.
+        """
+        if self.stopReason is None:
+            self.stopReason = reason
+        self._stopEvent.set()
+        honest = bool(self._interrupters)
+        for interrupter in list(self._interrupters):
+            try:
+                interrupter(reason)
+            except Exception:
+                log.failure("Interrupter of {task} failed", task=self)
+        return honest
+
+    def _cancel(self, d: Deferred[T]) -> None:
+        self._stopEarly(CancelledError(f"{self.info} was cancelled"), d)
+
+    def timeOut(self, seconds: float) -> None:
+        """
+        The task's timeout ran out: fail it with L{TaskTimeout}, after
+        stopping it if it is running. Reactor thread only.
+        """
+        from .errors import TaskTimeout
+
+        if self._delivered or self.d.called:
+            return
+        reason = TaskTimeout(f"{self.info} timed out after {seconds:g} s")
+        self._stopEarly(reason, None)
+
+    def _stopEarly(self, reason: BaseException, cancelling: Deferred[T] | None) -> None:
+        if self.state is TaskState.QUEUED:
+            self.state = TaskState.DONE
+            self._delivered = True
+            if self._onRemove is not None:
+                self._onRemove(self)
+            if cancelling is None:
+                self.d.errback(Failure(reason))
+            # (When cancelling, Deferred.cancel fails d itself.)
+            return
+        if self.state is TaskState.RUNNING:
+            if self.requestStop(reason):
+                self._stopped = Deferred()
+                self.d.callback(_Stopping(self._stopped))  # type: ignore[arg-type]
+            else:
+                # Nothing can stop it: tell the caller now, drop its result.
+                self._delivered = True
+                if cancelling is None:
+                    self.d.errback(Failure(reason))
+
+    @staticmethod
+    def _swapStopping(result: object) -> object:
+        if isinstance(result, _Stopping):
+            return result.stopped
+        return result
+
+    # Delivery (reactor thread, from workers) ---------------------------------
+
+    def start(self, worker: object) -> None:
+        """
+        For the queue: the task is handed to C{worker}.
+        """
+        self.state = TaskState.RUNNING
+        self.worker = worker
+
+    def finish(self, result: Any) -> None:
+        """
+        For workers: the call returned C{result}. If the caller gave a
+        C{consumer} and the result is a L{Deferator}, it is produced to the
+        consumer and the Deferred fires with the consumer when all is written.
+        """
+        from .deferator import Deferator
+        from .producer import IterationProducer
+
+        self.state = TaskState.DONE
+        if self.consumer is not None and isinstance(result, Deferator):
+            producer = IterationProducer(result, self.consumer)
+            producer.run().addCallbacks(self._deliver, self.fail)
+            return
+        self._deliver(result)
+
+    def fail(self, failure: Failure) -> None:
+        """
+        For workers: the call raised; C{failure} holds the exception.
+        """
+        self.state = TaskState.DONE
+        if self._stopped is not None and not self._stopped.called:
+            # The interruption made the call fail: report why it was stopped.
+            assert self.stopReason is not None
+            self._delivered = True
+            self._stopped.errback(Failure(self.stopReason))
+            return
+        self._deliver(failure)
+
+    def _deliver(self, result: Any) -> None:
+        if self._stopped is not None and not self._stopped.called:
+            # Asked to stop, yet it finished: tell the truth, the result.
+            self._delivered = True
+            if isinstance(result, Failure):
+                self._stopped.errback(result)
+            else:
+                self._stopped.callback(result)
+            return
+        if self._delivered:
+            if isinstance(result, Failure):
+                log.failure("Task {task} failed after its caller gave up",
+                            failure=result, task=self)
+            return
+        self._delivered = True
+        if isinstance(result, Failure):
+            self.d.errback(result)
+        else:
+            self.d.callback(result)

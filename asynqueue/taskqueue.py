@@ -1,0 +1,314 @@
+"""
+L{TaskQueue}: a prioritized queue of calls, run by the workers attached to it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .errors import QueueStopped, WorkerError
+from .interfaces import IWorker
+from .task import Task, TaskState
+
+T = TypeVar("T")
+
+log = Logger()
+
+
+class TaskQueue:
+    """
+    Runs calls on its workers in priority order: C{doNext} calls first,
+    C{doLast} calls last, and in between lower C{niceness} (-20..20) first;
+    first in, first out within a priority.
+
+    Everything here happens in the reactor thread.
+    """
+
+    def __init__(self, *, clock: IReactorTime | None = None) -> None:
+        """
+        @param clock: For timeouts; the reactor by default (tests pass a
+            C{twisted.internet.task.Clock}).
+        """
+        self._clock = clock
+        self._heap: list[Task[Any]] = []
+        self._workers: list[Any] = []
+        self._idle: list[Any] = []
+        self._detaching: dict[int, Deferred[None]] = {}
+        self._running: set[Task[Any]] = set()
+        self._accepting = True
+        self._drained: list[Deferred[None]] = []
+        self._stopped: Deferred[None] | None = None
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The clock for timeouts, resolved lazily.
+        """
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor  # type: ignore[assignment]
+        assert self._clock is not None
+        return self._clock
+
+    # Workers ----------------------------------------------------------------
+
+    @property
+    def workers(self) -> list[Any]:
+        """
+        The attached workers (a copy).
+        """
+        return list(self._workers)
+
+    def attachWorker(self, worker: Any) -> Any:
+        """
+        Add a worker providing L{IWorker}; it starts taking tasks at once.
+
+        @return: the worker.
+        @raise TypeError: it does not provide L{IWorker}.
+        """
+        if not IWorker.providedBy(worker):
+            raise TypeError(f"{worker!r} does not provide IWorker")
+        if not self._accepting:
+            raise QueueStopped("the queue is shut down: no worker can be attached")
+        self._workers.append(worker)
+        self._idle.append(worker)
+        self._dispatch()
+        return worker
+
+    def detachWorker(self, worker: Any) -> Deferred[None]:
+        """
+        Take C{worker} off the queue: it gets no more tasks, finishes the one
+        it runs (and any L{update} calls pinned to it), then stops. Queued
+        tasks stay queued for the other workers.
+
+        @return: fires when the worker has stopped.
+        """
+        if worker not in self._workers:
+            return fail(WorkerError(f"{worker!r} is not attached"))
+        done: Deferred[None] = Deferred()
+        self._detaching[id(worker)] = done
+        self._maybeDetach(worker)
+        return done
+
+    def _maybeDetach(self, worker: Any) -> None:
+        done = self._detaching.get(id(worker))
+        if done is None or worker not in self._idle:
+            return
+        if any(t.pinnedTo is worker for t in self._heap if t.state is TaskState.QUEUED):
+            return
+        del self._detaching[id(worker)]
+        self._idle.remove(worker)
+        self._workers.remove(worker)
+        worker.stop().chainDeferred(done)
+        self._checkDrained()
+
+    # Calls ------------------------------------------------------------------
+
+    def call(
+        self,
+        f: Callable[..., Any],
+        *args: Any,
+        niceness: int = 0,
+        doNext: bool = False,
+        doLast: bool = False,
+        series: str | None = None,
+        timeout: float | None = None,
+        raw: bool = False,
+        consumer: Any = None,
+        **kw: Any,
+    ) -> Deferred[Any]:
+        """
+        Queue C{f(*args, **kw)}.
+
+        @param niceness: -20 (runs first) to 20 (runs last).
+        @param doNext: Run before every other queued call.
+        @param doLast: Run after every other queued call.
+        @param series: Run only on a worker qualified for this series.
+        @param timeout: Seconds from now after which the call fails with
+            L{TaskTimeout} (stopping it if it runs and can be interrupted).
+        @param raw: Deliver an iterator as it is, not as a L{Deferator}.
+        @param consumer: An C{IConsumer} to which the items of an iterator
+            result are written; the Deferred then fires with the consumer.
+        @return: A Deferred firing with the call's result, or failing with the
+            exception it raised.
+        @raise TypeError: C{f} is not callable, or C{consumer} is no
+            C{IConsumer}, or C{niceness} is not an int.
+        @raise ValueError: C{niceness} is out of range, or C{timeout} is not
+            positive.
+        """
+        if consumer is not None and not IConsumer.providedBy(consumer):
+            raise TypeError(f"consumer {consumer!r} does not provide IConsumer")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        task: Task[Any] = Task(
+            f, args, kw, niceness=niceness, doNext=doNext, doLast=doLast,
+            series=series, raw=raw, consumer=consumer,
+        )
+        return self.submit(task, timeout=timeout)
+
+    def submit(self, task: Task[T], *, timeout: float | None = None) -> Deferred[T]:
+        """
+        Queue a task made elsewhere (L{call} makes one for you).
+        """
+        if not self._accepting:
+            return fail(QueueStopped(f"the queue is shut down: {task.info} was refused"))
+        if task.series is not None and not any(
+            task.series in w.iQualified for w in self._workers
+        ) and task.pinnedTo is None:
+            log.warn("No worker is qualified yet for series {series!r}", series=task.series)
+        task._onRemove = self._removed
+        heapq.heappush(self._heap, task)
+        if timeout is not None:
+            call = self.clock.callLater(timeout, task.timeOut, timeout)
+            task.d.addBoth(_cancelCall, call)
+        self._dispatch()
+        return task.d
+
+    def update(self, f: Callable[..., Any], *args: Any, **kw: Any) -> Deferred[list[Any]]:
+        """
+        Run C{f(*args, **kw)} once on every attached worker, before other
+        queued calls.
+
+        @return: A Deferred firing with the list of results, one per worker.
+        """
+        ds = []
+        for worker in self._workers:
+            task: Task[Any] = Task(f, args, dict(kw), doNext=True)
+            task.pinnedTo = worker
+            ds.append(self.submit(task))
+        d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
+        return d.addCallback(lambda results: [r for _, r in results])
+
+    # Dispatch -----------------------------------------------------------------
+
+    def _removed(self, task: Task[Any]) -> None:
+        # Lazy removal: the heap entry is skipped when popped.
+        self._checkDrained()
+
+    def _canRun(self, worker: Any, task: Task[Any]) -> bool:
+        if task.pinnedTo is not None:
+            return task.pinnedTo is worker
+        if id(worker) in self._detaching:
+            return False
+        return task.series is None or task.series in worker.iQualified
+
+    def _dispatch(self) -> None:
+        heap = self._heap
+        while heap and self._idle:
+            task = heap[0]
+            if task.state is not TaskState.QUEUED:
+                heapq.heappop(heap)
+                continue
+            worker = next((w for w in self._idle if self._canRun(w, task)), None)
+            if worker is None:
+                if not self._dispatchConstrained():
+                    break
+                continue
+            heapq.heappop(heap)
+            self._start(worker, task)
+        for worker in list(self._idle):
+            self._maybeDetach(worker)
+        self._checkDrained()
+
+    def _dispatchConstrained(self) -> bool:
+        # The best task can't run on an idle worker: find the best one that can.
+        for task in sorted(self._heap):
+            if task.state is not TaskState.QUEUED:
+                continue
+            worker = next((w for w in self._idle if self._canRun(w, task)), None)
+            if worker is not None:
+                self._heap.remove(task)
+                heapq.heapify(self._heap)
+                self._start(worker, task)
+                return True
+        return False
+
+    def _start(self, worker: Any, task: Task[Any]) -> None:
+        self._idle.remove(worker)
+        self._running.add(task)
+        task.start(worker)
+        try:
+            freed = worker.run(task)
+        except Exception:
+            self._running.discard(task)
+            task.fail(Failure())
+            self._idle.append(worker)
+            return
+        freed.addBoth(self._freed, worker, task)
+
+    def _freed(self, result: object, worker: Any, task: Task[Any]) -> None:
+        self._running.discard(task)
+        if isinstance(result, Failure):
+            log.failure("Worker {worker} failed", result, worker=worker)
+        if worker in self._workers:
+            self._idle.append(worker)
+        self._dispatch()
+
+    # Shutdown -----------------------------------------------------------------
+
+    def isRunning(self) -> bool:
+        """
+        True until L{shutdown} is called.
+        """
+        return self._accepting
+
+    def pending(self) -> int:
+        """
+        How many calls wait in the queue (not counting running ones).
+        """
+        return sum(1 for t in self._heap if t.state is TaskState.QUEUED)
+
+    def running(self) -> int:
+        """
+        How many calls are on workers now.
+        """
+        return len(self._running)
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Fires when no call is queued or running.
+        """
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        self._checkDrained()
+        return d
+
+    def _checkDrained(self) -> None:
+        if self._drained and not self._running and not self.pending():
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def shutdown(self) -> Deferred[None]:
+        """
+        Refuse new calls, let every queued and running call finish, then stop
+        the workers. Idempotent.
+        """
+        if self._stopped is None:
+            self._accepting = False
+            self._stopped = self.whenIdle().addCallback(self._stopWorkers)
+        out: Deferred[None] = Deferred()
+        self._stopped.addBoth(lambda r: (out.callback(None), r)[1])
+        return out
+
+    def _stopWorkers(self, _: None) -> Deferred[None]:
+        workers, self._workers, self._idle = self._workers, [], []
+        d = DeferredList([w.stop() for w in workers], consumeErrors=True)
+        return d.addCallback(lambda _: None)
+
+
+def _cancelCall(result: object, call: Any) -> object:
+    if call.active():
+        call.cancel()
+    return result
+
+
+__all__ = ["TaskQueue"]

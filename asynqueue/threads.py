@@ -1,0 +1,55 @@
+"""
+L{ThreadQueue}: a L{TaskQueue} with a fixed team of L{ThreadWorker}s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from .deferator import DEFAULT_BATCH
+from .taskqueue import TaskQueue
+from .workers import ThreadWorker
+
+
+class ThreadQueue(TaskQueue):
+    """
+    A task queue run by C{n} threads, each a L{ThreadWorker} of its own.
+    """
+
+    def __init__(
+        self,
+        n: int = 1,
+        *,
+        holdIterations: bool = False,
+        batchSize: int = DEFAULT_BATCH,
+        clock: IReactorTime | None = None,
+        callFromThread: Callable[..., object] | None = None,
+        name: str = "asynqueue",
+    ) -> None:
+        """
+        @param n: How many threads.
+        @param holdIterations: See L{ThreadWorker}.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"a ThreadQueue needs at least one thread, not {n!r}")
+        super().__init__(clock=clock)
+        for i in range(n):
+            self.attachWorker(
+                ThreadWorker(
+                    holdIterations=holdIterations,
+                    batchSize=batchSize,
+                    callFromThread=callFromThread,
+                    name=f"{name}-{i}",
+                )
+            )
+
+    def deferToThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> Deferred[Any]:
+        """
+        Run C{f(*args, **kw)} in one of the queue's threads; the same as
+        L{call}, named after Twisted's C{deferToThread}.
+        """
+        return self.call(f, *args, **kw)

@@ -1,0 +1,378 @@
+"""
+Workers for a L{TaskQueue}: L{AsyncWorker} runs tasks in the reactor, and
+L{ThreadWorker} runs them in one dedicated thread for its whole life.
+
+Thread affinity is the point of L{ThreadWorker}: a database connection made
+by a task stays on the thread that made it, and so do the batches of any
+iteration the task returns.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
+from .interfaces import IWorker
+from .task import Task, setCurrentTask
+
+_STOP = object()
+
+
+def _reactorCallFromThread(f: Callable[..., object], *args: object) -> None:
+    from twisted.internet import reactor
+
+    reactor.callFromThread(f, *args)  # type: ignore[attr-defined]
+
+
+def _isIterator(result: object) -> bool:
+    return isinstance(result, Iterator)
+
+
+class JobThread:
+    """
+    One thread that runs jobs (no-argument callables) in the order given. It
+    is started with the first job. Jobs must not raise.
+    """
+
+    def __init__(self, name: str = "asynqueue-worker") -> None:
+        self.name = name
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def do(self, job: Callable[[], object]) -> None:
+        """
+        Run C{job} in the thread, after the jobs given before it.
+        """
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def quit(self, then: Callable[[], object] | None = None) -> None:
+        """
+        End the thread after the jobs already given, calling C{then} last,
+        in the thread.
+        """
+        if self._thread is None:
+            if then is not None:
+                then()
+            return
+        self._jobs.put((_STOP, then))
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if isinstance(job, tuple) and job[0] is _STOP:
+                if job[1] is not None:
+                    job[1]()
+                return
+            job()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """
+        The thread, once started.
+        """
+        return self._thread
+
+
+class MemoryJobRunner:
+    """
+    A stand-in for L{JobThread} in unit tests: jobs wait in a list until the
+    test runs them with L{perform} or L{performAll}, in the test's thread.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], object]] = []
+        self.quitted = False
+
+    def do(self, job: Callable[[], object]) -> None:
+        """
+        Keep C{job} for later.
+        """
+        self.jobs.append(job)
+
+    def quit(self, then: Callable[[], object] | None = None) -> None:
+        """
+        Mark the runner stopped once its jobs are done.
+        """
+        def stop() -> None:
+            self.quitted = True
+            if then is not None:
+                then()
+
+        self.jobs.append(stop)
+
+    def perform(self) -> bool:
+        """
+        Run the oldest job. @return: whether there was one.
+        """
+        if not self.jobs:
+            return False
+        self.jobs.pop(0)()
+        return True
+
+    def performAll(self) -> int:
+        """
+        Run jobs until none is left (including ones they add). @return: how many.
+        """
+        n = 0
+        while self.perform():
+            n += 1
+        return n
+
+
+@implementer(IWorker)
+class ThreadWorker:
+    """
+    Runs tasks one at a time in a single dedicated thread.
+
+    A task that returns an iterator (unless called with C{raw=True}) is
+    delivered as a L{Deferator} whose batches are fetched in the same thread.
+    With C{holdIterations=False} (the default) the worker takes other tasks
+    between batches, which interleave with them; with C{holdIterations=True}
+    it takes no other task until the iteration is exhausted or stopped (a
+    database cursor inside an open transaction needs that).
+    """
+
+    def __init__(
+        self,
+        series: Sequence[str] = (),
+        *,
+        holdIterations: bool = False,
+        batchSize: int = DEFAULT_BATCH,
+        runner: JobThread | MemoryJobRunner | None = None,
+        callFromThread: Callable[..., object] | None = None,
+        name: str = "asynqueue-worker",
+    ) -> None:
+        """
+        @param series: The series this worker is qualified for.
+        @param runner: Where jobs run; a new L{JobThread} by default (tests
+            pass a L{MemoryJobRunner}).
+        @param callFromThread: How the thread hands results to the reactor;
+            the reactor's C{callFromThread} by default.
+        """
+        self.iQualified = list(series)
+        self.holdIterations = holdIterations
+        self.batchSize = batchSize
+        self.runner = runner if runner is not None else JobThread(name)
+        self._callFromThread = callFromThread or _reactorCallFromThread
+        self.task: Task[Any] | None = None
+        self._stopping: Deferred[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ThreadWorker {getattr(self.runner, 'name', '')} {self.iQualified}>"
+
+    def call(self, f: Callable[[], Any]) -> Deferred[Any]:
+        """
+        Run C{f()} in the worker's thread, bypassing any queue, after what the
+        thread already has to do. For setting up or closing per-thread
+        resources; a task in progress is not interrupted.
+        """
+        d: Deferred[Any] = Deferred()
+
+        def job() -> None:
+            try:
+                result = f()
+            except BaseException:
+                self._callFromThread(d.errback, Failure())
+            else:
+                self._callFromThread(d.callback, result)
+
+        self.runner.do(job)
+        return d
+
+    def run(self, task: Task[Any]) -> Deferred[None]:
+        """
+        Run C{task} in the thread; see L{IWorker.run}.
+        """
+        if self._stopping is not None:
+            raise RuntimeError(f"{self!r} is stopped")
+        self.task = task
+        freed: Deferred[None] = Deferred()
+        batchSize = self.batchSize
+
+        def job() -> None:
+            # Worker thread: call, and hand back plain values, never Deferreds.
+            setCurrentTask(task)
+            try:
+                result = task.f(*task.args, **task.kw)
+                if not task.raw and _isIterator(result):
+                    taker: BatchTaker[Any] = BatchTaker(result, batchSize)
+                    outcome: tuple[Any, ...] = ("iter", taker, taker.take())
+                else:
+                    outcome = ("value", result)
+            except BaseException:
+                outcome = ("failure", Failure())
+            finally:
+                setCurrentTask(None)
+            self._callFromThread(self._ran, task, outcome, freed)
+
+        self.runner.do(job)
+        return freed
+
+    def _ran(self, task: Task[Any], outcome: tuple[Any, ...], freed: Deferred[None]) -> None:
+        if outcome[0] == "failure":
+            self._free(freed)
+            task.fail(outcome[1])
+        elif outcome[0] == "value":
+            self._free(freed)
+            task.finish(outcome[1])
+        else:
+            task.finish(self._deferator(outcome[1], outcome[2], freed))
+
+    def _free(self, freed: Deferred[None]) -> None:
+        if not freed.called:
+            self.task = None
+            freed.callback(None)
+
+    def _deferator(
+        self, taker: BatchTaker[Any], first: Batch[Any], freed: Deferred[None]
+    ) -> Deferator[Any]:
+        items, exhausted = first
+        if exhausted:
+            self._free(freed)
+            return Deferator(items)
+        released = False
+
+        def release() -> None:
+            # Reactor thread. Close the source in its own thread, then free.
+            nonlocal released
+            if released:
+                return
+            released = True
+            if taker.done:
+                self._free(freed)
+            else:
+                self.call(taker.close).addBoth(lambda _: self._free(freed))
+
+        def fetch() -> Deferred[Batch[Any]]:
+            return self.call(taker.take)
+
+        dr: Deferator[Any] = Deferator(items, fetch, stop=release)
+        if self.holdIterations:
+            dr.whenDone().addCallback(lambda _: self._free(freed))
+            # A Deferator dropped unfinished must not hold the worker forever.
+            weakref.finalize(dr, self._callFromThread, release)
+        else:
+            self._free(freed)
+            weakref.finalize(dr, self._callFromThread, release)
+        return dr
+
+    def stop(self) -> Deferred[None]:
+        """
+        Finish what the thread has to do, then end it.
+        """
+        if self._stopping is None:
+            self._stopping = Deferred()
+            stopping = self._stopping
+            self.runner.quit(lambda: self._callFromThread(stopping.callback, None))
+        return _chainNone(self._stopping)
+
+    def crash(self) -> list[Task[Any]]:
+        """
+        Stop taking work; return the task in progress (its thread cannot be
+        killed, and its result will be ignored).
+        """
+        task, self.task = self.task, None
+        if self._stopping is None:
+            self.stop()
+        return [task] if task is not None else []
+
+
+@implementer(IWorker)
+class AsyncWorker:
+    """
+    Runs tasks in the reactor thread, one at a time. A task may return a
+    Deferred or be a coroutine function; a returned iterator becomes a
+    L{Deferator} that fetches in the reactor.
+    """
+
+    def __init__(self, series: Sequence[str] = (), *, batchSize: int = DEFAULT_BATCH) -> None:
+        self.iQualified = list(series)
+        self.batchSize = batchSize
+        self.task: Task[Any] | None = None
+        self._stopped = False
+        self._idle: Deferred[None] | None = None
+
+    def run(self, task: Task[Any]) -> Deferred[None]:
+        """
+        Run C{task} in the reactor; see L{IWorker.run}.
+        """
+        import inspect
+
+        self.task = task
+        setCurrentTask(task)
+        try:
+            result = task.f(*task.args, **task.kw)
+            if inspect.iscoroutine(result):
+                result = Deferred.fromCoroutine(result)
+        except BaseException:
+            result = Failure()
+        finally:
+            setCurrentTask(None)
+        freed: Deferred[None] = Deferred()
+
+        def done(value: object) -> None:
+            self.task = None
+            if isinstance(value, Failure):
+                task.fail(value)
+            elif not task.raw and _isIterator(value):
+                taker: BatchTaker[Any] = BatchTaker(value, self.batchSize)  # type: ignore[arg-type]
+                items, exhausted = taker.take()
+                fetch = None if exhausted else (lambda: succeed(taker.take()))
+                task.finish(Deferator(items, fetch, stop=taker.close))
+            else:
+                task.finish(value)
+            freed.callback(None)
+            if self._idle is not None and self.task is None:
+                self._idle.callback(None)
+
+        if isinstance(result, Deferred):
+            result.addBoth(done)
+        else:
+            done(result)
+        return freed
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop once the task in progress is done.
+        """
+        self._stopped = True
+        if self.task is None:
+            return succeed(None)
+        self._idle = Deferred()
+        return _chainNone(self._idle)
+
+    def crash(self) -> list[Task[Any]]:
+        """
+        Stop now; return the task in progress, if any.
+        """
+        self._stopped = True
+        task, self.task = self.task, None
+        return [task] if task is not None else []
+
+
+def _chainNone(d: Deferred[None]) -> Deferred[None]:
+    """
+    A new Deferred that fires when C{d} does, leaving C{d}'s result alone.
+    """
+    out: Deferred[None] = Deferred()
+
+    def passOn(result: object) -> object:
+        out.callback(None)
+        return result
+
+    if d.called:
+        out.callback(None)
+    else:
+        d.addBoth(passOn)
+    return out

@@ -1,0 +1,53 @@
+"""Packaging for sAsync (SQLAlchemy made asynchronous for Twisted) and AsynQueue."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+readme = Path(__file__).with_name("README.md")
+
+setup(
+    name="sAsync",
+    version="0.20.0.dev0",
+    description="SQLAlchemy made asynchronous for Twisted, on the AsynQueue task queue",
+    long_description=readme.read_text(encoding="utf-8") if readme.exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["sasync", "sasync.*", "asynqueue", "asynqueue.*"]),
+    package_data={"sasync": ["py.typed"], "asynqueue": ["py.typed"]},
+    install_requires=[
+        "twisted>=24.3",
+        "sqlalchemy>=2.0,<2.2",
+        "psycopg2-binary>=2.9",
+        "zope.interface>=6",
+    ],
+    extras_require={
+        "mysql": ["pymysql>=1.1"],
+        "test": [
+            "pymysql>=1.1",
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "treq>=24",
+            "psutil>=5.9",
+        ],
+        "lint": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0.5", "types-psycopg2", "types-PyMySQL"],
+        "docs": ["pydoctor>=24.3"],
+        "demo": ["matplotlib>=3.8"],
+        "bench": [
+            "asyncpg>=0.29",
+            "txpostgres>=1.7",
+            "sqlalchemy[asyncio]>=2.0,<2.2",
+            "matplotlib>=3.8",
+            "psutil>=5.9",
+            "pymysql>=1.1",
+        ],
+    },
+    entry_points={"console_scripts": ["sasync = sasync.__main__:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Database",
+    ],
+)
