@@ -19,6 +19,7 @@ from .errors import TaskTimeout as TaskTimeout
 from .errors import WorkerError as WorkerError
 from .info import Info as Info
 from .interfaces import IWorker as IWorker
+from .lock import DeferredLock as DeferredLock
 from .producer import IterationProducer as IterationProducer
 from .producer import ListConsumer as ListConsumer
 from .producer import iteratorToProducer as iteratorToProducer
@@ -26,12 +27,15 @@ from .task import Task as Task
 from .task import currentTask as currentTask
 from .taskqueue import TaskQueue as TaskQueue
 from .threads import ThreadQueue as ThreadQueue
+from .tracker import DeferredTracker as DeferredTracker
 from .workers import AsyncWorker as AsyncWorker
 from .workers import ThreadWorker as ThreadWorker
 
 __all__ = [
     "AsyncWorker",
     "Deferator",
+    "DeferredLock",
+    "DeferredTracker",
     "IWorker",
     "Info",
     "IterationProducer",

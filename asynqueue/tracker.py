@@ -1,0 +1,124 @@
+"""
+L{DeferredTracker}: wait for a changing set of Deferreds to fire.
+
+Reactor thread only: Deferreds are put, observed and waited for there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, succeed
+
+T = TypeVar("T")
+
+
+class DeferredTracker:
+    """
+    Keeps count of Deferreds that have not fired yet, and lets you wait
+    until all, any one, or all but a few of them have.
+
+    Tracking never changes a tracked Deferred's result: the tracker adds
+    one pass-through callback that returns what it was given, so a
+    failure still reaches the callbacks added after it (and is still
+    reported as unhandled if nobody handles it).
+    """
+
+    def __init__(self) -> None:
+        # Keyed by id() so that Deferreds need not be hashable by value.
+        self._pending: dict[int, Deferred[Any]] = {}
+        # (threshold, waiter): the waiter fires once fewer than threshold
+        # Deferreds are pending.
+        self._waitingFewer: list[tuple[int, Deferred[None]]] = []
+        self._waitingAny: list[Deferred[None]] = []
+
+    def __len__(self) -> int:
+        """
+        How many tracked Deferreds have not fired yet.
+        """
+        return len(self._pending)
+
+    def put(self, d: Deferred[T]) -> Deferred[T]:
+        """
+        Track C{d} until it fires. A Deferred that has already fired is not
+        tracked.
+
+        @return: C{d} itself, with its result untouched.
+        @raise TypeError: C{d} is not a Deferred.
+        """
+        if not isinstance(d, Deferred):
+            raise TypeError(f"a DeferredTracker tracks Deferreds, not {d!r}")
+        if d.called or id(d) in self._pending:
+            return d
+        key = id(d)
+        self._pending[key] = d
+
+        def observe(result: object) -> object:
+            # A side observation: hand the result on unchanged.
+            self._fired(key)
+            return result
+
+        d.addBoth(observe)
+        return d
+
+    def _fired(self, key: int) -> None:
+        if self._pending.pop(key, None) is None:
+            return
+        anyWaiting, self._waitingAny = self._waitingAny, []
+        for waiter in anyWaiting:
+            waiter.callback(None)
+        self._checkFewer()
+
+    def _checkFewer(self) -> None:
+        n = len(self._pending)
+        if not any(threshold > n for threshold, _ in self._waitingFewer):
+            return
+        ready = [w for t, w in self._waitingFewer if t > n]
+        self._waitingFewer = [(t, w) for t, w in self._waitingFewer if t <= n]
+        for waiter in ready:
+            waiter.callback(None)
+
+    def deferToAll(self) -> Deferred[None]:
+        """
+        A Deferred that fires (with C{None}) once no tracked Deferred is
+        pending, including any put while waiting. Fires at once if none is.
+        """
+        return self.deferUntilFewer(1)
+
+    def deferToAny(self) -> Deferred[None]:
+        """
+        A Deferred that fires (with C{None}) when the next tracked
+        Deferred fires. Fires at once if none is pending.
+        """
+        if not self._pending:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._forgetAny)
+        self._waitingAny.append(waiter)
+        return waiter
+
+    def deferUntilFewer(self, N: int) -> Deferred[None]:
+        """
+        A Deferred that fires (with C{None}) once fewer than C{N} tracked
+        Deferreds are pending; at once if that is true now. Use it to keep
+        at most C{N} operations in flight.
+
+        @raise ValueError: C{N} is less than 1.
+        """
+        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+            raise ValueError(f"N must be a positive int, not {N!r}")
+        if len(self._pending) < N:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._forgetFewer)
+        self._waitingFewer.append((N, waiter))
+        return waiter
+
+    # A cancelled waiter just stops waiting; tracked Deferreds are untouched.
+    def _forgetAny(self, waiter: Deferred[None]) -> None:
+        if waiter in self._waitingAny:
+            self._waitingAny.remove(waiter)
+
+    def _forgetFewer(self, waiter: Deferred[None]) -> None:
+        self._waitingFewer = [(t, w) for t, w in self._waitingFewer if w is not waiter]
+
+
+__all__ = ["DeferredTracker"]
