@@ -1,0 +1,213 @@
+"""
+The runner: C{python -m bench [--ops N] [--rows N] [--repeat N] [--only ...]
+[--smoke] [--out FILE]}.
+
+It creates its own database, runs the chosen variants alternately (within
+a workload: A B C, A B C, ...), each once per child process, and writes
+every run, the medians and the ratios to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from bench import availability, database
+from bench.config import BenchConfig
+from bench.machine import describe
+from bench.stats import formatTable, summarise
+from bench.variants import WORKLOADS, Variant, select
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def parseArgs(argv: list[str]) -> argparse.Namespace:
+    """
+    The command line; scales default to the issue's (35,000 ops, 1M rows).
+    """
+    d = BenchConfig()
+    p = argparse.ArgumentParser(prog="bench", description=__doc__)
+    p.add_argument("--ops", type=int, default=d.ops, help="ops per ORM/SQL run")
+    p.add_argument("--rows", type=int, default=d.rows, help="rows to stream")
+    p.add_argument("--calls", type=int, default=d.calls, help="no-op dispatches")
+    p.add_argument("--items", type=int, default=d.items, help="iterator items")
+    p.add_argument("--selects", type=int, default=d.selects, help="SELECT 1 txns")
+    p.add_argument("--repeat", type=int, default=d.repeat, help="runs per variant")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.concurrency,
+        help="connections/threads for every concurrent variant",
+    )
+    p.add_argument("--only", help="comma-separated workloads/variants/patterns")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny scale, one run each: proves every variant runs",
+    )
+    p.add_argument("--out", type=Path, help="JSON results file")
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--user", default=d.user)
+    p.add_argument("--database", default=d.database, help="created and dropped")
+    p.add_argument("--keep-db", action="store_true", help="don't drop it after")
+    p.add_argument("--timeout", type=float, default=3600, help="per child, seconds")
+    p.add_argument("--list", action="store_true", help="list variants and exit")
+    return p.parse_args(argv)
+
+
+def configFrom(args: argparse.Namespace) -> BenchConfig:
+    """
+    The L{BenchConfig} the arguments describe (smoke-scaled for --smoke).
+    """
+    config = BenchConfig(
+        ops=args.ops,
+        rows=args.rows,
+        calls=args.calls,
+        items=args.items,
+        selects=args.selects,
+        repeat=args.repeat,
+        concurrency=args.concurrency,
+        host=args.host,
+        port=args.port,
+        user=args.user,
+        database=args.database,
+    )
+    return config.smokeScaled() if args.smoke else config
+
+
+def skipped(variants: list[Variant]) -> dict[str, str]:
+    """
+    Variants whose package does not import yet, with the reason.
+    """
+    reasons: dict[str, str] = {}
+    for package in sorted({v.needs for v in variants if v.needs}):
+        error = availability.probe(package)
+        if error:
+            reasons[package] = f"{package} not importable yet: {error}"
+    return {v.name: reasons[v.needs] for v in variants if v.needs in reasons}
+
+
+def runChild(variant: Variant, config: BenchConfig, timeout: float) -> dict[str, Any]:
+    """
+    Run one variant once in a fresh interpreter; the result record, or
+    C{{"error": ...}}.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        configPath, outPath = Path(tmp, "config.json"), Path(tmp, "out.json")
+        configPath.write_text(config.toJson())
+        command = [
+            sys.executable,
+            "-m",
+            "bench.child",
+            variant.name,
+            str(configPath),
+            str(outPath),
+        ]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        if outPath.exists():
+            record: dict[str, Any] = json.loads(outPath.read_text())
+        else:
+            record = {"error": f"exit {done.returncode}: {done.stderr[-3000:]}"}
+        return record
+
+
+def runAll(
+    config: BenchConfig, variants: list[Variant], timeout: float
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
+    """
+    Every variant C{config.repeat} times, alternating within each workload.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    errors: dict[str, list[str]] = {}
+    for workload in WORKLOADS:
+        group = [v for v in variants if v.workload == workload.name]
+        if not group:
+            continue
+        if workload.name == "stream":
+            print(f"filling stream table with {config.rows:,} rows", flush=True)
+            database.fillStream(config, config.rows)
+        for rep in range(config.repeat):
+            for variant in group:
+                if workload.name in ("orm", "sql"):
+                    database.resetOps(config)  # fresh tables for every run
+                record = runChild(variant, config, timeout)
+                if "error" in record:
+                    errors.setdefault(variant.name, []).append(record["error"])
+                    print(
+                        f"[{rep + 1}/{config.repeat}] {variant.name}: ERROR\n"
+                        f"{record['error']}",
+                        flush=True,
+                    )
+                    continue
+                runs[variant.name].append(record)
+                print(
+                    f"[{rep + 1}/{config.repeat}] {variant.name}: "
+                    f"{record['rate']:,.0f} {record['unit']}/s "
+                    f"in {record['seconds']:.2f} s",
+                    flush=True,
+                )
+    return runs, errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Run the suite; exit status 1 if any variant failed (skips are not failures).
+    """
+    args = parseArgs(sys.argv[1:] if argv is None else argv)
+    variants = select(args.only)
+    if args.list:
+        for v in variants:
+            print(f"{v.workload:9s} {v.name:28s} {v.label}")
+        return 0
+    config = configFrom(args)
+    out = args.out or RESULTS / ("smoke.json" if config.smoke else "latest.json")
+    skips = skipped(variants)
+    for name, reason in skips.items():
+        print(f"skipping {name}: {reason}", flush=True)
+    runnable = [v for v in variants if v.name not in skips]
+    started = time.time()
+    database.createDatabase(config)
+    try:
+        meta = {
+            "command": "./scripts/bench "
+            + shlex.join(sys.argv[1:] if argv is None else argv),
+            "config": asdict(replace(config)),
+            "machine": describe(config),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
+        }
+        runs, errors = runAll(config, runnable, args.timeout)
+    finally:
+        if not args.keep_db:
+            database.dropDatabase(config)
+    meta["seconds"] = round(time.time() - started, 1)
+    summary = summarise(runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "skipped": skips,
+                "errors": errors,
+                "runs": runs,
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
+    print(formatTable(summary))
+    print(f"\nresults: {out}")
+    return 1 if errors else 0

@@ -1,0 +1,76 @@
+"""Timing, memory and the little statistics the runner and report share."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+
+def peakRssMb() -> float:
+    """
+    This process's peak resident set size so far, in MiB (Linux: KiB units).
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def currentRssMb() -> float:
+    """
+    This process's resident set size now, in MiB (from /proc, Linux only).
+    """
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 1048576.0
+
+
+class Measurement:
+    """
+    Wall time and memory of one timed section; C{start}, then C{stop(count)}.
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.began = 0.0
+        self.baselineRss = 0.0
+        self.result: dict[str, Any] = {}
+
+    def start(self) -> None:
+        """
+        Note RSS before the work (imports, pools) and start the clock.
+        """
+        self.baselineRss = currentRssMb()
+        self.began = time.perf_counter()
+
+    def stop(self, count: int, **extra: Any) -> dict[str, Any]:
+        """
+        Stop the clock; C{count} units were done. Returns the result record.
+        """
+        seconds = time.perf_counter() - self.began
+        self.result = {
+            "unit": self.unit,
+            "count": count,
+            "seconds": seconds,
+            "rate": count / seconds if seconds > 0 else 0.0,
+            "baselineRssMb": round(self.baselineRss, 1),
+            **extra,
+        }
+        return self.result
+
+
+def percentile(values: list[float], p: float) -> float:
+    """
+    The C{p}th percentile (0-100) of C{values}, nearest-rank; 0 if empty.
+    """
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100.0 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: list[float]) -> float:
+    """
+    The median, or 0 for no values.
+    """
+    return statistics.median(values) if values else 0.0

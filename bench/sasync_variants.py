@@ -1,0 +1,203 @@
+"""
+The sAsync variants of workloads 1-3 and the SELECT 1 micro benchmark,
+written only against the public API in DESIGN.md::
+
+    from sasync import AccessBroker, transact
+
+Imported only in a child process, and only when L{bench.availability}
+found C{sasync} importable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as SA
+
+from bench.config import BenchConfig
+from bench.consumer import CountingConsumer
+from bench.harness import runTwisted, timedInReactor
+from bench.schema import STREAM_QUERY
+from bench.statements import (
+    INSERT_A,
+    INSERT_B,
+    NEXTVAL,
+    READ_A,
+    READ_B,
+    colonNamed,
+    writeParams,
+)
+from bench.workload import Op, opPlan, ormOp
+from sasync import AccessBroker, transact
+
+_NEXTVAL = SA.text(NEXTVAL)
+_INSERT_A = SA.text(colonNamed(INSERT_A))
+_INSERT_B = SA.text(colonNamed(INSERT_B))
+_READ_A = SA.text(READ_A)
+_READ_B = SA.text(READ_B)
+_STREAM = SA.text(STREAM_QUERY)
+
+
+class BenchBroker(AccessBroker):
+    """
+    One broker for every sAsync variant; the tables already exist.
+    """
+
+    @transact
+    def ormOp(self, op: Op) -> None:
+        """
+        Workload 1: the article's op through the transaction's ORM Session.
+        """
+        ormOp(self.session, op)
+
+    @transact
+    def sqlOp(self, op: Op) -> None:
+        """
+        Workload 2: the same statements as every SQL-level variant.
+        """
+        conn = self.conn
+        if op is None:
+            conn.execute(_READ_A).fetchall()
+            conn.execute(_READ_B).fetchall()
+            return
+        row = conn.execute(_NEXTVAL).one()
+        params = writeParams((row[0], row[1], row[2]), op)
+        conn.execute(_INSERT_A, params)
+        conn.execute(_INSERT_B, params)
+
+    @transact
+    def selectOne(self) -> Any:
+        """
+        The trivial transaction: per-transaction overhead.
+        """
+        return self.conn.execute(SA.text("SELECT 1")).scalar()
+
+    @transact
+    def streamRows(self) -> Any:
+        """
+        Workload 3: every row of C{stream}, as a Deferator or to a consumer.
+        """
+        return self.conn.execute(_STREAM)
+
+
+def brokerOptions(config: BenchConfig) -> dict[str, Any]:
+    """
+    Engine/broker keywords: as many connections as the peers get.
+    """
+    return {}
+
+
+def _makeBroker(config: BenchConfig) -> BenchBroker:
+    return BenchBroker(config.url("psycopg2"), **brokerOptions(config))
+
+
+async def _allAtOnce(broker: BenchBroker, method: str, ops: list[Op]) -> None:
+    from twisted.internet.defer import gatherResults
+
+    call = getattr(broker, method)
+    await gatherResults([call(op) for op in ops])
+
+
+def _opsVariant(config: BenchConfig, method: str) -> dict[str, Any]:
+    async def main(reactor: Any) -> dict[str, Any]:
+        broker = _makeBroker(config)
+        await broker.waitUntilRunning()
+        plan = opPlan(config.ops, config.seed)
+        await _allAtOnce(broker, method, [None] * (2 * config.concurrency))
+        try:
+            return await timedInReactor(
+                reactor, "ops", len(plan), lambda: _allAtOnce(broker, method, plan)
+            )
+        finally:
+            await broker.shutdown()
+
+    return runTwisted(main)
+
+
+def ormSasync(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 1 through C{@transact} with C{self.session}, all ops at once.
+    """
+    return _opsVariant(config, "ormOp")
+
+
+def sqlSasync(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 through C{@transact} with C{self.conn}, all ops at once.
+    """
+    return _opsVariant(config, "sqlOp")
+
+
+def select1Sasync(config: BenchConfig) -> dict[str, Any]:
+    """
+    Sequential C{SELECT 1} transactions through the broker.
+    """
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        broker = _makeBroker(config)
+        await broker.waitUntilRunning()
+
+        async def work(n: int) -> None:
+            for _ in range(n):
+                await broker.selectOne()
+
+        await work(2 * config.concurrency)
+        try:
+            return await timedInReactor(
+                reactor, "txns", config.selects, lambda: work(config.selects)
+            )
+        finally:
+            await broker.shutdown()
+
+    return runTwisted(main)
+
+
+def streamSasyncDeferator(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 3: C{async for row in (await broker.streamRows())}.
+    """
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        broker = _makeBroker(config)
+        await broker.waitUntilRunning()
+        await broker.selectOne()  # connect before the clock starts
+        counted = [0]
+
+        async def work() -> None:
+            n = 0
+            async for _row in await broker.streamRows():
+                n += 1
+            counted[0] = n
+
+        try:
+            result = await timedInReactor(reactor, "rows", config.rows, work)
+        finally:
+            await broker.shutdown()
+        result["counted"] = counted[0]
+        return result
+
+    return runTwisted(main)
+
+
+def streamSasyncConsumer(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 3: C{broker.streamRows(consumer=...)} into a counting IConsumer.
+    """
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        broker = _makeBroker(config)
+        await broker.waitUntilRunning()
+        await broker.selectOne()
+        consumer = CountingConsumer()
+
+        async def work() -> None:
+            await broker.streamRows(consumer=consumer)
+
+        try:
+            result = await timedInReactor(reactor, "rows", config.rows, work)
+        finally:
+            await broker.shutdown()
+        result["counted"] = consumer.items
+        return result
+
+    return runTwisted(main)

@@ -1,0 +1,160 @@
+"""
+Workload 2, the peers: the same workload at SQL level (see L{bench.statements}).
+
+Identical statements everywhere; concurrent variants get
+C{config.concurrency} connections, and run every op at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg2
+
+from bench.config import BenchConfig
+from bench.harness import runAsyncio, runTwisted, timedInLoop, timedInReactor, timedSync
+from bench.statements import (
+    INSERT_A,
+    INSERT_B,
+    NEXTVAL,
+    READ_A,
+    READ_B,
+    numbered,
+    writeParams,
+)
+from bench.workload import Op, opPlan, sqlOp
+
+
+def _warm(config: BenchConfig) -> list[Op]:
+    # Untimed reads that open every pooled connection first.
+    return [None] * (2 * config.concurrency)
+
+
+def sqlPsycopg2(config: BenchConfig) -> dict[str, Any]:
+    """
+    psycopg2, one connection, one op after another.
+    """
+    conn = psycopg2.connect(config.psycopg2Dsn)
+    plan = opPlan(config.ops, config.seed)
+
+    def runOps(ops: list[Op]) -> None:
+        for op in ops:
+            with conn, conn.cursor() as cur:  # one transaction per op
+                sqlOp(cur, op)
+
+    runOps(_warm(config))
+    try:
+        return timedSync("ops", len(plan), lambda: runOps(plan))
+    finally:
+        conn.close()
+
+
+def sqlAdbapi(config: BenchConfig) -> dict[str, Any]:
+    """
+    C{twisted.enterprise.adbapi.ConnectionPool} on psycopg2, all ops at once.
+    """
+    from twisted.enterprise import adbapi
+    from twisted.internet.defer import gatherResults
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        pool = adbapi.ConnectionPool(
+            "psycopg2",
+            config.psycopg2Dsn,
+            cp_min=config.concurrency,
+            cp_max=config.concurrency,
+            cp_noisy=False,
+            cp_reactor=reactor,
+        )
+        plan = opPlan(config.ops, config.seed)
+
+        async def runAll(ops: list[Op]) -> None:
+            await gatherResults([pool.runInteraction(sqlOp, op) for op in ops])
+
+        await runAll(_warm(config))
+        try:
+            return await timedInReactor(reactor, "ops", len(plan), lambda: runAll(plan))
+        finally:
+            pool.close()
+
+    return runTwisted(main)
+
+
+def sqlTxpostgres(config: BenchConfig) -> dict[str, Any]:
+    """
+    txpostgres (psycopg2's async mode, no threads): a pool, all ops at once.
+    """
+    from twisted.internet.defer import Deferred, gatherResults
+    from txpostgres import txpostgres
+
+    async def body(cur: Any, op: Op) -> None:
+        if op is None:
+            await cur.execute(READ_A)
+            cur.fetchall()
+            await cur.execute(READ_B)
+            cur.fetchall()
+            return
+        await cur.execute(NEXTVAL)
+        row = cur.fetchone()
+        params = writeParams((row[0], row[1], row[2]), op)
+        await cur.execute(INSERT_A, params)
+        await cur.execute(INSERT_B, params)
+
+    def interaction(cur: Any, op: Op) -> Deferred[None]:
+        return Deferred.fromCoroutine(body(cur, op))
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        pool = txpostgres.ConnectionPool(
+            None, config.psycopg2Dsn, min=config.concurrency
+        )
+        await pool.start()
+        plan = opPlan(config.ops, config.seed)
+
+        async def runAll(ops: list[Op]) -> None:
+            await gatherResults([pool.runInteraction(interaction, op) for op in ops])
+
+        await runAll(_warm(config))
+        try:
+            return await timedInReactor(reactor, "ops", len(plan), lambda: runAll(plan))
+        finally:
+            pool.close()
+
+    return runTwisted(main)
+
+
+def sqlAsyncpg(config: BenchConfig) -> dict[str, Any]:
+    """
+    An asyncpg pool under asyncio, all ops at once.
+    """
+    import asyncpg
+
+    insertA, namesA = numbered(INSERT_A)
+    insertB, namesB = numbered(INSERT_B)
+
+    async def oneOp(pool: Any, op: Op) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            if op is None:
+                await conn.fetch(READ_A)
+                await conn.fetch(READ_B)
+                return
+            row = await conn.fetchrow(NEXTVAL)
+            params = writeParams((row[0], row[1], row[2]), op)
+            await conn.execute(insertA, *(params[n] for n in namesA))
+            await conn.execute(insertB, *(params[n] for n in namesB))
+
+    async def main() -> dict[str, Any]:
+        pool = await asyncpg.create_pool(
+            config.asyncpgDsn, min_size=config.concurrency, max_size=config.concurrency
+        )
+        plan = opPlan(config.ops, config.seed)
+
+        async def runAll(ops: list[Op]) -> None:
+            await asyncio.gather(*(oneOp(pool, op) for op in ops))
+
+        await runAll(_warm(config))
+        try:
+            return await timedInLoop("ops", len(plan), lambda: runAll(plan))
+        finally:
+            await pool.close()
+
+    return runAsyncio(main())

@@ -1,0 +1,74 @@
+"""Medians and ratios of the collected runs, per workload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.measure import median
+from bench.variants import BY_NAME, WORKLOADS
+
+
+def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """
+    Medians over one variant's runs (rate, seconds, peak RSS, lag).
+    """
+    summary: dict[str, Any] = {
+        "runs": len(runs),
+        "rate": median([r["rate"] for r in runs]),
+        "seconds": median([r["seconds"] for r in runs]),
+        "rates": [round(r["rate"], 1) for r in runs],
+    }
+    if all("peakRssMb" in r for r in runs):
+        summary["peakRssMb"] = median([r["peakRssMb"] for r in runs])
+        summary["baselineRssMb"] = median([r.get("baselineRssMb", 0.0) for r in runs])
+    lags = [r["lag"] for r in runs if r.get("lag")]
+    if lags:
+        summary["lag"] = {
+            "p50Ms": median([x["p50Ms"] for x in lags]),
+            "p99Ms": median([x["p99Ms"] for x in lags]),
+            "p99WorstMs": max(x["p99Ms"] for x in lags),
+            "maxMs": max(x["maxMs"] for x in lags),
+        }
+    return summary
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """
+    Per workload: each variant's medians, and its ratio (rate / rate) to
+    the workload's named reference peer in the same run.
+    """
+    out: dict[str, Any] = {}
+    for workload in WORKLOADS:
+        names = [n for n in runs if runs[n] and BY_NAME[n].workload == workload.name]
+        if not names:
+            continue
+        variants = {n: summariseVariant(runs[n]) for n in names}
+        ref = variants.get(workload.reference)
+        for v in variants.values():
+            v["ratio"] = v["rate"] / ref["rate"] if ref and ref["rate"] else None
+        out[workload.name] = {"reference": workload.reference, "variants": variants}
+    return out
+
+
+def formatTable(summary: dict[str, Any]) -> str:
+    """
+    A compact plain-text table for the terminal.
+    """
+    lines = []
+    for workload in WORKLOADS:
+        block = summary.get(workload.name)
+        if not block:
+            continue
+        lines.append(f"\n{workload.title} (ratio vs {block['reference']})")
+        for name, v in block["variants"].items():
+            ratio = f"{v['ratio']:.2f}x" if v["ratio"] is not None else "-"
+            lag = v.get("lag")
+            lagText = (
+                f" lag p50/p99 {lag['p50Ms']:.1f}/{lag['p99Ms']:.1f} ms" if lag else ""
+            )
+            rss = f" rss {v['peakRssMb']:.0f} MB" if "peakRssMb" in v else ""
+            lines.append(
+                f"  {name:28s} {v['rate']:>12,.0f} {workload.unit}/s "
+                f"{v['seconds']:8.2f} s {ratio:>7s}{rss}{lagText}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""
+Workload 3, the peers: stream every row of the C{stream} table, counting
+rows. Each runs in its own process, so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+
+from bench.config import BenchConfig
+from bench.harness import runAsyncio, runTwisted, timedInLoop, timedInReactor, timedSync
+from bench.schema import STREAM_QUERY
+
+# Rows fetched per round trip by the cursor-based variants.
+BATCH = 2000
+
+
+def streamPsycopg2(config: BenchConfig) -> dict[str, Any]:
+    """
+    A psycopg2 named (server-side) cursor, C{itersize} rows per fetch.
+    """
+    conn = psycopg2.connect(config.psycopg2Dsn)
+    counted = [0]
+
+    def work() -> None:
+        with conn, conn.cursor(name="bench_stream") as cur:
+            cur.itersize = BATCH
+            cur.execute(STREAM_QUERY)
+            n = 0
+            for _row in cur:
+                n += 1
+            counted[0] = n
+
+    try:
+        result = timedSync("rows", config.rows, work)
+    finally:
+        conn.close()
+    result["counted"] = counted[0]
+    return result
+
+
+def streamAsyncpg(config: BenchConfig) -> dict[str, Any]:
+    """
+    An asyncpg cursor (server-side, C{prefetch} rows per fetch) in a transaction.
+    """
+    import asyncpg
+
+    async def main() -> dict[str, Any]:
+        conn = await asyncpg.connect(config.asyncpgDsn)
+        counted = [0]
+
+        async def work() -> None:
+            async with conn.transaction():
+                n = 0
+                async for _row in conn.cursor(STREAM_QUERY, prefetch=BATCH):
+                    n += 1
+                counted[0] = n
+
+        try:
+            result = await timedInLoop("rows", config.rows, work)
+        finally:
+            await conn.close()
+        result["counted"] = counted[0]
+        return result
+
+    return runAsyncio(main())
+
+
+def streamAdbapi(config: BenchConfig) -> dict[str, Any]:
+    """
+    C{adbapi.ConnectionPool.runQuery}: the whole result as one list (what
+    adbapi offers), then iterated in the reactor.
+    """
+    from twisted.enterprise import adbapi
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        pool = adbapi.ConnectionPool(
+            "psycopg2",
+            config.psycopg2Dsn,
+            cp_min=1,
+            cp_max=1,
+            cp_noisy=False,
+            cp_reactor=reactor,
+        )
+        await pool.runQuery("SELECT 1")  # connect before the clock starts
+        counted = [0]
+
+        async def work() -> None:
+            rows = await pool.runQuery(STREAM_QUERY)
+            n = 0
+            for _row in rows:
+                n += 1
+            counted[0] = n
+
+        try:
+            result = await timedInReactor(reactor, "rows", config.rows, work)
+        finally:
+            pool.close()
+        result["counted"] = counted[0]
+        return result
+
+    return runTwisted(main)

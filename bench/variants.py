@@ -1,0 +1,276 @@
+"""The registry: every workload, every variant, and which peer ratios use."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Workload:
+    """
+    A family of variants measured against each other in the same run.
+
+    @ivar reference: the named peer every ratio in this workload is against.
+    @ivar unit: what C{rate} counts per second (ops, rows, calls ...).
+    """
+
+    name: str
+    title: str
+    unit: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    """
+    One way of doing a workload, run in its own child process.
+
+    @ivar target: C{"module:function"} taking a L{BenchConfig}, returning the
+        result record.
+    @ivar needs: C{"sasync"}/C{"asynqueue"} if it needs our own code.
+    @ivar loop: C{"reactor"}, C{"asyncio"} or C{"none"}: which lag it reports.
+    @ivar connections: C{"1"} for sequential variants, C{"N"} for pooled.
+    """
+
+    name: str
+    workload: str
+    target: str
+    label: str
+    loop: str = "none"
+    connections: str = "N"
+    needs: str | None = None
+
+
+WORKLOADS = [
+    Workload("orm", "1. ORM mixed workload (article)", "ops", "orm-sync"),
+    Workload("sql", "2. SQL-level mixed workload", "ops", "sql-adbapi"),
+    Workload("stream", "3. Streaming rows", "rows", "stream-psycopg2-named"),
+    Workload(
+        "dispatch",
+        "Micro: thread dispatch of a no-op",
+        "calls",
+        "dispatch-deferToThread",
+    ),
+    Workload(
+        "iterate",
+        "Micro: iterator to a consumer",
+        "items",
+        "iterate-deferToThread-list",
+    ),
+    Workload(
+        "select1", "Micro: sequential SELECT 1 transactions", "txns", "select1-adbapi"
+    ),
+]
+
+_O, _S, _T, _M = (
+    "bench.orm_peers",
+    "bench.sql_peers",
+    "bench.stream_peers",
+    "bench.micro_peers",
+)
+_SA, _AQ = "bench.sasync_variants", "bench.asynqueue_variants"
+
+VARIANTS = [
+    Variant(
+        "orm-sync",
+        "orm",
+        f"{_O}:ormSync",
+        "sync SQLAlchemy + psycopg2, sequential",
+        connections="1",
+    ),
+    Variant(
+        "orm-asyncio-tasks",
+        "orm",
+        f"{_O}:ormAsyncioTasks",
+        "SQLAlchemy asyncio + asyncpg, all ops as tasks",
+        loop="asyncio",
+    ),
+    Variant(
+        "orm-asyncio-chunked",
+        "orm",
+        f"{_O}:ormAsyncioChunked",
+        "SQLAlchemy asyncio + asyncpg, chunks of 40",
+        loop="asyncio",
+    ),
+    Variant(
+        "orm-twisted-threadpool",
+        "orm",
+        f"{_O}:ormThreadPool",
+        "Twisted deferToThreadPool + sync ORM",
+        loop="reactor",
+    ),
+    Variant(
+        "orm-sasync",
+        "orm",
+        f"{_SA}:ormSasync",
+        "sAsync @transact + self.session",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "sql-psycopg2",
+        "sql",
+        f"{_S}:sqlPsycopg2",
+        "psycopg2, sequential",
+        connections="1",
+    ),
+    Variant(
+        "sql-adbapi",
+        "sql",
+        f"{_S}:sqlAdbapi",
+        "twisted.enterprise.adbapi (psycopg2)",
+        loop="reactor",
+    ),
+    Variant(
+        "sql-txpostgres",
+        "sql",
+        f"{_S}:sqlTxpostgres",
+        "txpostgres ConnectionPool",
+        loop="reactor",
+    ),
+    Variant(
+        "sql-asyncpg",
+        "sql",
+        f"{_S}:sqlAsyncpg",
+        "asyncpg pool (asyncio)",
+        loop="asyncio",
+    ),
+    Variant(
+        "sql-pgbench",
+        "sql",
+        "bench.pgbench:sqlPgbench",
+        "pgbench, same statements (server ceiling)",
+    ),
+    Variant(
+        "sql-sasync",
+        "sql",
+        f"{_SA}:sqlSasync",
+        "sAsync @transact + self.conn",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "stream-psycopg2-named",
+        "stream",
+        f"{_T}:streamPsycopg2",
+        "psycopg2 named cursor",
+        connections="1",
+    ),
+    Variant(
+        "stream-asyncpg-cursor",
+        "stream",
+        f"{_T}:streamAsyncpg",
+        "asyncpg cursor",
+        loop="asyncio",
+        connections="1",
+    ),
+    Variant(
+        "stream-adbapi-runQuery",
+        "stream",
+        f"{_T}:streamAdbapi",
+        "adbapi runQuery (whole list)",
+        loop="reactor",
+        connections="1",
+    ),
+    Variant(
+        "stream-sasync-deferator",
+        "stream",
+        f"{_SA}:streamSasyncDeferator",
+        "sAsync Deferator (async for)",
+        loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "stream-sasync-consumer",
+        "stream",
+        f"{_SA}:streamSasyncConsumer",
+        "sAsync consumer=",
+        loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "dispatch-deferToThread",
+        "dispatch",
+        f"{_M}:dispatchDeferToThread",
+        "threads.deferToThread",
+        loop="reactor",
+        connections="-",
+    ),
+    Variant(
+        "dispatch-threadqueue",
+        "dispatch",
+        f"{_AQ}:dispatchThreadQueue",
+        "asynqueue ThreadQueue.call",
+        loop="reactor",
+        connections="-",
+        needs="asynqueue",
+    ),
+    Variant(
+        "iterate-deferToThread-list",
+        "iterate",
+        f"{_M}:iterateDeferToThreadList",
+        "deferToThread(list) then write each",
+        loop="reactor",
+        connections="-",
+    ),
+    Variant(
+        "iterate-asynqueue-consumer",
+        "iterate",
+        f"{_AQ}:iterateThreadQueueConsumer",
+        "asynqueue call(consumer=)",
+        loop="reactor",
+        connections="-",
+        needs="asynqueue",
+    ),
+    Variant(
+        "select1-psycopg2",
+        "select1",
+        f"{_M}:select1Psycopg2",
+        "psycopg2 directly (no Twisted)",
+        connections="1",
+    ),
+    Variant(
+        "select1-adbapi",
+        "select1",
+        f"{_M}:select1Adbapi",
+        "adbapi runQuery",
+        loop="reactor",
+        connections="1",
+    ),
+    Variant(
+        "select1-sasync",
+        "select1",
+        f"{_SA}:select1Sasync",
+        "sAsync @transact",
+        loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+]
+
+BY_NAME = {v.name: v for v in VARIANTS}
+WORKLOAD_BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+def select(only: str | None) -> list[Variant]:
+    """
+    The variants named by C{--only}: comma-separated workload or variant
+    names or shell patterns (C{orm,stream-*}); all of them for None.
+    """
+    if not only:
+        return list(VARIANTS)
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    chosen = [
+        v
+        for v in VARIANTS
+        if any(
+            fnmatch.fnmatchcase(v.name, p) or fnmatch.fnmatchcase(v.workload, p)
+            for p in patterns
+        )
+    ]
+    if not chosen:
+        raise ValueError(f"--only {only!r} matches no workload or variant")
+    return chosen
