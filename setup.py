@@ -13,6 +13,7 @@ setup(
     long_description=readme.read_text(encoding="utf-8") if readme.exists() else "",
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.11",
     packages=find_packages(include=["sasync", "sasync.*", "asynqueue", "asynqueue.*"]),
     package_data={"sasync": ["py.typed"], "asynqueue": ["py.typed"]},
@@ -46,7 +47,6 @@ setup(
     entry_points={"console_scripts": ["sasync = sasync.__main__:main"]},
     classifiers=[
         "Framework :: Twisted",
-        "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",
         "Topic :: Database",
     ],
