@@ -25,6 +25,7 @@ from bench.config import BenchConfig
 from bench.machine import describe
 from bench.stats import formatTable, summarise
 from bench.variants import WORKLOADS, Variant, select
+from bench.workload import opPlan
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -125,6 +126,22 @@ def runChild(variant: Variant, config: BenchConfig, timeout: float) -> dict[str,
         return record
 
 
+def checkWrites(config: BenchConfig, variant: Variant) -> str | None:
+    """
+    After an ORM/SQL run: did it write exactly 3 C{a} and 5 C{b} per write
+    op of the plan (pgbench, with its own dice: 5 C{b} per 3 C{a})?
+    """
+    a, b = database.countOps(config)
+    seedA, seedB = 3 * database.SEED_WRITES, 5 * database.SEED_WRITES
+    if variant.name.endswith("pgbench"):
+        ok = (a - seedA) * 5 == (b - seedB) * 3 and a > seedA
+        writes = (a - seedA) // 3
+    else:
+        writes = sum(op is not None for op in opPlan(config.ops, config.seed))
+        ok = (a, b) == (seedA + 3 * writes, seedB + 5 * writes)
+    return None if ok else f"wrote {a} a / {b} b rows, expected {writes} writes"
+
+
 def runAll(
     config: BenchConfig, variants: list[Variant], timeout: float
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
@@ -145,7 +162,15 @@ def runAll(
                 if workload.name in ("orm", "sql"):
                     database.resetOps(config)  # fresh tables for every run
                 record = runChild(variant, config, timeout)
-                if "error" in record:
+                if workload.name in ("orm", "sql") and "error" not in record:
+                    wrong = checkWrites(config, variant)
+                    if wrong:
+                        record["error"] = wrong
+                if record.get("counted", record.get("count")) != record.get("count"):
+                    record["error"] = (
+                        f"counted {record['counted']:,} of {record['count']:,}"
+                    )
+                if record.get("error"):
                     errors.setdefault(variant.name, []).append(record["error"])
                     print(
                         f"[{rep + 1}/{config.repeat}] {variant.name}: ERROR\n"

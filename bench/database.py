@@ -66,6 +66,21 @@ def resetOps(config: BenchConfig) -> None:
         conn.close()
 
 
+def countOps(config: BenchConfig) -> tuple[int, int]:
+    """
+    Rows now in C{a} and C{b}, to check a run wrote what its plan says.
+    """
+    conn = psycopg2.connect(config.psycopg2Dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b)")
+            row = cur.fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+    finally:
+        conn.close()
+
+
 def fillStream(config: BenchConfig, rows: int) -> None:
     """
     Fill the C{stream} table with C{rows} generated rows (server side, fast).

@@ -6,9 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
-
 from bench.lag import AsyncioLagProbe, ReactorLagProbe
 from bench.measure import Measurement
 
@@ -22,7 +19,10 @@ def runTwisted(main: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     Each variant runs in its own process, so running (and stopping) the
     non-restartable global reactor once here is fine.
     """
+    # Imported here so sync and asyncio variants never load Twisted at all.
     from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
 
     outcome: list[Any] = []
 

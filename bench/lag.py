@@ -9,8 +9,6 @@ import asyncio
 import time
 from typing import Any
 
-from twisted.internet.task import LoopingCall
-
 from bench.measure import percentile
 
 INTERVAL = 0.01
@@ -37,6 +35,8 @@ class ReactorLagProbe:
     """
 
     def __init__(self, reactor: Any) -> None:
+        from twisted.internet.task import LoopingCall  # only Twisted variants
+
         self.lags: list[float] = []
         self.last = 0.0
         self.call = LoopingCall(self.tick)

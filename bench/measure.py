@@ -10,9 +10,19 @@ from typing import Any
 
 def peakRssMb() -> float:
     """
-    This process's peak resident set size so far, in MiB (Linux: KiB units).
+    This process's peak resident set size so far, in MiB.
+
+    Linux's C{VmHWM}, not C{ru_maxrss}: the latter survives C{exec}, so a
+    child would report its parent's RSS at fork time if that was higher.
     """
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def currentRssMb() -> float:

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from bench.config import BenchConfig
 from bench.harness import runAsyncio, runTwisted, timedInLoop, timedInReactor, timedSync
+from bench.orm_ops import newEntities, ormOp
 from bench.schema import A
-from bench.workload import Op, newEntities, opPlan, ormOp
+from bench.workload import Op, opPlan
 
 
 def _warmCount(config: BenchConfig) -> int:

@@ -79,5 +79,6 @@ def sqlPgbench(config: BenchConfig) -> dict[str, Any]:
         "count": count,
         "seconds": count / tps,
         "rate": tps,
-        "command": " ".join([*command[:-1], config.database]),
+        "peakRssMb": None,  # pgbench's memory is not this process's
+        "command": " ".join(command).replace(script, "SCRIPT"),
     }

@@ -17,17 +17,18 @@ import sqlalchemy as SA
 from bench.config import BenchConfig
 from bench.consumer import CountingConsumer
 from bench.harness import runTwisted, timedInReactor
-from bench.schema import STREAM_QUERY
+from bench.orm_ops import ormOp
 from bench.statements import (
     INSERT_A,
     INSERT_B,
     NEXTVAL,
     READ_A,
     READ_B,
+    STREAM_QUERY,
     colonNamed,
     writeParams,
 )
-from bench.workload import Op, opPlan, ormOp
+from bench.workload import Op, opPlan
 from sasync import AccessBroker, transact
 
 _NEXTVAL = SA.text(NEXTVAL)

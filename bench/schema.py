@@ -42,5 +42,3 @@ stream = SA.Table(
     SA.Column("txt", SA.String(32)),
     SA.Column("val", SA.Float),
 )
-
-STREAM_QUERY = "SELECT id, k, txt, val FROM stream"

@@ -27,6 +27,9 @@ INSERT_B = (
 READ_A = "SELECT id, data, create_date FROM a LIMIT 10"
 READ_B = "SELECT a_id, id, data FROM b WHERE a_id IN (SELECT id FROM a LIMIT 10)"
 
+# Workload 3 reads the whole of the stream table (see bench.schema).
+STREAM_QUERY = "SELECT id, k, txt, val FROM stream"
+
 
 def writeParams(ids: tuple[int, int, int], data: int) -> dict[str, object]:
     """

@@ -18,7 +18,7 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds": median([r["seconds"] for r in runs]),
         "rates": [round(r["rate"], 1) for r in runs],
     }
-    if all("peakRssMb" in r for r in runs):
+    if all(r.get("peakRssMb") is not None for r in runs):
         summary["peakRssMb"] = median([r["peakRssMb"] for r in runs])
         summary["baselineRssMb"] = median([r.get("baselineRssMb", 0.0) for r in runs])
     lags = [r["lag"] for r in runs if r.get("lag")]

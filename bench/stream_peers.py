@@ -11,7 +11,7 @@ import psycopg2
 
 from bench.config import BenchConfig
 from bench.harness import runAsyncio, runTwisted, timedInLoop, timedInReactor, timedSync
-from bench.schema import STREAM_QUERY
+from bench.statements import STREAM_QUERY
 
 # Rows fetched per round trip by the cursor-based variants.
 BATCH = 2000

@@ -3,7 +3,8 @@ The article's mixed workload: the op plan and the bodies every variant shares.
 
 Each op is, with even odds, a write (3 C{A} with 2, 1, 2 C{B} children) or
 a read (10 C{A} with C{selectinload(A.bs)}). The plan comes from a seeded
-RNG so every variant runs exactly the same sequence.
+RNG so every variant runs exactly the same sequence. The ORM bodies live in
+L{bench.orm_ops}, so SQL-level variants never load the ORM.
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ from __future__ import annotations
 import random
 from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
-
-from bench.schema import A, B
 from bench.statements import INSERT_A, INSERT_B, NEXTVAL, READ_A, READ_B, writeParams
 
 # An op is the data value of a write, or None for a read.
@@ -29,53 +26,6 @@ def opPlan(count: int, seed: int) -> list[Op]:
     return [
         rng.randint(1, 100_000) if rng.random() < 0.5 else None for _ in range(count)
     ]
-
-
-# ORM bodies: take a Session already in a transaction (the caller commits), so
-# the sync, thread-pool and sAsync variants run the very same code.
-
-
-def newEntities(data: int) -> list[A]:
-    """
-    The article's 3 C{A} with 2, 1 and 2 C{B} children.
-    """
-    return [
-        A(bs=[B(), B()], data=str(data + 1)),
-        A(bs=[B()], data=str(data + 2)),
-        A(bs=[B(), B()], data=str(data + 3)),
-    ]
-
-
-def ormWrite(session: Session, data: int) -> None:
-    """
-    Add L{newEntities} and flush them (the caller commits).
-    """
-    session.add_all(newEntities(data))
-    session.flush()
-
-
-READ_STMT = select(A).options(selectinload(A.bs)).limit(10)
-
-
-def ormRead(session: Session) -> int:
-    """
-    Load 10 C{A} with their children; touch each child as the article did.
-    """
-    seen = 0
-    for a in session.execute(READ_STMT).scalars():
-        for b in a.bs:
-            seen += b.id
-    return seen
-
-
-def ormOp(session: Session, op: Op) -> None:
-    """
-    Run one op of the plan in C{session}.
-    """
-    if op is None:
-        ormRead(session)
-    else:
-        ormWrite(session, op)
 
 
 class Cursor(Protocol):

@@ -1,0 +1,107 @@
+"""PNG plots for the report (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on CI or servers
+import matplotlib.pyplot as plt
+
+from bench.variants import BY_NAME, WORKLOAD_BY_NAME
+
+OURS, PEER, CEILING = "#c0392b", "#7f8c8d", "#2c3e50"
+
+
+def _color(name: str) -> str:
+    if BY_NAME[name].needs:
+        return OURS
+    return CEILING if name.endswith("pgbench") else PEER
+
+
+def _bars(ax: Any, names: list[str], values: list[float], xlabel: str) -> None:
+    ax.barh(names, values, color=[_color(n) for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    for y, value in enumerate(values):
+        ax.text(value, y, f" {value:,.0f}", va="center", fontsize=8)
+    ax.margins(x=0.2)
+
+
+def _ordered(summary: dict[str, Any], workload: str) -> list[str]:
+    present = summary[workload]["variants"]
+    return [v.name for v in BY_NAME.values() if v.name in present]
+
+
+def plotThroughput(summary: dict[str, Any], workload: str, path: Path) -> None:
+    """
+    Median throughput per variant of one workload (ours in red).
+    """
+    names = _ordered(summary, workload)
+    rates = [summary[workload]["variants"][n]["rate"] for n in names]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    _bars(ax, names, rates, f"{WORKLOAD_BY_NAME[workload].unit}/s (median)")
+    ax.set_title(WORKLOAD_BY_NAME[workload].title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plotStreaming(summary: dict[str, Any], path: Path) -> None:
+    """
+    Streaming: rows/s and peak RSS side by side.
+    """
+    names = _ordered(summary, "stream")
+    variants = summary["stream"]["variants"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.4))
+    _bars(left, names, [variants[n]["rate"] for n in names], "rows/s (median)")
+    _bars(
+        right, names, [variants[n].get("peakRssMb", 0.0) for n in names], "peak RSS, MB"
+    )
+    right.set_yticklabels([])
+    fig.suptitle(WORKLOAD_BY_NAME["stream"].title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plotLag(summary: dict[str, Any], path: Path) -> bool:
+    """
+    p50 and p99 loop lag of every event-loop variant; False if there are none.
+    """
+    rows = []
+    for variant in BY_NAME.values():
+        v = summary.get(variant.workload, {"variants": {}})["variants"].get(
+            variant.name
+        )
+        if v and v.get("lag"):
+            rows.append((variant.name, v["lag"]["p50Ms"], v["lag"]["p99Ms"]))
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.2))
+    ys = range(len(rows))
+    ax.barh(
+        [y + 0.2 for y in ys],
+        [r[2] for r in rows],
+        height=0.4,
+        label="p99",
+        color=[_color(r[0]) for r in rows],
+    )
+    ax.barh(
+        [y - 0.2 for y in ys],
+        [r[1] for r in rows],
+        height=0.4,
+        label="p50",
+        color="#bdc3c7",
+    )
+    ax.set_yticks(list(ys), [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.axvline(5, color=OURS, linestyle="--", linewidth=1)
+    ax.set_xlabel("lag of a 10 ms periodic call, ms (dashed: 5 ms target)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -1,0 +1,110 @@
+"""The targets the issues set, checked against a run's summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.variants import BY_NAME
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    C{variant}'s C{metric} compared with C{threshold}: a ratio to C{against}
+    (a variant, or C{"best-peer"} of its workload), or an absolute value.
+    """
+
+    issue: int
+    variant: str
+    metric: str  # "ratio", "rate", "peakRssMb" or "lagP99Ms"
+    threshold: float
+    against: str | None = None
+
+    def describe(self) -> str:
+        """
+        The target as the issue states it.
+        """
+        if self.metric == "ratio":
+            return f"{self.variant} >= {self.threshold:g}x {self.against}"
+        if self.metric == "rate":
+            unit = _unit(self.variant)
+            return f"{self.variant} >= {self.threshold:,.0f} {unit}/s"
+        if self.metric == "peakRssMb":
+            return f"{self.variant} peak RSS <= {self.threshold:g} MB"
+        return f"{self.variant} reactor lag p99 <= {self.threshold:g} ms"
+
+
+def _unit(variant: str) -> str:
+    from bench.variants import WORKLOAD_BY_NAME
+
+    return WORKLOAD_BY_NAME[BY_NAME[variant].workload].unit
+
+
+_SASYNC_REACTOR = [v.name for v in BY_NAME.values() if v.needs == "sasync"]
+
+TARGETS = [
+    Target(7, "orm-sasync", "ratio", 1.0, "best-peer"),
+    Target(7, "sql-sasync", "ratio", 1.0, "sql-adbapi"),
+    Target(7, "sql-sasync", "ratio", 0.9, "sql-pgbench"),
+    Target(7, "stream-sasync-deferator", "ratio", 0.8, "stream-psycopg2-named"),
+    Target(7, "stream-sasync-consumer", "ratio", 0.8, "stream-psycopg2-named"),
+    Target(7, "stream-sasync-deferator", "peakRssMb", 64),
+    Target(7, "stream-sasync-consumer", "peakRssMb", 64),
+    *[Target(7, name, "lagP99Ms", 5) for name in _SASYNC_REACTOR],
+    Target(3, "dispatch-threadqueue", "ratio", 1.0, "dispatch-deferToThread"),
+    Target(3, "iterate-asynqueue-consumer", "rate", 500_000),
+    Target(4, "select1-sasync", "ratio", 1.0, "select1-adbapi"),
+]
+
+
+def _find(summary: dict[str, Any], name: str) -> dict[str, Any] | None:
+    block = summary.get(BY_NAME[name].workload)
+    if not block:
+        return None
+    found: dict[str, Any] | None = block["variants"].get(name)
+    return found
+
+
+def _bestPeer(summary: dict[str, Any], name: str) -> tuple[str, float] | None:
+    block = summary.get(BY_NAME[name].workload, {"variants": {}})
+    peers = [
+        (n, v["rate"])
+        for n, v in block["variants"].items()
+        if BY_NAME[n].needs is None and not n.endswith("pgbench")
+    ]
+    return max(peers, key=lambda p: p[1]) if peers else None
+
+
+def check(target: Target, summary: dict[str, Any]) -> tuple[str, str]:
+    """
+    (C{"pass"}/C{"FAIL"}/C{"not measured"}, the measured value as text).
+    """
+    mine = _find(summary, target.variant)
+    if mine is None:
+        return "not measured", "-"
+    if target.metric == "ratio":
+        if target.against == "best-peer":
+            best = _bestPeer(summary, target.variant)
+            if best is None:
+                return "not measured", "-"
+            otherName, otherRate = best
+        else:
+            other = _find(summary, target.against or "")
+            if other is None:
+                return "not measured", "-"
+            otherName, otherRate = target.against or "", other["rate"]
+        value = mine["rate"] / otherRate if otherRate else 0.0
+        ok = value >= target.threshold
+        return ("pass" if ok else "FAIL"), f"{value:.2f}x {otherName}"
+    if target.metric == "rate":
+        value = mine["rate"]
+        return ("pass" if value >= target.threshold else "FAIL"), f"{value:,.0f}/s"
+    if target.metric == "peakRssMb":
+        value = mine.get("peakRssMb", 0.0)
+        return ("pass" if value <= target.threshold else "FAIL"), f"{value:.0f} MB"
+    lag = mine.get("lag")
+    if not lag:
+        return "not measured", "-"
+    value = lag["p99Ms"]
+    return ("pass" if value <= target.threshold else "FAIL"), f"{value:.1f} ms"
