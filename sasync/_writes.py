@@ -1,0 +1,358 @@
+"""
+L{WriteSequencer}: the ordered, coalescing write-behind queue of one
+persistent store.
+
+A store (L{sasync.items.Items}, L{sasync.parray.PersistentArray}) hands
+every write to its sequencer, which runs them as I{units}, one unit at a
+time, in the order they were issued:
+
+  - Writes that replace or delete values, and C{clear}, gather in the
+    newest unit that has not started yet. A key written twice there keeps
+    only its last value, so fifty writes to one key while a unit runs cost
+    one more transaction, and the last write issued is the one that lands.
+  - An C{insert} (which must fail if the key exists) gets a unit of its own,
+    so its failure is its own.
+
+Only one unit runs at a time, so writes to one key can never overtake each
+other, however many connections the broker has.
+
+Reads run at a higher priority than writes and may overtake them, so a
+store folds the units that have not landed yet over what it read (see
+L{WriteSequencer.capture}): a read always reflects every write issued
+before it.
+
+Reactor thread only: units are queued, started and fired there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Final, Generic, TypeAlias, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
+
+from .errors import BrokerStopped
+
+K = TypeVar("K", bound=Hashable)
+
+
+class _Unknown:
+    """
+    The type of L{UNKNOWN}.
+    """
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()
+"""
+What L{WriteSequencer.foldKey} returns when the pending writes do not
+decide a key's value and the database must be asked.
+"""
+
+
+State: TypeAlias = "bytes | _Unknown | None"
+"""
+A key's value as far as known: pickled, L{UNKNOWN}, or C{None} (absent).
+"""
+
+
+class WriteUnit(Generic[K]):
+    """
+    One transaction's worth of writes.
+
+    @ivar seq: the unit's place in the issue order.
+    @ivar entries: key -> pickled value, or C{None} to delete the key.
+    @ivar clearFirst: delete every row of the group before the entries.
+    @ivar insert: an insert unit: one entry, which must not exist yet.
+    @ivar started: handed to the database; no longer changes.
+    @ivar landed: finished (committed, or failed if C{failed}).
+    """
+
+    def __init__(self, seq: int, insert: bool = False) -> None:
+        self.seq = seq
+        self.entries: dict[K, bytes | None] = {}
+        self.clearFirst = False
+        self.insert = insert
+        self.started = False
+        self.landed = False
+        self.failed = False
+        # Callers' Deferreds, fired when the unit lands.
+        self.waiters: list[Deferred[None]] = []
+
+    def __repr__(self) -> str:
+        kind = "insert" if self.insert else "batch"
+        return f"<WriteUnit {self.seq} {kind} {len(self.entries)} entries>"
+
+    def foldKey(self, key: K, state: State) -> State:
+        """
+        @return: C{key}'s value after this unit, given its value C{state}
+            before it (C{None}: absent).
+        """
+        if self.clearFirst:
+            state = None
+        if key in self.entries:
+            data = self.entries[key]
+            if not self.insert:
+                return data
+            # An insert only lands where the key is absent.
+            if state is None:
+                return data
+        return state
+
+    def foldAll(self, state: dict[K, bytes]) -> None:
+        """
+        Apply this unit to C{state}, a whole group's key -> value.
+        """
+        if self.clearFirst:
+            state.clear()
+        for key, data in self.entries.items():
+            if data is None:
+                state.pop(key, None)
+            elif self.insert:
+                state.setdefault(key, data)
+            else:
+                state[key] = data
+
+
+class WriteSequencer(Generic[K]):
+    """
+    Runs a store's writes as L{WriteUnit}s, one at a time, in issue order.
+
+    Every unit folds idempotently (applying it twice is applying it once),
+    which is what lets a read fold units that may already be in what it
+    read.
+    """
+
+    def __init__(self, run: Callable[[WriteUnit[K]], Deferred[None]]) -> None:
+        """
+        @param run: writes one unit to the database, in one transaction;
+            the unit no longer changes once it is handed over.
+        """
+        self._run = run
+        self._nextSeq = 0
+        # Every unit not landed, plus landed ones a capture still needs,
+        # in seq order.
+        self._log: list[WriteUnit[K]] = []
+        self._running: WriteUnit[K] | None = None
+        self._captures: Counter[int] = Counter()
+        self._gates: list[Deferred[Any]] = []
+        self._closed = False
+        self._kicking = False
+        self._again = False
+
+    # --- Writing -----------------------------------------------------------
+
+    def _checkOpen(self) -> None:
+        if self._closed:
+            raise BrokerStopped("this store has been shut down: no more writes")
+
+    def _newUnit(self, insert: bool = False) -> WriteUnit[K]:
+        unit: WriteUnit[K] = WriteUnit(self._nextSeq, insert)
+        self._nextSeq += 1
+        self._log.append(unit)
+        return unit
+
+    def _openBatch(self) -> WriteUnit[K]:
+        # Coalesce into the newest unit if it is a batch that has not started.
+        if self._log:
+            last = self._log[-1]
+            if not (last.started or last.insert):
+                return last
+        return self._newUnit()
+
+    def _wait(self, unit: WriteUnit[K]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        unit.waiters.append(d)
+        self._kick()
+        return d
+
+    def put(self, entries: Iterable[tuple[K, bytes | None]]) -> Deferred[None]:
+        """
+        Write values (C{None}: delete the key).
+
+        @return: a Deferred that fires when the writes have landed (or with
+            the failure of the transaction that carried them).
+        @raise BrokerStopped: after L{close}.
+        """
+        self._checkOpen()
+        unit = self._openBatch()
+        for key, data in entries:
+            unit.entries[key] = data
+        return self._wait(unit)
+
+    def clear(self) -> Deferred[None]:
+        """
+        Delete every key of the group, in issue order with other writes.
+        """
+        self._checkOpen()
+        unit = self._openBatch()
+        # Earlier writes in this unit would be deleted anyway.
+        unit.entries.clear()
+        unit.clearFirst = True
+        return self._wait(unit)
+
+    def insert(self, key: K, data: bytes) -> Deferred[None]:
+        """
+        Insert a key that must not exist yet, in a unit of its own.
+        """
+        self._checkOpen()
+        unit = self._newUnit(insert=True)
+        unit.entries[key] = data
+        return self._wait(unit)
+
+    def gate(self, d: Deferred[Any]) -> None:
+        """
+        Start no unit until C{d} has fired (a read that must not see the
+        writes issued after it). C{d}'s result passes through untouched.
+        """
+
+        def opened(result: object) -> object:
+            self._gates.remove(d)
+            self._kick()
+            return result
+
+        if not d.called:
+            self._gates.append(d)
+            d.addBoth(opened)
+
+    # --- Running -----------------------------------------------------------
+
+    def _kick(self) -> None:
+        # A unit's Deferred may fire at once, which calls back into here;
+        # loop instead of recursing.
+        if self._kicking:
+            self._again = True
+            return
+        self._kicking = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._startNext()
+        finally:
+            self._kicking = False
+
+    def _startNext(self) -> None:
+        if self._running is not None or self._gates:
+            return
+        unit = next((u for u in self._log if not u.started), None)
+        if unit is None:
+            return
+        unit.started = True
+        self._running = unit
+        d = maybeDeferred(self._run, unit)
+        d.addBoth(self._landed, unit)
+
+    def _landed(self, result: object, unit: WriteUnit[K]) -> None:
+        unit.landed = True
+        self._running = None
+        waiters, unit.waiters = unit.waiters, []
+        if isinstance(result, Failure):
+            unit.failed = True
+            for waiter in waiters:
+                waiter.errback(result)
+        else:
+            for waiter in waiters:
+                waiter.callback(None)
+        self._prune()
+        self._kick()
+
+    def _prune(self) -> None:
+        oldest = min(self._captures) if self._captures else self._nextSeq
+        # Landed units before every capture can be forgotten.
+        while self._log and self._log[0].landed and self._log[0].seq < oldest:
+            self._log.pop(0)
+
+    # --- Reading -----------------------------------------------------------
+
+    def pendingCount(self) -> int:
+        """
+        @return: how many units have not landed yet.
+        """
+        return sum(1 for u in self._log if not u.landed)
+
+    def capture(self) -> int:
+        """
+        Mark the start of a read. Every unit that has not landed now, or
+        is issued later, may or may not be in what the read finds, so the
+        read folds them all over its result; call L{release} when done.
+
+        @return: a token for L{foldKey}, L{foldAll} and L{release}.
+        """
+        token = next((u.seq for u in self._log if not u.landed), self._nextSeq)
+        self._captures[token] += 1
+        return token
+
+    def release(self, token: int) -> None:
+        """
+        End a read started with L{capture}.
+        """
+        self._captures[token] -= 1
+        if self._captures[token] <= 0:
+            del self._captures[token]
+        self._prune()
+
+    def _since(self, token: int) -> list[WriteUnit[K]]:
+        return [u for u in self._log if u.seq >= token and not u.failed]
+
+    def foldKey(self, token: int, key: K, state: State = UNKNOWN) -> State:
+        """
+        @param state: C{key}'s value as read (C{None}: absent), or
+            L{UNKNOWN} before reading.
+        @return: C{key}'s value once the writes issued so far have landed:
+            the pickled value, C{None} if absent, or L{UNKNOWN} if that
+            depends on the database.
+        """
+        for unit in self._since(token):
+            state = unit.foldKey(key, state)
+        return state
+
+    def foldAll(self, token: int, state: dict[K, bytes]) -> dict[K, bytes]:
+        """
+        Apply the writes issued so far to C{state} (a whole group as read).
+
+        @return: C{state}, changed in place.
+        """
+        for unit in self._since(token):
+            unit.foldAll(state)
+        return state
+
+    # --- Ending ------------------------------------------------------------
+
+    def deferToAll(self) -> Deferred[None]:
+        """
+        @return: a Deferred that fires (with C{None}, whatever the outcome)
+            once every write issued so far has landed or failed.
+        """
+        pending = [u for u in self._log if not u.landed]
+        if not pending:
+            return succeed(None)
+        # Units land in order: the newest one landing means all have.
+        done: Deferred[None] = Deferred()
+        waiter: Deferred[None] = Deferred()
+        pending[-1].waiters.append(waiter)
+        waiter.addBoth(lambda _: done.callback(None))
+        return done
+
+    def close(self) -> Deferred[None]:
+        """
+        Refuse further writes (L{BrokerStopped}).
+
+        @return: L{deferToAll}.
+        """
+        self._closed = True
+        return self.deferToAll()
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether L{close} has been called.
+        """
+        return self._closed
+
+
+__all__ = ["UNKNOWN", "WriteSequencer", "WriteUnit"]

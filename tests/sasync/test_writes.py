@@ -1,0 +1,221 @@
+"""
+Unit tests for L{sasync._writes.WriteSequencer}: ordering, coalescing,
+folding pending writes over reads, and ending. No database, no threads:
+the fake "transaction" is a Deferred the test fires.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from sasync._writes import UNKNOWN, WriteSequencer, WriteUnit
+from sasync.errors import BrokerStopped
+
+
+class FakeDatabase:
+    """
+    Records the units handed to it; each lands when the test says so.
+    """
+
+    def __init__(self) -> None:
+        self.started: list[tuple[WriteUnit[str], Deferred[None]]] = []
+        self.rows: dict[str, bytes] = {}
+
+    def run(self, unit: WriteUnit[str]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.started.append((unit, d))
+        return d
+
+    def land(self, fail: Exception | None = None) -> WriteUnit[str]:
+        unit, d = self.started.pop(0)
+        if fail is not None:
+            d.errback(Failure(fail))
+        else:
+            unit.foldAll(self.rows)
+            d.callback(None)
+        return unit
+
+
+def results(*ds: Deferred[None]) -> list[object]:
+    out: list[object] = []
+    for d in ds:
+        d.addBoth(out.append)
+    return out
+
+
+def test_oneUnitAtATime() -> None:
+    """
+    Writes start at once when idle; later ones wait for the running unit
+    and coalesce, the last value for a key winning.
+    """
+    db = FakeDatabase()
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    first = seq.put([("k", b"0")])
+    assert len(db.started) == 1
+    later = [seq.put([("k", str(i).encode())]) for i in range(1, 50)]
+    other = seq.put([("j", b"x")])
+    assert len(db.started) == 1
+    done = results(first, *later, other)
+    assert done == []
+    db.land()
+    assert done == [None]
+    assert len(db.started) == 1
+    unit = db.land()
+    assert unit.entries == {"k": b"49", "j": b"x"}
+    assert done == [None] * 51
+    assert db.rows == {"k": b"49", "j": b"x"}
+    assert seq.pendingCount() == 0
+
+
+def test_insertIsItsOwnUnit() -> None:
+    """
+    An insert gets a unit of its own; its failure reaches only its caller,
+    and the writes after it still run, in order.
+    """
+    db = FakeDatabase()
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    a = seq.put([("a", b"1")])
+    ins = seq.insert("a", b"2")
+    b = seq.put([("b", b"3")])
+    out = results(a, ins, b)
+    db.land()
+    db.land(fail=KeyError("a"))
+    db.land()
+    assert out[0] is None
+    assert isinstance(out[1], Failure) and out[1].check(KeyError)
+    assert out[2] is None
+    assert db.rows == {"a": b"1", "b": b"3"}
+
+
+def test_clearDropsEarlierEntries() -> None:
+    """
+    C{clear} empties the unit it joins and marks it to clear the group.
+    """
+    db = FakeDatabase()
+    db.rows = {"old": b"o"}
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    seq.put([("a", b"1")])
+    seq.put([("b", b"2")])
+    seq.clear()
+    seq.put([("c", b"3")])
+    db.land()
+    unit = db.land()
+    assert unit.clearFirst
+    assert unit.entries == {"c": b"3"}
+    assert db.rows == {"c": b"3"}
+
+
+def test_foldKey() -> None:
+    """
+    Pending writes decide a key's value without the database where they
+    can; an insert over an unknown value cannot.
+    """
+    db = FakeDatabase()
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    token = seq.capture()
+    assert seq.foldKey(token, "k") is UNKNOWN
+    seq.put([("k", b"1")])
+    assert seq.foldKey(token, "k") == b"1"
+    seq.put([("k", None)])
+    assert seq.foldKey(token, "k") is None
+    seq.release(token)
+    db.land()
+    db.land()
+    token = seq.capture()
+    seq.insert("n", b"new")
+    assert seq.foldKey(token, "n") is UNKNOWN
+    assert seq.foldKey(token, "n", None) == b"new"
+    assert seq.foldKey(token, "n", b"old") == b"old"
+    seq.release(token)
+
+
+def test_foldAllSeesUnitsThatLandDuringTheRead() -> None:
+    """
+    A read captured before a unit landed still folds that unit, whether or
+    not the read saw it: folding is idempotent.
+    """
+    db = FakeDatabase()
+    db.rows = {"a": b"1", "b": b"2"}
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    seq.put([("a", None)])
+    token = seq.capture()
+    db.land()
+    seq.put([("c", b"3")])
+    readBefore = {"a": b"1", "b": b"2"}
+    readAfter = dict(db.rows)
+    assert seq.foldAll(token, readBefore) == {"b": b"2", "c": b"3"}
+    assert seq.foldAll(token, readAfter) == {"b": b"2", "c": b"3"}
+    seq.release(token)
+    db.land()
+    assert seq._log == []
+
+
+def test_failedUnitsAreNotFolded() -> None:
+    """
+    A write whose transaction failed never happened, for reads too.
+    """
+    db = FakeDatabase()
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    token = seq.capture()
+    d = seq.put([("k", b"1")])
+    out = results(d)
+    db.land(fail=RuntimeError("boom"))
+    assert isinstance(out[0], Failure)
+    assert seq.foldKey(token, "k") is UNKNOWN
+    seq.release(token)
+
+
+def test_gate() -> None:
+    """
+    A gated sequencer starts no unit until the gate fires, and the gate's
+    result passes through.
+    """
+    db = FakeDatabase()
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    read: Deferred[str] = Deferred()
+    seq.gate(read)
+    seq.put([("k", None)])
+    assert db.started == []
+    got: list[str] = []
+    read.addCallback(got.append)
+    read.callback("value")
+    assert got == ["value"]
+    assert len(db.started) == 1
+
+
+def test_synchronousLandingDoesNotRecurse() -> None:
+    """
+    Units whose transactions finish at once run one after another in a
+    loop, not by recursion.
+    """
+    from twisted.internet.defer import succeed
+
+    seq: WriteSequencer[str] = WriteSequencer(lambda unit: succeed(None))
+    ds = []
+    for i in range(3000):
+        ds.append(seq.insert(str(i), b"x"))
+    out = results(*ds)
+    assert out == [None] * 3000
+
+
+def test_deferToAllAndClose() -> None:
+    """
+    C{deferToAll} fires once every write so far has landed, failed or
+    not; C{close} refuses further writes.
+    """
+    db = FakeDatabase()
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    assert results(seq.deferToAll()) == [None]
+    d = seq.put([("a", b"1")])
+    d.addErrback(lambda f: None)
+    seq.insert("b", b"2").addErrback(lambda f: None)
+    closed = results(seq.close())
+    with pytest.raises(BrokerStopped):
+        seq.put([("c", b"3")])
+    db.land(fail=RuntimeError("boom"))
+    assert closed == []
+    db.land()
+    assert closed == [None]
+    assert seq.closed
