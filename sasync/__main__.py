@@ -1,23 +1,16 @@
 """
-The C{sasync} command: C{python -m sasync demo}.
+The C{sasync} command: C{python -m sasync demo} and C{python -m sasync serve}.
 
-A placeholder until the demo (issue 6) lands and replaces this module.
+See L{sasync.demo.cli} (and C{sasync --help}).
 """
 
 from __future__ import annotations
 
 import sys
 
+from sasync.demo.cli import main as main
 
-def main(argv: list[str] | None = None) -> int:
-    """
-    Say that the demo is not there yet.
-
-    @return: the exit status, 0.
-    """
-    sys.stdout.write("the demo is delivered by issue 6 (not landed yet)\n")
-    return 0
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())
