@@ -25,9 +25,10 @@ findPython() {
 
 # ensureVenv EXTRAS: make $VENV if it is missing, and install the project
 # into it (editable) with those extras, e.g. "test,lint,docs". Reinstalls only
-# when setup.py, pyproject.toml or the set of packages changed since.
+# when setup.py, pyproject.toml or the set of packages changed since, or when
+# no earlier install covered these extras.
 ensureVenv() {
-    local extras=$1 python stamp want
+    local extras=$1 python want stamp have extra covered
     if [ ! -x "$PY" ]; then
         python=$(findPython) || die "Python >= 3.11 is needed: install it" \
             "(apt-get install python3 python3-venv) or set SASYNC_PYTHON=/path/to/python3"
@@ -37,12 +38,17 @@ ensureVenv() {
             die "could not create a virtualenv: install Python's venv module (apt-get install python3-venv)"
         }
     fi
-    stamp="$VENV/.sasync-installed-${extras//,/-}"
-    want=$(cd "$ROOT" && { cat setup.py pyproject.toml; ls -d ./*/__init__.py 2>/dev/null; echo "$extras"; } | sha256sum)
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        return 0
-    fi
+    want=$(cd "$ROOT" && { cat setup.py pyproject.toml; ls -d ./*/__init__.py 2>/dev/null; } | sha256sum)
+    for stamp in "$VENV"/.sasync-installed-*; do
+        [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] || continue
+        have=-${stamp##*/.sasync-installed-}-
+        covered=1
+        for extra in ${extras//,/ }; do
+            case $have in *-"$extra"-*) ;; *) covered=0 ;; esac
+        done
+        [ "$covered" = 1 ] && return 0
+    done
     say "installing sAsync[$extras] into $VENV (the first time takes a minute or two)"
     "$PY" -m pip install --disable-pip-version-check -q -e "$ROOT[$extras]"
-    echo "$want" >"$stamp"
+    echo "$want" >"$VENV/.sasync-installed-${extras//,/-}"
 }

@@ -17,6 +17,7 @@ C{SASYNC_TEST_REQUIRE_ALL=1} (see L{tests.databases}).
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tests.reactorthread import (
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stopReactor()
+    _servers.close()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -73,11 +75,13 @@ def reactor() -> Any:
 
 class _Servers:
     """
-    The database servers of this session, found on first use.
+    The database servers of this session, found on first use, and how many
+    test databases each gave.
     """
 
     def __init__(self) -> None:
         self._found: dict[str, Server | ServerMissing] = {}
+        self.used: Counter[str] = Counter()
 
     def server(self, kindName: str) -> Server:
         if kindName not in self._found:
@@ -93,26 +97,35 @@ class _Servers:
             pytest.skip(str(found))
         return found
 
+    def freshDatabase(self, kindName: str) -> Iterator[str]:
+        server = self.server(kindName)
+        url = server.createDatabase()
+        self.used[kindName] += 1
+        try:
+            yield url
+        finally:
+            server.dropDatabase(url)
+
+    def summary(self) -> str:
+        parts = [f"sqlite {self.used['sqlite']}"]
+        for kindName, found in self._found.items():
+            where = (
+                found.url.render_as_string() if isinstance(found, Server) else "missing"
+            )
+            parts.append(f"{kindName} {self.used[kindName]} ({where})")
+        return "test databases made: " + ", ".join(parts)
+
     def close(self) -> None:
         for found in self._found.values():
             if isinstance(found, Server):
                 found.close()
 
 
-@pytest.fixture(scope="session")
-def _databaseServers() -> Iterator[_Servers]:
-    servers = _Servers()
-    yield servers
-    servers.close()
+_servers = _Servers()
 
 
-def _freshDatabase(servers: _Servers, kindName: str) -> Iterator[str]:
-    server = servers.server(kindName)
-    url = server.createDatabase()
-    try:
-        yield url
-    finally:
-        server.dropDatabase(url)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(_servers.summary())
 
 
 @pytest.fixture
@@ -120,23 +133,24 @@ def sqliteURL(tmp_path: Path) -> str:
     """
     A new SQLite database file.
     """
+    _servers.used["sqlite"] += 1
     return f"sqlite:///{tmp_path / 'test.db'}"
 
 
 @pytest.fixture
-def postgresqlURL(_databaseServers: _Servers) -> Iterator[str]:
+def postgresqlURL() -> Iterator[str]:
     """
     A new, empty PostgreSQL database.
     """
-    yield from _freshDatabase(_databaseServers, "postgresql")
+    yield from _servers.freshDatabase("postgresql")
 
 
 @pytest.fixture
-def mysqlURL(_databaseServers: _Servers) -> Iterator[str]:
+def mysqlURL() -> Iterator[str]:
     """
     A new, empty MySQL/MariaDB database.
     """
-    yield from _freshDatabase(_databaseServers, "mysql")
+    yield from _servers.freshDatabase("mysql")
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
