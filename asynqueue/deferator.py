@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
@@ -28,18 +28,29 @@ class BatchTaker(Generic[T]):
     The worker's side of deferred iteration: takes items from an iterator in
     batches, looking one item ahead so that each batch says truthfully
     whether the iterator is exhausted. Used in one thread only.
+
+    If the iterator raises, the items taken before the error are still
+    handed out; the error is raised by the next L{take}.
     """
 
     def __init__(self, iterator: Iterator[T], batchSize: int = DEFAULT_BATCH) -> None:
         self.iterator = iterator
         self.batchSize = batchSize
         self._ahead: list[T] = []
+        self._error: BaseException | None = None
         self.done = False
 
     def take(self) -> Batch[T]:
         """
         The next batch, and whether nothing is left after it.
+
+        @raise Exception: whatever the iterator raised, once the items
+            before it have been taken.
         """
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.done = True
+            raise error
         if self.done:
             return [], True
         items = self._ahead
@@ -52,6 +63,12 @@ class BatchTaker(Generic[T]):
         except StopIteration:
             self.done = True
             self.close()
+        except Exception as e:
+            if not items:
+                self.done = True
+                raise
+            # Hand out what came before the error first.
+            self._error = e
         return items, self.done
 
     def close(self) -> None:
@@ -104,7 +121,8 @@ class Deferator(Generic[T]):
         self._fetch = fetch
         self._stop = stop
         self._exhausted = fetch is None
-        self._inFlight: Deferred[None] | None = None
+        self._inFlight = False
+        self._waiters: list[Deferred[None]] = []
         self._failure: Failure | None = None
         self._paused = False
         self._stopped = False
@@ -126,9 +144,13 @@ class Deferator(Generic[T]):
     @property
     def done(self) -> bool:
         """
-        True when no item is left to hand out.
+        True when nothing is left to hand out: no item and no failure.
         """
-        return (self._exhausted or self._stopped) and not self._buffer
+        return (
+            (self._exhausted or self._stopped)
+            and not self._buffer
+            and self._failure is None
+        )
 
     def whenDone(self) -> Deferred[None]:
         """
@@ -173,31 +195,44 @@ class Deferator(Generic[T]):
         source is exhausted. The Deferred fires when the buffer has what there
         is to have, and fails if the fetch failed.
         """
-        if self._inFlight is not None:
-            return _follow(self._inFlight)
+        if self._inFlight:
+            return self._wait()
         if self._failure is not None:
             return fail(self._failure)
         if self._exhausted or self._stopped or self._fetch is None:
             return succeed(None)
-        d = self._inFlight = self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
-        return _follow(d)
+        self._inFlight = True
+        # The waiter goes first: the fetch may fire synchronously.
+        waiter = self._wait()
+        self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
+        return waiter
+
+    def _wait(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
 
     def _gotBatch(self, batch: Batch[T]) -> None:
         items, exhausted = batch
-        self._inFlight = None
-        if self._stopped:
-            return
-        self._buffer.extend(items)
-        if exhausted:
-            self._exhausted = True
-            self._finished()
+        self._inFlight = False
+        if not self._stopped:
+            self._buffer.extend(items)
+            if exhausted:
+                self._exhausted = True
+                self._finished()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
-    def _gotFailure(self, failure: Failure) -> Failure:
-        self._inFlight = None
+    def _gotFailure(self, failure: Failure) -> None:
+        # Kept for whoever asks for the next item; every waiter hears of it.
+        self._inFlight = False
         self._failure = failure
         self._exhausted = True
         self._finished()
-        return failure
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
 
     def takeBuffered(self) -> list[T]:
         """
@@ -243,12 +278,17 @@ class Deferator(Generic[T]):
             return fail(failure)
         if self._exhausted or self._stopped:
             raise StopIteration
-        return self.fetchMore().addCallback(lambda _: self._popAfterFetch())
+        return self.fetchMore().addCallbacks(self._popAfterFetch, self._takeFailure)
 
-    def _popAfterFetch(self) -> T:
+    def _popAfterFetch(self, _: None) -> T:
         if self._buffer:
             return self._buffer.popleft()
         raise IterationStopped("the iteration ended while an item was awaited")
+
+    def _takeFailure(self, failure: Failure) -> Failure:
+        # Delivered to this item's Deferred: don't hand it out again.
+        self._failure = None
+        return failure
 
     def __aiter__(self) -> Deferator[T]:
         return self
@@ -262,22 +302,3 @@ class Deferator(Generic[T]):
             return await d
         except IterationStopped:
             raise StopAsyncIteration from None
-
-
-def _follow(d: Deferred[Any]) -> Deferred[None]:
-    """
-    A Deferred that fires (with None) or fails when C{d} does, without
-    touching C{d}'s own result.
-    """
-    follower: Deferred[None] = Deferred()
-
-    def passOn(result: object) -> object:
-        if isinstance(result, Failure):
-            follower.errback(result)
-            # The owner of d reports the failure; don't log it twice.
-            return None
-        follower.callback(None)
-        return result
-
-    d.addBoth(passOn)
-    return follower

@@ -4,7 +4,12 @@ The interface every worker of a L{TaskQueue} provides.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from .task import Task
 
 
 class IWorker(Interface):
@@ -20,7 +25,7 @@ class IWorker(Interface):
         "only tasks whose series is in this list."
     )
 
-    def run(task: object) -> object:
+    def run(task: Task[Any]) -> object:
         """
         Start running C{task} (an L{asynqueue.task.Task}).
 

@@ -37,7 +37,7 @@ class IterationProducer(Generic[T]):
         if not IConsumer.providedBy(consumer):
             raise TypeError(f"consumer {consumer!r} does not provide IConsumer")
         self.deferator = deferator
-        self.consumer = consumer
+        self.consumer: Any = consumer
         self.paused = False
         self.stopped = False
         self._done: Deferred[Any] | None = None
@@ -64,7 +64,13 @@ class IterationProducer(Generic[T]):
             items = dr.takeBuffered()
             if items:
                 for n, item in enumerate(items):
-                    write(item)
+                    try:
+                        write(item)
+                    except Exception:
+                        # A broken consumer ends the production, with its error.
+                        dr.stop()
+                        self._finish(Failure())  # type: ignore[no-untyped-call]
+                        return
                     if self.paused or self.stopped:
                         # Put back what the consumer is not ready for.
                         dr.putBack(items[n + 1 :])

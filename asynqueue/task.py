@@ -29,6 +29,7 @@ NICENESS_RANGE = range(-20, 21)
 
 _sequence = itertools.count()
 _local = threading.local()
+_interruptLock = threading.Lock()
 
 
 class TaskState(Enum):
@@ -93,6 +94,9 @@ class Task(Generic[T]):
         removes the task; while it runs, the task's interrupters are called
         and the Deferred fails with L{CancelledError} only after the worker
         has finished with it (if the task cannot be interrupted, at once).
+    @ivar stopRequested: True once the task was cancelled or timed out.
+        Safe to read from the worker thread: long loops should check it
+        and give up.
     """
 
     def __init__(
@@ -125,10 +129,13 @@ class Task(Generic[T]):
         #: Set by the queue: a worker this task must run on (or None).
         self.pinnedTo: object | None = None
         self.stopReason: BaseException | None = None
-        self._stopEvent = threading.Event()
+        #: Read by the worker thread; written in the reactor thread under
+        #: _interruptLock (a plain bool: an Event per task costs too much).
+        self.stopRequested = False
         self._interrupters: list[Callable[[BaseException], object]] = []
         self._delivered = False
         self._stopped: Deferred[Any] | None = None
+        self._producer: Any = None
         self._onRemove: Callable[[Task[Any]], None] | None = None
         self.d: Deferred[T] = Deferred(self._cancel)
         # First in the chain, so that nothing the caller adds sees _Stopping.
@@ -149,29 +156,26 @@ class Task(Generic[T]):
 
     # Stopping ---------------------------------------------------------------
 
-    @property
-    def stopRequested(self) -> bool:
-        """
-        True once the task was cancelled or timed out. Safe to read from the
-        worker thread: long loops should check it and give up.
-        """
-        return self._stopEvent.is_set()
-
     def onInterrupt(self, interrupter: Callable[[BaseException], object]) -> None:
         """
-        Register C{interrupter(reason)}, called in the reactor thread if the
-        task is cancelled or times out while running. It should make the
-        running call stop soon (e.g. a database driver's cancel), and must
-        not block. A task with an interrupter is I{honest}: its caller hears
-        of the cancellation only after the worker has finished with it.
+        Register C{interrupter(reason)}, called once if the task is cancelled
+        or times out while running. It should make the running call stop
+        soon (e.g. a database driver's cancel), and must not block. A task
+        with an interrupter is I{honest}: its caller hears of the
+        cancellation only after the worker has finished with it.
 
-        May be called from the worker thread while the task runs.
+        May be called from the worker thread while the task runs. The
+        interrupter is normally called in the reactor thread; if the stop
+        was already requested when it is registered, it is called at once,
+        in the registering thread, so that the stop is never missed.
         """
-        self._interrupters.append(interrupter)
-        if self._stopEvent.is_set() and self.stopReason is not None:
-            # Stop was asked before the interrupter existed: the caller
-            # must still learn of it, so run it now in the reactor thread.
-            interrupter(self.stopReason)
+        with _interruptLock:
+            if not self.stopRequested:
+                self._interrupters.append(interrupter)
+                return
+            reason = self.stopReason
+        assert reason is not None
+        interrupter(reason)
 
     def requestStop(self, reason: BaseException) -> bool:
         """
@@ -179,19 +183,22 @@ class Task(Generic[T]):
 
         @return: True if the task has interrupters and so will be waited for.
         """
-        if self.stopReason is None:
-            self.stopReason = reason
-        self._stopEvent.set()
-        honest = bool(self._interrupters)
-        for interrupter in list(self._interrupters):
+        # The lock makes each interrupter run exactly once even when the
+        # worker thread registers one at this very moment.
+        with _interruptLock:
+            if self.stopReason is None:
+                self.stopReason = reason
+            self.stopRequested = True
+            interrupters, self._interrupters = self._interrupters, []
+        for interrupter in interrupters:
             try:
                 interrupter(reason)
             except Exception:
                 log.failure("Interrupter of {task} failed", task=self)
-        return honest
+        return bool(interrupters)
 
     def _cancel(self, d: Deferred[T]) -> None:
-        self._stopEarly(CancelledError(f"{self.info} was cancelled"), d)
+        self._stopEarly(CancelledError(f"{self.info} was cancelled"))
 
     def timeOut(self, seconds: float) -> None:
         """
@@ -202,28 +209,35 @@ class Task(Generic[T]):
 
         if self._delivered or self.d.called:
             return
-        reason = TaskTimeout(f"{self.info} timed out after {seconds:g} s")
-        self._stopEarly(reason, None)
+        self._stopEarly(TaskTimeout(f"{self.info} timed out after {seconds:g} s"))
 
-    def _stopEarly(self, reason: BaseException, cancelling: Deferred[T] | None) -> None:
+    def _stopEarly(self, reason: BaseException) -> None:
+        # Reactor thread: from Deferred.cancel (our canceller) or a timeout.
+        # Firing self.d here keeps Deferred.cancel from firing it again.
         if self.state is TaskState.QUEUED:
             self.state = TaskState.DONE
             self._delivered = True
             if self._onRemove is not None:
                 self._onRemove(self)
-            if cancelling is None:
-                self.d.errback(Failure(reason))
-            # (When cancelling, Deferred.cancel fails d itself.)
-            return
-        if self.state is TaskState.RUNNING:
+            self.d.errback(Failure(reason))  # type: ignore[no-untyped-call]
+        elif self.state is TaskState.RUNNING:
+            # Made before the interrupters run: one may make the worker
+            # deliver at once (an AsyncWorker's cancelled Deferred).
+            stopped: Deferred[Any] = Deferred()
+            self._stopped = stopped
             if self.requestStop(reason):
-                self._stopped = Deferred()
-                self.d.callback(_Stopping(self._stopped))  # type: ignore[arg-type]
+                self.d.callback(_Stopping(stopped))  # type: ignore[arg-type]
             else:
+                self._stopped = None
                 # Nothing can stop it: tell the caller now, drop its result.
                 self._delivered = True
-                if cancelling is None:
-                    self.d.errback(Failure(reason))
+                self.d.errback(Failure(reason))  # type: ignore[no-untyped-call]
+        elif self._producer is not None and not self._delivered:
+            # Done, but its items are still being written to the consumer.
+            self.stopReason = reason
+            self._delivered = True
+            self._producer.stopProducing()
+            self.d.errback(Failure(reason))  # type: ignore[no-untyped-call]
 
     @staticmethod
     def _swapStopping(result: object) -> object:
@@ -246,14 +260,19 @@ class Task(Generic[T]):
         C{consumer} and the result is a L{Deferator}, it is produced to the
         consumer and the Deferred fires with the consumer when all is written.
         """
-        from .deferator import Deferator
-        from .producer import IterationProducer
-
         self.state = TaskState.DONE
-        if self.consumer is not None and isinstance(result, Deferator):
-            producer = IterationProducer(result, self.consumer)
-            producer.run().addCallbacks(self._deliver, self.fail)
-            return
+        if self.consumer is not None:
+            from .deferator import Deferator
+            from .producer import IterationProducer
+
+            if isinstance(result, Deferator) and not self._delivered:
+                producer = self._producer = IterationProducer(result, self.consumer)
+                producer.run().addCallbacks(self._produced, self._produced)
+                return
+        self._deliver(result)
+
+    def _produced(self, result: Any) -> None:
+        self._producer = None
         self._deliver(result)
 
     def fail(self, failure: Failure) -> None:
@@ -265,7 +284,7 @@ class Task(Generic[T]):
             # The interruption made the call fail: report why it was stopped.
             assert self.stopReason is not None
             self._delivered = True
-            self._stopped.errback(Failure(self.stopReason))
+            self._stopped.errback(Failure(self.stopReason))  # type: ignore[no-untyped-call]
             return
         self._deliver(failure)
 
@@ -280,8 +299,17 @@ class Task(Generic[T]):
             return
         if self._delivered:
             if isinstance(result, Failure):
-                log.failure("Task {task} failed after its caller gave up",
-                            failure=result, task=self)
+                if self.stopReason is None or not isinstance(
+                    result.value, type(self.stopReason)
+                ):
+                    log.failure("Task {task} failed after its caller gave up",
+                                failure=result, task=self)
+            else:
+                from .deferator import Deferator
+
+                if isinstance(result, Deferator):
+                    # An iteration nobody will read: release its worker now.
+                    result.stop()
             return
         self._delivered = True
         if isinstance(result, Failure):

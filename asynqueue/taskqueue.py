@@ -93,10 +93,11 @@ class TaskQueue:
         """
         if worker not in self._workers:
             return fail(WorkerError(f"{worker!r} is not attached"))
-        done: Deferred[None] = Deferred()
-        self._detaching[id(worker)] = done
-        self._maybeDetach(worker)
-        return done
+        done = self._detaching.get(id(worker))
+        if done is None:
+            done = self._detaching[id(worker)] = Deferred()
+            self._maybeDetach(worker)
+        return _follow(done)
 
     def _maybeDetach(self, worker: Any) -> None:
         done = self._detaching.get(id(worker))
@@ -147,7 +148,9 @@ class TaskQueue:
         if consumer is not None and not IConsumer.providedBy(consumer):
             raise TypeError(f"consumer {consumer!r} does not provide IConsumer")
         if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+            raise ValueError(
+                f"timeout must be a positive number of seconds, not {timeout!r}"
+            )
         task: Task[Any] = Task(
             f, args, kw, niceness=niceness, doNext=doNext, doLast=doLast,
             series=series, raw=raw, consumer=consumer,
@@ -159,11 +162,18 @@ class TaskQueue:
         Queue a task made elsewhere (L{call} makes one for you).
         """
         if not self._accepting:
-            return fail(QueueStopped(f"the queue is shut down: {task.info} was refused"))
-        if task.series is not None and not any(
-            task.series in w.iQualified for w in self._workers
-        ) and task.pinnedTo is None:
-            log.warn("No worker is qualified yet for series {series!r}", series=task.series)
+            return fail(
+                QueueStopped(f"the queue is shut down: {task.info} was refused")
+            )
+        if (
+            task.series is not None
+            and task.pinnedTo is None
+            and not any(task.series in w.iQualified for w in self._workers)
+        ):
+            log.warn(
+                "No worker is qualified yet for series {series!r}",
+                series=task.series,
+            )
         task._onRemove = self._removed
         heapq.heappush(self._heap, task)
         if timeout is not None:
@@ -172,20 +182,30 @@ class TaskQueue:
         self._dispatch()
         return task.d
 
-    def update(self, f: Callable[..., Any], *args: Any, **kw: Any) -> Deferred[list[Any]]:
+    def update(
+        self, f: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Deferred[list[Any]]:
         """
         Run C{f(*args, **kw)} once on every attached worker, before other
         queued calls.
 
-        @return: A Deferred firing with the list of results, one per worker.
+        @return: A Deferred firing with the list of results, one per worker
+            (in the order of L{workers}), or failing with the first failure.
+        @raise TypeError: C{f} is not callable.
         """
+        if not callable(f):
+            raise TypeError(f"a task must be callable, not {f!r}")
+        if not self._accepting:
+            return fail(QueueStopped(f"the queue is shut down: update {f!r} refused"))
         ds = []
         for worker in self._workers:
             task: Task[Any] = Task(f, args, dict(kw), doNext=True)
             task.pinnedTo = worker
             ds.append(self.submit(task))
         d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
-        return d.addCallback(lambda results: [r for _, r in results])
+        return d.addCallbacks(
+            lambda results: [r for _, r in results], _firstError
+        )
 
     # Dispatch -----------------------------------------------------------------
 
@@ -214,8 +234,9 @@ class TaskQueue:
                 continue
             heapq.heappop(heap)
             self._start(worker, task)
-        for worker in list(self._idle):
-            self._maybeDetach(worker)
+        if self._detaching:
+            for worker in list(self._idle):
+                self._maybeDetach(worker)
         self._checkDrained()
 
     def _dispatchConstrained(self) -> bool:
@@ -239,7 +260,7 @@ class TaskQueue:
             freed = worker.run(task)
         except Exception:
             self._running.discard(task)
-            task.fail(Failure())
+            task.fail(Failure())  # type: ignore[no-untyped-call]
             self._idle.append(worker)
             return
         freed.addBoth(self._freed, worker, task)
@@ -295,9 +316,7 @@ class TaskQueue:
         if self._stopped is None:
             self._accepting = False
             self._stopped = self.whenIdle().addCallback(self._stopWorkers)
-        out: Deferred[None] = Deferred()
-        self._stopped.addBoth(lambda r: (out.callback(None), r)[1])
-        return out
+        return _follow(self._stopped)
 
     def _stopWorkers(self, _: None) -> Deferred[None]:
         workers, self._workers, self._idle = self._workers, [], []
@@ -309,6 +328,26 @@ def _cancelCall(result: object, call: Any) -> object:
     if call.active():
         call.cancel()
     return result
+
+
+def _follow(d: Deferred[None]) -> Deferred[None]:
+    """
+    A new Deferred that fires with C{None} when C{d} fires, leaving C{d}'s
+    own result alone (so that many callers can wait for it).
+    """
+    out: Deferred[None] = Deferred()
+
+    def passOn(result: object) -> object:
+        out.callback(None)
+        return result
+
+    d.addBoth(passOn)
+    return out
+
+
+def _firstError(failure: Failure) -> Failure:
+    # DeferredList wraps the failure in FirstError: hand on the original.
+    return failure.value.subFailure  # type: ignore[no-any-return,union-attr]
 
 
 __all__ = ["TaskQueue"]

@@ -47,7 +47,9 @@ class ThreadQueue(TaskQueue):
                 )
             )
 
-    def deferToThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> Deferred[Any]:
+    def deferToThread(
+        self, f: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Deferred[Any]:
         """
         Run C{f(*args, **kw)} in one of the queue's threads; the same as
         L{call}, named after Twisted's C{deferToThread}.

@@ -9,50 +9,65 @@ iteration the task returns.
 
 from __future__ import annotations
 
+import inspect
 import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
+from .errors import WorkerError
 from .interfaces import IWorker
 from .task import Task, setCurrentTask
 
 _STOP = object()
 
 
-def _reactorCallFromThread(f: Callable[..., object], *args: object) -> None:
+def _reactorCallFromThread() -> Callable[..., object]:
     from twisted.internet import reactor
 
-    reactor.callFromThread(f, *args)  # type: ignore[attr-defined]
+    return reactor.callFromThread  # type: ignore[attr-defined,no-any-return]
 
 
 def _isIterator(result: object) -> bool:
     return isinstance(result, Iterator)
 
 
+# The kinds of outcome a ThreadWorker's job hands back to the reactor thread.
+_VALUE, _FAILURE, _ITER = "value", "failure", "iter"
+
+
 class JobThread:
     """
     One thread that runs jobs (no-argument callables) in the order given. It
     is started with the first job. Jobs must not raise.
+
+    L{do} and L{quit} are called from one thread (the reactor's).
     """
 
     def __init__(self, name: str = "asynqueue-worker") -> None:
         self.name = name
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self.quitted = False
 
     def do(self, job: Callable[[], object]) -> None:
         """
         Run C{job} in the thread, after the jobs given before it.
+
+        @raise WorkerError: L{quit} was called: the job would never run.
         """
+        if self.quitted:
+            raise WorkerError(f"the thread {self.name} has quit")
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name=self.name, daemon=True
+            )
             self._thread.start()
         self._jobs.put(job)
 
@@ -61,6 +76,7 @@ class JobThread:
         End the thread after the jobs already given, calling C{then} last,
         in the thread.
         """
+        self.quitted = True
         if self._thread is None:
             if then is not None:
                 then()
@@ -97,19 +113,20 @@ class MemoryJobRunner:
     def do(self, job: Callable[[], object]) -> None:
         """
         Keep C{job} for later.
+
+        @raise WorkerError: L{quit} was called: the job would never run.
         """
+        if self.quitted:
+            raise WorkerError("the MemoryJobRunner has quit")
         self.jobs.append(job)
 
     def quit(self, then: Callable[[], object] | None = None) -> None:
         """
-        Mark the runner stopped once its jobs are done.
+        Refuse new jobs; call C{then} after the jobs already given.
         """
-        def stop() -> None:
-            self.quitted = True
-            if then is not None:
-                then()
-
-        self.jobs.append(stop)
+        self.quitted = True
+        if then is not None:
+            self.jobs.append(then)
 
     def perform(self) -> bool:
         """
@@ -164,30 +181,47 @@ class ThreadWorker:
         self.holdIterations = holdIterations
         self.batchSize = batchSize
         self.runner = runner if runner is not None else JobThread(name)
-        self._callFromThread = callFromThread or _reactorCallFromThread
+        # Resolved on first use, so that making a worker needs no reactor.
+        self._callFromThreadGiven = callFromThread
         self.task: Task[Any] | None = None
         self._stopping: Deferred[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<ThreadWorker {getattr(self.runner, 'name', '')} {self.iQualified}>"
+        name = getattr(self.runner, "name", "")
+        return f"<ThreadWorker {name} {self.iQualified}>"
+
+    @property
+    def _callFromThread(self) -> Callable[..., object]:
+        if self._callFromThreadGiven is None:
+            self._callFromThreadGiven = _reactorCallFromThread()
+        return self._callFromThreadGiven
 
     def call(self, f: Callable[[], Any]) -> Deferred[Any]:
         """
         Run C{f()} in the worker's thread, bypassing any queue, after what the
         thread already has to do. For setting up or closing per-thread
-        resources; a task in progress is not interrupted.
+        resources and fetching batches of iterations; a task in progress is
+        not interrupted.
+
+        @return: A Deferred with C{f}'s result; it fails with L{WorkerError}
+            if the worker has stopped.
         """
         d: Deferred[Any] = Deferred()
+        callFromThread = self._callFromThread
 
         def job() -> None:
+            # Worker thread: Deferreds are fired in the reactor thread only.
             try:
                 result = f()
             except BaseException:
-                self._callFromThread(d.errback, Failure())
+                callFromThread(d.errback, Failure())  # type: ignore[no-untyped-call]
             else:
-                self._callFromThread(d.callback, result)
+                callFromThread(d.callback, result)
 
-        self.runner.do(job)
+        try:
+            self.runner.do(job)
+        except WorkerError:
+            return fail(WorkerError(f"{self!r} has stopped"))
         return d
 
     def run(self, task: Task[Any]) -> Deferred[None]:
@@ -199,33 +233,50 @@ class ThreadWorker:
         self.task = task
         freed: Deferred[None] = Deferred()
         batchSize = self.batchSize
+        callFromThread = self._callFromThread
+        ran = self._ran
 
         def job() -> None:
             # Worker thread: call, and hand back plain values, never Deferreds.
+            if task.stopRequested:
+                # Cancelled before its turn came: don't even start it.
+                stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
+                callFromThread(ran, task, (_FAILURE, stopped), freed)
+                return
             setCurrentTask(task)
             try:
                 result = task.f(*task.args, **task.kw)
-                if not task.raw and _isIterator(result):
-                    taker: BatchTaker[Any] = BatchTaker(result, batchSize)
-                    outcome: tuple[Any, ...] = ("iter", taker, taker.take())
+                if task.raw or not isinstance(result, Iterator):
+                    outcome: tuple[Any, ...] = (_VALUE, result)
                 else:
-                    outcome = ("value", result)
+                    taker: BatchTaker[Any] = BatchTaker(result, batchSize)
+                    outcome = (_ITER, taker, taker.take())
             except BaseException:
-                outcome = ("failure", Failure())
-            finally:
-                setCurrentTask(None)
-            self._callFromThread(self._ran, task, outcome, freed)
+                outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
+            setCurrentTask(None)
+            callFromThread(ran, task, outcome, freed)
 
         self.runner.do(job)
         return freed
 
-    def _ran(self, task: Task[Any], outcome: tuple[Any, ...], freed: Deferred[None]) -> None:
-        if outcome[0] == "failure":
-            self._free(freed)
-            task.fail(outcome[1])
-        elif outcome[0] == "value":
+    def _ran(
+        self, task: Task[Any], outcome: tuple[Any, ...], freed: Deferred[None]
+    ) -> None:
+        """
+        Reactor thread: the task's job has run; C{outcome} is C{("value",
+        result)}, C{("failure", failure)} or C{("iter", batchTaker,
+        firstBatch)}. C{freed} is still unfired after this returns while an
+        iteration holds the worker (subclasses rely on that).
+        """
+        kind = outcome[0]
+        # Free the worker first, so that the queue can hand it the next task
+        # while this one's callbacks run.
+        if kind == _VALUE:
             self._free(freed)
             task.finish(outcome[1])
+        elif kind == _FAILURE:
+            self._free(freed)
+            task.fail(outcome[1])
         else:
             task.finish(self._deferator(outcome[1], outcome[2], freed))
 
@@ -258,18 +309,22 @@ class ThreadWorker:
             return self.call(taker.take)
 
         dr: Deferator[Any] = Deferator(items, fetch, stop=release)
+        # A Deferator dropped unfinished must not hold its source (or, with
+        # holdIterations, the worker) forever. The finalizer may run in any
+        # thread, so it goes through callFromThread.
+        finalizer = weakref.finalize(dr, self._callFromThread, release)
+        finalizer.atexit = False
         if self.holdIterations:
             dr.whenDone().addCallback(lambda _: self._free(freed))
-            # A Deferator dropped unfinished must not hold the worker forever.
-            weakref.finalize(dr, self._callFromThread, release)
         else:
             self._free(freed)
-            weakref.finalize(dr, self._callFromThread, release)
+        dr.whenDone().addCallback(lambda _: finalizer.detach())
         return dr
 
     def stop(self) -> Deferred[None]:
         """
-        Finish what the thread has to do, then end it.
+        Finish what the thread has to do, then end it. An iteration still
+        open after that fails with L{WorkerError} when it next fetches.
         """
         if self._stopping is None:
             self._stopping = Deferred()
@@ -296,7 +351,9 @@ class AsyncWorker:
     L{Deferator} that fetches in the reactor.
     """
 
-    def __init__(self, series: Sequence[str] = (), *, batchSize: int = DEFAULT_BATCH) -> None:
+    def __init__(
+        self, series: Sequence[str] = (), *, batchSize: int = DEFAULT_BATCH
+    ) -> None:
         self.iQualified = list(series)
         self.batchSize = batchSize
         self.task: Task[Any] | None = None
@@ -306,9 +363,13 @@ class AsyncWorker:
     def run(self, task: Task[Any]) -> Deferred[None]:
         """
         Run C{task} in the reactor; see L{IWorker.run}.
-        """
-        import inspect
 
+        A task that returns a Deferred (or is a coroutine) is interruptible:
+        cancelling it or its timeout cancels that Deferred, and the caller
+        hears of it once that Deferred has failed.
+        """
+        if self._stopped:
+            raise RuntimeError(f"{self!r} is stopped")
         self.task = task
         setCurrentTask(task)
         try:
@@ -316,7 +377,7 @@ class AsyncWorker:
             if inspect.iscoroutine(result):
                 result = Deferred.fromCoroutine(result)
         except BaseException:
-            result = Failure()
+            result = Failure()  # type: ignore[no-untyped-call]
         finally:
             setCurrentTask(None)
         freed: Deferred[None] = Deferred()
@@ -337,7 +398,9 @@ class AsyncWorker:
                 self._idle.callback(None)
 
         if isinstance(result, Deferred):
-            result.addBoth(done)
+            inner = result
+            task.onInterrupt(lambda reason: inner.cancel())
+            inner.addBoth(done)
         else:
             done(result)
         return freed

@@ -1,0 +1,397 @@
+"""
+Unit tests for cancelling and timing out calls of a L{TaskQueue}, queued
+and running, honest (with an interrupter) and immediate (without one).
+Deterministic: fake or single-stepped workers and a L{Clock}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from asynqueue import AsyncWorker, ListConsumer, TaskQueue, TaskTimeout, currentTask
+
+from .helpers import FakeWorker, Recorder, memoryWorker
+
+
+class Interrupted(Exception):
+    """
+    What a task raises when its interrupter stopped it.
+    """
+
+
+class QueuedCancelTests(SynchronousTestCase):
+    """
+    A cancelled queued call never runs.
+    """
+
+    def test_neverRuns(self) -> None:
+        """
+        Cancelling a queued call fails it with L{CancelledError} naming the
+        call, removes it, and it is never called; the others run.
+        """
+        q = TaskQueue()
+        rec = Recorder()
+        d1 = q.call(rec, "one")
+        d2 = q.call(rec, "two")
+        d3 = q.call(rec, "three")
+        d2.cancel()
+        failure = self.failureResultOf(d2, CancelledError)
+        self.assertIn("two", str(failure.value))
+        self.assertEqual(q.pending(), 2)
+        worker, runner = memoryWorker()
+        q.attachWorker(worker)
+        runner.performAll()
+        self.assertEqual(rec.calls, ["one", "three"])
+        self.assertEqual(self.successResultOf(d1), "one")
+        self.assertEqual(self.successResultOf(d3), "three")
+
+    def test_cancelAfterDone(self) -> None:
+        """
+        Cancelling a call that has finished changes nothing.
+        """
+        q = TaskQueue()
+        w = q.attachWorker(FakeWorker())
+        w.runNow = True
+        d = q.call(lambda: 5)
+        d.cancel()
+        self.assertEqual(self.successResultOf(d), 5)
+
+    def test_cancelWhileQueuedBehindThread(self) -> None:
+        """
+        A call handed to a thread worker but cancelled before the thread got
+        to it is not called at all.
+        """
+        q = TaskQueue()
+        worker, runner = memoryWorker()
+        q.attachWorker(worker)
+        rec = Recorder()
+        d = q.call(rec, "x")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        runner.performAll()
+        self.assertEqual(rec.calls, [])
+        d2 = q.call(rec, "y")
+        runner.performAll()
+        self.assertEqual(self.successResultOf(d2), "y")
+
+
+class RunningCancelTests(SynchronousTestCase):
+    """
+    A running call with an interrupter is honest: its caller hears of the
+    cancellation only after the worker finished. Without, at once.
+    """
+
+    def setUp(self) -> None:
+        self.q = TaskQueue()
+        self.worker = self.q.attachWorker(FakeWorker())
+
+    def test_immediateWithoutInterrupter(self) -> None:
+        """
+        Without an interrupter, the caller gets L{CancelledError} at once;
+        the worker stays busy until the call ends, and its late result is
+        dropped.
+        """
+        d = self.q.call(Recorder(), "x")
+        after = self.q.call(Recorder(), "after")
+        task = self.worker.current
+        assert task is not None
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertTrue(task.stopRequested)
+        self.assertEqual(len(self.worker.received), 1)
+        self.worker.succeed("late")
+        self.assertEqual(len(self.worker.received), 2)
+        self.worker.succeed("after")
+        self.assertEqual(self.successResultOf(after), "after")
+
+    def test_lateFailureIsLogged(self) -> None:
+        """
+        A cancelled call that later fails with its own error has that error
+        logged, since nobody else will see it.
+        """
+        d = self.q.call(Recorder(), "x")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.worker.fail(Failure(KeyError("late")))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_honest(self) -> None:
+        """
+        With an interrupter, cancelling calls it and the caller hears
+        L{CancelledError} only when the worker is done with the call.
+        """
+        d = self.q.call(Recorder(), "x")
+        task = self.worker.current
+        assert task is not None
+        reasons: list[BaseException] = []
+        task.onInterrupt(reasons.append)
+        d.cancel()
+        self.assertNoResult(d)
+        self.assertEqual(len(reasons), 1)
+        self.assertIsInstance(reasons[0], CancelledError)
+        self.worker.fail(Failure(Interrupted()))
+        self.failureResultOf(d, CancelledError)
+
+    def test_honestButFinished(self) -> None:
+        """
+        If an interrupted call finishes anyway, its caller gets the truth:
+        the result.
+        """
+        d = self.q.call(Recorder(), "x")
+        task = self.worker.current
+        assert task is not None
+        task.onInterrupt(lambda reason: None)
+        d.cancel()
+        self.assertNoResult(d)
+        self.worker.succeed("done anyway")
+        self.assertEqual(self.successResultOf(d), "done anyway")
+
+    def test_honestCallbacksSeeNoPlaceholder(self) -> None:
+        """
+        Callbacks the caller added before cancelling see only the final
+        outcome.
+        """
+        d = self.q.call(Recorder(), "x")
+        seen: list[object] = []
+        d.addBoth(seen.append)
+        task = self.worker.current
+        assert task is not None
+        task.onInterrupt(lambda reason: None)
+        d.cancel()
+        self.assertEqual(seen, [])
+        self.worker.fail(Failure(Interrupted()))
+        self.assertEqual(len(seen), 1)
+        assert isinstance(seen[0], Failure)
+        self.assertTrue(seen[0].check(CancelledError))
+
+    def test_interrupterAfterStop(self) -> None:
+        """
+        An interrupter registered after the stop was requested is called at
+        once, exactly once.
+        """
+        d = self.q.call(Recorder(), "x")
+        task = self.worker.current
+        assert task is not None
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        reasons: list[BaseException] = []
+        task.onInterrupt(reasons.append)
+        self.assertEqual(len(reasons), 1)
+        task.requestStop(CancelledError())
+        self.assertEqual(len(reasons), 1)
+
+    def test_brokenInterrupter(self) -> None:
+        """
+        An interrupter that raises is logged; the call is still waited for.
+        """
+        d = self.q.call(Recorder(), "x")
+        task = self.worker.current
+        assert task is not None
+
+        def broken(reason: BaseException) -> None:
+            raise RuntimeError("broken interrupter")
+
+        task.onInterrupt(broken)
+        d.cancel()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertNoResult(d)
+        self.worker.fail(Failure(Interrupted()))
+        self.failureResultOf(d, CancelledError)
+
+    def test_currentTaskInThread(self) -> None:
+        """
+        A call running on a thread worker finds its task with
+        L{currentTask}; outside a call there is none.
+        """
+        q = TaskQueue()
+        worker, runner = memoryWorker()
+        q.attachWorker(worker)
+        found: list[Any] = []
+        d = q.call(lambda: found.append(currentTask()))
+        runner.performAll()
+        self.successResultOf(d)
+        self.assertIsNotNone(found[0])
+        self.assertEqual(found[0].state.value, "done")
+        self.assertIsNone(currentTask())
+
+
+class AsyncWorkerCancelTests(SynchronousTestCase):
+    """
+    On an L{AsyncWorker}, a call that returns a Deferred is interrupted by
+    cancelling that Deferred.
+    """
+
+    def test_cancelInnerDeferred(self) -> None:
+        """
+        Cancelling the call cancels the Deferred it returned, and the
+        caller gets L{CancelledError}; the worker is free again.
+        """
+        q = TaskQueue()
+        q.attachWorker(AsyncWorker())
+        cancelled: list[object] = []
+        inner: Deferred[int] = Deferred(cancelled.append)
+        d = q.call(lambda: inner)
+        d.cancel()
+        self.assertEqual(cancelled, [inner])
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.successResultOf(q.call(lambda: 3)), 3)
+
+    def test_coroutine(self) -> None:
+        """
+        A coroutine function runs as a Deferred and can be cancelled too.
+        """
+        q = TaskQueue()
+        q.attachWorker(AsyncWorker())
+        gate: Deferred[int] = Deferred()
+
+        async def f() -> int:
+            return await gate + 1
+
+        d = q.call(f)
+        self.assertNoResult(d)
+        gate.callback(1)
+        self.assertEqual(self.successResultOf(d), 2)
+        gate2: Deferred[int] = Deferred()
+
+        async def g() -> int:
+            return await gate2
+
+        d2 = q.call(g)
+        d2.cancel()
+        self.failureResultOf(d2, CancelledError)
+
+
+class TimeoutTests(SynchronousTestCase):
+    """
+    C{timeout=} fails a call with L{TaskTimeout}, queued or running.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.q = TaskQueue(clock=self.clock)
+
+    def test_queued(self) -> None:
+        """
+        A call still queued when its time is up fails and never runs.
+        """
+        rec = Recorder()
+        d = self.q.call(rec, "x", timeout=5)
+        self.clock.advance(4.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        failure = self.failureResultOf(d, TaskTimeout)
+        self.assertIsInstance(failure.value, TimeoutError)
+        self.assertIn("5 s", str(failure.value))
+        worker, runner = memoryWorker()
+        self.q.attachWorker(worker)
+        runner.performAll()
+        self.assertEqual(rec.calls, [])
+
+    def test_runningImmediate(self) -> None:
+        """
+        A running call without an interrupter fails at once on timeout.
+        """
+        w = self.q.attachWorker(FakeWorker())
+        d = self.q.call(Recorder(), "x", timeout=2)
+        task = w.current
+        assert task is not None
+        self.clock.advance(2)
+        self.failureResultOf(d, TaskTimeout)
+        self.assertTrue(task.stopRequested)
+        w.succeed()
+
+    def test_runningHonest(self) -> None:
+        """
+        A running call with an interrupter is interrupted on timeout, and
+        fails with L{TaskTimeout} once the worker has finished it.
+        """
+        w = self.q.attachWorker(FakeWorker())
+        d = self.q.call(Recorder(), "x", timeout=2)
+        task = w.current
+        assert task is not None
+        reasons: list[BaseException] = []
+        task.onInterrupt(reasons.append)
+        self.clock.advance(2)
+        self.assertNoResult(d)
+        self.assertIsInstance(reasons[0], TaskTimeout)
+        w.fail(Failure(Interrupted()))
+        self.failureResultOf(d, TaskTimeout)
+
+    def test_finishedInTime(self) -> None:
+        """
+        A call finished in time leaves no timer behind.
+        """
+        w = self.q.attachWorker(FakeWorker())
+        w.runNow = True
+        d = self.q.call(lambda: 1, timeout=3)
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelledLeavesNoTimer(self) -> None:
+        """
+        A cancelled call's timer is cancelled too.
+        """
+        d = self.q.call(lambda: 1, timeout=3)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeoutDuringHonestCancel(self) -> None:
+        """
+        A timeout while an honest cancellation waits for the worker changes
+        nothing: the caller gets L{CancelledError}.
+        """
+        w = self.q.attachWorker(FakeWorker())
+        d = self.q.call(Recorder(), "x", timeout=2)
+        task = w.current
+        assert task is not None
+        task.onInterrupt(lambda reason: None)
+        d.cancel()
+        self.clock.advance(5)
+        self.assertNoResult(d)
+        w.fail(Failure(Interrupted()))
+        self.failureResultOf(d, CancelledError)
+
+
+class ProducingCancelTests(SynchronousTestCase):
+    """
+    Cancelling a call whose items are being written to a consumer stops
+    the writing.
+    """
+
+    def test_cancelStopsProducer(self) -> None:
+        """
+        The producer is stopped and unregistered, the source released, and
+        the caller gets L{CancelledError}.
+        """
+        q = TaskQueue()
+        worker, runner = memoryWorker(batchSize=2, holdIterations=True)
+        q.attachWorker(worker)
+        closed: list[bool] = []
+
+        def gen() -> Any:
+            try:
+                yield from range(100)
+            finally:
+                closed.append(True)
+
+        consumer = ListConsumer()
+        d = q.call(gen, consumer=consumer)
+        runner.perform()
+        self.assertNoResult(d)
+        self.assertEqual(consumer.items, [0, 1])
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertIsNone(consumer.producer)
+        runner.performAll()
+        self.assertEqual(closed, [True])
+        self.assertLess(len(consumer.items), 100)
+        # The worker is free for the next call.
+        d2 = q.call(lambda: "next")
+        runner.performAll()
+        self.assertEqual(self.successResultOf(d2), "next")

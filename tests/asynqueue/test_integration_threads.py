@@ -1,0 +1,174 @@
+"""
+Integration tests: L{ThreadQueue} with real threads, in the running reactor.
+Each C{async def} test runs in the reactor thread (see C{tests/conftest.py}).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+
+from asynqueue import (
+    Deferator,
+    ListConsumer,
+    QueueStopped,
+    TaskTimeout,
+    ThreadQueue,
+    currentTask,
+)
+
+
+class Interrupted(Exception):
+    """
+    Raised by a task that was told to stop.
+    """
+
+
+def pause(seconds: float) -> Deferred[None]:
+    """
+    Reactor thread: a Deferred that fires after C{seconds}.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds)  # type: ignore[arg-type]
+
+
+def blockUntilInterrupted(finished: list[str]) -> str:
+    """
+    Worker thread: wait until the task is interrupted, then raise.
+    """
+    task = currentTask()
+    assert task is not None
+    wake = threading.Event()
+    task.onInterrupt(lambda reason: wake.set())
+    if not wake.wait(30):
+        return "never interrupted"
+    finished.append(threading.current_thread().name)
+    raise Interrupted()
+
+
+async def test_resultsAndThreadAffinity() -> None:
+    """
+    Calls run in the queue's threads (never the reactor's); one worker
+    always uses the same thread.
+    """
+    q = ThreadQueue(1, name="affinity")
+    try:
+        names = [
+            await q.call(lambda: threading.current_thread().name) for _ in range(5)
+        ]
+        assert set(names) == {"affinity-0"}
+        assert await q.deferToThread(lambda x, y: x * y, 6, y=7) == 42
+        with pytest.raises(ZeroDivisionError):
+            await q.call(lambda: 1 / 0)
+    finally:
+        await q.shutdown()
+
+
+async def test_parallelThreads() -> None:
+    """
+    With n threads, n calls really run at once.
+    """
+    q = ThreadQueue(3)
+    barrier = threading.Barrier(3, timeout=10)
+    try:
+        results = [q.call(barrier.wait) for _ in range(3)]
+        assert sorted([await d for d in results]) == [0, 1, 2]
+    finally:
+        await q.shutdown()
+
+
+async def test_deferatorAcrossThreads() -> None:
+    """
+    An iterator in a worker thread is iterated with C{async for}, fetched in
+    that same thread.
+    """
+    q = ThreadQueue(2, batchSize=7, holdIterations=True)
+    seen: set[str] = set()
+
+    def gen() -> Any:
+        for i in range(100):
+            seen.add(threading.current_thread().name)
+            yield i
+
+    try:
+        dr = await q.call(gen)
+        assert isinstance(dr, Deferator)
+        assert [x async for x in dr] == list(range(100))
+        assert len(seen) == 1
+    finally:
+        await q.shutdown()
+
+
+async def test_consumer() -> None:
+    """
+    Ten thousand items reach a consumer, in order.
+    """
+    q = ThreadQueue(1)
+    try:
+        consumer = ListConsumer()
+        result = await q.call(lambda: iter(range(10_000)), consumer=consumer)
+        assert result is consumer
+        assert consumer.items == list(range(10_000))
+    finally:
+        await q.shutdown()
+
+
+async def test_honestCancel() -> None:
+    """
+    Cancelling a running call with an interrupter: the caller hears
+    L{CancelledError} only after the thread has finished with it.
+    """
+    q = ThreadQueue(1)
+    finished: list[str] = []
+    try:
+        d = q.call(blockUntilInterrupted, finished)
+        # Let the call start in its thread before cancelling it.
+        await pause(0.2)
+        d.cancel()
+        with pytest.raises(CancelledError):
+            await d
+        assert finished, "the caller heard before the thread finished"
+        assert await q.call(lambda: "next") == "next"
+    finally:
+        await q.shutdown()
+
+
+async def test_timeoutInterrupts() -> None:
+    """
+    A running call that times out is interrupted and fails with
+    L{TaskTimeout} after its thread finished.
+    """
+    q = ThreadQueue(1)
+    finished: list[str] = []
+    try:
+        with pytest.raises(TaskTimeout):
+            await q.call(blockUntilInterrupted, finished, timeout=0.2)
+        assert finished
+    finally:
+        await q.shutdown()
+
+
+async def test_shutdownEndsThreads() -> None:
+    """
+    Shutdown runs queued calls, ends the threads, and refuses new calls.
+    """
+    q = ThreadQueue(2, name="ending")
+    ds = [q.call(lambda i=i: i) for i in range(20)]
+    threads: list[threading.Thread] = []
+    for w in q.workers:
+        thread = w.runner.thread
+        if thread is not None:
+            threads.append(thread)
+    await q.shutdown()
+    assert [await d for d in ds] == list(range(20))
+    assert threads
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
+    with pytest.raises(QueueStopped):
+        await q.call(lambda: None)

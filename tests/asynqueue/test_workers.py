@@ -1,0 +1,274 @@
+"""
+Unit tests for the workers: L{ThreadWorker} (single-stepped), L{AsyncWorker},
+L{MemoryJobRunner}, and every L{IWorker} implementation's interface; plus
+L{Info}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyClass, verifyObject
+
+from asynqueue import (
+    AsyncWorker,
+    Deferator,
+    Info,
+    IWorker,
+    Task,
+    TaskQueue,
+    ThreadWorker,
+    WorkerError,
+)
+from asynqueue.workers import JobThread, MemoryJobRunner
+
+from .helpers import FakeWorker, memoryWorker
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    Every worker provides L{IWorker}.
+    """
+
+    def test_threadWorker(self) -> None:
+        """
+        L{ThreadWorker} provides IWorker.
+        """
+        verifyClass(IWorker, ThreadWorker)
+        verifyObject(IWorker, memoryWorker()[0])
+
+    def test_asyncWorker(self) -> None:
+        """
+        L{AsyncWorker} provides IWorker.
+        """
+        verifyObject(IWorker, AsyncWorker())
+
+    def test_fakeWorker(self) -> None:
+        """
+        The tests' fake worker provides IWorker too.
+        """
+        verifyObject(IWorker, FakeWorker())
+
+
+class ThreadWorkerTests(SynchronousTestCase):
+    """
+    A thread worker, its thread replaced by a L{MemoryJobRunner}.
+    """
+
+    def test_callRunsInRunner(self) -> None:
+        """
+        L{ThreadWorker.call} runs in the worker's runner and gives the result
+        or the failure.
+        """
+        worker, runner = memoryWorker()
+        d1 = worker.call(lambda: 3)
+
+        def boom() -> None:
+            raise ValueError("x")
+
+        d2 = worker.call(boom)
+        self.assertNoResult(d1)
+        runner.performAll()
+        self.assertEqual(self.successResultOf(d1), 3)
+        self.failureResultOf(d2, ValueError)
+
+    def test_stopAfterQueuedJobs(self) -> None:
+        """
+        Stopping lets jobs already given finish; later calls fail with
+        L{WorkerError}; stopping twice is fine.
+        """
+        worker, runner = memoryWorker()
+        d = worker.call(lambda: "before")
+        stopped = worker.stop()
+        self.failureResultOf(worker.call(lambda: "after"), WorkerError)
+        self.assertNoResult(stopped)
+        runner.performAll()
+        self.assertEqual(self.successResultOf(d), "before")
+        self.successResultOf(stopped)
+        self.successResultOf(worker.stop())
+        self.assertTrue(runner.quitted)
+
+    def test_runAfterStop(self) -> None:
+        """
+        A stopped worker refuses tasks.
+        """
+        worker, _ = memoryWorker()
+        worker.stop()
+        self.assertRaises(RuntimeError, worker.run, Task(print))
+
+    def test_crash(self) -> None:
+        """
+        Crashing hands back the task in progress and stops the worker.
+        """
+        q = TaskQueue()
+        worker, _runner = memoryWorker()
+        q.attachWorker(worker)
+        q.call(print)
+        tasks = worker.crash()
+        self.assertEqual(len(tasks), 1)
+        self.assertEqual(worker.crash(), [])
+
+    def test_series(self) -> None:
+        """
+        A worker's series qualify it.
+        """
+        worker, _ = memoryWorker(["a", "b"])
+        self.assertEqual(worker.iQualified, ["a", "b"])
+
+    def test_openIterationAfterStop(self) -> None:
+        """
+        An iteration still open when its worker stops fails on its next
+        fetch with L{WorkerError} instead of waiting forever.
+        """
+        q = TaskQueue()
+        worker, runner = memoryWorker(batchSize=2)
+        q.attachWorker(worker)
+        d = q.call(lambda: iter(range(100)))
+        runner.performAll()
+        dr = self.successResultOf(d)
+        stopped = q.shutdown()
+        runner.performAll()
+        self.successResultOf(stopped)
+        got: list[Any] = []
+        for itemD in dr:
+            runner.performAll()
+            itemD.addCallbacks(got.append, lambda f: got.append(f.value))
+            if isinstance(got[-1], Exception):
+                break
+        self.assertIsInstance(got[-1], WorkerError)
+
+    def test_repr(self) -> None:
+        """
+        The repr names the thread.
+        """
+        worker = ThreadWorker(name="repr-test", runner=JobThread("repr-test"))
+        self.assertIn("repr-test", repr(worker))
+
+
+class MemoryJobRunnerTests(SynchronousTestCase):
+    """
+    The test runner runs jobs only when told.
+    """
+
+    def test_quit(self) -> None:
+        """
+        After quit, jobs already given run, then C{then}; new jobs are
+        refused.
+        """
+        runner = MemoryJobRunner()
+        done: list[str] = []
+        runner.do(lambda: done.append("job"))
+        runner.quit(lambda: done.append("then"))
+        self.assertRaises(WorkerError, runner.do, print)
+        self.assertEqual(runner.performAll(), 2)
+        self.assertEqual(done, ["job", "then"])
+        self.assertFalse(runner.perform())
+
+
+class AsyncWorkerTests(SynchronousTestCase):
+    """
+    The reactor-thread worker.
+    """
+
+    def setUp(self) -> None:
+        self.q = TaskQueue()
+        self.worker = self.q.attachWorker(AsyncWorker())
+
+    def test_values(self) -> None:
+        """
+        Plain values, failures and Deferreds all come back.
+        """
+        self.assertEqual(self.successResultOf(self.q.call(lambda: 1)), 1)
+
+        def boom() -> None:
+            raise KeyError("k")
+
+        self.failureResultOf(self.q.call(boom), KeyError)
+        inner: Deferred[int] = Deferred()
+        d = self.q.call(lambda: inner)
+        self.assertNoResult(d)
+        inner.callback(5)
+        self.assertEqual(self.successResultOf(d), 5)
+
+    def test_oneAtATime(self) -> None:
+        """
+        The next call waits for the Deferred of the one before.
+        """
+        inner: Deferred[int] = Deferred()
+        d1 = self.q.call(lambda: inner)
+        d2 = self.q.call(lambda: 2)
+        self.assertNoResult(d2)
+        inner.callback(1)
+        self.assertEqual(self.successResultOf(d1), 1)
+        self.assertEqual(self.successResultOf(d2), 2)
+
+    def test_iterator(self) -> None:
+        """
+        An iterator result is a L{Deferator} fetching in the reactor.
+        """
+        self.worker.batchSize = 4
+        dr = self.successResultOf(self.q.call(lambda: iter(range(10))))
+        self.assertIsInstance(dr, Deferator)
+        self.assertEqual([self.successResultOf(d) for d in dr], list(range(10)))
+
+    def test_stop(self) -> None:
+        """
+        Stopping waits for the running call, then refuses new ones.
+        """
+        inner: Deferred[int] = Deferred()
+        self.q.call(lambda: inner)
+        stopped = self.worker.stop()
+        self.assertNoResult(stopped)
+        inner.callback(1)
+        self.successResultOf(stopped)
+        self.assertRaises(RuntimeError, self.worker.run, Task(print))
+
+    def test_crash(self) -> None:
+        """
+        Crashing hands back the task in progress.
+        """
+        self.q.call(lambda: Deferred())
+        self.assertEqual(len(self.worker.crash()), 1)
+
+
+def _module_function(x: int) -> int:
+    return x
+
+
+class InfoTests(SynchronousTestCase):
+    """
+    Calls are described readably.
+    """
+
+    def test_function(self) -> None:
+        """
+        A function is named with its module and its arguments shortened.
+        """
+        info = Info(_module_function, (1, "x" * 100), {"n": [1, 2, 3, 4, 5, 6]})
+        text = str(info)
+        self.assertTrue(text.startswith(f"{__name__}._module_function(1, 'xxx"))
+        self.assertIn("...", text)
+        self.assertIn("n=[1, 2, 3, 4, ...]", text)
+        self.assertLess(len(text), 200)
+        self.assertIn("Info", repr(info))
+
+    def test_method(self) -> None:
+        """
+        A bound method is named Class.method.
+        """
+        self.assertEqual(Info(self.test_method).name, "InfoTests.test_method")
+
+    def test_callableObject(self) -> None:
+        """
+        A callable without a name is described by its repr.
+        """
+        class C:
+            def __call__(self) -> None:
+                pass
+
+            def __repr__(self) -> str:
+                return "<C>"
+
+        self.assertEqual(Info(C()).name, "<C>")
