@@ -19,7 +19,9 @@ other, however many connections the broker has.
 Reads run at a higher priority than writes and may overtake them, so a
 store folds the units that have not landed yet over what it read (see
 L{WriteSequencer.capture}): a read always reflects every write issued
-before it.
+before it. (It may also see a later write that landed before it ran, as
+with any concurrent read; L{WriteSequencer.gate} prevents that where it
+matters.)
 
 Reactor thread only: units are queued, started and fired there.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -58,6 +61,17 @@ State: TypeAlias = "bytes | _Unknown | None"
 """
 A key's value as far as known: pickled, L{UNKNOWN}, or C{None} (absent).
 """
+
+
+@dataclass(frozen=True)
+class Capture:
+    """
+    The units a read folds: seq C{start} up to C{end} (excluded; C{None}:
+    all units, even those issued later).
+    """
+
+    start: int
+    end: int | None
 
 
 class WriteUnit(Generic[K]):
@@ -140,6 +154,8 @@ class WriteSequencer(Generic[K]):
         self._running: WriteUnit[K] | None = None
         self._captures: Counter[int] = Counter()
         self._gates: list[Deferred[Any]] = []
+        # Units before this seq take no more writes (see capture).
+        self._sealedBefore = 0
         self._closed = False
         self._kicking = False
         self._again = False
@@ -157,10 +173,11 @@ class WriteSequencer(Generic[K]):
         return unit
 
     def _openBatch(self) -> WriteUnit[K]:
-        # Coalesce into the newest unit if it is a batch that has not started.
+        # Coalesce into the newest unit if it is a batch that has not started
+        # and no read has sealed.
         if self._log:
             last = self._log[-1]
-            if not (last.started or last.insert):
+            if not (last.started or last.insert or last.seq < self._sealedBefore):
                 return last
         return self._newUnit()
 
@@ -275,49 +292,59 @@ class WriteSequencer(Generic[K]):
         """
         return sum(1 for u in self._log if not u.landed)
 
-    def capture(self) -> int:
+    def capture(self, bounded: bool = True) -> Capture:
         """
-        Mark the start of a read. Every unit that has not landed now, or
-        is issued later, may or may not be in what the read finds, so the
-        read folds them all over its result; call L{release} when done.
+        Mark the start of a read. Each unit that has not landed now may or
+        may not be in what the read finds, so the read folds them over its
+        result; call L{release} when done.
 
-        @return: a token for L{foldKey}, L{foldAll} and L{release}.
+        @param bounded: fold only the writes issued before this call (an
+            ordinary read: it must not see later writes); C{False}: fold
+            later ones too (a read that becomes a cache, which must miss
+            nothing).
+        @return: what L{foldKey}, L{foldAll} and L{release} take.
         """
-        token = next((u.seq for u in self._log if not u.landed), self._nextSeq)
-        self._captures[token] += 1
-        return token
+        start = next((u.seq for u in self._log if not u.landed), self._nextSeq)
+        end = None
+        if bounded:
+            end = self._nextSeq
+            # Later writes must not join the units this read folds.
+            self._sealedBefore = end
+        self._captures[start] += 1
+        return Capture(start, end)
 
-    def release(self, token: int) -> None:
+    def release(self, capture: Capture) -> None:
         """
         End a read started with L{capture}.
         """
-        self._captures[token] -= 1
-        if self._captures[token] <= 0:
-            del self._captures[token]
+        self._captures[capture.start] -= 1
+        if self._captures[capture.start] <= 0:
+            del self._captures[capture.start]
         self._prune()
 
-    def _since(self, token: int) -> list[WriteUnit[K]]:
-        return [u for u in self._log if u.seq >= token and not u.failed]
+    def _since(self, capture: Capture) -> list[WriteUnit[K]]:
+        end = self._nextSeq if capture.end is None else capture.end
+        return [u for u in self._log if capture.start <= u.seq < end and not u.failed]
 
-    def foldKey(self, token: int, key: K, state: State = UNKNOWN) -> State:
+    def foldKey(self, capture: Capture, key: K, state: State = UNKNOWN) -> State:
         """
         @param state: C{key}'s value as read (C{None}: absent), or
             L{UNKNOWN} before reading.
-        @return: C{key}'s value once the writes issued so far have landed:
-            the pickled value, C{None} if absent, or L{UNKNOWN} if that
-            depends on the database.
+        @return: C{key}'s value once the captured writes have landed: the
+            pickled value, C{None} if absent, or L{UNKNOWN} if that depends
+            on the database.
         """
-        for unit in self._since(token):
+        for unit in self._since(capture):
             state = unit.foldKey(key, state)
         return state
 
-    def foldAll(self, token: int, state: dict[K, bytes]) -> dict[K, bytes]:
+    def foldAll(self, capture: Capture, state: dict[K, bytes]) -> dict[K, bytes]:
         """
-        Apply the writes issued so far to C{state} (a whole group as read).
+        Apply the captured writes to C{state} (a whole group as read).
 
         @return: C{state}, changed in place.
         """
-        for unit in self._since(token):
+        for unit in self._since(capture):
             unit.foldAll(state)
         return state
 
@@ -355,4 +382,4 @@ class WriteSequencer(Generic[K]):
         return self._closed
 
 
-__all__ = ["UNKNOWN", "WriteSequencer", "WriteUnit"]
+__all__ = ["UNKNOWN", "Capture", "WriteSequencer", "WriteUnit"]

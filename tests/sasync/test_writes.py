@@ -114,42 +114,67 @@ def test_foldKey() -> None:
     """
     db = FakeDatabase()
     seq: WriteSequencer[str] = WriteSequencer(db.run)
-    token = seq.capture()
-    assert seq.foldKey(token, "k") is UNKNOWN
+    assert seq.foldKey(seq.capture(), "k") is UNKNOWN
     seq.put([("k", b"1")])
-    assert seq.foldKey(token, "k") == b"1"
+    assert seq.foldKey(seq.capture(), "k") == b"1"
     seq.put([("k", None)])
-    assert seq.foldKey(token, "k") is None
-    seq.release(token)
+    assert seq.foldKey(seq.capture(), "k") is None
     db.land()
     db.land()
-    token = seq.capture()
     seq.insert("n", b"new")
-    assert seq.foldKey(token, "n") is UNKNOWN
-    assert seq.foldKey(token, "n", None) == b"new"
-    assert seq.foldKey(token, "n", b"old") == b"old"
-    seq.release(token)
+    capture = seq.capture()
+    assert seq.foldKey(capture, "n") is UNKNOWN
+    assert seq.foldKey(capture, "n", None) == b"new"
+    assert seq.foldKey(capture, "n", b"old") == b"old"
+    seq.release(capture)
 
 
 def test_foldAllSeesUnitsThatLandDuringTheRead() -> None:
     """
     A read captured before a unit landed still folds that unit, whether or
-    not the read saw it: folding is idempotent.
+    not the read saw it: folding is idempotent. A bounded capture ignores
+    later writes; an unbounded one folds them too.
     """
     db = FakeDatabase()
     db.rows = {"a": b"1", "b": b"2"}
     seq: WriteSequencer[str] = WriteSequencer(db.run)
     seq.put([("a", None)])
-    token = seq.capture()
+    bounded = seq.capture()
+    unbounded = seq.capture(bounded=False)
     db.land()
     seq.put([("c", b"3")])
     readBefore = {"a": b"1", "b": b"2"}
     readAfter = dict(db.rows)
-    assert seq.foldAll(token, readBefore) == {"b": b"2", "c": b"3"}
-    assert seq.foldAll(token, readAfter) == {"b": b"2", "c": b"3"}
-    seq.release(token)
+    assert seq.foldAll(bounded, dict(readBefore)) == {"b": b"2"}
+    assert seq.foldAll(bounded, dict(readAfter)) == {"b": b"2"}
+    assert seq.foldAll(unbounded, dict(readBefore)) == {"b": b"2", "c": b"3"}
+    assert seq.foldAll(unbounded, dict(readAfter)) == {"b": b"2", "c": b"3"}
+    seq.release(bounded)
+    seq.release(unbounded)
     db.land()
     assert seq._log == []
+
+
+def test_captureSeals() -> None:
+    """
+    A write issued after a bounded read does not join a unit that the read
+    folds, so the read does not see it.
+    """
+    db = FakeDatabase()
+    seq: WriteSequencer[str] = WriteSequencer(db.run)
+    seq.put([("x", b"0")])
+    seq.put([("k", b"1")])
+    read = seq.capture()
+    seq.put([("k", b"2")])
+    assert seq.foldKey(read, "k") == b"1"
+    later = seq.capture()
+    assert seq.foldKey(later, "k") == b"2"
+    seq.release(read)
+    seq.release(later)
+    db.land()
+    db.land()
+    db.land()
+    assert db.rows == {"x": b"0", "k": b"2"}
 
 
 def test_failedUnitsAreNotFolded() -> None:
@@ -158,13 +183,13 @@ def test_failedUnitsAreNotFolded() -> None:
     """
     db = FakeDatabase()
     seq: WriteSequencer[str] = WriteSequencer(db.run)
-    token = seq.capture()
     d = seq.put([("k", b"1")])
+    capture = seq.capture()
     out = results(d)
     db.land(fail=RuntimeError("boom"))
     assert isinstance(out[0], Failure)
-    assert seq.foldKey(token, "k") is UNKNOWN
-    seq.release(token)
+    assert seq.foldKey(capture, "k") is UNKNOWN
+    seq.release(capture)
 
 
 def test_gate() -> None:

@@ -1,0 +1,527 @@
+"""
+What the persistent stores share: how keys and values become rows, the
+L{StoreBroker} that reads and writes them, and the L{Store} base that puts
+a L{WriteSequencer} in front of it.
+
+Row layout (one table per kind of store)::
+
+    group_key  CHAR(64)   SHA-256 of the store's ID      } primary key
+    ...key columns...     the key within the group        }
+    ...extra columns...   e.g. the key's readable text
+    value      BLOB       the pickled value
+
+IDs and str keys are stored as SHA-256 hex digests rather than as text,
+because MySQL/MariaDB's default collations compare text case- and
+trailing-space-insensitively (C{"A"} would overwrite C{"a"}) and index key
+lengths are limited; lowercase hex compares the same everywhere.
+
+Trust boundary: values are pickles, and unpickling runs code. Only the
+application (through these stores) may write these tables; never store a
+row that came from someone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Generic, TypeAlias, TypeVar
+
+import sqlalchemy as SA
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
+from ._writes import UNKNOWN, Capture, K, WriteSequencer, WriteUnit, _Unknown
+from .broker import AccessBroker
+from .transact import transact
+
+T = TypeVar("T")
+
+StoreID: TypeAlias = "str | int"
+"""
+What identifies a store's group: a str or an int (1 and "1" differ).
+"""
+
+PICKLE_PROTOCOL: Final = 5
+"""
+The pickle protocol values are written with (readable by Python >= 3.8).
+"""
+
+MAX_NAME_LENGTH: Final = 16000
+"""
+The longest str key allowed, in characters (it fits a MySQL TEXT column in
+utf8mb4, four bytes a character at worst).
+"""
+
+READ_NICENESS: Final = 0
+WRITE_NICENESS: Final = 5
+"""
+Reads run before writes: a lower niceness runs first.
+"""
+
+
+# --- Keys and values ---------------------------------------------------------
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def groupKey(ID: object) -> str:
+    """
+    @return: the C{group_key} column value of store C{ID}.
+    @raise TypeError: C{ID} is not a str or an int.
+    """
+    if isinstance(ID, str):
+        return _digest(f"s:{ID}")
+    if isinstance(ID, int) and not isinstance(ID, bool):
+        return _digest(f"i:{ID}")
+    raise TypeError(f"a store ID must be a str or an int, not {type(ID).__name__}")
+
+
+def checkName(name: object) -> str:
+    """
+    Check a str key: at most L{MAX_NAME_LENGTH} characters, encodable as
+    UTF-8 (no lone surrogates), without NUL characters (PostgreSQL text
+    cannot hold them).
+
+    @return: C{name}.
+    @raise TypeError: C{name} is not a str.
+    @raise ValueError: C{name} is a str these stores cannot keep.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"keys must be str, not {type(name).__name__}: {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"key of {len(name)} characters is longer than {MAX_NAME_LENGTH}"
+        )
+    if "\x00" in name:
+        raise ValueError(f"key {name!r} contains a NUL character")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"key {name!r} is not valid Unicode text: {e}") from None
+    return name
+
+
+def nameKey(name: str) -> str:
+    """
+    @return: the C{name_key} column value of the (checked) str key C{name}.
+    """
+    return _digest(name)
+
+
+def dumpValue(key: object, value: object) -> bytes:
+    """
+    Pickle a value now, in the caller's thread: what is written is the
+    value as it was at the call, and an unpicklable value fails at once.
+
+    @raise TypeError: C{value} cannot be pickled (the message names C{key}).
+    """
+    try:
+        return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+    except Exception as e:
+        raise TypeError(
+            f"cannot store the value for key {key!r}: a"
+            f" {type(value).__name__} cannot be pickled ({e})"
+        ) from e
+
+
+def loadValue(data: bytes) -> Any:
+    """
+    Unpickle a stored value (see the trust boundary above).
+    """
+    return pickle.loads(data)
+
+
+def valueType() -> SA.types.TypeEngine[bytes]:
+    """
+    The value column's type: a BLOB that holds more than MySQL's 64 KiB.
+    """
+    return SA.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+
+def textType() -> SA.types.TypeEngine[str]:
+    """
+    A text column that holds any Unicode key, whatever the MySQL database's
+    default character set.
+    """
+    return SA.Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+
+
+def upsert(
+    conn: Connection,
+    table: SA.Table,
+    rows: Sequence[dict[str, Any]],
+    keyColumns: Sequence[str],
+    updateColumns: Sequence[str],
+) -> None:
+    """
+    Insert C{rows}, or update the columns C{updateColumns} of those whose
+    C{keyColumns} (the primary key) exist, atomically on each of SQLite,
+    PostgreSQL and MySQL/MariaDB; UPDATE-then-INSERT elsewhere.
+    """
+    name = conn.dialect.name
+    stmt: Any
+    if name == "sqlite":
+        stmt = sqlite.insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keyColumns),
+            set_={c: stmt.excluded[c] for c in updateColumns},
+        )
+    elif name == "postgresql":
+        stmt = postgresql.insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keyColumns),
+            set_={c: stmt.excluded[c] for c in updateColumns},
+        )
+    elif name in ("mysql", "mariadb"):
+        stmt = mysql.insert(table)
+        stmt = stmt.on_duplicate_key_update(
+            {c: stmt.inserted[c] for c in updateColumns}
+        )
+    else:
+        _genericUpsert(conn, table, rows, keyColumns, updateColumns)
+        return
+    conn.execute(stmt, list(rows))
+
+
+def _genericUpsert(
+    conn: Connection,
+    table: SA.Table,
+    rows: Sequence[dict[str, Any]],
+    keyColumns: Sequence[str],
+    updateColumns: Sequence[str],
+) -> None:
+    where = SA.and_(*[table.c[c] == SA.bindparam(f"k_{c}") for c in keyColumns])
+    update = table.update().where(where)
+    for row in rows:
+        params = {f"k_{c}": row[c] for c in keyColumns}
+        values = {c: row[c] for c in updateColumns}
+        if conn.execute(update.values(values), params).rowcount:
+            continue
+        try:
+            # A savepoint, so a lost race doesn't abort the transaction.
+            with conn.begin_nested():
+                conn.execute(table.insert().values(row))
+        except IntegrityError:
+            conn.execute(update.values(values), params)
+
+
+# --- The broker ----------------------------------------------------------------
+
+
+class StoreBroker(AccessBroker, Generic[K]):
+    """
+    The transactions of one store kind, for one group. Subclasses say how
+    a key maps to columns.
+
+    Thread rule: the C{@transact} methods run in a worker thread; they only
+    return values (bytes, keys), never touch Deferreds.
+    """
+
+    tableName = ""
+
+    def __init__(self, ID: object, url: str | None = None, **kw: Any) -> None:
+        # Set before the broker starts: startup() needs them.
+        self.groupKey = groupKey(ID)
+        # What shutdown() waits for before the broker stops taking work:
+        # the store's pending writes (set by the Store).
+        self.drain: Callable[[], Deferred[None]] = lambda: succeed(None)
+        self._storeStopping: Deferred[None] | None = None
+        super().__init__(url, **kw)
+
+    def shutdown(self) -> Deferred[None]:
+        """
+        Let the store's pending writes land, then shut down as a broker
+        does. This is also what runs before the reactor stops, so no write
+        issued before then is lost.
+        """
+        if self._storeStopping is None:
+            d = self.drain()
+            d.addCallback(lambda _: AccessBroker.shutdown(self))
+            self._storeStopping = d
+        mine: Deferred[None] = Deferred()
+        self._storeStopping.addBoth(_passTo, mine)
+        return mine
+
+    # Subclasses fill these in.
+
+    def keyColumns(self) -> list[SA.Column[Any]]:
+        """
+        @return: the columns that identify a row within its group.
+        """
+        raise NotImplementedError
+
+    def extraColumns(self) -> list[SA.Column[Any]]:
+        """
+        @return: further columns derived from the key.
+        """
+        return []
+
+    def keyRow(self, key: K) -> dict[str, Any]:
+        """
+        @return: the identifying column values of C{key}.
+        """
+        raise NotImplementedError
+
+    def extraRow(self, key: K) -> dict[str, Any]:
+        """
+        @return: the extra column values of C{key}.
+        """
+        return {}
+
+    def rowKey(self, row: Any) -> K:
+        """
+        @return: the key of a row read with L{readAll} or L{readKeys}.
+        """
+        raise NotImplementedError
+
+    # Table and transactions.
+
+    def startup(self) -> Deferred[Any]:
+        """
+        Create the table if missing.
+        """
+        return self.table(
+            self.tableName,
+            SA.Column("group_key", SA.String(64), primary_key=True),
+            *self.keyColumns(),
+            *self.extraColumns(),
+            SA.Column("value", valueType(), nullable=False),
+        )
+
+    def _table(self) -> SA.Table:
+        table: SA.Table = getattr(self, self.tableName)
+        return table
+
+    def _whereKey(self, table: SA.Table, key: K) -> SA.ColumnElement[bool]:
+        return SA.and_(
+            table.c.group_key == self.groupKey,
+            *[table.c[c] == v for c, v in self.keyRow(key).items()],
+        )
+
+    def _keySelectColumns(self, table: SA.Table) -> list[SA.Column[Any]]:
+        names = [c.name for c in self.keyColumns() + self.extraColumns()]
+        return [table.c[name] for name in names]
+
+    @transact
+    def readOne(self, key: K) -> bytes | None:
+        """
+        @return: the pickled value of C{key}, or C{None} if there is none.
+        """
+        t = self._table()
+        row = self.conn.execute(
+            SA.select(t.c.value).where(self._whereKey(t, key))
+        ).first()
+        return None if row is None else bytes(row[0])
+
+    @transact
+    def readAll(self) -> list[tuple[K, bytes]]:
+        """
+        @return: (key, pickled value) for every row of the group.
+        """
+        t = self._table()
+        result = self.conn.execute(
+            SA.select(*self._keySelectColumns(t), t.c.value).where(
+                t.c.group_key == self.groupKey
+            )
+        )
+        return [(self.rowKey(row), bytes(row.value)) for row in result]
+
+    @transact
+    def readKeys(self) -> list[K]:
+        """
+        @return: the key of every row of the group.
+        """
+        t = self._table()
+        result = self.conn.execute(
+            SA.select(*self._keySelectColumns(t)).where(t.c.group_key == self.groupKey)
+        )
+        return [self.rowKey(row) for row in result]
+
+    @transact
+    def writeUnit(
+        self,
+        clearFirst: bool,
+        upserts: list[tuple[K, bytes]],
+        deletes: list[K],
+        insert: bool,
+    ) -> None:
+        """
+        Write one L{WriteUnit}, in one transaction: clear the group if
+        asked, delete, then upsert (or plainly insert, for an insert unit,
+        so that an existing key fails it with C{IntegrityError}).
+        """
+        t = self._table()
+        conn = self.conn
+        if clearFirst:
+            conn.execute(t.delete().where(t.c.group_key == self.groupKey))
+        if deletes:
+            keyNames = [c.name for c in self.keyColumns()]
+            where = SA.and_(
+                t.c.group_key == self.groupKey,
+                *[t.c[c] == SA.bindparam(f"k_{c}") for c in keyNames],
+            )
+            conn.execute(
+                t.delete().where(where),
+                [{f"k_{c}": v for c, v in self.keyRow(k).items()} for k in deletes],
+            )
+        if not upserts:
+            return
+        rows = [
+            {
+                "group_key": self.groupKey,
+                **self.keyRow(k),
+                **self.extraRow(k),
+                "value": v,
+            }
+            for k, v in upserts
+        ]
+        if insert:
+            conn.execute(t.insert(), rows)
+            return
+        upsert(
+            conn,
+            t,
+            rows,
+            ["group_key", *(c.name for c in self.keyColumns())],
+            [*(c.name for c in self.extraColumns()), "value"],
+        )
+
+
+# --- The store -----------------------------------------------------------------
+
+
+class Store(Generic[K]):
+    """
+    A persistent store: a L{StoreBroker} for one group with a
+    L{WriteSequencer} in front of its writes.
+
+    Reactor thread only, like every Deferred here.
+
+    @cvar readNiceness: the niceness of reads.
+    @cvar writeNiceness: the niceness of writes (higher: they yield to
+        reads).
+    """
+
+    readNiceness: int = READ_NICENESS
+    writeNiceness: int = WRITE_NICENESS
+
+    def __init__(self, broker: StoreBroker[K]) -> None:
+        self._broker = broker
+        self._seq: WriteSequencer[K] = WriteSequencer(self._runUnit)
+        broker.drain = self._seq.close
+
+    def _runUnit(self, unit: WriteUnit[K]) -> Deferred[None]:
+        upserts = [(k, v) for k, v in unit.entries.items() if v is not None]
+        deletes = [
+            k for k, v in unit.entries.items() if v is None and not unit.clearFirst
+        ]
+        return _call(
+            self._broker.writeUnit,
+            unit.clearFirst,
+            upserts,
+            deletes,
+            unit.insert,
+            niceness=self.writeNiceness,
+        )
+
+    def _released(self, result: object, capture: Capture) -> object:
+        self._seq.release(capture)
+        return result
+
+    def _readOne(self, key: K) -> Deferred[bytes | None]:
+        """
+        @return: the pickled value of C{key} (C{None}: absent), with every
+            write issued so far applied.
+        """
+        capture = self._seq.capture()
+        known = self._seq.foldKey(capture, key)
+        if known is not UNKNOWN:
+            self._seq.release(capture)
+            assert not isinstance(known, _Unknown)
+            return succeed(known)
+        d = _call(self._broker.readOne, key, niceness=self.readNiceness)
+
+        def got(data: bytes | None) -> bytes | None:
+            state = self._seq.foldKey(capture, key, data)
+            assert not isinstance(state, _Unknown)
+            return state
+
+        d.addCallback(got)
+        d.addBoth(self._released, capture)
+        return d
+
+    def _readAll(self, bounded: bool = True) -> Deferred[dict[K, bytes]]:
+        """
+        @param bounded: C{False}: apply the writes issued while the read
+            runs as well (for a cache that must miss none).
+        @return: key -> pickled value for the whole group, with every write
+            issued so far applied.
+        """
+        capture = self._seq.capture(bounded)
+        read = _call(self._broker.readAll, niceness=self.readNiceness)
+
+        def got(rows: list[tuple[K, bytes]]) -> dict[K, bytes]:
+            return self._seq.foldAll(capture, dict(rows))
+
+        d = read.addCallback(got)
+        d.addBoth(self._released, capture)
+        return d
+
+    def _readKeys(self) -> Deferred[list[K]]:
+        """
+        @return: the group's keys, with every write issued so far applied.
+        """
+        capture = self._seq.capture()
+        d = _call(self._broker.readKeys, niceness=self.readNiceness)
+        # Folding needs values only to tell present from absent.
+        d.addCallback(
+            lambda keys: list(self._seq.foldAll(capture, dict.fromkeys(keys, b"")))
+        )
+        d.addBoth(self._released, capture)
+        return d
+
+    def deferToWrites(self) -> Deferred[None]:
+        """
+        @return: a Deferred that fires (with C{None}) once every write
+            issued so far has landed, or failed (each write's own Deferred
+            tells which).
+        """
+        return self._seq.deferToAll()
+
+    def waitUntilRunning(self) -> Deferred[None]:
+        """
+        @return: a Deferred that fires once the store's table is ready.
+        """
+        d: Deferred[None] = self._broker.waitUntilRunning()
+        return d
+
+    def shutdown(self) -> Deferred[None]:
+        """
+        Refuse further writes, wait for every pending write to land, then
+        shut the broker down (which the store's engine may share with
+        others on the same URL). Idempotent; runs by itself before the
+        reactor stops.
+
+        @return: a Deferred that fires when everything is written and shut.
+        """
+        return self._broker.shutdown()
+
+
+def _call(f: Callable[..., Deferred[T]], *args: Any, niceness: int) -> Deferred[T]:
+    # @transact's type has no room for its call-time keywords.
+    return f(*args, niceness=niceness)
+
+
+def _passTo(result: object, d: Deferred[None]) -> object:
+    # Tell d how shutdown ended, leaving the shared result as it was.
+    if isinstance(result, Failure):
+        d.errback(result)
+        return None
+    d.callback(None)
+    return result
