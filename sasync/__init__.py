@@ -1,0 +1,34 @@
+"""
+sAsync: SQLAlchemy made asynchronous for Twisted.
+
+Subclass L{AccessBroker}, set up tables in its C{startup()}, and decorate
+its database methods with L{transact}: calling one returns a Deferred at
+once, and the method runs as a transaction in a worker thread that owns its
+database connection.
+"""
+
+from __future__ import annotations
+
+from .broker import AccessBroker as AccessBroker
+from .engines import setup as setup
+from .errors import BrokerStopped as BrokerStopped
+from .errors import NoEngineError as NoEngineError
+from .errors import NotInTransaction as NotInTransaction
+from .errors import SAsyncError as SAsyncError
+from .errors import StartupError as StartupError
+from .errors import TableNameError as TableNameError
+from .transact import transact as transact
+from .transact import wait as wait
+
+__all__ = [
+    "AccessBroker",
+    "BrokerStopped",
+    "NoEngineError",
+    "NotInTransaction",
+    "SAsyncError",
+    "StartupError",
+    "TableNameError",
+    "setup",
+    "transact",
+    "wait",
+]

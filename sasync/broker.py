@@ -1,0 +1,615 @@
+"""
+L{AccessBroker}: asynchronous access to one database, to be subclassed.
+
+A broker's life: made (in the reactor thread, or before the reactor runs);
+on the next reactor turn its L{startup} runs, then L{first} as the first
+transaction; then it is L{running}. Transactions called before that wait
+for it (except the ones L{startup} itself makes). L{shutdown} refuses new
+work, lets accepted work finish, and lets go of the engine.
+
+The broker's own attributes all start with C{_} (besides its methods and
+the few public properties), so that tables can be plain words: the table
+C{url} is C{self.url}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as SA
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.orm import Session
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from asynqueue.task import Task
+
+from . import engines, tables
+from .errors import BrokerStopped, StartupError
+from .statements import SelectHolder, StatementCache, selectHolder
+from .threadstate import currentConnection, currentSession, state
+from .transact import CallOptions, TransactionCall, describeCall, transact
+from .workers import ConnectionWorker
+
+T = TypeVar("T")
+
+log = Logger()
+
+#: The broker whose startup() is running in this context (its calls are
+#: queued at once instead of waiting for the startup to finish).
+_starting: contextvars.ContextVar[AccessBroker | None] = contextvars.ContextVar(
+    "sasyncStarting", default=None
+)
+
+#: Per @transact function: did its last call return rows? (Worker threads
+#: write it, one item at a time.) Decides server-side cursor streaming.
+_returnsRows: dict[Callable[..., Any], bool] = {}
+
+_NEW, _STARTING, _RUNNING, _FAILED, _STOPPED = (
+    "new",
+    "starting",
+    "running",
+    "failed",
+    "stopped",
+)
+
+
+def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
+    # Reactor thread, when a running task is cancelled or times out.
+    worker = task.worker
+    if isinstance(worker, ConnectionWorker):
+        worker.canceller.interrupt(task, reactor)
+
+
+def _inWorker(setup: Callable[[Connection], T]) -> Callable[[], T]:
+    # A setup job (table creation): runs in a worker thread, outside any
+    # user transaction, on that thread's connection.
+    def job() -> T:
+        worker = state.worker
+        assert worker is not None, "setup jobs run in sAsync worker threads"
+        return setup(worker.connection())
+
+    job.__qualname__ = getattr(setup, "__qualname__", "setup")
+    return job
+
+
+class AccessBroker:
+    """
+    Asynchronous access to a database through SQLAlchemy: subclass me,
+    set up tables in L{startup}, and write transactions as methods decorated
+    with L{transact}.
+
+    Made with a URL (C{AccessBroker("sqlite:///x.db")}) or, without one,
+    with the global engine of L{sasync.setup}. Brokers with the same URL and
+    keywords share one engine and one queue of connection workers.
+
+    Keywords go to C{sqlalchemy.create_engine}, except the broker options
+    C{connections}, C{overflowConnections} and C{batchSize} (see
+    L{sasync.engines}).
+    """
+
+    def __init__(
+        self, url: str | SA.URL | None = None, *, reactor: Any = None, **engineKw: Any
+    ) -> None:
+        """
+        @param url: The database URL; C{None} for the global engine.
+        @param reactor: The reactor (the global one by default, resolved
+            lazily).
+        @raise NoEngineError: no URL and no global engine.
+        """
+        self._reactor = reactor
+        self._spec = engines.resolveSpec(url, engineKw)
+        self._metadata = SA.MetaData()
+        self._tables: dict[str, SA.Table] = {}
+        self._tablesPending: dict[str, Deferred[SA.Table]] = {}
+        self._statements = StatementCache()
+        self._phase = _NEW
+        self._accepting = True
+        self._startupFailure: Failure | None = None
+        self._startupDone: Deferred[None] | None = None
+        self._waitingTasks: list[tuple[Task[Any], float | None]] = []
+        self._runningWaiters: list[Deferred[None]] = []
+        self._inFlight = 0
+        self._idleWaiters: list[Deferred[None]] = []
+        self._shutdownDone: Deferred[None] | None = None
+        self._handle = engines.acquire(self._spec, self, reactor=reactor)
+        r = self._getReactor()
+        self._triggerID = r.addSystemEventTrigger("before", "shutdown", self.shutdown)
+        # Next turn: a subclass's __init__ finishes before startup() runs.
+        r.callLater(0, self._start)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self._spec.url.render_as_string()} {self._phase}>"
+        )
+
+    def _getReactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _engineHandle(self) -> engines.EngineHandle:
+        return self._handle
+
+    @classmethod
+    def setup(cls, url: str | SA.URL, **kw: Any) -> None:
+        """
+        Set the global engine used by brokers made without a URL; see
+        L{sasync.setup}.
+        """
+        engines.setup(url, **kw)
+
+    # Overridables -------------------------------------------------------------
+
+    def startup(self) -> Any:
+        """
+        Override: runs in the reactor thread before any transaction; may
+        return a Deferred or be a coroutine function. Set up tables here
+        with L{table}. Transactions it calls run at once; everybody else's
+        wait until it (and L{first}) are done.
+        """
+        return None
+
+    def first(self) -> Any:
+        """
+        Override: runs as the first transaction, after L{startup}, before any
+        other (it need not be decorated with L{transact}).
+        """
+        return None
+
+    # Starting -----------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._phase != _NEW:
+            return
+        self._phase = _STARTING
+        token = _starting.set(self)
+        try:
+            self._startupDone = Deferred.fromCoroutine(self._startup())
+        finally:
+            _starting.reset(token)
+
+    async def _startup(self) -> None:
+        try:
+            result = self.startup()
+            if inspect.isawaitable(result):
+                await result
+            cls = type(self)
+            if cls.first is not AccessBroker.first:
+                first = getattr(cls.first, "__sasyncTransaction__", cls.first)
+                await self._submit(
+                    self._newTask(first, (), {}, CallOptions(doNext=True)),
+                    None,
+                    now=True,
+                )
+        except BaseException:
+            failure = Failure()  # type: ignore[no-untyped-call]
+            self._phase = _FAILED
+            self._startupFailure = failure
+            log.failure("{broker} failed to start", failure, broker=self)
+            waiting, self._waitingTasks = self._waitingTasks, []
+            for task, _ in waiting:
+                if not task.d.called:
+                    task.d.errback(self._startupError())
+            self._fireRunningWaiters()
+            return
+        if self._phase == _STARTING:
+            self._phase = _RUNNING
+        waiting, self._waitingTasks = self._waitingTasks, []
+        for task, timeout in waiting:
+            self._handle.submit(task, timeout)
+        self._fireRunningWaiters()
+
+    def _startupError(self) -> Failure:
+        assert self._startupFailure is not None
+        error = StartupError(
+            f"{type(self).__name__} did not start:"
+            f" {self._startupFailure.getErrorMessage()}"
+        )
+        error.__cause__ = self._startupFailure.value
+        return Failure(error)  # type: ignore[no-untyped-call]
+
+    def _fireRunningWaiters(self) -> None:
+        waiters, self._runningWaiters = self._runningWaiters, []
+        for d in waiters:
+            if self._phase == _FAILED:
+                d.errback(self._startupError())
+            else:
+                d.callback(None)
+
+    @property
+    def running(self) -> bool:
+        """
+        True once startup (and L{first}) finished, until L{shutdown}.
+        """
+        return self._phase == _RUNNING and self._accepting
+
+    def waitUntilRunning(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the broker runs (at once if it does), or
+        fails with L{StartupError} if its startup failed.
+        """
+        if self._phase == _RUNNING or self._phase == _STOPPED:
+            return succeed(None)
+        if self._phase == _FAILED:
+            return fail(self._startupError())
+        d: Deferred[None] = Deferred()
+        self._runningWaiters.append(d)
+        return d
+
+    def callWhenRunning(
+        self, f: Callable[..., Any], *args: Any, **kw: Any
+    ) -> Deferred[Any]:
+        """
+        Call C{f(*args, **kw)} once the broker runs.
+
+        @return: A Deferred firing with C{f}'s result (waited for if it is a
+            Deferred or coroutine).
+        """
+
+        def call(_: None) -> Any:
+            result = f(*args, **kw)
+            if inspect.iscoroutine(result):
+                return Deferred.fromCoroutine(result)
+            return result
+
+        return self.waitUntilRunning().addCallback(call)
+
+    # Transactions -------------------------------------------------------------
+
+    def _newTask(
+        self,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+    ) -> Task[Any]:
+        call = TransactionCall(self, self._handle, f, options, _returnsRows)
+        task: Task[Any] = Task(
+            call,
+            args,
+            kw,
+            niceness=options.niceness,
+            doNext=options.doNext,
+            doLast=options.doLast,
+            raw=options.raw,
+            consumer=options.consumer,
+        )
+        # Honest from the start: a cancel while it runs waits for the worker.
+        task.onInterrupt(functools.partial(_interrupt, task, self._getReactor()))
+        return task
+
+    def _transact(
+        self,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+    ) -> Deferred[Any]:
+        """
+        Reactor thread: queue C{f} as a transaction; see L{transact}.
+        """
+        if not self._accepting:
+            return fail(
+                BrokerStopped(
+                    f"{describeCall(self, f, args, kw)} was called after"
+                    f" {type(self).__name__}.shutdown(): the broker takes no new work"
+                )
+            )
+        return self._submit(self._newTask(f, args, kw, options), options.timeout)
+
+    def _submit(
+        self, task: Task[Any], timeout: float | None, now: bool = False
+    ) -> Deferred[Any]:
+        self._track(task.d)
+        if now or self._phase == _RUNNING or _starting.get() is self:
+            return self._handle.submit(task, timeout)
+        if self._phase == _FAILED:
+            task.d.errback(self._startupError())
+            return task.d
+        if self._phase == _STOPPED:
+            stopped = BrokerStopped(f"{task.info} was refused: the broker is shut down")
+            task.d.errback(Failure(stopped))  # type: ignore[no-untyped-call]
+            return task.d
+        # Startup is not done yet: queue it when it is.
+        self._waitingTasks.append((task, timeout))
+        return task.d
+
+    def _track(self, d: Deferred[Any]) -> None:
+        # Reactor thread: shutdown waits until every tracked Deferred fired.
+        self._inFlight += 1
+
+        def landed(result: object) -> object:
+            self._inFlight -= 1
+            if not self._inFlight and self._idleWaiters:
+                waiters, self._idleWaiters = self._idleWaiters, []
+                for w in waiters:
+                    w.callback(None)
+            return result
+
+        d.addBoth(landed)
+
+    def _whenIdle(self) -> Deferred[None]:
+        if not self._inFlight:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idleWaiters.append(d)
+        return d
+
+    # Inside a transaction -----------------------------------------------------
+
+    @property
+    def conn(self) -> Connection:
+        """
+        The current transaction's C{Connection} (worker thread only).
+
+        @raise NotInTransaction: outside a transaction.
+        """
+        return currentConnection()
+
+    connection = conn
+
+    @property
+    def session(self) -> Session:
+        """
+        An ORM C{Session} on the current transaction's connection and
+        transaction (worker thread only): flushed before COMMIT, its objects
+        not expired by it.
+
+        @raise NotInTransaction: outside a transaction.
+        """
+        return currentSession()
+
+    def s(self, *args: Any) -> Any:
+        """
+        The statement cache: C{s(name)} selects C{name} and says whether a
+        statement is cached under it; C{s([cols], *where)} or
+        C{s(statement)} caches one under the selected name; C{s()} returns
+        it, to C{.execute(**params)} in the current transaction. See
+        L{sasync.statements}.
+        """
+        return self._statements.s(*args)
+
+    # Tables -------------------------------------------------------------------
+
+    def table(self, name: str, *columns: Any, **kw: Any) -> Deferred[SA.Table]:
+        """
+        Create table C{name} with C{columns} if it is missing, with the
+        indexes named by C{index_NAME=[cols]} and C{unique_NAME=[cols]}
+        keywords (database names C{ix_<table>_<NAME>} and
+        C{ux_<table>_<NAME>}), and set C{self.<name>} to the C{Table}.
+        Other keywords go to C{sqlalchemy.Table}.
+
+        Idempotent: an existing table or index is left alone, and losing a
+        race with another broker creating them is no error.
+
+        @return: A Deferred firing with the C{Table}.
+        @raise TableNameError: C{name} would shadow a method or attribute.
+        """
+        if name in self._tables:
+            return succeed(self._tables[name])
+        if name in self._tablesPending:
+            d: Deferred[SA.Table] = Deferred()
+
+            def passOn(t: SA.Table) -> SA.Table:
+                d.callback(t)
+                return t
+
+            self._tablesPending[name].addCallback(passOn)
+            return d
+        if not self._accepting:
+            return fail(BrokerStopped(f"table({name!r}) was called after shutdown()"))
+        tables.checkTableName(self, name, self._tables)
+        indexes, tableKw = tables.splitIndexKeywords(name, kw)
+        table = tables.defineTable(self._metadata, name, columns, indexes, tableKw)
+        create = _inWorker(functools.partial(tables.createTable, table=table))
+        task: Task[None] = Task(create, niceness=-20)
+        self._track(task.d)
+        done = self._handle.submit(task)
+
+        def created(_: None) -> SA.Table:
+            del self._tablesPending[name]
+            self._tables[name] = table
+            setattr(self, name, table)
+            return table
+
+        def failed(failure: Failure) -> Failure:
+            del self._tablesPending[name]
+            self._metadata.remove(table)
+            return failure
+
+        pending = self._tablesPending[name] = done.addCallbacks(created, failed)
+        return pending
+
+    # Conveniences -------------------------------------------------------------
+
+    def select(self, *args: Any, **kw: Any) -> SA.Select[Any]:
+        """
+        C{sqlalchemy.select(*args, **kw)}, at once (no Deferred).
+        """
+        return SA.select(*args, **kw)
+
+    @contextmanager
+    def selex(self, *args: Any, **kw: Any) -> Iterator[SelectHolder]:
+        """
+        A context manager yielding a placeholder for C{select(*args)}: call
+        its generative methods (C{where}, C{order_by}, ...) inside the
+        block, then call it for the result. Inside a transaction that is the
+        C{Result}; outside, a Deferred from a transaction run with the
+        call-time keywords C{kw}::
+
+            with self.selex(t.c.id) as sh:
+                sh.where(t.c.value > 10)
+            rows = yield sh(asList=True)
+        """
+        yield from selectHolder(self, args, kw)
+
+    @transact
+    def _selectRows(self, statement: Any) -> Any:
+        return self.conn.execute(statement)
+
+    def selectorator(
+        self,
+        statement: Any,
+        consumer: Any = None,
+        de: Deferred[None] | None = None,
+        N: int = 1,
+    ) -> Deferred[Any]:
+        """
+        Run C{statement} as a transaction and iterate its rows: the Deferred
+        fires with a L{Deferator} of rows (of lists of C{N} rows if C{N} >
+        1), or, given a C{consumer}, with the consumer once every row was
+        written to it. C{de}, if given, fires once the statement has run,
+        before the iteration.
+        """
+        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+            raise ValueError(f"selectorator(N={N!r}): N must be a positive int")
+        options = CallOptions(consumer=consumer, groupSize=N)
+        if consumer is not None:
+            from .transact import checkOptions
+
+            checkOptions("selectorator", options)
+        fn = type(self)._selectRows.__sasyncTransaction__  # type: ignore[attr-defined]
+        d = self._transact(fn, (statement,), {}, options)
+        if de is not None:
+
+            def executed(result: Any) -> Any:
+                if not de.called:
+                    de.callback(None)
+                return result
+
+            d.addCallback(executed)
+        return d
+
+    @transact
+    def execute(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        """
+        A transaction running C{statement} (a string is taken as SQL text)
+        with parameters C{args} (a dict or a list of dicts) or keywords;
+        the result is handled as any transaction's (a L{Deferator} of rows,
+        a list with C{asList=True}, ...).
+        """
+        if isinstance(statement, str):
+            statement = SA.text(statement)
+        if kw:
+            return self.conn.execute(statement, kw)
+        return self.conn.execute(statement, *args)
+
+    def sql(self, text: str, **params: Any) -> Deferred[list[Row[Any]]]:
+        """
+        Run SQL text (with C{:name} parameters from C{params}) as a
+        transaction; fires with the list of rows (call-time keywords such as
+        C{niceness} may be given too).
+        """
+        if "consumer" not in params and "raw" not in params:
+            params.setdefault("asList", True)
+        return self.execute(SA.text(text), **params)
+
+    @transact
+    def produceRows(
+        self,
+        /,
+        f: Callable[[Any], Any] | None,
+        iterator: Any,
+        table: SA.Table | str,
+        colName: str,
+        **constants: Any,
+    ) -> list[Any]:
+        """
+        One transaction inserting a row for each item of C{iterator} into
+        C{table} (a C{Table} or a table name): column C{colName} gets
+        C{f(item)} (the item itself if C{f} is C{None}), and the other
+        columns the C{constants}. Fires with the new rows' primary keys, in
+        order.
+        """
+        if isinstance(table, str):
+            table = getattr(self, table)
+        assert isinstance(table, SA.Table)
+        conn = self.conn
+        keys = []
+        for item in iterator:
+            value = item if f is None else f(item)
+            result = conn.execute(table.insert().values({colName: value, **constants}))
+            primaryKey = result.inserted_primary_key
+            keys.append(
+                primaryKey[0]
+                if primaryKey is not None and len(primaryKey) == 1
+                else primaryKey
+            )
+        return keys
+
+    def deferToQueue(
+        self, func: Callable[..., Any], *args: Any, niceness: int = 0, **kw: Any
+    ) -> Deferred[Any]:
+        """
+        Run C{func(*args, **kw)} in one of the broker's worker threads (not
+        in a transaction), once the broker runs, with the queue's keywords
+        (C{niceness}, C{doNext}, C{timeout}, ...).
+        """
+        if not self._accepting:
+            return fail(
+                BrokerStopped(f"deferToQueue({func!r}) was called after shutdown()")
+            )
+        queue = self._handle.queue
+
+        def call(_: None) -> Deferred[Any]:
+            d = queue.call(func, *args, niceness=niceness, **kw)
+            return d
+
+        if self._phase == _RUNNING or _starting.get() is self:
+            d = call(None)
+        else:
+            d = self.waitUntilRunning().addCallback(call)
+        self._track(d)
+        return d
+
+    # Shutting down ------------------------------------------------------------
+
+    def shutdown(self) -> Deferred[None]:
+        """
+        Refuse new work, wait for queued and running transactions and for
+        the Deferreds of L{wait}-decorated methods, then let go of the engine
+        (the last broker on it closes its connections, each in its thread,
+        and disposes it). Idempotent; runs by itself before the reactor
+        stops; safe before startup finished.
+        """
+        if self._shutdownDone is None:
+            self._accepting = False
+            self._shutdownDone = Deferred.fromCoroutine(self._shutdown())
+        d: Deferred[None] = Deferred()
+
+        def passOn(result: object) -> object:
+            if isinstance(result, Failure):
+                d.errback(result)
+                return None
+            d.callback(None)
+            return result
+
+        self._shutdownDone.addBoth(passOn)
+        return d
+
+    async def _shutdown(self) -> None:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            # (Already fired or removed.)
+            self._getReactor().removeSystemEventTrigger(self._triggerID)
+        if self._phase == _NEW and self._waitingTasks:
+            # Calls accepted before startup ran: start, so that they run.
+            self._start()
+        if self._phase == _STARTING and self._startupDone is not None:
+            await self._startupDone
+        await self._whenIdle()
+        if self._phase != _FAILED:
+            self._phase = _STOPPED
+        await engines.release(self._handle, self)
+
+
+__all__ = ["AccessBroker"]

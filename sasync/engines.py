@@ -1,0 +1,424 @@
+"""
+Engines and their queues, shared by every broker with the same URL and
+options.
+
+An L{EngineHandle} is one SQLAlchemy engine plus one L{TaskQueue} whose
+workers are L{ConnectionWorker}s, each owning one connection for its whole
+life. Brokers with the same URL and keywords share a handle (SQLite: the
+same database file, whatever the keywords, because SQLite has one writer and
+iterations interleave on its single connection). The last broker to let go
+of a handle closes it: queued work finishes, each connection is closed in its
+own thread, the engine is disposed.
+
+Broker options, taken out of the keywords before C{create_engine} sees them:
+
+  - C{connections}: how many connections (worker threads). SQLite: always 1.
+    Server databases: L{DEFAULT_CONNECTIONS} unless given.
+  - C{overflowConnections}: how many extra connections may be added, for as
+    long as every worker is held by an open iteration while transactions
+    wait (so a transaction started inside an iteration loop never
+    deadlocks). Default L{DEFAULT_OVERFLOW}.
+  - C{batchSize}: rows fetched per hop between worker and reactor
+    (default L{DEFAULT_BATCH_SIZE}).
+
+Everything here runs in the reactor thread unless a docstring says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as SA
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import NullPool
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.logger import Logger
+
+from asynqueue.task import Task, currentTask
+from asynqueue.taskqueue import TaskQueue
+
+from .errors import NoEngineError
+from .threadstate import state
+from .workers import ConnectionWorker
+
+log = Logger()
+
+#: Connections (worker threads) per server database unless C{connections=}.
+DEFAULT_CONNECTIONS = 4
+#: Extra connections allowed while every worker is held by an iteration.
+DEFAULT_OVERFLOW = 4
+#: Rows per batch fetched from the worker.
+DEFAULT_BATCH_SIZE = 1000
+
+BROKER_OPTIONS = ("connections", "overflowConnections", "batchSize")
+
+_SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """
+    What a handle is made from: a URL, the broker options and the keywords
+    for C{create_engine}.
+    """
+
+    url: URL
+    engineKw: Mapping[str, Any] = field(default_factory=dict)
+    connections: int | None = None
+    overflowConnections: int = DEFAULT_OVERFLOW
+    batchSize: int = DEFAULT_BATCH_SIZE
+
+    @classmethod
+    def fromArgs(cls, url: str | URL, kw: Mapping[str, Any]) -> EngineSpec:
+        """
+        Split a broker's keywords into broker options and engine keywords.
+
+        @raise ValueError: an option has a bad value.
+        """
+        engineKw = dict(kw)
+        connections = engineKw.pop("connections", None)
+        overflow = engineKw.pop("overflowConnections", DEFAULT_OVERFLOW)
+        batchSize = engineKw.pop("batchSize", DEFAULT_BATCH_SIZE)
+        parsed = make_url(url)
+        if connections is not None:
+            if (
+                isinstance(connections, bool)
+                or not isinstance(connections, int)
+                or connections < 1
+            ):
+                raise ValueError(
+                    f"connections must be a positive int, not {connections!r}"
+                )
+            if parsed.get_backend_name() == "sqlite" and connections != 1:
+                raise ValueError(
+                    "SQLite has one writer: a broker on SQLite uses exactly one"
+                    f" connection, not connections={connections}"
+                )
+        if isinstance(overflow, bool) or not isinstance(overflow, int) or overflow < 0:
+            raise ValueError(
+                f"overflowConnections must be an int >= 0, not {overflow!r}"
+            )
+        if (
+            isinstance(batchSize, bool)
+            or not isinstance(batchSize, int)
+            or batchSize < 1
+        ):
+            raise ValueError(f"batchSize must be a positive int, not {batchSize!r}")
+        return cls(parsed, engineKw, connections, overflow, batchSize)
+
+    @property
+    def backend(self) -> str:
+        """
+        The database kind: C{sqlite}, C{postgresql}, C{mysql}, ...
+        """
+        return self.url.get_backend_name()
+
+    @property
+    def isSQLite(self) -> bool:
+        """
+        Whether this is SQLite (one connection, interleaved iterations).
+        """
+        return self.backend == "sqlite"
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """
+        The registry key: equal for brokers that share a handle.
+        """
+        database = self.url.database or ""
+        if (
+            self.isSQLite
+            and database not in ("", ":memory:")
+            and not database.startswith("file:")
+        ):
+            return ("sqlite", os.path.realpath(database))
+        return (
+            self.url.render_as_string(hide_password=False),
+            _freeze(self.engineKw),
+            self.connections,
+            self.overflowConnections,
+            self.batchSize,
+        )
+
+
+def _freeze(value: Any) -> Any:
+    """
+    A hashable stand-in for keyword values (dicts and lists included).
+    """
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple | set | frozenset):
+        return tuple(_freeze(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+class EngineHandle:
+    """
+    One engine, its queue and its connection workers, shared by brokers.
+    """
+
+    def __init__(self, spec: EngineSpec, *, reactor: Any = None) -> None:
+        self.spec = spec
+        self._reactor = reactor
+        kw = dict(spec.engineKw)
+        if "poolclass" not in kw and "pool" not in kw:
+            # Each worker keeps its one connection for life: no pool needed.
+            kw["poolclass"] = NullPool
+        self.engine: Engine = SA.create_engine(spec.url, **kw)
+        self.dialectName = self.engine.dialect.name
+        self.isSQLite = spec.isSQLite
+        self.holdIterations = not self.isSQLite
+        #: Whether server-side cursors stream results by default.
+        self.streamsByDefault = self.dialectName == "postgresql"
+        self.supportsStreaming = bool(self.engine.dialect.supports_server_side_cursors)
+        self.connections = (
+            1 if self.isSQLite else (spec.connections or DEFAULT_CONNECTIONS)
+        )
+        self.batchSize = spec.batchSize
+        self.queue = TaskQueue(clock=reactor)
+        self.users: set[int] = set()
+        self.closing: Deferred[None] | None = None
+        self._overflow: list[ConnectionWorker] = []
+        self._serial = 0
+        _listen(self.engine)
+        for _ in range(self.connections):
+            self.queue.attachWorker(self._newWorker(overflow=False))
+
+    def __repr__(self) -> str:
+        return f"<EngineHandle {self.spec.url.render_as_string()} x{self.connections}>"
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor, resolved lazily.
+        """
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _newWorker(self, *, overflow: bool) -> ConnectionWorker:
+        self._serial += 1
+        database = self.spec.url.database or "memory"
+        name = f"sasync-{self.dialectName}-{os.path.basename(database)}-{self._serial}"
+        return ConnectionWorker(
+            self.engine,
+            holdIterations=self.holdIterations,
+            batchSize=self.batchSize,
+            name=name,
+            overflow=overflow,
+            killQuery=self._killQuery
+            if self.dialectName in ("mysql", "mariadb")
+            else None,
+            onHeld=self._heldChanged,
+            callFromThread=None
+            if self._reactor is None
+            else self._reactor.callFromThread,
+        )
+
+    def _killQuery(self, threadID: int) -> None:
+        # Reactor pool thread: a short connection of its own, never a worker's.
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql(f"KILL QUERY {int(threadID)}")
+
+    # Work ---------------------------------------------------------------------
+
+    def submit(self, task: Task[Any], timeout: float | None = None) -> Deferred[Any]:
+        """
+        Queue C{task}; add an overflow worker if every worker is held by an
+        iteration.
+        """
+        d = self.queue.submit(task, timeout=timeout)
+        if self._anyHeld():
+            self._checkOverflow()
+        return d
+
+    def _anyHeld(self) -> bool:
+        return any(w.held for w in self.queue.workers)
+
+    def _heldChanged(self, worker: ConnectionWorker, held: bool) -> None:
+        if held:
+            self._checkOverflow()
+        elif self._overflow and not any(
+            w.held for w in self.queue.workers if not w.overflow
+        ):
+            # The regular workers are free again: let the extra ones go.
+            for extra in self._overflow:
+                self.queue.detachWorker(extra)
+            self._overflow = []
+
+    def _checkOverflow(self) -> None:
+        workers = self.queue.workers
+        if (
+            workers
+            and all(w.held for w in workers)
+            and self.queue.pending()
+            and len(self._overflow) < self.spec.overflowConnections
+            and self.queue.isRunning()
+        ):
+            extra = self._newWorker(overflow=True)
+            self._overflow.append(extra)
+            log.info(
+                "All {n} connections are held by open iterations: adding"
+                " overflow connection {extra}",
+                n=len(workers),
+                extra=extra,
+            )
+            self.queue.attachWorker(extra)
+
+    # Closing ------------------------------------------------------------------
+
+    def close(self) -> Deferred[None]:
+        """
+        Let queued work finish, close every connection in its thread, dispose
+        the engine. Idempotent.
+        """
+        if self.closing is None:
+            self.closing = Deferred.fromCoroutine(self._close())
+        d: Deferred[None] = Deferred()
+
+        def passOn(result: object) -> object:
+            d.callback(None)
+            return result
+
+        self.closing.addBoth(passOn)
+        return d
+
+    async def _close(self) -> None:
+        _unregister(self)
+        await self.queue.shutdown()
+        self.engine.dispose()
+
+
+def _beforeExecute(
+    conn: Any, clauseelement: Any, multiparams: Any, params: Any, executionOptions: Any
+) -> tuple[Any, Any, Any]:
+    # Worker thread. Streams the SELECTs of a transaction that wants it
+    # (stream_results applies to any statement, so only SELECTs get it).
+    if (
+        state.stream
+        and state.connection is conn
+        and (
+            getattr(clauseelement, "is_select", False)
+            or (
+                isinstance(clauseelement, SA.TextClause)
+                and _SELECT_RE.match(clauseelement.text)
+            )
+        )
+    ):
+        batchSize = state.worker.batchSize if state.worker is not None else 1000
+        clauseelement = clauseelement.execution_options(
+            stream_results=True, max_row_buffer=batchSize
+        )
+    return clauseelement, multiparams, params
+
+
+def _beforeCursorExecute(*args: Any) -> None:
+    # Worker thread: a task asked to stop starts no new statement.
+    task = currentTask()
+    if task is not None and task.stopRequested:
+        raise CancelledError(f"{task.info} was asked to stop")
+
+
+def _listen(engine: Engine) -> None:
+    event.listen(engine, "before_execute", _beforeExecute, retval=True)
+    event.listen(engine, "before_cursor_execute", _beforeCursorExecute)
+
+
+# The registry (reactor thread only) -----------------------------------------
+
+_handles: dict[tuple[Any, ...], EngineHandle] = {}
+_globalSpec: list[tuple[str | URL, dict[str, Any]]] = []
+
+
+def setup(url: str | URL, **kw: Any) -> None:
+    """
+    Set the global engine: brokers made without a URL use C{url} and C{kw}
+    (the same keywords as L{sasync.AccessBroker}). Brokers made later with
+    the same URL and keywords share its engine and queue.
+    """
+    EngineSpec.fromArgs(url, kw)  # Check the options now, not at first use.
+    _globalSpec[:] = [(url, dict(kw))]
+
+
+def resolveSpec(url: str | URL | None, kw: Mapping[str, Any]) -> EngineSpec:
+    """
+    The spec for a broker made with C{url} (or the global one) and C{kw}.
+
+    @raise NoEngineError: no URL, and L{setup} was never called.
+    """
+    if url is None:
+        if not _globalSpec:
+            raise NoEngineError(
+                "no database URL: give the broker one (AccessBroker('sqlite:///x.db'))"
+                " or set a global engine first with sasync.setup(url, **kw)"
+            )
+        globalURL, globalKw = _globalSpec[0]
+        return EngineSpec.fromArgs(globalURL, {**globalKw, **kw})
+    return EngineSpec.fromArgs(url, kw)
+
+
+def acquire(spec: EngineSpec, user: object, *, reactor: Any = None) -> EngineHandle:
+    """
+    The handle for C{spec}, made if needed, with C{user} counted as one of
+    its users.
+    """
+    key = spec.key
+    handle = _handles.get(key)
+    if handle is None or handle.closing is not None:
+        handle = _handles[key] = EngineHandle(spec, reactor=reactor)
+    elif handle.spec != spec:
+        log.warn(
+            "{url} is already open with other options; sharing its one"
+            " connection (SQLite allows one writer per file)",
+            url=spec.url.render_as_string(),
+        )
+    handle.users.add(id(user))
+    return handle
+
+
+def release(handle: EngineHandle, user: object) -> Deferred[None]:
+    """
+    C{user} is done with C{handle}; the last user closes it.
+    """
+    handle.users.discard(id(user))
+    if handle.users:
+        return succeed(None)
+    return handle.close()
+
+
+def _unregister(handle: EngineHandle) -> None:
+    key = handle.spec.key
+    if _handles.get(key) is handle:
+        del _handles[key]
+
+
+def openHandles() -> list[EngineHandle]:
+    """
+    The handles in use now (for tests and diagnostics).
+    """
+    return list(_handles.values())
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CONNECTIONS",
+    "DEFAULT_OVERFLOW",
+    "EngineHandle",
+    "EngineSpec",
+    "acquire",
+    "openHandles",
+    "release",
+    "resolveSpec",
+    "setup",
+]

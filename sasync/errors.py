@@ -1,0 +1,65 @@
+"""
+The errors sAsync itself raises, in one small hierarchy.
+
+Errors raised by your transactions are never wrapped: a transaction that
+raises C{sqlalchemy.exc.IntegrityError} fails its Deferred with that very
+C{IntegrityError} (a note naming the call is added to it), so
+C{except IntegrityError} works. Cancellation and timeouts surface as
+Twisted's C{CancelledError} and AsynQueue's L{asynqueue.TaskTimeout}.
+"""
+
+from __future__ import annotations
+
+from asynqueue.errors import QueueStopped
+
+
+class SAsyncError(Exception):
+    """
+    Base class of every error sAsync itself raises.
+    """
+
+
+class NoEngineError(SAsyncError):
+    """
+    A broker was made without a URL while no global engine was set up
+    with L{sasync.setup}.
+    """
+
+
+class BrokerStopped(SAsyncError, QueueStopped):
+    """
+    A transaction (or other work) was asked of a broker that has been shut
+    down or is shutting down.
+    """
+
+
+class NotInTransaction(SAsyncError, RuntimeError):
+    """
+    C{self.conn}, C{self.connection}, C{self.session} or C{self.s()} was
+    used outside a transaction (that is, outside a method decorated with
+    L{sasync.transact} while it runs in its worker thread).
+    """
+
+
+class TableNameError(SAsyncError, ValueError):
+    """
+    A table name given to L{AccessBroker.table} would shadow a method or
+    attribute of the broker (C{self.<name>} is how you reach a table).
+    """
+
+
+class StartupError(SAsyncError):
+    """
+    The broker's C{startup()} or C{first()} failed, so it never started
+    running; the original error is the C{__cause__}.
+    """
+
+
+__all__ = [
+    "BrokerStopped",
+    "NoEngineError",
+    "NotInTransaction",
+    "SAsyncError",
+    "StartupError",
+    "TableNameError",
+]

@@ -1,0 +1,95 @@
+"""
+What a worker thread knows about itself: its worker, and the transaction it
+is running right now.
+
+Every attribute here is thread-local: each worker thread sees only its own
+connection and transaction, which is what makes C{self.conn} on a shared
+broker object safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .errors import NotInTransaction
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    from .workers import ConnectionWorker
+
+
+class _ThreadState(threading.local):
+    """
+    The per-thread state. Class attributes are the defaults every new
+    thread starts with.
+    """
+
+    #: The sAsync worker this thread belongs to (None: not a worker thread).
+    worker: ConnectionWorker | None = None
+    #: The connection of the transaction running now (None: no transaction).
+    connection: Connection | None = None
+    #: The engine handle of that transaction, to recognize nested calls.
+    handle: Any = None
+    #: The ORM session of that transaction, made on first use.
+    session: Session | None = None
+    #: Whether row-returning SELECTs of this transaction use server-side
+    #: cursors (read by the engine's before_execute hook).
+    stream: bool = False
+    #: Which cached statement C{s()} refers to, per broker (id -> name).
+    statementNames: dict[int, str] | None = None
+
+
+state = _ThreadState()
+
+
+def currentConnection() -> Connection:
+    """
+    The connection of the transaction running in this thread.
+
+    @raise NotInTransaction: no transaction runs in this thread.
+    """
+    connection = state.connection
+    if connection is None:
+        raise NotInTransaction(
+            "self.conn (self.connection) is only available inside a transaction:"
+            " in a method decorated with @transact, while it runs in its worker"
+            " thread. Call the @transact method and use its Deferred instead."
+        )
+    return connection
+
+
+def currentSession() -> Session:
+    """
+    The ORM session of the transaction running in this thread, bound to its
+    connection and joined to its transaction (made on first use).
+
+    @raise NotInTransaction: no transaction runs in this thread.
+    """
+    session = state.session
+    if session is None:
+        from sqlalchemy.orm import Session
+
+        connection = state.connection
+        if connection is None:
+            raise NotInTransaction(
+                "self.session is only available inside a transaction: in a"
+                " method decorated with @transact, while it runs in its worker"
+                " thread."
+            )
+        # Same connection, same transaction: flushed before COMMIT by the
+        # transaction runner; objects stay usable after it.
+        session = state.session = Session(bind=connection, expire_on_commit=False)
+    return session
+
+
+def inTransaction() -> bool:
+    """
+    Whether a transaction runs in this thread now.
+    """
+    return state.connection is not None
+
+
+__all__ = ["currentConnection", "currentSession", "inTransaction", "state"]

@@ -1,0 +1,426 @@
+"""
+C{@transact}: a broker method that runs as a transaction in a worker thread
+and returns a Deferred at once; and C{@wait}, for Deferreds that shutdown
+must wait for.
+
+A transaction's body runs in the worker thread that owns its connection,
+between BEGIN (implicit: the driver sends it with your first statement, so a
+C{SET TRANSACTION ...} of yours comes first) and COMMIT. Deferreds are never
+touched there: the worker hands back plain values or raises, and AsynQueue
+delivers them in the reactor thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import reprlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+
+from sqlalchemy.engine import Result
+from sqlalchemy.exc import StatementError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IConsumer
+
+from asynqueue.task import Task, checkNiceness, currentTask
+
+from . import results
+from .threadstate import state
+
+if TYPE_CHECKING:
+    from .broker import AccessBroker
+    from .engines import EngineHandle
+
+P = ParamSpec("P")
+T = TypeVar("T")
+B = TypeVar("B", bound="AccessBroker")
+
+#: The keywords a call of a @transact method takes for itself.
+CALL_KEYWORDS = frozenset(
+    {"niceness", "doNext", "doLast", "consumer", "asList", "raw", "timeout", "stream"}
+)
+
+
+@dataclass(slots=True)
+class CallOptions:
+    """
+    The call-time keywords of one transaction call.
+
+    @ivar stream: C{None}: stream row results on PostgreSQL when the method
+        is known (or not yet known) to return rows; C{True}/C{False}: do or
+        don't use a server-side cursor for this call's SELECTs.
+    """
+
+    niceness: int = 0
+    doNext: bool = False
+    doLast: bool = False
+    consumer: Any = None
+    asList: bool = False
+    raw: bool = False
+    timeout: float | None = None
+    stream: bool | None = None
+    #: Internal (selectorator's N): rows handed out in lists of this many.
+    groupSize: int = 1
+
+
+_DEFAULT_OPTIONS = CallOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepts:
+    """
+    Which keywords a method accepts itself: they are passed on to it even if
+    they are call-time keyword names.
+    """
+
+    names: frozenset[str]
+    anyKeyword: bool
+
+    @classmethod
+    def of(cls, f: Callable[..., Any]) -> Accepts:
+        """
+        Read them from C{f}'s signature.
+        """
+        names: set[str] = set()
+        anyKeyword = False
+        for parameter in inspect.signature(f).parameters.values():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                anyKeyword = True
+            elif parameter.kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY,
+            ):
+                names.add(parameter.name)
+        return cls(frozenset(names), anyKeyword)
+
+
+def splitKeywords(
+    accepts: Accepts, name: str, kw: dict[str, Any]
+) -> tuple[CallOptions, dict[str, Any]]:
+    """
+    Separate the call-time keywords from the method's own.
+
+    A call-time keyword that the method names in its signature goes to the
+    method. Any other keyword the method does not accept is an error here,
+    in the caller's thread, not later in the worker.
+
+    @raise TypeError: an unknown keyword, a bad C{consumer} or C{niceness}.
+    @raise ValueError: an out-of-range value, or keywords that exclude each
+        other (C{asList}, C{consumer}, C{raw}).
+    """
+    if not kw:
+        return _DEFAULT_OPTIONS, kw
+    options: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    for key, value in kw.items():
+        if key in accepts.names:
+            own[key] = value
+        elif key in CALL_KEYWORDS:
+            options[key] = value
+        elif accepts.anyKeyword:
+            own[key] = value
+        else:
+            raise TypeError(
+                f"{name}() got an unexpected keyword argument {key!r}: it is neither"
+                f" a parameter of {name} nor a call-time keyword"
+                f" ({', '.join(sorted(CALL_KEYWORDS))})"
+            )
+    if not options:
+        return _DEFAULT_OPTIONS, own
+    return checkOptions(name, CallOptions(**options)), own
+
+
+def checkOptions(name: str, o: CallOptions) -> CallOptions:
+    """
+    Validate call-time keywords.
+    """
+    checkNiceness(o.niceness)
+    if o.consumer is not None and not IConsumer.providedBy(o.consumer):
+        raise TypeError(
+            f"{name}(consumer={o.consumer!r}): a consumer must provide"
+            " twisted.internet.interfaces.IConsumer (registerProducer,"
+            " unregisterProducer, write)"
+        )
+    if o.timeout is not None and (
+        isinstance(o.timeout, bool)
+        or not isinstance(o.timeout, int | float)
+        or not o.timeout > 0
+    ):
+        raise ValueError(
+            f"{name}(timeout={o.timeout!r}): a timeout is a positive number of seconds"
+        )
+    if sum(bool(x) for x in (o.asList, o.consumer is not None, o.raw)) > 1:
+        raise ValueError(f"{name}(): asList, consumer and raw exclude each other")
+    if o.doNext and o.doLast:
+        raise ValueError(f"{name}(): doNext and doLast exclude each other")
+    return o
+
+
+_shortRepr = reprlib.Repr()
+_shortRepr.maxstring = 40
+_shortRepr.maxother = 40
+_shortRepr.maxlist = 4
+_shortRepr.maxdict = 4
+
+
+def describeCall(
+    broker: object, f: Callable[..., Any], args: tuple[Any, ...], kw: Mapping[str, Any]
+) -> str:
+    """
+    How a call is named in errors: C{LogBroker.setNameValue('url', 'x')}.
+    """
+    parts = [_shortRepr.repr(a) for a in args]
+    parts.extend(f"{k}={_shortRepr.repr(v)}" for k, v in kw.items())
+    return f"{type(broker).__name__}.{f.__name__}({', '.join(parts)})"
+
+
+def noteCall(exception: BaseException, description: str) -> None:
+    """
+    Name the call in an exception raised by its transaction: a note (shown
+    with the traceback) and, for SQLAlchemy statement errors, a detail in
+    the message itself. The exception keeps its type.
+    """
+    note = f"in transaction {description}"
+    if note in getattr(exception, "__notes__", ()):
+        return
+    exception.add_note(note)
+    if isinstance(exception, StatementError):
+        exception.add_detail(note)
+
+
+class TransactionCall:
+    """
+    The callable a transaction's task runs: C{call(*args, **kw)} runs C{f}
+    as a transaction on the worker thread's connection. Worker thread only
+    (it is made in the reactor thread).
+    """
+
+    def __init__(
+        self,
+        broker: AccessBroker,
+        handle: EngineHandle,
+        f: Callable[..., Any],
+        options: CallOptions,
+        learned: dict[Callable[..., Any], bool] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.handle = handle
+        self.f = f
+        self.options = options
+        self._learned = learned
+        # How AsynQueue's Info names the task (in CancelledError messages).
+        self.__qualname__ = f"{type(broker).__name__}.{f.__name__}"
+        self.__module__ = type(broker).__module__
+
+    def _wantsStream(self) -> bool:
+        o = self.options
+        handle = self.handle
+        if o.asList or o.raw or handle.isSQLite or not handle.supportsStreaming:
+            return False
+        if o.stream is not None:
+            return o.stream
+        if not handle.streamsByDefault:
+            return False
+        # Stream unless this method was seen returning something else.
+        return self._learned is None or self._learned.get(self.f, True)
+
+    def __call__(self, *args: Any, **kw: Any) -> Any:
+        worker = state.worker
+        if worker is None:
+            raise RuntimeError("a transaction must run in a sAsync worker thread")
+        task = currentTask()
+        canceller = worker.canceller
+        try:
+            connection = worker.connection()
+        except BaseException as e:
+            noteCall(e, describeCall(self.broker, self.f, args, kw))
+            raise
+        if task is not None and task.stopRequested:
+            # Cancelled between dispatch and start: don't even begin.
+            raise CancelledError(
+                f"{describeCall(self.broker, self.f, args, kw)} was stopped"
+            )
+        canceller.enter(task)
+        try:
+            return self._run(worker, connection, task, args, kw)
+        finally:
+            canceller.leave()
+
+    def _run(
+        self, worker: Any, connection: Any, task: Task[Any] | None, args: Any, kw: Any
+    ) -> Any:
+        o = self.options
+        stream = self._wantsStream()
+        transaction = connection.begin()
+        state.connection = connection
+        state.handle = self.handle
+        state.stream = stream
+        handedOver = False
+        try:
+            result = self.f(self.broker, *args, **kw)
+            session = state.session
+            if session is not None:
+                session.flush()
+            if task is not None and task.stopRequested:
+                raise CancelledError(
+                    f"{describeCall(self.broker, self.f, args, kw)} was stopped"
+                )
+            hasRows = results.returnsRows(result)
+            if self._learned is not None and o.stream is None:
+                self._learned[self.f] = hasRows
+            if hasRows:
+                if o.asList:
+                    result = result.all()
+                elif o.raw:
+                    result = results.bufferedResult(result)
+                else:
+                    rows: Iterator[Any]
+                    if self.handle.holdIterations:
+                        handedOver = True
+                        self._endTransactionState()
+                        rows = results.rowsInTransaction(
+                            result, transaction, worker.batchSize, _noop
+                        )
+                    else:
+                        transaction.commit()
+                        rows = results.rowsAfterCommit(result, worker.batchSize)
+                    if o.groupSize > 1:
+                        rows = results.grouped(rows, o.groupSize)
+                    return rows
+            elif isinstance(result, Result) and task is not None:
+                # A result without rows (INSERT ...) is delivered as it is,
+                # not iterated (the worker reads task.raw right after this).
+                task.raw = True
+            transaction.commit()
+            return result
+        except BaseException as e:
+            handedOver = False
+            self._rollback(worker, connection, transaction)
+            noteCall(e, describeCall(self.broker, self.f, args, kw))
+            raise
+        finally:
+            if not handedOver:
+                self._endTransactionState()
+
+    @staticmethod
+    def _endTransactionState() -> None:
+        session = state.session
+        state.session = None
+        state.connection = None
+        state.handle = None
+        state.stream = False
+        if session is not None:
+            session.close()
+
+    @staticmethod
+    def _rollback(worker: Any, connection: Any, transaction: Any) -> None:
+        try:
+            if transaction.is_active:
+                transaction.rollback()
+        except Exception:
+            # The connection is in an unknown state: the next transaction
+            # gets a new one.
+            worker.replaceConnection()
+            return
+        if connection.invalidated:
+            worker.replaceConnection()
+
+
+def _noop() -> None:
+    pass
+
+
+def runInline(
+    handle: EngineHandle,
+    f: Callable[..., Any],
+    broker: object,
+    args: Any,
+    kw: dict[str, Any],
+) -> Any:
+    """
+    A nested call, from inside a running transaction of the same engine:
+    run C{f} right here, in that transaction, and return its plain value.
+
+    @raise RuntimeError: the running transaction belongs to another engine.
+    """
+    if state.handle is not handle:
+        raise RuntimeError(
+            f"{type(broker).__name__}.{f.__name__}() was called from inside a"
+            " transaction on another database (or outside any transaction in a"
+            " sAsync worker thread): call it from the reactor thread instead"
+        )
+    options, own = splitKeywords(Accepts.of(f), f.__name__, kw)
+    result = f(broker, *args, **own)
+    if options.asList and results.returnsRows(result):
+        return result.all()
+    return result
+
+
+def transact(
+    f: Callable[Concatenate[B, P], T],
+) -> Callable[Concatenate[B, P], Deferred[T]]:
+    """
+    Make a broker method a transaction: calling it returns a C{Deferred} at
+    once, and the method runs later in a worker thread, inside BEGIN ...
+    COMMIT on that thread's connection (C{self.conn}, C{self.session}).
+
+    Call-time keywords (taken out before the method is called, unless the
+    method names them as parameters): C{niceness} (-20..20, lower first),
+    C{doNext}, C{doLast}, C{consumer} (an C{IConsumer} for the rows),
+    C{asList} (rows as a list), C{raw} (rows buffered in a C{Result}),
+    C{timeout} (seconds), C{stream} (server-side cursor or not).
+
+    An exception rolls back and fails the Deferred with that exception (a
+    note names the call). A row-returning C{Result} becomes a L{Deferator}
+    of rows. A call made inside a running transaction runs inline and
+    returns a plain value.
+    """
+    accepts = Accepts.of(f)
+    name = f.__name__
+
+    @functools.wraps(f)
+    def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[T]:
+        if state.worker is not None:
+            return runInline(self._engineHandle(), f, self, args, kw)  # type: ignore[no-any-return]
+        options, own = splitKeywords(accepts, name, kw)
+        return self._transact(f, args, own, options)
+
+    call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
+    return cast("Callable[Concatenate[B, P], Deferred[T]]", call)
+
+
+def wait(
+    f: Callable[Concatenate[B, P], Any],
+) -> Callable[Concatenate[B, P], Deferred[Any]]:
+    """
+    Make the broker's L{shutdown<AccessBroker.shutdown>} wait for the
+    Deferred (or coroutine) this method returns.
+    """
+
+    @functools.wraps(f)
+    def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
+        result = f(self, *args, **kw)
+        if inspect.iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        if not isinstance(result, Deferred):
+            raise TypeError(
+                f"@wait: {type(self).__name__}.{f.__name__}() must return a Deferred"
+                f" or be a coroutine function, not return {result!r}"
+            )
+        self._track(result)
+        return result
+
+    return cast("Callable[Concatenate[B, P], Deferred[Any]]", call)
+
+
+__all__ = [
+    "CALL_KEYWORDS",
+    "Accepts",
+    "CallOptions",
+    "TransactionCall",
+    "splitKeywords",
+    "transact",
+    "wait",
+]

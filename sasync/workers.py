@@ -1,0 +1,156 @@
+"""
+L{ConnectionWorker}: a L{ThreadWorker} that owns one database connection for
+its whole life.
+
+The connection is opened in the worker's thread (on its first transaction),
+used only there, replaced there if it was lost, and closed there when the
+worker stops. No other thread ever touches it; the reactor thread may only
+ask the L{Canceller} to interrupt it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from asynqueue.task import Task
+from asynqueue.workers import ThreadWorker
+
+from .cancel import Canceller
+from .threadstate import state
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = Logger()
+
+
+class ConnectionWorker(ThreadWorker):
+    """
+    A worker thread with a connection of its own.
+
+    @ivar held: Reactor thread: True while the worker is held by an open
+        iteration (server databases keep the transaction, and so the
+        connection, until the rows are all read).
+    @ivar overflow: Whether this is an extra worker added so that
+        transactions queued behind held iterations can run.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        holdIterations: bool,
+        batchSize: int,
+        name: str,
+        overflow: bool = False,
+        killQuery: Callable[[int], None] | None = None,
+        onHeld: Callable[[ConnectionWorker, bool], None] | None = None,
+        callFromThread: Callable[..., object] | None = None,
+    ) -> None:
+        super().__init__(
+            holdIterations=holdIterations,
+            batchSize=batchSize,
+            name=name,
+            callFromThread=callFromThread,
+        )
+        self.engine = engine
+        self.overflow = overflow
+        self.held = False
+        self.canceller = Canceller(engine.dialect.name, killQuery)
+        self._onHeld = onHeld
+        # Worker thread only.
+        self._connection: Connection | None = None
+        self._closing = False
+        self.runner.do(self._bind)
+
+    def __repr__(self) -> str:
+        return f"<ConnectionWorker {getattr(self.runner, 'name', '')}>"
+
+    # Worker thread ------------------------------------------------------------
+
+    def _bind(self) -> None:
+        # Worker thread: let code running here find its worker.
+        state.worker = self
+
+    def connection(self) -> Connection:
+        """
+        Worker thread: this worker's connection, opened now if there is none
+        yet and replaced if it was invalidated (lost).
+        """
+        connection = self._connection
+        if (
+            connection is not None
+            and not connection.invalidated
+            and not connection.closed
+        ):
+            return connection
+        if connection is not None:
+            self._discard(connection)
+        connection = self._connection = self.engine.connect()
+        self.canceller.attach(connection.connection.dbapi_connection)
+        return connection
+
+    def replaceConnection(self) -> None:
+        """
+        Worker thread: drop the connection (it is in an unknown state); the
+        next transaction opens a new one.
+        """
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._discard(connection)
+
+    @staticmethod
+    def _discard(connection: Connection) -> None:
+        try:
+            connection.invalidate()
+            connection.close()
+        except Exception:
+            log.failure("Could not discard a broken connection")
+
+    def _close(self) -> None:
+        # Worker thread, the last job: close the connection here, where it lives.
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:
+                log.failure("Could not close {worker}'s connection", worker=self)
+        state.worker = None
+
+    # Reactor thread -----------------------------------------------------------
+
+    def stop(self) -> Deferred[None]:
+        """
+        Close the connection in its thread, then end the thread.
+        """
+        if not self._closing:
+            self._closing = True
+            self.runner.do(self._close)
+        return super().stop()
+
+    def _ran(
+        self, task: Task[Any], outcome: tuple[Any, ...], freed: Deferred[None]
+    ) -> None:
+        super()._ran(task, outcome, freed)
+        if self.holdIterations and not freed.called:
+            # The task returned an open iteration: its transaction (and this
+            # worker) stays busy until the rows are all read or it stops.
+            self._setHeld(True)
+
+            def release(result: object) -> object:
+                self._setHeld(False)
+                return result
+
+            freed.addBoth(release)
+
+    def _setHeld(self, held: bool) -> None:
+        self.held = held
+        if self._onHeld is not None:
+            self._onHeld(self, held)
+
+
+__all__ = ["ConnectionWorker"]
