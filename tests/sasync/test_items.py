@@ -1,0 +1,333 @@
+"""
+L{sasync.items.Items} on SQLite, PostgreSQL and MySQL/MariaDB: round trips,
+groups, persistence, ordering of concurrent writes, shutdown, bad input.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+from twisted.internet.defer import Deferred, DeferredList
+
+from sasync._storage import MAX_NAME_LENGTH
+from sasync.errors import BrokerStopped
+from sasync.items import Items, Missing
+
+
+@dataclass
+class Point:
+    """
+    A user class, to show instances round-trip.
+    """
+
+    x: int
+    y: int
+
+
+VALUES: dict[str, Any] = {
+    "none": None,
+    "zero": 0,
+    "negative": -17,
+    "big": 2**100,
+    "float": 1.5,
+    "empty": "",
+    "unicode": "ünïcødé € 𝄞",
+    "bytes": b"\x00\xff binary",
+    "list": [1, [2, [3]]],
+    "dict": {"a": (1, 2), 3: {"b"}},
+    "frozenset": frozenset({1, 2}),
+    "date": datetime.datetime(2024, 2, 29, 12, 30, tzinfo=datetime.UTC),
+    "decimal": decimal.Decimal("3.14159"),
+    "point": Point(3, 4),
+    # Past MySQL's 64 KiB BLOB: the value column is a LONGBLOB there.
+    "large": b"x" * 300_000,
+}
+
+
+@asynccontextmanager
+async def stores(*made: Any) -> AsyncIterator[None]:
+    """
+    Shut the stores down after the block, whatever happens in it.
+    """
+    try:
+        yield
+    finally:
+        for store in made:
+            await store.shutdown()
+
+
+async def test_roundTrip(dbURL: str) -> None:
+    """
+    Values of many picklable types come back equal, one at a time and all
+    at once; names come back sorted.
+    """
+    items = Items("roundtrip", dbURL)
+    async with stores(items):
+        for name, value in VALUES.items():
+            await items.update(name, value)
+        for name, value in VALUES.items():
+            assert await items.load(name) == value
+        assert await items.loadAll() == VALUES
+        assert await items.names() == sorted(VALUES)
+
+
+async def test_missing(dbURL: str) -> None:
+    """
+    A name without an item loads as a falsy L{Missing} naming its group
+    and name; a stored None is not Missing.
+    """
+    items = Items(7, dbURL)
+    async with stores(items):
+        missing = await items.load("nothing")
+        assert isinstance(missing, Missing)
+        assert not missing
+        assert (missing.group, missing.name) == (7, "nothing")
+        assert missing == Missing(7, "nothing")
+        await items.update("nothing", None)
+        assert await items.load("nothing") is None
+
+
+async def test_updateInsertDelete(dbURL: str) -> None:
+    """
+    C{update} adds or replaces; C{insert} adds, and fails with
+    C{IntegrityError} on an existing name, leaving it unchanged;
+    C{delete} removes several names at once and ignores unknown ones;
+    C{clear} empties the group.
+    """
+    items = Items("crud", dbURL)
+    async with stores(items):
+        await items.update("a", 1)
+        await items.update("a", 2)
+        await items.insert("b", 3)
+        with pytest.raises(IntegrityError):
+            await items.insert("b", 4)
+        assert await items.loadAll() == {"a": 2, "b": 3}
+        await items.update("c", 5)
+        await items.delete("a", "b", "unknown")
+        assert await items.loadAll() == {"c": 5}
+        await items.clear()
+        assert await items.loadAll() == {}
+        await items.insert("d", 6)
+        assert await items.loadAll() == {"d": 6}
+
+
+async def test_keysAreExact(dbURL: str) -> None:
+    """
+    Keys differing only in case, trailing spaces or accents are different
+    keys on every database (MySQL's default collation would merge them);
+    long and non-ASCII keys work.
+    """
+    names = ["a", "A", "a ", " a", "ä", "\u00e9", "e\u0301", "ß", "ss", "𝄞"]
+    names.append("x" * MAX_NAME_LENGTH)
+    items = Items("keys", dbURL)
+    async with stores(items):
+        for i, name in enumerate(names):
+            await items.update(name, i)
+        loaded = await items.loadAll()
+        assert loaded == {name: i for i, name in enumerate(names)}
+        for i, name in enumerate(names):
+            assert await items.load(name) == i
+
+
+async def test_groupsAreIsolated(dbURL: str) -> None:
+    """
+    Stores with different IDs on one database never see each other's
+    items, including the int 1 and the str "1"; a new store with the same
+    ID sees them.
+    """
+    a, b, one, oneStr = (Items(ID, dbURL) for ID in ("a", "b", 1, "1"))
+    async with stores(a, b, one, oneStr):
+        await a.update("k", "from a")
+        await b.update("k", "from b")
+        await one.update("k", "from 1")
+        await oneStr.update("only", "in '1'")
+        assert await a.loadAll() == {"k": "from a"}
+        assert await b.loadAll() == {"k": "from b"}
+        assert await one.loadAll() == {"k": "from 1"}
+        assert await oneStr.loadAll() == {"only": "in '1'"}
+        await a.delete("k")
+        await b.clear()
+        assert await one.load("k") == "from 1"
+        assert isinstance(await a.load("k"), Missing)
+        again = Items("a", dbURL)
+        async with stores(again):
+            await one.update("other", 1)
+            assert await again.names() == []
+
+
+async def test_persistsAcrossInstances(dbURL: str) -> None:
+    """
+    Items written before a store's shutdown are there for a new store with
+    the same ID.
+    """
+    items = Items("persist", dbURL)
+    await items.update("a", {"deep": [1, 2]})
+    await items.update("b", "bee")
+    await items.shutdown()
+    again = Items("persist", dbURL)
+    async with stores(again):
+        assert await again.loadAll() == {"a": {"deep": [1, 2]}, "b": "bee"}
+
+
+async def test_readsSeeEarlierWrites(dbURL: str) -> None:
+    """
+    A read issued after a write sees it even though reads run at a higher
+    priority and the write has not landed; a read issued before a write
+    does not.
+    """
+    items = Items("ryw", dbURL)
+    async with stores(items):
+        await items.update("k", "old")
+        before = items.load("k")
+        items.update("k", "new")
+        items.update("gone", 1)
+        items.delete("gone")
+        after = items.load("k")
+        everything = items.loadAll()
+        names = items.names()
+        gone = items.load("gone")
+        assert await before == "old"
+        assert await after == "new"
+        assert await everything == {"k": "new"}
+        assert await names == ["k"]
+        assert isinstance(await gone, Missing)
+        await items.deferToWrites()
+        assert await items.loadAll() == {"k": "new"}
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_concurrentWritersToOneKey(dbURL: str) -> None:
+    """
+    60 writes to one key issued at once, with reads among them: the last
+    write issued is the value that lands.
+    """
+    items = Items("race", dbURL)
+    async with stores(items):
+        writes: list[Deferred[None]] = []
+        reads: list[Deferred[Any]] = []
+        for i in range(60):
+            writes.append(items.update("k", i))
+            if i % 10 == 0:
+                reads.append(items.load("k"))
+        await DeferredList(writes, fireOnOneErrback=True, consumeErrors=True)
+        # Each read saw the last write issued before it.
+        assert [await r for r in reads] == [0, 10, 20, 30, 40, 50]
+        assert await items.load("k") == 59
+        again = Items("race", dbURL)
+        async with stores(again):
+            assert await again.load("k") == 59
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_concurrentWritersToDistinctKeys(dbURL: str) -> None:
+    """
+    60 writes to distinct keys, and 60 from a second store on the same
+    database, issued at once: none is lost.
+    """
+    a = Items("many", dbURL)
+    b = Items("many-b", dbURL)
+    async with stores(a, b):
+        writes = [a.update(f"k{i}", i) for i in range(60)]
+        writes += [b.update(f"k{i}", -i) for i in range(60)]
+        await DeferredList(writes, fireOnOneErrback=True, consumeErrors=True)
+        assert await a.loadAll() == {f"k{i}": i for i in range(60)}
+        assert await b.loadAll() == {f"k{i}": -i for i in range(60)}
+
+
+async def test_shutdownWaitsForPendingWrites(dbURL: str) -> None:
+    """
+    Writes not yet landed when C{shutdown} is called all land before it
+    fires; a new store sees them all. Later writes are refused.
+    """
+    items = Items("pending", dbURL)
+    for i in range(100):
+        items.update(f"k{i % 30}", i)
+    items.delete("k0")
+    items.insert("fresh", "yes")
+    await items.shutdown()
+    with pytest.raises(BrokerStopped):
+        items.update("late", 1)
+    assert await items.shutdown() is None
+    again = Items("pending", dbURL)
+    async with stores(again):
+        expected = {f"k{i % 30}": i for i in range(100)}
+        del expected["k0"]
+        expected["fresh"] = "yes"
+        assert await again.loadAll() == expected
+
+
+async def test_brokerShutdownDrainsWrites(dbURL: str) -> None:
+    """
+    The broker's own shutdown (what runs before the reactor stops) lets
+    the store's pending writes land first.
+    """
+    items = Items("drain", dbURL)
+    for i in range(20):
+        items.update(f"k{i}", i)
+    await items._broker.shutdown()
+    again = Items("drain", dbURL)
+    async with stores(again):
+        assert len(await again.names()) == 20
+
+
+async def test_unpicklableValue(dbURL: str) -> None:
+    """
+    A value that cannot be pickled raises C{TypeError} naming the key, at
+    the call, and the stored value stays as it was.
+    """
+    items = Items("pickle", dbURL)
+    async with stores(items):
+        await items.update("k", "good")
+        for bad in (threading.Lock(), lambda: None, (x for x in ())):
+            with pytest.raises(TypeError, match="'k'"):
+                items.update("k", bad)
+            with pytest.raises(TypeError, match="'new'"):
+                items.insert("new", bad)
+        assert await items.loadAll() == {"k": "good"}
+
+
+async def test_mutatingAfterWriteChangesNothing(dbURL: str) -> None:
+    """
+    The value is pickled at the call: changing it afterwards does not
+    change what is stored.
+    """
+    items = Items("snapshot", dbURL)
+    async with stores(items):
+        value = [1]
+        d = items.update("k", value)
+        value.append(2)
+        await d
+        assert await items.load("k") == [1]
+
+
+async def test_badKeys(dbURL: str) -> None:
+    """
+    Non-str names raise C{TypeError} at the call; str names a database
+    cannot keep raise C{ValueError}; bad IDs raise C{TypeError}.
+    """
+    items = Items("bad", dbURL)
+    async with stores(items):
+        for bad in (5, None, b"bytes", ("a",)):
+            with pytest.raises(TypeError, match="str"):
+                items.load(bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="str"):
+                items.update(bad, 1)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="str"):
+                items.insert(bad, 1)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="str"):
+                items.delete("ok", bad)  # type: ignore[arg-type]
+        for bad in ("nul\x00", "x" * (MAX_NAME_LENGTH + 1), "\ud800"):
+            with pytest.raises(ValueError):
+                items.update(bad, 1)
+        assert await items.names() == []
+    for badID in (1.5, True, None, ("t",)):
+        with pytest.raises(TypeError, match="str or an int"):
+            Items(badID, dbURL)  # type: ignore[arg-type]
