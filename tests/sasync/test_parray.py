@@ -1,0 +1,167 @@
+"""
+L{sasync.parray.PersistentArray} on SQLite, PostgreSQL and MySQL/MariaDB.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred, DeferredList
+
+from sasync.errors import BrokerStopped
+from sasync.parray import MAX_INDEX, MIN_INDEX, PersistentArray
+
+
+@asynccontextmanager
+async def stores(*made: Any) -> AsyncIterator[None]:
+    """
+    Shut the stores down after the block, whatever happens in it.
+    """
+    try:
+        yield
+    finally:
+        for store in made:
+            await store.shutdown()
+
+
+async def test_roundTrip(dbURL: str) -> None:
+    """
+    Elements come back as set, anywhere in the signed 64-bit index space;
+    unset elements are None; C{set} overwrites; C{delete} unsets.
+    """
+    a = PersistentArray("rt", dbURL)
+    async with stores(a):
+        corners = [
+            (0, 0, 0),
+            (1, 2, 3),
+            (-5, 0, 7),
+            (MAX_INDEX, MIN_INDEX, 0),
+            (MIN_INDEX, MAX_INDEX, MAX_INDEX),
+        ]
+        for i, (x, y, z) in enumerate(corners):
+            await a.set(x, y, z, {"i": i, "at": (x, y, z)})
+        for i, (x, y, z) in enumerate(corners):
+            assert await a.get(x, y, z) == {"i": i, "at": (x, y, z)}
+        assert await a.get(3, 2, 1) is None
+        await a.set(1, 2, 3, "again")
+        assert await a.get(1, 2, 3) == "again"
+        await a.delete(1, 2, 3)
+        assert await a.get(1, 2, 3) is None
+        await a.delete(9, 9, 9)
+
+
+async def test_clearAndIsolation(dbURL: str) -> None:
+    """
+    Arrays with different IDs are separate; C{clear} empties only its own.
+    """
+    a = PersistentArray("a", dbURL)
+    b = PersistentArray("b", dbURL)
+    async with stores(a, b):
+        await a.set(0, 0, 0, "a0")
+        await a.set(1, 0, 0, "a1")
+        await b.set(0, 0, 0, "b0")
+        assert await a.get(0, 0, 0) == "a0"
+        assert await b.get(0, 0, 0) == "b0"
+        await a.clear()
+        assert await a.get(0, 0, 0) is None
+        assert await a.get(1, 0, 0) is None
+        assert await b.get(0, 0, 0) == "b0"
+        await a.set(2, 2, 2, "after clear")
+        assert await a.get(2, 2, 2) == "after clear"
+
+
+async def test_persistsAcrossInstances(dbURL: str) -> None:
+    """
+    Elements written before shutdown are there for a new array with the
+    same ID.
+    """
+    a = PersistentArray(42, dbURL)
+    await a.set(1, 1, 1, [1, 1, 1])
+    await a.shutdown()
+    again = PersistentArray(42, dbURL)
+    async with stores(again):
+        assert await again.get(1, 1, 1) == [1, 1, 1]
+
+
+async def test_readsSeeEarlierWrites(dbURL: str) -> None:
+    """
+    A C{get} issued after a C{set}, C{delete} or C{clear} sees it, though
+    the write has not landed yet.
+    """
+    a = PersistentArray("ryw", dbURL)
+    async with stores(a):
+        await a.set(0, 0, 0, "old")
+        a.set(0, 0, 0, "new")
+        assert await a.get(0, 0, 0) == "new"
+        a.delete(0, 0, 0)
+        assert await a.get(0, 0, 0) is None
+        a.set(1, 1, 1, "one")
+        a.clear()
+        cleared = a.get(1, 1, 1)
+        a.set(2, 2, 2, "two")
+        assert await cleared is None
+        assert await a.get(2, 2, 2) == "two"
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_concurrentWriters(dbURL: str) -> None:
+    """
+    60 writes to one element issued at once: the last one lands. 60 writes
+    to distinct elements: none is lost.
+    """
+    a = PersistentArray("race", dbURL)
+    async with stores(a):
+        writes: list[Deferred[None]] = [a.set(0, 0, 0, i) for i in range(60)]
+        writes += [a.set(i, -i, i * i, i) for i in range(1, 61)]
+        await DeferredList(writes, fireOnOneErrback=True, consumeErrors=True)
+        again = PersistentArray("race", dbURL)
+        async with stores(again):
+            assert await again.get(0, 0, 0) == 59
+            for i in range(1, 61):
+                assert await again.get(i, -i, i * i) == i
+
+
+async def test_shutdownWaitsForPendingWrites(dbURL: str) -> None:
+    """
+    Writes pending at C{shutdown} all land; later ones are refused.
+    """
+    a = PersistentArray("pending", dbURL)
+    for i in range(50):
+        a.set(i % 10, 0, 0, i)
+    a.delete(0, 0, 0)
+    await a.shutdown()
+    with pytest.raises(BrokerStopped):
+        a.set(0, 0, 0, 1)
+    again = PersistentArray("pending", dbURL)
+    async with stores(again):
+        assert await again.get(0, 0, 0) is None
+        for x in range(1, 10):
+            assert await again.get(x, 0, 0) == 40 + x
+
+
+async def test_badInput(dbURL: str) -> None:
+    """
+    Non-int indexes (bool included) raise C{TypeError}, indexes outside 64
+    bits C{ValueError}, unpicklable values C{TypeError}: all at the call,
+    changing nothing.
+    """
+    a = PersistentArray("bad", dbURL)
+    async with stores(a):
+        await a.set(0, 0, 0, "kept")
+        for bad in (1.0, "1", None, True):
+            with pytest.raises(TypeError, match="int"):
+                a.get(bad, 0, 0)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="int"):
+                a.set(0, bad, 0, 1)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="int"):
+                a.delete(0, 0, bad)  # type: ignore[arg-type]
+        for big in (MAX_INDEX + 1, MIN_INDEX - 1):
+            with pytest.raises(ValueError):
+                a.set(big, 0, 0, 1)
+        with pytest.raises(TypeError, match=r"\(0, 0, 0\)"):
+            a.set(0, 0, 0, threading.Lock())
+        assert await a.get(0, 0, 0) == "kept"
