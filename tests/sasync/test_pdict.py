@@ -1,0 +1,306 @@
+"""
+L{sasync.pdict.PersistentDict} on SQLite, PostgreSQL and MySQL/MariaDB:
+default (deferred) mode, preload mode, lazy writes, and nothing lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from twisted.internet.defer import fail
+
+from sasync.errors import BrokerStopped
+from sasync.items import Items
+from sasync.pdict import NotPreloaded, PersistentDict
+
+
+@asynccontextmanager
+async def stores(*made: Any) -> AsyncIterator[None]:
+    """
+    Shut the stores down after the block, whatever happens in it.
+    """
+    try:
+        yield
+    finally:
+        for store in made:
+            await store.shutdown()
+
+
+async def contents(ID: str, url: str) -> dict[str, Any]:
+    """
+    What a fresh dict with this ID finds in the database.
+    """
+    d = PersistentDict(ID, url)
+    async with stores(d):
+        result: dict[str, Any] = await d.copy()
+        return result
+
+
+async def test_defaultModeReadsAreDeferred(dbURL: str) -> None:
+    """
+    Without preload, item reads and the dict methods that must read the
+    database return Deferreds; a missing key fails with C{KeyError}.
+    """
+    d = PersistentDict("default", dbURL)
+    async with stores(d):
+        assert isinstance(d, MutableMapping)
+        assert not d.isPreloaded
+        d["a"] = 1
+        d["b"] = [2]
+        assert await d["a"] == 1
+        with pytest.raises(KeyError):
+            await d["missing"]
+        assert await d.get("missing") is None
+        assert await d.get("missing", "dflt") == "dflt"
+        assert await d.get("b") == [2]
+        assert await d.has("a") is True
+        assert await d.has("missing") is False
+        assert await d.length() == 2
+        assert await d.keys() == ["a", "b"]
+        assert await d.values() == [1, [2]]
+        assert await d.items() == [("a", 1), ("b", [2])]
+        assert await d.copy() == {"a": 1, "b": [2]}
+        del d["a"]
+        del d["never there"]
+        assert await d.keys() == ["b"]
+        d.update({"c": 3}, e=5)
+        assert await d.copy() == {"b": [2], "c": 3, "e": 5}
+        await d.deferToWrites()
+        assert await contents("default", dbURL) == {"b": [2], "c": 3, "e": 5}
+
+
+async def test_defaultModeSetdefaultPop(dbURL: str) -> None:
+    """
+    C{setdefault} keeps an existing value and sets a missing one; C{pop}
+    returns the value and deletes it (or the default, or C{KeyError});
+    C{popitem} removes some item; C{clear} empties the dict.
+    """
+    d = PersistentDict("sdp", dbURL)
+    async with stores(d):
+        d["x"] = "old"
+        assert await d.setdefault("x", "new") == "old"
+        assert await d.setdefault("y", "why") == "why"
+        assert await d.setdefault("z") is None
+        assert await d.copy() == {"x": "old", "y": "why", "z": None}
+        assert await d.pop("x") == "old"
+        assert await d.pop("x", "gone") == "gone"
+        with pytest.raises(KeyError):
+            await d.pop("x")
+        key, value = await d.popitem()
+        assert (key, value) in {("y", "why"), ("z", None)}
+        d.clear()
+        assert await d.length() == 0
+        with pytest.raises(KeyError):
+            await d.popitem()
+        await d.deferToWrites()
+        assert await contents("sdp", dbURL) == {}
+
+
+async def test_defaultModeSyncOperationsNeedPreload(dbURL: str) -> None:
+    """
+    C{len()}, C{in} and iteration must answer at once: before preload they
+    raise L{NotPreloaded} naming the deferred alternative; C{==} is
+    identity.
+    """
+    d = PersistentDict("sync", dbURL)
+    async with stores(d):
+        with pytest.raises(NotPreloaded, match=r"d\.length\(\)"):
+            len(d)
+        with pytest.raises(NotPreloaded, match=r"d\.has\(key\)"):
+            _ = "a" in d
+        with pytest.raises(NotPreloaded, match=r"d\.keys\(\)"):
+            list(d)
+        assert d == d
+        assert d != {}
+        await d.preload()
+        assert d == {}
+        assert len(d) == 0
+
+
+async def test_preloadMode(dbURL: str) -> None:
+    """
+    After C{preload}, access is synchronous, like a dict, and writes land
+    in the background: C{deferToWrites} fires when they have.
+    """
+    d = PersistentDict("pre", dbURL)
+    async with stores(d):
+        d["kept"] = {"v": 1}
+        await d.deferToWrites()
+        await d.preload()
+        assert d.isPreloaded
+        assert d["kept"] == {"v": 1}
+        d["a"] = 1
+        d["b"] = 2
+        d["a"] += 10
+        del d["b"]
+        with pytest.raises(KeyError):
+            del d["b"]
+        with pytest.raises(KeyError):
+            d["b"]
+        assert "a" in d and "b" not in d
+        assert len(d) == 2
+        assert sorted(d) == ["a", "kept"]
+        assert dict(d.items()) == {"a": 11, "kept": {"v": 1}}
+        assert sorted(d.keys()) == ["a", "kept"]
+        assert d.get("nope", 0) == 0
+        assert d.setdefault("s", "set") == "set"
+        assert d.setdefault("s", "other") == "set"
+        assert d.pop("s") == "set"
+        assert d.copy() == {"a": 11, "kept": {"v": 1}}
+        assert d == {"a": 11, "kept": {"v": 1}}
+        assert await d.has("a") is True
+        assert await d.length() == 2
+        await d.deferToWrites()
+        assert await contents("pre", dbURL) == {"a": 11, "kept": {"v": 1}}
+        d.clear()
+        assert len(d) == 0
+        await d.deferToWrites()
+        assert await contents("pre", dbURL) == {}
+
+
+async def test_writesDuringPreloadAreKept(dbURL: str) -> None:
+    """
+    Writes issued while C{preload} is loading are in the cache it makes
+    and in the database.
+    """
+    d = PersistentDict("during", dbURL)
+    async with stores(d):
+        for i in range(10):
+            d[f"k{i}"] = i
+        await d.deferToWrites()
+        loading = d.preload()
+        d["new"] = "n"
+        del d["k0"]
+        d["k1"] = "one"
+        await loading
+        expected = {f"k{i}": i for i in range(2, 10)}
+        expected.update(new="n", k1="one")
+        assert d.copy() == expected
+        await d.deferToWrites()
+        assert await contents("during", dbURL) == expected
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_concurrentWriters(dbURL: str) -> None:
+    """
+    60 lazy writes to one key and 60 to distinct keys, all at once: the
+    last write to the key wins and no key is lost.
+    """
+    d = PersistentDict("race", dbURL)
+    async with stores(d):
+        await d.preload()
+        for i in range(60):
+            d["one"] = i
+            d[f"k{i}"] = i
+        await d.deferToWrites()
+        expected = {f"k{i}": i for i in range(60)}
+        expected["one"] = 59
+        assert d.copy() == expected
+        assert await contents("race", dbURL) == expected
+
+
+async def test_shutdownLosesNothing(dbURL: str) -> None:
+    """
+    Lazy writes still pending when C{shutdown} is called all land before
+    it fires; later writes are refused.
+    """
+    d = PersistentDict("shut", dbURL)
+    await d.preload()
+    for i in range(200):
+        d[f"k{i % 50}"] = i
+    del d["k0"]
+    await d.shutdown()
+    with pytest.raises(BrokerStopped):
+        d["late"] = 1
+    expected = {f"k{i % 50}": i for i in range(200)}
+    del expected["k0"]
+    assert await contents("shut", dbURL) == expected
+
+
+async def test_unpicklableValue(dbURL: str) -> None:
+    """
+    A value that cannot be pickled raises C{TypeError} naming the key at
+    the call, in either mode, and neither the cache nor the database
+    changes.
+    """
+    d = PersistentDict("pickle", dbURL)
+    async with stores(d):
+        d["k"] = "good"
+        with pytest.raises(TypeError, match="'k'"):
+            d["k"] = threading.Lock()
+        with pytest.raises(TypeError, match="'n'"):
+            d.setdefault("n", lambda: None)
+        assert await d["k"] == "good"
+        await d.preload()
+        with pytest.raises(TypeError, match="'k'"):
+            d["k"] = threading.Lock()
+        with pytest.raises(TypeError, match="'n'"):
+            d.setdefault("n", lambda: None)
+        assert d.copy() == {"k": "good"}
+        await d.deferToWrites()
+        assert await contents("pickle", dbURL) == {"k": "good"}
+
+
+async def test_badKeys(dbURL: str) -> None:
+    """
+    Keys must be str: anything else raises C{TypeError} at the call, in
+    either mode.
+    """
+    d = PersistentDict("bad", dbURL)
+    async with stores(d):
+        for preloaded in (False, True):
+            if preloaded:
+                await d.preload()
+            for bad in (1, None, b"b", ("t",)):
+                with pytest.raises(TypeError, match="str"):
+                    d[bad]  # type: ignore[index]
+                with pytest.raises(TypeError, match="str"):
+                    d[bad] = 1  # type: ignore[index]
+                with pytest.raises(TypeError, match="str"):
+                    del d[bad]  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match="str"):
+                    d.get(bad)  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match="str"):
+                    d.has(bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="str"):
+                _ = 1 in d
+        assert len(d) == 0
+
+
+async def test_failedWriteIsReported(dbURL: str) -> None:
+    """
+    A background write that fails is logged and reported once by the next
+    C{deferToWrites}.
+    """
+    d = PersistentDict("fail", dbURL)
+    async with stores(d):
+        await d.waitUntilRunning()
+        broker = d._items._broker
+        real = broker.writeUnit
+        broker.writeUnit = lambda *a, **kw: fail(RuntimeError("disk on fire"))  # type: ignore[method-assign]
+        d["k"] = 1
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            await d.deferToWrites()
+        broker.writeUnit = real  # type: ignore[method-assign]
+        d["k"] = 2
+        await d.deferToWrites()
+        assert await d["k"] == 2
+
+
+async def test_separateFromItems(dbURL: str) -> None:
+    """
+    A PersistentDict and an Items store with the same ID use separate
+    tables and never see each other.
+    """
+    d = PersistentDict("same", dbURL)
+    items = Items("same", dbURL)
+    async with stores(d, items):
+        d["k"] = "dict"
+        await items.update("k", "items")
+        await d.deferToWrites()
+        assert await d["k"] == "dict"
+        assert await items.load("k") == "items"
