@@ -11,6 +11,7 @@ or writes its items to an C{IConsumer} with backpressure.
 from __future__ import annotations
 
 from .deferator import Deferator as Deferator
+from .delay import Delay as Delay
 from .errors import IterationStopped as IterationStopped
 from .errors import QueueError as QueueError
 from .errors import QueueStopped as QueueStopped
@@ -20,6 +21,9 @@ from .errors import WorkerError as WorkerError
 from .info import Info as Info
 from .interfaces import IWorker as IWorker
 from .lock import DeferredLock as DeferredLock
+from .prefetch import Prefetcherator as Prefetcherator
+from .process import ProcessQueue as ProcessQueue
+from .process import ProcessWorker as ProcessWorker
 from .producer import IterationProducer as IterationProducer
 from .producer import ListConsumer as ListConsumer
 from .producer import iteratorToProducer as iteratorToProducer
@@ -36,11 +40,15 @@ __all__ = [
     "Deferator",
     "DeferredLock",
     "DeferredTracker",
+    "Delay",
     "IWorker",
     "Info",
     "IterationProducer",
     "IterationStopped",
     "ListConsumer",
+    "Prefetcherator",
+    "ProcessQueue",
+    "ProcessWorker",
     "QueueError",
     "QueueStopped",
     "RemoteTaskError",

@@ -136,6 +136,9 @@ class Task(Generic[T]):
         self._delivered = False
         self._stopped: Deferred[Any] | None = None
         self._producer: Any = None
+        #: For queues and workers: the call prepared for a worker (e.g. the
+        #: pickled call of a ProcessQueue), or None.
+        self.payload: Any = None
         self._onRemove: Callable[[Task[Any]], None] | None = None
         self.d: Deferred[T] = Deferred(self._cancel)
         # First in the chain, so that nothing the caller adds sees _Stopping.

@@ -1,0 +1,467 @@
+"""
+L{ProcessWorker}: runs tasks in a separate Python process, for work that
+needs a core of its own; L{ProcessQueue}: a L{TaskQueue} of them.
+
+Calls, arguments, results and iterated items travel pickled over the
+child's stdin and stdout (see L{asynqueue._child}). So a callable must be
+picklable, which means importable by name: a function or class defined at
+the top level of a module (not in C{__main__}, not a lambda or closure), or
+a bound method of a picklable object.
+
+Everything here runs in the reactor thread: the child's output arrives
+through Twisted's process support, never through a thread of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pickle
+import sys
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._child import FRAME, PROTOCOL, encode
+from .deferator import DEFAULT_BATCH, Batch, Deferator
+from .errors import RemoteTaskError, WorkerError
+from .info import callableName
+from .interfaces import IWorker
+from .task import Task
+from .taskqueue import TaskQueue, _follow
+
+log = Logger()
+
+#: Handles the reply to one request: (kind, body, exhausted), where body is
+#: pickled bytes, or a Failure when kind is "failure".
+_Handler = Callable[[str, Any, bool], None]
+
+#: The directory holding the asynqueue package, for the child's sys.path.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pickleCall(
+    f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
+) -> bytes:
+    """
+    The call C{f(*args, **kw)}, pickled for a worker process.
+
+    @raise TypeError: C{f} or its arguments can't be pickled, or C{f} lives
+        in C{__main__}, which the worker process can't import. The message
+        names the callable.
+    """
+    name = callableName(f)
+    if getattr(f, "__module__", None) == "__main__" and not hasattr(f, "__self__"):
+        raise TypeError(
+            f"{name} is defined in __main__, which a worker process can't "
+            "import: move it to a module"
+        )
+    try:
+        return pickle.dumps((f, args, kw), PROTOCOL)
+    except Exception as e:
+        try:
+            pickle.dumps(f, PROTOCOL)
+        except Exception:
+            raise TypeError(
+                f"{name} can't run in a worker process: it can't be pickled ({e})"
+            ) from e
+        raise TypeError(
+            f"the arguments of {name} can't be pickled for a worker process: {e}"
+        ) from e
+
+
+def rebuildFailure(
+    pickled: bytes | None, remoteType: str, message: str, remoteTraceback: str
+) -> Failure:
+    """
+    The failure of a call in a worker process: its own exception type where
+    that can be recreated here, else L{RemoteTaskError}. Either way the
+    remote traceback text comes along (as C{remoteTraceback}, and as a note
+    shown with the exception's traceback).
+    """
+    error: BaseException | None = None
+    if pickled is not None:
+        try:
+            error = pickle.loads(pickled)
+        except Exception:
+            error = None
+    if not isinstance(error, BaseException):
+        error = RemoteTaskError(remoteType, message, remoteTraceback)
+    else:
+        try:
+            error.remoteTraceback = remoteTraceback  # type: ignore[attr-defined]
+            error.add_note(f"Traceback in the worker process:\n{remoteTraceback}")
+        except Exception:
+            pass
+    return Failure(error)  # type: ignore[no-untyped-call]
+
+
+class _ChildProtocol(ProcessProtocol):
+    """
+    The parent's end of the pipes to one child process.
+    """
+
+    def __init__(self, worker: ProcessWorker) -> None:
+        self.worker = worker
+        self.buffer = bytearray()
+        self.ended: Deferred[None] = Deferred()
+        self._errBuffer = b""
+        self._reaper: Any = None
+
+    def outReceived(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        size = FRAME.size
+        while len(buffer) >= size:
+            (n,) = FRAME.unpack_from(buffer)
+            if len(buffer) < size + n:
+                break
+            message = pickle.loads(bytes(buffer[size : size + n]))
+            del buffer[: size + n]
+            self.worker._received(message)
+
+    def errReceived(self, data: bytes) -> None:
+        # The child's stderr (and its stdout: see _child.main) goes to the log.
+        lines = (self._errBuffer + data).split(b"\n")
+        self._errBuffer = lines.pop()
+        for line in lines:
+            log.info(
+                "{worker}: {line}",
+                worker=self.worker,
+                line=line.decode("utf-8", "replace"),
+            )
+
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == 1 and self._reaper is None:
+            # Without SIGCHLD handling (a reactor not in the main thread)
+            # nobody reaps the child: ask now and then until it is gone.
+            self._reaper = self.worker.clock.callLater(0.05, self._reap)
+
+    def _reap(self) -> None:
+        reap = getattr(self.transport, "reapProcess", None)
+        if reap is not None:
+            reap()
+        if not self.ended.called:
+            self._reaper = self.worker.clock.callLater(0.05, self._reap)
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._reaper is not None and self._reaper.active():
+            self._reaper.cancel()
+        if self._errBuffer:
+            self.errReceived(b"\n")
+        self.worker._ended(self, reason)
+        self.ended.callback(None)
+
+
+@implementer(IWorker)
+class ProcessWorker:
+    """
+    Runs tasks one at a time in a Python process of its own, started when
+    the first task comes and stopped by L{stop}.
+
+    A task that returns an iterator (unless called with C{raw=True}) gives
+    a L{Deferator} whose batches are taken in the process; the worker takes
+    other tasks between batches.
+
+    Cancelling a running task, or its timeout, kills the process (with
+    C{killOnInterrupt}, the default): the only way to stop Python code
+    running elsewhere. The caller hears of it once the process has ended;
+    the next task starts a new one. Iterations open in the killed process
+    fail with L{WorkerError}.
+    """
+
+    def __init__(
+        self,
+        series: Sequence[str] = (),
+        *,
+        batchSize: int = DEFAULT_BATCH,
+        killOnInterrupt: bool = True,
+        python: str | None = None,
+        reactor: Any = None,
+        name: str = "asynqueue-process",
+    ) -> None:
+        """
+        @param series: The series this worker is qualified for.
+        @param python: The Python executable; C{sys.executable} by default.
+        @param reactor: Provides C{IReactorProcess} and C{IReactorTime}; the
+            global reactor by default, resolved on first use.
+        """
+        self.iQualified = list(series)
+        self.batchSize = batchSize
+        self.killOnInterrupt = killOnInterrupt
+        self.python = python or sys.executable
+        self.name = name
+        self._reactor = reactor
+        self.task: Task[Any] | None = None
+        self._protocol: _ChildProtocol | None = None
+        self._requests: dict[int, _Handler] = {}
+        self._ids = itertools.count(1)
+        self._stopping: Deferred[None] | None = None
+        self._taskRequest = 0
+
+    def __repr__(self) -> str:
+        return f"<ProcessWorker {self.name} pid={self.pid}>"
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor that runs the process, resolved lazily.
+        """
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The reactor, as a clock.
+        """
+        return self.reactor  # type: ignore[no-any-return]
+
+    @property
+    def pid(self) -> int | None:
+        """
+        The process ID of the running child, if there is one.
+        """
+        if self._protocol is None or self._protocol.transport is None:
+            return None
+        return getattr(self._protocol.transport, "pid", None)
+
+    # The child process -----------------------------------------------------
+
+    def _start(self) -> _ChildProtocol:
+        if self._protocol is not None:
+            return self._protocol
+        protocol = _ChildProtocol(self)
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+        self.reactor.spawnProcess(
+            protocol, self.python, [self.python, "-m", "asynqueue._child"], env=env
+        )
+        self._protocol = protocol
+        # The child imports by name what the parent pickles by name.
+        self._send(("init", list(sys.path)))
+        return protocol
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        assert self._protocol is not None and self._protocol.transport is not None
+        self._protocol.transport.write(encode(message))
+
+    def _request(self, message: tuple[Any, ...], handle: _Handler) -> int:
+        rid = next(self._ids)
+        self._requests[rid] = handle
+        self._send((message[0], rid, *message[1:]))
+        return rid
+
+    def _received(self, message: tuple[Any, ...]) -> None:
+        handle = self._requests.pop(message[1], None)
+        if handle is None:
+            return
+        if message[0] == "failure":
+            handle("failure", rebuildFailure(*message[2:]), False)
+        else:
+            handle(message[0], message[2], message[3] if len(message) > 3 else True)
+
+    def _ended(self, protocol: _ChildProtocol, reason: Failure) -> None:
+        if protocol is not self._protocol:
+            return
+        self._protocol = None
+        requests, self._requests = self._requests, {}
+        text = reason.getErrorMessage()
+        for handle in requests.values():
+            error = WorkerError(f"the worker process of {self!r} ended: {text}")
+            handle("failure", Failure(error), False)  # type: ignore[no-untyped-call]
+
+    def _kill(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            # If it is already gone, processEnded is on its way.
+            with contextlib.suppress(Exception):
+                self._protocol.transport.signalProcess("KILL")
+
+    # IWorker ---------------------------------------------------------------
+
+    def run(self, task: Task[Any]) -> Deferred[None]:
+        """
+        Run C{task} in the process; see L{IWorker.run}.
+
+        @raise RuntimeError: the worker was stopped.
+        """
+        if self._stopping is not None:
+            raise RuntimeError(f"{self!r} is stopped")
+        if task.stopRequested:
+            task.fail(Failure(task.stopReason))  # type: ignore[no-untyped-call]
+            return succeed(None)
+        try:
+            payload = task.payload
+            if not isinstance(payload, bytes):
+                payload = pickleCall(task.f, task.args, task.kw)
+        except TypeError:
+            task.fail(Failure())  # type: ignore[no-untyped-call]
+            return succeed(None)
+        generation = self._start()
+        freed: Deferred[None] = Deferred()
+        self.task = task
+        rid = 0
+
+        def handle(kind: str, body: Any, exhausted: bool) -> None:
+            # Free the worker first, then deliver (as ThreadWorker does).
+            self.task = None
+            freed.callback(None)
+            if kind == "failure":
+                task.fail(body)
+                return
+            try:
+                result = pickle.loads(body)
+            except Exception:
+                task.fail(Failure())  # type: ignore[no-untyped-call]
+                return
+            if kind == "iter":
+                task.finish(self._deferator(rid, result, exhausted, generation))
+            else:
+                task.finish(result)
+
+        rid = self._request(("call", payload, task.raw, self.batchSize), handle)
+        self._taskRequest = rid
+        if self.killOnInterrupt:
+            task.onInterrupt(lambda reason: self._interrupt(rid))
+        return freed
+
+    def _interrupt(self, rid: int) -> None:
+        # Reactor thread. Still running? Then end the process.
+        if rid in self._requests:
+            self._kill()
+
+    def _deferator(
+        self, iterID: int, items: list[Any], exhausted: bool, generation: object
+    ) -> Deferator[Any]:
+        if exhausted:
+            return Deferator(items)
+
+        def fetch() -> Deferred[Batch[Any]]:
+            if self._protocol is not generation:
+                return fail(WorkerError(f"the worker process of {self!r} has ended"))
+            d: Deferred[Batch[Any]] = Deferred()
+
+            def handle(kind: str, body: Any, exhausted: bool) -> None:
+                if kind == "failure":
+                    d.errback(body)
+                    return
+                try:
+                    batch = pickle.loads(body)
+                except Exception:
+                    d.errback(Failure())  # type: ignore[no-untyped-call]
+                    return
+                d.callback((batch, exhausted))
+
+            self._request(("next", iterID), handle)
+            return d
+
+        def stop() -> None:
+            if self._protocol is generation:
+                self._send(("close", iterID))
+
+        dr: Deferator[Any] = Deferator(items, fetch, stop=stop)
+        # A dropped Deferator must not leave its iterator open in the child.
+        # The finalizer may run in any thread: go through the reactor.
+        finalizer = weakref.finalize(dr, self.reactor.callFromThread, stop)
+        finalizer.atexit = False
+        dr.whenDone().addCallback(lambda _: finalizer.detach())
+        return dr
+
+    def stop(self) -> Deferred[None]:
+        """
+        Let the process finish what it was given, then end it.
+
+        @return: fires when the process has ended (at once if none runs).
+        """
+        if self._stopping is None:
+            protocol = self._protocol
+            if protocol is None:
+                self._stopping = succeed(None)
+            else:
+                # The child quits after what it was already sent.
+                self._send(("quit",))
+                self._stopping = Deferred()
+                protocol.ended.chainDeferred(self._stopping)
+        return _follow(self._stopping)
+
+    def crash(self) -> list[Task[Any]]:
+        """
+        Kill the process now; hand back the task it was running.
+        """
+        task, self.task = self.task, None
+        if task is not None:
+            # The queue gives it to another worker: don't fail it here.
+            self._requests.pop(self._taskRequest, None)
+        self._stopping = self._stopping or Deferred()
+        protocol = self._protocol
+        if protocol is None:
+            if not self._stopping.called:
+                self._stopping.callback(None)
+        else:
+            if not self._stopping.called:
+                protocol.ended.chainDeferred(self._stopping)
+            self._kill()
+        return [task] if task is not None else []
+
+
+class ProcessQueue(TaskQueue):
+    """
+    A task queue run by C{n} worker processes, one L{ProcessWorker} each.
+
+    Calls are checked at L{call} time: one that can't be pickled is refused
+    with a C{TypeError} naming the callable, and the queue goes on.
+    """
+
+    def __init__(
+        self,
+        n: int | None = None,
+        *,
+        batchSize: int = DEFAULT_BATCH,
+        killOnInterrupt: bool = True,
+        clock: IReactorTime | None = None,
+        reactor: Any = None,
+        name: str = "asynqueue-process",
+    ) -> None:
+        """
+        @param n: How many processes; the number of CPU cores by default.
+        """
+        if n is None:
+            n = os.cpu_count() or 1
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"a ProcessQueue needs at least one process, not {n!r}")
+        super().__init__(clock=clock or reactor)
+        for i in range(n):
+            self.attachWorker(
+                ProcessWorker(
+                    batchSize=batchSize,
+                    killOnInterrupt=killOnInterrupt,
+                    reactor=reactor,
+                    name=f"{name}-{i}",
+                )
+            )
+
+    def submit(self, task: Task[Any], *, timeout: float | None = None) -> Deferred[Any]:
+        """
+        Queue a task, pickled now so that the worker process gets the call
+        as it was made.
+
+        @raise TypeError: the call can't be pickled.
+        """
+        if self.isRunning() and not isinstance(task.payload, bytes):
+            task.payload = pickleCall(task.f, task.args, task.kw)
+        return super().submit(task, timeout=timeout)
+
+
+__all__ = ["ProcessQueue", "ProcessWorker", "pickleCall"]
