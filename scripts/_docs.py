@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import os
 import re
 import shutil
 import subprocess
@@ -122,7 +123,7 @@ def _inventory(project: str, version: str, make: Callable[[Path], None]) -> Path
     if not path.exists():
         print(f"[sasync] building the {project} {version} inventory", file=sys.stderr)
         CACHE.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         make(partial)
         partial.replace(path)
     return path
@@ -131,7 +132,7 @@ def _inventory(project: str, version: str, make: Callable[[Path], None]) -> Path
 def _twistedInventory(path: Path) -> None:
     import twisted
 
-    out = path.parent / "twisted-html"
+    out = path.parent / f"twisted-html-{os.getpid()}"
     subprocess.run(
         [sys.executable, "-m", "pydoctor", "-q", "--make-intersphinx",
          f"--html-output={out}", "--project-name=Twisted",
