@@ -226,7 +226,7 @@ class Task(Generic[T]):
         elif self.state is TaskState.RUNNING:
             # Made before the interrupters run: one may make the worker
             # deliver at once (an AsyncWorker's cancelled Deferred).
-            stopped: Deferred[Any] = Deferred()
+            stopped: Deferred[Any] = Deferred(self._gaveUp)
             self._stopped = stopped
             if self.requestStop(reason):
                 self.d.callback(_Stopping(stopped))  # type: ignore[arg-type]
@@ -241,6 +241,12 @@ class Task(Generic[T]):
             self._delivered = True
             self._producer.stopProducing()
             self.d.errback(Failure(reason))  # type: ignore[no-untyped-call]
+
+    def _gaveUp(self, stopped: Deferred[Any]) -> None:
+        # The caller cancelled again while waiting for an honest stop: stop
+        # waiting; whatever the worker delivers later is dropped.
+        self._delivered = True
+        stopped.errback(Failure(self.stopReason))  # type: ignore[no-untyped-call]
 
     @staticmethod
     def _swapStopping(result: object) -> object:

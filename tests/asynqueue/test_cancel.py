@@ -169,6 +169,24 @@ class RunningCancelTests(SynchronousTestCase):
         assert isinstance(seen[0], Failure)
         self.assertTrue(seen[0].check(CancelledError))
 
+    def test_cancelTwiceStopsWaiting(self) -> None:
+        """
+        Cancelling again while an honest stop is awaited gives up waiting:
+        the caller hears L{CancelledError} at once, and what the worker
+        delivers later is dropped.
+        """
+        d = self.q.call(Recorder(), "x")
+        task = self.worker.current
+        assert task is not None
+        task.onInterrupt(lambda reason: None)
+        d.cancel()
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.worker.succeed("late")
+        self.worker.runNow = True
+        self.assertEqual(self.successResultOf(self.q.call(lambda: 1)), 1)
+
     def test_interrupterAfterStop(self) -> None:
         """
         An interrupter registered after the stop was requested is called at
