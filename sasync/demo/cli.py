@@ -129,7 +129,7 @@ def runReactor(work: Work) -> int:
             sys.stdout.flush()
             sys.stderr.write(f"error: {_describe(failure)}\n")
             if os.environ.get("SASYNC_DEBUG"):
-                failure.printTraceback(sys.stderr)
+                failure.printTraceback(sys.stderr)  # type: ignore[no-untyped-call]
             status[0] = 1
 
         d.addCallbacks(done, failed)

@@ -189,8 +189,10 @@ class LogFile:
         raw = self._raw = open(self.path, "rb")  # noqa: SIM115 (closed in lines)
         magic = raw.read(2)
         raw.seek(0)
-        binary: IO[bytes] = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
-        return io.TextIOWrapper(binary, encoding="utf-8", errors="replace")
+        if magic == b"\x1f\x8b":
+            unzipped = gzip.GzipFile(fileobj=raw)
+            return io.TextIOWrapper(unzipped, encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
 
     @property
     def fraction(self) -> float:

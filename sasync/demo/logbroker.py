@@ -1,0 +1,304 @@
+"""
+The demo's broker: web-server log entries in a database, through sAsync.
+
+This is the seed application's broker (a logfile-to-database parser) on
+SQLAlchemy 2.x: one C{entries} table, one row per request, and an
+indexed-value table for each of the long, repetitive values (virtual host,
+URL, referrer, user agent) holding each distinct value once with its id.
+An entry refers to them by id.
+
+Every database access is a L{transact} method: the call returns a Deferred at
+once, and the body runs in a worker thread inside C{BEGIN ... COMMIT}.
+Queries that return rows hand back a L{Deferator} (or write to a consumer)
+so big results stream with bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as SA
+from sqlalchemy.dialects import mysql
+
+from sasync import AccessBroker, transact
+
+from .logparse import VALUE_LENGTH
+
+#: The indexed-value tables, and the entries column that refers to each.
+INDEXED_VALUES = ("vhost", "url", "referrer", "useragent")
+
+
+def _valueType() -> SA.types.TypeEngine[str]:
+    """
+    The type of an indexed value: a string compared byte for byte everywhere
+    (MySQL's default collation would call C{/A} and C{/a} the same value).
+    """
+    return SA.String(VALUE_LENGTH).with_variant(
+        mysql.VARCHAR(VALUE_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"),
+        "mysql",
+        "mariadb",
+    )
+
+
+def _primaryKey(result: SA.CursorResult[Any]) -> int:
+    """
+    The primary key of the row an INSERT added.
+    """
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+class LogBroker(AccessBroker):
+    """
+    Stores access-log entries and reads reports back.
+
+    The ids of indexed values are cached in memory (L{idTable}, reactor
+    thread only), so a value already seen costs no database round trip.
+    """
+
+    indexedValues = INDEXED_VALUES
+
+    # Tables, set by startup() through table().
+    entries: SA.Table
+    vhost: SA.Table
+    url: SA.Table
+    referrer: SA.Table
+    useragent: SA.Table
+
+    def __init__(self, url: str | None = None, **engineKw: Any) -> None:
+        """
+        @param url: The database's SQLAlchemy URL.
+        @param engineKw: For C{create_engine} and the broker.
+        """
+        #: value -> id, one dict per indexed-value table; reactor thread only.
+        self.idTable: dict[str, dict[str, int]] = {n: {} for n in INDEXED_VALUES}
+        super().__init__(url, **engineKw)
+
+    async def startup(self) -> None:
+        """
+        Create the tables and their indexes, if missing.
+        """
+        await self.table(
+            "entries",
+            # The id tells the order of requests within one second.
+            SA.Column("id", SA.Integer, primary_key=True),
+            SA.Column("dt", SA.DateTime, nullable=False),
+            SA.Column("ip", SA.String(45), nullable=False),
+            SA.Column("method", SA.String(16), nullable=False),
+            SA.Column("status", SA.SmallInteger, nullable=False),
+            SA.Column("size", SA.Integer, nullable=False),
+            *[
+                SA.Column(f"id_{name}", SA.Integer, nullable=False)
+                for name in INDEXED_VALUES
+            ],
+            index_dt=["dt"],
+            index_ip=["ip"],
+        )
+        for name in INDEXED_VALUES:
+            await self.table(
+                name,
+                SA.Column("id", SA.Integer, primary_key=True),
+                SA.Column("value", _valueType(), nullable=False),
+                unique_value=["value"],
+            )
+
+    def _valueTable(self, name: str) -> SA.Table:
+        """
+        The indexed-value table called C{name}; only those, never a name
+        from outside turned into SQL.
+        """
+        if name not in INDEXED_VALUES:
+            raise ValueError(f"no indexed-value table {name!r}")
+        table: SA.Table = getattr(self, name)
+        return table
+
+    # Writing (worker thread inside each @transact body) --------------------
+
+    def _getOrInsert(self, table: SA.Table, value: str) -> int:
+        """
+        The id of C{value} in C{table}, inserting it if new. Runs inside a
+        transaction, on its connection.
+        """
+        conn = self.conn
+        ID = conn.execute(
+            SA.select(table.c.id).where(table.c.value == SA.bindparam("v")),
+            {"v": value},
+        ).scalar()
+        if ID is None:
+            ID = _primaryKey(conn.execute(table.insert().values(value=value)))
+        return int(ID)
+
+    @transact
+    def setNameValue(self, name: str, value: str) -> int:
+        """
+        The unique id of C{value} in the indexed-value table C{name}, adding
+        it there if necessary (the seed's own transaction).
+        """
+        return self._getOrInsert(self._valueTable(name), value)
+
+    @transact
+    def setNameValues(self, name: str, values: Sequence[str]) -> dict[str, int]:
+        """
+        The ids of many values of one indexed-value table, in one transaction.
+
+        @return: value -> id for every value given.
+        """
+        table = self._valueTable(name)
+        return {value: self._getOrInsert(table, value) for value in values}
+
+    @transact
+    def setEntry(self, entry: Mapping[str, Any]) -> int:
+        """
+        Add one entry: C{dt}, C{ip}, C{method}, C{status}, C{size} and
+        C{id_vhost}, C{id_url}, C{id_referrer}, C{id_useragent}.
+
+        @return: The new entry's id.
+        """
+        return _primaryKey(self.conn.execute(self.entries.insert().values(**entry)))
+
+    @transact
+    def setEntries(self, entries: Sequence[Mapping[str, Any]]) -> int:
+        """
+        Add many entries in one transaction (one C{executemany}).
+
+        @return: How many were added.
+        """
+        if entries:
+            self.conn.execute(self.entries.insert(), list(entries))
+        return len(entries)
+
+    @transact
+    def clear(self) -> None:
+        """
+        Delete every entry and every indexed value.
+        """
+        self.conn.execute(self.entries.delete())
+        for name in INDEXED_VALUES:
+            self.conn.execute(self._valueTable(name).delete())
+
+    def forgetIDs(self) -> None:
+        """
+        Empty the in-memory id cache (after L{clear}).
+        """
+        for ids in self.idTable.values():
+            ids.clear()
+
+    async def idsFor(self, name: str, values: Iterable[str]) -> dict[str, int]:
+        """
+        The ids of C{values} in table C{name}: from the cache, asking the
+        database (one transaction, ahead of other work) only for new ones.
+        """
+        cache = self.idTable[name]
+        missing = list(dict.fromkeys(v for v in values if v not in cache))
+        if missing:
+            # Ahead of queued work (niceness); @transact's static type has no
+            # room for its call-time keywords.
+            found = await self.setNameValues(name, missing, niceness=-15)  # type: ignore[call-arg]
+            cache.update(found)
+        return cache
+
+    # Reading ----------------------------------------------------------------
+
+    @transact
+    def summary(self) -> dict[str, Any]:
+        """
+        Totals: entries, distinct IPs, bytes sent, first and last time.
+        """
+        e = self.entries
+        row = self.conn.execute(
+            SA.select(
+                SA.func.count(),
+                SA.func.count(SA.distinct(e.c.ip)),
+                SA.func.coalesce(SA.func.sum(e.c.size), 0),
+                SA.func.min(e.c.dt),
+                SA.func.max(e.c.dt),
+            )
+        ).one()
+        return {
+            "entries": int(row[0]),
+            "ips": int(row[1]),
+            "bytes": int(row[2]),
+            "first": row[3],
+            "last": row[4],
+        }
+
+    @transact
+    def topValues(self, name: str, n: int) -> SA.CursorResult[Any]:
+        """
+        The C{n} most requested values of an indexed-value table, as rows of
+        (value, requests), most first.
+        """
+        table = self._valueTable(name)
+        e = self.entries
+        count = SA.func.count().label("requests")
+        return self.conn.execute(
+            SA.select(table.c.value, count)
+            .select_from(e.join(table, table.c.id == e.c[f"id_{name}"]))
+            .group_by(table.c.value)
+            .order_by(count.desc(), table.c.value)
+            .limit(n)
+        )
+
+    @transact
+    def topIPs(self, n: int) -> SA.CursorResult[Any]:
+        """
+        The C{n} busiest client addresses, as rows of (ip, requests).
+        """
+        e = self.entries
+        count = SA.func.count().label("requests")
+        return self.conn.execute(
+            SA.select(e.c.ip, count)
+            .group_by(e.c.ip)
+            .order_by(count.desc(), e.c.ip)
+            .limit(n)
+        )
+
+    @transact
+    def requestsPerHour(self) -> SA.CursorResult[Any]:
+        """
+        Requests in each hour with any, as rows of (year, month, day, hour,
+        requests) in time order.
+        """
+        dt = self.entries.c.dt
+        parts = [SA.extract(f, dt) for f in ("year", "month", "day", "hour")]
+        return self.conn.execute(
+            SA.select(*parts, SA.func.count()).group_by(*parts).order_by(*parts)
+        )
+
+    @transact
+    def statusMix(self) -> SA.CursorResult[Any]:
+        """
+        Requests by HTTP status, as rows of (status, requests).
+        """
+        e = self.entries
+        return self.conn.execute(
+            SA.select(e.c.status, SA.func.count())
+            .group_by(e.c.status)
+            .order_by(e.c.status)
+        )
+
+    @transact
+    def entriesSince(
+        self, since: datetime | None = None, limit: int | None = None
+    ) -> SA.CursorResult[Any]:
+        """
+        Entries from C{since} on (all of them without it), oldest first, at
+        most C{limit}, with their indexed values spelled out: rows of (id,
+        dt, ip, method, status, size, vhost, url, referrer, useragent).
+        """
+        e = self.entries
+        select = SA.select(e.c.id, e.c.dt, e.c.ip, e.c.method, e.c.status, e.c.size)
+        joined: SA.FromClause = e
+        for name in INDEXED_VALUES:
+            table = self._valueTable(name)
+            select = select.add_columns(table.c.value.label(name))
+            joined = joined.outerjoin(table, table.c.id == e.c[f"id_{name}"])
+        select = select.select_from(joined).order_by(e.c.dt, e.c.id)
+        if since is not None:
+            select = select.where(e.c.dt >= SA.bindparam("since", since))
+        if limit is not None:
+            select = select.limit(limit)
+        return self.conn.execute(select)

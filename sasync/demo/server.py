@@ -1,0 +1,462 @@
+"""
+The demo's HTTP API on twisted.web, over the L{LogBroker}'s database.
+
+  - C{GET /entries?since=ISO&limit=N} streams entries as NDJSON (one JSON
+    object a line). The rows go from the broker's transaction straight to
+    the HTTP response with backpressure: a client that reads slowly pauses
+    the fetching from the database.
+  - C{GET /stats} answers the report (L{sasync.demo.report}) as JSON.
+  - C{GET /health} answers at once, whatever else is going on.
+
+A bad query parameter gets C{400} and a JSON error naming it. Parameters
+reach SQL only as bound values.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
+
+from .logbroker import LogBroker
+from .report import DEFAULT_TOP, buildReport
+
+log = Logger()
+
+#: The fields of an /entries line, in the order the broker's rows have them.
+ENTRY_FIELDS = (
+    "id",
+    "dt",
+    "ip",
+    "method",
+    "status",
+    "size",
+    "vhost",
+    "url",
+    "referrer",
+    "useragent",
+)
+
+#: Bytes of NDJSON gathered before they are written to the response.
+FLUSH_SIZE = 64 * 1024
+
+#: The largest C{limit} accepted.
+MAX_LIMIT = 10**9
+
+
+class BadParameter(ValueError):
+    """
+    A query parameter is missing, repeated, unknown or malformed.
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def _jsonBytes(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+
+# twisted.web's Request is not typed: the functions here take it as Any.
+
+
+def _respondJSON(request: Any, status: int, data: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return _jsonBytes(data) + b"\n"
+
+
+def _badRequest(request: Any, error: BadParameter) -> bytes:
+    return _respondJSON(request, 400, {"error": error.message, "parameter": error.name})
+
+
+def queryArguments(request: Any, allowed: tuple[str, ...]) -> dict[str, str]:
+    """
+    The query parameters of C{request}, each given at most once and all of
+    them among C{allowed}.
+
+    @raise BadParameter: a parameter is unknown, repeated or not UTF-8.
+    """
+    out: dict[str, str] = {}
+    for rawName, values in (request.args or {}).items():
+        try:
+            name = rawName.decode("utf-8")
+            decoded = [v.decode("utf-8") for v in values]
+        except UnicodeDecodeError:
+            raise BadParameter(repr(rawName)[2:-1], "not UTF-8") from None
+        if name not in allowed:
+            raise BadParameter(name, f"unknown parameter (known: {', '.join(allowed)})")
+        if len(decoded) != 1:
+            raise BadParameter(name, "given more than once")
+        out[name] = decoded[0]
+    return out
+
+
+def parseSince(text: str) -> datetime:
+    """
+    An ISO 8601 date or date and time, as a naive UTC datetime (a time
+    without an offset is taken as UTC).
+
+    @raise BadParameter: it is not one.
+    """
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadParameter(
+            "since", "not an ISO 8601 date or time, e.g. 2024-03-04T13:00:00Z"
+        ) from None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt
+
+
+def parseLimit(text: str, name: str = "limit") -> int:
+    """
+    A whole number from 0 to L{MAX_LIMIT}.
+
+    @raise BadParameter: it is not one.
+    """
+    text = text.strip()
+    if not text.isdigit() or not text.isascii():
+        raise BadParameter(name, "not a whole number >= 0")
+    value = int(text)
+    if value > MAX_LIMIT:
+        raise BadParameter(name, f"more than {MAX_LIMIT}")
+    return value
+
+
+def entryToJSON(row: Any) -> dict[str, Any]:
+    """
+    An entries row as a JSON-able dict.
+    """
+    entry = dict(zip(ENTRY_FIELDS, row, strict=True))
+    dt = entry["dt"]
+    if isinstance(dt, datetime):
+        entry["dt"] = dt.isoformat()
+    return entry
+
+
+@implementer(IConsumer, IPushProducer)
+class NDJSONConsumer:
+    """
+    Writes rows to an HTTP response as JSON lines, and passes the
+    response's flow control back to whoever produces the rows.
+
+    To the broker it is the C{IConsumer}; to the request it is the
+    (streaming) producer: when the client's connection backs up, the request
+    calls L{pauseProducing}, which pauses the producer of rows, which stops
+    fetching from the database.
+
+    Reactor thread only.
+
+    @ivar rows: Rows written so far.
+    @ivar pauses: How many times the response paused the stream.
+    @ivar paused: Whether it is paused now.
+    """
+
+    def __init__(
+        self,
+        request: Any,
+        *,
+        clock: IReactorTime,
+        encode: Callable[[Any], dict[str, Any]] = entryToJSON,
+        flushSize: int = FLUSH_SIZE,
+    ) -> None:
+        #: The twisted.web C{Request} the rows go to.
+        self.request: Any = request
+        self.clock = clock
+        self.encode = encode
+        self.flushSize = flushSize
+        self.producer: Any = None
+        self.rows = 0
+        self.pauses = 0
+        self.paused = False
+        self.closed = False
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._flushCall: IDelayedCall | None = None
+
+    # IConsumer, for the rows' producer -------------------------------------
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        Take C{producer}'s rows, and stand in for it with the request.
+        """
+        self.producer = producer
+        if not self.closed:
+            self.request.registerProducer(self, True)
+
+    def unregisterProducer(self) -> None:
+        """
+        The rows are done (or stopped): write what is buffered and let go.
+        """
+        self.flush()
+        self.producer = None
+        if not self.closed:
+            self.request.unregisterProducer()
+
+    def write(self, data: Any) -> None:
+        """
+        Buffer one row as a JSON line; write the buffer to the response when
+        it is big enough, or soon (in the next reactor turn) otherwise.
+        """
+        if self.closed:
+            return
+        line = _jsonBytes(self.encode(data)) + b"\n"
+        self.rows += 1
+        self._buffer.append(line)
+        self._buffered += len(line)
+        if self._buffered >= self.flushSize:
+            self.flush()
+        elif self._flushCall is None:
+            self._flushCall = self.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Write the buffered lines to the response now.
+        """
+        if self._flushCall is not None:
+            if self._flushCall.active():
+                self._flushCall.cancel()
+            self._flushCall = None
+        if not self._buffer or self.closed:
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        self.request.write(data)
+
+    # IPushProducer, for the request ----------------------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The client is behind: pause the rows (and the database fetching).
+        """
+        self.pauses += 1
+        self.paused = True
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        The client caught up: resume the rows.
+        """
+        self.paused = False
+        if self.producer is not None:
+            self.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """
+        The response is gone (the client went away): stop the rows for good,
+        releasing the database worker.
+        """
+        self.closed = True
+        self._buffer.clear()
+        self._buffered = 0
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flushCall = None
+        if self.producer is not None:
+            self.producer.stopProducing()
+
+
+class EntriesResource(Resource):
+    """
+    C{GET /entries?since=ISO&limit=N}: entries as NDJSON, streamed.
+    """
+
+    isLeaf = True
+
+    def __init__(self, api: LogAPI) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.api = api
+
+    def render_GET(self, request: Any) -> bytes | int:
+        """
+        Check the parameters, then stream the rows from the broker to the
+        response through an L{NDJSONConsumer}.
+        """
+        try:
+            args = queryArguments(request, ("since", "limit"))
+            since = parseSince(args["since"]) if "since" in args else None
+            limit = parseLimit(args["limit"]) if "limit" in args else None
+        except BadParameter as e:
+            return _badRequest(request, e)
+        request.setHeader(b"content-type", b"application/x-ndjson")
+        request.setHeader(b"cache-control", b"no-store")
+        consumer = NDJSONConsumer(request, clock=self.api.clock)
+        self.api.streams.add(consumer)
+        finished = False
+
+        def clientGone(_: object) -> None:
+            if not finished:
+                consumer.stopProducing()
+
+        request.notifyFinish().addErrback(clientGone)
+
+        def done(_: object) -> None:
+            nonlocal finished
+            finished = True
+            self.api.streams.discard(consumer)
+            if not consumer.closed:
+                consumer.flush()
+                request.finish()
+
+        def failed(failure: Failure) -> None:
+            nonlocal finished
+            finished = True
+            self.api.streams.discard(consumer)
+            log.failure("streaming /entries failed", failure)
+            if not consumer.closed:
+                # Cut the response short: the client sees an incomplete body.
+                request.loseConnection()
+
+        # (@transact's static type has no room for its call-time keywords.)
+        d = self.api.broker.entriesSince(since, limit, consumer=consumer)  # type: ignore[call-arg]
+        d.addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+
+class StatsResource(Resource):
+    """
+    C{GET /stats?top=N}: the report as JSON.
+    """
+
+    isLeaf = True
+
+    def __init__(self, api: LogAPI) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.api = api
+
+    def render_GET(self, request: Any) -> bytes | int:
+        """
+        Build the report through the broker and answer it.
+        """
+        try:
+            args = queryArguments(request, ("top",))
+            top = parseLimit(args["top"], "top") if "top" in args else DEFAULT_TOP
+        except BadParameter as e:
+            return _badRequest(request, e)
+        from twisted.internet.defer import Deferred
+
+        d = Deferred.fromCoroutine(buildReport(self.api.broker, top))
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(report: Any) -> None:
+            if not gone:
+                request.write(_respondJSON(request, 200, report.toJSON()))
+                request.finish()
+
+        def failed(failure: Failure) -> None:
+            log.failure("building /stats failed", failure)
+            if not gone:
+                request.write(_respondJSON(request, 500, {"error": "internal error"}))
+                request.finish()
+
+        d.addCallbacks(answer, failed)
+        return NOT_DONE_YET
+
+
+class HealthResource(Resource):
+    """
+    C{GET /health}: answers at once, without touching the database.
+    """
+
+    isLeaf = True
+
+    def __init__(self, api: LogAPI) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.api = api
+
+    def render_GET(self, request: Any) -> bytes:
+        """
+        Whether the broker runs, and how many streams are open.
+        """
+        return _respondJSON(
+            request,
+            200,
+            {
+                "status": "ok" if self.api.broker.running else "starting",
+                "streams": len(self.api.streams),
+                "uptime": round(time.monotonic() - self.api.started, 3),
+            },
+        )
+
+
+class RootResource(Resource):
+    """
+    C{GET /}: what there is.
+    """
+
+    def render_GET(self, request: Any) -> bytes:
+        """
+        The list of endpoints.
+        """
+        return _respondJSON(
+            request,
+            200,
+            {
+                "endpoints": {
+                    "/entries?since=ISO&limit=N": "entries as NDJSON, streamed",
+                    "/stats?top=N": "the report as JSON",
+                    "/health": "liveness, at once",
+                }
+            },
+        )
+
+
+class LogAPI:
+    """
+    The demo's web API: its resources and their shared state.
+
+    @ivar streams: The /entries responses streaming now.
+    """
+
+    def __init__(self, broker: LogBroker, *, clock: IReactorTime) -> None:
+        self.broker = broker
+        self.clock = clock
+        self.started = time.monotonic()
+        self.streams: set[NDJSONConsumer] = set()
+        root = RootResource()  # type: ignore[no-untyped-call]
+        root.putChild(b"entries", EntriesResource(self))
+        root.putChild(b"stats", StatsResource(self))
+        root.putChild(b"health", HealthResource(self))
+        self.root = root
+
+    def site(self) -> Site:
+        """
+        A C{Site} serving the API (without access logging to stdout).
+        """
+        site = _QuietSite(self.root)  # type: ignore[no-untyped-call]
+        site.displayTracebacks = False
+        return site
+
+
+class _QuietSite(Site):
+    """
+    A C{Site} that keeps no access log (a stream of lines per request the
+    demo has no use for).
+    """
+
+    def log(self, request: Any) -> None:
+        """
+        Log nothing.
+        """

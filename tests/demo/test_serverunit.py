@@ -1,0 +1,264 @@
+"""
+The HTTP API's pieces without a network: parameter checks, the NDJSON
+consumer's buffering and flow control, the 400 answers.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.task import Clock
+from twisted.web.test.requesthelper import DummyRequest
+from zope.interface.verify import verifyObject
+
+from asynqueue import iteratorToProducer
+from sasync.demo.server import (
+    MAX_LIMIT,
+    BadParameter,
+    EntriesResource,
+    HealthResource,
+    LogAPI,
+    NDJSONConsumer,
+    StatsResource,
+    entryToJSON,
+    parseLimit,
+    parseSince,
+)
+
+ROW = (7, datetime(2024, 3, 4, 13, 0, 5), "203.0.113.9", "GET", 200, 512,
+       "www.example.com", "/", "-", "curl/8")  # fmt: skip
+
+
+class FakeRequest:
+    """
+    Enough of a twisted.web Request for L{NDJSONConsumer}: records what is
+    written and which producer is registered.
+    """
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.producer: Any = None
+        self.streaming: bool | None = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+        self.streaming = streaming
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+class FakeProducer:
+    """
+    Counts what it is told.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+def test_parseSince() -> None:
+    """
+    ISO 8601 dates and times; an offset is converted to naive UTC; anything
+    else is a L{BadParameter} naming C{since}.
+    """
+    assert parseSince("2024-03-04") == datetime(2024, 3, 4)
+    assert parseSince("2024-03-04T13:00:00") == datetime(2024, 3, 4, 13)
+    assert parseSince("2024-03-04T13:00:00Z") == datetime(2024, 3, 4, 13)
+    assert parseSince("2024-03-04T15:00:00+02:00") == datetime(2024, 3, 4, 13)
+    for bad in ("yesterday", "2024-13-01", "", "1' OR '1'='1"):
+        with pytest.raises(BadParameter) as e:
+            parseSince(bad)
+        assert e.value.name == "since"
+
+
+def test_parseLimit() -> None:
+    """
+    Whole numbers from 0 to L{MAX_LIMIT}; not negative, fractional, huge or
+    other digits.
+    """
+    assert parseLimit("0") == 0
+    assert parseLimit(" 25 ") == 25
+    for bad in ("-1", "1.5", "ten", "", str(MAX_LIMIT + 1), "١٢"):
+        with pytest.raises(BadParameter) as e:
+            parseLimit(bad)
+        assert e.value.name == "limit"
+
+
+def test_entryToJSON() -> None:
+    """
+    A row becomes a dict with the field names, the time in ISO format.
+    """
+    entry = entryToJSON(ROW)
+    assert entry["dt"] == "2024-03-04T13:00:05"
+    assert entry["url"] == "/" and entry["id"] == 7 and entry["useragent"] == "curl/8"
+
+
+def test_consumerInterfaces() -> None:
+    """
+    The consumer is an C{IConsumer} to the broker and an C{IPushProducer} to
+    the request.
+    """
+    consumer = NDJSONConsumer(FakeRequest(), clock=Clock())  # type: ignore[arg-type]
+    assert verifyObject(IConsumer, consumer)
+    assert verifyObject(IPushProducer, consumer)
+
+
+def test_consumerBuffersAndFlushes() -> None:
+    """
+    Rows are gathered into one write: at once past the flush size, or in
+    the next reactor turn otherwise, and when the producer unregisters.
+    """
+    clock = Clock()
+    request = FakeRequest()
+    consumer = NDJSONConsumer(request, clock=clock, flushSize=400)  # type: ignore[arg-type]
+    producer = FakeProducer()
+    consumer.registerProducer(producer, True)
+    assert request.producer is consumer and request.streaming is True
+    consumer.write(ROW)
+    assert request.written == []
+    clock.advance(0)
+    assert len(request.written) == 1
+    for _ in range(3):
+        consumer.write(ROW)
+    assert len(request.written) == 2  # past 400 bytes: written at once
+    consumer.write(ROW)
+    consumer.unregisterProducer()
+    assert request.producer is None
+    lines = b"".join(request.written).splitlines()
+    assert len(lines) == 5 == consumer.rows
+    assert json.loads(lines[0])["ip"] == "203.0.113.9"
+    clock.advance(0)
+    assert len(b"".join(request.written).splitlines()) == 5
+
+
+def test_consumerRelaysFlowControl() -> None:
+    """
+    Pause, resume and stop from the request reach the rows' producer; after
+    a stop nothing more is written.
+    """
+    clock = Clock()
+    request = FakeRequest()
+    consumer = NDJSONConsumer(request, clock=clock)  # type: ignore[arg-type]
+    producer = FakeProducer()
+    consumer.registerProducer(producer, True)
+    consumer.pauseProducing()
+    assert consumer.paused and consumer.pauses == 1
+    consumer.resumeProducing()
+    consumer.write(ROW)
+    consumer.stopProducing()
+    assert producer.calls == ["pause", "resume", "stop"]
+    clock.advance(0)
+    consumer.write(ROW)
+    assert request.written == []
+
+
+def test_pausedProducerStopsIterating() -> None:
+    """
+    With asynqueue's producer behind it, a pause from the request stops the
+    rows until the resume: the slow-client path, without a network.
+    """
+    clock = Clock()
+    request = FakeRequest()
+    consumer = NDJSONConsumer(request, clock=clock, flushSize=1)  # type: ignore[arg-type]
+    taken: list[int] = []
+
+    def rows() -> Any:
+        for n in range(5000):
+            taken.append(n)
+            yield ROW
+
+    paused = [False]
+
+    def write(data: bytes) -> None:
+        request.written.append(data)
+        if len(request.written) == 10 and not paused[0]:
+            paused[0] = True
+            consumer.pauseProducing()
+
+    request.write = write  # type: ignore[method-assign]
+    d = iteratorToProducer(rows(), consumer, batchSize=100)
+    assert consumer.paused
+    held = len(taken)
+    assert held < 500
+    assert len(request.written) == 10
+    consumer.resumeProducing()
+    assert len(request.written) == 5000
+    assert d.called
+
+
+def _render(resource: Any, args: dict[bytes, list[bytes]]) -> tuple[int, Any]:
+    request = DummyRequest([b""])
+    request.args = args
+    body = resource.render_GET(request)
+    assert isinstance(body, bytes)
+    code = int(request.responseCode or 200)
+    return code, json.loads(body)
+
+
+class NoBroker:
+    """
+    A broker that must not be called.
+    """
+
+    running = True
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the broker was used: {name}")
+
+
+@pytest.mark.parametrize(
+    ("args", "parameter"),
+    [
+        ({b"since": [b"last tuesday"]}, "since"),
+        ({b"limit": [b"-5"]}, "limit"),
+        ({b"limit": [b"1; DROP TABLE entries"]}, "limit"),
+        ({b"limit": [b"1", b"2"]}, "limit"),
+        ({b"sort": [b"dt"]}, "sort"),
+    ],
+)
+def test_entriesBadParameters(args: dict[bytes, list[bytes]], parameter: str) -> None:
+    """
+    A bad, repeated or unknown parameter gets 400 and a JSON error naming
+    it, and never reaches the broker.
+    """
+    api = LogAPI(NoBroker(), clock=Clock())  # type: ignore[arg-type]
+    code, body = _render(EntriesResource(api), args)
+    assert code == 400
+    assert body["parameter"] == parameter
+    assert body["error"]
+
+
+def test_statsBadTop() -> None:
+    """
+    C{/stats?top=} is checked too.
+    """
+    api = LogAPI(NoBroker(), clock=Clock())  # type: ignore[arg-type]
+    code, body = _render(StatsResource(api), {b"top": [b"lots"]})
+    assert (code, body["parameter"]) == (400, "top")
+
+
+def test_health() -> None:
+    """
+    C{/health} answers without the database.
+    """
+    api = LogAPI(NoBroker(), clock=Clock())  # type: ignore[arg-type]
+    code, body = _render(HealthResource(api), {})
+    assert code == 200
+    assert body["status"] == "ok" and body["streams"] == 0
