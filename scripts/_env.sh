@@ -49,6 +49,6 @@ ensureVenv() {
         [ "$covered" = 1 ] && return 0
     done
     say "installing sAsync[$extras] into $VENV (the first time takes a minute or two)"
-    "$PY" -m pip install --disable-pip-version-check -q -e "$ROOT[$extras]"
+    "$PY" -m pip install --disable-pip-version-check -q -e "${ROOT}[${extras}]"
     echo "$want" >"$VENV/.sasync-installed-${extras//,/-}"
 }
