@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=d.calls, help="no-op dispatches")
     p.add_argument("--items", type=int, default=d.items, help="iterator items")
     p.add_argument("--selects", type=int, default=d.selects, help="SELECT 1 txns")
+    p.add_argument("--idle", type=float, default=d.idle, help="idle probe, s")
     p.add_argument("--repeat", type=int, default=d.repeat, help="runs per variant")
     p.add_argument(
         "--concurrency",
@@ -75,6 +77,7 @@ def configFrom(args: argparse.Namespace) -> BenchConfig:
         calls=args.calls,
         items=args.items,
         selects=args.selects,
+        idle=args.idle,
         repeat=args.repeat,
         concurrency=args.concurrency,
         host=args.host,
@@ -161,7 +164,10 @@ def runAll(
             for variant in group:
                 if workload.name in ("orm", "sql"):
                     database.resetOps(config)  # fresh tables for every run
+                loadBefore = os.getloadavg()[0]
                 record = runChild(variant, config, timeout)
+                # The machine is shared: keep its load next to every figure.
+                record["load"] = [round(loadBefore, 2), round(os.getloadavg()[0], 2)]
                 if workload.name in ("orm", "sql") and "error" not in record:
                     wrong = checkWrites(config, variant)
                     if wrong:
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     database.createDatabase(config)
     try:
-        meta = {
+        meta: dict[str, Any] = {
             "command": "./scripts/bench "
             + shlex.join(sys.argv[1:] if argv is None else argv),
             "config": asdict(replace(config)),

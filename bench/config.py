@@ -7,7 +7,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 # Scales for --smoke: just enough work to prove every variant runs end to end.
-SMOKE = {"ops": 40, "rows": 5_000, "calls": 2_000, "items": 20_000, "selects": 200}
+SMOKE: dict[str, Any] = {
+    "ops": 40,
+    "rows": 5_000,
+    "calls": 2_000,
+    "items": 20_000,
+    "selects": 200,
+    "idle": 0.5,
+}
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,7 @@ class BenchConfig:
     calls: int = 100_000
     items: int = 1_000_000
     selects: int = 10_000
+    idle: float = 5.0
     repeat: int = 3
     concurrency: int = 8
     chunk: int = 40

@@ -111,3 +111,19 @@ def select1Psycopg2(config: BenchConfig) -> dict[str, Any]:
         return timedSync("txns", config.selects, work)
     finally:
         conn.close()
+
+
+def idleReactor(config: BenchConfig) -> dict[str, Any]:
+    """
+    The lag probe alone for C{config.idle} seconds: the noise floor of
+    workload 4 on this machine (scheduling, other tenants), not a variant.
+    """
+    from twisted.internet.task import deferLater
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        async def work() -> None:
+            await deferLater(reactor, config.idle, lambda: None)
+
+        return await timedInReactor(reactor, "s", 1, work)
+
+    return runTwisted(main)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.measure import median
 from bench.plots import plotLag, plotStreaming, plotThroughput
 from bench.statements import pgbenchScript
 from bench.targets import TARGETS, check
@@ -157,10 +158,20 @@ def targetTable(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def machineSection(meta: dict[str, Any]) -> str:
+def _loadRange(data: dict[str, Any]) -> str:
+    loads = [
+        x for runs in data["runs"].values() for r in runs for x in r.get("load", [])
+    ]
+    if not loads:
+        return "(not recorded)"
+    return f"{min(loads):.1f} to {max(loads):.1f} (median {median(loads):.1f})"
+
+
+def machineSection(data: dict[str, Any]) -> str:
     """
     The command, the scale and the machine of the run.
     """
+    meta = data["meta"]
     m = meta["machine"]
     c = meta["config"]
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
@@ -180,7 +191,8 @@ def machineSection(meta: dict[str, Any]) -> str:
             f"{c['selects']:,} SELECT 1; {c['repeat']} runs per variant; "
             f"concurrency {c['concurrency']}",
             f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memoryGb']} GB RAM, "
-            f"{m['os']}; shared and noisy",
+            f"{m['os']}; shared with other work: 1-minute load average "
+            f"{_loadRange(data)} around the runs",
             f"- PostgreSQL: {m['postgres']} on 127.0.0.1 (same machine)",
             f"- Python {m['python']}; {packages}",
         ]
@@ -203,7 +215,7 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
             database=meta["config"]["database"],
             concurrency=meta["config"]["concurrency"],
         ),
-        machineSection(meta),
+        machineSection(data),
         "",
         "## Context: the article's figures (not measured here)",
         "",
@@ -222,7 +234,11 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
             "## 1. The article's ORM workload",
             "Each op, with even odds: write 3 `A` with 2, 1 and 2 `B` children "
             "through the ORM in one transaction, or read 10 `A` with "
-            "`selectinload(A.bs)`. The same seeded op sequence for every variant.",
+            "`selectinload(A.bs)`. The same seeded op sequence for every "
+            "variant. Unlike the article, the asyncio variants read with "
+            "`session.execute` (its `session.stream` opens a server-side cursor "
+            "for 10 rows) and every pool holds `--concurrency` connections "
+            "(the article's held up to 3,000; this server allows 100).",
         ),
         (
             "sql",

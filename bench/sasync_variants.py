@@ -83,9 +83,9 @@ class BenchBroker(AccessBroker):
 
 def brokerOptions(config: BenchConfig) -> dict[str, Any]:
     """
-    Engine/broker keywords: as many connections as the peers get.
+    Broker options: as many connections (worker threads) as the peers get.
     """
-    return {}
+    return {"connections": config.concurrency}
 
 
 def _makeBroker(config: BenchConfig) -> BenchBroker:
@@ -192,7 +192,8 @@ def streamSasyncConsumer(config: BenchConfig) -> dict[str, Any]:
         consumer = CountingConsumer()
 
         async def work() -> None:
-            await broker.streamRows(consumer=consumer)
+            # @transact's ParamSpec typing omits the call-time keywords.
+            await broker.streamRows(consumer=consumer)  # type: ignore[call-arg]
 
         try:
             result = await timedInReactor(reactor, "rows", config.rows, work)

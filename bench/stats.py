@@ -67,6 +67,9 @@ def formatTable(summary: dict[str, Any]) -> str:
                 f" lag p50/p99 {lag['p50Ms']:.1f}/{lag['p99Ms']:.1f} ms" if lag else ""
             )
             rss = f" rss {v['peakRssMb']:.0f} MB" if "peakRssMb" in v else ""
+            if workload.name == "idle":  # only its lag means anything
+                lines.append(f"  {name:28s} {v['seconds']:.1f} s{lagText}")
+                continue
             lines.append(
                 f"  {name:28s} {v['rate']:>12,.0f} {workload.unit}/s "
                 f"{v['seconds']:8.2f} s {ratio:>7s}{rss}{lagText}"

@@ -58,6 +58,7 @@ WORKLOADS = [
         "items",
         "iterate-deferToThread-list",
     ),
+    Workload("idle", "Noise floor: an idle reactor", "s", "idle-reactor"),
     Workload(
         "select1", "Micro: sequential SELECT 1 transactions", "txns", "select1-adbapi"
     ),
@@ -224,6 +225,14 @@ VARIANTS = [
         loop="reactor",
         connections="-",
         needs="asynqueue",
+    ),
+    Variant(
+        "idle-reactor",
+        "idle",
+        f"{_M}:idleReactor",
+        "lag probe alone (noise floor)",
+        loop="reactor",
+        connections="-",
     ),
     Variant(
         "select1-psycopg2",
