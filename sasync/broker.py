@@ -298,7 +298,7 @@ class AccessBroker:
         """
         Reactor thread: queue C{f} as a transaction; see L{transact}.
         """
-        if not self._accepting:
+        if self._refusing():
             return fail(
                 BrokerStopped(
                     f"{describeCall(self, f, args, kw)} was called after"
@@ -306,6 +306,10 @@ class AccessBroker:
                 )
             )
         return self._submit(self._newTask(f, args, kw, options), options.timeout)
+
+    def _refusing(self) -> bool:
+        # After shutdown() only the broker's own startup may still add work.
+        return not self._accepting and _starting.get() is not self
 
     def _submit(
         self, task: Task[Any], timeout: float | None, now: bool = False
@@ -406,7 +410,7 @@ class AccessBroker:
 
             self._tablesPending[name].addCallback(passOn)
             return d
-        if not self._accepting:
+        if self._refusing():
             return fail(BrokerStopped(f"table({name!r}) was called after shutdown()"))
         tables.checkTableName(self, name, self._tables)
         indexes, tableKw = tables.splitIndexKeywords(name, kw)
@@ -555,7 +559,7 @@ class AccessBroker:
         in a transaction), once the broker runs, with the queue's keywords
         (C{niceness}, C{doNext}, C{timeout}, ...).
         """
-        if not self._accepting:
+        if self._refusing():
             return fail(
                 BrokerStopped(f"deferToQueue({func!r}) was called after shutdown()")
             )

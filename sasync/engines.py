@@ -36,6 +36,7 @@ import sqlalchemy as SA
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.expression import Selectable
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 
@@ -189,7 +190,7 @@ class EngineHandle:
         self.closing: Deferred[None] | None = None
         self._overflow: list[ConnectionWorker] = []
         self._serial = 0
-        _listen(self.engine)
+        _instrument(self.engine)
         for _ in range(self.connections):
             self.queue.attachWorker(self._newWorker(overflow=False))
 
@@ -300,27 +301,41 @@ class EngineHandle:
         self.engine.dispose()
 
 
-def _beforeExecute(
-    conn: Any, clauseelement: Any, multiparams: Any, params: Any, executionOptions: Any
-) -> tuple[Any, Any, Any]:
-    # Worker thread. Streams the SELECTs of a transaction that wants it
-    # (stream_results applies to any statement, so only SELECTs get it).
-    if (
-        state.stream
-        and state.connection is conn
-        and (
-            getattr(clauseelement, "is_select", False)
-            or (
-                isinstance(clauseelement, SA.TextClause)
-                and _SELECT_RE.match(clauseelement.text)
-            )
-        )
-    ):
-        batchSize = state.worker.batchSize if state.worker is not None else 1000
-        clauseelement = clauseelement.execution_options(
-            stream_results=True, max_row_buffer=batchSize
-        )
-    return clauseelement, multiparams, params
+def _streamingContext(base: type[Any]) -> type[Any]:
+    """
+    The dialect's execution context, changed to give the SELECTs of a
+    transaction that streams a server-side cursor. (The C{stream_results}
+    option would apply to every statement, INSERTs too, and an event cannot
+    change the options of the statement it sees.)
+    """
+
+    class StreamingExecutionContext(base):  # type: ignore[misc,valid-type]
+        def create_cursor(self) -> Any:
+            # Worker thread: this transaction's thread state decides.
+            context: Any = self
+            if (
+                state.stream
+                and state.connection is context.root_connection
+                and _isSelect(context)
+            ):
+                worker = state.worker
+                context.execution_options = context.execution_options.union(
+                    {
+                        "stream_results": True,
+                        "max_row_buffer": worker.batchSize if worker else 1000,
+                    }
+                )
+            return super().create_cursor()
+
+    return StreamingExecutionContext
+
+
+def _isSelect(context: Any) -> bool:
+    compiled = context.compiled
+    if compiled is not None and not isinstance(compiled.statement, SA.TextClause):
+        return isinstance(compiled.statement, Selectable)
+    statement = context.unicode_statement
+    return bool(statement and _SELECT_RE.match(statement))
 
 
 def _beforeCursorExecute(*args: Any) -> None:
@@ -330,8 +345,10 @@ def _beforeCursorExecute(*args: Any) -> None:
         raise CancelledError(f"{task.info} was asked to stop")
 
 
-def _listen(engine: Engine) -> None:
-    event.listen(engine, "before_execute", _beforeExecute, retval=True)
+def _instrument(engine: Engine) -> None:
+    dialect = engine.dialect
+    if dialect.supports_server_side_cursors:
+        dialect.execution_ctx_cls = _streamingContext(dialect.execution_ctx_cls)
     event.listen(engine, "before_cursor_execute", _beforeCursorExecute)
 
 

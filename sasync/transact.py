@@ -281,7 +281,7 @@ class TransactionCall:
                         handedOver = True
                         self._endTransactionState()
                         rows = results.rowsInTransaction(
-                            result, transaction, worker.batchSize, _noop
+                            result, transaction, worker.batchSize
                         )
                     else:
                         transaction.commit()
@@ -326,10 +326,6 @@ class TransactionCall:
             return
         if connection.invalidated:
             worker.replaceConnection()
-
-
-def _noop() -> None:
-    pass
 
 
 def runInline(

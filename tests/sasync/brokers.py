@@ -26,13 +26,16 @@ class LogBroker(AccessBroker):
             SA.Column("id", SA.Integer, primary_key=True),
             SA.Column("dt", SA.DateTime),
             SA.Column("ip", SA.String(15)),
-            index_dt=["dt"], index_ip=["ip"])
+            index_dt=["dt"],
+            index_ip=["ip"],
+        )
         for name in self.indexedValues:
             yield self.table(
                 name,
                 SA.Column("id", SA.Integer, primary_key=True),
                 SA.Column("value", SA.String(255)),
-                unique_value=["value"])
+                unique_value=["value"],
+            )
 
     @transact
     def setNameValue(self, name, value):  # type: ignore[no-untyped-def]
@@ -42,7 +45,8 @@ class LogBroker(AccessBroker):
         ID = self.s().execute(value=value).scalar()
         if ID is None:
             ID = self.conn.execute(
-                table.insert().values(value=value)).inserted_primary_key[0]
+                table.insert().values(value=value)
+            ).inserted_primary_key[0]
         return ID
 
     @transact

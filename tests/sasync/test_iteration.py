@@ -1,0 +1,204 @@
+"""
+Iterating results: transactions started from inside an iteration loop
+never deadlock (one SQLite connection; one server connection plus
+overflow), stopping early releases the connection, and big results stream
+in bounded memory on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as SA
+from twisted.internet.interfaces import IConsumer
+from zope.interface import implementer
+
+from sasync import AccessBroker, transact
+
+
+class Numbers(AccessBroker):
+    """
+    A table of numbers to iterate over, and one of notes to write meanwhile.
+    """
+
+    async def startup(self) -> None:
+        await self.table(
+            "numbers",
+            SA.Column("n", SA.Integer, primary_key=True, autoincrement=False),
+            SA.Column("label", SA.String(40)),
+        )
+        await self.table(
+            "notes",
+            SA.Column("id", SA.Integer, primary_key=True),
+            SA.Column("n", SA.Integer),
+        )
+
+    @transact
+    def fill(self, count: int) -> None:
+        self.conn.execute(
+            self.numbers.insert(), [{"n": i, "label": f"#{i}"} for i in range(count)]
+        )
+
+    @transact
+    def allNumbers(self) -> Any:
+        return self.conn.execute(SA.select(self.numbers).order_by(self.numbers.c.n))
+
+    @transact
+    def note(self, n: int) -> int:
+        self.conn.execute(self.notes.insert().values(n=n))
+        query = SA.select(SA.func.count()).select_from(self.notes)
+        return int(self.conn.execute(query).scalar_one())
+
+    @transact
+    def noteCount(self) -> int:
+        query = SA.select(SA.func.count()).select_from(self.notes)
+        return int(self.conn.execute(query).scalar_one())
+
+
+def oneConnection(url: str) -> dict[str, Any]:
+    return {} if url.startswith("sqlite") else {"connections": 1}
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_noDeadlockInsideIteration(dbURL: str, brokers: Any) -> None:
+    """
+    With a single connection, a loop over a big result starts (and waits
+    for) write transactions every few rows; all of them run, and the
+    iteration sees every row.
+    """
+    broker = brokers(Numbers, dbURL, batchSize=100, **oneConnection(dbURL))
+    await broker.fill(3000)
+    dr = await broker.allNumbers()
+    seen = 0
+    for d in dr:
+        row = await d
+        assert row.n == seen
+        if seen % 250 == 0:
+            assert await broker.note(seen) == seen // 250 + 1
+        seen += 1
+    assert seen == 3000
+    assert await broker.noteCount() == 12
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_nestedIterations(dbURL: str, brokers: Any) -> None:
+    """
+    An iteration started inside another iteration's loop, on one
+    connection, completes too.
+    """
+    broker = brokers(Numbers, dbURL, batchSize=50, **oneConnection(dbURL))
+    await broker.fill(300)
+    outer = await broker.allNumbers()
+    total = 0
+    async for row in outer:
+        if row.n % 100 == 0:
+            inner = await broker.allNumbers()
+            total += len([r async for r in inner])
+    assert total == 900
+
+
+async def test_stopEarly(dbURL: str, brokers: Any) -> None:
+    """
+    Stopping a Deferator early releases its connection: the next
+    transaction runs on a single connection.
+    """
+    broker = brokers(Numbers, dbURL, batchSize=10, **oneConnection(dbURL))
+    await broker.fill(500)
+    dr = await broker.allNumbers()
+    first = await next(dr)
+    assert first.n == 0
+    dr.stop()
+    assert await broker.note(1) == 1
+    if not dbURL.startswith("sqlite"):
+        assert broker._handle._overflow == []
+
+
+@implementer(IConsumer)
+class CountingConsumer:
+    """
+    Counts rows and keeps none; optionally pauses its producer once.
+    """
+
+    def __init__(self, pauseAt: int | None = None) -> None:
+        self.count = 0
+        self.producer: Any = None
+        self.pauseAt = pauseAt
+        self.paused = threading.Event()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: Any) -> None:
+        self.count += 1
+        if self.count == self.pauseAt:
+            self.producer.pauseProducing()
+            self.paused.set()
+
+
+async def test_pausedConsumer(dbURL: str, brokers: Any) -> None:
+    """
+    A consumer that pauses stops the production; resuming finishes it.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    broker = brokers(Numbers, dbURL, batchSize=20)
+    await broker.fill(400)
+    consumer = CountingConsumer(pauseAt=30)
+    d = broker.allNumbers(consumer=consumer)
+    while not consumer.paused.is_set():
+        await deferLater(reactor, 0.01, lambda: None)
+    await deferLater(reactor, 0.2, lambda: None)
+    assert consumer.count == 30
+    assert not d.called
+    consumer.producer.resumeProducing()
+    assert await d is consumer
+    assert consumer.count == 400
+
+
+@pytest.mark.slow
+@pytest.mark.reactorTimeout(600)
+async def test_streamMillionRows(postgresqlURL: str, brokers: Any) -> None:
+    """
+    1,000,000 rows from PostgreSQL to a consumer stream through a
+    server-side cursor: the process grows by well under 64 MB.
+    """
+    import psutil
+
+    broker = brokers(Numbers, postgresqlURL)
+    await broker.waitUntilRunning()
+    await broker.execute(
+        "INSERT INTO numbers (n, label) SELECT g, md5(g::text)"
+        " FROM generate_series(1, 1000000) g"
+    )
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    consumer = CountingConsumer()
+    started = time.monotonic()
+    try:
+        await broker.allNumbers(consumer=consumer)
+    finally:
+        done.set()
+        sampler.join()
+    elapsed = time.monotonic() - started
+    grown = (peak[0] - baseline) / 2**20
+    rate = 1e6 / elapsed
+    print(f"1e6 rows in {elapsed:.2f} s ({rate:,.0f} rows/s), RSS +{grown:.1f} MB")
+    assert consumer.count == 1_000_000
+    assert grown < 64

@@ -1,0 +1,252 @@
+"""
+Scheduling on real databases: priorities on one connection, cancellation
+of queued and running transactions, timeouts, shutdown with pending writes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as SA
+from twisted.internet import defer, task
+
+from asynqueue import TaskTimeout
+from sasync import AccessBroker, transact
+
+
+def sleepSQL(url: str, seconds: int) -> str:
+    """
+    A query that runs for about C{seconds} (SQLite: a long recursive CTE).
+    """
+    if url.startswith("postgresql"):
+        return f"SELECT pg_sleep({seconds})"
+    if url.startswith("mysql"):
+        return f"SELECT SLEEP({seconds})"
+    return (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+        f" WHERE x < {seconds * 20_000_000}) SELECT count(*) FROM c"
+    )
+
+
+class Journal(AccessBroker):
+    """
+    A broker with one table of notes, and ways to hold its workers.
+    """
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        self._log: list[str] = []
+        self._gate = threading.Event()
+        self._inside = threading.Event()
+        self._finished = threading.Event()
+
+    async def startup(self) -> None:
+        await self.table(
+            "notes",
+            SA.Column("id", SA.Integer, primary_key=True),
+            SA.Column("text", SA.String(40)),
+        )
+
+    @transact
+    def block(self) -> None:
+        # Holds this worker until the test opens the gate.
+        self._inside.set()
+        self._gate.wait(30)
+
+    @transact
+    def note(self, text: str) -> None:
+        self._log.append(text)
+        self.conn.execute(self.notes.insert().values(text=text))
+
+    @transact
+    def texts(self) -> list[str]:
+        return list(self.conn.execute(SA.select(self.notes.c.text)).scalars())
+
+    @transact
+    def noteThenSleep(self, text: str, sql: str) -> Any:
+        try:
+            self.conn.execute(self.notes.insert().values(text=text))
+            self._inside.set()
+            return self.conn.exec_driver_sql(sql).all()
+        finally:
+            self._finished.set()
+
+    @transact
+    def backendPID(self) -> int:
+        return int(self.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def oneConnection(url: str) -> dict[str, Any]:
+    """
+    Broker options for a single connection (SQLite always has one).
+    """
+    return {} if url.startswith("sqlite") else {"connections": 1}
+
+
+async def pause(seconds: float) -> None:
+    """
+    Let the reactor run for C{seconds}.
+    """
+    from twisted.internet import reactor
+
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+async def until(check: Any, timeout: float = 20.0) -> None:
+    """
+    Wait (polling every 10 ms in the reactor) until C{check()} is true.
+    """
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await pause(0.01)
+
+
+async def test_prioritiesOneConnection(dbURL: str, brokers: Any) -> None:
+    """
+    On one connection, queued transactions run doNext first, then by
+    niceness (lower first), first in first out within a niceness, doLast
+    last.
+    """
+    broker = brokers(Journal, dbURL, **oneConnection(dbURL))
+    await broker.waitUntilRunning()
+    blocked = broker.block()
+    await until(broker._inside.is_set)
+    calls = [
+        ("n5-a", {"niceness": 5}),
+        ("last", {"doLast": True}),
+        ("n0-a", {}),
+        ("n-10", {"niceness": -10}),
+        ("n5-b", {"niceness": 5}),
+        ("next", {"doNext": True}),
+        ("n0-b", {"niceness": 0}),
+        ("n20", {"niceness": 20}),
+        ("n-20", {"niceness": -20}),
+    ]
+    ds = [broker.note(text, **kw) for text, kw in calls]
+    broker._gate.set()
+    await blocked
+    await defer.gatherResults(ds)
+    assert broker._log == [
+        "next",
+        "n-20",
+        "n-10",
+        "n0-a",
+        "n0-b",
+        "n5-a",
+        "n5-b",
+        "n20",
+        "last",
+    ]
+
+
+async def test_cancelQueued(dbURL: str, brokers: Any) -> None:
+    """
+    A cancelled queued transaction never runs: CancelledError at once, and
+    its write never lands.
+    """
+    broker = brokers(Journal, dbURL, **oneConnection(dbURL))
+    await broker.waitUntilRunning()
+    blocked = broker.block()
+    await until(broker._inside.is_set)
+    doomed = broker.note("doomed")
+    kept = broker.note("kept")
+    doomed.cancel()
+    with pytest.raises(defer.CancelledError):
+        await doomed
+    broker._gate.set()
+    await blocked
+    await kept
+    assert await broker.texts() == ["kept"]
+    assert broker._log == ["kept"]
+
+
+async def test_cancelBeforeStartup(sqliteURL: str, brokers: Any) -> None:
+    """
+    A transaction cancelled while it waits for startup never runs.
+    """
+    broker = brokers(Journal, sqliteURL)
+    doomed = broker.note("doomed")
+    doomed.cancel()
+    with pytest.raises(defer.CancelledError):
+        await doomed
+    assert await broker.texts() == []
+
+
+@pytest.mark.reactorTimeout(90)
+async def test_cancelRunning(dbURL: str, brokers: Any) -> None:
+    """
+    Cancelling a running transaction interrupts its query at the driver;
+    the caller sees CancelledError only after the worker rolled back (its
+    insert is gone), promptly, and the connection works afterwards.
+    """
+    broker = brokers(Journal, dbURL, **oneConnection(dbURL))
+    await broker.waitUntilRunning()
+    pid = await broker.backendPID() if dbURL.startswith("postgresql") else None
+    d = broker.noteThenSleep("sleeper", sleepSQL(dbURL, 30))
+    await until(broker._inside.is_set)
+    await pause(0.2)
+    started = time.monotonic()
+    d.cancel()
+    with pytest.raises(defer.CancelledError):
+        await d
+    assert broker._finished.is_set(), "the caller heard before the worker finished"
+    assert time.monotonic() - started < 10
+    assert await broker.texts() == []
+    await broker.note("after")
+    assert await broker.texts() == ["after"]
+    if pid is not None:
+        assert await broker.backendPID() == pid  # the same, healthy connection
+        engine = SA.create_engine(dbURL)
+        with engine.connect() as conn:
+            active = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE query LIKE 'SELECT pg_sleep%%' AND state = 'active'"
+            ).scalar_one()
+        engine.dispose()
+        assert active == 0
+
+
+@pytest.mark.reactorTimeout(90)
+async def test_timeoutRunning(dbURL: str, brokers: Any) -> None:
+    """
+    timeout= on a running transaction interrupts it the same way and fails
+    with TaskTimeout.
+    """
+    broker = brokers(Journal, dbURL)
+    await broker.waitUntilRunning()
+    started = time.monotonic()
+    with pytest.raises(TaskTimeout):
+        await broker.noteThenSleep("slow", sleepSQL(dbURL, 30), timeout=0.5)
+    assert broker._finished.is_set()
+    assert time.monotonic() - started < 10
+    assert await broker.texts() == []
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_shutdownPendingWrites(dbURL: str, brokers: Any) -> None:
+    """
+    shutdown() right after queueing hundreds of writes lets all of them
+    land, then refuses new ones.
+    """
+    broker = brokers(Journal, dbURL)
+    ds = [broker.note(f"n{i}") for i in range(300)]
+    stopping = broker.shutdown()
+    await stopping
+    results = await defer.DeferredList(ds, consumeErrors=True)
+    assert all(ok for ok, _ in results)
+    check = brokers(Journal, dbURL)
+    assert sorted(await check.texts()) == sorted(f"n{i}" for i in range(300))
+
+
+async def test_shutdownBeforeStartup(sqliteURL: str, brokers: Any) -> None:
+    """
+    shutdown() before startup even ran is fine, and idempotent.
+    """
+    broker = brokers(Journal, sqliteURL)
+    await defer.gatherResults([broker.shutdown(), broker.shutdown()])
+    assert not broker.running
