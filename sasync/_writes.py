@@ -18,10 +18,9 @@ other, however many connections the broker has.
 
 Reads run at a higher priority than writes and may overtake them, so a
 store folds the units that have not landed yet over what it read (see
-L{WriteSequencer.capture}): a read always reflects every write issued
-before it. (It may also see a later write that landed before it ran, as
-with any concurrent read; L{WriteSequencer.gate} prevents that where it
-matters.)
+L{WriteSequencer.capture}): a read reflects every write issued before it.
+And a unit does not start while a read issued before its writes is still
+running, so a read never sees a write issued after it.
 
 Reactor thread only: units are queued, started and fired there.
 """
@@ -31,7 +30,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeAlias, TypeVar
+from typing import Final, Generic, TypeAlias, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
@@ -152,8 +151,8 @@ class WriteSequencer(Generic[K]):
         # in seq order.
         self._log: list[WriteUnit[K]] = []
         self._running: WriteUnit[K] | None = None
-        self._captures: Counter[int] = Counter()
-        self._gates: list[Deferred[Any]] = []
+        # The reads running now (see capture).
+        self._captures: Counter[Capture] = Counter()
         # Units before this seq take no more writes (see capture).
         self._sealedBefore = 0
         self._closed = False
@@ -221,21 +220,6 @@ class WriteSequencer(Generic[K]):
         unit.entries[key] = data
         return self._wait(unit)
 
-    def gate(self, d: Deferred[Any]) -> None:
-        """
-        Start no unit until C{d} has fired (a read that must not see the
-        writes issued after it). C{d}'s result passes through untouched.
-        """
-
-        def opened(result: object) -> object:
-            self._gates.remove(d)
-            self._kick()
-            return result
-
-        if not d.called:
-            self._gates.append(d)
-            d.addBoth(opened)
-
     # --- Running -----------------------------------------------------------
 
     def _kick(self) -> None:
@@ -254,15 +238,19 @@ class WriteSequencer(Generic[K]):
             self._kicking = False
 
     def _startNext(self) -> None:
-        if self._running is not None or self._gates:
+        if self._running is not None:
             return
         unit = next((u for u in self._log if not u.started), None)
-        if unit is None:
+        if unit is None or self._readsBefore(unit):
             return
         unit.started = True
         self._running = unit
         d = maybeDeferred(self._run, unit)
         d.addBoth(self._landed, unit)
+
+    def _readsBefore(self, unit: WriteUnit[K]) -> bool:
+        # Is a read that must not see this unit still running?
+        return any(c.end is not None and c.end <= unit.seq for c in self._captures)
 
     def _landed(self, result: object, unit: WriteUnit[K]) -> None:
         unit.landed = True
@@ -279,7 +267,7 @@ class WriteSequencer(Generic[K]):
         self._kick()
 
     def _prune(self) -> None:
-        oldest = min(self._captures) if self._captures else self._nextSeq
+        oldest = min((c.start for c in self._captures), default=self._nextSeq)
         # Landed units before every capture can be forgotten.
         while self._log and self._log[0].landed and self._log[0].seq < oldest:
             self._log.pop(0)
@@ -298,10 +286,11 @@ class WriteSequencer(Generic[K]):
         may not be in what the read finds, so the read folds them over its
         result; call L{release} when done.
 
-        @param bounded: fold only the writes issued before this call (an
-            ordinary read: it must not see later writes); C{False}: fold
-            later ones too (a read that becomes a cache, which must miss
-            nothing).
+        @param bounded: fold only the writes issued before this call, and
+            hold back later ones until L{release} (an ordinary read: it
+            must not see later writes); C{False}: fold later ones too and
+            hold nothing back (a read that becomes a cache, which must
+            miss nothing).
         @return: what L{foldKey}, L{foldAll} and L{release} take.
         """
         start = next((u.seq for u in self._log if not u.landed), self._nextSeq)
@@ -310,17 +299,20 @@ class WriteSequencer(Generic[K]):
             end = self._nextSeq
             # Later writes must not join the units this read folds.
             self._sealedBefore = end
-        self._captures[start] += 1
-        return Capture(start, end)
+        capture = Capture(start, end)
+        self._captures[capture] += 1
+        return capture
 
     def release(self, capture: Capture) -> None:
         """
         End a read started with L{capture}.
         """
-        self._captures[capture.start] -= 1
-        if self._captures[capture.start] <= 0:
-            del self._captures[capture.start]
+        self._captures[capture] -= 1
+        if self._captures[capture] <= 0:
+            del self._captures[capture]
         self._prune()
+        # A unit may have been waiting for this read.
+        self._kick()
 
     def _since(self, capture: Capture) -> list[WriteUnit[K]]:
         end = self._nextSeq if capture.end is None else capture.end

@@ -339,9 +339,8 @@ class PersistentDict(MutableMapping[str, Any]):
             value = self._data.pop(key)
             self._track(self._items.delete(key))
             return value
+        # The read is issued first, so it cannot see the delete.
         read = self._items.load(key)
-        # The delete must not land before the read has run.
-        self._items._seq.gate(read)
         self._track(self._items.delete(key))
         return read.addCallback(_orDefault, key, default)
 

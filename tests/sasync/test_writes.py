@@ -114,11 +114,19 @@ def test_foldKey() -> None:
     """
     db = FakeDatabase()
     seq: WriteSequencer[str] = WriteSequencer(db.run)
-    assert seq.foldKey(seq.capture(), "k") is UNKNOWN
+
+    def peek(key: str) -> object:
+        capture = seq.capture()
+        try:
+            return seq.foldKey(capture, key)
+        finally:
+            seq.release(capture)
+
+    assert peek("k") is UNKNOWN
     seq.put([("k", b"1")])
-    assert seq.foldKey(seq.capture(), "k") == b"1"
+    assert peek("k") == b"1"
     seq.put([("k", None)])
-    assert seq.foldKey(seq.capture(), "k") is None
+    assert peek("k") is None
     db.land()
     db.land()
     seq.insert("n", b"new")
@@ -192,22 +200,28 @@ def test_failedUnitsAreNotFolded() -> None:
     seq.release(capture)
 
 
-def test_gate() -> None:
+def test_writesWaitForEarlierReads() -> None:
     """
-    A gated sequencer starts no unit until the gate fires, and the gate's
-    result passes through.
+    A unit does not start while a bounded read issued before it runs;
+    units issued before the read, and unbounded reads, hold nothing back.
     """
     db = FakeDatabase()
     seq: WriteSequencer[str] = WriteSequencer(db.run)
-    read: Deferred[str] = Deferred()
-    seq.gate(read)
-    seq.put([("k", None)])
-    assert db.started == []
-    got: list[str] = []
-    read.addCallback(got.append)
-    read.callback("value")
-    assert got == ["value"]
+    seq.put([("a", b"1")])
+    queued = seq.put([("b", b"2")])
+    read = seq.capture()
+    cache = seq.capture(bounded=False)
+    seq.put([("c", b"3")])
+    db.land()
     assert len(db.started) == 1
+    db.land()
+    assert results(queued) == [None]
+    assert db.started == []
+    seq.release(read)
+    assert len(db.started) == 1
+    seq.release(cache)
+    db.land()
+    assert db.rows == {"a": b"1", "b": b"2", "c": b"3"}
 
 
 def test_synchronousLandingDoesNotRecurse() -> None:
