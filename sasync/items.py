@@ -1,5 +1,5 @@
 """
-L{Items}: a persistent store of named Python objects, in groups.
+L{Items}: a persistent store of named Python objects, in groups::
 
     items = Items("prefs", "sqlite:///app.db")
     yield items.update("color", "blue")
@@ -152,7 +152,7 @@ class Items(_Store[str]):
         @raise TypeError: C{name} is not a str, or C{value} cannot be
             pickled.
         @raise ValueError: C{name} is a str that cannot be a key.
-        @raise BrokerStopped: after L{shutdown}.
+        @raise BrokerStopped: after C{shutdown()}.
         """
         data = dumpValue(checkName(name), value)
         return self._seq.put([(name, data)])

@@ -1,6 +1,6 @@
 """
 L{PersistentArray}: a sparse three-dimensional array of Python objects,
-kept in a database table.
+kept in a database table::
 
     a = PersistentArray("board", "sqlite:///game.db")
     a.set(0, 0, 0, "rook")
