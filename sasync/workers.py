@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from asynqueue.task import Task
-from asynqueue.workers import ThreadWorker
+from asynqueue.workers import JobThread, MemoryJobRunner, ThreadWorker
 
 from .cancel import Canceller
 from .threadstate import state
@@ -50,12 +50,20 @@ class ConnectionWorker(ThreadWorker):
         killQuery: Callable[[int], None] | None = None,
         onHeld: Callable[[ConnectionWorker, bool], None] | None = None,
         callFromThread: Callable[..., object] | None = None,
+        runner: JobThread | MemoryJobRunner | None = None,
     ) -> None:
+        """
+        @param killQuery: For MySQL, see L{Canceller}.
+        @param onHeld: Called (reactor thread) with C{(worker, held)} when
+            an iteration starts or stops holding the worker.
+        @param runner: Where jobs run (tests pass a C{MemoryJobRunner}).
+        """
         super().__init__(
             holdIterations=holdIterations,
             batchSize=batchSize,
             name=name,
             callFromThread=callFromThread,
+            runner=runner,
         )
         self.engine = engine
         self.overflow = overflow

@@ -202,3 +202,16 @@ async def test_streamMillionRows(postgresqlURL: str, brokers: Any) -> None:
     print(f"1e6 rows in {elapsed:.2f} s ({rate:,.0f} rows/s), RSS +{grown:.1f} MB")
     assert consumer.count == 1_000_000
     assert grown < 64
+
+
+async def test_streamKeyword(serverURL: str, brokers: Any) -> None:
+    """
+    stream=True reads through an unbuffered/server-side cursor (MySQL too),
+    stream=False through an ordinary one; both give every row.
+    """
+    broker = brokers(Numbers, serverURL, batchSize=64)
+    await broker.fill(1000)
+    for stream in (True, False):
+        dr = await broker.allNumbers(stream=stream)
+        assert [row.n async for row in dr] == list(range(1000))
+        assert await broker.note(1) >= 1

@@ -1,0 +1,192 @@
+"""
+Ad hoc measurements of the sasync core (not a test; the numbers go into
+the notes). Needs the PostgreSQL test server::
+
+    .venv/bin/python -m tests.sasync.measure_core [URL]
+
+1. Sequential trivial transactions (SELECT 1) per second: through a broker
+   (sql(), and a @transact method) against Twisted's adbapi ConnectionPool
+   runQuery, in the same run, alternating rounds.
+2. 1,000,000 rows to an IConsumer through a broker against a raw psycopg2
+   named cursor read with fetchmany: rows per second and peak RSS growth
+   (sampled every 5 ms).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import threading
+import time
+from typing import Any
+
+import psutil
+import sqlalchemy as SA
+from sqlalchemy.engine import make_url
+from twisted.enterprise import adbapi
+from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IConsumer
+from zope.interface import implementer
+
+from sasync import AccessBroker, transact
+
+ROUNDS = 5
+CALLS = 2000
+ROWS = 1_000_000
+
+
+class Bench(AccessBroker):
+    async def startup(self) -> None:
+        await self.table(
+            "big",
+            SA.Column("n", SA.Integer, primary_key=True, autoincrement=False),
+            SA.Column("label", SA.String(40)),
+        )
+
+    @transact
+    def one(self) -> Any:
+        return self.conn.exec_driver_sql("SELECT 1").scalar()
+
+    @transact
+    def everything(self) -> Any:
+        return self.conn.execute(SA.select(self.big))
+
+
+@implementer(IConsumer)
+class Counter:
+    count = 0
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: Any) -> None:
+        self.count += 1
+
+
+class PeakRSS:
+    """
+    Samples this process's RSS in a thread; C{grown} is the peak over the
+    value at start, in MB.
+    """
+
+    def __enter__(self) -> PeakRSS:
+        self.process = psutil.Process()
+        self.base = self.peak = self.process.memory_info().rss
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def sample(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self.grown = (self.peak - self.base) / 2**20
+
+
+async def perSecond(call: Any, n: int = CALLS) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        await call()
+    return n / (time.perf_counter() - started)
+
+
+def rawNamedCursor(url: str) -> tuple[float, float]:
+    import psycopg2
+
+    u = make_url(url)
+    conn = psycopg2.connect(
+        host=u.host, port=u.port or 5432, user=u.username, dbname=u.database
+    )
+    with PeakRSS() as rss:
+        started = time.perf_counter()
+        cursor = conn.cursor(name="measure")
+        cursor.itersize = 1000
+        cursor.execute("SELECT n, label FROM big")
+        count = 0
+        while True:
+            rows = cursor.fetchmany(1000)
+            if not rows:
+                break
+            count += len(rows)
+        elapsed = time.perf_counter() - started
+        cursor.close()
+        conn.rollback()
+    conn.close()
+    assert count == ROWS, count
+    return ROWS / elapsed, rss.grown
+
+
+async def main(url: str) -> None:
+    broker = Bench(url)
+    await broker.waitUntilRunning()
+    if (await broker.sql("SELECT count(*) AS n FROM big"))[0].n != ROWS:
+        await broker.execute("DELETE FROM big")
+        await broker.execute(
+            "INSERT INTO big (n, label) SELECT g, md5(g::text)"
+            f" FROM generate_series(1, {ROWS}) g"
+        )
+    u = make_url(url)
+    pool = adbapi.ConnectionPool(
+        "psycopg2", host=u.host, port=u.port or 5432, user=u.username,
+        dbname=u.database, cp_noisy=False,
+    )
+    await perSecond(lambda: pool.runQuery("SELECT 1"), 200)
+    await perSecond(lambda: broker.sql("SELECT 1"), 200)
+    rates: dict[str, list[float]] = {"adbapi runQuery": [], "broker.sql": [], "@transact": []}
+    for _ in range(ROUNDS):
+        rates["adbapi runQuery"].append(await perSecond(lambda: pool.runQuery("SELECT 1")))
+        rates["broker.sql"].append(await perSecond(lambda: broker.sql("SELECT 1")))
+        rates["@transact"].append(await perSecond(broker.one))
+    print(f"Sequential SELECT 1 transactions per second ({ROUNDS} x {CALLS}, median/best):")
+    base = statistics.median(rates["adbapi runQuery"])
+    for name, values in rates.items():
+        median = statistics.median(values)
+        print(f"  {name:16s} {median:8,.0f} /s  best {max(values):8,.0f}  ({median / base:.2f}x)")
+    pool.close()
+
+    print(f"{ROWS:,} rows (n, label) streamed:")
+    results: dict[str, list[tuple[float, float]]] = {"psycopg2 named cursor": [], "broker consumer": []}
+    for _ in range(3):
+        results["psycopg2 named cursor"].append(
+            await defer.Deferred.fromCoroutine(_inThread(rawNamedCursor, url))
+        )
+        with PeakRSS() as rss:
+            started = time.perf_counter()
+            consumer = await broker.everything(consumer=Counter())
+            elapsed = time.perf_counter() - started
+        assert consumer.count == ROWS
+        results["broker consumer"].append((ROWS / elapsed, rss.grown))
+    base = statistics.median(r for r, _ in results["psycopg2 named cursor"])
+    for name, values in results.items():
+        rate = statistics.median(r for r, _ in values)
+        peak = max(g for _, g in values)
+        print(f"  {name:22s} {rate:10,.0f} rows/s ({rate / base:.2f}x), peak RSS +{peak:.1f} MB")
+    await broker.shutdown()
+
+
+async def _inThread(f: Any, *args: Any) -> Any:
+    from twisted.internet.threads import deferToThread
+
+    return await deferToThread(f, *args)
+
+
+def run() -> None:
+    url = sys.argv[1] if len(sys.argv) > 1 else (
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/sasync_core_scratch"
+    )
+    d = defer.Deferred.fromCoroutine(main(url))
+    d.addErrback(lambda f: f.printTraceback())
+    d.addBoth(lambda _: reactor.stop())
+
+
+if __name__ == "__main__":
+    reactor.callWhenRunning(run)
+    reactor.run()
