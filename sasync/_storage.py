@@ -56,6 +56,11 @@ The longest str key allowed, in characters (it fits a MySQL TEXT column in
 utf8mb4, four bytes a character at worst).
 """
 
+DELETE_CHUNK: Final = 500
+"""
+How many keys one DELETE statement names at most.
+"""
+
 READ_NICENESS: Final = 0
 WRITE_NICENESS: Final = 5
 """
@@ -178,6 +183,10 @@ def upsert(
             index_elements=list(keyColumns),
             set_={c: stmt.excluded[c] for c in updateColumns},
         )
+        # RETURNING makes SQLAlchemy send many rows per statement
+        # ("insertmanyvalues"); psycopg2's executemany sends one per round
+        # trip, seven times slower for 10,000 rows.
+        stmt = stmt.returning(table.c[keyColumns[0]])
     elif name in ("mysql", "mariadb"):
         stmt = mysql.insert(table)
         stmt = stmt.on_duplicate_key_update(
@@ -186,7 +195,7 @@ def upsert(
     else:
         _genericUpsert(conn, table, rows, keyColumns, updateColumns)
         return
-    conn.execute(stmt, list(rows))
+    conn.execute(stmt, list(rows)).close()
 
 
 def _genericUpsert(
@@ -360,15 +369,19 @@ class StoreBroker(AccessBroker, Generic[K]):
         conn = self.conn
         if clearFirst:
             conn.execute(t.delete().where(t.c.group_key == self.groupKey))
-        if deletes:
-            keyNames = [c.name for c in self.keyColumns()]
-            where = SA.and_(
-                t.c.group_key == self.groupKey,
-                *[t.c[c] == SA.bindparam(f"k_{c}") for c in keyNames],
-            )
+        keyNames = [c.name for c in self.keyColumns()]
+        # One statement per chunk of keys, not one round trip per key.
+        for i in range(0, len(deletes), DELETE_CHUNK):
+            chunk = [
+                tuple(self.keyRow(k).values()) for k in deletes[i : i + DELETE_CHUNK]
+            ]
+            keyColumn: Any
+            if len(keyNames) == 1:
+                keyColumn, values = t.c[keyNames[0]], [v for (v,) in chunk]
+            else:
+                keyColumn, values = SA.tuple_(*[t.c[c] for c in keyNames]), chunk
             conn.execute(
-                t.delete().where(where),
-                [{f"k_{c}": v for c, v in self.keyRow(k).items()} for k in deletes],
+                t.delete().where(t.c.group_key == self.groupKey, keyColumn.in_(values))
             )
         if not upserts:
             return

@@ -331,3 +331,22 @@ async def test_badKeys(dbURL: str) -> None:
     for badID in (1.5, True, None, ("t",)):
         with pytest.raises(TypeError, match="str or an int"):
             Items(badID, dbURL)  # type: ignore[arg-type]
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_manyAtOnce(dbURL: str) -> None:
+    """
+    Writing and deleting more keys than one statement takes (1,200) in one
+    go works.
+    """
+    items = Items("bulk", dbURL)
+    async with stores(items):
+        names = [f"n{i:04d}" for i in range(1200)]
+        for i, name in enumerate(names):
+            items.update(name, i)
+        await items.deferToWrites()
+        assert len(await items.names()) == 1200
+        await items.delete(*names[:1100])
+        assert await items.loadAll() == {
+            name: 1100 + i for i, name in enumerate(names[1100:])
+        }

@@ -165,3 +165,24 @@ async def test_badInput(dbURL: str) -> None:
         with pytest.raises(TypeError, match=r"\(0, 0, 0\)"):
             a.set(0, 0, 0, threading.Lock())
         assert await a.get(0, 0, 0) == "kept"
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_manyAtOnce(dbURL: str) -> None:
+    """
+    Setting and deleting more elements than one statement takes (1,200)
+    in one go works.
+    """
+    a = PersistentArray("bulk", dbURL)
+    async with stores(a):
+        for i in range(1200):
+            a.set(i, i % 7, -i, i)
+        await a.deferToWrites()
+        for i in range(1100):
+            a.delete(i, i % 7, -i)
+        await a.deferToWrites()
+        assert await a.get(5, 5, -5) is None
+        assert await a.get(1150, 1150 % 7, -1150) == 1150
+        again = PersistentArray("bulk", dbURL)
+        async with stores(again):
+            assert len(await again._readKeys()) == 100
