@@ -238,8 +238,10 @@ class AccessBroker:
         A Deferred that fires once the broker runs (at once if it does), or
         fails with L{StartupError} if its startup failed.
         """
-        if self._phase == _RUNNING or self._phase == _STOPPED:
+        if self._phase == _RUNNING:
             return succeed(None)
+        if self._phase == _STOPPED:
+            return fail(BrokerStopped(f"{type(self).__name__} is shut down"))
         if self._phase == _FAILED:
             return fail(self._startupError())
         d: Deferred[None] = Deferred()

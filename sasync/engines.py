@@ -228,9 +228,17 @@ class EngineHandle:
         )
 
     def _killQuery(self, threadID: int) -> None:
-        # Reactor pool thread: a short connection of its own, never a worker's.
-        with self.engine.connect() as connection:
-            connection.exec_driver_sql(f"KILL QUERY {int(threadID)}")
+        # Reactor pool thread: a short DBAPI connection of its own, made
+        # past the engine's pool (which may be full), never a worker's.
+        dialect = self.engine.dialect
+        cargs, cparams = dialect.create_connect_args(self.engine.url)
+        connection = dialect.connect(*cargs, **cparams)
+        try:
+            cursor = connection.cursor()
+            cursor.execute(f"KILL QUERY {int(threadID)}")
+            cursor.close()
+        finally:
+            connection.close()
 
     # Work ---------------------------------------------------------------------
 

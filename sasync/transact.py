@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy.engine import Result
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
@@ -277,7 +277,12 @@ class TransactionCall:
                     result = results.bufferedResult(result)
                 else:
                     rows: Iterator[Any]
-                    if self.handle.holdIterations:
+                    if not isinstance(result, CursorResult):
+                        # An ORM result loads objects through its session,
+                        # which ends with the transaction: read it all now.
+                        rows = iter(result.all())
+                        transaction.commit()
+                    elif self.handle.holdIterations:
                         handedOver = True
                         self._endTransactionState()
                         rows = results.rowsInTransaction(

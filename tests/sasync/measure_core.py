@@ -135,25 +135,41 @@ async def main(url: str) -> None:
         )
     u = make_url(url)
     pool = adbapi.ConnectionPool(
-        "psycopg2", host=u.host, port=u.port or 5432, user=u.username,
-        dbname=u.database, cp_noisy=False,
+        "psycopg2",
+        host=u.host,
+        port=u.port or 5432,
+        user=u.username,
+        dbname=u.database,
+        cp_noisy=False,
     )
     await perSecond(lambda: pool.runQuery("SELECT 1"), 200)
     await perSecond(lambda: broker.sql("SELECT 1"), 200)
-    rates: dict[str, list[float]] = {"adbapi runQuery": [], "broker.sql": [], "@transact": []}
+    rates: dict[str, list[float]] = {
+        "adbapi runQuery": [],
+        "broker.sql": [],
+        "@transact": [],
+    }
     for _ in range(ROUNDS):
-        rates["adbapi runQuery"].append(await perSecond(lambda: pool.runQuery("SELECT 1")))
+        rates["adbapi runQuery"].append(
+            await perSecond(lambda: pool.runQuery("SELECT 1"))
+        )
         rates["broker.sql"].append(await perSecond(lambda: broker.sql("SELECT 1")))
         rates["@transact"].append(await perSecond(broker.one))
-    print(f"Sequential SELECT 1 transactions per second ({ROUNDS} x {CALLS}, median/best):")
+    print(f"Sequential SELECT 1 transactions/s ({ROUNDS} x {CALLS}, median/best):")
     base = statistics.median(rates["adbapi runQuery"])
     for name, values in rates.items():
         median = statistics.median(values)
-        print(f"  {name:16s} {median:8,.0f} /s  best {max(values):8,.0f}  ({median / base:.2f}x)")
+        best = max(values)
+        print(
+            f"  {name:16s} {median:8,.0f} /s  best {best:8,.0f}  ({median / base:.2f}x)"
+        )
     pool.close()
 
     print(f"{ROWS:,} rows (n, label) streamed:")
-    results: dict[str, list[tuple[float, float]]] = {"psycopg2 named cursor": [], "broker consumer": []}
+    results: dict[str, list[tuple[float, float]]] = {
+        "psycopg2 named cursor": [],
+        "broker consumer": [],
+    }
     for _ in range(3):
         results["psycopg2 named cursor"].append(
             await defer.Deferred.fromCoroutine(_inThread(rawNamedCursor, url))
@@ -168,7 +184,10 @@ async def main(url: str) -> None:
     for name, values in results.items():
         rate = statistics.median(r for r, _ in values)
         peak = max(g for _, g in values)
-        print(f"  {name:22s} {rate:10,.0f} rows/s ({rate / base:.2f}x), peak RSS +{peak:.1f} MB")
+        ratio = rate / base
+        print(
+            f"  {name:22s} {rate:10,.0f} rows/s ({ratio:.2f}x), peak RSS +{peak:.1f} MB"
+        )
     await broker.shutdown()
 
 
@@ -179,8 +198,10 @@ async def _inThread(f: Any, *args: Any) -> Any:
 
 
 def run() -> None:
-    url = sys.argv[1] if len(sys.argv) > 1 else (
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/sasync_core_scratch"
+    url = (
+        sys.argv[1]
+        if len(sys.argv) > 1
+        else ("postgresql+psycopg2://postgres@127.0.0.1:5432/sasync_core_scratch")
     )
     d = defer.Deferred.fromCoroutine(main(url))
     d.addErrback(lambda f: f.printTraceback())

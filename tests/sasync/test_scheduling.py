@@ -250,3 +250,27 @@ async def test_shutdownBeforeStartup(sqliteURL: str, brokers: Any) -> None:
     broker = brokers(Journal, sqliteURL)
     await defer.gatherResults([broker.shutdown(), broker.shutdown()])
     assert not broker.running
+
+
+async def test_shutdownEndsThreads(dbURL: str, brokers: Any) -> None:
+    """
+    After the last broker on an engine shuts down, its worker threads
+    (regular and overflow) have ended and the engine is out of the registry.
+    """
+    from sasync.engines import openHandles
+
+    def ours() -> set[threading.Thread]:
+        return {
+            t
+            for t in threading.enumerate()
+            if t.name.startswith("sasync-") and t.is_alive()
+        }
+
+    before = ours()
+    broker = brokers(Journal, dbURL)
+    await broker.note("x")
+    handle = broker._handle
+    assert ours() - before
+    await broker.shutdown()
+    assert handle not in openHandles()
+    await until(lambda: not (ours() - before))

@@ -361,3 +361,33 @@ async def test_startupWaits(dbURL: str, brokers: Any) -> None:
     d = broker.names()
     assert await d == ["first"]
     assert broker.running
+
+
+class OrmBroker(PeopleBroker):
+    @transact
+    def everybody(self) -> Any:
+        return self.session.execute(SA.select(Person).order_by(Person.name))
+
+
+async def test_ormResultIterated(dbURL: str, brokers: Any) -> None:
+    """
+    An ORM result returned from a transaction is iterated like any other
+    (read before the session ends), giving usable objects.
+    """
+    broker = brokers(OrmBroker, dbURL)
+    await broker.ormAdd("rae", 5)
+    await broker.ormAdd("sid", 6)
+    dr = await broker.everybody()
+    people = [row[0] async for row in dr]
+    assert [(p.name, p.age) for p in people] == [("rae", 5), ("sid", 6)]
+
+
+async def test_waitUntilRunningAfterShutdown(sqliteURL: str, brokers: Any) -> None:
+    """
+    waitUntilRunning on a shut-down broker fails with BrokerStopped.
+    """
+    broker = brokers(PeopleBroker, sqliteURL)
+    await broker.waitUntilRunning()
+    await broker.shutdown()
+    with pytest.raises(BrokerStopped):
+        await broker.waitUntilRunning()
