@@ -44,6 +44,25 @@ def _displayURL(url: str) -> str:
         return url
 
 
+#: The drivers sAsync installs, for URLs that name none.
+DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
+
+
+def normalizeURL(url: str) -> str:
+    """
+    C{url} with the project's driver when it names none: C{postgresql://}
+    means psycopg2 and C{mysql://} PyMySQL (SQLAlchemy 2.1 would pick
+    psycopg 3 and mysqlclient, which sAsync does not install).
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    driver = DEFAULT_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        return url
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
 class Interrupt:
     """
     Ctrl-C (SIGINT) and SIGTERM, turned into a flag and a Deferred in the
@@ -108,10 +127,47 @@ class Interrupt:
 Work = Callable[[Any, Interrupt], Coroutine[Any, Any, int]]
 
 
-def runReactor(work: Work) -> int:
+def startLogging(verbose: bool, stream: TextIO | None = None) -> None:
+    """
+    Send twisted.logger's events to C{stream} (stderr): warnings and worse
+    as one line each, or with C{verbose} everything from C{info} on, with
+    tracebacks.
+    """
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        formatEvent,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    out = stream if stream is not None else sys.stderr
+    if verbose:
+        observer: Any = textFileLogObserver(out)
+        level = LogLevel.info
+    else:
+
+        def observer(event: dict[str, Any]) -> None:
+            text = formatEvent(event)
+            failure = event.get("log_failure")
+            if failure is not None:
+                text = f"{text}: {_describe(failure)}"
+            out.write(f"log: {text}\n")
+
+        level = LogLevel.warn
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
+    )
+
+
+def runReactor(work: Work, *, verbose: bool = False) -> int:
     """
     Run C{work(reactor, interrupt)} under the reactor, stop the reactor when
     it is done, and return its exit status (1 if it failed).
+
+    @param verbose: Print the traceback of a failure.
     """
     from twisted.internet import reactor
 
@@ -128,7 +184,7 @@ def runReactor(work: Work) -> int:
         def failed(failure: Failure) -> None:
             sys.stdout.flush()
             sys.stderr.write(f"error: {_describe(failure)}\n")
-            if os.environ.get("SASYNC_DEBUG"):
+            if verbose:
                 failure.printTraceback(sys.stderr)  # type: ignore[no-untyped-call]
             status[0] = 1
 
@@ -343,6 +399,12 @@ def buildParser() -> argparse.ArgumentParser:
 
     def urlOption(p: argparse.ArgumentParser) -> None:
         p.add_argument(
+            "--verbose",
+            "-v",
+            action="store_true",
+            help="log more (info and up, with tracebacks)",
+        )
+        p.add_argument(
             "--url",
             default=DEFAULT_URL,
             help="SQLAlchemy database URL (default: %(default)s, a file in the"
@@ -444,15 +506,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    try:
+        args.url = normalizeURL(args.url)
+    except Exception as e:
+        parser.error(f"--url: not a database URL: {e}")
     if args.plot is not None if args.command == "demo" else False:
         _checkPlotting(parser)
     work = args.work
+    startLogging(args.verbose)
 
     async def run(reactor: Any, interrupt: Interrupt) -> int:
         code: int = await work(reactor, interrupt, args)
         return code
 
-    return runReactor(run)
+    return runReactor(run, verbose=args.verbose)
 
 
 def _checkPlotting(parser: argparse.ArgumentParser) -> None:

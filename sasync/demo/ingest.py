@@ -1,12 +1,11 @@
 """
 Log records into the database through the L{LogBroker}, in batches.
 
-Each batch is two kinds of transaction: L{LogBroker.setNameValues} for the
-indexed values not yet in the id cache (usually none, once the common values
-are known) and one L{LogBroker.setEntries}. The next batch is parsed while
-the previous one's transaction runs in its worker thread, and batches commit
-in order, so an interrupted ingestion leaves a prefix of the log committed
-and nothing half-written.
+Each batch is one transaction, L{LogBroker.setEntries}: the entries, and the
+indexed values among them that the broker's id cache does not know yet
+(fewer and fewer as the common values get known). Batches commit in order,
+so an interrupted ingestion leaves a prefix of the log committed and nothing
+half-written.
 """
 
 from __future__ import annotations
@@ -16,13 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
-
 from .logbroker import INDEXED_VALUES, LogBroker
 from .logparse import Record
-
-log = Logger()
 
 #: Rows per setEntries transaction.
 DEFAULT_BATCH = 2000
@@ -43,29 +37,37 @@ class IngestResult:
     interrupted: bool = False
 
 
-async def _entriesFor(broker: LogBroker, records: list[Record]) -> list[dict[str, Any]]:
+def prepareBatch(
+    broker: LogBroker, records: list[Record]
+) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """
-    The rows for C{records}, with the ids of their indexed values (asking the
-    broker only for values not cached yet).
+    The entries for C{records}, for L{LogBroker.setEntries}: each indexed
+    value as its cached id when there is one, else as the value itself,
+    listed among the new values (once per table).
+
+    Reactor thread only (it reads the broker's id cache).
     """
-    ids = {}
-    for name in INDEXED_VALUES:
-        ids[name] = await broker.idsFor(name, (getattr(r, name) for r in records))
-    vhosts, urls, referrers, agents = (ids[name] for name in INDEXED_VALUES)
-    return [
-        {
+    cache = broker.idTable
+    new: dict[str, dict[str, None]] = {name: {} for name in INDEXED_VALUES}
+    entries = []
+    for r in records:
+        entry: dict[str, Any] = {
             "dt": r.dt,
             "ip": r.ip,
             "method": r.method,
             "status": r.status,
             "size": r.size,
-            "id_vhost": vhosts[r.vhost],
-            "id_url": urls[r.url],
-            "id_referrer": referrers[r.referrer],
-            "id_useragent": agents[r.useragent],
         }
-        for r in records
-    ]
+        for name in INDEXED_VALUES:
+            value = getattr(r, name)
+            ID = cache[name].get(value)
+            if ID is None:
+                entry[name] = value
+                new[name][value] = None
+            else:
+                entry[f"id_{name}"] = ID
+        entries.append(entry)
+    return entries, {name: list(values) for name, values in new.items() if values}
 
 
 def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -83,46 +85,27 @@ async def ingest(
     shouldStop: Callable[[], bool] = lambda: False,
 ) -> IngestResult:
     """
-    Write C{records} to the database in batches of C{batchSize}.
+    Write C{records} to the database in batches of C{batchSize}, one
+    transaction each, in order.
 
     Parsing (pulling from C{records}) happens here in the reactor thread,
-    overlapping the previous batch's transaction in its worker thread. At
-    most one batch of entries is in flight, so batches commit in log order.
+    between transactions rather than during them: both are Python work that
+    would only take turns at the GIL, and a worker thread waiting for the GIL
+    while the reactor thread parses makes each transaction much slower.
 
     @param onProgress: Called with the rows committed after each batch.
     @param shouldStop: Asked before each batch; C{True} ends the ingestion
-        after the batch in flight commits (what was committed stays).
+        there (what was committed stays).
     """
     result = IngestResult()
-    pending: Deferred[int] | None = None
-
-    async def settle() -> None:
-        nonlocal pending
-        if pending is not None:
-            d, pending = pending, None
-            result.rows += await d
-            result.batches += 1
-            if onProgress is not None:
-                onProgress(result.rows)
-
-    try:
-        for batch in _batches(records, batchSize):
-            if shouldStop():
-                result.interrupted = True
-                break
-            rows = await _entriesFor(broker, batch)
-            await settle()
-            if shouldStop():
-                result.interrupted = True
-                break
-            pending = broker.setEntries(rows)
-        await settle()
-    finally:
-        if pending is not None:
-            # Leaving on an error: let the batch in flight finish (it commits
-            # or rolls back whole) before the caller shuts the broker down.
-            try:
-                await pending
-            except Exception:
-                log.failure("the last batch of entries failed")
+    for batch in _batches(records, batchSize):
+        if shouldStop():
+            result.interrupted = True
+            break
+        entries, newValues = prepareBatch(broker, batch)
+        broker.rememberIDs(await broker.setEntries(entries, newValues))
+        result.rows += len(entries)
+        result.batches += 1
+        if onProgress is not None:
+            onProgress(result.rows)
     return result

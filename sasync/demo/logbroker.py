@@ -15,19 +15,22 @@ so big results stream with bounded memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as SA
 from sqlalchemy.dialects import mysql
 
 from sasync import AccessBroker, transact
 
-from .logparse import VALUE_LENGTH
+from .logparse import VALUE_LENGTH, Record
 
 #: The indexed-value tables, and the entries column that refers to each.
 INDEXED_VALUES = ("vhost", "url", "referrer", "useragent")
+
+#: Values looked up in one statement.
+LOOKUP_CHUNK = 500
 
 
 def _valueType() -> SA.types.TypeEngine[str]:
@@ -105,6 +108,20 @@ class LogBroker(AccessBroker):
                 unique_value=["value"],
             )
 
+    def first(self) -> None:
+        """
+        The first transaction. On SQLite: write-ahead logging, so that
+        C{sasync serve} can read while C{sasync demo} writes and a commit
+        costs no disk flush (the database stays consistent after a crash;
+        only a power cut could lose the last commits). PostgreSQL and MySQL
+        need nothing.
+        """
+        if self.conn.dialect.name == "sqlite":
+            # Both must run outside a transaction, which the SQLite driver
+            # begins only at the first write.
+            self.conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            self.conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+
     def _valueTable(self, name: str) -> SA.Table:
         """
         The indexed-value table called C{name}; only those, never a name
@@ -115,7 +132,7 @@ class LogBroker(AccessBroker):
         table: SA.Table = getattr(self, name)
         return table
 
-    # Writing (worker thread inside each @transact body) --------------------
+    # Writing (the @transact bodies run in a worker thread) -----------------
 
     def _getOrInsert(self, table: SA.Table, value: str) -> int:
         """
@@ -142,17 +159,39 @@ class LogBroker(AccessBroker):
     @transact
     def setNameValues(self, name: str, values: Sequence[str]) -> dict[str, int]:
         """
-        The ids of many values of one indexed-value table, in one transaction.
+        The ids of many values of one indexed-value table, adding the new
+        ones, in one transaction and a few statements (not two a value).
 
         @return: value -> id for every value given.
         """
         table = self._valueTable(name)
-        return {value: self._getOrInsert(table, value) for value in values}
+        unique = list(dict.fromkeys(values))
+        found = self._lookUp(table, unique)
+        missing = [v for v in unique if v not in found]
+        if missing:
+            self.conn.execute(table.insert(), [{"value": v} for v in missing])
+            found.update(self._lookUp(table, missing))
+        return {v: found[v] for v in unique}
+
+    def _lookUp(self, table: SA.Table, values: list[str]) -> dict[str, int]:
+        """
+        value -> id for those of C{values} in C{table}; the values are bound
+        parameters (an expanding C{IN}), a few hundred at a time.
+        """
+        found: dict[str, int] = {}
+        select = SA.select(table.c.value, table.c.id).where(
+            table.c.value.in_(SA.bindparam("values", expanding=True))
+        )
+        for n in range(0, len(values), LOOKUP_CHUNK):
+            chunk = values[n : n + LOOKUP_CHUNK]
+            for value, ID in self.conn.execute(select, {"values": chunk}):
+                found[value] = int(ID)
+        return found
 
     @transact
     def setEntry(self, entry: Mapping[str, Any]) -> int:
         """
-        Add one entry: C{dt}, C{ip}, C{method}, C{status}, C{size} and
+        Add one entry: C{dt}, C{ip}, C{method}, C{status}, C{size} and the ids
         C{id_vhost}, C{id_url}, C{id_referrer}, C{id_useragent}.
 
         @return: The new entry's id.
@@ -160,15 +199,38 @@ class LogBroker(AccessBroker):
         return _primaryKey(self.conn.execute(self.entries.insert().values(**entry)))
 
     @transact
-    def setEntries(self, entries: Sequence[Mapping[str, Any]]) -> int:
+    def setEntries(
+        self,
+        entries: Sequence[dict[str, Any]],
+        newValues: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, dict[str, int]]:
         """
         Add many entries in one transaction (one C{executemany}).
 
-        @return: How many were added.
+        Each entry has C{dt}, C{ip}, C{method}, C{status}, C{size} and, for
+        each indexed value, its id (C{id_url}) or, when the caller does not
+        know the id yet, the value itself (C{url}), listed in C{newValues}.
+        Those get their ids first, in this same transaction: the entries and
+        the values they refer to commit together or not at all.
+
+        @param entries: Made for this call; the ids are filled in here.
+        @param newValues: Table name -> values whose ids are not known.
+        @return: Table name -> value -> id for the C{newValues}, for the
+            caller's cache.
         """
+        found: dict[str, dict[str, int]] = {}
+        for name, values in (newValues or {}).items():
+            # A @transact method called from inside a transaction runs inline,
+            # in that transaction, and returns its plain value.
+            found[name] = cast("dict[str, int]", self.setNameValues(name, values))
+        if found:
+            for entry in entries:
+                for name, ids in found.items():
+                    if name in entry:
+                        entry[f"id_{name}"] = ids[entry.pop(name)]
         if entries:
             self.conn.execute(self.entries.insert(), list(entries))
-        return len(entries)
+        return found
 
     @transact
     def clear(self) -> None:
@@ -179,26 +241,48 @@ class LogBroker(AccessBroker):
         for name in INDEXED_VALUES:
             self.conn.execute(self._valueTable(name).delete())
 
+    # The id cache (reactor thread) -----------------------------------------
+
+    def rememberIDs(self, found: Mapping[str, Mapping[str, int]]) -> None:
+        """
+        Add ids to the cache: table name -> value -> id.
+        """
+        for name, ids in found.items():
+            self.idTable[name].update(ids)
+
     def forgetIDs(self) -> None:
         """
-        Empty the in-memory id cache (after L{clear}).
+        Empty the cache (after L{clear}).
         """
         for ids in self.idTable.values():
             ids.clear()
 
-    async def idsFor(self, name: str, values: Iterable[str]) -> dict[str, int]:
+    async def setRecord(self, record: Record) -> int:
         """
-        The ids of C{values} in table C{name}: from the cache, asking the
-        database (one transaction, ahead of other work) only for new ones.
+        Add one parsed request, the seed's way: each indexed value's id from
+        the cache, or from L{setNameValue} (ahead of other queued work), then
+        L{setEntry}. L{setEntries} does the same for a whole batch in one
+        transaction.
+
+        @return: The new entry's id.
         """
-        cache = self.idTable[name]
-        missing = list(dict.fromkeys(v for v in values if v not in cache))
-        if missing:
-            # Ahead of queued work (niceness); @transact's static type has no
-            # room for its call-time keywords.
-            found = await self.setNameValues(name, missing, niceness=-15)  # type: ignore[call-arg]
-            cache.update(found)
-        return cache
+        entry: dict[str, Any] = {
+            "dt": record.dt,
+            "ip": record.ip,
+            "method": record.method,
+            "status": record.status,
+            "size": record.size,
+        }
+        for name in INDEXED_VALUES:
+            value = getattr(record, name)
+            ID = self.idTable[name].get(value)
+            if ID is None:
+                # niceness -15: ahead of queued work. (@transact's static
+                # type has no room for its call-time keywords.)
+                ID = await self.setNameValue(name, value, niceness=-15)  # type: ignore[call-arg]
+                self.idTable[name][value] = ID
+            entry[f"id_{name}"] = ID
+        return await self.setEntry(entry)
 
     # Reading ----------------------------------------------------------------
 

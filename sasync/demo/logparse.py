@@ -149,12 +149,12 @@ class LogParser:
             dt=dt,
             ip=ip[:45],
             method=method[:16],
-            url=_unescape(url)[:VALUE_LENGTH],
+            url=_clip(_unescape(url)),
             status=int(status),
             size=0 if size == "-" else int(size),
-            vhost=vhostPort.rsplit(":", 1)[0][:VALUE_LENGTH] if vhostPort else "-",
-            referrer=_unescape(referrer)[:VALUE_LENGTH] if referrer else "-",
-            useragent=_unescape(agent)[:VALUE_LENGTH] if agent else "-",
+            vhost=_clip(vhostPort.rsplit(":", 1)[0]) if vhostPort else "-",
+            referrer=_clip(_unescape(referrer)) if referrer else "-",
+            useragent=_clip(_unescape(agent)) if agent else "-",
         )
 
     def parse(self, lines: Iterable[str]) -> Iterator[Record]:
@@ -166,6 +166,14 @@ class LogParser:
             record = parseLine(line)
             if record is not None:
                 yield record
+
+
+def _clip(value: str) -> str:
+    """
+    An indexed value as stored: at most L{VALUE_LENGTH} characters, without
+    trailing blanks (which some databases' comparisons ignore), never empty.
+    """
+    return value[:VALUE_LENGTH].rstrip() or "-"
 
 
 def _unescape(text: str) -> str:
