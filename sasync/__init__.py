@@ -17,14 +17,24 @@ from .errors import NotInTransaction as NotInTransaction
 from .errors import SAsyncError as SAsyncError
 from .errors import StartupError as StartupError
 from .errors import TableNameError as TableNameError
+from .items import Items as Items
+from .items import Missing as Missing
+from .parray import PersistentArray as PersistentArray
+from .pdict import NotPreloaded as NotPreloaded
+from .pdict import PersistentDict as PersistentDict
 from .transact import transact as transact
 from .transact import wait as wait
 
 __all__ = [
     "AccessBroker",
     "BrokerStopped",
+    "Items",
+    "Missing",
     "NoEngineError",
     "NotInTransaction",
+    "NotPreloaded",
+    "PersistentArray",
+    "PersistentDict",
     "SAsyncError",
     "StartupError",
     "TableNameError",

@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 import sqlalchemy as SA
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, succeed
@@ -146,6 +145,9 @@ def valueType() -> SA.types.TypeEngine[bytes]:
     """
     The value column's type: a BLOB that holds more than MySQL's 64 KiB.
     """
+    # Imported here, as the dialects below: "import sasync" stays lean.
+    from sqlalchemy.dialects import mysql
+
     return SA.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
@@ -154,6 +156,8 @@ def textType() -> SA.types.TypeEngine[str]:
     A text column that holds any Unicode key, whatever the MySQL database's
     default character set.
     """
+    from sqlalchemy.dialects import mysql
+
     return SA.Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
 
 
@@ -169,6 +173,8 @@ def upsert(
     C{keyColumns} (the primary key) exist, atomically on each of SQLite,
     PostgreSQL and MySQL/MariaDB; UPDATE-then-INSERT elsewhere.
     """
+    from sqlalchemy.dialects import mysql, postgresql, sqlite
+
     name = conn.dialect.name
     stmt: Any
     if name == "sqlite":
