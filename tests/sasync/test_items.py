@@ -278,6 +278,21 @@ async def test_brokerShutdownDrainsWrites(dbURL: str) -> None:
         assert len(await again.names()) == 20
 
 
+async def test_reactorShutdownRunsTheDrainingShutdown(dbURL: str) -> None:
+    """
+    The trigger the broker adds for reactor shutdown calls the store
+    broker's own C{shutdown} (which drains pending writes first), not
+    C{AccessBroker.shutdown} directly.
+    """
+    from twisted.internet import reactor
+
+    items = Items("trigger", dbURL)
+    async with stores(items):
+        # Twisted keeps system event triggers in _eventTriggers.
+        triggers = reactor._eventTriggers["shutdown"].before  # type: ignore[attr-defined]
+        assert any(f == items._broker.shutdown for f, _, _ in triggers)
+
+
 async def test_unpicklableValue(dbURL: str) -> None:
     """
     A value that cannot be pickled raises C{TypeError} naming the key, at
