@@ -20,7 +20,6 @@ from .errors import TableNameError as TableNameError
 from .items import Items as Items
 from .items import Missing as Missing
 from .parray import PersistentArray as PersistentArray
-from .pdict import NotPreloaded as NotPreloaded
 from .pdict import PersistentDict as PersistentDict
 from .transact import transact as transact
 from .transact import wait as wait
@@ -32,7 +31,6 @@ __all__ = [
     "Missing",
     "NoEngineError",
     "NotInTransaction",
-    "NotPreloaded",
     "PersistentArray",
     "PersistentDict",
     "SAsyncError",
