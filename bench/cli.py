@@ -185,12 +185,10 @@ def runAll(
                     )
                     continue
                 runs[variant.name].append(record)
-                print(
-                    f"[{rep + 1}/{config.repeat}] {variant.name}: "
-                    f"{record['rate']:,.0f} {record['unit']}/s "
-                    f"in {record['seconds']:.2f} s",
-                    flush=True,
-                )
+                done = f"{record['seconds']:.2f} s"
+                if record["unit"] != "s":
+                    done = f"{record['rate']:,.0f} {record['unit']}/s in {done}"
+                print(f"[{rep + 1}/{config.repeat}] {variant.name}: {done}", flush=True)
     return runs, errors
 
 

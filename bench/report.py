@@ -130,8 +130,8 @@ def lagTable(summary: dict[str, Any]) -> str:
     """
     lines = [
         "| variant | loop | p50 ms | p99 ms (median run) | p99 ms (worst run) "
-        "| max ms |",
-        "|---|---|--:|--:|--:|--:|",
+        "| max ms | ticks |",
+        "|---|---|--:|--:|--:|--:|--:|",
     ]
     for variant in BY_NAME.values():
         block = summary.get(variant.workload, {"variants": {}})
@@ -142,7 +142,8 @@ def lagTable(summary: dict[str, Any]) -> str:
         bold = "**" if variant.needs else ""
         lines.append(
             f"| {bold}{variant.name}{bold} | {variant.loop} | {lag['p50Ms']:.1f} | "
-            f"{lag['p99Ms']:.1f} | {lag['p99WorstMs']:.1f} | {lag['maxMs']:.1f} |"
+            f"{lag['p99Ms']:.1f} | {lag['p99WorstMs']:.1f} | {lag['maxMs']:.1f} | "
+            f"{lag.get('samples', 0):.0f} |"
         )
     return "\n".join(lines)
 
@@ -255,7 +256,9 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
             "## 3. Streaming rows",
             "Every row of a 4-column table (id, int, 32-char text, float), "
             "counted by the client. Peak RSS is the variant's own process "
-            '(`ru_maxrss`); "RSS before" is after imports and connecting.',
+            "(`VmHWM`; `ru_maxrss` would carry the runner's RSS over `exec`); "
+            '"RSS before" is after imports and connecting, so the difference '
+            "is what streaming cost.",
         ),
     ]
     for name, title, text in sections:
@@ -283,7 +286,10 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
         "",
         "Lag of a 10 ms `LoopingCall` while each Twisted variant runs (asyncio "
         "variants: a 10 ms `asyncio.sleep` loop, for comparison). Submitting "
-        "every op at once blocks the loop once, which shows in max, not p99.",
+        "every op at once blocks the loop once, which shows in max, not p99. "
+        "`idle-reactor` runs the probe alone: the noise floor this shared "
+        "machine sets (its load average is under *This run*). Few ticks "
+        "mean a blocked reactor, and p50 and p99 are then the same sample.",
         "",
         lagTable(summary),
         "",

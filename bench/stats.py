@@ -28,6 +28,7 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "p99Ms": median([x["p99Ms"] for x in lags]),
             "p99WorstMs": max(x["p99Ms"] for x in lags),
             "maxMs": max(x["maxMs"] for x in lags),
+            "samples": median([x["samples"] for x in lags]),
         }
     return summary
 
