@@ -114,35 +114,45 @@ class Task(Generic[T]):
     ) -> None:
         if not callable(f):
             raise TypeError(f"a task must be callable, not {f!r}")
-        checkNiceness(niceness)
+        if niceness.__class__ is not int or not -20 <= niceness <= 20:
+            checkNiceness(niceness)
         self.f = f
         self.args = args
-        self.kw = kw or {}
+        self.kw = {} if kw is None else kw
         self.niceness = niceness
-        self.series = series
-        self.raw = raw
-        self.consumer = consumer
+        if series is not None:
+            self.series = series
+        if raw:
+            self.raw = raw
+        if consumer is not None:
+            self.consumer = consumer
         band = 0 if doNext else (2 if doLast else 1)
         self.sortKey = (band, niceness, next(_sequence))
-        self.state = TaskState.QUEUED
-        self.worker: object | None = None
-        #: Set by the queue: a worker this task must run on (or None).
-        self.pinnedTo: object | None = None
-        self.stopReason: BaseException | None = None
-        #: Read by the worker thread; written in the reactor thread under
-        #: _interruptLock (a plain bool: an Event per task costs too much).
-        self.stopRequested = False
-        self._interrupters: list[Callable[[BaseException], object]] = []
-        self._delivered = False
-        self._stopped: Deferred[Any] | None = None
-        self._producer: Any = None
-        #: For queues and workers: the call prepared for a worker (e.g. the
-        #: pickled call of a ProcessQueue), or None.
-        self.payload: Any = None
-        self._onRemove: Callable[[Task[Any]], None] | None = None
         self.d: Deferred[T] = Deferred(self._cancel)
         # First in the chain, so that nothing the caller adds sees _Stopping.
         self.d.addBoth(self._swapStopping)
+
+    # Class-level defaults: most tasks never change these, and a task is
+    # made per call, so each assignment saved counts.
+    series: str | None = None
+    raw: bool = False
+    consumer: Any = None
+    state: TaskState = TaskState.QUEUED
+    worker: object | None = None
+    #: Set by the queue: a worker this task must run on (or None).
+    pinnedTo: object | None = None
+    stopReason: BaseException | None = None
+    #: Read by the worker thread; written in the reactor thread under
+    #: _interruptLock (a plain bool: an Event per task costs too much).
+    stopRequested: bool = False
+    #: For queues and workers: the call prepared for a worker (e.g. the
+    #: pickled call of a ProcessQueue), or None.
+    payload: Any = None
+    _interrupters: tuple[()] | list[Callable[[BaseException], object]] = ()
+    _delivered: bool = False
+    _stopped: Deferred[Any] | None = None
+    _producer: Any = None
+    _onRemove: Callable[[Task[Any]], None] | None = None
 
     def __lt__(self, other: Task[Any]) -> bool:
         return self.sortKey < other.sortKey
@@ -174,7 +184,10 @@ class Task(Generic[T]):
         """
         with _interruptLock:
             if not self.stopRequested:
-                self._interrupters.append(interrupter)
+                if isinstance(self._interrupters, list):
+                    self._interrupters.append(interrupter)
+                else:
+                    self._interrupters = [interrupter]
                 return
             reason = self.stopReason
         assert reason is not None
@@ -311,6 +324,7 @@ class Task(Generic[T]):
                 if self.stopReason is None or not isinstance(
                     result.value, type(self.stopReason)
                 ):
+                    # Not the stop's own error: nobody else will see it.
                     log.failure("Task {task} failed after its caller gave up",
                                 failure=result, task=self)
             else:

@@ -19,6 +19,8 @@ from .task import Task, TaskState
 
 T = TypeVar("T")
 
+_QUEUED, _RUNNING = TaskState.QUEUED, TaskState.RUNNING
+
 log = Logger()
 
 
@@ -37,7 +39,11 @@ class TaskQueue:
             C{twisted.internet.task.Clock}).
         """
         self._clock = clock
-        self._heap: list[Task[Any]] = []
+        # Entries are (band, niceness, sequence, task): compared in C, never
+        # reaching the task. Cancelled tasks stay until popped (lazy removal).
+        self._heap: list[tuple[int, int, int, Task[Any]]] = []
+        #: How many tasks in the heap are still QUEUED.
+        self._queued = 0
         self._workers: list[Any] = []
         self._idle: list[Any] = []
         self._detaching: dict[int, Deferred[None]] = {}
@@ -45,6 +51,8 @@ class TaskQueue:
         self._accepting = True
         self._drained: list[Deferred[None]] = []
         self._stopped: Deferred[None] | None = None
+        # Made once: a bound method per submitted task costs.
+        self._removedCallback = self._removed
 
     @property
     def clock(self) -> IReactorTime:
@@ -103,7 +111,9 @@ class TaskQueue:
         done = self._detaching.get(id(worker))
         if done is None or worker not in self._idle:
             return
-        if any(t.pinnedTo is worker for t in self._heap if t.state is TaskState.QUEUED):
+        if any(
+            e[3].pinnedTo is worker and e[3].state is _QUEUED for e in self._heap
+        ):
             return
         del self._detaching[id(worker)]
         self._idle.remove(worker)
@@ -155,6 +165,8 @@ class TaskQueue:
             f, args, kw, niceness=niceness, doNext=doNext, doLast=doLast,
             series=series, raw=raw, consumer=consumer,
         )
+        if timeout is None:
+            return self.submit(task)
         return self.submit(task, timeout=timeout)
 
     def submit(self, task: Task[T], *, timeout: float | None = None) -> Deferred[T]:
@@ -174,12 +186,26 @@ class TaskQueue:
                 "No worker is qualified yet for series {series!r}",
                 series=task.series,
             )
-        task._onRemove = self._removed
-        heapq.heappush(self._heap, task)
+        task._onRemove = self._removedCallback
+        self._queued += 1
         if timeout is not None:
             call = self.clock.callLater(timeout, task.timeOut, timeout)
             task.d.addBoth(_cancelCall, call)
-        self._dispatch()
+        idle = self._idle
+        if (
+            idle
+            and not self._queued
+            and task.pinnedTo is None
+            and task.series is None
+            and not self._detaching
+        ):
+            # The common case, a free worker and nothing waiting: start now.
+            self._queued -= 1
+            self._start(idle[-1], task)
+        else:
+            band, niceness, sequence = task.sortKey
+            heapq.heappush(self._heap, (band, niceness, sequence, task))
+            self._dispatch()
         return task.d
 
     def update(
@@ -210,7 +236,9 @@ class TaskQueue:
     # Dispatch -----------------------------------------------------------------
 
     def _removed(self, task: Task[Any]) -> None:
-        # Lazy removal: the heap entry is skipped when popped.
+        # A queued task was cancelled or timed out. Lazy removal: its heap
+        # entry is skipped when it comes up.
+        self._queued -= 1
         self._checkDrained()
 
     def _canRun(self, worker: Any, task: Task[Any]) -> bool:
@@ -221,41 +249,52 @@ class TaskQueue:
         return task.series is None or task.series in worker.iQualified
 
     def _dispatch(self) -> None:
-        heap = self._heap
-        while heap and self._idle:
-            task = heap[0]
-            if task.state is not TaskState.QUEUED:
+        heap, idle = self._heap, self._idle
+        while heap and idle:
+            task = heap[0][3]
+            if task.state is not _QUEUED:
                 heapq.heappop(heap)
                 continue
-            worker = next((w for w in self._idle if self._canRun(w, task)), None)
-            if worker is None:
-                if not self._dispatchConstrained():
-                    break
-                continue
+            if task.pinnedTo is None and task.series is None and not self._detaching:
+                # Any idle worker will do.
+                worker = idle[-1]
+            else:
+                for worker in idle:
+                    if self._canRun(worker, task):
+                        break
+                else:
+                    if not self._dispatchConstrained():
+                        break
+                    continue
             heapq.heappop(heap)
+            self._queued -= 1
             self._start(worker, task)
         if self._detaching:
-            for worker in list(self._idle):
+            for worker in list(idle):
                 self._maybeDetach(worker)
-        self._checkDrained()
+        if self._drained:
+            self._checkDrained()
 
     def _dispatchConstrained(self) -> bool:
         # The best task can't run on an idle worker: find the best one that can.
-        for task in sorted(self._heap):
-            if task.state is not TaskState.QUEUED:
+        for entry in sorted(self._heap):
+            task = entry[3]
+            if task.state is not _QUEUED:
                 continue
-            worker = next((w for w in self._idle if self._canRun(w, task)), None)
-            if worker is not None:
-                self._heap.remove(task)
-                heapq.heapify(self._heap)
-                self._start(worker, task)
-                return True
+            for worker in self._idle:
+                if self._canRun(worker, task):
+                    self._heap.remove(entry)
+                    heapq.heapify(self._heap)
+                    self._queued -= 1
+                    self._start(worker, task)
+                    return True
         return False
 
     def _start(self, worker: Any, task: Task[Any]) -> None:
         self._idle.remove(worker)
         self._running.add(task)
-        task.start(worker)
+        task.state = _RUNNING
+        task.worker = worker
         try:
             freed = worker.run(task)
         except Exception:
@@ -267,11 +306,12 @@ class TaskQueue:
 
     def _freed(self, result: object, worker: Any, task: Task[Any]) -> None:
         self._running.discard(task)
-        if isinstance(result, Failure):
+        if result is not None and isinstance(result, Failure):
             log.failure("Worker {worker} failed", result, worker=worker)
         if worker in self._workers:
             self._idle.append(worker)
-        self._dispatch()
+        if self._heap or self._detaching or self._drained:
+            self._dispatch()
 
     # Shutdown -----------------------------------------------------------------
 
@@ -285,7 +325,7 @@ class TaskQueue:
         """
         How many calls wait in the queue (not counting running ones).
         """
-        return sum(1 for t in self._heap if t.state is TaskState.QUEUED)
+        return self._queued
 
     def running(self) -> int:
         """
@@ -303,7 +343,7 @@ class TaskQueue:
         return d
 
     def _checkDrained(self) -> None:
-        if self._drained and not self._running and not self.pending():
+        if self._drained and not self._running and not self._queued:
             waiting, self._drained = self._drained, []
             for d in waiting:
                 d.callback(None)

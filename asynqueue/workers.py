@@ -23,7 +23,7 @@ from zope.interface import implementer
 from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
 from .errors import WorkerError
 from .interfaces import IWorker
-from .task import Task, setCurrentTask
+from .task import Task, _local, setCurrentTask
 
 _STOP = object()
 
@@ -40,6 +40,11 @@ def _isIterator(result: object) -> bool:
 
 # The kinds of outcome a ThreadWorker's job hands back to the reactor thread.
 _VALUE, _FAILURE, _ITER = "value", "failure", "iter"
+
+# Result types known not to be iterators: a quicker test than the ABC's.
+_NOT_ITERATORS = frozenset(
+    {type(None), bool, int, float, str, bytes, list, tuple, dict, set}
+)
 
 
 class JobThread:
@@ -233,7 +238,7 @@ class ThreadWorker:
         self.task = task
         freed: Deferred[None] = Deferred()
         batchSize = self.batchSize
-        callFromThread = self._callFromThread
+        callFromThread = self._callFromThreadGiven or self._callFromThread
         ran = self._ran
 
         def job() -> None:
@@ -243,17 +248,22 @@ class ThreadWorker:
                 stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
                 callFromThread(ran, task, (_FAILURE, stopped), freed)
                 return
-            setCurrentTask(task)
+            _local.task = task
             try:
-                result = task.f(*task.args, **task.kw)
-                if task.raw or not isinstance(result, Iterator):
+                kw = task.kw
+                result = task.f(*task.args, **kw) if kw else task.f(*task.args)
+                if (
+                    result.__class__ in _NOT_ITERATORS
+                    or task.raw
+                    or not isinstance(result, Iterator)
+                ):
                     outcome: tuple[Any, ...] = (_VALUE, result)
                 else:
                     taker: BatchTaker[Any] = BatchTaker(result, batchSize)
                     outcome = (_ITER, taker, taker.take())
             except BaseException:
                 outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
-            setCurrentTask(None)
+            _local.task = None
             callFromThread(ran, task, outcome, freed)
 
         self.runner.do(job)

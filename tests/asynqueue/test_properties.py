@@ -120,7 +120,8 @@ class QueueMachine(RuleBasedStateMachine):
         return label
 
     def checkBest(self, worker: SteppedWorker, task: Task[Any]) -> None:
-        for other in self.q._heap:
+        for entry in self.q._heap:
+            other = entry[3]
             if other is task or other.state is not TaskState.QUEUED:
                 continue
             if other.series is not None and other.series not in worker.iQualified:
