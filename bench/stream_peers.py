@@ -102,3 +102,38 @@ def streamAdbapi(config: BenchConfig) -> dict[str, Any]:
         return result
 
     return runTwisted(main)
+
+
+def streamThreadPsycopg2(config: BenchConfig) -> dict[str, Any]:
+    """
+    The psycopg2 named cursor run in C{deferToThread}, rows counted in the
+    thread: no hand-off at all, so its reactor lag is what merely having a
+    thread fetch and parse rows (the GIL) costs a Twisted program.
+    """
+    from twisted.internet.threads import deferToThread
+
+    conn = psycopg2.connect(config.psycopg2Dsn)
+    counted = [0]
+
+    def fetchAll() -> None:
+        # Runs in one pool thread; the connection is used by it alone.
+        with conn, conn.cursor(name="bench_stream") as cur:
+            cur.itersize = BATCH
+            cur.execute(STREAM_QUERY)
+            n = 0
+            for _row in cur:
+                n += 1
+            counted[0] = n
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        async def work() -> None:
+            await deferToThread(fetchAll)
+
+        return await timedInReactor(reactor, "rows", config.rows, work)
+
+    try:
+        result = runTwisted(main)
+    finally:
+        conn.close()
+    result["counted"] = counted[0]
+    return result

@@ -175,6 +175,14 @@ VARIANTS = [
         connections="1",
     ),
     Variant(
+        "stream-thread-psycopg2",
+        "stream",
+        f"{_T}:streamThreadPsycopg2",
+        "psycopg2 named cursor in deferToThread, counted there",
+        loop="reactor",
+        connections="1",
+    ),
+    Variant(
         "stream-sasync-deferator",
         "stream",
         f"{_SA}:streamSasyncDeferator",
