@@ -29,13 +29,19 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from asynqueue.task import Task
+from asynqueue.task import Task, TaskState
 
 from . import engines, tables
 from .errors import BrokerStopped, StartupError
 from .statements import SelectHolder, StatementCache, selectHolder
 from .threadstate import currentConnection, currentSession, state
-from .transact import CallOptions, TransactionCall, describeCall, transact
+from .transact import (
+    ALWAYS_STREAM,
+    CallOptions,
+    TransactionCall,
+    describeCall,
+    transact,
+)
 from .workers import ConnectionWorker
 
 T = TypeVar("T")
@@ -206,7 +212,8 @@ class AccessBroker:
             self._phase = _RUNNING
         waiting, self._waitingTasks = self._waitingTasks, []
         for task, timeout in waiting:
-            self._handle.submit(task, timeout)
+            if task.state is TaskState.QUEUED:  # (not cancelled meanwhile)
+                self._handle.submit(task, timeout)
         self._fireRunningWaiters()
 
     def _startupError(self) -> Failure:
@@ -617,5 +624,9 @@ class AccessBroker:
             self._phase = _STOPPED
         await engines.release(self._handle, self)
 
+
+for _method in (AccessBroker.execute, AccessBroker._selectRows):
+    ALWAYS_STREAM.add(_method.__sasyncTransaction__)  # type: ignore[attr-defined]
+del _method
 
 __all__ = ["AccessBroker"]

@@ -67,6 +67,10 @@ class CallOptions:
 
 _DEFAULT_OPTIONS = CallOptions()
 
+#: Methods (like C{AccessBroker.execute}) whose result is iterated whenever
+#: it has rows: they stream on PostgreSQL without learning from past calls.
+ALWAYS_STREAM: set[Callable[..., Any]] = set()
+
 
 @dataclass(frozen=True, slots=True)
 class Accepts:
@@ -223,8 +227,10 @@ class TransactionCall:
             return o.stream
         if not handle.streamsByDefault:
             return False
+        if self._learned is None or self.f in ALWAYS_STREAM:
+            return True
         # Stream unless this method was seen returning something else.
-        return self._learned is None or self._learned.get(self.f, True)
+        return self._learned.get(self.f, True)
 
     def __call__(self, *args: Any, **kw: Any) -> Any:
         worker = state.worker
@@ -269,6 +275,7 @@ class TransactionCall:
                 )
             hasRows = results.returnsRows(result)
             if self._learned is not None and o.stream is None:
+                # One dict item set: atomic under the GIL.
                 self._learned[self.f] = hasRows
             if hasRows:
                 if o.asList:

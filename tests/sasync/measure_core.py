@@ -91,14 +91,27 @@ class PeakRSS:
         self.grown = (self.peak - self.base) / 2**20
 
 
-async def perSecond(call: Any, n: int = CALLS) -> float:
+CPU: dict[str, list[float]] = {}
+
+
+async def perSecond(call: Any, n: int = CALLS, name: str = "") -> float:
+    """
+    Calls per second of C{n} sequential calls; also records the process CPU
+    time per call (all threads), which a loaded machine distorts less.
+    """
+    cpu = time.process_time()
     started = time.perf_counter()
     for _ in range(n):
         await call()
+    CPU.setdefault(name, []).append((time.process_time() - cpu) / n * 1e6)
     return n / (time.perf_counter() - started)
 
 
-def rawNamedCursor(url: str) -> tuple[float, float]:
+def rawNamedCursor(url: str, consumer: Any = None) -> tuple[float, float]:
+    """
+    The baseline: a psycopg2 named cursor read with fetchmany(1000), in a
+    thread of its own; with C{consumer}, each row is written to it too.
+    """
     import psycopg2
 
     u = make_url(url)
@@ -116,6 +129,10 @@ def rawNamedCursor(url: str) -> tuple[float, float]:
             if not rows:
                 break
             count += len(rows)
+            if consumer is not None:
+                write = consumer.write
+                for row in rows:
+                    write(row)
         elapsed = time.perf_counter() - started
         cursor.close()
         conn.rollback()
@@ -151,10 +168,12 @@ async def main(url: str) -> None:
     }
     for _ in range(ROUNDS):
         rates["adbapi runQuery"].append(
-            await perSecond(lambda: pool.runQuery("SELECT 1"))
+            await perSecond(lambda: pool.runQuery("SELECT 1"), name="adbapi runQuery")
         )
-        rates["broker.sql"].append(await perSecond(lambda: broker.sql("SELECT 1")))
-        rates["@transact"].append(await perSecond(broker.one))
+        rates["broker.sql"].append(
+            await perSecond(lambda: broker.sql("SELECT 1"), name="broker.sql")
+        )
+        rates["@transact"].append(await perSecond(broker.one, name="@transact"))
     print(f"Sequential SELECT 1 transactions/s ({ROUNDS} x {CALLS}, median/best):")
     base = statistics.median(rates["adbapi runQuery"])
     for name, values in rates.items():
@@ -168,11 +187,17 @@ async def main(url: str) -> None:
     print(f"{ROWS:,} rows (n, label) streamed:")
     results: dict[str, list[tuple[float, float]]] = {
         "psycopg2 named cursor": [],
+        "  + consumer.write": [],
         "broker consumer": [],
     }
     for _ in range(3):
         results["psycopg2 named cursor"].append(
             await defer.Deferred.fromCoroutine(_inThread(rawNamedCursor, url))
+        )
+        results["  + consumer.write"].append(
+            await defer.Deferred.fromCoroutine(
+                _inThread(rawNamedCursor, url, Counter())
+            )
         )
         with PeakRSS() as rss:
             started = time.perf_counter()

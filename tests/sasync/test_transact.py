@@ -391,3 +391,26 @@ async def test_waitUntilRunningAfterShutdown(sqliteURL: str, brokers: Any) -> No
     await broker.shutdown()
     with pytest.raises(BrokerStopped):
         await broker.waitUntilRunning()
+
+
+async def test_callWhenRunningAndTrigger(sqliteURL: str, brokers: Any) -> None:
+    """
+    callWhenRunning calls once the broker runs, with the result of the
+    call; the broker's shutdown is a 'before shutdown' trigger of the
+    reactor until it has shut down.
+    """
+    from twisted.internet import reactor
+
+    broker = brokers(PeopleBroker, sqliteURL)
+    seen: list[bool] = []
+
+    def check(x: int) -> int:
+        seen.append(broker.running)
+        return x * 2
+
+    assert await broker.callWhenRunning(check, 21) == 42
+    assert seen == [True]
+    before = reactor._eventTriggers["shutdown"].before  # type: ignore[attr-defined]
+    assert any(t[0] == broker.shutdown for t in before)
+    await broker.shutdown()
+    assert not any(t[0] == broker.shutdown for t in before)

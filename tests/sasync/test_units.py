@@ -401,3 +401,52 @@ def test_connectionWorkerIsAWorker() -> None:
     runner.performAll()
     assert runner.quitted
     engine.dispose()
+
+
+# Streaming policy -------------------------------------------------------------
+
+
+class FakeHandle:
+    def __init__(self, sqlite: bool = False, streams: bool = True) -> None:
+        self.isSQLite = sqlite
+        self.supportsStreaming = not sqlite
+        self.streamsByDefault = streams
+
+
+def wantsStream(
+    handle: FakeHandle, learned: dict[Any, bool], f: Any = plain, **kw: Any
+) -> bool:
+    from sasync.transact import TransactionCall
+
+    call = TransactionCall(LogBroker(), handle, f, CallOptions(**kw), learned)  # type: ignore[arg-type]
+    return call._wantsStream()
+
+
+def test_streamingPolicy() -> None:
+    """
+    PostgreSQL streams calls to be iterated, unless the method was seen
+    returning no rows; asList/raw never stream; stream= decides; SQLite
+    never; MySQL only when asked.
+    """
+    from sasync.transact import ALWAYS_STREAM
+
+    pg = FakeHandle()
+    learned: dict[Any, bool] = {}
+    assert wantsStream(pg, learned)
+    learned[plain] = False
+    assert not wantsStream(pg, learned)
+    assert wantsStream(pg, learned, stream=True)
+    learned[plain] = True
+    assert not wantsStream(pg, learned, asList=True)
+    assert not wantsStream(pg, learned, raw=True)
+    assert not wantsStream(pg, learned, stream=False)
+    assert not wantsStream(FakeHandle(sqlite=True), learned, stream=True)
+    mysql = FakeHandle(streams=False)
+    assert not wantsStream(mysql, learned)
+    assert wantsStream(mysql, learned, stream=True)
+    ALWAYS_STREAM.add(namesTimeout)
+    try:
+        learned[namesTimeout] = False
+        assert wantsStream(pg, learned, f=namesTimeout)
+    finally:
+        ALWAYS_STREAM.discard(namesTimeout)
