@@ -414,3 +414,50 @@ async def test_callWhenRunningAndTrigger(sqliteURL: str, brokers: Any) -> None:
     assert any(t[0] == broker.shutdown for t in before)
     await broker.shutdown()
     assert not any(t[0] == broker.shutdown for t in before)
+
+
+class BusyStartup(PeopleBroker):
+    """
+    A startup that runs transactions of its own (under inlineCallbacks),
+    and a first() decorated with @transact.
+    """
+
+    @defer.inlineCallbacks
+    def startup(self):  # type: ignore[no-untyped-def]
+        yield PeopleBroker.startup(self)
+        yield self.add("from-startup")
+        names = yield self.names()
+        self.seenInStartup = names
+
+    @transact
+    def first(self) -> None:
+        self.add("from-first")
+
+
+async def test_startupRunsTransactions(dbURL: str, brokers: Any) -> None:
+    """
+    Transactions called by startup() run at once (no deadlock waiting for
+    the startup itself); a @transact first() runs after it, before others.
+    """
+    broker = brokers(BusyStartup, dbURL)
+    assert await broker.names() == ["from-first", "from-startup"]
+    assert broker.seenInStartup == ["from-startup"]
+
+
+async def test_startupFails(sqliteURL: str, brokers: Any) -> None:
+    """
+    A failing startup fails waiting calls and waitUntilRunning with
+    StartupError, whose cause is the original error.
+    """
+    from sasync import StartupError
+
+    class Broken(PeopleBroker):
+        async def startup(self) -> None:
+            raise ZeroDivisionError("no tables today")
+
+    broker = brokers(Broken, sqliteURL)
+    with pytest.raises(StartupError, match="no tables today") as info:
+        await broker.names()
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    with pytest.raises(StartupError):
+        await broker.waitUntilRunning()
