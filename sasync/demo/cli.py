@@ -28,6 +28,9 @@ DEFAULT_URL = "sqlite:///sasync-demo.db"
 #: Generated lines, unless told otherwise: some 10 to 20 seconds on SQLite.
 DEFAULT_LINES = 200_000
 
+#: Rows per fetch from the worker when serving.
+SERVE_FETCH = 100
+
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
@@ -331,10 +334,16 @@ async def runServe(reactor: Any, interrupt: Interrupt, args: argparse.Namespace)
     from .logbroker import LogBroker
     from .server import LogAPI
 
-    broker = LogBroker(args.url)
+    # Small batches from the worker: each reactor turn writes few rows, so
+    # /health and the other streams never wait long.
+    options: dict[str, Any] = {"batchSize": args.fetch}
+    if args.connections is not None and not args.url.startswith("sqlite"):
+        options["connections"] = args.connections
+    broker = LogBroker(args.url, **options)
     try:
         await broker.waitUntilRunning()
-        api = LogAPI(broker, clock=reactor)
+        kind = await broker.databaseKind()
+        api = LogAPI(broker, clock=reactor, databaseKind=kind)
         port = reactor.listenTCP(args.port, api.site(), interface=args.interface)
         host = port.getHost()
         sys.stdout.write(
@@ -489,6 +498,21 @@ def buildParser() -> argparse.ArgumentParser:
         "--interface",
         default="127.0.0.1",
         help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)",
+    )
+    serve.add_argument(
+        "--connections",
+        type=_positive,
+        help="database connections (worker threads) on PostgreSQL and MySQL;"
+        " each /entries stream holds one while it runs, and a few more are"
+        " added when all are held (default: the broker's, 4; SQLite: 1,"
+        " shared by all streams)",
+    )
+    serve.add_argument(
+        "--fetch",
+        type=_positive,
+        default=SERVE_FETCH,
+        metavar="ROWS",
+        help="rows fetched from the database per hop (default: %(default)s)",
     )
     serve.set_defaults(work=runServe)
     return parser

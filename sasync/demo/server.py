@@ -32,24 +32,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from .logbroker import LogBroker
+from .logbroker import ENTRY_FIELDS, JSON_DATABASES, LogBroker
 from .report import DEFAULT_TOP, buildReport
 
 log = Logger()
 
-#: The fields of an /entries line, in the order the broker's rows have them.
-ENTRY_FIELDS = (
-    "id",
-    "dt",
-    "ip",
-    "method",
-    "status",
-    "size",
-    "vhost",
-    "url",
-    "referrer",
-    "useragent",
-)
 
 #: Bytes of NDJSON gathered before they are written to the response.
 FLUSH_SIZE = 64 * 1024
@@ -69,8 +56,11 @@ class BadParameter(ValueError):
         self.message = message
 
 
+_encoder = json.JSONEncoder(separators=(",", ":"))
+
+
 def _jsonBytes(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode("utf-8")
+    return _encoder.encode(data).encode("utf-8")
 
 
 # twisted.web's Request is not typed: the functions here take it as Any.
@@ -144,13 +134,29 @@ def parseLimit(text: str, name: str = "limit") -> int:
 
 def entryToJSON(row: Any) -> dict[str, Any]:
     """
-    An entries row as a JSON-able dict.
+    An entries row (of L{LogBroker.entriesSince}) as a JSON-able dict.
     """
     entry = dict(zip(ENTRY_FIELDS, row, strict=True))
     dt = entry["dt"]
     if isinstance(dt, datetime):
         entry["dt"] = dt.isoformat()
     return entry
+
+
+def encodeEntry(row: Any) -> bytes:
+    """
+    An entries row (of L{LogBroker.entriesSince}) as a line of JSON, encoded
+    here.
+    """
+    return _jsonBytes(entryToJSON(row))
+
+
+def encodeLine(row: Any) -> bytes:
+    """
+    A row of L{LogBroker.entryLines}, JSON text the database made.
+    """
+    text: str = row[0]
+    return text.encode("utf-8")
 
 
 @implementer(IConsumer, IPushProducer)
@@ -176,7 +182,7 @@ class NDJSONConsumer:
         request: Any,
         *,
         clock: IReactorTime,
-        encode: Callable[[Any], dict[str, Any]] = entryToJSON,
+        encode: Callable[[Any], bytes] = encodeEntry,
         flushSize: int = FLUSH_SIZE,
     ) -> None:
         #: The twisted.web C{Request} the rows go to.
@@ -219,7 +225,7 @@ class NDJSONConsumer:
         """
         if self.closed:
             return
-        line = _jsonBytes(self.encode(data)) + b"\n"
+        line = self.encode(data) + b"\n"
         self.rows += 1
         self._buffer.append(line)
         self._buffered += len(line)
@@ -301,7 +307,12 @@ class EntriesResource(Resource):
             return _badRequest(request, e)
         request.setHeader(b"content-type", b"application/x-ndjson")
         request.setHeader(b"cache-control", b"no-store")
-        consumer = NDJSONConsumer(request, clock=self.api.clock)
+        api = self.api
+        consumer = NDJSONConsumer(
+            request,
+            clock=api.clock,
+            encode=encodeLine if api.jsonInDatabase else encodeEntry,
+        )
         self.api.streams.add(consumer)
         finished = False
 
@@ -329,7 +340,8 @@ class EntriesResource(Resource):
                 request.loseConnection()
 
         # (@transact's static type has no room for its call-time keywords.)
-        d = self.api.broker.entriesSince(since, limit, consumer=consumer)  # type: ignore[call-arg]
+        rows = api.broker.entryLines if api.jsonInDatabase else api.broker.entriesSince
+        d = rows(since, limit, consumer=consumer)  # type: ignore[call-arg]
         d.addCallbacks(done, failed)
         return NOT_DONE_YET
 
@@ -430,9 +442,22 @@ class LogAPI:
     @ivar streams: The /entries responses streaming now.
     """
 
-    def __init__(self, broker: LogBroker, *, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        broker: LogBroker,
+        *,
+        clock: IReactorTime,
+        databaseKind: str | None = None,
+    ) -> None:
+        """
+        @param clock: The reactor, for the consumers' flushes.
+        @param databaseKind: The broker's L{LogBroker.databaseKind}: on a
+            database with JSON functions, the database writes the lines of
+            C{/entries} (else they are encoded here).
+        """
         self.broker = broker
         self.clock = clock
+        self.jsonInDatabase = databaseKind in JSON_DATABASES
         self.started = time.monotonic()
         self.streams: set[NDJSONConsumer] = set()
         root = RootResource()  # type: ignore[no-untyped-call]

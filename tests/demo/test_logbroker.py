@@ -5,6 +5,7 @@ the seed's one-record path, and the report queries.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sasync.demo.ingest import ingest, prepareBatch
 from sasync.demo.logbroker import LogBroker
 from sasync.demo.logparse import LogParser, Record
 from sasync.demo.report import buildReport, rows
+from sasync.demo.server import entryToJSON
 
 LINE = (
     'www.example.com:443 203.0.113.9 - - [04/Mar/2024:13:55:36 +0000] "GET /a'
@@ -119,5 +121,32 @@ async def test_setRecordAndQueries(dbURL: str) -> None:
         await broker.clear()
         broker.forgetIDs()
         assert (await broker.summary())["entries"] == 0
+    finally:
+        await broker.shutdown()
+
+
+async def test_entryLinesMatchEntries(dbURL: str) -> None:
+    """
+    The JSON lines the database writes for C{/entries} hold what
+    C{entriesSince} rows hold, encoded in Python: same keys, same values,
+    the time in the same format; C{since} and C{limit} apply the same.
+    """
+    broker = LogBroker(dbURL)
+    try:
+        await ingest(
+            broker,
+            [
+                record(),
+                record(dt=datetime(2024, 3, 4, 15, 0, 1), url='/q?a="b"&c=ü'),
+                record(dt=datetime(2024, 3, 5, 1), useragent="x\\y", size=0),
+            ],
+        )
+        for since, limit in ((None, None), (datetime(2024, 3, 4, 14), 1)):
+            lines = await broker.entryLines(since, limit, asList=True)  # type: ignore[call-arg]
+            spelled = await broker.entriesSince(since, limit, asList=True)  # type: ignore[call-arg]
+            assert [json.loads(r[0]) for r in lines] == [
+                entryToJSON(r) for r in spelled
+            ]
+        assert json.loads(lines[0][0])["url"] == '/q?a="b"&c=ü'
     finally:
         await broker.shutdown()
