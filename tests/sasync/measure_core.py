@@ -141,7 +141,29 @@ def rawNamedCursor(url: str, consumer: Any = None) -> tuple[float, float]:
     return ROWS / elapsed, rss.grown
 
 
+def ensureDatabase(url: str) -> None:
+    """
+    Make the database of C{url} if it does not exist (via the server's
+    C{postgres} database).
+    """
+    target = make_url(url)
+    admin = SA.create_engine(
+        target.set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as conn:
+            exists = conn.exec_driver_sql(
+                "SELECT 1 FROM pg_database WHERE datname = %(name)s",
+                {"name": target.database},
+            ).scalar()
+            if not exists:
+                conn.exec_driver_sql(f'CREATE DATABASE "{target.database}"')
+    finally:
+        admin.dispose()
+
+
 async def main(url: str) -> None:
+    ensureDatabase(url)
     broker = Bench(url)
     await broker.waitUntilRunning()
     if (await broker.sql("SELECT count(*) AS n FROM big"))[0].n != ROWS:
