@@ -274,3 +274,24 @@ async def test_shutdownEndsThreads(dbURL: str, brokers: Any) -> None:
     await broker.shutdown()
     assert handle not in openHandles()
     await until(lambda: not (ours() - before))
+
+
+async def test_lostConnectionReplaced(postgresqlURL: str, brokers: Any) -> None:
+    """
+    A connection whose backend was terminated fails the transaction that
+    finds out (with the driver's error), and the worker gets a new
+    connection for the next one.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    broker = brokers(Journal, postgresqlURL, connections=1)
+    pid = await broker.backendPID()
+    engine = SA.create_engine(postgresqlURL)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+    engine.dispose()
+    with pytest.raises(OperationalError):
+        await broker.note("lost")
+    await broker.note("after")
+    assert await broker.backendPID() != pid
+    assert await broker.texts() == ["after"]
