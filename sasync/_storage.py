@@ -1,7 +1,7 @@
 """
-What the persistent stores share: how keys and values become rows, the
-L{StoreBroker} that reads and writes them, and the L{Store} base that puts
-a L{WriteSequencer} in front of it.
+What the persistent stores share: how keys and values become rows, and
+the L{StoreBroker} that reads and writes them (L{sasync._store.Store} puts
+a write queue in front of it).
 
 Row layout (one table per kind of store)::
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Generic, TypeAlias, TypeVar
+from typing import Any, Final, Generic, TypeAlias
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection
@@ -33,11 +33,9 @@ from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from ._writes import UNKNOWN, Capture, K, WriteSequencer, WriteUnit, _Unknown
+from ._writes import K
 from .broker import AccessBroker
 from .transact import transact
-
-T = TypeVar("T")
 
 StoreID: TypeAlias = "str | int"
 """
@@ -410,131 +408,6 @@ class StoreBroker(AccessBroker, Generic[K]):
             ["group_key", *(c.name for c in self.keyColumns())],
             [*(c.name for c in self.extraColumns()), "value"],
         )
-
-
-# --- The store -----------------------------------------------------------------
-
-
-class Store(Generic[K]):
-    """
-    A persistent store: a L{StoreBroker} for one group with a
-    L{WriteSequencer} in front of its writes.
-
-    Reactor thread only, like every Deferred here.
-
-    @cvar readNiceness: the niceness of reads.
-    @cvar writeNiceness: the niceness of writes (higher: they yield to
-        reads).
-    """
-
-    readNiceness: int = READ_NICENESS
-    writeNiceness: int = WRITE_NICENESS
-
-    def __init__(self, broker: StoreBroker[K]) -> None:
-        self._broker = broker
-        self._seq: WriteSequencer[K] = WriteSequencer(self._runUnit)
-        broker.drain = self._seq.close
-
-    def _runUnit(self, unit: WriteUnit[K]) -> Deferred[None]:
-        upserts = [(k, v) for k, v in unit.entries.items() if v is not None]
-        deletes = [
-            k for k, v in unit.entries.items() if v is None and not unit.clearFirst
-        ]
-        return _call(
-            self._broker.writeUnit,
-            unit.clearFirst,
-            upserts,
-            deletes,
-            unit.insert,
-            niceness=self.writeNiceness,
-        )
-
-    def _released(self, result: object, capture: Capture) -> object:
-        self._seq.release(capture)
-        return result
-
-    def _readOne(self, key: K) -> Deferred[bytes | None]:
-        """
-        @return: the pickled value of C{key} (C{None}: absent), with every
-            write issued so far applied.
-        """
-        capture = self._seq.capture()
-        known = self._seq.foldKey(capture, key)
-        if known is not UNKNOWN:
-            self._seq.release(capture)
-            assert not isinstance(known, _Unknown)
-            return succeed(known)
-        d = _call(self._broker.readOne, key, niceness=self.readNiceness)
-
-        def got(data: bytes | None) -> bytes | None:
-            state = self._seq.foldKey(capture, key, data)
-            assert not isinstance(state, _Unknown)
-            return state
-
-        d.addCallback(got)
-        d.addBoth(self._released, capture)
-        return d
-
-    def _readAll(self, bounded: bool = True) -> Deferred[dict[K, bytes]]:
-        """
-        @param bounded: C{False}: apply the writes issued while the read
-            runs as well (for a cache that must miss none).
-        @return: key -> pickled value for the whole group, with every write
-            issued so far applied.
-        """
-        capture = self._seq.capture(bounded)
-        read = _call(self._broker.readAll, niceness=self.readNiceness)
-
-        def got(rows: list[tuple[K, bytes]]) -> dict[K, bytes]:
-            return self._seq.foldAll(capture, dict(rows))
-
-        d = read.addCallback(got)
-        d.addBoth(self._released, capture)
-        return d
-
-    def _readKeys(self) -> Deferred[list[K]]:
-        """
-        @return: the group's keys, with every write issued so far applied.
-        """
-        capture = self._seq.capture()
-        d = _call(self._broker.readKeys, niceness=self.readNiceness)
-        # Folding needs values only to tell present from absent.
-        d.addCallback(
-            lambda keys: list(self._seq.foldAll(capture, dict.fromkeys(keys, b"")))
-        )
-        d.addBoth(self._released, capture)
-        return d
-
-    def deferToWrites(self) -> Deferred[None]:
-        """
-        @return: a Deferred that fires (with C{None}) once every write
-            issued so far has landed, or failed (each write's own Deferred
-            tells which).
-        """
-        return self._seq.deferToAll()
-
-    def waitUntilRunning(self) -> Deferred[None]:
-        """
-        @return: a Deferred that fires once the store's table is ready.
-        """
-        d: Deferred[None] = self._broker.waitUntilRunning()
-        return d
-
-    def shutdown(self) -> Deferred[None]:
-        """
-        Refuse further writes, wait for every pending write to land, then
-        shut the broker down (which the store's engine may share with
-        others on the same URL). Idempotent; runs by itself before the
-        reactor stops.
-
-        @return: a Deferred that fires when everything is written and shut.
-        """
-        return self._broker.shutdown()
-
-
-def _call(f: Callable[..., Deferred[T]], *args: Any, niceness: int) -> Deferred[T]:
-    # @transact's type has no room for its call-time keywords.
-    return f(*args, niceness=niceness)
 
 
 def _passTo(result: object, d: Deferred[None]) -> object:

@@ -20,7 +20,6 @@ from typing import Any
 import sqlalchemy as SA
 from twisted.internet.defer import Deferred
 
-from ._storage import Store as _Store
 from ._storage import (
     StoreBroker,
     StoreID,
@@ -30,6 +29,7 @@ from ._storage import (
     nameKey,
     textType,
 )
+from ._store import Store as _Store
 
 
 class Missing:

@@ -19,7 +19,8 @@ from typing import Any, Final
 import sqlalchemy as SA
 from twisted.internet.defer import Deferred
 
-from ._storage import Store, StoreBroker, StoreID, dumpValue, loadValue
+from ._storage import StoreBroker, StoreID, dumpValue, loadValue
+from ._store import Store
 
 Index = tuple[int, int, int]
 
