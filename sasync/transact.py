@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.engine import FilterResult, Result
 from sqlalchemy.exc import StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
@@ -284,7 +284,7 @@ class TransactionCall:
                     result = results.bufferedResult(result)
                 else:
                     rows: Iterator[Any]
-                    if not isinstance(result, CursorResult):
+                    if not results.isCursorResult(result):
                         # An ORM result loads objects through its session,
                         # which ends with the transaction: read it all now.
                         rows = iter(result.all())
@@ -301,7 +301,7 @@ class TransactionCall:
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)
                     return rows
-            elif isinstance(result, Result) and task is not None:
+            elif isinstance(result, Result | FilterResult) and task is not None:
                 # A result without rows (INSERT ...) is delivered as it is,
                 # not iterated (the worker reads task.raw right after this).
                 task.raw = True

@@ -215,3 +215,33 @@ async def test_streamKeyword(serverURL: str, brokers: Any) -> None:
         dr = await broker.allNumbers(stream=stream)
         assert [row.n async for row in dr] == list(range(1000))
         assert await broker.note(1) >= 1
+
+
+class Shapes(Numbers):
+    @transact
+    def labels(self) -> Any:
+        query = SA.select(self.numbers.c.label).order_by(self.numbers.c.n)
+        return self.conn.execute(query).scalars()
+
+    @transact
+    def mappings(self) -> Any:
+        return self.conn.execute(
+            SA.select(self.numbers).order_by(self.numbers.c.n)
+        ).mappings()
+
+
+async def test_filteredResults(dbURL: str, brokers: Any) -> None:
+    """
+    A transaction may return result.scalars() or result.mappings(): they
+    are iterated too (in several batches), or listed with asList, or
+    buffered with raw.
+    """
+    broker = brokers(Shapes, dbURL, batchSize=7)
+    await broker.fill(50)
+    labels = [label async for label in await broker.labels()]
+    assert labels == [f"#{i}" for i in range(50)]
+    maps = [m async for m in await broker.mappings()]
+    assert [m["n"] for m in maps] == list(range(50))
+    assert await broker.labels(asList=True) == labels
+    assert await broker.labels(raw=True) == labels
+    assert (await broker.allNumbers(raw=True)).scalars().all() == list(range(50))
