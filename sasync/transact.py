@@ -346,6 +346,7 @@ def runInline(
     broker: object,
     args: Any,
     kw: dict[str, Any],
+    accepts: Accepts | None = None,
 ) -> Any:
     """
     A nested call, from inside a running transaction of the same engine:
@@ -359,7 +360,9 @@ def runInline(
             " transaction on another database (or outside any transaction in a"
             " sAsync worker thread): call it from the reactor thread instead"
         )
-    options, own = splitKeywords(Accepts.of(f), f.__name__, kw)
+    if accepts is None:
+        accepts = Accepts.of(f)
+    options, own = splitKeywords(accepts, f.__name__, kw)
     result = f(broker, *args, **own)
     if options.asList and results.returnsRows(result):
         return result.all()
@@ -391,7 +394,7 @@ def transact(
     @functools.wraps(f)
     def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[T]:
         if state.worker is not None:
-            return runInline(self._engineHandle(), f, self, args, kw)  # type: ignore[no-any-return]
+            return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
         options, own = splitKeywords(accepts, name, kw)
         return self._transact(f, args, own, options)
 
