@@ -163,6 +163,8 @@ def measure(args: argparse.Namespace) -> int:
     serveArgs = [python, "-m", "sasync", "serve", "--url", args.url, "--port", "0"]
     if args.connections:
         serveArgs += ["--connections", str(args.connections)]
+    if args.fetch:
+        serveArgs += ["--fetch", str(args.fetch)]
     server = subprocess.Popen(serveArgs, env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
@@ -248,6 +250,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--connections", type=int, default=0)
+    parser.add_argument("--fetch", type=int, default=0, help="serve's --fetch")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--stream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
