@@ -201,8 +201,10 @@ async def main(url: str) -> None:
     for name, values in rates.items():
         median = statistics.median(values)
         best = max(values)
+        cpu = statistics.median(CPU[name])
         print(
-            f"  {name:16s} {median:8,.0f} /s  best {best:8,.0f}  ({median / base:.2f}x)"
+            f"  {name:16s} {median:6,.0f}/s best {best:6,.0f} ({median / base:.2f}x),"
+            f" CPU {cpu:4.0f} us/call"
         )
     pool.close()
 
