@@ -19,7 +19,7 @@ The cancel is sent under a per-connection lock and only while the very task
 it is meant for still runs on the connection, so it never hits the next
 transaction. It is repeated every L{RESEND_INTERVAL} seconds until the task
 ends, which closes the small window in which a statement starts just after
-a cancel arrived. The engine's C{before_cursor_execute} hook (see
+a cancel arrived. The engine's execution context (see
 L{sasync.engines}) refuses new statements of a task asked to stop. The worker
 then rolls back and only then does the caller see C{CancelledError} (or
 C{TaskTimeout}).

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as SA
-from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import Selectable
@@ -309,17 +308,25 @@ class EngineHandle:
         self.engine.dispose()
 
 
-def _streamingContext(base: type[Any]) -> type[Any]:
+def _executionContext(base: type[Any]) -> type[Any]:
     """
-    The dialect's execution context, changed to give the SELECTs of a
-    transaction that streams a server-side cursor. (The C{stream_results}
-    option would apply to every statement, INSERTs too, and an event cannot
-    change the options of the statement it sees.)
+    The dialect's execution context, changed in two ways, both decided when
+    a statement's cursor is made (no engine events, which would slow every
+    statement down):
+
+      - a task asked to stop (cancelled, timed out) starts no new statement;
+      - the SELECTs of a transaction that streams get a server-side cursor.
+        (The C{stream_results} option would apply to every statement,
+        INSERTs too, and an event cannot change the options of the
+        statement it sees.)
     """
 
-    class StreamingExecutionContext(base):  # type: ignore[misc,valid-type]
+    class SAsyncExecutionContext(base):  # type: ignore[misc,valid-type]
         def create_cursor(self) -> Any:
             # Worker thread: this transaction's thread state decides.
+            task = currentTask()
+            if task is not None and task.stopRequested:
+                raise CancelledError(f"{task.info} was asked to stop")
             context: Any = self
             if (
                 state.stream
@@ -335,7 +342,7 @@ def _streamingContext(base: type[Any]) -> type[Any]:
                 )
             return super().create_cursor()
 
-    return StreamingExecutionContext
+    return SAsyncExecutionContext
 
 
 def _isSelect(context: Any) -> bool:
@@ -346,18 +353,10 @@ def _isSelect(context: Any) -> bool:
     return bool(statement and _SELECT_RE.match(statement))
 
 
-def _beforeCursorExecute(*args: Any) -> None:
-    # Worker thread: a task asked to stop starts no new statement.
-    task = currentTask()
-    if task is not None and task.stopRequested:
-        raise CancelledError(f"{task.info} was asked to stop")
-
-
 def _instrument(engine: Engine) -> None:
+    # This engine's dialect only: other engines keep their own.
     dialect = engine.dialect
-    if dialect.supports_server_side_cursors:
-        dialect.execution_ctx_cls = _streamingContext(dialect.execution_ctx_cls)
-    event.listen(engine, "before_cursor_execute", _beforeCursorExecute)
+    dialect.execution_ctx_cls = _executionContext(dialect.execution_ctx_cls)
 
 
 # The registry (reactor thread only) -----------------------------------------

@@ -450,3 +450,32 @@ def test_streamingPolicy() -> None:
         assert wantsStream(pg, learned, f=namesTimeout)
     finally:
         ALWAYS_STREAM.discard(namesTimeout)
+
+
+def test_stoppedTaskStartsNoStatement() -> None:
+    """
+    Once its task was asked to stop, a transaction can start no statement:
+    the engine's execution context refuses it.
+    """
+    from twisted.internet.defer import CancelledError
+
+    from asynqueue.task import setCurrentTask
+    from sasync.engines import _instrument
+
+    engine = SA.create_engine("sqlite://")
+    _instrument(engine)
+    task: Task[Any] = Task(lambda: None)
+    with engine.connect() as conn:
+        conn.rollback()
+        setCurrentTask(task)
+        try:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+            task.requestStop(CancelledError("stop"))
+            # SQLAlchemy wraps it; the task's caller sees the stop reason.
+            with pytest.raises(SA.exc.StatementError, match="asked to stop") as info:
+                conn.exec_driver_sql("SELECT 1")
+            assert isinstance(info.value.orig, CancelledError)
+        finally:
+            setCurrentTask(None)
+        assert conn.exec_driver_sql("SELECT 2").scalar() == 2
+    engine.dispose()
