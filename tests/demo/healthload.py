@@ -90,7 +90,7 @@ def runStreamers(port: int, clients: int, timeout: float) -> None:
             if len(results) == clients:
                 reactor.stop()  # type: ignore[attr-defined]
 
-    factory = protocol.ClientFactory.forProtocol(Streamer)
+    factory: Any = protocol.ClientFactory.forProtocol(Streamer)
     for _ in range(clients):
         reactor.connectTCP("127.0.0.1", port, factory)  # type: ignore[attr-defined]
     reactor.callLater(timeout, reactor.stop)  # type: ignore[attr-defined]

@@ -113,7 +113,7 @@ async def test_setRecordAndQueries(dbURL: str) -> None:
             (404, "/a", "curl/8"),
             (200, "/b", "curl/8"),
         ]
-        first = await broker.entriesSince(asList=True)  # type: ignore[call-arg]
+        first: Any = await broker.entriesSince(asList=True)  # type: ignore[call-arg]
         assert first[0].id == ID and first[0].vhost == "www.example.com"
         report = await buildReport(broker)
         assert report.entries == 5 and report.ips == 1
@@ -142,7 +142,7 @@ async def test_entryLinesMatchEntries(dbURL: str) -> None:
             ],
         )
         for since, limit in ((None, None), (datetime(2024, 3, 4, 14), 1)):
-            lines = await broker.entryLines(since, limit, asList=True)  # type: ignore[call-arg]
+            lines: Any = await broker.entryLines(since, limit, asList=True)  # type: ignore[call-arg]
             spelled = await broker.entriesSince(since, limit, asList=True)  # type: ignore[call-arg]
             assert [json.loads(r[0]) for r in lines] == [
                 entryToJSON(r) for r in spelled
