@@ -534,8 +534,11 @@ def main(argv: list[str] | None = None) -> int:
         args.url = normalizeURL(args.url)
     except Exception as e:
         parser.error(f"--url: not a database URL: {e}")
-    if args.plot is not None if args.command == "demo" else False:
-        _checkPlotting(parser)
+    if args.command == "demo":
+        if args.plot is not None:
+            _checkPlotting(parser)
+        if args.log is not None and not Path(args.log).is_file():
+            parser.error(f"--log: no such file: {args.log}")
     work = args.work
     startLogging(args.verbose)
 
