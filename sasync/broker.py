@@ -67,6 +67,12 @@ _NEW, _STARTING, _RUNNING, _FAILED, _STOPPED = (
 )
 
 
+@functools.lru_cache(maxsize=512)
+def _text(sql: str) -> SA.TextClause:
+    # The same SQL text, the same (immutable) TextClause: parsed once.
+    return SA.text(sql)
+
+
 def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
     # Reactor thread, when a running task is cancelled or times out.
     worker = task.worker
@@ -512,7 +518,7 @@ class AccessBroker:
         a list with C{asList=True}, ...).
         """
         if isinstance(statement, str):
-            statement = SA.text(statement)
+            statement = _text(statement)
         if kw:
             return self.conn.execute(statement, kw)
         return self.conn.execute(statement, *args)
@@ -525,7 +531,7 @@ class AccessBroker:
         """
         if "consumer" not in params and "raw" not in params:
             params.setdefault("asList", True)
-        return self.execute(SA.text(text), **params)
+        return self.execute(_text(text), **params)
 
     @transact
     def produceRows(
