@@ -258,9 +258,11 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
             "counted by the client. Peak RSS is the variant's own process "
             "(`VmHWM`; `ru_maxrss` would carry the runner's RSS over `exec`); "
             '"RSS before" is after imports and connecting, so the difference '
-            "is what streaming cost. `stream-thread-psycopg2` hands no rows to "
-            "the reactor at all: it is there for its lag column, the price of "
-            "merely having a thread fetch and parse rows beside the reactor.",
+            "is what streaming cost. The two `stream-thread-*` variants hand "
+            "no rows to the reactor at all: they fetch and count in one thread, "
+            "so they show what merely having a thread fetch rows beside the "
+            "reactor costs it (lag), and, for SQLAlchemy, the ceiling of any "
+            "thread-based SQLAlchemy streamer (rows/s).",
         ),
     ]
     for name, title, text in sections:

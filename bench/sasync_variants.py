@@ -16,26 +16,15 @@ import sqlalchemy as SA
 
 from bench.config import BenchConfig
 from bench.consumer import CountingConsumer
+from bench.core_ops import coreOp
 from bench.harness import runTwisted, timedInReactor
 from bench.orm_ops import ormOp
 from bench.statements import (
-    INSERT_A,
-    INSERT_B,
-    NEXTVAL,
-    READ_A,
-    READ_B,
     STREAM_QUERY,
-    colonNamed,
-    writeParams,
 )
 from bench.workload import Op, opPlan
 from sasync import AccessBroker, transact
 
-_NEXTVAL = SA.text(NEXTVAL)
-_INSERT_A = SA.text(colonNamed(INSERT_A))
-_INSERT_B = SA.text(colonNamed(INSERT_B))
-_READ_A = SA.text(READ_A)
-_READ_B = SA.text(READ_B)
 _STREAM = SA.text(STREAM_QUERY)
 
 
@@ -56,15 +45,7 @@ class BenchBroker(AccessBroker):
         """
         Workload 2: the same statements as every SQL-level variant.
         """
-        conn = self.conn
-        if op is None:
-            conn.execute(_READ_A).fetchall()
-            conn.execute(_READ_B).fetchall()
-            return
-        row = conn.execute(_NEXTVAL).one()
-        params = writeParams((row[0], row[1], row[2]), op)
-        conn.execute(_INSERT_A, params)
-        conn.execute(_INSERT_B, params)
+        coreOp(self.conn, op)
 
     @transact
     def selectOne(self) -> Any:

@@ -158,3 +158,44 @@ def sqlAsyncpg(config: BenchConfig) -> dict[str, Any]:
             await pool.close()
 
     return runAsyncio(main())
+
+
+def sqlThreadPool(config: BenchConfig) -> dict[str, Any]:
+    """
+    What a Twisted user writes without sAsync at Core level:
+    C{deferToThreadPool} + SQLAlchemy Core, N threads, C{engine.begin()}
+    per op, running the very body the sAsync variant runs.
+    """
+    import sqlalchemy as SA
+    from twisted.internet.defer import gatherResults
+    from twisted.internet.threads import deferToThreadPool
+    from twisted.python.threadpool import ThreadPool
+
+    from bench.core_ops import coreOp
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        engine = SA.create_engine(
+            config.url("psycopg2"), pool_size=config.concurrency, max_overflow=0
+        )
+        pool = ThreadPool(config.concurrency, config.concurrency, "bench-core")
+        pool.start()
+        plan = opPlan(config.ops, config.seed)
+
+        def oneOp(op: Op) -> None:
+            # Runs in a pool thread; the Connection lives and dies in it.
+            with engine.begin() as conn:
+                coreOp(conn, op)
+
+        async def runAll(ops: list[Op]) -> None:
+            await gatherResults(
+                [deferToThreadPool(reactor, pool, oneOp, op) for op in ops]
+            )
+
+        await runAll(_warm(config))
+        try:
+            return await timedInReactor(reactor, "ops", len(plan), lambda: runAll(plan))
+        finally:
+            pool.stop()
+            engine.dispose()
+
+    return runTwisted(main)

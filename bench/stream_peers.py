@@ -137,3 +137,41 @@ def streamThreadPsycopg2(config: BenchConfig) -> dict[str, Any]:
         conn.close()
     result["counted"] = counted[0]
     return result
+
+
+def streamThreadSqlalchemy(config: BenchConfig) -> dict[str, Any]:
+    """
+    SQLAlchemy Core streaming (C{stream_results}, C{fetchmany}) in
+    C{deferToThread}, counted there: the ceiling of any thread-based
+    SQLAlchemy streamer before it hands a single row to the reactor.
+    """
+    import sqlalchemy as SA
+    from twisted.internet.threads import deferToThread
+
+    engine = SA.create_engine(config.url("psycopg2"), pool_size=1)
+    query = SA.text(STREAM_QUERY)
+    counted = [0]
+
+    def fetchAll() -> None:
+        # Runs in one pool thread, which alone uses the connection.
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True).execute(query)
+            n = 0
+            while rows := result.fetchmany(BATCH):
+                n += len(rows)
+            counted[0] = n
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        await deferToThread(lambda: engine.connect().close())  # connect first
+
+        async def work() -> None:
+            await deferToThread(fetchAll)
+
+        return await timedInReactor(reactor, "rows", config.rows, work)
+
+    try:
+        result = runTwisted(main)
+    finally:
+        engine.dispose()
+    result["counted"] = counted[0]
+    return result

@@ -138,6 +138,13 @@ VARIANTS = [
         loop="asyncio",
     ),
     Variant(
+        "sql-twisted-threadpool",
+        "sql",
+        f"{_S}:sqlThreadPool",
+        "Twisted deferToThreadPool + SQLAlchemy Core",
+        loop="reactor",
+    ),
+    Variant(
         "sql-pgbench",
         "sql",
         "bench.pgbench:sqlPgbench",
@@ -179,6 +186,14 @@ VARIANTS = [
         "stream",
         f"{_T}:streamThreadPsycopg2",
         "psycopg2 named cursor in deferToThread, counted there",
+        loop="reactor",
+        connections="1",
+    ),
+    Variant(
+        "stream-thread-sqlalchemy",
+        "stream",
+        f"{_T}:streamThreadSqlalchemy",
+        "SQLAlchemy Core stream_results in deferToThread, counted there",
         loop="reactor",
         connections="1",
     ),
