@@ -19,9 +19,7 @@ from bench.consumer import CountingConsumer
 from bench.core_ops import coreOp
 from bench.harness import runTwisted, timedInReactor
 from bench.orm_ops import ormOp
-from bench.statements import (
-    STREAM_QUERY,
-)
+from bench.statements import STREAM_QUERY
 from bench.workload import Op, opPlan
 from sasync import AccessBroker, transact
 
