@@ -118,6 +118,11 @@ class Deferator(Generic[T]):
             source (close the cursor, free the worker).
         """
         self._buffer: deque[T] = deque(first)
+        # The largest batch seen. Fetching ahead stops while two batches are
+        # held (buffered, or lent to a producer by takeBuffered and not yet
+        # put back), so a consumer that pauses often can't make it grow.
+        self._batchHint = max(1, len(self._buffer))
+        self._lent = 0
         self._fetch = fetch
         self._stop = stop
         self._exhausted = fetch is None
@@ -185,7 +190,8 @@ class Deferator(Generic[T]):
         self._prefetch()
 
     def _prefetch(self) -> None:
-        if not self._paused:
+        held = len(self._buffer) + self._lent
+        if not self._paused and held < 2 * self._batchHint:
             # A failure is kept and handed to whoever asks for the next item.
             self.fetchMore().addErrback(lambda _: None)
 
@@ -215,6 +221,7 @@ class Deferator(Generic[T]):
     def _gotBatch(self, batch: Batch[T]) -> None:
         items, exhausted = batch
         self._inFlight = False
+        self._batchHint = max(self._batchHint, len(items))
         if not self._stopped:
             self._buffer.extend(items)
             if exhausted:
@@ -241,6 +248,7 @@ class Deferator(Generic[T]):
         """
         items = list(self._buffer)
         self._buffer.clear()
+        self._lent = len(items)
         self._prefetch()
         return items
 
@@ -248,6 +256,7 @@ class Deferator(Generic[T]):
         """
         Return items taken with L{takeBuffered} but not used, to the front.
         """
+        self._lent = 0
         self._buffer.extendleft(reversed(items))
 
     def stop(self) -> None:

@@ -247,3 +247,28 @@ class IteratorToProducerTests(SynchronousTestCase):
         consumer = ListConsumer()
         self.assertIs(self.successResultOf(iteratorToProducer([], consumer)), consumer)
         self.assertEqual(consumer.items, [])
+
+
+class BoundedBufferTests(SynchronousTestCase):
+    """
+    A consumer that pauses often does not make the Deferator hold more and
+    more items (a regression: every resume used to fetch another batch while
+    the unwritten rest of the last one was put back).
+    """
+
+    def test_pauseResumeCyclesStayBounded(self) -> None:
+        """
+        Through 200 pause/resume cycles of a consumer that takes 200 items
+        each time, never more than about two batches are buffered.
+        """
+        batch = 1000
+        source = Source(10**6)
+        consumer = PausingConsumer(every=200)
+        d: Deferred[Any] = iteratorToProducer(source, consumer, batchSize=batch)
+        most = 0
+        for _ in range(200):
+            consumer.producer.resumeProducing()
+            most = max(most, source.pulled - len(consumer.items))
+        self.assertNoResult(d)
+        self.assertEqual(len(consumer.items), 201 * 200)
+        self.assertLessEqual(most, 3 * batch + 1)
