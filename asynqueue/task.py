@@ -92,7 +92,8 @@ class Task(Generic[T]):
 
     @ivar d: The caller's Deferred. Cancelling it while the task is queued
         removes the task; while it runs, the task's interrupters are called
-        and the Deferred fails with L{CancelledError} only after the worker
+        and the Deferred fails with
+        L{twisted.internet.defer.CancelledError} only after the worker
         has finished with it (if the task cannot be interrupted, at once).
     @ivar stopRequested: True once the task was cancelled or timed out.
         Safe to read from the worker thread: long loops should check it
@@ -142,8 +143,8 @@ class Task(Generic[T]):
     #: Set by the queue: a worker this task must run on (or None).
     pinnedTo: object | None = None
     stopReason: BaseException | None = None
-    #: Read by the worker thread; written in the reactor thread under
-    #: _interruptLock (a plain bool: an Event per task costs too much).
+    # Read by the worker thread; written in the reactor thread under
+    # _interruptLock (a plain bool: an Event per task costs too much).
     stopRequested: bool = False
     #: For queues and workers: the call prepared for a worker (e.g. the
     #: pickled call of a ProcessQueue), or None.
