@@ -14,28 +14,34 @@ from .engines import setup as setup
 from .errors import BrokerStopped as BrokerStopped
 from .errors import NoEngineError as NoEngineError
 from .errors import NotInTransaction as NotInTransaction
+from .errors import Overloaded as Overloaded
 from .errors import SAsyncError as SAsyncError
 from .errors import StartupError as StartupError
 from .errors import TableNameError as TableNameError
+from .errors import TransactionTimeout as TransactionTimeout
 from .items import Items as Items
 from .items import Missing as Missing
 from .parray import PersistentArray as PersistentArray
 from .pdict import PersistentDict as PersistentDict
+from .retry import Backoff as Backoff
 from .transact import transact as transact
 from .transact import wait as wait
 
 __all__ = [
     "AccessBroker",
+    "Backoff",
     "BrokerStopped",
     "Items",
     "Missing",
     "NoEngineError",
     "NotInTransaction",
+    "Overloaded",
     "PersistentArray",
     "PersistentDict",
     "SAsyncError",
     "StartupError",
     "TableNameError",
+    "TransactionTimeout",
     "setup",
     "transact",
     "wait",

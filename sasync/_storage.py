@@ -247,15 +247,15 @@ class StoreBroker(AccessBroker, Generic[K]):
         self._storeStopping: Deferred[None] | None = None
         super().__init__(url, **kw)
 
-    def shutdown(self) -> Deferred[None]:
+    def shutdown(self, timeout: float | None = None) -> Deferred[None]:
         """
         Let the store's pending writes land, then shut down as a broker
-        does. This is also what runs before the reactor stops, so no write
-        issued before then is lost.
+        does (C{timeout} applies from then on). This is also what runs
+        before the reactor stops, so no write issued before then is lost.
         """
         if self._storeStopping is None:
             d = self.drain()
-            d.addCallback(lambda _: AccessBroker.shutdown(self))
+            d.addCallback(lambda _: AccessBroker.shutdown(self, timeout))
             self._storeStopping = d
         mine: Deferred[None] = Deferred()
         self._storeStopping.addBoth(_passTo, mine)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Iterator
@@ -31,8 +32,8 @@ from twisted.python.failure import Failure
 
 from asynqueue.task import Task, TaskState
 
-from . import engines, tables
-from .errors import BrokerStopped, StartupError
+from . import engines, retry, tables
+from .errors import BrokerStopped, Overloaded, StartupError
 from .statements import SelectHolder, StatementCache, selectHolder
 from .threadstate import currentConnection, currentSession, state
 from .transact import (
@@ -128,7 +129,8 @@ class AccessBroker:
         self._startupDone: Deferred[None] | None = None
         self._waitingTasks: list[tuple[Task[Any], float | None]] = []
         self._runningWaiters: list[Deferred[None]] = []
-        self._inFlight = 0
+        self._tracked: set[Deferred[Any]] = set()
+        self._drainTimer: Any = None
         self._idleWaiters: list[Deferred[None]] = []
         self._shutdownDone: Deferred[None] | None = None
         self._handle = engines.acquire(self._spec, self, reactor=reactor)
@@ -320,16 +322,82 @@ class AccessBroker:
                     f" {type(self).__name__}.shutdown(): the broker takes no new work"
                 )
             )
-        return self._submit(self._newTask(f, args, kw, options), options.timeout)
+        spec = self._spec
+        if spec.maxPending is not None:
+            pending = self._pendingCount()
+            if pending >= spec.maxPending:
+                return fail(
+                    Overloaded(
+                        f"{describeCall(self, f, args, kw)} was refused at once:"
+                        f" {pending} transactions already wait for a connection"
+                        f" (maxPending={spec.maxPending})"
+                    )
+                )
+        retries = spec.retries if options.retries is None else options.retries
+        timeout = spec.timeout if options.timeout is None else options.timeout
+        if not retries and timeout is None:
+            return self._submit(self._newTask(f, args, kw, options), None)
+        return self._attempts(f, args, kw, options, retries, timeout)
+
+    def _attempts(
+        self,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        retries: int,
+        timeout: float | None,
+    ) -> Deferred[Any]:
+        # A call with retries or a timeout: driven by retry.Attempts, which
+        # makes a new task for each attempt. Its Deferred is the one tracked.
+        if options.retries != retries:
+            options = dataclasses.replace(options, retries=retries)
+        now = _starting.get() is self  # (Retries run outside this context.)
+        handle = self._handle
+
+        def makeTask() -> Task[Any]:
+            return self._newTask(f, args, kw, options)
+
+        def submit(task: Task[Any]) -> Deferred[Any]:
+            return self._submit(task, None, now, track=False)
+
+        def counted(reason: str) -> None:
+            counter = getattr(handle, "retries", None)
+            if counter is not None:
+                counter[reason] += 1
+
+        attempts = retry.Attempts(
+            makeTask,
+            submit,
+            retries=retries,
+            timeout=timeout,
+            backoff=self._spec.backoff,
+            clock=self._getReactor(),
+            description=describeCall(self, f, args, kw),
+            onRetry=counted,
+        )
+        self._track(attempts.d)
+        return attempts.start()
+
+    def _pendingCount(self) -> int:
+        # Transactions waiting for a connection on this broker's engine.
+        queue = getattr(self._handle, "queue", None)
+        pending = queue.pending() if queue is not None else 0
+        return int(pending) + len(self._waitingTasks)
 
     def _refusing(self) -> bool:
         # After shutdown() only the broker's own startup may still add work.
         return not self._accepting and _starting.get() is not self
 
     def _submit(
-        self, task: Task[Any], timeout: float | None, now: bool = False
+        self,
+        task: Task[Any],
+        timeout: float | None,
+        now: bool = False,
+        track: bool = True,
     ) -> Deferred[Any]:
-        self._track(task.d)
+        if track:
+            self._track(task.d)
         if now or self._phase == _RUNNING or _starting.get() is self:
             return self._handle.submit(task, timeout)
         if self._phase == _FAILED:
@@ -344,12 +412,14 @@ class AccessBroker:
         return task.d
 
     def _track(self, d: Deferred[Any]) -> None:
-        # Reactor thread: shutdown waits until every tracked Deferred fired.
-        self._inFlight += 1
+        # Reactor thread: shutdown waits until every tracked Deferred fired
+        # (and, given a timeout, cancels those left).
+        tracked = self._tracked
+        tracked.add(d)
 
         def landed(result: object) -> object:
-            self._inFlight -= 1
-            if not self._inFlight and self._idleWaiters:
+            tracked.discard(d)
+            if not tracked and self._idleWaiters:
                 waiters, self._idleWaiters = self._idleWaiters, []
                 for w in waiters:
                     w.callback(None)
@@ -358,7 +428,7 @@ class AccessBroker:
         d.addBoth(landed)
 
     def _whenIdle(self) -> Deferred[None]:
-        if not self._inFlight:
+        if not self._tracked:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._idleWaiters.append(d)
@@ -593,17 +663,35 @@ class AccessBroker:
 
     # Shutting down ------------------------------------------------------------
 
-    def shutdown(self) -> Deferred[None]:
+    def shutdown(self, timeout: float | None = None) -> Deferred[None]:
         """
         Refuse new work, wait for queued and running transactions and for
         the Deferreds of L{wait}-decorated methods, then let go of the engine
         (the last broker on it closes its connections, each in its thread,
         and disposes it). Idempotent; runs by itself before the reactor
         stops; safe before startup finished.
+
+        @param timeout: Seconds to let accepted work finish; then whatever
+            is left is cancelled: queued transactions fail with
+            C{CancelledError} without running, running ones are interrupted
+            at the driver and rolled back first. Either way each caller
+            hears how its call ended; nothing is dropped silently. (Code of
+            yours that never returns to the database cannot be interrupted,
+            and is waited for.) A later call with a timeout may shorten the
+            wait of an earlier one.
+        @raise ValueError: C{timeout} is not a number >= 0.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or timeout < 0
+        ):
+            raise ValueError(f"shutdown(timeout={timeout!r}): not a number >= 0")
         if self._shutdownDone is None:
             self._accepting = False
             self._shutdownDone = Deferred.fromCoroutine(self._shutdown())
+        if timeout is not None and not self._shutdownDone.called:
+            self._armDrainTimer(timeout)
         d: Deferred[None] = Deferred()
 
         def passOn(result: object) -> object:
@@ -616,6 +704,31 @@ class AccessBroker:
         self._shutdownDone.addBoth(passOn)
         return d
 
+    def _armDrainTimer(self, timeout: float) -> None:
+        reactor = self._getReactor()
+        timer = self._drainTimer
+        if timer is not None and timer.active():
+            if timer.getTime() <= reactor.seconds() + timeout:
+                return
+            timer.cancel()
+        self._drainTimer = reactor.callLater(timeout, self._cancelLeft)
+
+    def _cancelLeft(self) -> None:
+        # Reactor thread: the drain timeout ran out. A Deferred already
+        # called here waits for an honest stop: leave it be (cancelling it
+        # again would stop waiting for the worker).
+        self._drainTimer = None
+        left = [d for d in self._tracked if not d.called]
+        if left:
+            log.info(
+                "{broker}: shutdown's timeout ran out; cancelling {n} calls",
+                broker=self,
+                n=len(left),
+            )
+        for d in left:
+            if not d.called:
+                d.cancel()
+
     async def _shutdown(self) -> None:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             # (Already fired or removed.)
@@ -626,6 +739,9 @@ class AccessBroker:
         if self._phase == _STARTING and self._startupDone is not None:
             await self._startupDone
         await self._whenIdle()
+        timer, self._drainTimer = self._drainTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         if self._phase != _FAILED:
             self._phase = _STOPPED
         await engines.release(self._handle, self)

@@ -21,6 +21,19 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
   - C{batchSize}: rows fetched per hop between worker and reactor
     (default L{DEFAULT_BATCH_SIZE}).
 
+Call policies, per broker (brokers sharing an engine may differ in them),
+also taken out of the keywords (see C{docs/reliability.md}):
+
+  - C{retries}: the default of the call-time keyword C{retries} (default
+    0): how many times a transaction that failed in a way that allows it
+    runs again (see L{sasync.retry}).
+  - C{timeout}: the default of the call-time keyword C{timeout}, in
+    seconds (default C{None}: none).
+  - C{maxPending}: refuse a new transaction at once, with
+    L{sasync.errors.Overloaded}, while this many wait for a connection on
+    the broker's engine (default C{None}: no bound).
+  - C{backoff}: a L{sasync.retry.Backoff}, the waits between attempts.
+
 Everything here runs in the reactor thread unless a docstring says so.
 """
 
@@ -28,6 +41,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +57,7 @@ from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
 
 from .errors import NoEngineError
+from .retry import DEFAULT_BACKOFF, Backoff
 from .threadstate import state
 from .workers import ConnectionWorker
 
@@ -55,10 +70,32 @@ DEFAULT_OVERFLOW = 4
 #: Rows per batch fetched from the worker.
 DEFAULT_BATCH_SIZE = 1000
 
-BROKER_OPTIONS = ("connections", "overflowConnections", "batchSize")
+BROKER_OPTIONS = (
+    "connections",
+    "overflowConnections",
+    "batchSize",
+    "retries",
+    "timeout",
+    "maxPending",
+    "backoff",
+)
 
 _SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 
+
+#: The drivers sAsync installs, for URLs that name none.
+DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
+
+
+def withDefaultDriver(url: str | URL) -> URL:
+    """
+    C{url} parsed, with sAsync's driver where it names none: C{postgresql://}
+    means psycopg2 and C{mysql://} PyMySQL. (SQLAlchemy 2.1 would pick
+    psycopg 3 and mysqlclient, which sAsync does not install.)
+    """
+    parsed = make_url(url)
+    driver = DEFAULT_DRIVERS.get(parsed.drivername)
+    return parsed if driver is None else parsed.set(drivername=driver)
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -72,6 +109,11 @@ class EngineSpec:
     connections: int | None = None
     overflowConnections: int = DEFAULT_OVERFLOW
     batchSize: int = DEFAULT_BATCH_SIZE
+    # Call policies: per broker, so not part of what makes brokers share.
+    retries: int = field(default=0, compare=False)
+    timeout: float | None = field(default=None, compare=False)
+    maxPending: int | None = field(default=None, compare=False)
+    backoff: Backoff = field(default=DEFAULT_BACKOFF, compare=False)
 
     @classmethod
     def fromArgs(cls, url: str | URL, kw: Mapping[str, Any]) -> EngineSpec:
@@ -84,7 +126,8 @@ class EngineSpec:
         connections = engineKw.pop("connections", None)
         overflow = engineKw.pop("overflowConnections", DEFAULT_OVERFLOW)
         batchSize = engineKw.pop("batchSize", DEFAULT_BATCH_SIZE)
-        parsed = make_url(url)
+        policies = _callPolicies(engineKw)
+        parsed = withDefaultDriver(url)
         if connections is not None:
             if (
                 isinstance(connections, bool)
@@ -109,7 +152,7 @@ class EngineSpec:
             or batchSize < 1
         ):
             raise ValueError(f"batchSize must be a positive int, not {batchSize!r}")
-        return cls(parsed, engineKw, connections, overflow, batchSize)
+        return cls(parsed, engineKw, connections, overflow, batchSize, **policies)
 
     @property
     def backend(self) -> str:
@@ -144,6 +187,49 @@ class EngineSpec:
             self.overflowConnections,
             self.batchSize,
         )
+
+
+def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
+    """
+    Take the call policies (C{retries}, C{timeout}, C{maxPending},
+    C{backoff}) out of C{kw}, checked.
+
+    @raise ValueError: a bad value.
+    """
+    policies: dict[str, Any] = {}
+    if "retries" in kw:
+        retries = kw.pop("retries")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, not {retries!r}")
+        policies["retries"] = retries
+    if "timeout" in kw:
+        timeout = kw.pop("timeout")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not timeout > 0
+        ):
+            raise ValueError(
+                f"timeout must be a positive number of seconds or None, not {timeout!r}"
+            )
+        policies["timeout"] = timeout
+    if "maxPending" in kw:
+        maxPending = kw.pop("maxPending")
+        if maxPending is not None and (
+            isinstance(maxPending, bool)
+            or not isinstance(maxPending, int)
+            or maxPending < 1
+        ):
+            raise ValueError(
+                f"maxPending must be a positive int or None, not {maxPending!r}"
+            )
+        policies["maxPending"] = maxPending
+    if "backoff" in kw:
+        backoff = kw.pop("backoff")
+        if not isinstance(backoff, Backoff):
+            raise ValueError(f"backoff must be a sasync.retry.Backoff, not {backoff!r}")
+        policies["backoff"] = backoff
+    return policies
 
 
 def _freeze(value: Any) -> Any:
@@ -189,6 +275,8 @@ class EngineHandle:
         self.closing: Deferred[None] | None = None
         self._overflow: list[ConnectionWorker] = []
         self._serial = 0
+        #: Reactor thread: how many transactions ran again, by reason.
+        self.retries: Counter[str] = Counter()
         _instrument(self.engine)
         for _ in range(self.connections):
             self.queue.attachWorker(self._newWorker(overflow=False))
@@ -250,6 +338,13 @@ class EngineHandle:
         if self._anyHeld():
             self._checkOverflow()
         return d
+
+    def replacedConnections(self) -> int:
+        """
+        How many connections the attached workers have replaced because
+        they were lost (for tests and diagnostics).
+        """
+        return sum(w.replaced for w in self.queue.workers)
 
     def _anyHeld(self) -> bool:
         return any(w.held for w in self.queue.workers)

@@ -5,12 +5,13 @@ Errors raised by your transactions are never wrapped: a transaction that
 raises C{sqlalchemy.exc.IntegrityError} fails its Deferred with that very
 C{IntegrityError} (a note naming the call is added to it), so
 C{except IntegrityError} works. Cancellation and timeouts surface as
-Twisted's C{CancelledError} and AsynQueue's L{asynqueue.TaskTimeout}.
+Twisted's C{CancelledError} and L{TransactionTimeout} (a kind of
+AsynQueue's L{asynqueue.TaskTimeout}).
 """
 
 from __future__ import annotations
 
-from asynqueue.errors import QueueStopped
+from asynqueue.errors import QueueStopped, TaskTimeout
 
 
 class SAsyncError(Exception):
@@ -55,11 +56,30 @@ class StartupError(SAsyncError):
     """
 
 
+class TransactionTimeout(SAsyncError, TaskTimeout):
+    """
+    A transaction did not finish within its C{timeout} (the call's, or the
+    broker's default), retries and the waits between them included. If it
+    was running, it was interrupted at the driver and rolled back before
+    this error was delivered.
+    """
+
+
+class Overloaded(SAsyncError):
+    """
+    A transaction was refused at once because too many transactions were
+    already waiting for a connection (the broker's C{maxPending} option).
+    Nothing was queued: try again later, or shed the load.
+    """
+
+
 __all__ = [
     "BrokerStopped",
     "NoEngineError",
     "NotInTransaction",
+    "Overloaded",
     "SAsyncError",
     "StartupError",
     "TableNameError",
+    "TransactionTimeout",
 ]

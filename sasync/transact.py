@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from sqlalchemy.engine import FilterResult, Result
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
+from twisted.logger import Logger
 
-from asynqueue.task import Task, checkNiceness, currentTask
+from asynqueue.task import Task, checkNiceness, currentTask, setCurrentTask
 
-from . import results
+from . import outcome, results, retry
 from .threadstate import state
 
 if TYPE_CHECKING:
@@ -37,9 +38,21 @@ P = ParamSpec("P")
 T = TypeVar("T")
 B = TypeVar("B", bound="AccessBroker")
 
+log = Logger()
+
 #: The keywords a call of a @transact method takes for itself.
 CALL_KEYWORDS = frozenset(
-    {"niceness", "doNext", "doLast", "consumer", "asList", "raw", "timeout", "stream"}
+    {
+        "niceness",
+        "doNext",
+        "doLast",
+        "consumer",
+        "asList",
+        "raw",
+        "timeout",
+        "retries",
+        "stream",
+    }
 )
 
 
@@ -51,6 +64,11 @@ class CallOptions:
     @ivar stream: C{None}: stream row results on PostgreSQL when the method
         is known (or not yet known) to return rows; C{True}/C{False}: do or
         don't use a server-side cursor for this call's SELECTs.
+    @ivar timeout: Seconds for the whole call (C{None}: the broker's
+        default).
+    @ivar retries: How many times the transaction may run again after a
+        failure that allows it (C{None}: the broker's default); see
+        L{sasync.retry}.
     """
 
     niceness: int = 0
@@ -60,6 +78,7 @@ class CallOptions:
     asList: bool = False
     raw: bool = False
     timeout: float | None = None
+    retries: int | None = None
     stream: bool | None = None
     #: Internal (selectorator's N): rows handed out in lists of this many.
     groupSize: int = 1
@@ -155,6 +174,10 @@ def checkOptions(name: str, o: CallOptions) -> CallOptions:
         raise ValueError(
             f"{name}(timeout={o.timeout!r}): a timeout is a positive number of seconds"
         )
+    if o.retries is not None and (
+        isinstance(o.retries, bool) or not isinstance(o.retries, int) or o.retries < 0
+    ):
+        raise ValueError(f"{name}(retries={o.retries!r}): retries is an int >= 0")
     if sum(bool(x) for x in (o.asList, o.consumer is not None, o.raw)) > 1:
         raise ValueError(f"{name}(): asList, consumer and raw exclude each other")
     if o.doNext and o.doLast:
@@ -241,6 +264,9 @@ class TransactionCall:
         try:
             connection = worker.connection()
         except BaseException as e:
+            if isinstance(e, DBAPIError):
+                # Nothing was sent: safe to run again.
+                retry.markRetryable(e, retry.NO_CONNECTION)
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
         if task is not None and task.stopRequested:
@@ -288,7 +314,7 @@ class TransactionCall:
                         # An ORM result loads objects through its session,
                         # which ends with the transaction: read it all now.
                         rows = iter(result.all())
-                        transaction.commit()
+                        self._commit(connection, transaction)
                     elif self.handle.holdIterations:
                         handedOver = True
                         self._endTransactionState()
@@ -296,7 +322,7 @@ class TransactionCall:
                             result, transaction, worker.batchSize
                         )
                     else:
-                        transaction.commit()
+                        self._commit(connection, transaction)
                         rows = results.rowsAfterCommit(result, worker.batchSize)
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)
@@ -305,16 +331,78 @@ class TransactionCall:
                 # A result without rows (INSERT ...) is delivered as it is,
                 # not iterated (the worker reads task.raw right after this).
                 task.raw = True
-            transaction.commit()
+            self._commit(connection, transaction)
             return result
         except BaseException as e:
             handedOver = False
             self._rollback(worker, connection, transaction)
+            if retry.retryReason(e) is None:
+                reason = retry.classify(
+                    e,
+                    commitSent=self._commitSent,
+                    autocommit=retry.isAutocommit(worker.dbapiConnection),
+                )
+                if reason is not None:
+                    retry.markRetryable(e, reason)
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
         finally:
             if not handedOver:
                 self._endTransactionState()
+
+    #: Worker thread: set once COMMIT may have been sent (a lost connection
+    #: after that is no reason to run the transaction again).
+    _commitSent = False
+
+    def _commit(self, connection: Any, transaction: Any) -> None:
+        # Worker thread.
+        if not (self.options.retries and self.handle.dialectName == "postgresql"):
+            self._commitSent = True
+            transaction.commit()
+            return
+        worker = state.worker
+        if worker is None or retry.isAutocommit(worker.dbapiConnection):
+            self._commitSent = True
+            transaction.commit()
+            return
+        # PostgreSQL with retries: learn the transaction's ID first, so that
+        # a COMMIT whose answer is lost can be looked up (sasync.outcome).
+        state.stream = False  # (One row: no server-side cursor.)
+        xid, pid = outcome.transactionID(connection)
+        self._commitSent = True
+        try:
+            transaction.commit()
+        except DBAPIError as e:
+            if not e.connection_invalidated:
+                raise
+            self._lostCommit(e, xid, pid)
+
+    def _lostCommit(self, e: DBAPIError, xid: int | None, pid: int | None) -> None:
+        # Worker thread: COMMIT's answer was lost with the connection.
+        # Returns if the database says the transaction committed.
+        task = currentTask()
+        setCurrentTask(None)  # (The lookup must run even if asked to stop.)
+        try:
+            verdict = outcome.lostCommitOutcome(self.handle.engine, xid, pid)
+        finally:
+            setCurrentTask(task)
+        if verdict == outcome.COMMITTED:
+            log.info(
+                "The connection was lost during COMMIT of {call}; the database"
+                " says it committed",
+                call=self.__qualname__,
+            )
+            return
+        if verdict in (outcome.ABORTED, outcome.NOTHING_WRITTEN):
+            retry.markRetryable(e, retry.ROLLED_BACK)
+        else:
+            e.add_note(
+                "The connection was lost while COMMIT was in flight, and the"
+                " database could not be asked whether it committed: the"
+                " transaction may or may not have been committed (it was not"
+                " run again)"
+            )
+        raise e
 
     @staticmethod
     def _endTransactionState() -> None:

@@ -10,6 +10,7 @@ ask the L{Canceller} to interrupt it.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,35 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 log = Logger()
+
+
+def _serverClosed(dbapiConnection: Any) -> select.poll | None:
+    """
+    Worker thread: a poll object that says whether the server sent anything
+    on this idle connection; or C{None} if the driver has no socket (SQLite).
+
+    Between transactions a database server sends nothing unasked, except
+    when it closes the connection (a terminated backend, a server shutting
+    down or restarting, an idle timeout): then the socket turns readable.
+    Looking costs one C{poll()} system call and no round trip, so a dead
+    connection is replaced before a transaction starts on it, without a
+    statement of ours ahead of the user's first one.
+    """
+    fileno: Any = getattr(dbapiConnection, "fileno", None)
+    if fileno is None:
+        sock = getattr(dbapiConnection, "_sock", None)  # PyMySQL
+        fileno = getattr(sock, "fileno", None)
+    if not callable(fileno):
+        return None
+    try:
+        fd = fileno()
+    except Exception:
+        return None
+    if not isinstance(fd, int) or fd < 0:
+        return None
+    watch = select.poll()
+    watch.register(fd, select.POLLIN | select.POLLPRI)
+    return watch
 
 
 class ConnectionWorker(ThreadWorker):
@@ -72,6 +102,12 @@ class ConnectionWorker(ThreadWorker):
         self._onHeld = onHeld
         # Worker thread only.
         self._connection: Connection | None = None
+        self._watch: select.poll | None = None
+        #: Worker thread only: the DBAPI connection of the last connection
+        #: made (read after a failure, even once it is closed).
+        self.dbapiConnection: Any = None
+        #: How many connections this worker replaced (written by its thread).
+        self.replaced = 0
         self._closing = False
         self.runner.do(self._bind)
 
@@ -87,7 +123,8 @@ class ConnectionWorker(ThreadWorker):
     def connection(self) -> Connection:
         """
         Worker thread: this worker's connection, opened now if there is none
-        yet and replaced if it was invalidated (lost).
+        yet, and replaced if it was invalidated (lost) or if the server has
+        closed it while it was idle (see L{_serverClosed}).
         """
         connection = self._connection
         if (
@@ -95,11 +132,23 @@ class ConnectionWorker(ThreadWorker):
             and not connection.invalidated
             and not connection.closed
         ):
-            return connection
+            if self._watch is None or not self._watch.poll(0):
+                return connection
+            log.info(
+                "{worker}: the server closed the idle connection; replacing it",
+                worker=self,
+            )
         if connection is not None:
             self._discard(connection)
-        connection = self._connection = self.engine.connect()
-        self.canceller.attach(connection.connection.dbapi_connection)
+            self.replaced += 1
+        self._connection = None
+        self._watch = None
+        connection = self.engine.connect()
+        dbapiConnection = connection.connection.dbapi_connection
+        self._connection = connection
+        self.dbapiConnection = dbapiConnection
+        self.canceller.attach(dbapiConnection)
+        self._watch = _serverClosed(dbapiConnection)
         return connection
 
     def replaceConnection(self) -> None:
@@ -108,8 +157,10 @@ class ConnectionWorker(ThreadWorker):
         next transaction opens a new one.
         """
         connection, self._connection = self._connection, None
+        self._watch = None
         if connection is not None:
             self._discard(connection)
+            self.replaced += 1
 
     @staticmethod
     def _discard(connection: Connection) -> None:

@@ -1,0 +1,107 @@
+"""
+What became of a COMMIT whose answer was lost (PostgreSQL).
+
+When the connection dies while COMMIT is in flight, the client cannot tell
+whether the server committed. A transaction that may be retried learns its
+transaction ID just before COMMIT (C{txid_current_if_assigned()}: C{NULL}
+if it wrote nothing), and after such a loss L{lostCommitOutcome} asks the
+database, on a new connection, with C{txid_status()}. If the old backend
+still runs the transaction (a network cut it has not noticed), it is
+terminated first, which settles the outcome either way (a backend finishes
+a commit it has started before it dies).
+
+Worker thread only: everything here blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as SA
+from sqlalchemy.engine import Connection, Engine
+from twisted.logger import Logger
+
+log = Logger()
+
+COMMITTED = "committed"
+ABORTED = "aborted"
+NOTHING_WRITTEN = "nothing written"
+UNKNOWN = "unknown"
+
+#: Seconds to keep asking before the outcome is called unknown.
+CHECK_SECONDS = 10.0
+#: Seconds between questions.
+CHECK_INTERVAL = 0.2
+
+#: Asked just before COMMIT (C{NULL}: the transaction wrote nothing).
+XID_SQL = "SELECT txid_current_if_assigned()"
+_STATUS_SQL = SA.text("SELECT txid_status(:xid)")
+# Only the backend still running this very transaction (its 32-bit xid).
+_TERMINATE_SQL = SA.text(
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE pid = :pid AND backend_xid::text::bigint = :xid % 4294967296"
+)
+
+
+def transactionID(connection: Connection) -> tuple[int | None, int | None]:
+    """
+    Worker thread, just before COMMIT: the running transaction's ID (C{None}
+    if it has written nothing) and the backend's process ID (known to the
+    driver: not asked).
+    """
+    xid = connection.exec_driver_sql(XID_SQL).scalar()
+    pid = connection.connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
+    return (None if xid is None else int(xid)), int(pid)
+
+
+def lostCommitOutcome(
+    engine: Engine,
+    xid: int | None,
+    pid: int | None,
+    *,
+    seconds: float = CHECK_SECONDS,
+    sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """
+    Worker thread: what became of transaction C{xid}, whose COMMIT's answer
+    was lost with the connection to backend C{pid}.
+
+    @param xid: From C{txid_current_if_assigned()}, asked just before
+        COMMIT; C{None} if the transaction had written nothing.
+    @return: L{COMMITTED}, L{ABORTED}, L{NOTHING_WRITTEN} or, if the
+        database could not be asked within C{seconds}, L{UNKNOWN}.
+    """
+    if xid is None:
+        return NOTHING_WRITTEN
+    deadline = clock() + seconds
+    while True:
+        status: Any = None
+        try:
+            with engine.connect() as connection:
+                status = connection.execute(_STATUS_SQL, {"xid": xid}).scalar()
+                if status == "in progress" and pid is not None:
+                    connection.execute(_TERMINATE_SQL, {"pid": pid, "xid": xid})
+                connection.rollback()
+        except Exception as e:
+            log.info(
+                "Could not ask about transaction {xid} yet: {error}", xid=xid, error=e
+            )
+        if status in (COMMITTED, ABORTED):
+            return str(status)
+        if clock() >= deadline:
+            return UNKNOWN
+        sleep(CHECK_INTERVAL)
+
+
+__all__ = [
+    "ABORTED",
+    "COMMITTED",
+    "NOTHING_WRITTEN",
+    "UNKNOWN",
+    "XID_SQL",
+    "lostCommitOutcome",
+    "transactionID",
+]

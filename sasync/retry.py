@@ -1,0 +1,382 @@
+"""
+Running a transaction again: which failures allow it, how long to wait
+first, and L{Attempts}, the reactor-side driver that does it (and enforces
+the call's timeout across attempts).
+
+The guarantee: a transaction runs again only where it cannot have been
+committed. That is when
+
+  - the database answered that it rolled the transaction back: a
+    serialization failure (SQLSTATE C{40001}) or a deadlock (C{40P01};
+    MySQL/MariaDB error 1213), in answer to any statement or to COMMIT
+    itself (an answer to COMMIT that is an error means no commit);
+  - the connection was lost, or could not be made, before COMMIT was sent
+    (without COMMIT the server rolls back);
+  - PostgreSQL only: the connection was lost while COMMIT was in flight,
+    and the database, asked on a new connection, says the transaction was
+    rolled back or had written nothing (see L{sasync.outcome}).
+
+Never in AUTOCOMMIT mode (each statement commits by itself there), never
+for any other error, never once the caller's Deferred has fired (a row
+iteration that fails halfway is not run again), and never more than the
+call's C{retries}. Every attempt runs the whole transaction function again
+from scratch, on whichever connection is free: code with effects outside
+the database (sending mail, appending to a list) repeats them.
+
+MySQL/MariaDB's lock wait timeout (error 1205) is not retried: InnoDB rolls
+back only the statement that waited, so the transaction could go on, and
+retrying would wait as long again. Neither is SQLite's C{database is
+locked}, which likewise comes after a wait (the C{timeout} of C{sqlite3}).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from asynqueue.task import Task
+
+from .errors import TransactionTimeout
+
+log = Logger()
+
+#: SQLSTATEs meaning "rolled back, try again": serialization failure and
+#: deadlock (PostgreSQL; also what other SQL databases use).
+RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+#: MySQL/MariaDB error numbers meaning the same: ER_LOCK_DEADLOCK.
+RETRY_MYSQL_ERRORS = frozenset({1213})
+
+#: Why a failure may be retried (the attribute set on the exception).
+_REASON = "_sasyncRetryReason"
+
+SERIALIZATION = "serialization failure"
+DEADLOCK = "deadlock"
+LOST = "connection lost before COMMIT"
+NO_CONNECTION = "could not connect"
+ROLLED_BACK = "connection lost during COMMIT, which the database rolled back"
+
+
+def errorCode(e: DBAPIError) -> str | int | None:
+    """
+    The driver's error code: a SQLSTATE string (psycopg2), an error number
+    (PyMySQL, sqlite3), or C{None}.
+    """
+    orig = e.orig
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if code:
+        return str(code)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return getattr(orig, "sqlite_errorcode", None)
+
+
+def classify(e: BaseException, *, commitSent: bool, autocommit: bool) -> str | None:
+    """
+    Worker thread: why the transaction that raised C{e} may run again, or
+    C{None} if it may not.
+
+    @param commitSent: Whether COMMIT may have been sent when C{e} was
+        raised.
+    @param autocommit: Whether the connection was in AUTOCOMMIT mode.
+    """
+    if autocommit or not isinstance(e, DBAPIError):
+        return None
+    code = errorCode(e)
+    if code in RETRY_SQLSTATES:
+        return DEADLOCK if code == "40P01" else SERIALIZATION
+    if code in RETRY_MYSQL_ERRORS:
+        return DEADLOCK
+    if e.connection_invalidated and not commitSent:
+        return LOST
+    return None
+
+
+def markRetryable(e: BaseException, reason: str) -> None:
+    """
+    Worker thread: note on C{e} that its transaction may run again, and why.
+    """
+    setattr(e, _REASON, reason)
+
+
+def retryReason(e: BaseException) -> str | None:
+    """
+    Why the transaction that raised C{e} may run again (C{None}: it may
+    not).
+    """
+    reason = getattr(e, _REASON, None)
+    return reason if isinstance(reason, str) else None
+
+
+def isAutocommit(dbapiConnection: Any) -> bool:
+    """
+    Worker thread: whether a DBAPI connection is in AUTOCOMMIT mode, read
+    locally (no statement is sent).
+    """
+    for name in ("autocommit", "autocommit_mode"):
+        value = getattr(dbapiConnection, name, None)
+        if isinstance(value, bool):
+            return value
+    return False
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """
+    How long to wait before running a transaction again: exponential, with
+    "equal jitter" (a random half), so that transactions that collided
+    don't collide again at once and yet each wait grows.
+
+    The wait before retry M{n} (1 for the first) is uniform between half
+    and all of C{min(maximum, start * factor ** (n - 1))}, where C{start}
+    is C{first} after a database conflict (serialization failure, deadlock)
+    and C{firstReconnect} after a connection problem (a restarting server
+    needs longer).
+
+    @ivar random: Returns a float in [0, 1); tests pass their own.
+    """
+
+    first: float = 0.01
+    firstReconnect: float = 0.2
+    factor: float = 2.0
+    maximum: float = 2.0
+    random: Callable[[], float] = field(default=random.random, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("first", "firstReconnect", "maximum"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"Backoff({name}={value!r}): not a number >= 0")
+        if not isinstance(self.factor, int | float) or self.factor < 1:
+            raise ValueError(f"Backoff(factor={self.factor!r}): not a number >= 1")
+
+    def delay(self, retry: int, reason: str) -> float:
+        """
+        Seconds to wait before retry number C{retry} (1 for the first) of a
+        transaction that failed because of C{reason}.
+        """
+        start = self.firstReconnect if reason in (LOST, NO_CONNECTION) else self.first
+        ceiling = min(self.maximum, start * self.factor ** (retry - 1))
+        return ceiling * (0.5 + 0.5 * self.random())
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+class _Waiting:
+    """
+    Sent down the caller's Deferred when it is stopped (cancelled, timed
+    out) while an attempt runs: swapped for the Deferred that fires once the
+    worker has really stopped, so the caller hears nothing before then.
+    """
+
+    def __init__(self, waiter: Deferred[Any]) -> None:
+        self.waiter = waiter
+
+
+def _swapWaiting(result: object) -> object:
+    if isinstance(result, _Waiting):
+        return result.waiter
+    return result
+
+
+class Attempts:
+    """
+    One transaction call made of attempts: runs a task, and while it fails
+    in a way that allows it (see L{retryReason}) and retries are left, waits
+    (see L{Backoff}) and runs a new task from scratch. Enforces the call's
+    timeout over all attempts and waits, failing with L{TransactionTimeout}.
+
+    Cancelling L{d} (or the timeout) during a wait ends it at once; during
+    an attempt it interrupts the attempt honestly: L{d} fails only once the
+    worker has rolled back.
+
+    Reactor thread only.
+
+    @ivar d: The caller's Deferred.
+    @ivar retried: How many times the transaction was run again.
+    """
+
+    def __init__(
+        self,
+        makeTask: Callable[[], Task[Any]],
+        submit: Callable[[Task[Any]], Deferred[Any]],
+        *,
+        retries: int,
+        timeout: float | None,
+        backoff: Backoff,
+        clock: IReactorTime,
+        description: str,
+        onRetry: Callable[[str], object] | None = None,
+    ) -> None:
+        """
+        @param makeTask: Makes a new task for each attempt.
+        @param submit: Queues a task; returns its Deferred.
+        @param retries: How many times the transaction may run again.
+        @param timeout: Seconds for the whole call, or C{None}.
+        @param clock: Schedules the waits and the timeout.
+        @param description: How the call is named in errors.
+        @param onRetry: Called with the reason before each retry (counters).
+        """
+        self._makeTask = makeTask
+        self._submit = submit
+        self._retries = retries
+        self._timeout = timeout
+        self._backoff = backoff
+        self._clock = clock
+        self._description = description
+        self._onRetry = onRetry
+        self.retried = 0
+        self._task: Task[Any] | None = None
+        self._sortKey: tuple[int, int, int] | None = None
+        self._wait: IDelayedCall | None = None
+        self._deadline: IDelayedCall | None = None
+        self._stopReason: BaseException | None = None
+        self._waiter: Deferred[Any] | None = None
+        self.d: Deferred[Any] = Deferred(self._cancel)
+        self.d.addBoth(_swapWaiting)
+
+    def start(self) -> Deferred[Any]:
+        """
+        Run the first attempt (and start the timeout).
+
+        @return: L{d}.
+        """
+        if self._timeout is not None:
+            self._deadline = self._clock.callLater(self._timeout, self._timedOut)
+        self._attempt()
+        return self.d
+
+    # Attempts -----------------------------------------------------------------
+
+    def _attempt(self) -> None:
+        self._wait = None
+        task = self._task = self._makeTask()
+        if self._sortKey is None:
+            self._sortKey = task.sortKey
+        else:
+            # A retry keeps the call's place among queued transactions.
+            task.sortKey = self._sortKey
+        self._submit(task).addBoth(self._attempted, task)
+
+    def _attempted(self, result: object, task: Task[Any]) -> None:
+        if task is not self._task:
+            return
+        self._task = None
+        if isinstance(result, Failure) and self._stopReason is None:
+            error = result.value
+            reason = None if error is None else retryReason(error)
+            if error is not None and reason is not None:
+                if self.retried < self._retries:
+                    self._retry(reason)
+                    return
+                if self._retries:
+                    error.add_note(
+                        f"{self._description} failed ({reason}) after"
+                        f" {self.retried} retries"
+                    )
+        self._finish(result)
+
+    def _retry(self, reason: str) -> None:
+        self.retried += 1
+        delay = self._backoff.delay(self.retried, reason)
+        log.debug(
+            "{call} will run again in {delay:.3f} s ({reason}), retry {n} of {m}",
+            call=self._description,
+            delay=delay,
+            reason=reason,
+            n=self.retried,
+            m=self._retries,
+        )
+        if self._onRetry is not None:
+            self._onRetry(reason)
+        self._wait = self._clock.callLater(delay, self._attempt)
+
+    def _finish(self, result: object) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+        if (
+            isinstance(self._stopReason, TransactionTimeout)
+            and isinstance(result, Failure)
+            and isinstance(result.value, CancelledError | TimeoutError)
+        ):
+            # The attempt stopped because the call timed out: say so.
+            result = Failure(self._stopReason)  # type: ignore[no-untyped-call]
+        target = self._waiter if self._waiter is not None else self.d
+        if target.called:
+            return
+        if isinstance(result, Failure):
+            target.errback(result)
+        else:
+            target.callback(result)
+
+    # Stopping -----------------------------------------------------------------
+
+    def _cancel(self, d: Deferred[Any]) -> None:
+        self._stop(CancelledError(f"{self._description} was cancelled"))
+
+    def _timedOut(self) -> None:
+        self._deadline = None
+        assert self._timeout is not None
+        self._stop(
+            TransactionTimeout(
+                f"{self._description} timed out after {self._timeout:g} s"
+                + (f" ({self.retried} retries)" if self.retried else "")
+            )
+        )
+
+    def _stop(self, reason: BaseException) -> None:
+        if self._stopReason is not None or self.d.called:
+            return
+        self._stopReason = reason
+        if self._wait is not None:
+            # Between attempts: nothing runs, so stop now.
+            if self._wait.active():
+                self._wait.cancel()
+            self._wait = None
+            self._finish(Failure(reason))  # type: ignore[no-untyped-call]
+            return
+        task = self._task
+        if task is None:
+            self._finish(Failure(reason))  # type: ignore[no-untyped-call]
+            return
+        if isinstance(reason, TransactionTimeout):
+            assert self._timeout is not None
+            task.timeOut(self._timeout)
+        else:
+            task.d.cancel()
+        if not self.d.called:
+            # The attempt is being interrupted: wait for the worker.
+            self._waiter = Deferred(self._giveUp)
+            self.d.callback(_Waiting(self._waiter))
+
+    def _giveUp(self, waiter: Deferred[Any]) -> None:
+        # Cancelled again while waiting for the worker: stop waiting (the
+        # task's own give-up drops whatever the worker delivers later).
+        task = self._task
+        if task is not None:
+            task.d.cancel()
+
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "RETRY_MYSQL_ERRORS",
+    "RETRY_SQLSTATES",
+    "Attempts",
+    "Backoff",
+    "classify",
+    "errorCode",
+    "isAutocommit",
+    "markRetryable",
+    "retryReason",
+]
