@@ -15,7 +15,9 @@ Worker thread only: everything here blocks.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,10 @@ UNKNOWN = "unknown"
 CHECK_SECONDS = 10.0
 #: Seconds between questions.
 CHECK_INTERVAL = 0.2
+
+#: How many lookups gave each verdict (for tests and diagnostics).
+verdicts: Counter[str] = Counter()
+_verdictsLock = threading.Lock()
 
 #: Asked just before COMMIT (C{NULL}: the transaction wrote nothing).
 XID_SQL = "SELECT txid_current_if_assigned()"
@@ -74,6 +80,20 @@ def lostCommitOutcome(
     @return: L{COMMITTED}, L{ABORTED}, L{NOTHING_WRITTEN} or, if the
         database could not be asked within C{seconds}, L{UNKNOWN}.
     """
+    verdict = _lookUp(engine, xid, pid, seconds, sleep, clock)
+    with _verdictsLock:
+        verdicts[verdict] += 1
+    return verdict
+
+
+def _lookUp(
+    engine: Engine,
+    xid: int | None,
+    pid: int | None,
+    seconds: float,
+    sleep: Callable[[float], object],
+    clock: Callable[[], float],
+) -> str:
     if xid is None:
         return NOTHING_WRITTEN
     deadline = clock() + seconds
@@ -104,4 +124,5 @@ __all__ = [
     "XID_SQL",
     "lostCommitOutcome",
     "transactionID",
+    "verdicts",
 ]

@@ -32,6 +32,7 @@ locked}, which likewise comes after a wait (the C{timeout} of C{sqlite3}).
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,11 +91,12 @@ def classify(e: BaseException, *, commitSent: bool, autocommit: bool) -> str | N
     """
     if autocommit or not isinstance(e, DBAPIError):
         return None
+    args = getattr(e.orig, "args", ())
+    if args and args[0] in RETRY_MYSQL_ERRORS:
+        return DEADLOCK  # (Its SQLSTATE is 40001, too.)
     code = errorCode(e)
     if code in RETRY_SQLSTATES:
         return DEADLOCK if code == "40P01" else SERIALIZATION
-    if code in RETRY_MYSQL_ERRORS:
-        return DEADLOCK
     if e.connection_invalidated and not commitSent:
         return LOST
     return None
@@ -125,6 +127,9 @@ def isAutocommit(dbapiConnection: Any) -> bool:
         value = getattr(dbapiConnection, name, None)
         if isinstance(value, bool):
             return value
+    if isinstance(dbapiConnection, sqlite3.Connection):
+        # The sqlite3 module's own (legacy) autocommit mode.
+        return dbapiConnection.isolation_level is None
     return False
 
 
@@ -137,9 +142,9 @@ class Backoff:
 
     The wait before retry M{n} (1 for the first) is uniform between half
     and all of C{min(maximum, start * factor ** (n - 1))}, where C{start}
-    is C{first} after a database conflict (serialization failure, deadlock)
-    and C{firstReconnect} after a connection problem (a restarting server
-    needs longer).
+    is C{firstReconnect} if no connection could be made (a restarting
+    server needs longer), and C{first} otherwise (a conflict, or one lost
+    connection, which the worker replaces at once).
 
     @ivar random: Returns a float in [0, 1); tests pass their own.
     """
@@ -163,7 +168,7 @@ class Backoff:
         Seconds to wait before retry number C{retry} (1 for the first) of a
         transaction that failed because of C{reason}.
         """
-        start = self.firstReconnect if reason in (LOST, NO_CONNECTION) else self.first
+        start = self.firstReconnect if reason == NO_CONNECTION else self.first
         ceiling = min(self.maximum, start * self.factor ** (retry - 1))
         return ceiling * (0.5 + 0.5 * self.random())
 

@@ -1,0 +1,137 @@
+"""
+A throwaway PostgreSQL cluster of the tests' own (initdb + pg_ctl in a temp
+dir, on a free port), which the tests may stop and restart. The shared
+server is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.databases import requireAll
+
+
+class NoCluster(Exception):
+    """
+    No PostgreSQL server binaries here (C{fatal}: the tests must fail).
+    """
+
+    def __init__(self, message: str, fatal: bool) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+def findPostgresBin() -> Path:
+    """
+    The folder holding C{initdb} and C{pg_ctl}.
+
+    @raise NoCluster: there is none.
+    """
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for folder in candidates:
+        if os.access(f"{folder}/initdb", os.X_OK) and os.access(
+            f"{folder}/pg_ctl", os.X_OK
+        ):
+            return Path(folder)
+    raise NoCluster(
+        "no initdb/pg_ctl for a throwaway PostgreSQL cluster (apt-get install"
+        " postgresql)",
+        fatal=requireAll(),
+    )
+
+
+def _freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """
+    One throwaway cluster, listening on 127.0.0.1 and a unix socket in its
+    temp dir. As root, the server runs as user C{postgres} (or C{nobody}).
+    """
+
+    def __init__(self) -> None:
+        self.bin = findPostgresBin()
+        self.dir = Path(tempfile.mkdtemp(prefix="sasync-reliability-pg."))
+        self.port = _freePort()
+        self.runAs: list[str] = []
+        if os.geteuid() == 0:
+            user = "postgres"
+            try:
+                subprocess.run(["id", user], check=True, capture_output=True)
+            except subprocess.CalledProcessError:
+                user = "nobody"
+            shutil.chown(self.dir, user)
+            runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+            self.runAs = [runuser, "-u", user, "--"]
+        self.data = self.dir / "data"
+        self.url = (
+            f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        )
+        self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+            "--locale=C", "-E", "UTF8", "--no-sync",
+        )
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        result = subprocess.run(
+            [*self.runAs, str(self.bin / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode:
+            log = self.dir / "server.log"
+            extra = log.read_text() if log.exists() else ""
+            raise RuntimeError(
+                f"{tool} failed: {result.stdout}{result.stderr}\n{extra[-2000:]}"
+            )
+
+    def start(self) -> None:
+        """
+        Start the server and wait until it accepts connections.
+        """
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            " -c max_connections=100"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"),
+            "-w", "-t", "60", "-o", options, "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """
+        Stop the server (C{fast}: connections are closed; C{immediate}: a
+        crash, recovered at the next start).
+        """
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        """
+        Stop and start again.
+        """
+        self.stop(mode)
+        self.start()
+
+    def close(self) -> None:
+        """
+        Stop the server and remove the cluster.
+        """
+        with contextlib.suppress(Exception):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,65 @@
+"""
+Fixtures of the fault-injection suite: a throwaway PostgreSQL cluster the
+tests may restart, and the figures summary at the end of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from twisted.internet.defer import DeferredList
+
+from sasync import AccessBroker
+from tests.reactorthread import runInReactor
+from tests.reliability.cluster import Cluster, NoCluster
+from tests.reliability.helpers import FIGURES
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """
+    A throwaway PostgreSQL cluster for the whole session (never the shared
+    server): tests may stop, restart or crash it, and must leave it running.
+    """
+    try:
+        made = Cluster()
+    except NoCluster as e:
+        if e.fatal:
+            pytest.fail(str(e), pytrace=False)
+        pytest.skip(str(e))
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("fault-injection figures")
+        for figures in FIGURES:
+            terminalreporter.write_line(figures.line())
+
+
+@pytest.fixture
+def brokers() -> Iterator[Callable[..., Any]]:
+    """
+    A factory, C{brokers(cls, url, **kw)}, for brokers made in the reactor
+    thread (inside an async test); each is shut down after the test.
+    """
+    made: list[AccessBroker] = []
+
+    def make(cls: type[AccessBroker], *args: Any, **kw: Any) -> Any:
+        broker = cls(*args, **kw)
+        made.append(broker)
+        return broker
+
+    yield make
+    if made:
+        runInReactor(
+            lambda: DeferredList(
+                [b.shutdown(timeout=10) for b in made], consumeErrors=True
+            ),
+            timeout=60,
+        )

@@ -1,0 +1,111 @@
+"""
+Backends terminated (C{pg_terminate_backend} from another connection) at
+random moments during a stream of writes: every acknowledged write is in
+the table exactly once; with retries every write is acknowledged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from twisted.internet.defer import DeferredList
+from twisted.internet.threads import deferToThread
+
+from sasync import outcome
+from tests.reliability.helpers import (
+    FIGURES,
+    BackendKiller,
+    Figures,
+    Ledger,
+    retriedCount,
+)
+
+
+async def writeUnderFire(
+    url: str, brokers: Any, name: str, writes: int, retries: int
+) -> tuple[Figures, set[str], Counter[str]]:
+    """
+    Make C{writes} writes on 4 connections while backends are terminated
+    every 5 ms or so.
+
+    @return: the figures, the acknowledged tokens, and how many times each
+        token is in the table.
+    """
+    broker = brokers(Ledger, url, connections=4, retries=retries)
+    await broker.waitUntilRunning()
+    killer = BackendKiller(url, interval=0.005)
+    lookups = Counter(outcome.verdicts)
+    started = time.monotonic()
+    killer.start()
+    try:
+        tokens = [f"w{i}" for i in range(writes)]
+        results = await DeferredList(
+            [broker.write(token) for token in tokens], consumeErrors=True
+        )
+    finally:
+        await deferToThread(killer.stop)
+    seconds = time.monotonic() - started
+    lookups = Counter(outcome.verdicts) - lookups
+    assert killer.error is None, killer.error
+    acknowledged = {t for t, (ok, _) in zip(tokens, results, strict=True) if ok}
+    for ok, result in results:
+        if not ok:
+            # The driver's own error, unchanged.
+            assert "OperationalError" in type(result.value).__name__, result
+    inTable = Counter(await broker.tokens())
+    figures = Figures(
+        name,
+        operations=writes,
+        faults=killer.kills,
+        acknowledged=len(acknowledged),
+        failed=writes - len(acknowledged),
+        lost=sum(1 for t in acknowledged if inTable[t] == 0),
+        duplicated=sum(1 for n in inTable.values() if n > 1),
+        retried=retriedCount(broker),
+        seconds=seconds,
+        notes=[
+            f"replaced connections {broker._handle.replacedConnections()}",
+            "failed writes found committed"
+            f" {sum(1 for t in tokens if t not in acknowledged and inTable[t])}",
+            "COMMIT lookups "
+            + (", ".join(f"{k} {v}" for k, v in lookups.items()) or "none"),
+        ],
+    )
+    FIGURES.append(figures)
+    return figures, acknowledged, inTable
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_terminateWithRetries(postgresqlURL: str, brokers: Any) -> None:
+    """
+    1,000 writes with retries while backends are terminated at random:
+    all acknowledged, each in the table exactly once.
+    """
+    figures, _acknowledged, inTable = await writeUnderFire(
+        postgresqlURL, brokers, "1000 writes, backends killed, retries=20", 1000, 20
+    )
+    assert figures.faults >= 20, "too few backends were terminated to prove much"
+    assert figures.acknowledged == 1000
+    assert figures.lost == 0
+    assert figures.duplicated == 0
+    assert sum(inTable.values()) == 1000
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_terminateWithoutRetries(postgresqlURL: str, brokers: Any) -> None:
+    """
+    The same without retries: some writes fail with the driver's error,
+    every acknowledged one is in the table exactly once, and nothing is
+    duplicated (a failed write is in it at most once: its COMMIT may have
+    happened before the answer was lost).
+    """
+    figures, acknowledged, inTable = await writeUnderFire(
+        postgresqlURL, brokers, "500 writes, backends killed, retries=0", 500, 0
+    )
+    assert figures.faults >= 10
+    assert figures.lost == 0
+    assert figures.duplicated == 0
+    assert all(inTable[t] == 1 for t in acknowledged)

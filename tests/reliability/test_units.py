@@ -1,0 +1,393 @@
+"""
+Deterministic unit tests of the reliability pieces: which failures are
+retried, the backoff, the attempts driver (with a L{Clock} and tasks the
+test finishes by hand), noticing a connection the server closed, and
+looking up a lost COMMIT. No reactor, no threads, no sleeps.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import DBAPIError, OperationalError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from asynqueue import Task, TaskTimeout
+from asynqueue.task import TaskState
+from sasync import Backoff, TransactionTimeout, outcome, retry
+from sasync.engines import EngineSpec
+from sasync.workers import _serverClosed
+
+
+class FakeDriverError(Exception):
+    """
+    A driver exception with a SQLSTATE (like psycopg2's) or an error number
+    (like PyMySQL's, in C{args[0]}).
+    """
+
+    def __init__(self, *args: Any, pgcode: str | None = None) -> None:
+        super().__init__(*args)
+        self.pgcode = pgcode
+
+
+def dbapiError(
+    pgcode: str | None = None, errno: int | None = None, lost: bool = False
+) -> DBAPIError:
+    """
+    A SQLAlchemy-wrapped driver error.
+    """
+    orig = FakeDriverError(*(() if errno is None else (errno, "x")), pgcode=pgcode)
+    return OperationalError("SELECT 1", {}, orig, connection_invalidated=lost)
+
+
+def test_classify() -> None:
+    """
+    Serialization failures and deadlocks are retried wherever they happen
+    (the database rolled back); a lost connection only before COMMIT was
+    sent; nothing in AUTOCOMMIT mode; other errors never.
+    """
+    classify = retry.classify
+    assert classify(dbapiError("40001"), commitSent=True, autocommit=False) == (
+        retry.SERIALIZATION
+    )
+    assert classify(dbapiError("40P01"), commitSent=False, autocommit=False) == (
+        retry.DEADLOCK
+    )
+    assert classify(dbapiError(errno=1213), commitSent=False, autocommit=False) == (
+        retry.DEADLOCK
+    )
+    assert classify(dbapiError(errno=1205), commitSent=False, autocommit=False) is None
+    assert classify(dbapiError(lost=True), commitSent=False, autocommit=False) == (
+        retry.LOST
+    )
+    assert classify(dbapiError(lost=True), commitSent=True, autocommit=False) is None
+    assert classify(dbapiError("40001"), commitSent=False, autocommit=True) is None
+    assert classify(dbapiError("23505"), commitSent=False, autocommit=False) is None
+    assert classify(ValueError("40001"), commitSent=False, autocommit=False) is None
+
+
+def test_backoff() -> None:
+    """
+    Each wait lies between half and all of an exponentially growing ceiling
+    (capped); connection problems start higher than conflicts.
+    """
+    low = Backoff(random=lambda: 0.0)
+    high = Backoff(random=lambda: 0.999999)
+    assert low.delay(1, retry.DEADLOCK) == pytest.approx(0.005)
+    assert high.delay(1, retry.DEADLOCK) == pytest.approx(0.01, rel=1e-5)
+    assert high.delay(4, retry.SERIALIZATION) == pytest.approx(0.08, rel=1e-5)
+    assert high.delay(30, retry.DEADLOCK) == pytest.approx(2.0, rel=1e-5)
+    assert low.delay(1, retry.LOST) == pytest.approx(0.005)
+    assert low.delay(1, retry.NO_CONNECTION) == pytest.approx(0.1)
+    assert low.delay(2, retry.NO_CONNECTION) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        Backoff(first=-1)
+    with pytest.raises(ValueError):
+        Backoff(factor=0.5)
+
+
+def test_policiesFromKeywords() -> None:
+    """
+    retries, timeout, maxPending and backoff are taken out of the engine
+    keywords, checked, and don't decide which brokers share an engine.
+    """
+    plain = EngineSpec.fromArgs("sqlite:///x.db", {})
+    spec = EngineSpec.fromArgs(
+        "sqlite:///x.db",
+        {"retries": 3, "timeout": 2.5, "maxPending": 10, "echo": False},
+    )
+    assert (spec.retries, spec.timeout, spec.maxPending) == (3, 2.5, 10)
+    assert spec.engineKw == {"echo": False}
+    assert spec.key == plain.key
+    for bad in (
+        {"retries": -1},
+        {"retries": True},
+        {"timeout": 0},
+        {"maxPending": 0},
+        {"backoff": 1.0},
+    ):
+        with pytest.raises(ValueError):
+            EngineSpec.fromArgs("sqlite:///x.db", bad)
+
+
+class Attempted:
+    """
+    Makes the tasks of an L{retry.Attempts} and plays the queue and worker:
+    a submitted task starts running at once (honestly interruptible), and
+    the test ends it with L{succeed} or L{fail}.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: list[Task[Any]] = []
+        self.interrupted: list[Task[Any]] = []
+
+    def makeTask(self) -> Task[Any]:
+        task: Task[Any] = Task(lambda: None, niceness=len(self.tasks) % 3)
+        task.onInterrupt(lambda reason: self.interrupted.append(task))
+        self.tasks.append(task)
+        return task
+
+    def submit(self, task: Task[Any]) -> Deferred[Any]:
+        task.start(object())
+        return task.d
+
+    def succeed(self, value: object) -> None:
+        self.tasks[-1].finish(value)
+
+    def fail(self, error: BaseException) -> None:
+        self.tasks[-1].fail(Failure(error))  # type: ignore[no-untyped-call]
+
+
+def retryable(reason: str = retry.SERIALIZATION) -> BaseException:
+    """
+    An error marked as its worker would mark a retryable one.
+    """
+    error = dbapiError("40001")
+    retry.markRetryable(error, reason)
+    return error
+
+
+class AttemptsTests(SynchronousTestCase):
+    """
+    L{retry.Attempts}: retries, waits, timeouts, cancellation.
+    """
+
+    def attempts(
+        self, retries: int = 3, timeout: float | None = None
+    ) -> tuple[retry.Attempts, Attempted, Clock]:
+        clock = Clock()
+        made = Attempted()
+        attempts = retry.Attempts(
+            made.makeTask,
+            made.submit,
+            retries=retries,
+            timeout=timeout,
+            backoff=Backoff(random=lambda: 0.0),
+            clock=clock,
+            description="B.f()",
+        )
+        attempts.start()
+        return attempts, made, clock
+
+    def test_retriesUntilSuccess(self) -> None:
+        """
+        A retryable failure runs a new task after the backoff; the caller
+        sees only the final success. Each retry keeps the first task's
+        place in the queue.
+        """
+        attempts, made, clock = self.attempts()
+        made.fail(retryable())
+        self.assertNoResult(attempts.d)
+        self.assertEqual(len(made.tasks), 1)
+        clock.advance(0.005)
+        self.assertEqual(len(made.tasks), 2)
+        self.assertEqual(made.tasks[1].sortKey, made.tasks[0].sortKey)
+        made.fail(retryable(retry.DEADLOCK))
+        clock.advance(0.01)
+        made.succeed(42)
+        self.assertEqual(self.successResultOf(attempts.d), 42)
+        self.assertEqual(attempts.retried, 2)
+        self.assertFalse(clock.getDelayedCalls())
+
+    def test_notRetryable(self) -> None:
+        """
+        Any other failure goes to the caller at once, unchanged.
+        """
+        attempts, made, _clock = self.attempts()
+        error = dbapiError(lost=True)  # not marked: e.g. lost during COMMIT
+        made.fail(error)
+        self.assertIs(self.failureResultOf(attempts.d).value, error)
+        self.assertEqual(len(made.tasks), 1)
+
+    def test_retriesRunOut(self) -> None:
+        """
+        After the last retry the failure goes to the caller, with a note.
+        """
+        attempts, made, clock = self.attempts(retries=2)
+        for _ in range(2):
+            made.fail(retryable())
+            clock.advance(10)
+        made.fail(retryable())
+        failure = self.failureResultOf(attempts.d, OperationalError)
+        self.assertIn("after 2 retries", "\n".join(failure.value.__notes__))
+        self.assertEqual(len(made.tasks), 3)
+
+    def test_cancelWhileWaiting(self) -> None:
+        """
+        Cancelled between attempts: CancelledError at once, and no further
+        attempt is made.
+        """
+        attempts, made, clock = self.attempts()
+        made.fail(retryable())
+        attempts.d.cancel()
+        self.failureResultOf(attempts.d, CancelledError)
+        clock.advance(10)
+        self.assertEqual(len(made.tasks), 1)
+        self.assertFalse(clock.getDelayedCalls())
+
+    def test_cancelRunningIsHonest(self) -> None:
+        """
+        Cancelled during an attempt: the attempt is interrupted, and the
+        caller hears only once the worker has finished with it; a retryable
+        failure then is not retried.
+        """
+        attempts, made, clock = self.attempts()
+        attempts.d.cancel()
+        self.assertEqual(made.interrupted, made.tasks)
+        self.assertNoResult(attempts.d)
+        made.fail(retryable())
+        self.failureResultOf(attempts.d, CancelledError)
+        clock.advance(10)
+        self.assertEqual(len(made.tasks), 1)
+
+    def test_cancelTwiceGivesUp(self) -> None:
+        """
+        A second cancel stops waiting for the worker.
+        """
+        attempts, made, _clock = self.attempts()
+        attempts.d.cancel()
+        attempts.d.cancel()
+        self.failureResultOf(attempts.d, CancelledError)
+        made.succeed("late")  # dropped
+
+    def test_timeoutDuringAttempt(self) -> None:
+        """
+        The timeout interrupts the running attempt; the caller gets
+        TransactionTimeout (a TaskTimeout) once the worker stopped.
+        """
+        attempts, made, clock = self.attempts(timeout=1.0)
+        clock.advance(1.0)
+        self.assertEqual(made.interrupted, made.tasks)
+        self.assertNoResult(attempts.d)
+        made.fail(CancelledError("stopped"))
+        failure = self.failureResultOf(attempts.d, TransactionTimeout)
+        self.assertIsInstance(failure.value, TaskTimeout)
+        self.assertIn("1 s", str(failure.value))
+
+    def test_timeoutSpansRetries(self) -> None:
+        """
+        The timeout counts from the call, over attempts and waits: it may
+        end a wait between attempts.
+        """
+        attempts, made, clock = self.attempts(timeout=0.5, retries=50)
+        while True:
+            made.fail(retryable())
+            delay = 0.005 * 2 ** (len(made.tasks) - 1)  # (random() is 0)
+            if clock.seconds() + delay >= 0.5:
+                break
+            clock.advance(delay)
+        clock.advance(0.5 - clock.seconds())
+        failure = self.failureResultOf(attempts.d, TransactionTimeout)
+        self.assertIn(f"({len(made.tasks)} retries)", str(failure.value))
+        self.assertFalse(clock.getDelayedCalls())
+        self.assertTrue(all(t.state is TaskState.DONE for t in made.tasks))
+
+    def test_successCancelsTimeout(self) -> None:
+        """
+        A call that succeeds leaves no timer behind.
+        """
+        attempts, made, clock = self.attempts(timeout=5.0)
+        made.succeed("ok")
+        self.assertEqual(self.successResultOf(attempts.d), "ok")
+        self.assertFalse(clock.getDelayedCalls())
+
+
+def test_serverClosedNoticed() -> None:
+    """
+    The poll object says nothing while the peer is quiet, and tells once it
+    closes the connection (or sends anything unasked).
+    """
+    ours, theirs = socket.socketpair()
+
+    class FakeConnection:
+        def fileno(self) -> int:
+            return ours.fileno()
+
+    try:
+        watch = _serverClosed(FakeConnection())
+        assert watch is not None
+        assert not watch.poll(0)
+        theirs.close()
+        assert watch.poll(0)
+    finally:
+        ours.close()
+    assert _serverClosed(object()) is None
+
+
+class FakeResult:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def scalar(self) -> object:
+        return self.value
+
+
+class FakeLookupEngine:
+    """
+    Answers C{txid_status} from a script; C{None} in the script: the server
+    cannot be reached.
+    """
+
+    def __init__(self, statuses: list[str | None]) -> None:
+        self.statuses = statuses
+        self.terminated = 0
+
+    def connect(self) -> Any:
+        status = self.statuses.pop(0)
+        if status is None:
+            raise OperationalError("connect", {}, Exception("refused"))
+        engine = self
+
+        class Connection:
+            def __enter__(self) -> Connection:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                pass
+
+            def execute(self, statement: Any, params: Any) -> FakeResult:
+                if "terminate" in str(statement):
+                    engine.terminated += 1
+                return FakeResult(status)
+
+            def rollback(self) -> None:
+                pass
+
+        return Connection()
+
+
+def test_lostCommitOutcome() -> None:
+    """
+    The outcome of a COMMIT whose answer was lost: asked until the database
+    says committed or aborted (terminating the old backend while it still
+    runs the transaction); unknown if it cannot say in time; nothing to ask
+    if the transaction wrote nothing.
+    """
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def ask(statuses: list[str | None], xid: int | None = 7) -> tuple[str, Any]:
+        engine = FakeLookupEngine(statuses)
+        verdict = outcome.lostCommitOutcome(
+            engine,  # type: ignore[arg-type]
+            xid,
+            123,
+            seconds=1.0,
+            sleep=sleep,
+            clock=lambda: now[0],
+        )
+        return verdict, engine
+
+    assert ask(["committed"])[0] == outcome.COMMITTED
+    verdict, engine = ask([None, "in progress", "aborted"])
+    assert verdict == outcome.ABORTED
+    assert engine.terminated == 1
+    assert ask([], xid=None)[0] == outcome.NOTHING_WRITTEN
+    assert ask([None] * 20)[0] == outcome.UNKNOWN
