@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+import sqlalchemy as SA
+from sqlalchemy.pool import NullPool
 
 from tests.databases import requireAll
 
@@ -62,6 +66,8 @@ class Cluster:
     temp dir. As root, the server runs as user C{postgres} (or C{nobody}).
     """
 
+    _serial = itertools.count(1)
+
     def __init__(self) -> None:
         self.bin = findPostgresBin()
         self.dir = Path(tempfile.mkdtemp(prefix="sasync-reliability-pg."))
@@ -106,7 +112,9 @@ class Cluster:
         """
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            # fsync off is safe here: a server crash keeps the OS's cache.
+            # synchronous_commit stays on: an acknowledged COMMIT is in the WAL.
+            " -c fsync=off -c full_page_writes=off"
             " -c max_connections=100"
         )
         self._run(
@@ -127,6 +135,53 @@ class Cluster:
         """
         self.stop(mode)
         self.start()
+
+    def running(self) -> bool:
+        """
+        Whether the server runs.
+        """
+        result = subprocess.run(
+            [*self.runAs, str(self.bin / "pg_ctl"), "-D", str(self.data), "status"],
+            capture_output=True,
+        )
+        return result.returncode == 0
+
+    def ensureRunning(self) -> None:
+        """
+        Start the server unless it runs.
+        """
+        if not self.running():
+            self.start()
+
+    def _admin(self) -> SA.Engine:
+        return SA.create_engine(
+            self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
+
+    def createDatabase(self) -> str:
+        """
+        @return: the URL of a new, empty database on the cluster.
+        """
+        name = f"reliability_{next(self._serial)}"
+        engine = self._admin()
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        finally:
+            engine.dispose()
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def dropDatabase(self, url: str) -> None:
+        """
+        Drop the database at C{url}, closing its connections first.
+        """
+        name = url.rsplit("/", 1)[1]
+        engine = self._admin()
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            engine.dispose()
 
     def close(self) -> None:
         """

@@ -35,6 +35,20 @@ def cluster() -> Iterator[Cluster]:
         made.close()
 
 
+@pytest.fixture
+def clusterURL(cluster: Cluster) -> Iterator[str]:
+    """
+    A new, empty database on the throwaway cluster (running again and
+    dropped after the test).
+    """
+    url = cluster.createDatabase()
+    try:
+        yield url
+    finally:
+        cluster.ensureRunning()
+        cluster.dropDatabase(url)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FIGURES:
         terminalreporter.section("fault-injection figures")

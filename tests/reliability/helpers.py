@@ -178,7 +178,8 @@ def adminEngine(url: str) -> SA.Engine:
 
 def activeSleeps(url: str) -> int:
     """
-    How many sleep queries run on the server of C{url} (other than ours).
+    How many sleep queries run in the database of C{url} (PostgreSQL: by
+    wait event, as the query text may be a server-side cursor's FETCH).
     """
     engine = adminEngine(url)
     try:
@@ -186,13 +187,14 @@ def activeSleeps(url: str) -> int:
             if url.startswith("postgresql"):
                 query = (
                     "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
-                    " AND query LIKE 'SELECT pg_sleep%%' AND pid <> pg_backend_pid()"
+                    " AND wait_event = 'PgSleep' AND pid <> pg_backend_pid()"
+                    " AND datname = current_database()"
                 )
             else:
                 query = (
                     "SELECT count(*) FROM information_schema.processlist"
-                    " WHERE command = 'Query' AND info LIKE 'SELECT SLEEP%%'"
-                    " AND id <> CONNECTION_ID()"
+                    " WHERE command = 'Query' AND info LIKE '%%SLEEP(%%'"
+                    " AND id <> CONNECTION_ID() AND db = DATABASE()"
                 )
             return int(conn.exec_driver_sql(query).scalar_one())
     finally:

@@ -1,0 +1,155 @@
+"""
+Shutting down under load: C{shutdown(timeout=...)} drains, then cancels
+what is left; every accepted write is committed or failed to its caller;
+no worker thread survives. And the bound on pending transactions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+
+from sasync import Overloaded
+from sasync.engines import openHandles
+from tests.reliability.helpers import (
+    FIGURES,
+    Figures,
+    Ledger,
+    activeSleeps,
+    pause,
+    sasyncThreads,
+    sleepSQL,
+    until,
+)
+
+
+def ourThreads() -> set[threading.Thread]:
+    """
+    Live threads, but for the reactor's own thread pool (which the driver
+    cancels are sent from).
+    """
+    return {
+        t
+        for t in threading.enumerate()
+        if t.is_alive() and not t.name.startswith("PoolThread-")
+    }
+
+
+def oneOrTwo(url: str) -> dict[str, Any]:
+    """
+    Two connections on a server (one sleeps, one drains), SQLite's one.
+    """
+    return {} if url.startswith("sqlite") else {"connections": 2}
+
+
+@pytest.mark.reactorTimeout(90)
+async def test_shutdownTimeoutUnderLoad(dbURL: str, brokers: Any) -> None:
+    """
+    A 30 s transaction and 300 writes are pending when shutdown(timeout=1)
+    is called: what can finish in that second does (on a server the other
+    connection drains writes); then the rest is cancelled (the sleeper is
+    interrupted at the driver and rolled back). Every caller hears:
+    acknowledged writes are in the table once, failed ones (CancelledError)
+    are not. Afterwards no sAsync thread is left, the engine is closed and
+    the server runs no sleep.
+    """
+    before = ourThreads()
+    broker = brokers(Ledger, dbURL, **oneOrTwo(dbURL))
+    await broker.waitUntilRunning()
+    sleeper = broker.writeThenSleep("sleeper", sleepSQL(dbURL, 30))
+    tokens = [f"w{i}" for i in range(300)]
+    writes = [broker.write(token) for token in tokens]
+    await pause(0.2)
+    handle = broker._handle
+    started = time.monotonic()
+    await broker.shutdown(timeout=1.0)
+    seconds = time.monotonic() - started
+    assert seconds < 8
+    results = await defer.DeferredList([sleeper, *writes], consumeErrors=True)
+    assert all(d.called for d in [sleeper, *writes])
+    assert not results[0][0] and results[0][1].check(defer.CancelledError)
+    acknowledged = {t for t, (ok, _) in zip(tokens, results[1:], strict=True) if ok}
+    for ok, result in results[1:]:
+        assert ok or result.check(defer.CancelledError), result
+    assert handle not in openHandles()
+    await until(lambda: not (ourThreads() - before))
+    assert not sasyncThreads() - before
+    if not dbURL.startswith("sqlite"):
+        assert activeSleeps(dbURL) == 0
+    check = brokers(Ledger, dbURL)
+    inTable = await check.tokens()
+    assert sorted(inTable) == sorted(acknowledged)
+    FIGURES.append(
+        Figures(
+            f"shutdown(timeout=1) under load ({dbURL.split(':')[0].split('+')[0]})",
+            operations=301,
+            faults=1,
+            acknowledged=len(acknowledged),
+            failed=301 - len(acknowledged),
+            seconds=seconds,
+            notes=["threads left 0", "dropped silently 0"],
+        )
+    )
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_shutdownDuringBackoff(sqliteURL: str, brokers: Any) -> None:
+    """
+    A call waiting to be retried when the drain timeout runs out is
+    cancelled, and never runs again.
+    """
+    from tests.reliability.test_retries import Flaky
+
+    broker = brokers(Flaky, sqliteURL, retries=5)
+    await broker.waitUntilRunning()
+    d = broker.flakyWrite("t", 100)
+    await until(lambda: broker.runs >= 1)
+    await broker.shutdown(timeout=0)
+    with pytest.raises(defer.CancelledError):
+        await d
+    runs = broker.runs
+    await pause(0.3)
+    assert broker.runs == runs
+
+
+async def test_threadsBeforeAndAfter(dbURL: str, brokers: Any) -> None:
+    """
+    The thread count after shutdown is what it was before the broker was
+    made, though the broker ran a few hundred concurrent transactions.
+    """
+    before = ourThreads()
+    broker = brokers(Ledger, dbURL)
+    await defer.gatherResults([broker.write(f"w{i}") for i in range(200)])
+    during = len(ourThreads())
+    await broker.shutdown(timeout=5)
+    await until(lambda: not (ourThreads() - before))
+    assert during > len(before)
+    assert len(ourThreads()) == len(before)
+
+
+async def test_maxPending(dbURL: str, brokers: Any) -> None:
+    """
+    With maxPending=5, a sixth transaction waiting for a connection is
+    refused at once with Overloaded (nothing queued); the accepted ones
+    all run, and new calls are accepted again once the queue drains.
+    """
+    broker = brokers(Ledger, dbURL, maxPending=5, connections=1)
+    await broker.waitUntilRunning()
+    sleeper = broker.writeThenSleep("sleeper", sleepSQL(dbURL, 0.5))
+    await pause(0.1)
+    accepted = [broker.write(f"a{i}") for i in range(5)]
+    refused = broker.write("refused")
+    assert refused.called
+    with pytest.raises(Overloaded) as caught:
+        await refused
+    assert "maxPending=5" in str(caught.value)
+    await sleeper
+    await defer.gatherResults(accepted)
+    await broker.write("later")
+    assert sorted(await broker.tokens()) == sorted(
+        ["sleeper", "later", *(f"a{i}" for i in range(5))]
+    )
