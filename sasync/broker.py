@@ -103,6 +103,12 @@ class AccessBroker:
     with the global engine of L{sasync.setup}. Brokers with the same URL and
     keywords share one engine and one queue of connection workers.
 
+    Reliability options, also keywords, for every call of this broker:
+    C{retries} and C{timeout} (the defaults of the call-time keywords),
+    C{maxPending} (refuse calls with L{sasync.errors.Overloaded} while that
+    many wait) and C{backoff} (see L{sasync.engines} and
+    C{docs/reliability.md}).
+
     Keywords go to C{sqlalchemy.create_engine}, except the broker options
     C{connections}, C{overflowConnections} and C{batchSize} (see
     L{sasync.engines}).

@@ -469,7 +469,11 @@ def transact(
     method names them as parameters): C{niceness} (-20..20, lower first),
     C{doNext}, C{doLast}, C{consumer} (an C{IConsumer} for the rows),
     C{asList} (rows as a list), C{raw} (rows buffered in a C{Result}),
-    C{timeout} (seconds), C{stream} (server-side cursor or not).
+    C{timeout} (seconds for the whole call, retries included: then it fails
+    with L{sasync.errors.TransactionTimeout}), C{retries} (how many times it
+    may run again after a serialization failure, a deadlock or a connection
+    lost before COMMIT; see L{sasync.retry}), C{stream} (server-side cursor
+    or not). C{timeout} and C{retries} default to the broker's.
 
     An exception rolls back and fails the Deferred with that exception (a
     note names the call). A row-returning C{Result} becomes a L{Deferator}

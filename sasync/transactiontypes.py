@@ -138,6 +138,22 @@ class BoundTransaction(Protocol[P, T]):
     def __call__(
         self,
         *args: Any,
+        retries: int,
+        niceness: int = ...,
+        doNext: bool = ...,
+        doLast: bool = ...,
+        consumer: Any = ...,
+        asList: bool = ...,
+        raw: bool = ...,
+        timeout: float | None = ...,
+        stream: bool | None = ...,
+        **kwargs: Any,
+    ) -> Deferred[Any]: ...
+
+    @overload
+    def __call__(
+        self,
+        *args: Any,
         stream: bool | None,
         niceness: int = ...,
         doNext: bool = ...,

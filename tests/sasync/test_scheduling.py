@@ -203,9 +203,11 @@ async def test_cancelRunning(dbURL: str, brokers: Any) -> None:
         assert await broker.backendPID() == pid  # the same, healthy connection
         engine = SA.create_engine(dbURL)
         with engine.connect() as conn:
+            # By wait event: the query text may be a server-side cursor's
+            # FETCH.
             active = conn.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE query LIKE 'SELECT pg_sleep%%' AND state = 'active'"
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                " AND wait_event = 'PgSleep' AND datname = current_database()"
             ).scalar_one()
         engine.dispose()
         assert active == 0

@@ -38,6 +38,7 @@ USER_CODE = textwrap.dedent(
     def use(broker: Broker) -> None:
         assert_type(broker.setNameValue("url", "/"), Deferred[int])
         assert_type(broker.setNameValue("url", "/", niceness=-15), Deferred[Any])
+        assert_type(broker.setNameValue("url", "/", retries=3), Deferred[Any])
         assert_type(broker.entriesSince(3), Deferred[Deferator[Row[Any]]])
         assert_type(broker.entriesSince(3, asList=True), Deferred[Any])
     """
