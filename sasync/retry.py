@@ -140,7 +140,7 @@ class Backoff:
     "equal jitter" (a random half), so that transactions that collided
     don't collide again at once and yet each wait grows.
 
-    The wait before retry M{n} (1 for the first) is uniform between half
+    The wait before retry C{n} (1 for the first) is uniform between half
     and all of C{min(maximum, start * factor ** (n - 1))}, where C{start}
     is C{firstReconnect} if no connection could be made (a restarting
     server needs longer), and C{first} otherwise (a conflict, or one lost

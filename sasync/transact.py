@@ -340,7 +340,9 @@ class TransactionCall:
                 reason = retry.classify(
                     e,
                     commitSent=self._commitSent,
-                    autocommit=retry.isAutocommit(worker.dbapiConnection),
+                    autocommit=retry.isAutocommit(
+                        getattr(worker, "dbapiConnection", None)
+                    ),
                 )
                 if reason is not None:
                     retry.markRetryable(e, reason)
@@ -361,7 +363,9 @@ class TransactionCall:
             transaction.commit()
             return
         worker = state.worker
-        if worker is None or retry.isAutocommit(worker.dbapiConnection):
+        if worker is None or retry.isAutocommit(
+            getattr(worker, "dbapiConnection", None)
+        ):
             self._commitSent = True
             transaction.commit()
             return
