@@ -47,23 +47,14 @@ def _displayURL(url: str) -> str:
         return url
 
 
-#: The drivers sAsync installs, for URLs that name none.
-DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
-
-
 def normalizeURL(url: str) -> str:
     """
-    C{url} with the project's driver when it names none: C{postgresql://}
-    means psycopg2 and C{mysql://} PyMySQL (SQLAlchemy 2.1 would pick
-    psycopg 3 and mysqlclient, which sAsync does not install).
+    C{url} with the project's driver when it names none (see
+    L{sasync.engines.withDefaultDriver}), as a string with its password.
     """
-    from sqlalchemy.engine import make_url
+    from sasync.engines import withDefaultDriver
 
-    parsed = make_url(url)
-    driver = DEFAULT_DRIVERS.get(parsed.drivername)
-    if driver is None:
-        return url
-    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+    return withDefaultDriver(url).render_as_string(hide_password=False)
 
 
 class Interrupt:

@@ -479,3 +479,29 @@ def test_stoppedTaskStartsNoStatement() -> None:
             setCurrentTask(None)
         assert conn.exec_driver_sql("SELECT 2").scalar() == 2
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://postgres@127.0.0.1/test", "postgresql+psycopg2"),
+        ("mysql://root@127.0.0.1/test", "mysql+pymysql"),
+        ("postgresql+asyncpg://h/db", "postgresql+asyncpg"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_defaultDriver(url: str, driver: str) -> None:
+    """
+    A URL naming no driver gets the one sAsync installs (SQLAlchemy 2.1
+    alone would pick psycopg 3 or mysqlclient); a named driver is kept.
+    """
+    assert EngineSpec.fromArgs(url, {}).url.drivername == driver
+
+
+def test_defaultDriverSharesHandle() -> None:
+    """
+    C{postgresql://} and C{postgresql+psycopg2://} name the same engine.
+    """
+    a = EngineSpec.fromArgs("postgresql://h/db", {})
+    b = EngineSpec.fromArgs("postgresql+psycopg2://h/db", {})
+    assert a.key == b.key
