@@ -21,7 +21,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection, Row
@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 
 from asynqueue.task import Task, TaskState
 
-from . import engines, retry, tables
+from . import engines, multicore, retry, tables
 from .errors import BrokerStopped, Overloaded, StartupError
 from .statements import SelectHolder, StatementCache, selectHolder
 from .threadstate import currentConnection, currentSession, state
@@ -111,8 +111,22 @@ class AccessBroker:
 
     Keywords go to C{sqlalchemy.create_engine}, except the broker options
     C{connections}, C{overflowConnections} and C{batchSize} (see
-    L{sasync.engines}).
+    L{sasync.engines}), and C{processes}: with C{processes=N} (server
+    databases only) transactions run in N worker processes, each with its
+    own instance of the broker's class (see L{sasync.multicore}).
     """
+
+    #: False for a worker process's broker (processes=N): first() runs once,
+    #: sent by the parent.
+    _runsFirst = True
+    _madeWith: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+
+    def __new__(cls, *args: Any, **kw: Any) -> Self:
+        self = super().__new__(cls)
+        # What it was made with: under processes=N each worker process makes
+        # its own instance the same way (see sasync.multicore).
+        self._madeWith = (args, kw)
+        return self
 
     def __init__(
         self, url: str | SA.URL | None = None, *, reactor: Any = None, **engineKw: Any
@@ -123,6 +137,7 @@ class AccessBroker:
             lazily).
         @raise NoEngineError: no URL and no global engine.
         """
+        processes = engineKw.pop("processes", None)
         self._reactor = reactor
         self._spec = engines.resolveSpec(url, engineKw)
         self._metadata = SA.MetaData()
@@ -139,7 +154,13 @@ class AccessBroker:
         self._drainTimer: Any = None
         self._idleWaiters: list[Deferred[None]] = []
         self._shutdownDone: Deferred[None] | None = None
-        self._handle = engines.acquire(self._spec, self, reactor=reactor)
+        self._pool = multicore.attach(self, processes, self._spec, reactor=reactor)
+        # A pool stands in for the engine handle (submit, queue, close).
+        self._handle = (
+            engines.acquire(self._spec, self, reactor=reactor)
+            if self._pool is None
+            else cast(engines.EngineHandle, self._pool)
+        )
         r = self._getReactor()
         self._triggerID = r.addSystemEventTrigger("before", "shutdown", self.shutdown)
         # Next turn: a subclass's __init__ finishes before startup() runs.
@@ -200,11 +221,12 @@ class AccessBroker:
 
     async def _startup(self) -> None:
         try:
-            result = self.startup()
+            # processes=N: startup() runs in each worker process instead.
+            result = self.startup() if self._pool is None else self._pool.start()
             if inspect.isawaitable(result):
                 await result
             cls = type(self)
-            if cls.first is not AccessBroker.first:
+            if cls.first is not AccessBroker.first and self._runsFirst:
                 first = getattr(cls.first, "__sasyncTransaction__", cls.first)
                 await self._submit(
                     self._newTask(first, (), {}, CallOptions(doNext=True)),

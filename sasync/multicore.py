@@ -1,0 +1,742 @@
+"""
+Multicore brokers: C{processes=N} runs a broker's transactions in N worker
+processes, so that SQLAlchemy's Python work (the ORM above all) uses more
+than one core.
+
+Each worker process (L{sasync._multicorechild}) makes its own instance of
+the broker's class, imported by name, with the arguments the broker was
+made with: its own engine, its own connections, its own C{startup()}. A
+C{@transact} call travels to it as (method name, arguments, call options);
+the parent's L{TaskQueue} keeps the priorities, and hands each process at
+most as many calls at once as it has connections. Results come back
+pickled; a row-returning result streams back in batches (a L{Deferator}, or
+rows written to a C{consumer}); an exception keeps its type.
+
+Cancelling a running call (or its timeout) sends the process a cancel,
+which its broker turns into a driver-level cancel, exactly as in one
+process; a process that ignores it for L{CANCEL_GRACE} seconds is killed. A
+process that dies fails the calls it held with L{WorkerError}, and a new
+one starts with the next call. Shutdown stops every process.
+
+Everything here runs in the reactor thread: the processes' output arrives
+through Twisted's process support, never through a thread of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import itertools
+import os
+import pickle
+import sys
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from asynqueue._child import FRAME, PROTOCOL, encode
+from asynqueue.deferator import Batch, Deferator
+from asynqueue.errors import WorkerError
+from asynqueue.interfaces import IWorker
+from asynqueue.process import pickleCall, rebuildFailure
+from asynqueue.task import Task
+from asynqueue.taskqueue import TaskQueue
+
+from .engines import DEFAULT_CONNECTIONS
+from .transact import TransactionCall
+
+if TYPE_CHECKING:
+    from .broker import AccessBroker
+    from .engines import EngineSpec
+
+log = Logger()
+
+#: Seconds a running call may ignore its cancel before its process is killed.
+CANCEL_GRACE = 10.0
+#: Seconds a process may take to quit at shutdown before it is killed.
+QUIT_GRACE = 10.0
+
+#: The directory holding the sasync package, for the children's sys.path.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Handles the reply to one request: (kind, body, exhausted); body is the
+#: pickled bytes, or a Failure when kind is "failure".
+_Handler = Callable[[str, Any, bool], None]
+
+# Set by the child while it makes its broker: that broker runs in this
+# process (it makes no processes of its own) and leaves first() to the parent.
+_makingChildBroker = False
+
+
+@contextlib.contextmanager
+def makingChildBroker() -> Iterator[None]:
+    """
+    For the worker process: the broker made in this block is a worker
+    process's own.
+    """
+    global _makingChildBroker
+    _makingChildBroker = True
+    try:
+        yield
+    finally:
+        _makingChildBroker = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSummary:
+    """
+    What comes back, under C{processes=N}, of a transaction that returned
+    a result without rows (an INSERT's, an UPDATE's): its C{Result} can't
+    cross a process boundary, these facts about it can.
+
+    @ivar rowcount: The rows matched (C{Result.rowcount}), or C{None}.
+    @ivar inserted_primary_key: The new row's primary key (a C{Row}) of a
+        single-row INSERT, else C{None}.
+    @ivar lastrowid: The driver's C{lastrowid}, or C{None}.
+    """
+
+    rowcount: int | None
+    inserted_primary_key: Any
+    lastrowid: Any
+    returns_rows: bool = False
+
+
+def _checkProcesses(processes: object, spec: EngineSpec) -> int:
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a positive int, not {processes!r}")
+    if spec.isSQLite:
+        raise ValueError(
+            "processes=N needs a server database (PostgreSQL, MySQL/MariaDB):"
+            " SQLite has one writer, so worker processes would only wait for"
+            " each other"
+        )
+    return processes
+
+
+def brokerRecipe(
+    broker: AccessBroker, made: tuple[tuple[Any, ...], dict[str, Any]]
+) -> bytes:
+    """
+    How a worker process makes its own instance of C{broker}: the class's
+    module and name, and the arguments it was made with, pickled.
+
+    @raise TypeError: the class can't be imported by name (it is defined in
+        C{__main__}, or in a function), or the arguments can't be pickled.
+    """
+    cls = type(broker)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if cls.__module__ == "__main__":
+        raise TypeError(
+            f"{cls.__qualname__} is defined in __main__, which a worker process"
+            " can't import: with processes=N, define the broker class in a module"
+        )
+    if "<locals>" in cls.__qualname__:
+        raise TypeError(
+            f"{name} is defined inside a function, which a worker process can't"
+            " import: with processes=N, define the broker class at the top level"
+            " of a module"
+        )
+    found: Any = importlib.import_module(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    if found is not cls:
+        raise TypeError(
+            f"{name} can't be imported by that name, so a worker process can't"
+            " make one: with processes=N, the broker class must be reachable"
+            " by its module and name"
+        )
+    args, kw = made
+    kw = {k: v for k, v in kw.items() if k != "reactor"}
+    try:
+        return pickle.dumps((cls.__module__, cls.__qualname__, args, kw), PROTOCOL)
+    except Exception as e:
+        raise TypeError(
+            f"the arguments {name} was made with can't be pickled for its worker"
+            f" processes: {e}"
+        ) from e
+
+
+def attach(
+    broker: AccessBroker, processes: object, spec: EngineSpec, *, reactor: Any
+) -> ProcessPool | None:
+    """
+    For L{AccessBroker.__init__}: the broker's pool of worker processes if
+    it was made with C{processes=N} (and is not itself a worker process's
+    broker), else C{None}.
+
+    @raise ValueError: a bad C{processes}, or SQLite.
+    @raise TypeError: see L{brokerRecipe}.
+    """
+    if _makingChildBroker:
+        # A worker process's own broker: one process, first() runs elsewhere.
+        broker._runsFirst = False
+        return None
+    if processes is None:
+        return None
+    n = _checkProcesses(processes, spec)
+    recipe = brokerRecipe(broker, broker._madeWith)
+    return ProcessPool(
+        broker, n, spec.connections or DEFAULT_CONNECTIONS, recipe, reactor=reactor
+    )
+
+
+class _Protocol(ProcessProtocol):
+    """
+    The parent's end of the pipes to one worker process.
+    """
+
+    def __init__(self, process: _Process) -> None:
+        self.process = process
+        self.buffer = bytearray()
+        self.ended: Deferred[None] = Deferred()
+        self._errBuffer = b""
+        self._reaper: Any = None
+
+    def outReceived(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        size = FRAME.size
+        while len(buffer) >= size:
+            (n,) = FRAME.unpack_from(buffer)
+            if len(buffer) < size + n:
+                break
+            message = pickle.loads(bytes(buffer[size : size + n]))
+            del buffer[: size + n]
+            self.process.received(message)
+
+    def errReceived(self, data: bytes) -> None:
+        # The child's log (warnings and worse) and stray prints.
+        lines = (self._errBuffer + data).split(b"\n")
+        self._errBuffer = lines.pop()
+        for line in lines:
+            log.warn(
+                "{process}: {line}",
+                process=self.process,
+                line=line.decode("utf-8", "replace"),
+            )
+
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == 1 and self._reaper is None:
+            # Without SIGCHLD handling (a reactor not in the main thread)
+            # nobody reaps the child: ask now and then until it is gone.
+            self._reaper = self.process.reactor.callLater(0.05, self._reap)
+
+    def _reap(self) -> None:
+        reap = getattr(self.transport, "reapProcess", None)
+        if reap is not None:
+            reap()
+        if not self.ended.called:
+            self._reaper = self.process.reactor.callLater(0.05, self._reap)
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._reaper is not None and self._reaper.active():
+            self._reaper.cancel()
+        if self._errBuffer:
+            self.errReceived(b"\n")
+        self.process.ended(self, reason)
+        self.ended.callback(None)
+
+
+class _Process:
+    """
+    One worker process, started on demand, and the requests it has in hand.
+    """
+
+    def __init__(self, pool: ProcessPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.protocol: _Protocol | None = None
+        self.ready = False
+        self._readyWaiters: list[Deferred[None]] = []
+        self._requests: dict[int, _Handler] = {}
+        self._ids = itertools.count(1)
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"<worker process {self.index} of {self.pool.name} pid={self.pid}>"
+
+    @property
+    def reactor(self) -> Any:
+        return self.pool.reactor
+
+    @property
+    def pid(self) -> int | None:
+        """
+        The process ID, while the process runs.
+        """
+        if self.protocol is None or self.protocol.transport is None:
+            return None
+        return getattr(self.protocol.transport, "pid", None)
+
+    # Starting -----------------------------------------------------------------
+
+    def whenReady(self) -> Deferred[None]:
+        """
+        Fires once the process runs and its broker has started; starts the
+        process if none runs. Fails if the broker could not start.
+        """
+        if self.ready:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._readyWaiters.append(d)
+        if self.protocol is None:
+            self._spawn()
+        return d
+
+    def _spawn(self) -> None:
+        protocol = _Protocol(self)
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+        python = sys.executable
+        self.reactor.spawnProcess(
+            protocol, python, [python, "-m", "sasync._multicorechild"], env=env
+        )
+        self.protocol = protocol
+        self.request(("start", self.pool.recipe, list(sys.path)), self._started)
+
+    def _started(self, kind: str, body: Any, exhausted: bool) -> None:
+        waiters, self._readyWaiters = self._readyWaiters, []
+        if kind == "failure":
+            # Its broker did not start: let this process go; the next call
+            # tries a new one.
+            self.stop()
+            for d in waiters:
+                d.errback(body)
+            return
+        self.ready = True
+        self.pool.learnTables(body)
+        for d in waiters:
+            d.callback(None)
+
+    # Requests -----------------------------------------------------------------
+
+    def request(self, message: tuple[Any, ...], handle: _Handler) -> int:
+        """
+        Send a request; C{handle} gets its reply (or a L{WorkerError} if
+        the process ends first).
+        """
+        rid = next(self._ids)
+        self._requests[rid] = handle
+        self.send((message[0], rid, *message[1:]))
+        return rid
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """
+        Send a message that has no reply.
+        """
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.write(encode(message))
+
+    def pending(self, rid: int) -> bool:
+        """
+        Whether request C{rid} still waits for its reply.
+        """
+        return rid in self._requests
+
+    def received(self, message: tuple[Any, ...]) -> None:
+        """
+        A reply from the process.
+        """
+        handle = self._requests.pop(message[1], None)
+        if handle is None:
+            return
+        if message[0] == "failure":
+            handle("failure", rebuildFailure(*message[2:]), False)
+        else:
+            handle(message[0], message[2], message[3] if len(message) > 3 else True)
+
+    def cancel(self, rid: int) -> None:
+        """
+        Ask the process to cancel call C{rid}; kill it if the call has not
+        ended L{CANCEL_GRACE} seconds later.
+        """
+        if rid not in self._requests:
+            return
+        self.send(("cancel", rid))
+        protocol = self.protocol
+
+        def check() -> None:
+            if rid in self._requests and self.protocol is protocol:
+                log.warn(
+                    "{process} did not stop a cancelled call within {grace:g} s:"
+                    " killing it",
+                    process=self,
+                    grace=CANCEL_GRACE,
+                )
+                self.kill()
+
+        self.reactor.callLater(CANCEL_GRACE, check)
+
+    def kill(self) -> None:
+        """
+        End the process now (its calls fail once it has ended).
+        """
+        if self.protocol is not None and self.protocol.transport is not None:
+            with contextlib.suppress(Exception):
+                self.protocol.transport.signalProcess("KILL")
+
+    def ended(self, protocol: _Protocol, reason: Failure) -> None:
+        """
+        The process has ended: fail what it held.
+        """
+        if protocol is not self.protocol:
+            return
+        self.protocol = None
+        self.ready = False
+        requests, self._requests = self._requests, {}
+        waiters, self._readyWaiters = self._readyWaiters, []
+        text = reason.getErrorMessage()
+        if not self._stopping:
+            log.warn(
+                "{process} ended: {text}; a new one starts with the next call",
+                process=self,
+                text=text,
+            )
+        self._stopping = False
+        for handle in requests.values():
+            error = WorkerError(f"the {self!r} ended: {text}")
+            handle("failure", Failure(error), False)  # type: ignore[no-untyped-call]
+        for d in waiters:
+            d.errback(WorkerError(f"the {self!r} ended before its broker started"))
+
+    # Iterations ---------------------------------------------------------------
+
+    def deferator(
+        self, iterID: int, items: list[Any], exhausted: bool
+    ) -> Deferator[Any]:
+        """
+        The parent's side of an iteration open in the process: each batch is
+        asked for when the L{Deferator} wants it (so a paused consumer stops
+        the fetching), and an iteration ended early is closed there.
+        """
+        if exhausted:
+            return Deferator(items)
+        generation = self.protocol
+
+        def fetch() -> Deferred[Batch[Any]]:
+            if self.protocol is not generation:
+                return fail(WorkerError(f"the {self!r} has ended"))
+            d: Deferred[Batch[Any]] = Deferred()
+
+            def handle(kind: str, body: Any, exhausted: bool) -> None:
+                if kind == "failure":
+                    d.errback(body)
+                    return
+                try:
+                    batch = pickle.loads(body)
+                except Exception:
+                    d.errback(Failure())  # type: ignore[no-untyped-call]
+                    return
+                d.callback((batch, exhausted))
+
+            self.request(("next", iterID), handle)
+            return d
+
+        def stop() -> None:
+            if self.protocol is generation:
+                self.send(("close", iterID))
+
+        dr: Deferator[Any] = Deferator(items, fetch, stop=stop)
+        # A dropped Deferator must not leave its iteration open in the
+        # process. The finalizer may run in any thread: go through the reactor.
+        finalizer = weakref.finalize(dr, self.reactor.callFromThread, stop)
+        finalizer.atexit = False
+        dr.whenDone().addCallback(lambda _: finalizer.detach())
+        return dr
+
+    # Stopping -----------------------------------------------------------------
+
+    def stop(self) -> Deferred[None]:
+        """
+        Tell the process to quit (its broker shuts down first); kill it if
+        it has not ended L{QUIT_GRACE} seconds later.
+
+        @return: fires when it has ended (at once if none runs).
+        """
+        protocol = self.protocol
+        if protocol is None:
+            return succeed(None)
+        self._stopping = True
+        self.send(("quit",))
+        killer = self.reactor.callLater(QUIT_GRACE, self.kill)
+        done: Deferred[None] = Deferred()
+
+        def ended(_: None) -> None:
+            if killer.active():
+                killer.cancel()
+            done.callback(None)
+
+        protocol.ended.addCallback(ended)
+        return done
+
+
+@implementer(IWorker)
+class _Slot:
+    """
+    One of a process's places for a call: the parent's queue hands it one
+    call at a time, and it is free again once the call's reply (or an
+    iteration's first batch) is back.
+    """
+
+    iQualified: list[str] = []
+
+    def __init__(self, process: _Process) -> None:
+        self.process = process
+
+    def __repr__(self) -> str:
+        return f"<slot of {self.process!r}>"
+
+    def run(self, task: Task[Any]) -> Deferred[None]:
+        """
+        Send C{task}'s call to the process (started first if need be).
+        """
+        freed: Deferred[None] = Deferred()
+        process = self.process
+        rid = 0
+
+        def send(_: None) -> None:
+            nonlocal rid
+            if task.stopRequested:
+                freed.callback(None)
+                task.fail(Failure(task.stopReason))  # type: ignore[no-untyped-call]
+                return
+            rid = process.request(task.payload, handle)
+            task.onInterrupt(lambda reason: process.cancel(rid))
+
+        def notStarted(failure: Failure) -> None:
+            freed.callback(None)
+            task.fail(failure)
+
+        def handle(kind: str, body: Any, exhausted: bool) -> None:
+            # Free the slot first, then deliver (as ThreadWorker does).
+            freed.callback(None)
+            if kind == "failure":
+                task.fail(body)
+                return
+            try:
+                result = pickle.loads(body)
+            except Exception:
+                task.fail(Failure())  # type: ignore[no-untyped-call]
+                return
+            if kind == "iter":
+                task.finish(process.deferator(rid, result, exhausted))
+            else:
+                task.finish(result)
+
+        process.whenReady().addCallbacks(send, notStarted)
+        return freed
+
+    def stop(self) -> Deferred[None]:
+        """
+        Nothing to wait for: the pool stops the process.
+        """
+        return succeed(None)
+
+    def crash(self) -> list[Task[Any]]:
+        """
+        The pool kills the process; its calls fail with L{WorkerError}.
+        """
+        return []
+
+
+class _PoolQueue(TaskQueue):
+    """
+    The parent's queue: pickles each call when it is made, so that what
+    can't cross to a worker process fails at once, naming the call.
+    """
+
+    def __init__(self, pool: ProcessPool, *, clock: Any) -> None:
+        super().__init__(clock=clock)
+        self._pool = pool
+
+    def submit(self, task: Task[Any], *, timeout: float | None = None) -> Deferred[Any]:
+        """
+        Queue C{task} with its call pickled.
+
+        @raise TypeError: the call can't be pickled.
+        """
+        if self.isRunning() and task.payload is None:
+            task.payload = self._pool.message(task)
+        return super().submit(task, timeout=timeout)
+
+
+class ProcessPool:
+    """
+    The worker processes of one broker made with C{processes=N}, and the
+    queue that feeds them. It stands in for the broker's engine handle: the
+    broker submits its tasks here, and lets go of it at shutdown.
+    """
+
+    def __init__(
+        self,
+        broker: AccessBroker,
+        processes: int,
+        connections: int,
+        recipe: bytes,
+        *,
+        reactor: Any = None,
+    ) -> None:
+        """
+        @param connections: Connections per process: how many calls each
+            process is given at once.
+        @param recipe: See L{brokerRecipe}.
+        """
+        self.name = type(broker).__name__
+        self.recipe = recipe
+        self.connections = connections
+        self._broker = weakref.ref(broker)
+        self._reactor = reactor
+        self._names: dict[Callable[..., Any], str] = {}
+        #: Never anybody's but this broker's: L{engines.release} closes it.
+        self.users: set[int] = set()
+        self.closing: Deferred[None] | None = None
+        self.queue = _PoolQueue(self, clock=reactor)
+        self.processes = [_Process(self, i) for i in range(processes)]
+        # Interleaved: calls spread over the processes before doubling up.
+        for _ in range(connections):
+            for process in self.processes:
+                self.queue.attachWorker(_Slot(process))
+
+    def __repr__(self) -> str:
+        return f"<ProcessPool {self.name} x{len(self.processes)}>"
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor, resolved lazily.
+        """
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def pids(self) -> list[int]:
+        """
+        The process IDs of the worker processes running now.
+        """
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    # Starting -----------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """
+        Start every process and wait until each one's broker runs (the
+        broker's own startup, in the parent).
+
+        @return: fails with the first process's startup error.
+        """
+        ds = [p.whenReady() for p in self.processes]
+        d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
+
+        def firstError(failure: Failure) -> Failure:
+            return failure.value.subFailure  # type: ignore[no-any-return,union-attr]
+
+        return d.addCallbacks(lambda _: None, firstError)
+
+    def learnTables(self, pickled: bytes | None) -> None:
+        """
+        The tables a process's broker made: set them on the parent's broker
+        too (C{broker.entries}), for building statements in the reactor
+        thread.
+        """
+        broker = self._broker()
+        if pickled is None or broker is None or broker._tables:
+            return
+        try:
+            tables = pickle.loads(pickled)
+        except Exception:
+            log.failure("Could not read the tables of {pool}", pool=self)
+            return
+        for name, table in tables.items():
+            broker._tables[name] = table
+            setattr(broker, name, table)
+
+    # Calls --------------------------------------------------------------------
+
+    def _methodName(self, cls: type, f: Callable[..., Any]) -> str:
+        name = self._names.get(f)
+        if name is not None:
+            return name
+        for klass in cls.__mro__:
+            for key, value in vars(klass).items():
+                if value is f or getattr(value, "__sasyncTransaction__", None) is f:
+                    self._names[f] = key
+                    return key
+        raise TypeError(
+            f"{cls.__name__}.{f.__name__} is not a method of {cls.__name__}, so a"
+            " worker process can't call it"
+        )
+
+    def message(self, task: Task[Any]) -> tuple[Any, ...]:
+        """
+        The request that runs C{task} in a worker process: a transaction
+        travels as (method name, arguments, call options), anything else
+        (L{AccessBroker.deferToQueue}) as a pickled call.
+
+        @raise TypeError: it can't be pickled.
+        """
+        call = task.f
+        if not isinstance(call, TransactionCall):
+            if getattr(call, "__qualname__", "").startswith("_inWorker."):
+                raise TypeError(
+                    "under processes=N, tables are made by each worker process's"
+                    " broker in its startup(): table() can't be called in the parent"
+                )
+            return ("run", pickleCall(call, task.args, task.kw), task.raw)
+        name = self._methodName(type(call.broker), call.f)
+        # The parent keeps the timeout and the consumer; the rest goes along.
+        options = dataclasses.replace(call.options, consumer=None, timeout=None)
+        try:
+            payload = pickle.dumps((name, task.args, task.kw, options), PROTOCOL)
+        except Exception as e:
+            raise TypeError(
+                f"the arguments of {call.__qualname__} can't be pickled for a"
+                f" worker process: {e}"
+            ) from e
+        return ("call", payload)
+
+    def submit(self, task: Task[Any], timeout: float | None = None) -> Deferred[Any]:
+        """
+        Queue a transaction; see L{sasync.engines.EngineHandle.submit}. A
+        call that can't be pickled fails its Deferred with C{TypeError}.
+        """
+        try:
+            task.payload = self.message(task)
+        except TypeError:
+            task.fail(Failure())  # type: ignore[no-untyped-call]
+            return task.d
+        return self.queue.submit(task, timeout=timeout)
+
+    # Closing ------------------------------------------------------------------
+
+    def close(self) -> Deferred[None]:
+        """
+        Let queued calls finish, then stop every process. Idempotent.
+        """
+        if self.closing is None:
+            self.closing = Deferred.fromCoroutine(self._close())
+        d: Deferred[None] = Deferred()
+
+        def passOn(result: object) -> object:
+            d.callback(None)
+            return result
+
+        self.closing.addBoth(passOn)
+        return d
+
+    async def _close(self) -> None:
+        await self.queue.shutdown()
+        await DeferredList([p.stop() for p in self.processes], consumeErrors=True)
+
+
+__all__ = ["CANCEL_GRACE", "QUIT_GRACE", "ProcessPool", "ResultSummary"]
