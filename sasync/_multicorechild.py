@@ -86,8 +86,12 @@ class BrokerServer(Protocol):
     thread only.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, wireOut: int) -> None:
+        """
+        @param wireOut: The (blocking) file descriptor replies are written to.
+        """
         self.reactor = reactor
+        self.wireOut = wireOut
         self.buffer = bytearray()
         self.broker: Any = None
         self.calls: dict[int, Deferred[Any]] = {}
@@ -96,10 +100,13 @@ class BrokerServer(Protocol):
 
     def send(self, message: tuple[Any, ...]) -> None:
         """
-        Write one message to the parent.
+        Write one message to the parent, now: one system call (the
+        transport would register for writability and write on the next
+        turn), blocking only while the parent has not read what came before.
         """
-        assert self.transport is not None
-        self.transport.write(encode(message))
+        data = memoryview(encode(message))
+        while data:
+            data = data[os.write(self.wireOut, data) :]
 
     def dataReceived(self, data: bytes) -> None:
         buffer = self.buffer
@@ -325,9 +332,11 @@ def main() -> None:
         [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)],
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    server = BrokerServer(reactor)
+    server = BrokerServer(reactor, wireOut)
+    # Requests come through the reactor; replies go straight to wireOut.
+    quiet = os.open(os.devnull, os.O_WRONLY)
     stdio.StandardIO(  # type: ignore[no-untyped-call,call-arg]
-        server, stdin=wireIn, stdout=wireOut, reactor=reactor
+        server, stdin=wireIn, stdout=quiet, reactor=reactor
     )
     reactor.run()  # type: ignore[attr-defined]
     sys.stdout.flush()

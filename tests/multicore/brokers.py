@@ -50,12 +50,13 @@ class MultiBroker(LogBroker):
     @defer.inlineCallbacks
     def startup(self):  # type: ignore[no-untyped-def]
         yield LogBroker.startup(self)
-        yield self.createNotes()
-
-    @transact
-    def createNotes(self) -> None:
-        """The ORM class's table."""
-        Base.metadata.create_all(self.conn, checkfirst=True)
+        # The ORM class's table, made the race-free way (two worker
+        # processes start at once).
+        yield self.table(
+            "notes",
+            SA.Column("id", SA.Integer, primary_key=True),
+            SA.Column("text", SA.String(100), nullable=False),
+        )
 
     @transact
     def pid(self) -> int:
@@ -91,7 +92,7 @@ class MultiBroker(LogBroker):
         return [n.id for n in notes]
 
     @transact
-    def notes(self) -> list[Note]:
+    def allNotes(self) -> list[Note]:
         """Every note, as ORM objects."""
         return list(self.session.scalars(SA.select(Note).order_by(Note.id)))
 
@@ -128,3 +129,13 @@ class MultiBroker(LogBroker):
 def helperPid() -> int:
     """For deferToQueue: the process it runs in."""
     return os.getpid()
+
+
+class FirstBroker(MultiBroker):
+    """
+    A broker with a C{first()}: it must run once, however many processes.
+    """
+
+    def first(self) -> None:
+        """Insert one row, naming the process it ran in."""
+        self.setNameValue("url", f"first-{os.getpid()}")

@@ -1,0 +1,234 @@
+"""
+Brokers made with C{processes=N}: transactions in worker processes, on
+PostgreSQL and MariaDB. Each broker starts its processes (some 0.5 s each).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+from typing import Any
+
+import psutil
+import pytest
+import sqlalchemy as SA
+from sqlalchemy.exc import IntegrityError
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.task import deferLater
+
+from asynqueue import Deferator, ListConsumer
+from asynqueue.errors import WorkerError
+from sasync.errors import TransactionTimeout
+from sasync.multicore import ResultSummary
+
+from .brokers import FirstBroker, MultiBroker, Note, Unpicklable, helperPid
+
+T0 = datetime.datetime(2024, 1, 1)
+
+
+def entries(n: int) -> list[dict[str, Any]]:
+    return [
+        {"dt": T0 + datetime.timedelta(seconds=i), "ip": f"10.0.{i // 250}.{i % 250}"}
+        for i in range(n)
+    ]
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    from twisted.internet import reactor
+
+    return deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+async def test_seedExample(serverURL: str, brokers: Any) -> None:
+    """
+    The seed's example, unchanged, through two worker processes: the same
+    ID for the same value, rows as a Deferator, to a consumer, as a list;
+    the transactions ran in the workers, not here.
+    """
+    broker = brokers(MultiBroker, serverURL, processes=2, batchSize=100)
+    firstID = await broker.setNameValue("url", "/index.html", niceness=-15)
+    againID = await broker.setNameValue("url", "/index.html", niceness=-15)
+    otherID = await broker.setNameValue("url", "/other.html")
+    assert firstID == againID != otherID
+    assert isinstance(await broker.setNameValue("vhost", "/index.html"), int)
+    await broker.addEntries(entries(250))
+    dr = await broker.entriesSince(T0 + datetime.timedelta(seconds=10))
+    assert isinstance(dr, Deferator)
+    seen = []
+    async for row in dr:
+        seen.append(row.dt)
+    assert len(seen) == 240 and seen == sorted(seen)
+    consumer = ListConsumer()
+    assert await broker.entriesSince(T0, consumer=consumer) is consumer
+    assert len(consumer.items) == 250
+    rows = await broker.entriesSince(T0, asList=True)
+    assert [r.ip for r in rows[:2]] == ["10.0.0.0", "10.0.0.1"]
+    pids = set(await gatherResults([broker.pid() for _ in range(20)]))
+    assert os.getpid() not in pids
+    assert pids <= set(broker._pool.pids())
+    # The parent knows the tables the workers made, for building statements.
+    assert isinstance(broker.entries, SA.Table)
+
+
+async def test_resultsOfEveryKind(serverURL: str, brokers: Any) -> None:
+    """
+    Scalars, containers, rows, detached ORM objects, buffered results,
+    results without rows, big streamed results, and the same worker
+    process's broker made with the same constructor arguments.
+    """
+    broker = brokers(MultiBroker, serverURL, label="L", processes=1, batchSize=100)
+    assert (await broker.whoAmI())[0] == "L"
+    value = {"a": [1, 2.5, None], "b": (True, "x"), "c": T0}
+    assert await broker.echo(value) == value
+    ids = await broker.addNotes(["one", "two"])
+    notes = await broker.allNotes()
+    assert [(n.id, n.text) for n in notes] == list(
+        zip(ids, ["one", "two"], strict=True)
+    )
+    assert all(isinstance(n, Note) and SA.inspect(n).detached for n in notes)
+    raw = await broker.numbers(3, raw=True)
+    assert [r.x for r in raw] == [1, 2, 3]
+    listed = await broker.numbers(5, asList=True)
+    assert [r.x for r in listed] == [1, 2, 3, 4, 5]
+    assert listed[0]._mapping["x"] == 1
+    total = 0
+    async for row in await broker.numbers(2500):
+        total += row.x
+    assert total == 2500 * 2501 // 2
+    inserted = await broker.insertValue("v")
+    if not isinstance(inserted, Deferator):
+        # MariaDB: no RETURNING, so the INSERT's result has no rows.
+        assert isinstance(inserted, ResultSummary)
+        assert inserted.rowcount == 1
+        assert inserted.inserted_primary_key[0] == inserted.lastrowid
+
+
+async def test_errorsKeepTheirType(serverURL: str, brokers: Any) -> None:
+    """
+    A transaction's exception comes back as itself, the database's too, with
+    the worker's traceback; what can't be pickled fails with TypeError.
+    """
+    broker = brokers(MultiBroker, serverURL, processes=1)
+    with pytest.raises(ValueError, match="boom") as info:
+        await broker.fail("boom")
+    assert "Traceback in the worker process" in "\n".join(info.value.__notes__)
+    await broker.setNameValue("url", "/a")
+    with pytest.raises(IntegrityError):
+        await broker.execute(broker.url.insert().values(value="/a"))
+    with pytest.raises(TypeError, match="can't be sent back"):
+        await broker.unpicklable()
+    with pytest.raises(TypeError, match="can't be pickled"):
+        await broker.echo(Unpicklable())
+    assert await broker.echo("still fine") == "still fine"
+
+
+async def test_cannotCrossAProcessBoundary(sqliteURL: str, serverURL: str) -> None:
+    """
+    SQLite, a broker class defined in a function (or in __main__), and
+    constructor arguments that can't be pickled are refused at once.
+    """
+    with pytest.raises(ValueError, match="SQLite has one writer"):
+        MultiBroker(sqliteURL, processes=2)
+
+    class Local(MultiBroker):
+        pass
+
+    with pytest.raises(TypeError, match="inside a function"):
+        Local(serverURL, processes=2)
+    Local.__module__ = "__main__"
+    with pytest.raises(TypeError, match="__main__"):
+        Local(serverURL, processes=2)
+    with pytest.raises(TypeError, match="can't be pickled"):
+        MultiBroker(serverURL, label=Unpicklable(), processes=2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive int"):
+        MultiBroker(serverURL, processes=0)
+
+
+async def test_firstRunsOnce(serverURL: str, brokers: Any) -> None:
+    """
+    Each process runs startup(), but first() runs once, before any call;
+    deferToQueue runs in a worker process.
+    """
+    broker = brokers(FirstBroker, serverURL, processes=2)
+    assert await broker.count("url") == 1
+    assert await broker.deferToQueue(helperPid) in broker._pool.pids()
+
+
+async def test_priorities(serverURL: str, brokers: Any) -> None:
+    """
+    Calls wait in the parent's queue in priority order: doNext, then lower
+    niceness first, first come first served within one, doLast last.
+    """
+    broker = brokers(MultiBroker, serverURL, processes=1, connections=1)
+    await broker.pid()
+    blocker = broker.sleep(0.5)
+    order: list[str] = []
+
+    def call(name: str, **kw: Any) -> Deferred[Any]:
+        return broker.echo(name, **kw).addCallback(order.append)
+
+    ds = [
+        call("last", doLast=True),
+        call("n10a", niceness=10),
+        call("n0", niceness=0),
+        call("n-10", niceness=-10),
+        call("n10b", niceness=10),
+        call("next", doNext=True),
+    ]
+    await blocker
+    await gatherResults(ds)
+    assert order == ["next", "n-10", "n0", "n10a", "n10b", "last"]
+
+
+async def test_cancelRunning(serverURL: str, brokers: Any) -> None:
+    """
+    Cancelling a running call stops its query in the worker process at the
+    driver, without killing the process; a timeout does the same.
+    """
+    broker = brokers(MultiBroker, serverURL, processes=1)
+    pid = await broker.pid()
+    d = broker.sleep(30)
+    await sleep(0.5)
+    d.cancel()
+    with pytest.raises(CancelledError):
+        await d
+    with pytest.raises(TransactionTimeout):
+        await broker.sleep(30, timeout=0.5)
+    assert await broker.pid() == pid
+
+
+@pytest.mark.reactorTimeout(90)
+async def test_killedWorker(serverURL: str, brokers: Any) -> None:
+    """
+    A worker process killed with SIGKILL fails the calls it held with
+    WorkerError; the next call gets a new process.
+    """
+    broker = brokers(MultiBroker, serverURL, processes=1)
+    pid = await broker.pid()
+    d = broker.sleepThenPid(30)
+    await sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(WorkerError, match="ended"):
+        await d
+    newPid = await broker.pid()
+    assert newPid != pid
+    assert not psutil.pid_exists(pid)
+
+
+async def test_shutdownStopsEveryProcess(serverURL: str) -> None:
+    """
+    After shutdown no worker process is left, even with a call under way
+    when it was asked.
+    """
+    broker = MultiBroker(serverURL, processes=2)
+    await broker.waitUntilRunning()
+    pids = broker._pool.pids()
+    assert len(pids) == 2
+    d = broker.sleepThenPid(0.3)
+    await broker.shutdown()
+    assert await d in pids
+    alive = [p for p in pids if psutil.pid_exists(p)]
+    assert alive == []
+    children = psutil.Process().children(recursive=True)
+    assert not [c for c in children if "_multicorechild" in " ".join(c.cmdline())]
