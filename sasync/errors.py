@@ -56,6 +56,16 @@ class StartupError(SAsyncError):
     """
 
 
+class ConnectionClosedByServer(SAsyncError):
+    """
+    The server closed a connection while a transaction was between
+    statements, before COMMIT was sent: nothing of the transaction was
+    committed. It reaches you as the C{orig} of a
+    C{sqlalchemy.exc.OperationalError} (whose C{connection_invalidated} is
+    true), like the driver's own errors for a lost connection.
+    """
+
+
 class TransactionTimeout(SAsyncError, TaskTimeout):
     """
     A transaction did not finish within its C{timeout} (the call's, or the
@@ -75,6 +85,7 @@ class Overloaded(SAsyncError):
 
 __all__ = [
     "BrokerStopped",
+    "ConnectionClosedByServer",
     "NoEngineError",
     "NotInTransaction",
     "Overloaded",

@@ -17,20 +17,19 @@ import inspect
 import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy.engine import FilterResult, Result, Row
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.engine import FilterResult, Result
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 
-from asynqueue.deferator import Deferator
 from asynqueue.task import Task, checkNiceness, currentTask, setCurrentTask
 
 from . import outcome, results, retry
+from .errors import ConnectionClosedByServer
 from .threadstate import state
-from .transactiontypes import Transaction
 
 if TYPE_CHECKING:
     from .broker import AccessBroker
@@ -360,22 +359,27 @@ class TransactionCall:
 
     def _commit(self, connection: Any, transaction: Any) -> None:
         # Worker thread.
-        if not (self.options.retries and self.handle.dialectName == "postgresql"):
-            self._commitSent = True
-            transaction.commit()
-            return
         worker = state.worker
-        if worker is None or retry.isAutocommit(
-            getattr(worker, "dbapiConnection", None)
-        ):
-            self._commitSent = True
+        lookUp = (
+            bool(self.options.retries)
+            and self.handle.dialectName == "postgresql"
+            and worker is not None
+            and not retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+        )
+        xid = pid = None
+        if lookUp:
+            # PostgreSQL with retries: learn the transaction's ID first, so
+            # that a COMMIT whose answer is lost can be looked up.
+            state.stream = False  # (One row: no server-side cursor.)
+            xid, pid = outcome.transactionID(connection)
+        serverClosed = getattr(worker, "serverClosed", None)
+        if serverClosed is not None and serverClosed():
+            # Known before COMMIT is sent: nothing was committed.
+            raise _closedBeforeCommit(connection)
+        self._commitSent = True
+        if not lookUp:
             transaction.commit()
             return
-        # PostgreSQL with retries: learn the transaction's ID first, so that
-        # a COMMIT whose answer is lost can be looked up (sasync.outcome).
-        state.stream = False  # (One row: no server-side cursor.)
-        xid, pid = outcome.transactionID(connection)
-        self._commitSent = True
         try:
             transaction.commit()
         except DBAPIError as e:
@@ -434,6 +438,23 @@ class TransactionCall:
             worker.replaceConnection()
 
 
+def _closedBeforeCommit(connection: Any) -> DBAPIError:
+    """
+    Worker thread: the error for a transaction whose connection the server
+    closed before COMMIT was sent (the connection is invalidated).
+    """
+    connection.invalidate()
+    return OperationalError(
+        "COMMIT",
+        None,
+        ConnectionClosedByServer(
+            "the server closed the connection before COMMIT was sent:"
+            " the transaction was not committed"
+        ),
+        connection_invalidated=True,
+    )
+
+
 def runInline(
     handle: EngineHandle,
     f: Callable[..., Any],
@@ -463,17 +484,9 @@ def runInline(
     return result
 
 
-@overload
 def transact(
-    f: Callable[Concatenate[B, P], Result[Any]],
-) -> Transaction[B, P, Deferator[Row[Any]]]: ...
-
-
-@overload
-def transact(f: Callable[Concatenate[B, P], T]) -> Transaction[B, P, T]: ...
-
-
-def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
+    f: Callable[Concatenate[B, P], T],
+) -> Callable[Concatenate[B, P], Deferred[T]]:
     """
     Make a broker method a transaction: calling it returns a C{Deferred} at
     once, and the method runs later in a worker thread, inside BEGIN ...
@@ -498,14 +511,14 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
     name = f.__name__
 
     @functools.wraps(f)
-    def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
+    def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[T]:
         if state.worker is not None:
             return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
         options, own = splitKeywords(accepts, name, kw)
         return self._transact(f, args, own, options)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
-    return cast("Transaction[B, P, Any]", call)
+    return cast("Callable[Concatenate[B, P], Deferred[T]]", call)
 
 
 def wait(

@@ -11,6 +11,7 @@ ask the L{Canceller} to interrupt it.
 from __future__ import annotations
 
 import select
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,33 +30,68 @@ if TYPE_CHECKING:
 log = Logger()
 
 
-def _serverClosed(dbapiConnection: Any) -> select.poll | None:
+class SocketWatch:
     """
-    Worker thread: a poll object that says whether the server sent anything
-    on this idle connection; or C{None} if the driver has no socket (SQLite).
+    Tells whether the server has closed (or is closing) a connection, by
+    looking at its socket without sending anything: one C{poll()} system
+    call, and a peek at the data only if there is some. Worker thread only.
 
-    Between transactions a database server sends nothing unasked, except
+    Between statements a database server sends nothing unasked, except
     when it closes the connection (a terminated backend, a server shutting
-    down or restarting, an idle timeout): then the socket turns readable.
-    Looking costs one C{poll()} system call and no round trip, so a dead
-    connection is replaced before a transaction starts on it, without a
-    statement of ours ahead of the user's first one.
+    down or restarting, an idle timeout): then the socket turns readable,
+    with an end of file or an error message first (PostgreSQL: an
+    C{ErrorResponse}, always FATAL there; MySQL/MariaDB: an error packet).
+    Anything else (a PostgreSQL C{ParameterStatus} after a configuration
+    reload, the rest of an unbuffered MySQL result) is left to the driver.
     """
-    fileno: Any = getattr(dbapiConnection, "fileno", None)
-    if fileno is None:
-        sock = getattr(dbapiConnection, "_sock", None)  # PyMySQL
-        fileno = getattr(sock, "fileno", None)
-    if not callable(fileno):
-        return None
-    try:
-        fd = fileno()
-    except Exception:
-        return None
-    if not isinstance(fd, int) or fd < 0:
-        return None
-    watch = select.poll()
-    watch.register(fd, select.POLLIN | select.POLLPRI)
-    return watch
+
+    def __init__(self, fd: int, dialectName: str) -> None:
+        self.fd = fd
+        self.dialectName = dialectName
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN | select.POLLPRI)
+
+    @classmethod
+    def of(cls, dbapiConnection: Any, dialectName: str) -> SocketWatch | None:
+        """
+        A watch on a DBAPI connection's socket; C{None} if it has none
+        (SQLite).
+        """
+        fileno: Any = getattr(dbapiConnection, "fileno", None)
+        if fileno is None:
+            sock = getattr(dbapiConnection, "_sock", None)  # PyMySQL
+            fileno = getattr(sock, "fileno", None)
+        if not callable(fileno):
+            return None
+        try:
+            fd = fileno()
+        except Exception:
+            return None
+        if not isinstance(fd, int) or fd < 0:
+            return None
+        return cls(fd, dialectName)
+
+    def serverClosed(self) -> bool:
+        """
+        Whether the server has closed, or is closing, the connection.
+        """
+        if not self._poll.poll(0):
+            return False
+        try:
+            # A duplicate of the descriptor, closed right after.
+            with socket.fromfd(self.fd, socket.AF_INET, socket.SOCK_STREAM) as s:
+                data = s.recv(8, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        if not data:
+            return True
+        if self.dialectName == "postgresql":
+            return data[:1] == b"E"
+        if self.dialectName in ("mysql", "mariadb"):
+            return len(data) > 4 and data[4] == 0xFF
+        return True
 
 
 class ConnectionWorker(ThreadWorker):
@@ -102,7 +138,7 @@ class ConnectionWorker(ThreadWorker):
         self._onHeld = onHeld
         # Worker thread only.
         self._connection: Connection | None = None
-        self._watch: select.poll | None = None
+        self._watch: SocketWatch | None = None
         #: Worker thread only: the DBAPI connection of the last connection
         #: made (read after a failure, even once it is closed).
         self.dbapiConnection: Any = None
@@ -124,7 +160,7 @@ class ConnectionWorker(ThreadWorker):
         """
         Worker thread: this worker's connection, opened now if there is none
         yet, and replaced if it was invalidated (lost) or if the server has
-        closed it while it was idle (see L{_serverClosed}).
+        closed it while it was idle (see L{SocketWatch}).
         """
         connection = self._connection
         if (
@@ -132,7 +168,7 @@ class ConnectionWorker(ThreadWorker):
             and not connection.invalidated
             and not connection.closed
         ):
-            if self._watch is None or not self._watch.poll(0):
+            if self._watch is None or not self._watch.serverClosed():
                 return connection
             log.info(
                 "{worker}: the server closed the idle connection; replacing it",
@@ -148,8 +184,16 @@ class ConnectionWorker(ThreadWorker):
         self._connection = connection
         self.dbapiConnection = dbapiConnection
         self.canceller.attach(dbapiConnection)
-        self._watch = _serverClosed(dbapiConnection)
+        self._watch = SocketWatch.of(dbapiConnection, self.engine.dialect.name)
         return connection
+
+    def serverClosed(self) -> bool:
+        """
+        Worker thread, between statements: whether the server has closed
+        this worker's connection (known without sending anything).
+        """
+        watch = self._watch
+        return watch is not None and watch.serverClosed()
 
     def replaceConnection(self) -> None:
         """
@@ -212,4 +256,4 @@ class ConnectionWorker(ThreadWorker):
             self._onHeld(self, held)
 
 
-__all__ = ["ConnectionWorker"]
+__all__ = ["ConnectionWorker", "SocketWatch"]

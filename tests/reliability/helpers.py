@@ -203,8 +203,10 @@ def activeSleeps(url: str) -> int:
 
 class BackendKiller:
     """
-    A thread that terminates random PostgreSQL backends of one database
-    (never its own) every C{interval} seconds (randomized), until stopped.
+    A thread that terminates random connections to one database (never its
+    own) every C{interval} seconds (randomized), until stopped: PostgreSQL
+    backends with C{pg_terminate_backend}, MySQL/MariaDB connections with
+    C{KILL CONNECTION}.
 
     @ivar kills: How many backends it terminated.
     """
@@ -234,29 +236,38 @@ class BackendKiller:
     def _run(self) -> None:
         engine = adminEngine(self.url)
         database = SA.make_url(self.url).database
+        if self.url.startswith("postgresql"):
+            find = (
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+        else:
+            find = (
+                "SELECT id FROM information_schema.processlist WHERE db = %s"
+                " AND id <> CONNECTION_ID()"
+            )
         try:
             with engine.connect() as conn:
                 while not self._stop.wait(self.interval * 2 * self._random.random()):
-                    pids = list(
-                        conn.exec_driver_sql(
-                            "SELECT pid FROM pg_stat_activity WHERE datname = %s"
-                            " AND pid <> pg_backend_pid()"
-                            " AND backend_type = 'client backend'",
-                            (database,),
-                        ).scalars()
-                    )
-                    if not pids:
-                        continue
-                    pid = self._random.choice(pids)
-                    killed = conn.exec_driver_sql(
-                        "SELECT pg_terminate_backend(%s)", (pid,)
-                    ).scalar_one()
-                    if killed:
-                        self.kills += 1
+                    ids = list(conn.exec_driver_sql(find, (database,)).scalars())
+                    if ids:
+                        self._kill(conn, self._random.choice(ids))
         except BaseException as e:
             self.error = e
         finally:
             engine.dispose()
+
+    def _kill(self, conn: Any, target: int) -> None:
+        if self.url.startswith("postgresql"):
+            query = f"SELECT pg_terminate_backend({int(target)})"
+            if conn.exec_driver_sql(query).scalar_one():
+                self.kills += 1
+            return
+        try:
+            conn.exec_driver_sql(f"KILL CONNECTION {int(target)}")
+        except SA.exc.OperationalError:
+            return  # (Gone already: "Unknown thread id".)
+        self.kills += 1
 
 
 def sasyncThreads() -> set[Any]:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from twisted.internet import defer
 
 from sasync import TransactionTimeout, transact
+from sasync.errors import ConnectionClosedByServer
 from sasync.retry import DEADLOCK, LOST, ROLLED_BACK
 from tests.reliability.helpers import (
     FIGURES,
@@ -204,14 +205,7 @@ class KillsItself(Ledger):
         self.conn.execute(self.ledger.insert().values(token=token))
         if self.runs == 1:
             pid = self.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-            engine = adminEngine(str(self._spec.url.render_as_string(False)))
-            with engine.connect() as other:
-                other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-                while other.exec_driver_sql(
-                    f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
-                ).scalar_one():
-                    time.sleep(0.01)
-            engine.dispose()
+            terminate(self._spec.url.render_as_string(False), pid)
         self.conn.execute(self.ledger.insert().values(token=token + "-2"))
 
 
@@ -224,6 +218,60 @@ async def test_lostBeforeCommitRetried(postgresqlURL: str, brokers: Any) -> None
     broker = brokers(KillsItself, postgresqlURL, connections=1, retries=2)
     await broker.writeAndLose("t")
     assert sorted(await broker.tokens()) == ["t", "t-2"]
+    assert broker.runs == 2
+    assert broker._handle.retries[LOST] == 1
+
+
+class KilledBeforeCommit(Ledger):
+    """
+    A ledger whose C{writeThenDie} has its backend terminated after its
+    last statement, on its first attempt: the server has closed the
+    connection before COMMIT is sent.
+    """
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        self.runs = 0
+
+    @transact
+    def writeThenDie(self, token: str) -> None:
+        self.runs += 1
+        self.conn.execute(self.ledger.insert().values(token=token))
+        if self.runs == 1:
+            pid = self.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            terminate(self._spec.url.render_as_string(False), pid)
+
+
+def terminate(url: str, pid: int) -> None:
+    """
+    Terminate backend C{pid}, and wait until it is gone.
+    """
+    engine = adminEngine(url)
+    with engine.connect() as other:
+        other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        while other.exec_driver_sql(
+            f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
+        ).scalar_one():
+            time.sleep(0.01)
+    engine.dispose()
+
+
+async def test_closedBeforeCommit(postgresqlURL: str, brokers: Any) -> None:
+    """
+    The server closed the connection after the last statement: sAsync sees
+    it before sending COMMIT, so the caller learns for sure that nothing
+    was committed (an OperationalError whose orig is a
+    ConnectionClosedByServer), and with retries the transaction runs again.
+    """
+    broker = brokers(KilledBeforeCommit, postgresqlURL, connections=1)
+    with pytest.raises(OperationalError) as caught:
+        await broker.writeThenDie("t")
+    assert isinstance(caught.value.orig, ConnectionClosedByServer)
+    assert caught.value.connection_invalidated
+    assert await broker.tokens() == []
+    broker.runs = 0
+    await broker.writeThenDie("u", retries=1)
+    assert await broker.tokens() == ["u"]
     assert broker.runs == 2
     assert broker._handle.retries[LOST] == 1
 

@@ -1,7 +1,9 @@
 """
 Backends terminated (C{pg_terminate_backend} from another connection) at
 random moments during a stream of writes: every acknowledged write is in
-the table exactly once; with retries every write is acknowledged.
+the table exactly once; with retries every write is acknowledged. The same
+on MariaDB (C{KILL CONNECTION}), where a connection lost during COMMIT
+cannot be looked up, so is not retried.
 """
 
 from __future__ import annotations
@@ -25,18 +27,23 @@ from tests.reliability.helpers import (
 
 
 async def writeUnderFire(
-    url: str, brokers: Any, name: str, writes: int, retries: int
+    url: str,
+    brokers: Any,
+    name: str,
+    writes: int,
+    retries: int,
+    interval: float = 0.005,
 ) -> tuple[Figures, set[str], Counter[str]]:
     """
     Make C{writes} writes on 4 connections while backends are terminated
-    every 5 ms or so.
+    every C{interval} seconds or so.
 
     @return: the figures, the acknowledged tokens, and how many times each
         token is in the table.
     """
     broker = brokers(Ledger, url, connections=4, retries=retries)
     await broker.waitUntilRunning()
-    killer = BackendKiller(url, interval=0.005)
+    killer = BackendKiller(url, interval=interval)
     lookups = Counter(outcome.verdicts)
     started = time.monotonic()
     killer.start()
@@ -104,6 +111,29 @@ async def test_terminateWithoutRetries(postgresqlURL: str, brokers: Any) -> None
     """
     figures, acknowledged, inTable = await writeUnderFire(
         postgresqlURL, brokers, "500 writes, backends killed, retries=0", 500, 0
+    )
+    assert figures.faults >= 10
+    assert figures.lost == 0
+    assert figures.duplicated == 0
+    assert all(inTable[t] == 1 for t in acknowledged)
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_killConnectionsMariaDB(mysqlURL: str, brokers: Any) -> None:
+    """
+    300 writes with retries while MariaDB connections are killed at random:
+    every acknowledged write is in the table exactly once and nothing is
+    duplicated. A write whose connection died during COMMIT is not retried
+    (MariaDB cannot say whether it committed): it fails, and may or may
+    not be in the table.
+    """
+    figures, acknowledged, inTable = await writeUnderFire(
+        mysqlURL,
+        brokers,
+        "300 writes, MariaDB connections killed, retries=20",
+        300,
+        20,
+        interval=0.02,
     )
     assert figures.faults >= 10
     assert figures.lost == 0

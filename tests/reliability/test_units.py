@@ -21,7 +21,7 @@ from asynqueue import Task, TaskTimeout
 from asynqueue.task import TaskState
 from sasync import Backoff, TransactionTimeout, outcome, retry
 from sasync.engines import EngineSpec
-from sasync.workers import _serverClosed
+from sasync.workers import SocketWatch
 
 
 class FakeDriverError(Exception):
@@ -299,24 +299,43 @@ class AttemptsTests(SynchronousTestCase):
 
 def test_serverClosedNoticed() -> None:
     """
-    The poll object says nothing while the peer is quiet, and tells once it
-    closes the connection (or sends anything unasked).
+    The socket watch says nothing while the peer is quiet or sends what a
+    driver handles itself (a PostgreSQL ParameterStatus), and tells once
+    the peer sends an error message or closes the connection.
     """
-    ours, theirs = socket.socketpair()
 
     class FakeConnection:
-        def fileno(self) -> int:
-            return ours.fileno()
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
 
+        def fileno(self) -> int:
+            return self.sock.fileno()
+
+    ours, theirs = socket.socketpair()
     try:
-        watch = _serverClosed(FakeConnection())
+        watch = SocketWatch.of(FakeConnection(ours), "postgresql")
         assert watch is not None
-        assert not watch.poll(0)
-        theirs.close()
-        assert watch.poll(0)
+        assert not watch.serverClosed()
+        theirs.sendall(b"S\x00\x00\x00\x08ab")
+        assert not watch.serverClosed()
+        ours.recv(100)
+        theirs.sendall(b"E\x00\x00\x00\x08FATAL")
+        assert watch.serverClosed()
     finally:
         ours.close()
-    assert _serverClosed(object()) is None
+        theirs.close()
+    ours, theirs = socket.socketpair()
+    try:
+        watch = SocketWatch.of(FakeConnection(ours), "mysql")
+        assert watch is not None
+        theirs.sendall(b"\x05\x00\x00\x01\x03abcd")  # a row
+        assert not watch.serverClosed()
+        ours.recv(100)
+        theirs.close()
+        assert watch.serverClosed()
+    finally:
+        ours.close()
+    assert SocketWatch.of(object(), "sqlite") is None
 
 
 class FakeResult:
