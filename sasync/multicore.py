@@ -532,7 +532,10 @@ class _Slot:
             else:
                 task.finish(result)
 
-        process.whenReady().addCallbacks(send, notStarted)
+        if process.ready:
+            send(None)
+        else:
+            process.whenReady().addCallbacks(send, notStarted)
         return freed
 
     def stop(self) -> Deferred[None]:
@@ -695,7 +698,9 @@ class ProcessPool:
             return ("run", pickleCall(call, task.args, task.kw), task.raw)
         name = self._methodName(type(call.broker), call.f)
         # The parent keeps the timeout and the consumer; the rest goes along.
-        options = dataclasses.replace(call.options, consumer=None, timeout=None)
+        options = call.options
+        if options.consumer is not None or options.timeout is not None:
+            options = dataclasses.replace(options, consumer=None, timeout=None)
         try:
             payload = pickle.dumps((name, task.args, task.kw, options), PROTOCOL)
         except Exception as e:

@@ -15,7 +15,9 @@ import pytest
 import sqlalchemy as SA
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import deferLater
+from zope.interface import implementer
 
 from asynqueue import Deferator, ListConsumer
 from asynqueue.errors import WorkerError
@@ -69,6 +71,60 @@ async def test_seedExample(serverURL: str, brokers: Any) -> None:
     assert pids <= set(broker._pool.pids())
     # The parent knows the tables the workers made, for building statements.
     assert isinstance(broker.entries, SA.Table)
+
+
+@implementer(IConsumer)
+class PausingConsumer:
+    """
+    Counts what is written to it, and pauses its producer at C{pauseAt}.
+    """
+
+    def __init__(self, pauseAt: int) -> None:
+        self.count = 0
+        self.pauseAt = pauseAt
+        self.producer: Any = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: Any) -> None:
+        self.count += 1
+        if self.count == self.pauseAt:
+            self.producer.pauseProducing()
+
+
+async def test_consumerBackpressure(serverURL: str, brokers: Any) -> None:
+    """
+    Rows stream to a consumer in batches fetched from the worker process
+    only as the consumer takes them: while it is paused, no batch is asked
+    for; resumed, it gets every row.
+    """
+    broker = brokers(MultiBroker, serverURL, processes=1, batchSize=50)
+    await broker.addEntries(entries(1000))
+    process = broker._pool.processes[0]
+    asked: list[tuple[Any, ...]] = []
+    request = process.request
+
+    def counting(message: tuple[Any, ...], handle: Any) -> int:
+        asked.append(message)
+        return request(message, handle)
+
+    process.request = counting
+    consumer = PausingConsumer(pauseAt=60)
+    d = broker.entriesSince(T0, consumer=consumer)
+    while consumer.count < 60:
+        await sleep(0.01)
+    await sleep(0.3)
+    fetched = len(asked)
+    await sleep(0.3)
+    assert consumer.count == 60 and not d.called
+    assert len(asked) == fetched <= 4
+    consumer.producer.resumeProducing()
+    assert await d is consumer
+    assert consumer.count == 1000
 
 
 async def test_resultsOfEveryKind(serverURL: str, brokers: Any) -> None:
