@@ -153,3 +153,24 @@ async def test_maxPending(dbURL: str, brokers: Any) -> None:
     assert sorted(await broker.tokens()) == sorted(
         ["sleeper", "later", *(f"a{i}" for i in range(5))]
     )
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_laterTimeoutShortensWait(dbURL: str, brokers: Any) -> None:
+    """
+    shutdown() waits; a later shutdown(timeout=...) bounds that wait: both
+    Deferreds fire once the running transaction was interrupted.
+    """
+    broker = brokers(Ledger, dbURL, **oneOrTwo(dbURL))
+    await broker.waitUntilRunning()
+    sleeper = broker.writeThenSleep("sleeper", sleepSQL(dbURL, 30))
+    await pause(0.2)
+    patient = broker.shutdown()
+    await pause(0.2)
+    assert not patient.called
+    started = time.monotonic()
+    await broker.shutdown(timeout=0.3)
+    assert patient.called
+    assert time.monotonic() - started < 8
+    with pytest.raises(defer.CancelledError):
+        await sleeper
