@@ -17,19 +17,21 @@ import inspect
 import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
-from sqlalchemy.engine import FilterResult, Result
+from sqlalchemy.engine import FilterResult, Result, Row
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 
+from asynqueue.deferator import Deferator
 from asynqueue.task import Task, checkNiceness, currentTask, setCurrentTask
 
 from . import outcome, results, retry
 from .errors import ConnectionClosedByServer
 from .threadstate import state
+from .transactiontypes import Transaction
 
 if TYPE_CHECKING:
     from .broker import AccessBroker
@@ -484,9 +486,17 @@ def runInline(
     return result
 
 
+@overload
 def transact(
-    f: Callable[Concatenate[B, P], T],
-) -> Callable[Concatenate[B, P], Deferred[T]]:
+    f: Callable[Concatenate[B, P], Result[Any]],
+) -> Transaction[B, P, Deferator[Row[Any]]]: ...
+
+
+@overload
+def transact(f: Callable[Concatenate[B, P], T]) -> Transaction[B, P, T]: ...
+
+
+def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
     """
     Make a broker method a transaction: calling it returns a C{Deferred} at
     once, and the method runs later in a worker thread, inside BEGIN ...
@@ -511,14 +521,14 @@ def transact(
     name = f.__name__
 
     @functools.wraps(f)
-    def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[T]:
+    def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
         if state.worker is not None:
             return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
         options, own = splitKeywords(accepts, name, kw)
         return self._transact(f, args, own, options)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
-    return cast("Callable[Concatenate[B, P], Deferred[T]]", call)
+    return cast("Transaction[B, P, Any]", call)
 
 
 def wait(
