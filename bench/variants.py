@@ -110,6 +110,14 @@ VARIANTS = [
         needs="sasync",
     ),
     Variant(
+        "orm-sasync-processes",
+        "orm",
+        "bench.multicore_variant:ormSasyncProcesses",
+        "sAsync @transact + self.session, processes=2",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
         "sql-psycopg2",
         "sql",
         f"{_S}:sqlPsycopg2",

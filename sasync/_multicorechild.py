@@ -97,14 +97,25 @@ class BrokerServer(Protocol):
         self.calls: dict[int, Deferred[Any]] = {}
         self.iterations: dict[int, Deferator[Any]] = {}
         self.quitting = False
+        self.outgoing: list[bytes] = []
 
     def send(self, message: tuple[Any, ...]) -> None:
         """
-        Write one message to the parent, now: one system call (the
-        transport would register for writability and write on the next
-        turn), blocking only while the parent has not read what came before.
+        Queue one message to the parent; what is queued in one reactor turn
+        goes out together at its end, in one system call.
         """
-        data = memoryview(encode(message))
+        self.outgoing.append(encode(message))
+        if len(self.outgoing) == 1:
+            self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Write the queued messages now, blocking only while the parent has
+        not read what came before. (The transport would register for
+        writability and write a turn later.)
+        """
+        data = memoryview(b"".join(self.outgoing))
+        self.outgoing.clear()
         while data:
             data = data[os.write(self.wireOut, data) :]
 
@@ -295,7 +306,15 @@ class BrokerServer(Protocol):
         for dr in iterations:
             dr.stop()
         d = self.broker.shutdown() if self.broker is not None else succeed(None)
-        d.addBoth(lambda _: self.reactor.stop())
+        d.addBoth(self.stop)
+
+    def stop(self, _: object = None) -> None:
+        """
+        Send what is queued, and stop the reactor.
+        """
+        if self.outgoing:
+            self.flush()
+        self.reactor.stop()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         # The parent is gone (or closed our stdin): quit.
