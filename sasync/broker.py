@@ -362,8 +362,6 @@ class AccessBroker:
                     )
                 )
         retries = spec.retries if options.retries is None else options.retries
-        if self._pool is not None:
-            retries = 0  # processes=N: the worker process's broker retries.
         timeout = spec.timeout if options.timeout is None else options.timeout
         if not retries and timeout is None:
             return self._submit(self._newTask(f, args, kw, options), None)

@@ -51,6 +51,7 @@ from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
 
 from .engines import DEFAULT_CONNECTIONS
+from .retry import _REASON as _RETRY_REASON
 from .transact import TransactionCall
 
 if TYPE_CHECKING:
@@ -520,6 +521,9 @@ class _Slot:
             # Free the slot first, then deliver (as ThreadWorker does).
             freed.callback(None)
             if kind == "failure":
+                # Retried (or not) in the worker process already: not again.
+                with contextlib.suppress(AttributeError):
+                    delattr(body.value, _RETRY_REASON)
                 task.fail(body)
                 return
             try:

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import sqlalchemy as SA
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from twisted.internet import defer
 
@@ -26,6 +27,12 @@ class Note(Base):
     __tablename__ = "notes"
     id: Mapped[int] = mapped_column(primary_key=True)
     text: Mapped[str] = mapped_column(SA.String(100))
+
+
+class SimulatedConflict(Exception):
+    """A driver error that says "serialization failure" (SQLSTATE 40001)."""
+
+    pgcode = "40001"
 
 
 class Unpicklable:
@@ -119,6 +126,22 @@ class MultiBroker(LogBroker):
     def unpicklable(self) -> Unpicklable:
         """A result that can't be pickled."""
         return Unpicklable()
+
+    #: How many times flaky() ran in this process.
+    runs = 0
+
+    @transact
+    def flaky(self, failures: int) -> int:
+        """Fail with a (simulated) serialization failure C{failures} times."""
+        self.runs += 1
+        if self.runs <= failures:
+            raise OperationalError("UPDATE ...", {}, SimulatedConflict("simulated"))
+        return self.runs
+
+    @transact
+    def runCount(self) -> int:
+        """How many times flaky() ran here."""
+        return self.runs
 
     @transact
     def fail(self, message: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import pytest
 import sqlalchemy as SA
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import deferLater
@@ -252,6 +252,19 @@ async def test_cancelRunning(serverURL: str, brokers: Any) -> None:
     with pytest.raises(TransactionTimeout):
         await broker.sleep(30, timeout=0.5)
     assert await broker.pid() == pid
+
+
+async def test_retriesRunInTheWorker(serverURL: str, brokers: Any) -> None:
+    """
+    retries= applies in the worker process, with or without a timeout; the
+    parent never retries on top of it.
+    """
+    broker = brokers(MultiBroker, serverURL, processes=1)
+    assert await broker.flaky(2, retries=3) == 3
+    with pytest.raises(OperationalError, match="simulated"):
+        await broker.flaky(5, retries=1)
+    assert await broker.runCount() == 5
+    assert await broker.flaky(7, retries=2, timeout=20) == 8
 
 
 @pytest.mark.reactorTimeout(90)
