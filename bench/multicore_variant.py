@@ -1,7 +1,9 @@
 """
 The multicore variant of workload 1: the sAsync broker with C{processes=2},
 so that the ORM's Python work runs in two worker processes while the
-parent's reactor only dispatches calls and receives results.
+parent's reactor only dispatches calls and receives results; and, for
+calibration, the plan split between two plain sync processes (what two
+cores give the ORM on this machine right now, with no Twisted at all).
 
 Imported only in a child process, and only when L{bench.availability}
 found C{sasync} importable.
@@ -9,10 +11,11 @@ found C{sasync} importable.
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import Any
 
 from bench.config import BenchConfig
-from bench.harness import runTwisted, timedInReactor
+from bench.harness import runTwisted, timedInReactor, timedSync
 from bench.sasync_variants import BenchBroker
 from bench.workload import Op, opPlan
 
@@ -49,3 +52,52 @@ def ormSasyncProcesses(config: BenchConfig) -> dict[str, Any]:
             await broker.shutdown()
 
     return runTwisted(main)
+
+
+def _syncHalf(url: str, ops: list[Op], ready: Any, go: Any) -> None:
+    # A child process: sequential sync ORM ops on one connection.
+    import sqlalchemy as SA
+    from sqlalchemy.orm import Session
+
+    from bench.orm_ops import ormOp
+
+    engine = SA.create_engine(url, pool_size=1)
+    for _ in range(5):
+        with Session(engine) as session, session.begin():
+            ormOp(session, None)
+    ready.release()
+    go.wait()
+    for op in ops:
+        with Session(engine) as session, session.begin():
+            ormOp(session, op)
+    engine.dispose()
+
+
+def ormSyncProcesses(config: BenchConfig) -> dict[str, Any]:
+    """
+    Calibration: sync SQLAlchemy in C{PROCESSES} processes, each running
+    every C{PROCESSES}-th op of the plan in sequence (one connection each).
+    """
+    context = multiprocessing.get_context("spawn")
+    plan = opPlan(config.ops, config.seed)
+    ready, go = context.Semaphore(0), context.Event()
+    children = [
+        context.Process(
+            target=_syncHalf,
+            args=(config.url("psycopg2"), plan[i::PROCESSES], ready, go),
+        )
+        for i in range(PROCESSES)
+    ]
+    for child in children:
+        child.start()
+    for _ in children:
+        ready.acquire()
+
+    def work() -> None:
+        go.set()
+        for child in children:
+            child.join()
+            if child.exitcode != 0:
+                raise RuntimeError(f"a sync process exited with {child.exitcode}")
+
+    return timedSync("ops", len(plan), work)

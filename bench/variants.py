@@ -118,6 +118,13 @@ VARIANTS = [
         needs="sasync",
     ),
     Variant(
+        "orm-sync-2processes",
+        "orm",
+        "bench.multicore_variant:ormSyncProcesses",
+        "sync SQLAlchemy, plan split over 2 processes (2-core ceiling)",
+        connections="2",
+    ),
+    Variant(
         "sql-psycopg2",
         "sql",
         f"{_S}:sqlPsycopg2",
