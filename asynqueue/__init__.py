@@ -5,7 +5,8 @@ A L{TaskQueue} runs calls on its workers in priority order and gives you a
 Deferred for each. Workers run them in the reactor (L{AsyncWorker}), in a
 dedicated thread (L{ThreadWorker}), or in another process
 (L{ProcessWorker}). A call that returns an iterator gives a L{Deferator},
-or writes its items to an C{IConsumer} with backpressure.
+or writes its items to an C{IConsumer} with backpressure (unless it
+returns L{AsIs}C{(iterator)}).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .process import ProcessWorker as ProcessWorker
 from .producer import IterationProducer as IterationProducer
 from .producer import ListConsumer as ListConsumer
 from .producer import iteratorToProducer as iteratorToProducer
+from .task import AsIs as AsIs
 from .task import Task as Task
 from .task import currentTask as currentTask
 from .taskqueue import TaskQueue as TaskQueue
@@ -36,6 +38,7 @@ from .workers import AsyncWorker as AsyncWorker
 from .workers import ThreadWorker as ThreadWorker
 
 __all__ = [
+    "AsIs",
     "AsyncWorker",
     "Deferator",
     "DeferredLock",

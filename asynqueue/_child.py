@@ -139,7 +139,7 @@ class ChildServer:
             result = f(*args, **kw)
             if not raw and isinstance(result, Iterator):
                 taker: BatchTaker[Any] = BatchTaker(result, batchSize)
-                items, exhausted = taker.take()
+                items, exhausted = taker.takeFinished()
                 reply = ("iter", rid, self._pickle(items, f), exhausted)
                 if not exhausted:
                     self.iterators[rid] = taker
@@ -154,7 +154,7 @@ class ChildServer:
         if taker is None:
             return ("batch", rid, pickle.dumps([], PROTOCOL), True)
         try:
-            items, exhausted = taker.take()
+            items, exhausted = taker.takeFinished()
             if exhausted:
                 del self.iterators[iterID]
             return ("batch", rid, self._pickle(items, None), exhausted)

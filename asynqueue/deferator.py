@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from itertools import islice
+from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
@@ -21,6 +22,16 @@ DEFAULT_BATCH = 500
 
 #: What fetching a batch gives: the items and whether the source is exhausted.
 Batch = tuple[list[T], bool]
+
+#: The attribute by which an iterator that a task returns may name a
+#: function that finishes each of its items in the reactor thread, as the
+#: L{Deferator} hands the item out (to its Deferred, or to a consumer).
+#: The worker then sends the items across in a cheaper, unfinished form:
+#: sAsync sends plain tuples and makes each one a C{Row} just before it is
+#: used, so that rows a consumer drops at once die young (a million rows
+#: made in a worker and kept for a batch cost the garbage collector more
+#: than making them).
+FINISH_ITEM = "finishItem"
 
 
 class BatchTaker(Generic[T]):
@@ -36,6 +47,10 @@ class BatchTaker(Generic[T]):
     def __init__(self, iterator: Iterator[T], batchSize: int = DEFAULT_BATCH) -> None:
         self.iterator = iterator
         self.batchSize = batchSize
+        #: The iterator's C{finishItem}, or C{None}; see L{FINISH_ITEM}.
+        self.finishItem: Callable[[Any], Any] | None = getattr(
+            iterator, FINISH_ITEM, None
+        )
         self._ahead: list[T] = []
         self._error: BaseException | None = None
         self.done = False
@@ -54,22 +69,38 @@ class BatchTaker(Generic[T]):
         if self.done:
             return [], True
         items = self._ahead
-        self._ahead = []
-        nextItem = self.iterator.__next__
+        n = self.batchSize
         try:
-            for _ in range(self.batchSize - len(items)):
-                items.append(nextItem())
-            self._ahead.append(nextItem())
-        except StopIteration:
-            self.done = True
-            self.close()
+            # One more than a batch, read in C: the extra one says whether
+            # the iterator is exhausted. (list.extend keeps what it got
+            # before an error.)
+            items.extend(islice(self.iterator, n + 1 - len(items)))
         except Exception as e:
+            self._ahead = []
             if not items:
                 self.done = True
                 raise
             # Hand out what came before the error first.
             self._error = e
+            return items, False
+        if len(items) > n:
+            self._ahead = [items.pop()]
+        else:
+            self._ahead = []
+            self.close()
         return items, self.done
+
+    def takeFinished(self) -> Batch[Any]:
+        """
+        L{take}, with the iterator's L{finishItem<FINISH_ITEM>} (if any)
+        applied to each item: for sending the items somewhere other than
+        a L{Deferator} (which finishes them itself, as it hands them out).
+        """
+        items, exhausted = self.take()
+        finish = self.finishItem
+        if finish is not None:
+            return list(map(finish, items)), exhausted
+        return items, exhausted
 
     def close(self) -> None:
         """
@@ -96,12 +127,18 @@ class Deferator(Generic[T]):
         async for item in dr:
             ...
 
-    Wait for each item's Deferred before asking for the next. The next batch
-    is fetched while the current one is used (at most two batches are held),
-    unless the Deferator is paused.
+    Wait for each item's Deferred before asking for the next. The next
+    batches are fetched while the current one is used, unless the Deferator
+    is paused: up to two fetches are on their way at once (so that a worker
+    thread always has the next batch to read while the reactor uses one),
+    and never more than three batches are held or on their way, counting
+    the items lent to a producer by L{takeBuffered}.
 
     Reactor thread only.
     """
+
+    #: How many fetches may be on their way at once.
+    _fetchDepth = 2
 
     def __init__(
         self,
@@ -109,6 +146,7 @@ class Deferator(Generic[T]):
         fetch: Callable[[], Deferred[Batch[T]]] | None = None,
         *,
         stop: Callable[[], object] | None = None,
+        finish: Callable[[Any], T] | None = None,
     ) -> None:
         """
         @param first: Items already fetched.
@@ -116,17 +154,27 @@ class Deferator(Generic[T]):
             exhausted)}. C{None} if C{first} is everything.
         @param stop: Called once when iteration ends early, to release the
             source (close the cursor, free the worker).
+        @param finish: Applied to each item as it is handed out (see
+            L{FINISH_ITEM}): the items of C{first} and of the batches are
+            then in the form C{finish} takes.
         """
-        self._buffer: deque[T] = deque(first)
-        # The largest batch seen. Fetching ahead stops while two batches are
-        # held (buffered, or lent to a producer by takeBuffered and not yet
-        # put back), so a consumer that pauses often can't make it grow.
+        self._buffer: deque[Any] = deque(first)
+        # The largest batch seen. Fetching ahead stops while three batches
+        # are held or on their way (held: buffered, or lent to a producer by
+        # takeBuffered and not yet put back), so a consumer that pauses
+        # often can't make it grow.
         self._batchHint = max(1, len(self._buffer))
         self._lent = 0
         self._fetch = fetch
         self._stop = stop
+        self._finishItem = finish
+        # How many items at the front of the buffer are finished already
+        # (put back after takeBuffered).
+        self._finishedAhead = 0
         self._exhausted = fetch is None
-        self._inFlight = False
+        self._inFlight = 0
+        # How many fetches have landed (to tell one that lands at once).
+        self._landed = 0
         self._waiters: list[Deferred[None]] = []
         self._failure: Failure | None = None
         self._paused = False
@@ -190,16 +238,28 @@ class Deferator(Generic[T]):
         self._prefetch()
 
     def _prefetch(self) -> None:
-        held = len(self._buffer) + self._lent
-        if not self._paused and held < 2 * self._batchHint:
+        # Keep up to _fetchDepth fetches on their way, as long as that makes
+        # at most _fetchDepth + 1 batches held or coming. A source that
+        # answers at once gets one fetch per call.
+        if self._paused:
+            return
+        hint = self._batchHint
+        depth = self._fetchDepth
+        while (
+            self._inFlight < depth
+            and len(self._buffer) + self._lent + (self._inFlight + 1) * hint
+            <= (depth + 1) * hint
+            and not (self._exhausted or self._stopped or self._fetch is None)
+        ):
             # A failure is kept and handed to whoever asks for the next item.
-            self.fetchMore().addErrback(lambda _: None)
+            if not self._startFetch():
+                return
 
     def fetchMore(self) -> Deferred[None]:
         """
         Fetch the next batch into the buffer, unless one is on its way or the
         source is exhausted. The Deferred fires when the buffer has what there
-        is to have, and fails if the fetch failed.
+        is to have (the next batch has landed), and fails if the fetch failed.
         """
         if self._inFlight:
             return self._wait()
@@ -207,11 +267,18 @@ class Deferator(Generic[T]):
             return fail(self._failure)
         if self._exhausted or self._stopped or self._fetch is None:
             return succeed(None)
-        self._inFlight = True
         # The waiter goes first: the fetch may fire synchronously.
         waiter = self._wait()
-        self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
+        self._startFetch()
         return waiter
+
+    def _startFetch(self) -> bool:
+        # Returns whether the fetch is still on its way (didn't land at once).
+        assert self._fetch is not None
+        self._inFlight += 1
+        landed = self._landed
+        self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
+        return self._landed == landed
 
     def _wait(self) -> Deferred[None]:
         waiter: Deferred[None] = Deferred()
@@ -220,20 +287,26 @@ class Deferator(Generic[T]):
 
     def _gotBatch(self, batch: Batch[T]) -> None:
         items, exhausted = batch
-        self._inFlight = False
-        self._batchHint = max(self._batchHint, len(items))
-        if not self._stopped:
+        self._inFlight -= 1
+        self._landed += 1
+        if not (self._stopped or self._exhausted):
+            if len(items) > self._batchHint:
+                self._batchHint = len(items)
             self._buffer.extend(items)
             if exhausted:
                 self._exhausted = True
                 self._finished()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def _gotFailure(self, failure: Failure) -> None:
         # Kept for whoever asks for the next item; every waiter hears of it.
-        self._inFlight = False
+        self._inFlight -= 1
+        self._landed += 1
+        if self._stopped or self._exhausted:
+            return
         self._failure = failure
         self._exhausted = True
         self._finished()
@@ -246,8 +319,12 @@ class Deferator(Generic[T]):
         Everything buffered now, leaving the buffer empty and starting the next
         fetch. For producers that write items in bulk.
         """
-        items = list(self._buffer)
-        self._buffer.clear()
+        buffer, finish = self._buffer, self._finishItem
+        items = list(buffer)
+        buffer.clear()
+        if finish is not None:
+            ready, self._finishedAhead = self._finishedAhead, 0
+            items[ready:] = map(finish, items[ready:])
         self._lent = len(items)
         self._prefetch()
         return items
@@ -258,6 +335,33 @@ class Deferator(Generic[T]):
         """
         self._lent = 0
         self._buffer.extendleft(reversed(items))
+        if self._finishItem is not None:
+            self._finishedAhead += len(items)
+
+    def _lend(self) -> tuple[list[Any], Callable[[Any], T] | None]:
+        # For IterationProducer: takeBuffered without finishing the items:
+        # the producer finishes each one just before writing it. Returns
+        # the items and how to finish them (None: they are ready).
+        buffer = self._buffer
+        ready = self._finishedAhead
+        if ready:
+            self._finishedAhead = 0
+            items = [buffer.popleft() for _ in range(ready)]
+            finish = None
+        else:
+            items = list(buffer)
+            buffer.clear()
+            finish = self._finishItem
+        self._lent = len(items)
+        self._prefetch()
+        return items, finish
+
+    def _unlend(self, rest: list[Any], finish: Callable[[Any], T] | None) -> None:
+        # For IterationProducer: put back what it did not write.
+        self._lent = 0
+        self._buffer.extendleft(reversed(rest))
+        if finish is None and self._finishItem is not None:
+            self._finishedAhead += len(rest)
 
     def stop(self) -> None:
         """
@@ -267,6 +371,7 @@ class Deferator(Generic[T]):
             return
         self._stopped = True
         self._buffer.clear()
+        self._finishedAhead = 0
         if not self._exhausted and self._stop is not None:
             self._stop()
         self._finished()
@@ -277,9 +382,15 @@ class Deferator(Generic[T]):
         return self
 
     def __next__(self) -> Deferred[T]:
-        if self._buffer:
-            item = self._buffer.popleft()
-            if len(self._buffer) < 2 and not self._paused:
+        buffer = self._buffer
+        if buffer:
+            item = buffer.popleft()
+            if self._finishItem is not None:
+                if self._finishedAhead:
+                    self._finishedAhead -= 1
+                else:
+                    item = self._finishItem(item)
+            if len(buffer) < 2 and not self._paused:
                 self._prefetch()
             return succeed(item)
         if self._failure is not None:
@@ -289,9 +400,23 @@ class Deferator(Generic[T]):
             raise StopIteration
         return self.fetchMore().addCallbacks(self._popAfterFetch, self._takeFailure)
 
-    def _popAfterFetch(self, _: None) -> T:
+    def _popAfterFetch(self, _: None) -> T | Deferred[T]:
         if self._buffer:
-            return self._buffer.popleft()
+            item = self._buffer.popleft()
+            if self._finishItem is not None:
+                if self._finishedAhead:
+                    self._finishedAhead -= 1
+                else:
+                    item = self._finishItem(item)
+            return item  # type: ignore[no-any-return]
+        if not (self._exhausted or self._stopped or self._failure is not None):
+            # An empty batch, and more to come: fetch again.
+            return self.fetchMore().addCallbacks(
+                self._popAfterFetch, self._takeFailure
+            )
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            return fail(failure)
         raise IterationStopped("the iteration ended while an item was awaited")
 
     def _takeFailure(self, failure: Failure) -> Failure:

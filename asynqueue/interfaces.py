@@ -18,6 +18,14 @@ class IWorker(Interface):
 
     All methods are called in the reactor thread, and every Deferred a
     worker returns or fires is fired there.
+
+    Optionally, a worker may I{take tasks ahead}: with a true C{takesAhead}
+    attribute, the queue may call L{run} once more while the worker runs
+    one task (never more), so that the worker can go on to the next task
+    without waiting for the reactor; the worker runs them in order. Such a
+    worker also has C{takeBack(task) -> bool}: give up that second task if
+    it has not started it yet (the queue then queues it again, for a task
+    of higher priority, an idle worker or a cancellation).
     """
 
     iQualified = Attribute(

@@ -46,6 +46,9 @@ class Prefetcherator(Deferator[T]):
     that. C{async for} needs no such care.
     """
 
+    # One value at a time, in order.
+    _fetchDepth = 1
+
     def __init__(
         self,
         source: Iterator[Any] | Callable[..., Any],

@@ -40,6 +40,8 @@ class IterationProducer(Generic[T]):
         self.consumer: Any = consumer
         self.paused = False
         self.stopped = False
+        # paused or stopped: the one flag the write loop checks.
+        self._halted = False
         self._done: Deferred[Any] | None = None
         self._waiting = False
 
@@ -60,21 +62,33 @@ class IterationProducer(Generic[T]):
     def _produce(self) -> None:
         dr = self.deferator
         write = self.consumer.write
-        while not (self.paused or self.stopped):
-            items = dr.takeBuffered()
+        while not self._halted:
+            items, finish = dr._lend()
             if items:
-                for n, item in enumerate(items):
-                    try:
-                        write(item)
-                    except Exception:
-                        # A broken consumer ends the production, with its error.
-                        dr.stop()
-                        self._finish(Failure())  # type: ignore[no-untyped-call]
-                        return
-                    if self.paused or self.stopped:
-                        # Put back what the consumer is not ready for.
-                        dr.putBack(items[n + 1 :])
-                        return
+                rest = iter(items)
+                try:
+                    # The hot loop: an item at a time, stopping right after
+                    # the write during which the consumer paused or stopped us.
+                    if finish is None:
+                        for item in rest:
+                            write(item)
+                            if self._halted:
+                                break
+                    else:
+                        for item in rest:
+                            write(finish(item))
+                            if self._halted:
+                                break
+                except Exception:
+                    # A broken consumer ends the production, with its error.
+                    dr.stop()
+                    self._finish(Failure())  # type: ignore[no-untyped-call]
+                    return
+                if self._halted:
+                    # Put back what the consumer is not ready for.
+                    if not self.stopped:
+                        dr._unlend(list(rest), finish)
+                    return
                 continue
             if dr.done:
                 self._finish(None)
@@ -91,7 +105,7 @@ class IterationProducer(Generic[T]):
     def _finish(self, failure: Failure | None) -> None:
         if self._done is None or self._done.called:
             return
-        self.stopped = True
+        self.stopped = self._halted = True
         self.consumer.unregisterProducer()
         if failure is not None:
             self._done.errback(failure)
@@ -104,7 +118,7 @@ class IterationProducer(Generic[T]):
         """
         Stop writing, and stop fetching from the worker.
         """
-        self.paused = True
+        self.paused = self._halted = True
         self.deferator.pause()
 
     def resumeProducing(self) -> None:
@@ -113,7 +127,7 @@ class IterationProducer(Generic[T]):
         """
         if self.stopped:
             return
-        self.paused = False
+        self.paused = self._halted = False
         self.deferator.resume()
         if not self._waiting:
             self._produce()
@@ -169,4 +183,5 @@ def iteratorToProducer(
     taker = BatchTaker(iter(iterable), batchSize)
     first, exhausted = taker.take()
     fetch = None if exhausted else (lambda: succeed(taker.take()))
-    return IterationProducer(Deferator(first, fetch, stop=taker.close), consumer).run()
+    dr = Deferator(first, fetch, stop=taker.close, finish=taker.finishItem)
+    return IterationProducer(dr, consumer).run()

@@ -42,15 +42,35 @@ class TaskState(Enum):
     DONE = "done"
 
 
-class _Stopping:
+class TaskDeferred(Deferred[T]):
     """
-    Sent down a task's callback chain when it is cancelled while running:
-    the first callback swaps it for the Deferred that fires once the worker
-    has really stopped, so the caller hears nothing before then.
+    The Deferred of a L{Task}: cancelling it stops the task, and when the
+    task is running and can be interrupted, fires only once the worker has
+    really finished with it (an I{honest} cancellation: the caller hears
+    nothing before then).
+
+    Reactor thread only, like every Deferred.
     """
 
-    def __init__(self, stopped: Deferred[Any]) -> None:
-        self.stopped = stopped
+    def __init__(self, task: Task[T]) -> None:
+        super().__init__()
+        self.task: Task[T] | None = task
+
+    def cancel(self) -> None:
+        """
+        Stop the task: a queued one is removed and this fails at once; a
+        running one is asked to stop and this fires once it has (or at once,
+        if it can't be interrupted, or if cancelled a second time).
+        """
+        if not self.called:
+            task = self.task
+            if task is not None:
+                task._stopEarly(CancelledError(f"{task.info} was cancelled"))
+            if not self.called and (task is None or not task._waiting):
+                self.task = None
+                self.errback(Failure(CancelledError()))  # type: ignore[no-untyped-call]
+        elif isinstance(self.result, Deferred):
+            self.result.cancel()
 
 
 def currentTask() -> Task[Any] | None:
@@ -81,6 +101,27 @@ def checkNiceness(niceness: object) -> int:
     if niceness not in NICENESS_RANGE:
         raise ValueError(f"niceness must be from -20 to 20, not {niceness}")
     return niceness
+
+
+class AsIs(Generic[T]):
+    """
+    What a task returns to have its caller get C{value} as it is, even if
+    it is an iterator (which would otherwise be delivered as a
+    L{Deferator}, or written to the call's consumer): the task's own
+    C{raw=True}, decided while it runs. L{Task.finish} unwraps it, so the
+    caller never sees it.
+
+    Picklable (if C{value} is), so a task may return it from a worker
+    process too.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"AsIs({self.value!r})"
 
 
 class Task(Generic[T]):
@@ -129,9 +170,7 @@ class Task(Generic[T]):
             self.consumer = consumer
         band = 0 if doNext else (2 if doLast else 1)
         self.sortKey = (band, niceness, next(_sequence))
-        self.d: Deferred[T] = Deferred(self._cancel)
-        # First in the chain, so that nothing the caller adds sees _Stopping.
-        self.d.addBoth(self._swapStopping)
+        self.d: Deferred[T] = TaskDeferred(self)
 
     # Class-level defaults: most tasks never change these, and a task is
     # made per call, so each assignment saved counts.
@@ -151,9 +190,15 @@ class Task(Generic[T]):
     payload: Any = None
     _interrupters: tuple[()] | list[Callable[[BaseException], object]] = ()
     _delivered: bool = False
-    _stopped: Deferred[Any] | None = None
+    #: Cancelled (or timed out) while running, and waiting for its worker
+    #: to finish before telling the caller (an honest stop).
+    _waiting: bool = False
     _producer: Any = None
     _onRemove: Callable[[Task[Any]], None] | None = None
+    #: Set by the queue while the task waits on a worker that runs another
+    #: one (see ThreadWorker.takesAhead): puts it back in the queue if the
+    #: worker has not started it yet.
+    _takeBack: Callable[[Task[Any]], object] | None = None
 
     def __lt__(self, other: Task[Any]) -> bool:
         return self.sortKey < other.sortKey
@@ -214,9 +259,6 @@ class Task(Generic[T]):
                 log.failure("Interrupter of {task} failed", task=self)
         return bool(interrupters)
 
-    def _cancel(self, d: Deferred[T]) -> None:
-        self._stopEarly(CancelledError(f"{self.info} was cancelled"))
-
     def timeOut(self, seconds: float) -> None:
         """
         The task's timeout ran out: fail it with L{TaskTimeout}, after
@@ -224,49 +266,43 @@ class Task(Generic[T]):
         """
         from .errors import TaskTimeout
 
-        if self._delivered or self.d.called:
+        if self._delivered or self._waiting or self.d.called:
             return
         self._stopEarly(TaskTimeout(f"{self.info} timed out after {seconds:g} s"))
 
     def _stopEarly(self, reason: BaseException) -> None:
-        # Reactor thread: from Deferred.cancel (our canceller) or a timeout.
-        # Firing self.d here keeps Deferred.cancel from firing it again.
+        # Reactor thread: from TaskDeferred.cancel or a timeout.
+        if self._takeBack is not None:
+            # Given to a busy worker: if it has not started, it is queued again.
+            self._takeBack(self)
         if self.state is TaskState.QUEUED:
             self.state = TaskState.DONE
             self._delivered = True
             if self._onRemove is not None:
                 self._onRemove(self)
-            self.d.errback(Failure(reason))  # type: ignore[no-untyped-call]
+            self._fire(Failure(reason))  # type: ignore[no-untyped-call]
         elif self.state is TaskState.RUNNING:
-            # Made before the interrupters run: one may make the worker
-            # deliver at once (an AsyncWorker's cancelled Deferred).
-            stopped: Deferred[Any] = Deferred(self._gaveUp)
-            self._stopped = stopped
-            if self.requestStop(reason):
-                self.d.callback(_Stopping(stopped))  # type: ignore[arg-type]
-            else:
-                self._stopped = None
-                # Nothing can stop it: tell the caller now, drop its result.
+            if self._waiting:
+                # Cancelled again while waiting for an honest stop: stop
+                # waiting; whatever the worker delivers later is dropped.
+                self._waiting = False
                 self._delivered = True
-                self.d.errback(Failure(reason))  # type: ignore[no-untyped-call]
+                self._fire(Failure(self.stopReason))  # type: ignore[no-untyped-call]
+                return
+            # Set before the interrupters run: one may make the worker
+            # deliver at once (an AsyncWorker's cancelled Deferred).
+            self._waiting = True
+            if not self.requestStop(reason) and self._waiting:
+                # Nothing can stop it: tell the caller now, drop its result.
+                self._waiting = False
+                self._delivered = True
+                self._fire(Failure(reason))  # type: ignore[no-untyped-call]
         elif self._producer is not None and not self._delivered:
             # Done, but its items are still being written to the consumer.
             self.stopReason = reason
             self._delivered = True
             self._producer.stopProducing()
-            self.d.errback(Failure(reason))  # type: ignore[no-untyped-call]
-
-    def _gaveUp(self, stopped: Deferred[Any]) -> None:
-        # The caller cancelled again while waiting for an honest stop: stop
-        # waiting; whatever the worker delivers later is dropped.
-        self._delivered = True
-        stopped.errback(Failure(self.stopReason))  # type: ignore[no-untyped-call]
-
-    @staticmethod
-    def _swapStopping(result: object) -> object:
-        if isinstance(result, _Stopping):
-            return result.stopped
-        return result
+            self._fire(Failure(reason))  # type: ignore[no-untyped-call]
 
     # Delivery (reactor thread, from workers) ---------------------------------
 
@@ -282,8 +318,11 @@ class Task(Generic[T]):
         For workers: the call returned C{result}. If the caller gave a
         C{consumer} and the result is a L{Deferator}, it is produced to the
         consumer and the Deferred fires with the consumer when all is written.
+        An L{AsIs} result is unwrapped.
         """
         self.state = TaskState.DONE
+        if result.__class__ is AsIs:
+            result = result.value
         if self.consumer is not None:
             from .deferator import Deferator
             from .producer import IterationProducer
@@ -303,22 +342,21 @@ class Task(Generic[T]):
         For workers: the call raised; C{failure} holds the exception.
         """
         self.state = TaskState.DONE
-        if self._stopped is not None and not self._stopped.called:
+        if self._waiting:
             # The interruption made the call fail: report why it was stopped.
             assert self.stopReason is not None
+            self._waiting = False
             self._delivered = True
-            self._stopped.errback(Failure(self.stopReason))  # type: ignore[no-untyped-call]
+            self._fire(Failure(self.stopReason))  # type: ignore[no-untyped-call]
             return
         self._deliver(failure)
 
     def _deliver(self, result: Any) -> None:
-        if self._stopped is not None and not self._stopped.called:
+        if self._waiting:
             # Asked to stop, yet it finished: tell the truth, the result.
+            self._waiting = False
             self._delivered = True
-            if isinstance(result, Failure):
-                self._stopped.errback(result)
-            else:
-                self._stopped.callback(result)
+            self._fire(result)
             return
         if self._delivered:
             if isinstance(result, Failure):
@@ -336,7 +374,19 @@ class Task(Generic[T]):
                     result.stop()
             return
         self._delivered = True
+        self._fire(result)
+
+    def _fire(self, result: Any) -> None:
+        # The one place a task's Deferred fires. The task and its Deferred
+        # (and interrupters that hold the task) let go of each other first,
+        # so that plain reference counting frees them.
+        d = self.d
+        if isinstance(d, TaskDeferred):
+            d.task = None
+        if self._interrupters:
+            with _interruptLock:
+                self._interrupters = ()
         if isinstance(result, Failure):
-            self.d.errback(result)
+            d.errback(result)
         else:
-            self.d.callback(result)
+            d.callback(result)

@@ -45,7 +45,15 @@ class TaskQueue:
         #: How many tasks in the heap are still QUEUED.
         self._queued = 0
         self._workers: list[Any] = []
+        # Workers with no task; workers that run one task and may be given
+        # the next one ahead (see ThreadWorker.takesAhead); the task so
+        # given to each such worker, by id(worker); how many tasks each
+        # worker has.
         self._idle: list[Any] = []
+        self._spare: list[Any] = []
+        self._ahead: dict[int, Task[Any]] = {}
+        self._load: dict[int, int] = {}
+        self._takesAhead: set[int] = set()
         self._detaching: dict[int, Deferred[None]] = {}
         self._running: set[Task[Any]] = set()
         self._accepting = True
@@ -53,6 +61,7 @@ class TaskQueue:
         self._stopped: Deferred[None] | None = None
         # Made once: a bound method per submitted task costs.
         self._removedCallback = self._removed
+        self._takeBackCallback = self._takeBack
 
     @property
     def clock(self) -> IReactorTime:
@@ -87,6 +96,9 @@ class TaskQueue:
         if not self._accepting:
             raise QueueStopped("the queue is shut down: no worker can be attached")
         self._workers.append(worker)
+        self._load[id(worker)] = 0
+        if getattr(worker, "takesAhead", False):
+            self._takesAhead.add(id(worker))
         self._idle.append(worker)
         self._dispatch()
         return worker
@@ -104,6 +116,11 @@ class TaskQueue:
         done = self._detaching.get(id(worker))
         if done is None:
             done = self._detaching[id(worker)] = Deferred()
+            if worker in self._spare:
+                self._spare.remove(worker)
+            ahead = self._ahead.get(id(worker))
+            if ahead is not None and self._takeBack(ahead):
+                self._dispatch()
             self._maybeDetach(worker)
         return _follow(done)
 
@@ -118,6 +135,8 @@ class TaskQueue:
         del self._detaching[id(worker)]
         self._idle.remove(worker)
         self._workers.remove(worker)
+        self._load.pop(id(worker), None)
+        self._takesAhead.discard(id(worker))
         worker.stop().chainDeferred(done)
         self._checkDrained()
 
@@ -186,25 +205,31 @@ class TaskQueue:
                 "No worker is qualified yet for series {series!r}",
                 series=task.series,
             )
+        if task.state is not _QUEUED or task._onRemove is not None:
+            if task.state is TaskState.DONE and task.d.called:
+                # Cancelled (or timed out) before it was submitted: its
+                # Deferred has failed already, and nothing is queued.
+                return task.d
+            raise ValueError(f"{task!r} was submitted already")
         task._onRemove = self._removedCallback
-        self._queued += 1
         if timeout is not None:
             call = self.clock.callLater(timeout, task.timeOut, timeout)
             task.d.addBoth(_cancelCall, call)
-        idle = self._idle
         if (
-            idle
-            and not self._queued
+            not self._queued
             and task.pinnedTo is None
             and task.series is None
             and not self._detaching
+            and (self._idle or self._spare)
         ):
             # The common case, a free worker and nothing waiting: start now.
-            self._queued -= 1
-            self._start(idle[-1], task)
+            self._start(self._idle[-1] if self._idle else self._spare[-1], task)
         else:
+            self._queued += 1
             band, niceness, sequence = task.sortKey
             heapq.heappush(self._heap, (band, niceness, sequence, task))
+            if self._ahead and not self._idle:
+                self._takeBackWorse(task)
             self._dispatch()
         return task.d
 
@@ -239,6 +264,9 @@ class TaskQueue:
         # A queued task was cancelled or timed out. Lazy removal: its heap
         # entry is skipped when it comes up.
         self._queued -= 1
+        if self._heap and (self._idle or self._spare):
+            # It may have been taken back from a worker (see _takeBack).
+            self._dispatch()
         self._checkDrained()
 
     def _canRun(self, worker: Any, task: Task[Any]) -> bool:
@@ -249,15 +277,17 @@ class TaskQueue:
         return task.series is None or task.series in worker.iQualified
 
     def _dispatch(self) -> None:
-        heap, idle = self._heap, self._idle
-        while heap and idle:
+        heap, idle, spare = self._heap, self._idle, self._spare
+        while heap and (idle or spare):
             task = heap[0][3]
             if task.state is not _QUEUED:
                 heapq.heappop(heap)
                 continue
             if task.pinnedTo is None and task.series is None and not self._detaching:
-                # Any idle worker will do.
-                worker = idle[-1]
+                # Any idle worker will do; else one that takes it ahead.
+                worker = idle[-1] if idle else spare[-1]
+            elif not idle:
+                break
             else:
                 for worker in idle:
                     if self._canRun(worker, task):
@@ -291,7 +321,18 @@ class TaskQueue:
         return False
 
     def _start(self, worker: Any, task: Task[Any]) -> None:
-        self._idle.remove(worker)
+        wid = id(worker)
+        if self._load[wid]:
+            # Given ahead, to run after the worker's current task.
+            self._spare.remove(worker)
+            self._ahead[wid] = task
+            task._takeBack = self._takeBackCallback
+            self._load[wid] = 2
+        else:
+            self._idle.remove(worker)
+            if wid in self._takesAhead and wid not in self._detaching:
+                self._spare.append(worker)
+            self._load[wid] = 1
         self._running.add(task)
         task.state = _RUNNING
         task.worker = worker
@@ -299,19 +340,73 @@ class TaskQueue:
             freed = worker.run(task)
         except Exception:
             self._running.discard(task)
+            self._unload(worker, task)
             task.fail(Failure())  # type: ignore[no-untyped-call]
-            self._idle.append(worker)
             return
         freed.addBoth(self._freed, worker, task)
+
+    def _unload(self, worker: Any, task: Task[Any]) -> None:
+        # The worker is done with task (or never got it): one task less.
+        wid = id(worker)
+        load = self._load.get(wid)
+        if load is None:
+            # Detached meanwhile.
+            return
+        load -= 1
+        self._load[wid] = load
+        ahead = self._ahead.pop(wid, None)
+        if ahead is not None:
+            # The task given ahead is the worker's current one now.
+            ahead._takeBack = None
+        if load:
+            if wid in self._takesAhead and wid not in self._detaching:
+                self._spare.append(worker)
+        else:
+            if worker in self._spare:
+                self._spare.remove(worker)
+            self._idle.append(worker)
 
     def _freed(self, result: object, worker: Any, task: Task[Any]) -> None:
         self._running.discard(task)
         if result is not None and isinstance(result, Failure):
             log.failure("Worker {worker} failed", result, worker=worker)
-        if worker in self._workers:
-            self._idle.append(worker)
+        self._unload(worker, task)
+        if self._ahead and not self._load.get(id(worker), 1):
+            # An idle worker: tasks waiting behind other workers' current
+            # ones start sooner here.
+            for ahead in list(self._ahead.values()):
+                self._takeBack(ahead)
         if self._heap or self._detaching or self._drained:
             self._dispatch()
+
+    def _takeBack(self, task: Task[Any]) -> bool:
+        # Reactor thread: put a task given ahead back in the queue, unless
+        # its worker has started it.
+        worker = task.worker
+        wid = id(worker)
+        if self._ahead.get(wid) is not task or not worker.takeBack(task):  # type: ignore[attr-defined]
+            return False
+        self._running.discard(task)
+        self._unload(worker, task)
+        task._takeBack = None
+        task.state = _QUEUED
+        task.worker = None
+        band, niceness, sequence = task.sortKey
+        heapq.heappush(self._heap, (band, niceness, sequence, task))
+        self._queued += 1
+        return True
+
+    def _takeBackWorse(self, task: Task[Any]) -> None:
+        # A new task that no worker is free for: if it comes before a task
+        # given ahead, that one goes back to the queue and makes room.
+        worst: Task[Any] | None = None
+        for ahead in self._ahead.values():
+            if ahead.sortKey > task.sortKey and (
+                worst is None or ahead.sortKey > worst.sortKey
+            ):
+                worst = ahead
+        if worst is not None:
+            self._takeBack(worst)
 
     # Shutdown -----------------------------------------------------------------
 
@@ -360,6 +455,7 @@ class TaskQueue:
 
     def _stopWorkers(self, _: None) -> Deferred[None]:
         workers, self._workers, self._idle = self._workers, [], []
+        self._spare, self._ahead, self._load = [], {}, {}
         d = DeferredList([w.stop() for w in workers], consumeErrors=True)
         return d.addCallback(lambda _: None)
 

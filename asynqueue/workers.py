@@ -9,10 +9,12 @@ iteration the task returns.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import queue
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -157,12 +159,19 @@ class ThreadWorker:
     """
     Runs tasks one at a time in a single dedicated thread.
 
-    A task that returns an iterator (unless called with C{raw=True}) is
-    delivered as a L{Deferator} whose batches are fetched in the same thread.
-    With C{holdIterations=False} (the default) the worker takes other tasks
-    between batches, which interleave with them; with C{holdIterations=True}
-    it takes no other task until the iteration is exhausted or stopped (a
-    database cursor inside an open transaction needs that).
+    A task that returns an iterator (unless called with C{raw=True}, or it
+    returns an L{AsIs}) is delivered as a L{Deferator} whose batches are
+    fetched in the same thread. With C{holdIterations=False} (the default)
+    the worker takes other tasks between batches, which interleave with
+    them; with C{holdIterations=True} it takes no other task until the
+    iteration is exhausted or stopped (a database cursor inside an open
+    transaction needs that), and L{holdChanged} tells when that starts and
+    ends.
+
+    Without C{holdIterations}, the worker L{takes ahead<takesAhead>}: its
+    queue may give it the next task while it runs one, so that the thread
+    goes on to it without waiting for the reactor; until the thread starts
+    it, the queue may L{take it back<takeBack>}.
     """
 
     def __init__(
@@ -188,7 +197,14 @@ class ThreadWorker:
         self.runner = runner if runner is not None else JobThread(name)
         # Resolved on first use, so that making a worker needs no reactor.
         self._callFromThreadGiven = callFromThread
+        #: The oldest task given to this worker and not yet done, or None.
         self.task: Task[Any] | None = None
+        # Reactor thread: the tasks given and not yet done, oldest first.
+        self._given: list[Task[Any]] = []
+        # Tasks given and not yet started, with their freed Deferreds. The
+        # reactor thread appends and (in takeBack) pops from the right; the
+        # worker thread pops from the left: both atomic.
+        self._pending: deque[tuple[Task[Any], Deferred[None]]] = deque()
         self._stopping: Deferred[None] | None = None
 
     def __repr__(self) -> str:
@@ -196,10 +212,27 @@ class ThreadWorker:
         return f"<ThreadWorker {name} {self.iQualified}>"
 
     @property
+    def takesAhead(self) -> bool:
+        """
+        Whether the queue may give this worker a task while it runs one:
+        only without C{holdIterations} (an iteration that holds the worker
+        would keep such a task waiting).
+        """
+        return not self.holdIterations
+
+    @property
     def _callFromThread(self) -> Callable[..., object]:
         if self._callFromThreadGiven is None:
             self._callFromThreadGiven = _reactorCallFromThread()
         return self._callFromThreadGiven
+
+    def holdChanged(self, held: bool) -> None:
+        """
+        Reactor thread, with C{holdIterations} only: an iteration starts
+        (C{held} true) or stops holding this worker. Does nothing here;
+        subclasses override it (sAsync adds connections while all of its
+        workers are held).
+        """
 
     def call(self, f: Callable[[], Any]) -> Deferred[Any]:
         """
@@ -231,77 +264,104 @@ class ThreadWorker:
 
     def run(self, task: Task[Any]) -> Deferred[None]:
         """
-        Run C{task} in the thread; see L{IWorker.run}.
+        Run C{task} in the thread, after any task it already has; see
+        L{IWorker.run}.
         """
         if self._stopping is not None:
             raise RuntimeError(f"{self!r} is stopped")
-        self.task = task
         freed: Deferred[None] = Deferred()
-        batchSize = self.batchSize
-        callFromThread = self._callFromThreadGiven or self._callFromThread
-        ran = self._ran
-
-        def job() -> None:
-            # Worker thread: call, and hand back plain values, never Deferreds.
-            if task.stopRequested:
-                # Cancelled before its turn came: don't even start it.
-                stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
-                callFromThread(ran, task, (_FAILURE, stopped), freed)
-                return
-            _local.task = task
-            try:
-                kw = task.kw
-                result = task.f(*task.args, **kw) if kw else task.f(*task.args)
-                if (
-                    result.__class__ in _NOT_ITERATORS
-                    or task.raw
-                    or not isinstance(result, Iterator)
-                ):
-                    outcome: tuple[Any, ...] = (_VALUE, result)
-                else:
-                    taker: BatchTaker[Any] = BatchTaker(result, batchSize)
-                    outcome = (_ITER, taker, taker.take())
-            except BaseException:
-                outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
-            _local.task = None
-            callFromThread(ran, task, outcome, freed)
-
-        self.runner.do(job)
+        given = self._given
+        given.append(task)
+        self.task = given[0]
+        self._pending.append((task, freed))
+        # One bound method for every task: no closure made per call.
+        self.runner.do(self._runNext)
         return freed
+
+    def takeBack(self, task: Task[Any]) -> bool:
+        """
+        Reactor thread: take back C{task}, the last one given, if the thread
+        has not started it yet.
+
+        @return: whether it was taken back (it will not run here).
+        """
+        pending = self._pending
+        if not pending or pending[-1][0] is not task:
+            return False
+        # Only the worker thread takes from the left, and it can take the
+        # last entry only when it is the only one: so this pop either gets
+        # the task or finds nothing.
+        try:
+            pending.pop()
+        except IndexError:
+            return False
+        self._given.remove(task)
+        self.task = self._given[0] if self._given else None
+        return True
+
+    def _runNext(self) -> None:
+        # Worker thread: call, and hand back plain values, never Deferreds.
+        try:
+            task, freed = self._pending.popleft()
+        except IndexError:
+            # Its task was taken back.
+            return
+        callFromThread = self._callFromThreadGiven or self._callFromThread
+        if task.stopRequested:
+            # Cancelled before its turn came: don't even start it.
+            stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
+            callFromThread(self._ran, task, (_FAILURE, stopped), freed)
+            return
+        _local.task = task
+        try:
+            kw = task.kw
+            result = task.f(*task.args, **kw) if kw else task.f(*task.args)
+            if (
+                result.__class__ in _NOT_ITERATORS
+                or task.raw
+                or not isinstance(result, Iterator)
+            ):
+                outcome: tuple[Any, ...] = (_VALUE, result)
+            else:
+                taker: BatchTaker[Any] = BatchTaker(result, self.batchSize)
+                outcome = (_ITER, taker, taker.take())
+        except BaseException:
+            outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
+        _local.task = None
+        callFromThread(self._ran, task, outcome, freed)
 
     def _ran(
         self, task: Task[Any], outcome: tuple[Any, ...], freed: Deferred[None]
     ) -> None:
-        """
-        Reactor thread: the task's job has run; C{outcome} is C{("value",
-        result)}, C{("failure", failure)} or C{("iter", batchTaker,
-        firstBatch)}. C{freed} is still unfired after this returns while an
-        iteration holds the worker (subclasses rely on that).
-        """
+        # Reactor thread: the task's job has run; outcome is ("value",
+        # result), ("failure", failure) or ("iter", batchTaker, firstBatch).
+        given = self._given
+        if given and given[0] is task:
+            del given[0]
+        else:
+            with contextlib.suppress(ValueError):
+                given.remove(task)
+        self.task = given[0] if given else None
         kind = outcome[0]
         # Free the worker first, so that the queue can hand it the next task
         # while this one's callbacks run.
         if kind == _VALUE:
-            self._free(freed)
+            freed.callback(None)
             task.finish(outcome[1])
         elif kind == _FAILURE:
-            self._free(freed)
+            freed.callback(None)
             task.fail(outcome[1])
         else:
             task.finish(self._deferator(outcome[1], outcome[2], freed))
-
-    def _free(self, freed: Deferred[None]) -> None:
-        if not freed.called:
-            self.task = None
-            freed.callback(None)
 
     def _deferator(
         self, taker: BatchTaker[Any], first: Batch[Any], freed: Deferred[None]
     ) -> Deferator[Any]:
         items, exhausted = first
+        finish = taker.finishItem
         if exhausted:
-            self._free(freed)
-            return Deferator(items)
+            freed.callback(None)
+            return Deferator(items, finish=finish)
         released = False
 
         def release() -> None:
@@ -311,25 +371,40 @@ class ThreadWorker:
                 return
             released = True
             if taker.done:
-                self._free(freed)
+                _free(freed)
             else:
-                self.call(taker.close).addBoth(lambda _: self._free(freed))
+                self.call(taker.close).addBoth(lambda _: _free(freed))
+
+        def take() -> Batch[Any]:
+            # Worker thread: a fetch queued before the release finds it done
+            # (reading the reactor's flag is safe; at worst it reads once more).
+            if released:
+                return [], True
+            return taker.take()
 
         def fetch() -> Deferred[Batch[Any]]:
-            return self.call(taker.take)
+            return self.call(take)
 
-        dr: Deferator[Any] = Deferator(items, fetch, stop=release)
+        dr: Deferator[Any] = Deferator(items, fetch, stop=release, finish=finish)
         # A Deferator dropped unfinished must not hold its source (or, with
         # holdIterations, the worker) forever. The finalizer may run in any
         # thread, so it goes through callFromThread.
         finalizer = weakref.finalize(dr, self._callFromThread, release)
         finalizer.atexit = False
         if self.holdIterations:
-            dr.whenDone().addCallback(lambda _: self._free(freed))
+            # The worker stays busy until the iteration ends (or is dropped).
+            self.holdChanged(True)
+            freed.addBoth(self._unheld)
+            dr.whenDone().addCallback(lambda _: _free(freed))
         else:
-            self._free(freed)
+            freed.callback(None)
         dr.whenDone().addCallback(lambda _: finalizer.detach())
         return dr
+
+    def _unheld(self, result: object) -> object:
+        # Reactor thread: after the queue heard that the worker is free.
+        self.holdChanged(False)
+        return result
 
     def stop(self) -> Deferred[None]:
         """
@@ -344,13 +419,18 @@ class ThreadWorker:
 
     def crash(self) -> list[Task[Any]]:
         """
-        Stop taking work; return the task in progress (its thread cannot be
-        killed, and its result will be ignored).
+        Stop taking work; return the tasks given and not done (its thread
+        cannot be killed, and their results will be ignored).
         """
-        task, self.task = self.task, None
+        tasks, self._given, self.task = self._given, [], None
         if self._stopping is None:
             self.stop()
-        return [task] if task is not None else []
+        return tasks
+
+
+def _free(freed: Deferred[None]) -> None:
+    if not freed.called:
+        freed.callback(None)
 
 
 @implementer(IWorker)
@@ -400,7 +480,9 @@ class AsyncWorker:
                 taker: BatchTaker[Any] = BatchTaker(value, self.batchSize)  # type: ignore[arg-type]
                 items, exhausted = taker.take()
                 fetch = None if exhausted else (lambda: succeed(taker.take()))
-                task.finish(Deferator(items, fetch, stop=taker.close))
+                task.finish(
+                    Deferator(items, fetch, stop=taker.close, finish=taker.finishItem)
+                )
             else:
                 task.finish(value)
             freed.callback(None)

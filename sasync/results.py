@@ -79,19 +79,29 @@ class RowStream:
     An iterator over rows that come in batches: C{next()} on it is a C-level
     call (C{itertools.chain}) that resumes the Python batch generator only
     once per batch, which matters at a million rows. Worker thread only.
+
+    With C{finishItem}, the batches hold the DBAPI's plain tuples and
+    C{finishItem} makes each one a C{Row}: AsynQueue calls it in the reactor
+    thread as it hands the row out (see L{asynqueue.deferator.FINISH_ITEM}),
+    so that rows a consumer drops at once never survive a garbage
+    collection, which would otherwise cost more than making them.
     """
 
     def __init__(
         self,
-        batches: Generator[Sequence[Row[Any]], None, None],
+        batches: Generator[Sequence[Any], None, None],
         unstarted: Callable[[], None] | None = None,
+        finishItem: Callable[[Any], Row[Any]] | None = None,
     ) -> None:
         """
         @param unstarted: What to do if closed before the first row was
             asked for (the generator's own cleanup would not run).
+        @param finishItem: Makes a C{Row} of an item of the batches, or
+            C{None} if they hold C{Row}s already.
         """
         self._batches = batches
         self._unstarted = unstarted
+        self.finishItem = finishItem
         chain = itertools.chain.from_iterable(batches)
         # Instance attribute: whoever looks up it.__next__ gets chain's own.
         self.__next__ = chain.__next__  # type: ignore[method-assign]
@@ -100,7 +110,7 @@ class RowStream:
     def __iter__(self) -> RowStream:
         return self
 
-    def __next__(self) -> Row[Any]:
+    def __next__(self) -> Any:
         return next(self._chain)
 
     def close(self) -> None:
@@ -119,52 +129,78 @@ class RowStream:
         batches.close()
 
 
-def _fastRows(
+def _tupleRows(
     result: AnyResult,
-) -> tuple[Callable[[int], Any], Callable[[Any], Any]] | None:
-    # SQLAlchemy 2.1's CursorResult can turn a list of DBAPI rows into Rows
-    # in one C call; reading the cursor directly then saves about half of
-    # the per-row cost. Only for a plain CursorResult (no filters), and only
-    # if that private API looks as expected; otherwise None.
+) -> tuple[Callable[[int], Any], Callable[[int], Any], Callable[[Any], Any]] | None:
+    # SQLAlchemy 2.1's plain CursorResult, when its rows need no processing
+    # (no result processors, filters or row logging), makes a Row of a
+    # DBAPI tuple with one C call, its "simple" single-row maker. Then the
+    # rows can be read as plain tuples, straight from the cursor, and made
+    # Rows later, one at a time. Returns (fetch buffered, fetch from the
+    # cursor, make a Row), or None if that private API looks otherwise.
     if type(result) is not CursorResult:
         return None
     getter = getattr(result, "_row_getter", None)
     cursor = getattr(result, "cursor", None)
+    fetchImpl = getattr(result, "_fetchmany_impl", None)
     if (
         not isinstance(getter, tuple)
         or len(getter) != 3
-        or not callable(getter[1])
+        or getattr(getter[0], "__name__", None) != "single_row_simple"
         or cursor is None
         or not callable(getattr(cursor, "fetchmany", None))
+        or not callable(fetchImpl)
     ):
         return None
-    return cursor.fetchmany, getter[1]
+    return fetchImpl, cursor.fetchmany, getter[0]
 
 
 def _fetchBatches(result: AnyResult, batchSize: int) -> Iterator[Sequence[Any]]:
+    # Rows through SQLAlchemy's public API (when _tupleRows can't be used).
     result = result.yield_per(batchSize)
     # (FilterResult subclasses all have fetchmany; the base class does not.)
     fetchmany = cast(Any, result).fetchmany
-    # The first batch through SQLAlchemy takes what it had read ahead.
-    rows = fetchmany(batchSize)
+    while True:
+        rows = fetchmany(batchSize)
+        if not rows:
+            return
+        yield rows
+
+
+def _fetchTuples(
+    result: AnyResult,
+    batchSize: int,
+    fetchBuffered: Callable[[int], Any],
+    cursorFetch: Callable[[int], Any],
+) -> Iterator[Sequence[Any]]:
+    # Plain DBAPI tuples: the first batch through SQLAlchemy's cursor
+    # strategy, which holds what it read ahead; the rest from the cursor.
+    result.yield_per(batchSize)
+    rows = fetchBuffered(batchSize)
     if not rows:
         return
     yield rows
     if len(rows) < batchSize:
         return
-    fast = _fastRows(result)
-    if fast is None:
-        while True:
-            rows = fetchmany(batchSize)
-            if not rows:
-                return
-            yield rows
-    cursorFetch, makeRows = fast
     while True:
-        raw = cursorFetch(batchSize)
-        if not raw:
+        rows = cursorFetch(batchSize)
+        if not rows:
             return
-        yield makeRows(raw)
+        yield rows
+
+
+def _batchesOf(
+    result: AnyResult, batchSize: int
+) -> tuple[Iterator[Sequence[Any]], Callable[[Any], Row[Any]] | None]:
+    """
+    The batches of C{result}'s rows, and what makes a C{Row} of an item of
+    them (C{None}: they are C{Row}s already).
+    """
+    tuples = _tupleRows(result)
+    if tuples is None:
+        return _fetchBatches(result, batchSize), None
+    fetchBuffered, cursorFetch, makeRow = tuples
+    return _fetchTuples(result, batchSize, fetchBuffered, cursorFetch), makeRow
 
 
 def rowsAfterCommit(result: AnyResult, batchSize: int) -> RowStream:
@@ -172,14 +208,15 @@ def rowsAfterCommit(result: AnyResult, batchSize: int) -> RowStream:
     SQLite: the rows of C{result}, read after its transaction committed.
     Other transactions may run on the connection between batches.
     """
+    source, makeRow = _batchesOf(result, batchSize)
 
-    def batches() -> Generator[Sequence[Row[Any]], None, None]:
+    def batches() -> Generator[Sequence[Any], None, None]:
         try:
-            yield from _fetchBatches(result, batchSize)
+            yield from source
         finally:
             result.close()
 
-    return RowStream(batches())
+    return RowStream(batches(), finishItem=makeRow)
 
 
 def rowsInTransaction(
@@ -192,11 +229,12 @@ def rowsInTransaction(
     transaction, which commits when the rows are all read or the iteration
     is stopped, and rolls back if reading fails.
     """
+    source, makeRow = _batchesOf(result, batchSize)
 
-    def batches() -> Generator[Sequence[Row[Any]], None, None]:
+    def batches() -> Generator[Sequence[Any], None, None]:
         committed = False
         try:
-            yield from _fetchBatches(result, batchSize)
+            yield from source
             result.close()
             transaction.commit()
             committed = True
@@ -218,18 +256,20 @@ def rowsInTransaction(
         result.close()
         transaction.commit()
 
-    return RowStream(batches(), unstarted)
+    return RowStream(batches(), unstarted, makeRow)
 
 
-def grouped(rows: Iterator[Row[Any]], n: int) -> Iterator[list[Row[Any]]]:
+def grouped(rows: Iterator[Any], n: int) -> Iterator[list[Row[Any]]]:
     """
     The rows in lists of C{n} (the last may be shorter), for
-    C{selectorator(..., N=n)}.
+    C{selectorator(..., N=n)}. Rows of a L{RowStream} that hands out plain
+    tuples are made C{Row}s here.
     """
+    finish = getattr(rows, "finishItem", None)
     batch: list[Row[Any]] = []
     try:
         for row in rows:
-            batch.append(row)
+            batch.append(row if finish is None else finish(row))
             if len(batch) >= n:
                 yield batch
                 batch = []

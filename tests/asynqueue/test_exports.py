@@ -11,6 +11,7 @@ import pytest
 import asynqueue
 
 HOMES = {
+    "AsIs": "task",
     "AsyncWorker": "workers",
     "Deferator": "deferator",
     "DeferredLock": "lock",

