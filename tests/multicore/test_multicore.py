@@ -71,6 +71,10 @@ async def test_seedExample(serverURL: str, brokers: Any) -> None:
     assert pids <= set(broker._pool.pids())
     # The parent knows the tables the workers made, for building statements.
     assert isinstance(broker.entries, SA.Table)
+    t = broker.entries
+    dr = await broker.selectorator(SA.select(t.c.ip).where(t.c.id <= 5), N=2)
+    assert [len(group) async for group in dr] == [2, 2, 1]
+    assert (await broker.sql("SELECT count(*) AS n FROM entries"))[0].n == 250
 
 
 @implementer(IConsumer)
