@@ -162,3 +162,13 @@ class FirstBroker(MultiBroker):
     def first(self) -> None:
         """Insert one row, naming the process it ran in."""
         self.setNameValue("url", f"first-{os.getpid()}")
+
+
+class FailingBroker(MultiBroker):
+    """
+    A broker whose startup() fails (in each worker process).
+    """
+
+    def startup(self) -> None:
+        """Fail."""
+        raise RuntimeError("no database for you")

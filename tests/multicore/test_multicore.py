@@ -21,10 +21,17 @@ from zope.interface import implementer
 
 from asynqueue import Deferator, ListConsumer
 from asynqueue.errors import WorkerError
-from sasync.errors import TransactionTimeout
+from sasync.errors import StartupError, TransactionTimeout
 from sasync.multicore import ResultSummary
 
-from .brokers import FirstBroker, MultiBroker, Note, Unpicklable, helperPid
+from .brokers import (
+    FailingBroker,
+    FirstBroker,
+    MultiBroker,
+    Note,
+    Unpicklable,
+    helperPid,
+)
 
 T0 = datetime.datetime(2024, 1, 1)
 
@@ -303,5 +310,21 @@ async def test_shutdownStopsEveryProcess(serverURL: str) -> None:
     assert await d in pids
     alive = [p for p in pids if psutil.pid_exists(p)]
     assert alive == []
+    children = psutil.Process().children(recursive=True)
+    assert not [c for c in children if "_multicorechild" in " ".join(c.cmdline())]
+
+
+async def test_startupFailsInTheWorkers(serverURL: str) -> None:
+    """
+    A startup() that fails in the worker processes fails the broker's start
+    with StartupError naming the cause; shutdown leaves no process behind.
+    """
+    broker = FailingBroker(serverURL, processes=2)
+    with pytest.raises(StartupError, match="no database for you"):
+        await broker.waitUntilRunning()
+    with pytest.raises(StartupError):
+        await broker.pid()
+    await broker.shutdown()
+    assert broker._pool.pids() == []
     children = psutil.Process().children(recursive=True)
     assert not [c for c in children if "_multicorechild" in " ".join(c.cmdline())]
