@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 
 from asynqueue.deferator import Deferator
-from asynqueue.task import Task, checkNiceness, currentTask, setCurrentTask
+from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
 
 from . import outcome, results, retry
 from .errors import ConnectionClosedByServer
@@ -330,10 +330,11 @@ class TransactionCall:
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)
                     return rows
-            elif isinstance(result, Result | FilterResult) and task is not None:
+            elif isinstance(result, Result | FilterResult):
                 # A result without rows (INSERT ...) is delivered as it is,
-                # not iterated (the worker reads task.raw right after this).
-                task.raw = True
+                # not iterated.
+                self._commit(connection, transaction)
+                return AsIs(result)
             self._commit(connection, transaction)
             return result
         except BaseException as e:

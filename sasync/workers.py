@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from asynqueue.task import Task
 from asynqueue.workers import JobThread, MemoryJobRunner, ThreadWorker
 
 from .cancel import Canceller
@@ -235,22 +234,12 @@ class ConnectionWorker(ThreadWorker):
             self.runner.do(self._close)
         return super().stop()
 
-    def _ran(
-        self, task: Task[Any], outcome: tuple[Any, ...], freed: Deferred[None]
-    ) -> None:
-        super()._ran(task, outcome, freed)
-        if self.holdIterations and not freed.called:
-            # The task returned an open iteration: its transaction (and this
-            # worker) stays busy until the rows are all read or it stops.
-            self._setHeld(True)
-
-            def release(result: object) -> object:
-                self._setHeld(False)
-                return result
-
-            freed.addBoth(release)
-
-    def _setHeld(self, held: bool) -> None:
+    def holdChanged(self, held: bool) -> None:
+        """
+        Reactor thread: an open iteration starts or stops holding this
+        worker (its transaction, and so the connection, stays busy until
+        the rows are all read or the iteration stops).
+        """
         self.held = held
         if self._onHeld is not None:
             self._onHeld(self, held)
