@@ -1,0 +1,421 @@
+"""
+The parent's end of one worker process of a multicore broker (see
+L{sasync.multicore}): starting it, the requests it has in hand and their
+replies, iterations open in it, cancelling, and stopping or killing it;
+and L{Slot}, one of its places for a call in the parent's queue.
+
+Everything here runs in the reactor thread: the process's output arrives
+through Twisted's process support, never through a thread of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pickle
+import sys
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from asynqueue._child import FRAME, encode
+from asynqueue.deferator import Batch, Deferator
+from asynqueue.errors import WorkerError
+from asynqueue.interfaces import IWorker
+from asynqueue.process import rebuildFailure
+from asynqueue.task import Task
+
+from .retry import _REASON as _RETRY_REASON
+
+if TYPE_CHECKING:
+    from .multicore import ProcessPool
+
+log = Logger()
+
+#: Seconds a running call may ignore its cancel before its process is killed.
+CANCEL_GRACE = 10.0
+#: Seconds a process may take to quit at shutdown before it is killed.
+QUIT_GRACE = 10.0
+
+#: The directory holding the sasync package, for the children's sys.path.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Handles the reply to one request: (kind, body, exhausted); body is the
+#: pickled bytes, or a Failure when kind is "failure".
+_Handler = Callable[[str, Any, bool], None]
+
+
+class WorkerProtocol(ProcessProtocol):
+    """
+    The parent's end of the pipes to one worker process.
+    """
+
+    def __init__(self, process: WorkerProcess) -> None:
+        self.process = process
+        self.buffer = bytearray()
+        self.ended: Deferred[None] = Deferred()
+        self._errBuffer = b""
+        self._reaper: Any = None
+
+    def outReceived(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        size = FRAME.size
+        while len(buffer) >= size:
+            (n,) = FRAME.unpack_from(buffer)
+            if len(buffer) < size + n:
+                break
+            message = pickle.loads(bytes(buffer[size : size + n]))
+            del buffer[: size + n]
+            self.process.received(message)
+
+    def errReceived(self, data: bytes) -> None:
+        # The child's log (warnings and worse) and stray prints.
+        lines = (self._errBuffer + data).split(b"\n")
+        self._errBuffer = lines.pop()
+        for line in lines:
+            log.warn(
+                "{process}: {line}",
+                process=self.process,
+                line=line.decode("utf-8", "replace"),
+            )
+
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == 1 and self._reaper is None:
+            # Without SIGCHLD handling (a reactor not in the main thread)
+            # nobody reaps the child: ask now and then until it is gone.
+            self._reaper = self.process.reactor.callLater(0.05, self._reap)
+
+    def _reap(self) -> None:
+        reap = getattr(self.transport, "reapProcess", None)
+        if reap is not None:
+            reap()
+        if not self.ended.called:
+            self._reaper = self.process.reactor.callLater(0.05, self._reap)
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._reaper is not None and self._reaper.active():
+            self._reaper.cancel()
+        if self._errBuffer:
+            self.errReceived(b"\n")
+        self.process.ended(self, reason)
+        self.ended.callback(None)
+
+
+class WorkerProcess:
+    """
+    One worker process, started on demand, and the requests it has in hand.
+    """
+
+    def __init__(self, pool: ProcessPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.protocol: WorkerProtocol | None = None
+        self.ready = False
+        self._readyWaiters: list[Deferred[None]] = []
+        self._requests: dict[int, _Handler] = {}
+        self._ids = itertools.count(1)
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"<worker process {self.index} of {self.pool.name} pid={self.pid}>"
+
+    @property
+    def reactor(self) -> Any:
+        return self.pool.reactor
+
+    @property
+    def pid(self) -> int | None:
+        """
+        The process ID, while the process runs.
+        """
+        if self.protocol is None or self.protocol.transport is None:
+            return None
+        return getattr(self.protocol.transport, "pid", None)
+
+    # Starting -----------------------------------------------------------------
+
+    def whenReady(self) -> Deferred[None]:
+        """
+        Fires once the process runs and its broker has started; starts the
+        process if none runs. Fails if the broker could not start.
+        """
+        if self.ready:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._readyWaiters.append(d)
+        if self.protocol is None:
+            self._spawn()
+        return d
+
+    def _spawn(self) -> None:
+        protocol = WorkerProtocol(self)
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+        python = sys.executable
+        self.reactor.spawnProcess(
+            protocol, python, [python, "-m", "sasync._multicorechild"], env=env
+        )
+        self.protocol = protocol
+        self.request(("start", self.pool.recipe, list(sys.path)), self._started)
+
+    def _started(self, kind: str, body: Any, exhausted: bool) -> None:
+        waiters, self._readyWaiters = self._readyWaiters, []
+        if kind == "failure":
+            # Its broker did not start: let this process go; the next call
+            # tries a new one.
+            self.stop()
+            for d in waiters:
+                d.errback(body)
+            return
+        self.ready = True
+        self.pool.learnTables(body)
+        for d in waiters:
+            d.callback(None)
+
+    # Requests -----------------------------------------------------------------
+
+    def request(self, message: tuple[Any, ...], handle: _Handler) -> int:
+        """
+        Send a request; C{handle} gets its reply (or a L{WorkerError} if
+        the process ends first).
+        """
+        rid = next(self._ids)
+        self._requests[rid] = handle
+        self.send((message[0], rid, *message[1:]))
+        return rid
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """
+        Send a message that has no reply.
+        """
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.write(encode(message))
+
+    def pending(self, rid: int) -> bool:
+        """
+        Whether request C{rid} still waits for its reply.
+        """
+        return rid in self._requests
+
+    def received(self, message: tuple[Any, ...]) -> None:
+        """
+        A reply from the process.
+        """
+        handle = self._requests.pop(message[1], None)
+        if handle is None:
+            return
+        if message[0] == "failure":
+            handle("failure", rebuildFailure(*message[2:]), False)
+        else:
+            handle(message[0], message[2], message[3] if len(message) > 3 else True)
+
+    def cancel(self, rid: int) -> None:
+        """
+        Ask the process to cancel call C{rid}; kill it if the call has not
+        ended L{CANCEL_GRACE} seconds later.
+        """
+        if rid not in self._requests:
+            return
+        self.send(("cancel", rid))
+        protocol = self.protocol
+
+        def check() -> None:
+            if rid in self._requests and self.protocol is protocol:
+                log.warn(
+                    "{process} did not stop a cancelled call within {grace:g} s:"
+                    " killing it",
+                    process=self,
+                    grace=CANCEL_GRACE,
+                )
+                self.kill()
+
+        self.reactor.callLater(CANCEL_GRACE, check)
+
+    def kill(self) -> None:
+        """
+        End the process now (its calls fail once it has ended).
+        """
+        if self.protocol is not None and self.protocol.transport is not None:
+            with contextlib.suppress(Exception):
+                self.protocol.transport.signalProcess("KILL")
+
+    def ended(self, protocol: WorkerProtocol, reason: Failure) -> None:
+        """
+        The process has ended: fail what it held.
+        """
+        if protocol is not self.protocol:
+            return
+        self.protocol = None
+        self.ready = False
+        requests, self._requests = self._requests, {}
+        waiters, self._readyWaiters = self._readyWaiters, []
+        text = reason.getErrorMessage()
+        if not self._stopping:
+            log.warn(
+                "{process} ended: {text}; a new one starts with the next call",
+                process=self,
+                text=text,
+            )
+        self._stopping = False
+        for handle in requests.values():
+            error = WorkerError(f"the {self!r} ended: {text}")
+            handle("failure", Failure(error), False)  # type: ignore[no-untyped-call]
+        for d in waiters:
+            d.errback(WorkerError(f"the {self!r} ended before its broker started"))
+
+    # Iterations ---------------------------------------------------------------
+
+    def deferator(
+        self, iterID: int, items: list[Any], exhausted: bool
+    ) -> Deferator[Any]:
+        """
+        The parent's side of an iteration open in the process: each batch is
+        asked for when the L{Deferator} wants it (so a paused consumer stops
+        the fetching), and an iteration ended early is closed there.
+        """
+        if exhausted:
+            return Deferator(items)
+        generation = self.protocol
+
+        def fetch() -> Deferred[Batch[Any]]:
+            if self.protocol is not generation:
+                return fail(WorkerError(f"the {self!r} has ended"))
+            d: Deferred[Batch[Any]] = Deferred()
+
+            def handle(kind: str, body: Any, exhausted: bool) -> None:
+                if kind == "failure":
+                    d.errback(body)
+                    return
+                try:
+                    batch = pickle.loads(body)
+                except Exception:
+                    d.errback(Failure())  # type: ignore[no-untyped-call]
+                    return
+                d.callback((batch, exhausted))
+
+            self.request(("next", iterID), handle)
+            return d
+
+        def stop() -> None:
+            if self.protocol is generation:
+                self.send(("close", iterID))
+
+        dr: Deferator[Any] = Deferator(items, fetch, stop=stop)
+        # A dropped Deferator must not leave its iteration open in the
+        # process. The finalizer may run in any thread: go through the reactor.
+        finalizer = weakref.finalize(dr, self.reactor.callFromThread, stop)
+        finalizer.atexit = False
+        dr.whenDone().addCallback(lambda _: finalizer.detach())
+        return dr
+
+    # Stopping -----------------------------------------------------------------
+
+    def stop(self) -> Deferred[None]:
+        """
+        Tell the process to quit (its broker shuts down first); kill it if
+        it has not ended L{QUIT_GRACE} seconds later.
+
+        @return: fires when it has ended (at once if none runs).
+        """
+        protocol = self.protocol
+        if protocol is None:
+            return succeed(None)
+        self._stopping = True
+        self.send(("quit",))
+        killer = self.reactor.callLater(QUIT_GRACE, self.kill)
+        done: Deferred[None] = Deferred()
+
+        def ended(_: None) -> None:
+            if killer.active():
+                killer.cancel()
+            done.callback(None)
+
+        protocol.ended.addCallback(ended)
+        return done
+
+
+@implementer(IWorker)
+class Slot:
+    """
+    One of a process's places for a call: the parent's queue hands it one
+    call at a time, and it is free again once the call's reply (or an
+    iteration's first batch) is back.
+    """
+
+    iQualified: list[str] = []
+
+    def __init__(self, process: WorkerProcess) -> None:
+        self.process = process
+
+    def __repr__(self) -> str:
+        return f"<slot of {self.process!r}>"
+
+    def run(self, task: Task[Any]) -> Deferred[None]:
+        """
+        Send C{task}'s call to the process (started first if need be).
+        """
+        freed: Deferred[None] = Deferred()
+        process = self.process
+        rid = 0
+
+        def send(_: None) -> None:
+            nonlocal rid
+            if task.stopRequested:
+                freed.callback(None)
+                task.fail(Failure(task.stopReason))  # type: ignore[no-untyped-call]
+                return
+            rid = process.request(task.payload, handle)
+            task.onInterrupt(lambda reason: process.cancel(rid))
+
+        def notStarted(failure: Failure) -> None:
+            freed.callback(None)
+            task.fail(failure)
+
+        def handle(kind: str, body: Any, exhausted: bool) -> None:
+            # Free the slot first, then deliver (as ThreadWorker does).
+            freed.callback(None)
+            if kind == "failure":
+                # Retried (or not) in the worker process already: not again.
+                with contextlib.suppress(AttributeError):
+                    delattr(body.value, _RETRY_REASON)
+                task.fail(body)
+                return
+            try:
+                result = pickle.loads(body)
+            except Exception:
+                task.fail(Failure())  # type: ignore[no-untyped-call]
+                return
+            if kind == "iter":
+                task.finish(process.deferator(rid, result, exhausted))
+            else:
+                task.finish(result)
+
+        if process.ready:
+            send(None)
+        else:
+            process.whenReady().addCallbacks(send, notStarted)
+        return freed
+
+    def stop(self) -> Deferred[None]:
+        """
+        Nothing to wait for: the pool stops the process.
+        """
+        return succeed(None)
+
+    def crash(self) -> list[Task[Any]]:
+        """
+        The pool kills the process; its calls fail with L{WorkerError}.
+        """
+        return []
+
+
+__all__ = ["CANCEL_GRACE", "QUIT_GRACE", "Slot", "WorkerProcess", "WorkerProtocol"]
