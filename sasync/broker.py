@@ -408,10 +408,14 @@ class AccessBroker:
         return attempts.start()
 
     def _pendingCount(self) -> int:
-        # Transactions waiting for a connection on this broker's engine.
+        # Transactions waiting for a connection on this broker's engine:
+        # queued, or handed to a busy worker to run after its current one
+        # (running() counts those too, beyond one per worker).
         queue = getattr(self._handle, "queue", None)
-        pending = queue.pending() if queue is not None else 0
-        return int(pending) + len(self._waitingTasks)
+        if queue is None:
+            return len(self._waitingTasks)
+        handedAhead = max(0, queue.running() - len(queue.workers))
+        return int(queue.pending()) + handedAhead + len(self._waitingTasks)
 
     def _refusing(self) -> bool:
         # After shutdown() only the broker's own startup may still add work.
