@@ -414,7 +414,7 @@ class AccessBroker:
         queue = getattr(self._handle, "queue", None)
         if queue is None:
             return len(self._waitingTasks)
-        handedAhead = max(0, queue.running() - len(queue.workers))
+        handedAhead = max(0, int(queue.running()) - len(queue.workers))
         return int(queue.pending()) + handedAhead + len(self._waitingTasks)
 
     def _refusing(self) -> bool:
