@@ -1,0 +1,209 @@
+"""
+The parent's side of a multicore broker, deterministically: a fake reactor
+that "spawns" processes whose pipes are in-memory, a Clock for the grace
+periods, and replies written by the test.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from asynqueue._child import FRAME, PROTOCOL, encode, failureReply
+from asynqueue.errors import WorkerError
+from asynqueue.task import Task
+from sasync._workerprocess import CANCEL_GRACE, QUIT_GRACE, WorkerProtocol
+from sasync.multicore import ProcessPool
+
+from .brokers import helperPid
+
+
+class FakeTransport:
+    """
+    The pipes of a fake child: what is written to it, the signals sent.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.data = b""
+        self.signals: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+    def messages(self) -> list[tuple[Any, ...]]:
+        """Every message written so far, decoded."""
+        out, data = [], self.data
+        while data:
+            (n,) = FRAME.unpack_from(data)
+            out.append(pickle.loads(data[FRAME.size : FRAME.size + n]))
+            data = data[FRAME.size + n :]
+        return out
+
+
+class FakeReactor(Clock):
+    """
+    A Clock that "spawns" processes: each gets a L{FakeTransport}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[WorkerProtocol, FakeTransport]] = []
+
+    def spawnProcess(self, protocol: WorkerProtocol, *args: Any, **kw: Any) -> None:
+        transport = FakeTransport(1000 + len(self.spawned))
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        self.spawned.append((protocol, transport))
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        f(*args)
+
+
+class Owner:
+    """Stands in for the broker."""
+
+    _tables: dict[str, Any] = {}
+
+
+def reply(protocol: WorkerProtocol, message: tuple[Any, ...]) -> None:
+    protocol.outReceived(encode(message))
+
+
+def ended(protocol: WorkerProtocol) -> None:
+    protocol.processEnded(Failure(ProcessTerminated(signal=9)))  # type: ignore[no-untyped-call]
+
+
+class PoolTests(SynchronousTestCase):
+    """
+    Requests, replies, process death, cancellation and stopping.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeReactor()
+        self.owner = Owner()
+        self.pool = ProcessPool(
+            self.owner,  # type: ignore[arg-type]
+            1,
+            1,
+            b"recipe",
+            reactor=self.reactor,
+        )
+
+    def started(self) -> tuple[WorkerProtocol, FakeTransport]:
+        """Start the process: the test says its broker runs."""
+        d = self.pool.start()
+        protocol, transport = self.reactor.spawned[-1]
+        assert transport.messages()[-1][0] == "start"
+        reply(protocol, ("ready", transport.messages()[-1][1], None))
+        self.successResultOf(d)
+        return protocol, transport
+
+    def call(self) -> Task[Any]:
+        task: Task[Any] = Task(helperPid)
+        self.pool.queue.submit(task)
+        return task
+
+    def test_roundTrip(self) -> None:
+        """
+        A call goes out pickled once the process's broker runs, and its
+        value comes back to the caller.
+        """
+        protocol, transport = self.started()
+        task = self.call()
+        kind, rid, payload, raw = transport.messages()[-1]
+        assert (kind, raw) == ("run", False)
+        assert pickle.loads(payload)[0] is helperPid
+        reply(protocol, ("value", rid, pickle.dumps(42, PROTOCOL)))
+        assert self.successResultOf(task.d) == 42
+
+    def test_deadProcess(self) -> None:
+        """
+        A process that dies fails what it held with WorkerError; the next
+        call starts a new process.
+        """
+        protocol, _transport = self.started()
+        task = self.call()
+        ended(protocol)
+        self.failureResultOf(task.d, WorkerError)
+        nextTask = self.call()
+        assert len(self.reactor.spawned) == 2
+        self.assertNoResult(nextTask.d)
+
+    def test_failureKeepsTypeWithoutRetryMark(self) -> None:
+        """
+        A failure comes back as its own type, minus the mark that would make
+        the parent retry what the worker's broker already retried.
+        """
+        protocol, transport = self.started()
+        task = self.call()
+        rid = transport.messages()[-1][1]
+        error = KeyError("k")
+        error._sasyncRetryReason = "conflict"  # type: ignore[attr-defined]
+        reply(protocol, failureReply(rid, error))
+        failure = self.failureResultOf(task.d, KeyError)
+        assert not hasattr(failure.value, "_sasyncRetryReason")
+
+    def test_cancelThenKill(self) -> None:
+        """
+        Cancelling a running call sends the process a cancel; a process that
+        has not ended the call CANCEL_GRACE seconds later is killed, and
+        the caller hears CancelledError once it has ended.
+        """
+        protocol, transport = self.started()
+        task = self.call()
+        rid = transport.messages()[-1][1]
+        task.d.cancel()
+        assert transport.messages()[-1] == ("cancel", rid)
+        self.assertNoResult(task.d)
+        self.reactor.advance(CANCEL_GRACE)
+        assert transport.signals == ["KILL"]
+        ended(protocol)
+        self.failureResultOf(task.d, CancelledError)
+
+    def test_cancelHeard(self) -> None:
+        """
+        A process that stops the cancelled call in time is not killed.
+        """
+        protocol, transport = self.started()
+        task = self.call()
+        rid = transport.messages()[-1][1]
+        task.d.cancel()
+        reply(protocol, failureReply(rid, CancelledError("stopped")))
+        self.failureResultOf(task.d, CancelledError)
+        self.reactor.advance(CANCEL_GRACE)
+        assert transport.signals == []
+
+    def test_closeQuitsThenKills(self) -> None:
+        """
+        Closing the pool tells each process to quit, and kills one that has
+        not ended QUIT_GRACE seconds later.
+        """
+        protocol, transport = self.started()
+        d = self.pool.close()
+        assert transport.messages()[-1] == ("quit",)
+        self.assertNoResult(d)
+        self.reactor.advance(QUIT_GRACE)
+        assert transport.signals == ["KILL"]
+        ended(protocol)
+        self.successResultOf(d)
+
+    def test_startupFailure(self) -> None:
+        """
+        A process whose broker can't start fails start() with the error, and
+        is told to quit.
+        """
+        d = self.pool.start()
+        protocol, transport = self.reactor.spawned[-1]
+        rid = transport.messages()[-1][1]
+        reply(protocol, failureReply(rid, RuntimeError("no")))
+        self.failureResultOf(d, RuntimeError)
+        assert transport.messages()[-1] == ("quit",)
