@@ -27,12 +27,15 @@ pickled (or unpickled by the parent) spoils only its own request.
 
 from __future__ import annotations
 
+import copyreg
+import io
 import os
 import pickle
 import signal
 import struct
 import sys
 import traceback
+import types
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -42,12 +45,31 @@ from .info import callableName
 FRAME = struct.Struct(">I")
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+# twisted.persisted.styles (imported by twisted.web, among others) registers
+# a global reducer for bound methods that breaks on classmethods, such as
+# the one every SQLAlchemy Table holds; Python's own reduction is right.
+_DISPATCH = {
+    k: v for k, v in copyreg.dispatch_table.items() if k is not types.MethodType
+}
+
+
+def dumps(obj: Any) -> bytes:
+    """
+    C{pickle.dumps} for crossing to another process, unaffected by reducers
+    that other libraries registered globally for bound methods.
+    """
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(obj)
+    return out.getvalue()
+
 
 def encode(message: tuple[Any, ...]) -> bytes:
     """
     One message, framed for the wire.
     """
-    data = pickle.dumps(message, PROTOCOL)
+    data = dumps(message)
     return FRAME.pack(len(data)) + data
 
 

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._child import FRAME, PROTOCOL, encode
+from ._child import FRAME, dumps, encode
 from .deferator import DEFAULT_BATCH, Batch, Deferator
 from .errors import RemoteTaskError, WorkerError
 from .info import callableName
@@ -65,10 +65,10 @@ def pickleCall(
             "import: move it to a module"
         )
     try:
-        return pickle.dumps((f, args, kw), PROTOCOL)
+        return dumps((f, args, kw))
     except Exception as e:
         try:
-            pickle.dumps(f, PROTOCOL)
+            dumps(f)
         except Exception:
             raise TypeError(
                 f"{name} can't run in a worker process: it can't be pickled ({e})"

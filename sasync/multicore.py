@@ -37,7 +37,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from asynqueue._child import PROTOCOL
+from asynqueue._child import dumps
 from asynqueue.process import pickleCall
 from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
@@ -137,7 +137,7 @@ def brokerRecipe(
     args, kw = made
     kw = {k: v for k, v in kw.items() if k != "reactor"}
     try:
-        return pickle.dumps((cls.__module__, cls.__qualname__, args, kw), PROTOCOL)
+        return dumps((cls.__module__, cls.__qualname__, args, kw))
     except Exception as e:
         raise TypeError(
             f"the arguments {name} was made with can't be pickled for its worker"
@@ -320,7 +320,7 @@ class ProcessPool:
         if options.consumer is not None or options.timeout is not None:
             options = dataclasses.replace(options, consumer=None, timeout=None)
         try:
-            payload = pickle.dumps((name, task.args, task.kw, options), PROTOCOL)
+            payload = dumps((name, task.args, task.kw, options))
         except Exception as e:
             raise TypeError(
                 f"the arguments of {call.__qualname__} can't be pickled for a"
