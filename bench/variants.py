@@ -113,8 +113,9 @@ VARIANTS = [
         "orm-sasync-processes",
         "orm",
         "bench.multicore_variant:ormSasyncProcesses",
-        "sAsync @transact + self.session, processes=2",
+        "sAsync @transact + self.session, processes=2 (2 connections each)",
         loop="reactor",
+        connections="2x2",
         needs="sasync",
     ),
     Variant(
@@ -122,7 +123,7 @@ VARIANTS = [
         "orm",
         "bench.multicore_variant:ormSyncProcesses",
         "sync SQLAlchemy, plan split over 2 processes (2-core ceiling)",
-        connections="2",
+        connections="2x1",
     ),
     Variant(
         "sql-psycopg2",
