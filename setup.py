@@ -31,6 +31,7 @@ setup(
             "hypothesis>=6.100",
             "treq>=24",
             "psutil>=5.9",
+            "matplotlib>=3.8",
         ],
         "lint": ["ruff>=0.6", "mypy>=1.11", "mypy-zope>=1.0.5", "types-psycopg2", "types-PyMySQL"],
         "docs": ["pydoctor>=24.3"],
