@@ -63,6 +63,8 @@ class WorkerProtocol(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self._errBuffer = b""
         self._reaper: Any = None
+        #: The process ID, kept after the process has ended.
+        self.pid: int | None = None
 
     def outReceived(self, data: bytes) -> None:
         buffer = self.buffer
@@ -161,9 +163,10 @@ class WorkerProcess:
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
         python = sys.executable
-        self.reactor.spawnProcess(
+        transport = self.reactor.spawnProcess(
             protocol, python, [python, "-m", "sasync._multicorechild"], env=env
         )
+        protocol.pid = getattr(transport, "pid", None)
         self.protocol = protocol
         self.request(("start", self.pool.recipe, list(sys.path)), self._started)
 
@@ -254,6 +257,8 @@ class WorkerProcess:
         """
         if protocol is not self.protocol:
             return
+        name = f"worker process {self.index} of {self.pool.name}"
+        pid = protocol.pid
         self.protocol = None
         self.ready = False
         requests, self._requests = self._requests, {}
@@ -267,10 +272,12 @@ class WorkerProcess:
             )
         self._stopping = False
         for handle in requests.values():
-            error = WorkerError(f"the {self!r} ended: {text}")
+            error = WorkerError(f"the {name} (pid {pid}) ended: {text}")
             handle("failure", Failure(error), False)  # type: ignore[no-untyped-call]
         for d in waiters:
-            d.errback(WorkerError(f"the {self!r} ended before its broker started"))
+            d.errback(
+                WorkerError(f"the {name} (pid {pid}) ended before its broker started")
+            )
 
     # Iterations ---------------------------------------------------------------
 

@@ -289,7 +289,7 @@ async def test_killedWorker(serverURL: str, brokers: Any) -> None:
     d = broker.sleepThenPid(30)
     await sleep(0.5)
     os.kill(pid, signal.SIGKILL)
-    with pytest.raises(WorkerError, match="ended"):
+    with pytest.raises(WorkerError, match=rf"\(pid {pid}\) ended"):
         await d
     newPid = await broker.pid()
     assert newPid != pid
