@@ -54,6 +54,9 @@ class TaskQueue:
         self._ahead: dict[int, Task[Any]] = {}
         self._load: dict[int, int] = {}
         self._takesAhead: set[int] = set()
+        # Workers that take a task with give(task, onFreed), which saves a
+        # Deferred per task (see ThreadWorker.give).
+        self._givers: set[int] = set()
         self._detaching: dict[int, Deferred[None]] = {}
         self._running: set[Task[Any]] = set()
         self._accepting = True
@@ -62,6 +65,7 @@ class TaskQueue:
         # Made once: a bound method per submitted task costs.
         self._removedCallback = self._removed
         self._takeBackCallback = self._takeBack
+        self._freedCallback = self._freedBy
 
     @property
     def clock(self) -> IReactorTime:
@@ -99,6 +103,8 @@ class TaskQueue:
         self._load[id(worker)] = 0
         if getattr(worker, "takesAhead", False):
             self._takesAhead.add(id(worker))
+        if callable(getattr(worker, "give", None)):
+            self._givers.add(id(worker))
         self._idle.append(worker)
         self._dispatch()
         return worker
@@ -137,6 +143,7 @@ class TaskQueue:
         self._workers.remove(worker)
         self._load.pop(id(worker), None)
         self._takesAhead.discard(id(worker))
+        self._givers.discard(id(worker))
         worker.stop().chainDeferred(done)
         self._checkDrained()
 
@@ -337,6 +344,9 @@ class TaskQueue:
         task.state = _RUNNING
         task.worker = worker
         try:
+            if wid in self._givers:
+                worker.give(task, self._freedCallback)
+                return
             freed = worker.run(task)
         except Exception:
             self._running.discard(task)
@@ -365,6 +375,9 @@ class TaskQueue:
             if worker in self._spare:
                 self._spare.remove(worker)
             self._idle.append(worker)
+
+    def _freedBy(self, worker: Any, task: Task[Any]) -> None:
+        self._freed(None, worker, task)
 
     def _freed(self, result: object, worker: Any, task: Task[Any]) -> None:
         self._running.discard(task)
@@ -456,6 +469,7 @@ class TaskQueue:
     def _stopWorkers(self, _: None) -> Deferred[None]:
         workers, self._workers, self._idle = self._workers, [], []
         self._spare, self._ahead, self._load = [], {}, {}
+        self._takesAhead, self._givers = set(), set()
         d = DeferredList([w.stop() for w in workers], consumeErrors=True)
         return d.addCallback(lambda _: None)
 

@@ -40,6 +40,10 @@ def _isIterator(result: object) -> bool:
     return isinstance(result, Iterator)
 
 
+#: What a worker calls (reactor thread) when it can take another task:
+#: C{onFreed(worker, task)}.
+_OnFreed = Callable[[Any, "Task[Any]"], object]
+
 # The kinds of outcome a ThreadWorker's job hands back to the reactor thread.
 _VALUE, _FAILURE, _ITER = "value", "failure", "iter"
 
@@ -201,11 +205,15 @@ class ThreadWorker:
         self.task: Task[Any] | None = None
         # Reactor thread: the tasks given and not yet done, oldest first.
         self._given: list[Task[Any]] = []
-        # Tasks given and not yet started, with their freed Deferreds. The
-        # reactor thread appends and (in takeBack) pops from the right; the
-        # worker thread pops from the left: both atomic.
-        self._pending: deque[tuple[Task[Any], Deferred[None]]] = deque()
+        # Tasks given and not yet started, with what to call when the
+        # worker is free of them. The reactor thread appends and (in
+        # takeBack) pops from the right; the worker thread pops from the
+        # left: both atomic.
+        self._pending: deque[tuple[Task[Any], _OnFreed]] = deque()
         self._stopping: Deferred[None] | None = None
+        # Bound once: a bound method made per task costs.
+        self._runNextJob = self._runNext
+        self._ranCallback = self._ran
 
     def __repr__(self) -> str:
         name = getattr(self.runner, "name", "")
@@ -267,16 +275,25 @@ class ThreadWorker:
         Run C{task} in the thread, after any task it already has; see
         L{IWorker.run}.
         """
+        freed: Deferred[None] = Deferred()
+        self.give(task, lambda worker, task: freed.callback(None))
+        return freed
+
+    def give(self, task: Task[Any], onFreed: _OnFreed) -> None:
+        """
+        L{run} without a Deferred, for queues: C{onFreed(worker, task)} is
+        called once, in the reactor thread, when the worker can take
+        another task.
+
+        @raise RuntimeError: the worker is stopped.
+        """
         if self._stopping is not None:
             raise RuntimeError(f"{self!r} is stopped")
-        freed: Deferred[None] = Deferred()
         given = self._given
         given.append(task)
         self.task = given[0]
-        self._pending.append((task, freed))
-        # One bound method for every task: no closure made per call.
-        self.runner.do(self._runNext)
-        return freed
+        self._pending.append((task, onFreed))
+        self.runner.do(self._runNextJob)
 
     def takeBack(self, task: Task[Any]) -> bool:
         """
@@ -302,7 +319,7 @@ class ThreadWorker:
     def _runNext(self) -> None:
         # Worker thread: call, and hand back plain values, never Deferreds.
         try:
-            task, freed = self._pending.popleft()
+            task, onFreed = self._pending.popleft()
         except IndexError:
             # Its task was taken back.
             return
@@ -310,7 +327,7 @@ class ThreadWorker:
         if task.stopRequested:
             # Cancelled before its turn came: don't even start it.
             stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
-            callFromThread(self._ran, task, (_FAILURE, stopped), freed)
+            callFromThread(self._ranCallback, task, (_FAILURE, stopped), onFreed)
             return
         _local.task = task
         try:
@@ -328,10 +345,10 @@ class ThreadWorker:
         except BaseException:
             outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
         _local.task = None
-        callFromThread(self._ran, task, outcome, freed)
+        callFromThread(self._ranCallback, task, outcome, onFreed)
 
     def _ran(
-        self, task: Task[Any], outcome: tuple[Any, ...], freed: Deferred[None]
+        self, task: Task[Any], outcome: tuple[Any, ...], onFreed: _OnFreed
     ) -> None:
         # Reactor thread: the task's job has run; outcome is ("value",
         # result), ("failure", failure) or ("iter", batchTaker, firstBatch).
@@ -346,22 +363,39 @@ class ThreadWorker:
         # Free the worker first, so that the queue can hand it the next task
         # while this one's callbacks run.
         if kind == _VALUE:
-            freed.callback(None)
+            onFreed(self, task)
             task.finish(outcome[1])
         elif kind == _FAILURE:
-            freed.callback(None)
+            onFreed(self, task)
             task.fail(outcome[1])
         else:
-            task.finish(self._deferator(outcome[1], outcome[2], freed))
+            task.finish(self._deferator(outcome[1], outcome[2], onFreed, task))
 
     def _deferator(
-        self, taker: BatchTaker[Any], first: Batch[Any], freed: Deferred[None]
+        self,
+        taker: BatchTaker[Any],
+        first: Batch[Any],
+        onFreed: _OnFreed,
+        task: Task[Any],
     ) -> Deferator[Any]:
         items, exhausted = first
         finish = taker.finishItem
         if exhausted:
-            freed.callback(None)
+            onFreed(self, task)
             return Deferator(items, finish=finish)
+        held = self.holdIterations
+        freedYet = False
+
+        def free(_: object = None) -> None:
+            # Reactor thread, once: the worker can take another task.
+            nonlocal freedYet
+            if freedYet:
+                return
+            freedYet = True
+            onFreed(self, task)
+            if held:
+                self.holdChanged(False)
+
         released = False
 
         def release() -> None:
@@ -371,9 +405,9 @@ class ThreadWorker:
                 return
             released = True
             if taker.done:
-                _free(freed)
+                free()
             else:
-                self.call(taker.close).addBoth(lambda _: _free(freed))
+                self.call(taker.close).addBoth(free)
 
         def take() -> Batch[Any]:
             # Worker thread: a fetch queued before the release finds it done
@@ -391,20 +425,14 @@ class ThreadWorker:
         # thread, so it goes through callFromThread.
         finalizer = weakref.finalize(dr, self._callFromThread, release)
         finalizer.atexit = False
-        if self.holdIterations:
+        if held:
             # The worker stays busy until the iteration ends (or is dropped).
             self.holdChanged(True)
-            freed.addBoth(self._unheld)
-            dr.whenDone().addCallback(lambda _: _free(freed))
+            dr.whenDone().addCallback(free)
         else:
-            freed.callback(None)
+            free()
         dr.whenDone().addCallback(lambda _: finalizer.detach())
         return dr
-
-    def _unheld(self, result: object) -> object:
-        # Reactor thread: after the queue heard that the worker is free.
-        self.holdChanged(False)
-        return result
 
     def stop(self) -> Deferred[None]:
         """
@@ -426,11 +454,6 @@ class ThreadWorker:
         if self._stopping is None:
             self.stop()
         return tasks
-
-
-def _free(freed: Deferred[None]) -> None:
-    if not freed.called:
-        freed.callback(None)
 
 
 @implementer(IWorker)
