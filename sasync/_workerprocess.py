@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,6 +51,79 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Handles the reply to one request: (kind, body, exhausted); body is the
 #: pickled bytes, or a Failure when kind is "failure".
 _Handler = Callable[[str, Any, bool], None]
+
+
+@implementer(IWriteDescriptor)
+class RequestPipe:
+    """
+    The write end of a worker process's request pipe, held here rather than
+    by the process transport: a request is written in the very call that
+    sends it (the transport would wait for the end of the reactor turn, so
+    a burst of calls would reach the process only once all were made), and
+    what the pipe can't take now waits here and goes out as it drains.
+    """
+
+    def __init__(self, fd: int, reactor: Any) -> None:
+        self.fd = fd
+        self.reactor = reactor
+        self.pending = bytearray()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "RequestPipe"
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data} now, or as soon as the pipe takes it, in order.
+        """
+        if self.closed:
+            return
+        if not self.pending:
+            try:
+                n = os.write(self.fd, data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                # The process is gone: its end is on the way.
+                self.close()
+                return
+            if n == len(data):
+                return
+            data = data[n:]
+            self.reactor.addWriter(self)
+        self.pending += data
+
+    def doWrite(self) -> None:
+        """
+        The pipe takes more: write what waits.
+        """
+        try:
+            n = os.write(self.fd, self.pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        del self.pending[:n]
+        if not self.pending:
+            self.reactor.removeWriter(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """
+        Close the pipe (the process reads the end of its input).
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.pending.clear()
+        self.reactor.removeWriter(self)
+        os.close(self.fd)
 
 
 class WorkerProtocol(ProcessProtocol):
@@ -120,6 +194,7 @@ class WorkerProcess:
         self.pool = pool
         self.index = index
         self.protocol: WorkerProtocol | None = None
+        self.pipe: RequestPipe | None = None
         self.ready = False
         self._readyWaiters: list[Deferred[None]] = []
         self._requests: dict[int, _Handler] = {}
@@ -163,11 +238,25 @@ class WorkerProcess:
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
         python = sys.executable
-        transport = self.reactor.spawnProcess(
-            protocol, python, [python, "-m", "sasync._multicorechild"], env=env
-        )
+        # Requests go through a pipe of ours (see RequestPipe).
+        readEnd, writeEnd = os.pipe()
+        os.set_blocking(writeEnd, False)
+        try:
+            transport = self.reactor.spawnProcess(
+                protocol,
+                python,
+                [python, "-m", "sasync._multicorechild"],
+                env=env,
+                childFDs={0: readEnd, 1: "r", 2: "r"},
+            )
+        except BaseException:
+            os.close(writeEnd)
+            raise
+        finally:
+            os.close(readEnd)
         protocol.pid = getattr(transport, "pid", None)
         self.protocol = protocol
+        self.pipe = RequestPipe(writeEnd, self.reactor)
         self.request(("start", self.pool.recipe, list(sys.path)), self._started)
 
     def _started(self, kind: str, body: Any, exhausted: bool) -> None:
@@ -200,8 +289,8 @@ class WorkerProcess:
         """
         Send a message that has no reply.
         """
-        if self.protocol is not None and self.protocol.transport is not None:
-            self.protocol.transport.write(encode(message))
+        if self.pipe is not None:
+            self.pipe.write(encode(message))
 
     def pending(self, rid: int) -> bool:
         """
@@ -260,6 +349,9 @@ class WorkerProcess:
         name = f"worker process {self.index} of {self.pool.name}"
         pid = protocol.pid
         self.protocol = None
+        if self.pipe is not None:
+            self.pipe.close()
+            self.pipe = None
         self.ready = False
         requests, self._requests = self._requests, {}
         waiters, self._readyWaiters = self._readyWaiters, []
@@ -425,4 +517,11 @@ class Slot:
         return []
 
 
-__all__ = ["CANCEL_GRACE", "QUIT_GRACE", "Slot", "WorkerProcess", "WorkerProtocol"]
+__all__ = [
+    "CANCEL_GRACE",
+    "QUIT_GRACE",
+    "RequestPipe",
+    "Slot",
+    "WorkerProcess",
+    "WorkerProtocol",
+]

@@ -6,6 +6,8 @@ periods, and replies written by the test.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 from typing import Any
 
@@ -18,7 +20,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from asynqueue._child import FRAME, PROTOCOL, encode, failureReply
 from asynqueue.errors import WorkerError
 from asynqueue.task import Task
-from sasync._workerprocess import CANCEL_GRACE, QUIT_GRACE, WorkerProtocol
+from sasync._workerprocess import (
+    CANCEL_GRACE,
+    QUIT_GRACE,
+    RequestPipe,
+    WorkerProtocol,
+)
 from sasync.multicore import ProcessPool
 
 from .brokers import helperPid
@@ -26,22 +33,24 @@ from .brokers import helperPid
 
 class FakeTransport:
     """
-    The pipes of a fake child: what is written to it, the signals sent.
+    A fake child: the read end of its request pipe, the signals sent.
     """
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, requests: int) -> None:
         self.pid = pid
+        self.requests = requests
+        os.set_blocking(requests, False)
         self.data = b""
         self.signals: list[str] = []
-
-    def write(self, data: bytes) -> None:
-        self.data += data
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
 
     def messages(self) -> list[tuple[Any, ...]]:
         """Every message written so far, decoded."""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.requests, 65536):
+                self.data += chunk
         out, data = [], self.data
         while data:
             (n,) = FRAME.unpack_from(data)
@@ -59,10 +68,20 @@ class FakeReactor(Clock):
         super().__init__()
         self.spawned: list[tuple[WorkerProtocol, FakeTransport]] = []
 
-    def spawnProcess(self, protocol: WorkerProtocol, *args: Any, **kw: Any) -> None:
-        transport = FakeTransport(1000 + len(self.spawned))
+    def spawnProcess(
+        self, protocol: WorkerProtocol, *args: Any, childFDs: dict[int, Any], **kw: Any
+    ) -> FakeTransport:
+        # The parent closes its copy of the read end: keep one.
+        transport = FakeTransport(1000 + len(self.spawned), os.dup(childFDs[0]))
         protocol.makeConnection(transport)  # type: ignore[arg-type]
         self.spawned.append((protocol, transport))
+        return transport
+
+    def addWriter(self, writer: Any) -> None:
+        pass
+
+    def removeWriter(self, writer: Any) -> None:
+        pass
 
     def callFromThread(self, f: Any, *args: Any) -> None:
         f(*args)
@@ -89,6 +108,7 @@ class PoolTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.reactor = FakeReactor()
+        self.addCleanup(self.closePipes)
         self.owner = Owner()
         self.pool = ProcessPool(
             self.owner,  # type: ignore[arg-type]
@@ -97,6 +117,13 @@ class PoolTests(SynchronousTestCase):
             b"recipe",
             reactor=self.reactor,
         )
+
+    def closePipes(self) -> None:
+        for protocol, transport in self.reactor.spawned:
+            os.close(transport.requests)
+            pipe = protocol.process.pipe
+            if pipe is not None:
+                pipe.close()
 
     def started(self) -> tuple[WorkerProtocol, FakeTransport]:
         """Start the process: the test says its broker runs."""
@@ -207,3 +234,45 @@ class PoolTests(SynchronousTestCase):
         reply(protocol, failureReply(rid, RuntimeError("no")))
         self.failureResultOf(d, RuntimeError)
         assert transport.messages()[-1] == ("quit",)
+
+
+class RecordingReactor:
+    """Records the writers added and removed."""
+
+    def __init__(self) -> None:
+        self.writers: list[Any] = []
+
+    def addWriter(self, writer: Any) -> None:
+        self.writers.append(writer)
+
+    def removeWriter(self, writer: Any) -> None:
+        if writer in self.writers:
+            self.writers.remove(writer)
+
+
+class RequestPipeTests(SynchronousTestCase):
+    """
+    Requests are written at once; what a full pipe can't take waits, in
+    order, until the reactor says it drains.
+    """
+
+    def test_fullPipe(self) -> None:
+        readEnd, writeEnd = os.pipe()
+        os.set_blocking(writeEnd, False)
+        self.addCleanup(os.close, readEnd)
+        reactor = RecordingReactor()
+        pipe = RequestPipe(writeEnd, reactor)
+        self.addCleanup(pipe.close)
+        pipe.write(b"a" * 10)
+        assert os.read(readEnd, 100) == b"a" * 10 and reactor.writers == []
+        big = bytes(range(256)) * 1024
+        pipe.write(big)
+        pipe.write(b"after")
+        assert pipe.pending and reactor.writers == [pipe]
+        received = b""
+        while pipe.pending or len(received) < len(big) + 5:
+            received += os.read(readEnd, 1 << 20)
+            if pipe.pending:
+                pipe.doWrite()
+        assert received == big + b"after"
+        assert reactor.writers == []
