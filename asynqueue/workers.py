@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import queue
-import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -22,12 +20,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._jobs import JobThread as JobThread
+from ._jobs import MemoryJobRunner as MemoryJobRunner
 from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
 from .errors import WorkerError
 from .interfaces import IWorker
 from .task import Task, _local, setCurrentTask
-
-_STOP = object()
 
 
 def _reactorCallFromThread() -> Callable[..., object]:
@@ -51,111 +49,6 @@ _VALUE, _FAILURE, _ITER = "value", "failure", "iter"
 _NOT_ITERATORS = frozenset(
     {type(None), bool, int, float, str, bytes, list, tuple, dict, set}
 )
-
-
-class JobThread:
-    """
-    One thread that runs jobs (no-argument callables) in the order given. It
-    is started with the first job. Jobs must not raise.
-
-    L{do} and L{quit} are called from one thread (the reactor's).
-    """
-
-    def __init__(self, name: str = "asynqueue-worker") -> None:
-        self.name = name
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self.quitted = False
-
-    def do(self, job: Callable[[], object]) -> None:
-        """
-        Run C{job} in the thread, after the jobs given before it.
-
-        @raise WorkerError: L{quit} was called: the job would never run.
-        """
-        if self.quitted:
-            raise WorkerError(f"the thread {self.name} has quit")
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop, name=self.name, daemon=True
-            )
-            self._thread.start()
-        self._jobs.put(job)
-
-    def quit(self, then: Callable[[], object] | None = None) -> None:
-        """
-        End the thread after the jobs already given, calling C{then} last,
-        in the thread.
-        """
-        self.quitted = True
-        if self._thread is None:
-            if then is not None:
-                then()
-            return
-        self._jobs.put((_STOP, then))
-
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if isinstance(job, tuple) and job[0] is _STOP:
-                if job[1] is not None:
-                    job[1]()
-                return
-            job()
-
-    @property
-    def thread(self) -> threading.Thread | None:
-        """
-        The thread, once started.
-        """
-        return self._thread
-
-
-class MemoryJobRunner:
-    """
-    A stand-in for L{JobThread} in unit tests: jobs wait in a list until the
-    test runs them with L{perform} or L{performAll}, in the test's thread.
-    """
-
-    def __init__(self) -> None:
-        self.jobs: list[Callable[[], object]] = []
-        self.quitted = False
-
-    def do(self, job: Callable[[], object]) -> None:
-        """
-        Keep C{job} for later.
-
-        @raise WorkerError: L{quit} was called: the job would never run.
-        """
-        if self.quitted:
-            raise WorkerError("the MemoryJobRunner has quit")
-        self.jobs.append(job)
-
-    def quit(self, then: Callable[[], object] | None = None) -> None:
-        """
-        Refuse new jobs; call C{then} after the jobs already given.
-        """
-        self.quitted = True
-        if then is not None:
-            self.jobs.append(then)
-
-    def perform(self) -> bool:
-        """
-        Run the oldest job. @return: whether there was one.
-        """
-        if not self.jobs:
-            return False
-        self.jobs.pop(0)()
-        return True
-
-    def performAll(self) -> int:
-        """
-        Run jobs until none is left (including ones they add). @return: how many.
-        """
-        n = 0
-        while self.perform():
-            n += 1
-        return n
 
 
 @implementer(IWorker)

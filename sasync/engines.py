@@ -274,6 +274,9 @@ class EngineHandle:
         self.users: set[int] = set()
         self.closing: Deferred[None] | None = None
         self._overflow: list[ConnectionWorker] = []
+        # How many workers open iterations hold now (kept by _heldChanged,
+        # so that submit needn't look at every worker).
+        self._held = 0
         self._serial = 0
         #: Reactor thread: how many transactions ran again, by reason.
         self.retries: Counter[str] = Counter()
@@ -335,7 +338,7 @@ class EngineHandle:
         iteration.
         """
         d = self.queue.submit(task, timeout=timeout)
-        if self._anyHeld():
+        if self._held:
             self._checkOverflow()
         return d
 
@@ -346,10 +349,8 @@ class EngineHandle:
         """
         return sum(w.replaced for w in self.queue.workers)
 
-    def _anyHeld(self) -> bool:
-        return any(w.held for w in self.queue.workers)
-
     def _heldChanged(self, worker: ConnectionWorker, held: bool) -> None:
+        self._held += 1 if held else -1
         if held:
             self._checkOverflow()
         elif self._overflow and not any(
