@@ -21,10 +21,8 @@ from bench.workload import Op, opPlan
 
 #: Worker processes: one per core of the 2-core machine the suite runs on.
 PROCESSES = 2
-#: Connections (worker threads) per process: fewer than the peers' 8 in
-#: all, since a process's threads share its one core (2 measured best: 4
-#: made them contend, 1 left the core idle while the database answered).
-CONNECTIONS = 2
+#: Connections (worker threads) per process: the peers' 8 shared out.
+CONNECTIONS = 4
 
 
 async def _allAtOnce(broker: BenchBroker, ops: list[Op]) -> None:
