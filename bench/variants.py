@@ -113,9 +113,9 @@ VARIANTS = [
         "orm-sasync-processes",
         "orm",
         "bench.multicore_variant:ormSasyncProcesses",
-        "sAsync @transact + self.session, processes=2 (4 connections each)",
+        "sAsync @transact + self.session, processes=2 (2 connections each)",
         loop="reactor",
-        connections="2x4",
+        connections="2x2",
         needs="sasync",
     ),
     Variant(
