@@ -73,6 +73,21 @@ def encode(message: tuple[Any, ...]) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
+def decodeFrames(buffer: bytearray) -> Iterator[Any]:
+    """
+    Take every whole message from the front of C{buffer}, unpickled, leaving
+    a partial one there for the next read.
+    """
+    size = FRAME.size
+    while len(buffer) >= size:
+        (n,) = FRAME.unpack_from(buffer)
+        if len(buffer) < size + n:
+            return
+        message = pickle.loads(bytes(buffer[size : size + n]))
+        del buffer[: size + n]
+        yield message
+
+
 def typeName(e: BaseException) -> str:
     """
     The dotted name of an exception's type.

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._child import FRAME, dumps, encode
+from ._child import decodeFrames, dumps, encode
 from .deferator import DEFAULT_BATCH, Batch, Deferator
 from .errors import RemoteTaskError, WorkerError
 from .info import callableName
@@ -104,61 +104,100 @@ def rebuildFailure(
     return Failure(error)  # type: ignore[no-untyped-call]
 
 
-class _ChildProtocol(ProcessProtocol):
+class ChildProcessProtocol(ProcessProtocol):
     """
-    The parent's end of the pipes to one child process.
+    The parent's end of the pipes to a child that speaks framed pickles on
+    its stdout (L{asynqueue._child}): whole messages go to L{received}, the
+    child's stderr to L{logLine} a line at a time, and its end to L{ended}.
+    Subclasses supply those three and L{clock}.
     """
 
-    def __init__(self, worker: ProcessWorker) -> None:
-        self.worker = worker
+    def __init__(self) -> None:
         self.buffer = bytearray()
         self.ended: Deferred[None] = Deferred()
         self._errBuffer = b""
         self._reaper: Any = None
 
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        For polling the child's exit.
+        """
+        raise NotImplementedError
+
+    def received(self, message: Any) -> None:
+        """
+        One message from the child.
+        """
+        raise NotImplementedError
+
+    def logLine(self, line: str) -> None:
+        """
+        One line the child wrote to stderr.
+        """
+        raise NotImplementedError
+
+    def childEnded(self, reason: Failure) -> None:
+        """
+        The child is gone (C{ended} fires right after).
+        """
+        raise NotImplementedError
+
     def outReceived(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        size = FRAME.size
-        while len(buffer) >= size:
-            (n,) = FRAME.unpack_from(buffer)
-            if len(buffer) < size + n:
-                break
-            message = pickle.loads(bytes(buffer[size : size + n]))
-            del buffer[: size + n]
-            self.worker._received(message)
+        self.buffer += data
+        for message in decodeFrames(self.buffer):
+            self.received(message)
 
     def errReceived(self, data: bytes) -> None:
-        # The child's stderr (and its stdout: see _child.main) goes to the log.
         lines = (self._errBuffer + data).split(b"\n")
         self._errBuffer = lines.pop()
         for line in lines:
-            log.info(
-                "{worker}: {line}",
-                worker=self.worker,
-                line=line.decode("utf-8", "replace"),
-            )
+            self.logLine(line.decode("utf-8", "replace"))
 
     def childConnectionLost(self, childFD: int) -> None:
         if childFD == 1 and self._reaper is None:
             # Without SIGCHLD handling (a reactor not in the main thread)
             # nobody reaps the child: ask now and then until it is gone.
-            self._reaper = self.worker.clock.callLater(0.05, self._reap)
+            self._reaper = self.clock.callLater(0.05, self._reap)
 
     def _reap(self) -> None:
         reap = getattr(self.transport, "reapProcess", None)
         if reap is not None:
             reap()
         if not self.ended.called:
-            self._reaper = self.worker.clock.callLater(0.05, self._reap)
+            self._reaper = self.clock.callLater(0.05, self._reap)
 
     def processEnded(self, reason: Failure) -> None:
         if self._reaper is not None and self._reaper.active():
             self._reaper.cancel()
         if self._errBuffer:
             self.errReceived(b"\n")
-        self.worker._ended(self, reason)
+        self.childEnded(reason)
         self.ended.callback(None)
+
+
+class _ChildProtocol(ChildProcessProtocol):
+    """
+    The pipes to one L{ProcessWorker}'s child.
+    """
+
+    def __init__(self, worker: ProcessWorker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.worker.clock
+
+    def received(self, message: Any) -> None:
+        self.worker._received(message)
+
+    def logLine(self, line: str) -> None:
+        # The child's stderr (and its stdout: see _child.main) goes to the log.
+        log.info("{worker}: {line}", worker=self.worker, line=line)
+
+    def childEnded(self, reason: Failure) -> None:
+        self.worker._ended(self, reason)
 
 
 @implementer(IWorker)

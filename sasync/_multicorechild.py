@@ -43,7 +43,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from asynqueue._child import FRAME, PROTOCOL, encode, failureReply
+from asynqueue._child import PROTOCOL, decodeFrames, encode, failureReply
 from asynqueue.deferator import Batch, Deferator
 from asynqueue.task import Task
 
@@ -120,15 +120,8 @@ class BrokerServer(Protocol):
             data = data[os.write(self.wireOut, data) :]
 
     def dataReceived(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        size = FRAME.size
-        while len(buffer) >= size:
-            (n,) = FRAME.unpack_from(buffer)
-            if len(buffer) < size + n:
-                break
-            message = pickle.loads(bytes(buffer[size : size + n]))
-            del buffer[: size + n]
+        self.buffer += data
+        for message in decodeFrames(self.buffer):
             self.handle(message)
 
     def handle(self, message: tuple[Any, ...]) -> None:

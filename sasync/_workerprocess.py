@@ -21,16 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IWriteDescriptor
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from asynqueue._child import FRAME, encode
+from asynqueue._child import encode
 from asynqueue.deferator import Batch, Deferator
 from asynqueue.errors import WorkerError
 from asynqueue.interfaces import IWorker
-from asynqueue.process import rebuildFailure
+from asynqueue.process import ChildProcessProtocol, rebuildFailure
 from asynqueue.task import Task
 
 from .retry import _REASON as _RETRY_REASON
@@ -126,63 +125,30 @@ class RequestPipe:
         os.close(self.fd)
 
 
-class WorkerProtocol(ProcessProtocol):
+class WorkerProtocol(ChildProcessProtocol):
     """
     The parent's end of the pipes to one worker process.
     """
 
     def __init__(self, process: WorkerProcess) -> None:
+        super().__init__()
         self.process = process
-        self.buffer = bytearray()
-        self.ended: Deferred[None] = Deferred()
-        self._errBuffer = b""
-        self._reaper: Any = None
         #: The process ID, kept after the process has ended.
         self.pid: int | None = None
 
-    def outReceived(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        size = FRAME.size
-        while len(buffer) >= size:
-            (n,) = FRAME.unpack_from(buffer)
-            if len(buffer) < size + n:
-                break
-            message = pickle.loads(bytes(buffer[size : size + n]))
-            del buffer[: size + n]
-            self.process.received(message)
+    @property
+    def clock(self) -> Any:
+        return self.process.reactor
 
-    def errReceived(self, data: bytes) -> None:
+    def received(self, message: Any) -> None:
+        self.process.received(message)
+
+    def logLine(self, line: str) -> None:
         # The child's log (warnings and worse) and stray prints.
-        lines = (self._errBuffer + data).split(b"\n")
-        self._errBuffer = lines.pop()
-        for line in lines:
-            log.warn(
-                "{process}: {line}",
-                process=self.process,
-                line=line.decode("utf-8", "replace"),
-            )
+        log.warn("{process}: {line}", process=self.process, line=line)
 
-    def childConnectionLost(self, childFD: int) -> None:
-        if childFD == 1 and self._reaper is None:
-            # Without SIGCHLD handling (a reactor not in the main thread)
-            # nobody reaps the child: ask now and then until it is gone.
-            self._reaper = self.process.reactor.callLater(0.05, self._reap)
-
-    def _reap(self) -> None:
-        reap = getattr(self.transport, "reapProcess", None)
-        if reap is not None:
-            reap()
-        if not self.ended.called:
-            self._reaper = self.process.reactor.callLater(0.05, self._reap)
-
-    def processEnded(self, reason: Failure) -> None:
-        if self._reaper is not None and self._reaper.active():
-            self._reaper.cancel()
-        if self._errBuffer:
-            self.errReceived(b"\n")
+    def childEnded(self, reason: Failure) -> None:
         self.process.ended(self, reason)
-        self.ended.callback(None)
 
 
 class WorkerProcess:
