@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +169,31 @@ def serverURL(request: pytest.FixtureRequest) -> str:
     """
     url: str = request.getfixturevalue(f"{request.param}URL")
     return url
+
+
+@pytest.fixture
+def brokers() -> Iterator[Callable[..., Any]]:
+    """
+    A factory, C{brokers(cls, url, **kw)}, for brokers made in the reactor
+    thread (inside an async test); each is shut down after the test, its
+    leftovers cancelled after 10 s.
+    """
+    from twisted.internet.defer import DeferredList
+
+    from sasync import AccessBroker
+
+    made: list[AccessBroker] = []
+
+    def make(cls: type[AccessBroker], *args: Any, **kw: Any) -> Any:
+        broker = cls(*args, **kw)
+        made.append(broker)
+        return broker
+
+    yield make
+    if made:
+        runInReactor(
+            lambda: DeferredList(
+                [b.shutdown(timeout=10) for b in made], consumeErrors=True
+            ),
+            timeout=60,
+        )

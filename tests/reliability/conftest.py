@@ -5,14 +5,10 @@ tests may restart, and the figures summary at the end of the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from twisted.internet.defer import DeferredList
 
-from sasync import AccessBroker
-from tests.reactorthread import runInReactor
 from tests.reliability.cluster import Cluster, NoCluster
 from tests.reliability.helpers import FIGURES
 
@@ -54,26 +50,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault-injection figures")
         for figures in FIGURES:
             terminalreporter.write_line(figures.line())
-
-
-@pytest.fixture
-def brokers() -> Iterator[Callable[..., Any]]:
-    """
-    A factory, C{brokers(cls, url, **kw)}, for brokers made in the reactor
-    thread (inside an async test); each is shut down after the test.
-    """
-    made: list[AccessBroker] = []
-
-    def make(cls: type[AccessBroker], *args: Any, **kw: Any) -> Any:
-        broker = cls(*args, **kw)
-        made.append(broker)
-        return broker
-
-    yield make
-    if made:
-        runInReactor(
-            lambda: DeferredList(
-                [b.shutdown(timeout=10) for b in made], consumeErrors=True
-            ),
-            timeout=60,
-        )
