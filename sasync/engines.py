@@ -466,7 +466,16 @@ def setup(url: str | URL, **kw: Any) -> None:
     Set the global engine: brokers made without a URL use C{url} and C{kw}
     (the same keywords as L{sasync.AccessBroker}). Brokers made later with
     the same URL and keywords share its engine and queue.
+
+    @raise TypeError: C{processes} was given: worker processes belong to
+        one broker, not to the engine that brokers share.
     """
+    if "processes" in kw:
+        raise TypeError(
+            f"sasync.setup() takes no processes= (got processes={kw['processes']!r}):"
+            " give it to the broker instead, MyBroker(url, processes=N); each such"
+            " broker has worker processes of its own"
+        )
     EngineSpec.fromArgs(url, kw)  # Check the options now, not at first use.
     _globalSpec[:] = [(url, dict(kw))]
 

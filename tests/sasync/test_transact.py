@@ -346,6 +346,20 @@ async def test_globalEngine(sqliteURL: str, brokers: Any) -> None:
         engines._globalSpec[:] = saved
 
 
+def test_globalEngineRefusesProcesses(sqliteURL: str) -> None:
+    """
+    sasync.setup() refuses processes=N with an error that says where it
+    belongs, and leaves the global engine as it was.
+    """
+    import sasync
+    from sasync import engines
+
+    saved = list(engines._globalSpec)
+    with pytest.raises(TypeError, match=r"processes=2.*give it to the broker"):
+        sasync.setup(sqliteURL, processes=2)
+    assert engines._globalSpec == saved
+
+
 async def test_startupWaits(dbURL: str, brokers: Any) -> None:
     """
     Calls made right after construction wait for startup (the table exists
