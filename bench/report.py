@@ -254,7 +254,11 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
             "variant. Unlike the article, the asyncio variants read with "
             "`session.execute` (its `session.stream` opens a server-side cursor "
             "for 10 rows) and every pool holds `--concurrency` connections "
-            "(the article's held up to 3,000; this server allows 100).",
+            "(the article's held up to 3,000; this server allows 100). "
+            "`orm-sasync-processes` is the broker with `processes=2` "
+            "(`docs/multicore.md`); `orm-sync-2processes` splits the plan over "
+            "two plain sync processes, what two cores give this workload with "
+            "no Twisted at all. Neither counts as a single-process peer.",
         ),
         (
             "sql",

@@ -41,7 +41,9 @@ def _unit(variant: str) -> str:
     return WORKLOAD_BY_NAME[BY_NAME[variant].workload].unit
 
 
-_SASYNC_REACTOR = [v.name for v in BY_NAME.values() if v.needs == "sasync"]
+_SASYNC_REACTOR = [
+    v.name for v in BY_NAME.values() if v.needs == "sasync" and v.processes == 1
+]
 
 TARGETS = [
     Target(7, "orm-sasync", "ratio", 1.0, "best-peer"),
@@ -55,6 +57,8 @@ TARGETS = [
     Target(3, "dispatch-threadqueue", "ratio", 1.0, "dispatch-deferToThread"),
     Target(3, "iterate-asynqueue-consumer", "rate", 500_000),
     Target(4, "select1-sasync", "ratio", 1.0, "select1-adbapi"),
+    Target(9, "orm-sasync-processes", "ratio", 1.5, "best-peer"),
+    Target(9, "orm-sasync-processes", "lagP99Ms", 5),
 ]
 
 
@@ -71,7 +75,9 @@ def _bestPeer(summary: dict[str, Any], name: str) -> tuple[str, float] | None:
     peers = [
         (n, v["rate"])
         for n, v in block["variants"].items()
-        if BY_NAME[n].needs is None and not n.endswith("pgbench")
+        if BY_NAME[n].needs is None
+        and BY_NAME[n].processes == 1
+        and not n.endswith("pgbench")
     ]
     return max(peers, key=lambda p: p[1]) if peers else None
 

@@ -31,6 +31,8 @@ class Variant:
     @ivar needs: C{"sasync"}/C{"asynqueue"} if it needs our own code.
     @ivar loop: C{"reactor"}, C{"asyncio"} or C{"none"}: which lag it reports.
     @ivar connections: C{"1"} for sequential variants, C{"N"} for pooled.
+    @ivar processes: how many processes do the work; only single-process
+        peers count as a workload's best peer.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Variant:
     loop: str = "none"
     connections: str = "N"
     needs: str | None = None
+    processes: int = 1
 
 
 WORKLOADS = [
@@ -117,6 +120,7 @@ VARIANTS = [
         loop="reactor",
         connections="2x2",
         needs="sasync",
+        processes=2,
     ),
     Variant(
         "orm-sync-2processes",
@@ -124,6 +128,7 @@ VARIANTS = [
         "bench.multicore_variant:ormSyncProcesses",
         "sync SQLAlchemy, plan split over 2 processes (2-core ceiling)",
         connections="2x1",
+        processes=2,
     ),
     Variant(
         "sql-psycopg2",
