@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Generic, TypeAlias
 
 import sqlalchemy as SA
@@ -137,6 +137,14 @@ def loadValue(data: bytes) -> Any:
     Unpickle a stored value (see the trust boundary above).
     """
     return pickle.loads(data)
+
+
+def loadValues(rows: Iterable[tuple[K, bytes]]) -> dict[K, Any]:
+    """
+    Unpickle the value of each (key, pickled value) of C{rows}, one at a
+    time (a worker thread running this lets the reactor in between).
+    """
+    return {key: loadValue(data) for key, data in rows}
 
 
 def valueType() -> SA.types.TypeEngine[bytes]:

@@ -10,10 +10,21 @@ from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 
-from ._storage import READ_NICENESS, WRITE_NICENESS, StoreBroker
+from ._storage import (
+    READ_NICENESS,
+    WRITE_NICENESS,
+    StoreBroker,
+    loadValue,
+    loadValues,
+)
 from ._writes import UNKNOWN, Capture, K, WriteSequencer, WriteUnit, _Unknown
 
 T = TypeVar("T")
+
+#: Reads of at most this many bytes of pickled values are unpickled at once
+#: in the reactor thread (a few milliseconds at most); bigger ones in a
+#: worker thread.
+UNPICKLE_INLINE_BYTES = 256 * 1024
 
 
 class Store(Generic[K]):
@@ -76,20 +87,38 @@ class Store(Generic[K]):
         d.addBoth(self._released, capture)
         return d
 
-    def _readAll(self, bounded: bool = True) -> Deferred[dict[K, bytes]]:
+    def _loadAll(self, bounded: bool = True) -> Deferred[dict[K, Any]]:
         """
         @param bounded: C{False}: apply the writes issued while the read
             runs as well (for a cache that must miss none).
-        @return: key -> pickled value for the whole group, with every write
-            issued so far applied.
+        @return: key -> value for the whole group, in key order, with every
+            write issued so far applied. When the values read add up to
+            more than L{UNPICKLE_INLINE_BYTES}, they are unpickled in a
+            worker thread, so that a big read does not hold the reactor.
         """
         capture = self._seq.capture(bounded)
         read = _call(self._broker.readAll, niceness=self.readNiceness)
 
-        def got(rows: list[tuple[K, bytes]]) -> dict[K, bytes]:
-            return self._seq.foldAll(capture, dict(rows))
+        def unpickled(rows: list[tuple[K, bytes]]) -> Any:
+            if sum(len(data) for _, data in rows) <= UNPICKLE_INLINE_BYTES:
+                return rows, loadValues(rows)
+            d = self._broker.deferToQueue(
+                loadValues, rows, niceness=self.readNiceness
+            )
+            return d.addCallback(lambda values: (rows, values))
 
-        d = read.addCallback(got)
+        def folded(read: tuple[list[tuple[K, bytes]], dict[K, Any]]) -> dict[K, Any]:
+            # Folded last, so that writes issued while the values were
+            # unpickled count too; a value a write replaced is its own.
+            rows, values = read
+            stored = dict(rows)
+            state = self._seq.foldAll(capture, dict(stored))
+            return {
+                key: values[key] if data is stored.get(key) else loadValue(data)
+                for key, data in sorted(state.items())
+            }
+
+        d = read.addCallback(unpickled).addCallback(folded)
         d.addBoth(self._released, capture)
         return d
 

@@ -132,9 +132,7 @@ class Items(_Store[str]):
         @return: a Deferred firing with a dict of all the group's items,
             by name (in name order).
         """
-        return self._readAll().addCallback(
-            lambda rows: {name: loadValue(rows[name]) for name in sorted(rows)}
-        )
+        return self._loadAll()
 
     def names(self) -> Deferred[list[str]]:
         """

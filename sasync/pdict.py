@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._storage import StoreID, checkName, loadValue
+from ._storage import StoreID, checkName
 from .errors import SAsyncError
 from .items import Items, ItemsBroker, Missing
 
@@ -125,11 +125,11 @@ class PersistentDict(MutableMapping[str, Any]):
         @return: a Deferred that fires when preload mode is on.
         """
 
-        def loaded(rows: dict[str, bytes]) -> None:
-            self._data = {name: loadValue(rows[name]) for name in sorted(rows)}
+        def loaded(values: dict[str, Any]) -> None:
+            self._data = values
 
         # Unbounded: the cache must include writes issued during the read.
-        return self._items._readAll(bounded=False).addCallback(loaded)
+        return self._items._loadAll(bounded=False).addCallback(loaded)
 
     def _track(self, d: Deferred[None]) -> None:
         d.addErrback(self._writeFailed)

@@ -184,6 +184,78 @@ async def test_writesDuringPreloadAreKept(dbURL: str) -> None:
         assert await contents("during", dbURL) == expected
 
 
+class ThreadNoted:
+    """
+    A value that notes the thread it is unpickled in; the one named C{hook}
+    runs L{ThreadNoted.onLoad} there first.
+    """
+
+    threads: list[int] = []
+    onLoad: Any = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        ThreadNoted.threads.append(threading.get_ident())
+        if self.name == "hook" and ThreadNoted.onLoad is not None:
+            ThreadNoted.onLoad()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ThreadNoted) and other.name == self.name
+
+
+async def test_bigPreloadUnpickledInAWorkerThread(
+    dbURL: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A preload whose values add up to more than UNPICKLE_INLINE_BYTES is
+    unpickled in a worker thread, not the reactor's; a write issued
+    meanwhile is still in the cache it makes. Small reads stay inline.
+    """
+    from twisted.internet import reactor
+
+    from sasync import _store
+
+    reactorThread = threading.get_ident()
+    d = PersistentDict("offreactor", dbURL)
+    async with stores(d):
+        for name in ("a", "b", "hook"):
+            d[name] = ThreadNoted(name)
+        await d.deferToWrites()
+
+        ThreadNoted.threads = []
+        await d.preload()
+        assert ThreadNoted.threads == [reactorThread] * 3
+
+        monkeypatch.setattr(_store, "UNPICKLE_INLINE_BYTES", 0)
+        written = threading.Event()
+
+        def writeLate() -> None:
+            d["late"] = "during the unpickling"
+            written.set()
+
+        def onLoad() -> None:
+            # Worker thread: have the reactor issue a write, and wait for it.
+            reactor.callFromThread(writeLate)  # type: ignore[attr-defined]
+            assert written.wait(10)
+
+        monkeypatch.setattr(ThreadNoted, "onLoad", staticmethod(onLoad))
+        ThreadNoted.threads = []
+        await d.preload()
+        assert len(ThreadNoted.threads) == 3
+        assert reactorThread not in ThreadNoted.threads
+        assert d.copy() == {
+            "a": ThreadNoted("a"),
+            "b": ThreadNoted("b"),
+            "hook": ThreadNoted("hook"),
+            "late": "during the unpickling",
+        }
+        await d.deferToWrites()
+        assert (await contents("offreactor", dbURL))["late"] == "during the unpickling"
+
+
 @pytest.mark.reactorTimeout(120)
 async def test_concurrentWriters(dbURL: str) -> None:
     """
