@@ -172,7 +172,7 @@ def streamSasyncConsumer(config: BenchConfig) -> dict[str, Any]:
 
         async def work() -> None:
             # @transact's ParamSpec typing omits the call-time keywords.
-            await broker.streamRows(consumer=consumer)  # type: ignore[call-arg]
+            await broker.streamRows(consumer=consumer)
 
         try:
             result = await timedInReactor(reactor, "rows", config.rows, work)

@@ -5,8 +5,7 @@ group with a L{WriteSequencer} in front of its writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -18,8 +17,6 @@ from ._storage import (
     loadValues,
 )
 from ._writes import UNKNOWN, Capture, K, WriteSequencer, WriteUnit, _Unknown
-
-T = TypeVar("T")
 
 #: Reads of at most this many bytes of pickled values are unpickled at once
 #: in the reactor thread (a few milliseconds at most); bigger ones in a
@@ -52,8 +49,7 @@ class Store(Generic[K]):
         deletes = [
             k for k, v in unit.entries.items() if v is None and not unit.clearFirst
         ]
-        return _call(
-            self._broker.writeUnit,
+        return self._broker.writeUnit(
             unit.clearFirst,
             upserts,
             deletes,
@@ -76,7 +72,7 @@ class Store(Generic[K]):
             self._seq.release(capture)
             assert not isinstance(known, _Unknown)
             return succeed(known)
-        d = _call(self._broker.readOne, key, niceness=self.readNiceness)
+        d = self._broker.readOne(key, niceness=self.readNiceness)
 
         def got(data: bytes | None) -> bytes | None:
             state = self._seq.foldKey(capture, key, data)
@@ -97,14 +93,12 @@ class Store(Generic[K]):
             worker thread, so that a big read does not hold the reactor.
         """
         capture = self._seq.capture(bounded)
-        read = _call(self._broker.readAll, niceness=self.readNiceness)
+        read = self._broker.readAll(niceness=self.readNiceness)
 
         def unpickled(rows: list[tuple[K, bytes]]) -> Any:
             if sum(len(data) for _, data in rows) <= UNPICKLE_INLINE_BYTES:
                 return rows, loadValues(rows)
-            d = self._broker.deferToQueue(
-                loadValues, rows, niceness=self.readNiceness
-            )
+            d = self._broker.deferToQueue(loadValues, rows, niceness=self.readNiceness)
             return d.addCallback(lambda values: (rows, values))
 
         def folded(read: tuple[list[tuple[K, bytes]], dict[K, Any]]) -> dict[K, Any]:
@@ -127,7 +121,7 @@ class Store(Generic[K]):
         @return: the group's keys, with every write issued so far applied.
         """
         capture = self._seq.capture()
-        d = _call(self._broker.readKeys, niceness=self.readNiceness)
+        d = self._broker.readKeys(niceness=self.readNiceness)
         # Folding needs values only to tell present from absent.
         d.addCallback(
             lambda keys: list(self._seq.foldAll(capture, dict.fromkeys(keys, b"")))
@@ -160,11 +154,6 @@ class Store(Generic[K]):
         @return: a Deferred that fires when everything is written and shut.
         """
         return self._broker.shutdown()
-
-
-def _call(f: Callable[..., Deferred[T]], *args: Any, niceness: int) -> Deferred[T]:
-    # @transact's type has no room for its call-time keywords.
-    return f(*args, niceness=niceness)
 
 
 __all__ = ["Store"]

@@ -286,9 +286,8 @@ class LogBroker(AccessBroker):
             value = getattr(record, name)
             ID = self.idTable[name].get(value)
             if ID is None:
-                # niceness -15: ahead of queued work. (@transact's static
-                # type has no room for its call-time keywords.)
-                ID = await self.setNameValue(name, value, niceness=-15)  # type: ignore[call-arg]
+                # niceness -15: ahead of queued work.
+                ID = await self.setNameValue(name, value, niceness=-15)
                 self.idTable[name][value] = ID
             entry[f"id_{name}"] = ID
         return await self.setEntry(entry)

@@ -110,9 +110,8 @@ async def buildReport(broker: LogBroker, top: int = DEFAULT_TOP) -> Report:
         year, month, day, hour, n = (int(x) for x in row)
         report.perHour.append((datetime(year, month, day, hour), n))
     # Rows written to an IConsumer: the Deferred fires with the consumer.
-    # (@transact's static type has no room for its call-time keywords.)
     consumer = ListConsumer()
-    await broker.statusMix(consumer=consumer)  # type: ignore[call-arg]
+    await broker.statusMix(consumer=consumer)
     report.statusMix = [(int(s), int(n)) for s, n in consumer.items]
     return report
 

@@ -339,9 +339,8 @@ class EntriesResource(Resource):
                 # Cut the response short: the client sees an incomplete body.
                 request.loseConnection()
 
-        # (@transact's static type has no room for its call-time keywords.)
         rows = api.broker.entryLines if api.jsonInDatabase else api.broker.entriesSince
-        d = rows(since, limit, consumer=consumer)  # type: ignore[call-arg]
+        d = rows(since, limit, consumer=consumer)
         d.addCallbacks(done, failed)
         return NOT_DONE_YET
 

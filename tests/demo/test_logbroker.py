@@ -104,16 +104,14 @@ async def test_setRecordAndQueries(dbURL: str) -> None:
         top = [tuple(r) async for r in rows(broker.topValues("url", 5))]
         assert top == [("/b", 3), ("/a", 2)]
         consumer = ListConsumer()
-        await broker.statusMix(consumer=consumer)  # type: ignore[call-arg]
+        await broker.statusMix(consumer=consumer)
         assert [tuple(r) for r in consumer.items] == [(200, 4), (404, 1)]
-        listed = await broker.entriesSince(  # type: ignore[call-arg]
-            datetime(2024, 3, 4, 14), 2, asList=True
-        )
+        listed = await broker.entriesSince(datetime(2024, 3, 4, 14), 2, asList=True)
         assert [(r.status, r.url, r.useragent) for r in listed] == [
             (404, "/a", "curl/8"),
             (200, "/b", "curl/8"),
         ]
-        first: Any = await broker.entriesSince(asList=True)  # type: ignore[call-arg]
+        first: Any = await broker.entriesSince(asList=True)
         assert first[0].id == ID and first[0].vhost == "www.example.com"
         report = await buildReport(broker)
         assert report.entries == 5 and report.ips == 1
@@ -142,8 +140,8 @@ async def test_entryLinesMatchEntries(dbURL: str) -> None:
             ],
         )
         for since, limit in ((None, None), (datetime(2024, 3, 4, 14), 1)):
-            lines: Any = await broker.entryLines(since, limit, asList=True)  # type: ignore[call-arg]
-            spelled = await broker.entriesSince(since, limit, asList=True)  # type: ignore[call-arg]
+            lines: Any = await broker.entryLines(since, limit, asList=True)
+            spelled = await broker.entriesSince(since, limit, asList=True)
             assert [json.loads(r[0]) for r in lines] == [
                 entryToJSON(r) for r in spelled
             ]
