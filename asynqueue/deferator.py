@@ -6,8 +6,9 @@ lives somewhere else (usually in a worker thread), fetching them in batches.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from itertools import islice
+from types import coroutine
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -111,6 +112,13 @@ class BatchTaker(Generic[T]):
         close = getattr(self.iterator, "close", None)
         if close is not None:
             close()
+
+
+@coroutine
+def _ready(value: T) -> Generator[Any, None, T]:
+    # Awaited, gives value at once: an awaitable lighter than a Deferred.
+    return value
+    yield  # (Never reached: it makes this a generator.)
 
 
 class Deferator(Generic[T]):
@@ -381,18 +389,23 @@ class Deferator(Generic[T]):
     def __iter__(self) -> Deferator[T]:
         return self
 
-    def __next__(self) -> Deferred[T]:
+    def _popBuffered(self) -> T:
+        # The next item of the (non-empty) buffer, finished; and a fetch
+        # ahead when the buffer runs low.
         buffer = self._buffer
-        if buffer:
-            item = buffer.popleft()
-            if self._finishItem is not None:
-                if self._finishedAhead:
-                    self._finishedAhead -= 1
-                else:
-                    item = self._finishItem(item)
-            if len(buffer) < 2 and not self._paused:
-                self._prefetch()
-            return succeed(item)
+        item = buffer.popleft()
+        if self._finishItem is not None:
+            if self._finishedAhead:
+                self._finishedAhead -= 1
+            else:
+                item = self._finishItem(item)
+        if len(buffer) < 2 and not self._paused:
+            self._prefetch()
+        return item  # type: ignore[no-any-return]
+
+    def __next__(self) -> Deferred[T]:
+        if self._buffer:
+            return succeed(self._popBuffered())
         if self._failure is not None:
             failure, self._failure = self._failure, None
             return fail(failure)
@@ -427,7 +440,14 @@ class Deferator(Generic[T]):
     def __aiter__(self) -> Deferator[T]:
         return self
 
-    async def __anext__(self) -> T:
+    def __anext__(self) -> Awaitable[T]:
+        # A buffered item needs no Deferred, and most items of a big
+        # result are buffered when asked for.
+        if self._buffer:
+            return _ready(self._popBuffered())
+        return self._anextFetching()
+
+    async def _anextFetching(self) -> T:
         try:
             d = self.__next__()
         except StopIteration:

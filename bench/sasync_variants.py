@@ -171,7 +171,6 @@ def streamSasyncConsumer(config: BenchConfig) -> dict[str, Any]:
         consumer = CountingConsumer()
 
         async def work() -> None:
-            # @transact's ParamSpec typing omits the call-time keywords.
             await broker.streamRows(consumer=consumer)
 
         try:

@@ -147,6 +147,40 @@ class DeferatorTests(SynchronousTestCase):
         runner.performAll()
         self.assertEqual(self.successResultOf(result), list(range(10)))
 
+    def test_asyncForBufferedItemsAtOnce(self) -> None:
+        """
+        Buffered items reach an C{async for} at once: the loop over items
+        at hand finishes in one step of its coroutine, without waiting for
+        anything (an item not yet fetched still waits for its batch).
+        """
+        dr = Deferator.fromIterable([1, 2, 3])
+
+        async def collect() -> list[int]:
+            return [x async for x in dr]
+
+        coro = collect()
+        with self.assertRaises(StopIteration) as caught:
+            coro.send(None)
+        self.assertEqual(caught.exception.value, [1, 2, 3])
+
+        batches: list[Deferred[Any]] = []
+
+        def fetch() -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            batches.append(d)
+            return d
+
+        waiting: Deferator[int] = Deferator([0], fetch)
+
+        async def collectWaiting() -> list[int]:
+            return [x async for x in waiting]
+
+        result = Deferred.fromCoroutine(collectWaiting())
+        self.assertNoResult(result)
+        while batches:
+            batches.pop(0).callback(([1], True))
+        self.assertEqual(self.successResultOf(result), [0, 1])
+
     def test_emptyBatchWhileAwaiting(self) -> None:
         """
         A fetch that brings no items but says more follow (a source that
