@@ -6,7 +6,7 @@ single-stepped thread workers.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -43,6 +43,21 @@ class Source:
 
     def close(self) -> None:
         self.closed = True
+
+
+def heldFetches() -> tuple[list[Deferred[Any]], Callable[[], Deferred[Any]]]:
+    """
+    A Deferator's fetch function whose batches the test delivers: each
+    fetch's Deferred waits in the list until the test fires it.
+    """
+    batches: list[Deferred[Any]] = []
+
+    def fetch() -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        batches.append(d)
+        return d
+
+    return batches, fetch
 
 
 class BatchTakerTests(SynchronousTestCase):
@@ -163,13 +178,7 @@ class DeferatorTests(SynchronousTestCase):
             coro.send(None)
         self.assertEqual(caught.exception.value, [1, 2, 3])
 
-        batches: list[Deferred[Any]] = []
-
-        def fetch() -> Deferred[Any]:
-            d: Deferred[Any] = Deferred()
-            batches.append(d)
-            return d
-
+        batches, fetch = heldFetches()
         waiting: Deferator[int] = Deferator([0], fetch)
 
         async def collectWaiting() -> list[int]:
@@ -187,13 +196,7 @@ class DeferatorTests(SynchronousTestCase):
         answers two requests at once may) does not end the iteration: the
         awaited item comes from the next fetch.
         """
-        batches: list[Deferred[Any]] = []
-
-        def fetch() -> Deferred[Any]:
-            d: Deferred[Any] = Deferred()
-            batches.append(d)
-            return d
-
+        batches, fetch = heldFetches()
         dr: Deferator[int] = Deferator([0], fetch)
 
         async def collect() -> list[int]:
