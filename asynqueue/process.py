@@ -42,7 +42,7 @@ log = Logger()
 
 #: Handles the reply to one request: (kind, body, exhausted), where body is
 #: pickled bytes, or a Failure when kind is "failure".
-_Handler = Callable[[str, Any, bool], None]
+ReplyHandler = Callable[[str, Any, bool], None]
 
 #: The directory holding the asynqueue package, for the child's sys.path.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +102,136 @@ def rebuildFailure(
         except Exception:
             pass
     return Failure(error)  # type: ignore[no-untyped-call]
+
+
+class Requests:
+    """
+    The requests sent to a child process that still wait for their
+    replies, by request ID. Reactor thread only.
+    """
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._handlers: dict[int, ReplyHandler] = {}
+
+    def add(self, handle: ReplyHandler) -> int:
+        """
+        @return: the ID of a new request, whose reply goes to C{handle}.
+        """
+        rid = next(self._ids)
+        self._handlers[rid] = handle
+        return rid
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._handlers
+
+    def discard(self, rid: int) -> None:
+        """
+        Forget request C{rid}: its reply, if any comes, is dropped.
+        """
+        self._handlers.pop(rid, None)
+
+    def deliver(self, message: tuple[Any, ...]) -> None:
+        """
+        Hand a reply (C{(kind, rid, ...)}) to its request's handler.
+        """
+        handle = self._handlers.pop(message[1], None)
+        if handle is None:
+            return
+        if message[0] == "failure":
+            handle("failure", rebuildFailure(*message[2:]), False)
+        else:
+            handle(message[0], message[2], message[3] if len(message) > 3 else True)
+
+    def failAll(self, text: str) -> None:
+        """
+        The child is gone: fail every request still waiting with a
+        L{WorkerError} saying C{text}.
+        """
+        handlers, self._handlers = self._handlers, {}
+        for handle in handlers.values():
+            error = WorkerError(text)
+            handle("failure", Failure(error), False)  # type: ignore[no-untyped-call]
+
+
+def finishFromReply(
+    task: Task[Any],
+    kind: str,
+    body: Any,
+    exhausted: bool,
+    deferator: Callable[[list[Any], bool], Deferator[Any]],
+) -> None:
+    """
+    End C{task} with a child's reply: a failure, a pickled value, or
+    (C{kind} C{"iter"}) the pickled first batch of an iteration, which
+    C{deferator} turns into the parent's L{Deferator}.
+    """
+    if kind == "failure":
+        task.fail(body)
+        return
+    try:
+        result = pickle.loads(body)
+    except Exception:
+        task.fail(Failure())  # type: ignore[no-untyped-call]
+        return
+    if kind == "iter":
+        task.finish(deferator(result, exhausted))
+    else:
+        task.finish(result)
+
+
+def remoteDeferator(
+    items: list[Any],
+    exhausted: bool,
+    *,
+    ask: Callable[[ReplyHandler], object],
+    close: Callable[[], object],
+    alive: Callable[[], bool],
+    gone: str,
+    reactor: Any,
+) -> Deferator[Any]:
+    """
+    The parent's side of an iteration open in a child process: each further
+    batch is asked for (C{ask} sends the request, with its handler) only
+    when the L{Deferator} wants it, so a paused consumer stops the fetching;
+    an iteration ended early, or dropped, is closed in the child (C{close}).
+
+    @param alive: whether the child that holds the iteration still runs.
+    @param gone: what the L{WorkerError} says when it no longer does.
+    """
+    if exhausted:
+        return Deferator(items)
+
+    def fetch() -> Deferred[Batch[Any]]:
+        if not alive():
+            return fail(WorkerError(gone))
+        d: Deferred[Batch[Any]] = Deferred()
+
+        def handle(kind: str, body: Any, exhausted: bool) -> None:
+            if kind == "failure":
+                d.errback(body)
+                return
+            try:
+                batch = pickle.loads(body)
+            except Exception:
+                d.errback(Failure())  # type: ignore[no-untyped-call]
+                return
+            d.callback((batch, exhausted))
+
+        ask(handle)
+        return d
+
+    def stop() -> None:
+        if alive():
+            close()
+
+    dr: Deferator[Any] = Deferator(items, fetch, stop=stop)
+    # A dropped Deferator must not leave its iteration open in the child.
+    # The finalizer may run in any thread: go through the reactor.
+    finalizer = weakref.finalize(dr, reactor.callFromThread, stop)
+    finalizer.atexit = False
+    dr.whenDone().addCallback(lambda _: finalizer.detach())
+    return dr
 
 
 class ChildProcessProtocol(ProcessProtocol):
@@ -190,7 +320,7 @@ class _ChildProtocol(ChildProcessProtocol):
         return self.worker.clock
 
     def received(self, message: Any) -> None:
-        self.worker._received(message)
+        self.worker._requests.deliver(message)
 
     def logLine(self, line: str) -> None:
         # The child's stderr (and its stdout: see _child.main) goes to the log.
@@ -241,8 +371,7 @@ class ProcessWorker:
         self._reactor = reactor
         self.task: Task[Any] | None = None
         self._protocol: _ChildProtocol | None = None
-        self._requests: dict[int, _Handler] = {}
-        self._ids = itertools.count(1)
+        self._requests = Requests()
         self._stopping: Deferred[None] | None = None
         self._taskRequest = 0
 
@@ -297,30 +426,17 @@ class ProcessWorker:
         assert self._protocol is not None and self._protocol.transport is not None
         self._protocol.transport.write(encode(message))
 
-    def _request(self, message: tuple[Any, ...], handle: _Handler) -> int:
-        rid = next(self._ids)
-        self._requests[rid] = handle
+    def _request(self, message: tuple[Any, ...], handle: ReplyHandler) -> int:
+        rid = self._requests.add(handle)
         self._send((message[0], rid, *message[1:]))
         return rid
-
-    def _received(self, message: tuple[Any, ...]) -> None:
-        handle = self._requests.pop(message[1], None)
-        if handle is None:
-            return
-        if message[0] == "failure":
-            handle("failure", rebuildFailure(*message[2:]), False)
-        else:
-            handle(message[0], message[2], message[3] if len(message) > 3 else True)
 
     def _ended(self, protocol: _ChildProtocol, reason: Failure) -> None:
         if protocol is not self._protocol:
             return
         self._protocol = None
-        requests, self._requests = self._requests, {}
         text = reason.getErrorMessage()
-        for handle in requests.values():
-            error = WorkerError(f"the worker process of {self!r} ended: {text}")
-            handle("failure", Failure(error), False)  # type: ignore[no-untyped-call]
+        self._requests.failAll(f"the worker process of {self!r} ended: {text}")
 
     def _kill(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
@@ -357,18 +473,13 @@ class ProcessWorker:
             # Free the worker first, then deliver (as ThreadWorker does).
             self.task = None
             freed.callback(None)
-            if kind == "failure":
-                task.fail(body)
-                return
-            try:
-                result = pickle.loads(body)
-            except Exception:
-                task.fail(Failure())  # type: ignore[no-untyped-call]
-                return
-            if kind == "iter":
-                task.finish(self._deferator(rid, result, exhausted, generation))
-            else:
-                task.finish(result)
+            finishFromReply(
+                task,
+                kind,
+                body,
+                exhausted,
+                lambda items, done: self._deferator(rid, items, done, generation),
+            )
 
         rid = self._request(("call", payload, task.raw, self.batchSize), handle)
         self._taskRequest = rid
@@ -384,39 +495,15 @@ class ProcessWorker:
     def _deferator(
         self, iterID: int, items: list[Any], exhausted: bool, generation: object
     ) -> Deferator[Any]:
-        if exhausted:
-            return Deferator(items)
-
-        def fetch() -> Deferred[Batch[Any]]:
-            if self._protocol is not generation:
-                return fail(WorkerError(f"the worker process of {self!r} has ended"))
-            d: Deferred[Batch[Any]] = Deferred()
-
-            def handle(kind: str, body: Any, exhausted: bool) -> None:
-                if kind == "failure":
-                    d.errback(body)
-                    return
-                try:
-                    batch = pickle.loads(body)
-                except Exception:
-                    d.errback(Failure())  # type: ignore[no-untyped-call]
-                    return
-                d.callback((batch, exhausted))
-
-            self._request(("next", iterID), handle)
-            return d
-
-        def stop() -> None:
-            if self._protocol is generation:
-                self._send(("close", iterID))
-
-        dr: Deferator[Any] = Deferator(items, fetch, stop=stop)
-        # A dropped Deferator must not leave its iterator open in the child.
-        # The finalizer may run in any thread: go through the reactor.
-        finalizer = weakref.finalize(dr, self.reactor.callFromThread, stop)
-        finalizer.atexit = False
-        dr.whenDone().addCallback(lambda _: finalizer.detach())
-        return dr
+        return remoteDeferator(
+            items,
+            exhausted,
+            ask=lambda handle: self._request(("next", iterID), handle),
+            close=lambda: self._send(("close", iterID)),
+            alive=lambda: self._protocol is generation,
+            gone=f"the worker process of {self!r} has ended",
+            reactor=self.reactor,
+        )
 
     def stop(self) -> Deferred[None]:
         """
@@ -442,7 +529,7 @@ class ProcessWorker:
         task, self.task = self.task, None
         if task is not None:
             # The queue gives it to another worker: don't fail it here.
-            self._requests.pop(self._taskRequest, None)
+            self._requests.discard(self._taskRequest)
         self._stopping = self._stopping or Deferred()
         protocol = self._protocol
         if protocol is None:

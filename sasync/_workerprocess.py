@@ -11,25 +11,27 @@ through Twisted's process support, never through a thread of ours.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import pickle
 import sys
-import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from asynqueue._child import encode
-from asynqueue.deferator import Batch, Deferator
+from asynqueue.deferator import Deferator
 from asynqueue.errors import WorkerError
 from asynqueue.interfaces import IWorker
-from asynqueue.process import ChildProcessProtocol, rebuildFailure
+from asynqueue.process import (
+    ChildProcessProtocol,
+    ReplyHandler,
+    Requests,
+    finishFromReply,
+    remoteDeferator,
+)
 from asynqueue.task import Task
 
 from .retry import _REASON as _RETRY_REASON
@@ -46,10 +48,6 @@ QUIT_GRACE = 10.0
 
 #: The directory holding the sasync package, for the children's sys.path.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-#: Handles the reply to one request: (kind, body, exhausted); body is the
-#: pickled bytes, or a Failure when kind is "failure".
-_Handler = Callable[[str, Any, bool], None]
 
 
 @implementer(IWriteDescriptor)
@@ -163,8 +161,7 @@ class WorkerProcess:
         self.pipe: RequestPipe | None = None
         self.ready = False
         self._readyWaiters: list[Deferred[None]] = []
-        self._requests: dict[int, _Handler] = {}
-        self._ids = itertools.count(1)
+        self._requests = Requests()
         self._stopping = False
 
     def __repr__(self) -> str:
@@ -241,13 +238,12 @@ class WorkerProcess:
 
     # Requests -----------------------------------------------------------------
 
-    def request(self, message: tuple[Any, ...], handle: _Handler) -> int:
+    def request(self, message: tuple[Any, ...], handle: ReplyHandler) -> int:
         """
         Send a request; C{handle} gets its reply (or a L{WorkerError} if
         the process ends first).
         """
-        rid = next(self._ids)
-        self._requests[rid] = handle
+        rid = self._requests.add(handle)
         self.send((message[0], rid, *message[1:]))
         return rid
 
@@ -268,13 +264,7 @@ class WorkerProcess:
         """
         A reply from the process.
         """
-        handle = self._requests.pop(message[1], None)
-        if handle is None:
-            return
-        if message[0] == "failure":
-            handle("failure", rebuildFailure(*message[2:]), False)
-        else:
-            handle(message[0], message[2], message[3] if len(message) > 3 else True)
+        self._requests.deliver(message)
 
     def cancel(self, rid: int) -> None:
         """
@@ -319,7 +309,6 @@ class WorkerProcess:
             self.pipe.close()
             self.pipe = None
         self.ready = False
-        requests, self._requests = self._requests, {}
         waiters, self._readyWaiters = self._readyWaiters, []
         text = reason.getErrorMessage()
         if not self._stopping:
@@ -329,9 +318,7 @@ class WorkerProcess:
                 text=text,
             )
         self._stopping = False
-        for handle in requests.values():
-            error = WorkerError(f"the {name} (pid {pid}) ended: {text}")
-            handle("failure", Failure(error), False)  # type: ignore[no-untyped-call]
+        self._requests.failAll(f"the {name} (pid {pid}) ended: {text}")
         for d in waiters:
             d.errback(
                 WorkerError(f"the {name} (pid {pid}) ended before its broker started")
@@ -347,40 +334,16 @@ class WorkerProcess:
         asked for when the L{Deferator} wants it (so a paused consumer stops
         the fetching), and an iteration ended early is closed there.
         """
-        if exhausted:
-            return Deferator(items)
         generation = self.protocol
-
-        def fetch() -> Deferred[Batch[Any]]:
-            if self.protocol is not generation:
-                return fail(WorkerError(f"the {self!r} has ended"))
-            d: Deferred[Batch[Any]] = Deferred()
-
-            def handle(kind: str, body: Any, exhausted: bool) -> None:
-                if kind == "failure":
-                    d.errback(body)
-                    return
-                try:
-                    batch = pickle.loads(body)
-                except Exception:
-                    d.errback(Failure())  # type: ignore[no-untyped-call]
-                    return
-                d.callback((batch, exhausted))
-
-            self.request(("next", iterID), handle)
-            return d
-
-        def stop() -> None:
-            if self.protocol is generation:
-                self.send(("close", iterID))
-
-        dr: Deferator[Any] = Deferator(items, fetch, stop=stop)
-        # A dropped Deferator must not leave its iteration open in the
-        # process. The finalizer may run in any thread: go through the reactor.
-        finalizer = weakref.finalize(dr, self.reactor.callFromThread, stop)
-        finalizer.atexit = False
-        dr.whenDone().addCallback(lambda _: finalizer.detach())
-        return dr
+        return remoteDeferator(
+            items,
+            exhausted,
+            ask=lambda handle: self.request(("next", iterID), handle),
+            close=lambda: self.send(("close", iterID)),
+            alive=lambda: self.protocol is generation,
+            gone=f"the {self!r} has ended",
+            reactor=self.reactor,
+        )
 
     # Stopping -----------------------------------------------------------------
 
@@ -452,17 +415,13 @@ class Slot:
                 # Retried (or not) in the worker process already: not again.
                 with contextlib.suppress(AttributeError):
                     delattr(body.value, _RETRY_REASON)
-                task.fail(body)
-                return
-            try:
-                result = pickle.loads(body)
-            except Exception:
-                task.fail(Failure())  # type: ignore[no-untyped-call]
-                return
-            if kind == "iter":
-                task.finish(process.deferator(rid, result, exhausted))
-            else:
-                task.finish(result)
+            finishFromReply(
+                task,
+                kind,
+                body,
+                exhausted,
+                lambda items, done: process.deferator(rid, items, done),
+            )
 
         if process.ready:
             send(None)
