@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from sasync._storage import MAX_NAME_LENGTH
 from sasync.errors import BrokerStopped
 from sasync.items import Items, Missing
+from tests.sasync.storetools import stores
 
 
 @dataclass
@@ -50,18 +49,6 @@ VALUES: dict[str, Any] = {
     # Past MySQL's 64 KiB BLOB: the value column is a LONGBLOB there.
     "large": b"x" * 300_000,
 }
-
-
-@asynccontextmanager
-async def stores(*made: Any) -> AsyncIterator[None]:
-    """
-    Shut the stores down after the block, whatever happens in it.
-    """
-    try:
-        yield
-    finally:
-        for store in made:
-            await store.shutdown()
 
 
 async def test_roundTrip(dbURL: str) -> None:

@@ -5,27 +5,13 @@ L{sasync.parray.PersistentArray} on SQLite, PostgreSQL and MySQL/MariaDB.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, DeferredList
 
 from sasync.errors import BrokerStopped
 from sasync.parray import MAX_INDEX, MIN_INDEX, PersistentArray
-
-
-@asynccontextmanager
-async def stores(*made: Any) -> AsyncIterator[None]:
-    """
-    Shut the stores down after the block, whatever happens in it.
-    """
-    try:
-        yield
-    finally:
-        for store in made:
-            await store.shutdown()
+from tests.sasync.storetools import stores
 
 
 async def test_roundTrip(dbURL: str) -> None:

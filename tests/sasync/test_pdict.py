@@ -6,8 +6,7 @@ default (deferred) mode, preload mode, lazy writes, and nothing lost.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -16,18 +15,7 @@ from twisted.internet.defer import fail
 from sasync.errors import BrokerStopped
 from sasync.items import Items
 from sasync.pdict import NotPreloaded, PersistentDict
-
-
-@asynccontextmanager
-async def stores(*made: Any) -> AsyncIterator[None]:
-    """
-    Shut the stores down after the block, whatever happens in it.
-    """
-    try:
-        yield
-    finally:
-        for store in made:
-            await store.shutdown()
+from tests.sasync.storetools import stores
 
 
 async def contents(ID: str, url: str) -> dict[str, Any]:
