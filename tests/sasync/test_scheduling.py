@@ -15,20 +15,7 @@ from twisted.internet import defer, task
 
 from asynqueue import TaskTimeout
 from sasync import AccessBroker, transact
-
-
-def sleepSQL(url: str, seconds: int) -> str:
-    """
-    A query that runs for about C{seconds} (SQLite: a long recursive CTE).
-    """
-    if url.startswith("postgresql"):
-        return f"SELECT pg_sleep({seconds})"
-    if url.startswith("mysql"):
-        return f"SELECT SLEEP({seconds})"
-    return (
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
-        f" WHERE x < {seconds * 20_000_000}) SELECT count(*) FROM c"
-    )
+from tests.reliability.helpers import sleepSQL
 
 
 class Journal(AccessBroker):
