@@ -7,6 +7,8 @@ freshly reset tables::
     .venv-bench/bin/python -m bench.cpu_per_op [--ops 3000] [--processes 2]
         [--connections 2] [--database sasync_cpu]
 
+(C{.venv-bench} is the benchmarks' venv, made by C{./scripts/bench}.)
+
 CPU time, unlike throughput, barely depends on what else the machine runs,
 so it shows what each design costs per op even on a busy machine; all the
 designs share the same two cores with the server, so less CPU per op is
@@ -146,7 +148,7 @@ def describe(name: str, result: dict[str, Any]) -> str:
     total = result["mainMs"] + sum(children) + result["serverMs"]
     parts = [f"{name:<26} {result['rate']:7,.0f} ops/s   main {result['mainMs']:.3f}"]
     if children:
-        parts.append(" + ".join(f"{c:.3f}" for c in children).join(["workers ", ""]))
+        parts.append("workers " + " + ".join(f"{c:.3f}" for c in children))
     parts.append(f"server {result['serverMs']:.3f}   total {total:.3f} ms CPU/op")
     return "   ".join(parts)
 
