@@ -67,8 +67,8 @@ def brokerOptions(config: BenchConfig) -> dict[str, Any]:
     return {"connections": config.concurrency}
 
 
-def _makeBroker(config: BenchConfig) -> BenchBroker:
-    return BenchBroker(config.url("psycopg2"), **brokerOptions(config))
+def _makeBroker(config: BenchConfig, **kw: Any) -> BenchBroker:
+    return BenchBroker(config.url("psycopg2"), **brokerOptions(config), **kw)
 
 
 async def _allAtOnce(broker: BenchBroker, method: str, ops: list[Op]) -> None:
@@ -78,9 +78,9 @@ async def _allAtOnce(broker: BenchBroker, method: str, ops: list[Op]) -> None:
     await gatherResults([call(op) for op in ops])
 
 
-def _opsVariant(config: BenchConfig, method: str) -> dict[str, Any]:
+def _opsVariant(config: BenchConfig, method: str, **kw: Any) -> dict[str, Any]:
     async def main(reactor: Any) -> dict[str, Any]:
-        broker = _makeBroker(config)
+        broker = _makeBroker(config, **kw)
         await broker.waitUntilRunning()
         plan = opPlan(config.ops, config.seed)
         await _allAtOnce(broker, method, [None] * (2 * config.concurrency))
@@ -106,6 +106,20 @@ def sqlSasync(config: BenchConfig) -> dict[str, Any]:
     Workload 2 through C{@transact} with C{self.conn}, all ops at once.
     """
     return _opsVariant(config, "sqlOp")
+
+
+def ormSasyncReadCommitted(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 1 as L{ormSasync}, opting out of the default SERIALIZABLE.
+    """
+    return _opsVariant(config, "ormOp", isolation_level="READ COMMITTED")
+
+
+def sqlSasyncReadCommitted(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 as L{sqlSasync}, opting out of the default SERIALIZABLE.
+    """
+    return _opsVariant(config, "sqlOp", isolation_level="READ COMMITTED")
 
 
 def select1Sasync(config: BenchConfig) -> dict[str, Any]:

@@ -87,7 +87,12 @@ def _inWorker(setup: Callable[[Connection], T]) -> Callable[[], T]:
     def job() -> T:
         worker = state.worker
         assert worker is not None, "setup jobs run in sAsync worker threads"
-        return setup(worker.connection())
+        try:
+            return setup(worker.connection())
+        finally:
+            # Whatever it raised: the connection is shared by every broker
+            # on this database, and must not stay inside a transaction.
+            worker.leaveTransaction()
 
     job.__qualname__ = getattr(setup, "__qualname__", "setup")
     return job
@@ -363,11 +368,51 @@ class AccessBroker:
                 )
         retries = spec.retries if options.retries is None else options.retries
         timeout = spec.timeout if options.timeout is None else options.timeout
-        if not retries and timeout is None:
+        reasons = None
+        if retries is None and self._pool is None and not self._handle.isSQLite:
+            # The default: conflicts of serializable transactions are run
+            # again (worker processes do that themselves; SQLite has none).
+            if timeout is None:
+                return self._retryingConflicts(f, args, kw, options)
+            retries, reasons = retry.CONFLICT_RETRIES, retry.CONFLICTS
+        elif not retries and timeout is None:
             return self._submit(self._newTask(f, args, kw, options), None)
-        return self._attempts(f, args, kw, options, retries, timeout)
+        # A call with retries or a timeout: driven by retry.Attempts, which
+        # makes a new task for each attempt. Its Deferred is the one tracked.
+        now = _starting.get() is self  # (Retries run outside this context.)
+        attempts = self._makeAttempts(
+            f, args, kw, options, retries or 0, timeout, reasons, now
+        )
+        self._track(attempts.d)
+        return attempts.start()
 
-    def _attempts(
+    def _retryingConflicts(
+        self,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+    ) -> Deferred[Any]:
+        # The common case, kept as cheap as a call without retries: one task,
+        # and only if it fails with a conflict does retry.Attempts take over
+        # (its Deferred chained into the task's, which shutdown tracks).
+        task = self._newTask(f, args, kw, options)
+        now = _starting.get() is self
+
+        def conflicted(failure: Failure) -> Any:
+            error = failure.value
+            reason = None if error is None else retry.retryReason(error)
+            if reason not in retry.CONFLICTS:
+                return failure
+            attempts = self._makeAttempts(
+                f, args, kw, options, retry.CONFLICT_RETRIES, None, retry.CONFLICTS, now
+            )
+            return attempts.adopt(task, failure)
+
+        task.d.addErrback(conflicted)
+        return self._submit(task, None, now)
+
+    def _makeAttempts(
         self,
         f: Callable[..., Any],
         args: tuple[Any, ...],
@@ -375,12 +420,13 @@ class AccessBroker:
         options: CallOptions,
         retries: int,
         timeout: float | None,
-    ) -> Deferred[Any]:
-        # A call with retries or a timeout: driven by retry.Attempts, which
-        # makes a new task for each attempt. Its Deferred is the one tracked.
-        if options.retries != retries:
+        reasons: frozenset[str] | None,
+        now: bool,
+    ) -> retry.Attempts:
+        if reasons is None and options.retries != retries:
+            # (Seen by the transaction: it prepares the COMMIT lookup when
+            # lost connections may be retried.)
             options = dataclasses.replace(options, retries=retries)
-        now = _starting.get() is self  # (Retries run outside this context.)
         handle = self._handle
 
         def makeTask() -> Task[Any]:
@@ -394,7 +440,7 @@ class AccessBroker:
             if counter is not None:
                 counter[reason] += 1
 
-        attempts = retry.Attempts(
+        return retry.Attempts(
             makeTask,
             submit,
             retries=retries,
@@ -403,9 +449,8 @@ class AccessBroker:
             clock=self._getReactor(),
             description=describeCall(self, f, args, kw),
             onRetry=counted,
+            reasons=reasons,
         )
-        self._track(attempts.d)
-        return attempts.start()
 
     def _pendingCount(self) -> int:
         # Transactions waiting for a connection on this broker's engine:

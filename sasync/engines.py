@@ -24,9 +24,15 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
 Call policies, per broker (brokers sharing an engine may differ in them),
 also taken out of the keywords (see C{docs/reliability.md}):
 
-  - C{retries}: the default of the call-time keyword C{retries} (default
-    0): how many times a transaction that failed in a way that allows it
-    runs again (see L{sasync.retry}).
+  - C{retries}: the default of the call-time keyword C{retries}: how many
+    times a transaction that failed in a way that allows it runs again (see
+    L{sasync.retry}). The default, C{None}, runs a transaction again (up to
+    L{sasync.retry.CONFLICT_RETRIES} times) only after the conflicts of
+    serializable transactions; C{0} never.
+
+Server databases run every transaction SERIALIZABLE unless the keyword
+C{isolation_level} (SQLAlchemy's) says otherwise: the outcome is as if
+transactions ran one at a time (see C{docs/concepts/transactions.md}).
   - C{timeout}: the default of the call-time keyword C{timeout}, in
     seconds (default C{None}: none).
   - C{maxPending}: refuse a new transaction at once, with
@@ -70,6 +76,10 @@ DEFAULT_OVERFLOW = 4
 #: Rows per batch fetched from the worker.
 DEFAULT_BATCH_SIZE = 1000
 
+#: The isolation level of server databases unless C{isolation_level=}.
+DEFAULT_ISOLATION = "SERIALIZABLE"
+SERIALIZABLE_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
+
 BROKER_OPTIONS = (
     "connections",
     "overflowConnections",
@@ -97,6 +107,7 @@ def withDefaultDriver(url: str | URL) -> URL:
     driver = DEFAULT_DRIVERS.get(parsed.drivername)
     return parsed if driver is None else parsed.set(drivername=driver)
 
+
 @dataclass(frozen=True)
 class EngineSpec:
     """
@@ -110,7 +121,7 @@ class EngineSpec:
     overflowConnections: int = DEFAULT_OVERFLOW
     batchSize: int = DEFAULT_BATCH_SIZE
     # Call policies: per broker, so not part of what makes brokers share.
-    retries: int = field(default=0, compare=False)
+    retries: int | None = field(default=None, compare=False)
     timeout: float | None = field(default=None, compare=False)
     maxPending: int | None = field(default=None, compare=False)
     backoff: Backoff = field(default=DEFAULT_BACKOFF, compare=False)
@@ -199,8 +210,10 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
     policies: dict[str, Any] = {}
     if "retries" in kw:
         retries = kw.pop("retries")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, not {retries!r}")
+        if retries is not None and (
+            isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+        ):
+            raise ValueError(f"retries must be an int >= 0 or None, not {retries!r}")
         policies["retries"] = retries
     if "timeout" in kw:
         timeout = kw.pop("timeout")
@@ -259,6 +272,11 @@ class EngineHandle:
         if "poolclass" not in kw and "pool" not in kw:
             # Each worker keeps its one connection for life: no pool needed.
             kw["poolclass"] = NullPool
+        if spec.backend in SERIALIZABLE_BACKENDS:
+            # As if one at a time, as the original's single connection was;
+            # set per connection (psycopg2 sends it with BEGIN; PyMySQL once
+            # per session): no statement of ours starts a user's transaction.
+            kw.setdefault("isolation_level", DEFAULT_ISOLATION)
         self.engine: Engine = SA.create_engine(spec.url, **kw)
         self.dialectName = self.engine.dialect.name
         self.isSQLite = spec.isSQLite

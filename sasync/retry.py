@@ -10,6 +10,9 @@ committed. That is when
     serialization failure (SQLSTATE C{40001}) or a deadlock (C{40P01};
     MySQL/MariaDB error 1213), in answer to any statement or to COMMIT
     itself (an answer to COMMIT that is an error means no commit);
+  - MySQL/MariaDB's lock wait timeout (error 1205): InnoDB rolls back only
+    the statement that waited, but the error leaves the transaction
+    function, and sAsync then rolls the whole transaction back;
   - the connection was lost, or could not be made, before COMMIT was sent
     (without COMMIT the server rolls back);
   - PostgreSQL only: the connection was lost while COMMIT was in flight,
@@ -23,10 +26,12 @@ call's C{retries}. Every attempt runs the whole transaction function again
 from scratch, on whichever connection is free: code with effects outside
 the database (sending mail, appending to a list) repeats them.
 
-MySQL/MariaDB's lock wait timeout (error 1205) is not retried: InnoDB rolls
-back only the statement that waited, so the transaction could go on, and
-retrying would wait as long again. Neither is SQLite's C{database is
-locked}, which likewise comes after a wait (the C{timeout} of C{sqlite3}).
+The first three (L{CONFLICTS}) are what serializable transactions produce
+when they collide: the broker's default (C{retries=None}) retries those
+only, up to L{CONFLICT_RETRIES} times.
+
+SQLite's C{database is locked} is not retried: it comes after a wait (the
+C{timeout} of C{sqlite3}), and only another process can cause it.
 """
 
 from __future__ import annotations
@@ -54,15 +59,25 @@ log = Logger()
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 #: MySQL/MariaDB error numbers meaning the same: ER_LOCK_DEADLOCK.
 RETRY_MYSQL_ERRORS = frozenset({1213})
+#: MySQL/MariaDB's ER_LOCK_WAIT_TIMEOUT: retried once the whole transaction
+#: was rolled back (sAsync rolls back whenever the body raises).
+MYSQL_LOCK_WAIT_TIMEOUT = 1205
 
 #: Why a failure may be retried (the attribute set on the exception).
 _REASON = "_sasyncRetryReason"
 
 SERIALIZATION = "serialization failure"
 DEADLOCK = "deadlock"
+LOCK_TIMEOUT = "lock wait timeout"
 LOST = "connection lost before COMMIT"
 NO_CONNECTION = "could not connect"
 ROLLED_BACK = "connection lost during COMMIT, which the database rolled back"
+
+#: The failures that serializable transactions produce when they collide:
+#: retried by default (the broker's C{retries=None}).
+CONFLICTS = frozenset({SERIALIZATION, DEADLOCK, LOCK_TIMEOUT})
+#: How many times a transaction may run again after conflicts, by default.
+CONFLICT_RETRIES = 10
 
 
 def errorCode(e: DBAPIError) -> str | int | None:
@@ -94,6 +109,8 @@ def classify(e: BaseException, *, commitSent: bool, autocommit: bool) -> str | N
     args = getattr(e.orig, "args", ())
     if args and args[0] in RETRY_MYSQL_ERRORS:
         return DEADLOCK  # (Its SQLSTATE is 40001, too.)
+    if args and args[0] == MYSQL_LOCK_WAIT_TIMEOUT:
+        return LOCK_TIMEOUT
     code = errorCode(e)
     if code in RETRY_SQLSTATES:
         return DEADLOCK if code == "40P01" else SERIALIZATION
@@ -221,6 +238,7 @@ class Attempts:
         clock: IReactorTime,
         description: str,
         onRetry: Callable[[str], object] | None = None,
+        reasons: frozenset[str] | None = None,
     ) -> None:
         """
         @param makeTask: Makes a new task for each attempt.
@@ -230,6 +248,7 @@ class Attempts:
         @param clock: Schedules the waits and the timeout.
         @param description: How the call is named in errors.
         @param onRetry: Called with the reason before each retry (counters).
+        @param reasons: The retry reasons allowed (C{None}: every one).
         """
         self._makeTask = makeTask
         self._submit = submit
@@ -239,6 +258,7 @@ class Attempts:
         self._clock = clock
         self._description = description
         self._onRetry = onRetry
+        self._reasons = reasons
         self.retried = 0
         self._task: Task[Any] | None = None
         self._sortKey: tuple[int, int, int] | None = None
@@ -260,6 +280,19 @@ class Attempts:
         self._attempt()
         return self.d
 
+    def adopt(self, task: Task[Any], failure: Failure) -> Deferred[Any]:
+        """
+        Take over a call whose first attempt, C{task}, was run without me
+        and failed with C{failure}: retry it if that allows, keeping its
+        place in the queue (there is no timeout to enforce).
+
+        @return: L{d}.
+        """
+        self._sortKey = task.sortKey
+        self._task = task
+        self._attempted(failure, task)
+        return self.d
+
     # Attempts -----------------------------------------------------------------
 
     def _attempt(self) -> None:
@@ -279,6 +312,10 @@ class Attempts:
         if isinstance(result, Failure) and self._stopReason is None:
             error = result.value
             reason = None if error is None else retryReason(error)
+            if reason is not None and not (
+                self._reasons is None or reason in self._reasons
+            ):
+                reason = None
             if error is not None and reason is not None:
                 if self.retried < self._retries:
                     self._retry(reason)

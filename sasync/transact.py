@@ -339,7 +339,10 @@ class TransactionCall:
             return result
         except BaseException as e:
             handedOver = False
-            self._rollback(worker, connection, transaction)
+            # Rolls back even a transaction whose COMMIT failed (SQLAlchemy
+            # keeps it as the connection's until then), or replaces the
+            # connection: the next begin() must find none.
+            worker.leaveTransaction()
             if retry.retryReason(e) is None:
                 reason = retry.classify(
                     e,
@@ -426,19 +429,6 @@ class TransactionCall:
         state.stream = False
         if session is not None:
             session.close()
-
-    @staticmethod
-    def _rollback(worker: Any, connection: Any, transaction: Any) -> None:
-        try:
-            if transaction.is_active:
-                transaction.rollback()
-        except Exception:
-            # The connection is in an unknown state: the next transaction
-            # gets a new one.
-            worker.replaceConnection()
-            return
-        if connection.invalidated:
-            worker.replaceConnection()
 
 
 def _closedBeforeCommit(connection: Any) -> DBAPIError:

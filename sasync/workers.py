@@ -168,7 +168,20 @@ class ConnectionWorker(ThreadWorker):
             and not connection.closed
         ):
             if self._watch is None or not self._watch.serverClosed():
-                return connection
+                if connection.get_transaction() is None:
+                    return connection
+                # Some path left a transaction open (it should not): end it
+                # here, so that nobody's work starts inside another's.
+                log.warn(
+                    "{worker}: the connection was still in a transaction;"
+                    " rolling it back",
+                    worker=self,
+                )
+                self.leaveTransaction()
+                connection = self._connection
+                if connection is not None:
+                    return connection
+                return self.connection()
             log.info(
                 "{worker}: the server closed the idle connection; replacing it",
                 worker=self,
@@ -193,6 +206,27 @@ class ConnectionWorker(ThreadWorker):
         """
         watch = self._watch
         return watch is not None and watch.serverClosed()
+
+    def leaveTransaction(self) -> None:
+        """
+        Worker thread, after any job that used the connection, whatever it
+        raised: roll back a transaction left open (even one whose COMMIT
+        failed, which SQLAlchemy keeps as the connection's transaction until
+        it is rolled back). If that fails too, the connection is replaced:
+        a shared connection must never carry one job's transaction into the
+        next.
+        """
+        connection = self._connection
+        if connection is None or connection.closed:
+            return
+        try:
+            if connection.get_transaction() is not None:
+                connection.rollback()
+        except Exception:
+            self.replaceConnection()
+            return
+        if connection.invalidated:
+            self.replaceConnection()
 
     def replaceConnection(self) -> None:
         """

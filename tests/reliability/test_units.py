@@ -61,7 +61,9 @@ def test_classify() -> None:
     assert classify(dbapiError(errno=1213), commitSent=False, autocommit=False) == (
         retry.DEADLOCK
     )
-    assert classify(dbapiError(errno=1205), commitSent=False, autocommit=False) is None
+    assert classify(dbapiError(errno=1205), commitSent=False, autocommit=False) == (
+        retry.LOCK_TIMEOUT
+    )
     assert classify(dbapiError(lost=True), commitSent=False, autocommit=False) == (
         retry.LOST
     )
