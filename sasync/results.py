@@ -223,11 +223,16 @@ def rowsInTransaction(
     result: AnyResult,
     transaction: RootTransaction,
     batchSize: int,
+    beforeCommit: Callable[[], None],
 ) -> RowStream:
     """
     Server databases: the rows of C{result}, read inside its still open
     transaction, which commits when the rows are all read or the iteration
     is stopped, and rolls back if reading fails.
+
+    @param beforeCommit: Called right before a COMMIT that ends the rows;
+        raises if the transaction must roll back instead (it was stopped
+        while its task still runs: the rows fit in the first batch).
     """
     source, makeRow = _batchesOf(result, batchSize)
 
@@ -236,6 +241,7 @@ def rowsInTransaction(
         try:
             yield from source
             result.close()
+            beforeCommit()
             transaction.commit()
             committed = True
         except GeneratorExit:
@@ -254,6 +260,11 @@ def rowsInTransaction(
 
     def unstarted() -> None:
         result.close()
+        try:
+            beforeCommit()
+        except BaseException:
+            transaction.rollback()
+            raise
         transaction.commit()
 
     return RowStream(batches(), unstarted, makeRow)

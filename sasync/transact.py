@@ -272,7 +272,15 @@ class TransactionCall:
                 retry.markRetryable(e, retry.NO_CONNECTION)
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
-        if task is not None and task.stopRequested:
+        if task is not None and (
+            task.stopRequested
+            or (
+                # AUTOCOMMIT: each statement commits by itself, so a stop
+                # must wait for the worker from the start.
+                retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+                and not task.passPointOfNoReturn()
+            )
+        ):
             # Cancelled between dispatch and start: don't even begin.
             raise CancelledError(
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
@@ -322,7 +330,7 @@ class TransactionCall:
                         handedOver = True
                         self._endTransactionState()
                         rows = results.rowsInTransaction(
-                            result, transaction, worker.batchSize
+                            result, transaction, worker.batchSize, _commitPoint
                         )
                     else:
                         self._commit(connection, transaction)
@@ -382,6 +390,7 @@ class TransactionCall:
         if serverClosed is not None and serverClosed():
             # Known before COMMIT is sent: nothing was committed.
             raise _closedBeforeCommit(connection)
+        _commitPoint()
         self._commitSent = True
         if not lookUp:
             transaction.commit()
@@ -429,6 +438,22 @@ class TransactionCall:
         state.stream = False
         if session is not None:
             session.close()
+
+
+def _commitPoint() -> None:
+    """
+    Worker thread, right before COMMIT is sent: from here on a stop of the
+    call (cancel, timeout) waits for COMMIT's outcome. Until here, a stop
+    fails the caller at once (the transaction cannot commit without
+    COMMIT); the stop and this mark are decided atomically (see
+    L{Task.passPointOfNoReturn}), so a stop that came first makes this
+    raise, and the transaction rolls back instead.
+
+    @raise CancelledError: the call was asked to stop.
+    """
+    task = currentTask()
+    if task is not None and not task.passPointOfNoReturn():
+        raise CancelledError(f"{task.info} was stopped before COMMIT")
 
 
 def _closedBeforeCommit(connection: Any) -> DBAPIError:
