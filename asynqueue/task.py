@@ -372,11 +372,15 @@ class Task(Generic[T]):
         """
         self.state = TaskState.DONE
         if self._waiting:
-            # The interruption made the call fail: report why it was stopped.
+            # The interruption made the call fail: report why it was stopped
+            # (past its point of no return, its own error is the truth: a
+            # COMMIT that failed may not mean "rolled back").
             assert self.stopReason is not None
             self._waiting = False
             self._delivered = True
-            self._fire(Failure(self.stopReason))  # type: ignore[no-untyped-call]
+            if not self._pastNoReturn:
+                failure = Failure(self.stopReason)  # type: ignore[no-untyped-call]
+            self._fire(failure)
             return
         self._deliver(failure)
 

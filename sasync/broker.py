@@ -763,12 +763,16 @@ class AccessBroker:
 
         @param timeout: Seconds to let accepted work finish; then whatever
             is left is cancelled: queued transactions fail with
-            C{CancelledError} without running, running ones are interrupted
-            at the driver and rolled back first. Either way each caller
-            hears how its call ended; nothing is dropped silently. (Code of
-            yours that never returns to the database cannot be interrupted,
-            and is waited for.) A later call with a timeout may shorten the
-            wait of an earlier one.
+            C{CancelledError} without running, running ones too, at once
+            (they are interrupted at the driver and roll back in the
+            background), except a transaction whose COMMIT was already
+            sent, whose outcome is waited for. Either way each caller hears
+            how its call ended; nothing is dropped silently. Then the
+            workers get L{SHUTDOWN_GRACE} more seconds to close; any still
+            busy (in code of yours that never returns to the database, or
+            on a server that does not answer) is left to end by itself,
+            and logged. A later call with a timeout may shorten the wait of
+            an earlier one.
         @raise ValueError: C{timeout} is not a number >= 0.
         """
         if timeout is not None and (

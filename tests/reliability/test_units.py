@@ -124,12 +124,14 @@ class Attempted:
     the test ends it with L{succeed} or L{fail}.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, abandonable: bool = False) -> None:
         self.tasks: list[Task[Any]] = []
         self.interrupted: list[Task[Any]] = []
+        self.abandonable = abandonable
 
     def makeTask(self) -> Task[Any]:
         task: Task[Any] = Task(lambda: None, niceness=len(self.tasks) % 3)
+        task.abandonable = self.abandonable
         task.onInterrupt(lambda reason: self.interrupted.append(task))
         self.tasks.append(task)
         return task
@@ -160,10 +162,10 @@ class AttemptsTests(SynchronousTestCase):
     """
 
     def attempts(
-        self, retries: int = 3, timeout: float | None = None
+        self, retries: int = 3, timeout: float | None = None, abandonable: bool = False
     ) -> tuple[retry.Attempts, Attempted, Clock]:
         clock = Clock()
-        made = Attempted()
+        made = Attempted(abandonable)
         attempts = retry.Attempts(
             made.makeTask,
             made.submit,
@@ -270,6 +272,59 @@ class AttemptsTests(SynchronousTestCase):
         failure = self.failureResultOf(attempts.d, TransactionTimeout)
         self.assertIsInstance(failure.value, TaskTimeout)
         self.assertIn("1 s", str(failure.value))
+
+    def test_timeoutBeforeCommitAtDeadline(self) -> None:
+        """
+        A transaction's attempt (abandonable) whose COMMIT was not sent:
+        TransactionTimeout exactly at the deadline, though the worker has not
+        stopped yet (it is interrupted, and may no longer commit); what it
+        delivers later is dropped.
+        """
+        attempts, made, clock = self.attempts(timeout=2.0, abandonable=True)
+        clock.advance(2.0)
+        self.failureResultOf(attempts.d, TransactionTimeout)
+        self.assertEqual(made.interrupted, made.tasks)
+        self.assertFalse(made.tasks[0].passPointOfNoReturn())
+        made.fail(CancelledError("rolled back"))
+        self.assertEqual(len(made.tasks), 1)
+
+    def test_cancelBeforeCommitAtOnce(self) -> None:
+        """
+        The same for a cancel, retries or not.
+        """
+        attempts, made, _clock = self.attempts(abandonable=True)
+        attempts.d.cancel()
+        self.failureResultOf(attempts.d, CancelledError)
+        self.assertEqual(made.interrupted, made.tasks)
+        self.assertFalse(made.tasks[0].passPointOfNoReturn())
+
+    def test_commitInFlightWaitsForOutcome(self) -> None:
+        """
+        A COMMIT in flight when the deadline hits: the caller waits for its
+        outcome and gets it (committed: the result), never a timeout for a
+        transaction that committed.
+        """
+        attempts, made, clock = self.attempts(timeout=2.0, abandonable=True)
+        self.assertTrue(made.tasks[0].passPointOfNoReturn())
+        clock.advance(2.0)
+        self.assertEqual(made.interrupted, made.tasks)
+        self.assertNoResult(attempts.d)
+        clock.advance(10)
+        self.assertNoResult(attempts.d)
+        made.succeed("committed")
+        self.assertEqual(self.successResultOf(attempts.d), "committed")
+
+    def test_commitInFlightFails(self) -> None:
+        """
+        ... and if that COMMIT failed, the caller gets its error.
+        """
+        attempts, made, clock = self.attempts(timeout=2.0, abandonable=True)
+        self.assertTrue(made.tasks[0].passPointOfNoReturn())
+        clock.advance(2.0)
+        self.assertNoResult(attempts.d)
+        error = dbapiError(lost=True)
+        made.fail(error)
+        self.assertIs(self.failureResultOf(attempts.d).value, error)
 
     def test_timeoutSpansRetries(self) -> None:
         """
