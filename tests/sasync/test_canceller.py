@@ -70,6 +70,21 @@ def running(canceller: Canceller) -> Task[Any]:
     return task
 
 
+def interrupted(
+    connection: FakeServerConnection,
+) -> tuple[Canceller, Sent, Task[Any], Clock]:
+    """
+    A canceller on C{connection}, just asked to stop its running task.
+    """
+    sent = Sent()
+    canceller = Canceller("postgresql", None, sent)
+    canceller.attach(connection)
+    task = running(canceller)
+    clock = Clock()
+    canceller.interrupt(task, clock)
+    return canceller, sent, task, clock
+
+
 @pytest.fixture
 def socketPair() -> Iterator[tuple[socket.socket, socket.socket]]:
     ours, server = socket.socketpair()
@@ -90,12 +105,7 @@ def test_cancelRepeatedUntilTaskLeaves() -> None:
     timer is left.
     """
     connection = FakeServerConnection()
-    sent = Sent()
-    canceller = Canceller("postgresql", None, sent)
-    canceller.attach(connection)
-    task = running(canceller)
-    clock = Clock()
-    canceller.interrupt(task, clock)
+    canceller, sent, _task, clock = interrupted(connection)
     assert sent.run() == 1
     assert (connection.cancels, connection.stopped) == (1, 0)
     connection.running = True  # The next statement starts.
@@ -116,12 +126,7 @@ def test_cancelOnlyForItsTask() -> None:
     A repeat never reaches the next task on the connection.
     """
     connection = FakeServerConnection()
-    sent = Sent()
-    canceller = Canceller("postgresql", None, sent)
-    canceller.attach(connection)
-    task = running(canceller)
-    clock = Clock()
-    canceller.interrupt(task, clock)
+    canceller, sent, _task, clock = interrupted(connection)
     sent.run()
     canceller.leave()
     running(canceller)
@@ -140,12 +145,7 @@ def test_cutAfterGrace(socketPair: tuple[socket.socket, socket.socket]) -> None:
     """
     ours, server = socketPair
     connection = FakeServerConnection(ours)
-    sent = Sent()
-    canceller = Canceller("postgresql", None, sent)
-    canceller.attach(connection)
-    task = running(canceller)
-    clock = Clock()
-    canceller.interrupt(task, clock)
+    _canceller, sent, _task, clock = interrupted(connection)
     while clock.seconds() + RESEND_INTERVAL < CUT_AFTER:
         clock.advance(RESEND_INTERVAL)
         with pytest.raises(BlockingIOError):
@@ -164,11 +164,7 @@ def test_noCutAfterLeaving(socketPair: tuple[socket.socket, socket.socket]) -> N
     """
     ours, server = socketPair
     connection = FakeServerConnection(ours)
-    canceller = Canceller("postgresql", None, Sent())
-    canceller.attach(connection)
-    task = running(canceller)
-    clock = Clock()
-    canceller.interrupt(task, clock)
+    canceller, _sent, task, clock = interrupted(connection)
     clock.advance(RESEND_INTERVAL)
     canceller.leave()
     running(canceller)
