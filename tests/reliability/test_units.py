@@ -354,6 +354,65 @@ class AttemptsTests(SynchronousTestCase):
         self.assertFalse(clock.getDelayedCalls())
 
 
+class FakeTransaction:
+    """
+    A transaction that records whether it was committed.
+    """
+
+    committed = False
+
+    def commit(self) -> None:
+        self.committed = True
+
+
+def commitAs(task: Task[Any]) -> tuple[FakeTransaction, BaseException | None]:
+    """
+    Run TransactionCall._commit as C{task}'s worker thread would.
+
+    @return: The transaction, and what C{_commit} raised.
+    """
+    from asynqueue.task import setCurrentTask
+    from sasync.transact import CallOptions, TransactionCall
+
+    call = TransactionCall(object(), object(), commitAs, CallOptions())  # type: ignore[arg-type]
+    transaction = FakeTransaction()
+    setCurrentTask(task)
+    try:
+        call._commit(object(), transaction)
+    except BaseException as e:
+        return transaction, e
+    finally:
+        setCurrentTask(None)
+    return transaction, None
+
+
+def test_commitRefusedAfterStop() -> None:
+    """
+    A stop requested before the worker reached COMMIT: COMMIT is not sent,
+    the call raises CancelledError (and rolls back), though its caller was
+    already told (the task is abandonable).
+    """
+    task: Task[Any] = Task(lambda: None)
+    task.abandonable = True
+    task.onInterrupt(lambda reason: None)
+    assert not task.requestStop(CancelledError())
+    transaction, error = commitAs(task)
+    assert isinstance(error, CancelledError)
+    assert not transaction.committed
+
+
+def test_commitMarkedBeforeSent() -> None:
+    """
+    COMMIT is sent only once marked: a stop after that waits for the outcome.
+    """
+    task: Task[Any] = Task(lambda: None)
+    task.abandonable = True
+    task.onInterrupt(lambda reason: None)
+    transaction, error = commitAs(task)
+    assert error is None and transaction.committed
+    assert task.requestStop(CancelledError())
+
+
 def test_serverClosedNoticed() -> None:
     """
     The socket watch says nothing while the peer is quiet or sends what a
