@@ -77,7 +77,7 @@ ROLLED_BACK = "connection lost during COMMIT, which the database rolled back"
 #: retried by default (the broker's C{retries=None}).
 CONFLICTS = frozenset({SERIALIZATION, DEADLOCK, LOCK_TIMEOUT})
 #: How many times a transaction may run again after conflicts, by default.
-CONFLICT_RETRIES = 10
+CONFLICT_RETRIES = 20
 
 
 def errorCode(e: DBAPIError) -> str | int | None:
