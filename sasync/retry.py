@@ -221,6 +221,7 @@ class Attempts:
         clock: IReactorTime,
         description: str,
         onRetry: Callable[[str], object] | None = None,
+        mayRetry: Callable[[str], bool] | None = None,
     ) -> None:
         """
         @param makeTask: Makes a new task for each attempt.
@@ -230,6 +231,9 @@ class Attempts:
         @param clock: Schedules the waits and the timeout.
         @param description: How the call is named in errors.
         @param onRetry: Called with the reason before each retry (counters).
+        @param mayRetry: Asked with the reason, once C{retries} allow a
+            retry, whether to make it (a broker's start-up waits out a
+            missing database by time; see L{sasync.startup}).
         """
         self._makeTask = makeTask
         self._submit = submit
@@ -239,6 +243,7 @@ class Attempts:
         self._clock = clock
         self._description = description
         self._onRetry = onRetry
+        self._mayRetry = mayRetry
         self.retried = 0
         self._task: Task[Any] | None = None
         self._sortKey: tuple[int, int, int] | None = None
@@ -280,7 +285,9 @@ class Attempts:
             error = result.value
             reason = None if error is None else retryReason(error)
             if error is not None and reason is not None:
-                if self.retried < self._retries:
+                if self.retried < self._retries and (
+                    self._mayRetry is None or self._mayRetry(reason)
+                ):
                     self._retry(reason)
                     return
                 if self._retries:
