@@ -39,6 +39,10 @@ transactions ran one at a time (see C{docs/concepts/transactions.md}).
     L{sasync.errors.Overloaded}, while this many wait for a connection on
     the broker's engine (default C{None}: no bound).
   - C{backoff}: a L{sasync.retry.Backoff}, the waits between attempts.
+  - C{startupTimeout}: seconds for which the broker's start-up waits for
+    its database to accept connections (default: L{DEFAULT_STARTUP_TIMEOUT}
+    for server databases, 0 for SQLite; C{0}: not at all). See
+    L{sasync.startup}.
 
 Everything here runs in the reactor thread unless a docstring says so.
 """
@@ -75,6 +79,9 @@ DEFAULT_CONNECTIONS = 4
 DEFAULT_OVERFLOW = 4
 #: Rows per batch fetched from the worker.
 DEFAULT_BATCH_SIZE = 1000
+#: Seconds a broker's start-up waits for its server database to accept
+#: connections (SQLite: none; a file that can't be opened won't appear).
+DEFAULT_STARTUP_TIMEOUT = 30.0
 
 #: The isolation level of server databases unless C{isolation_level=}.
 DEFAULT_ISOLATION = "SERIALIZABLE"
@@ -88,6 +95,7 @@ BROKER_OPTIONS = (
     "timeout",
     "maxPending",
     "backoff",
+    "startupTimeout",
 )
 
 _SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
@@ -125,6 +133,7 @@ class EngineSpec:
     timeout: float | None = field(default=None, compare=False)
     maxPending: int | None = field(default=None, compare=False)
     backoff: Backoff = field(default=DEFAULT_BACKOFF, compare=False)
+    startupTimeout: float | None = field(default=None, compare=False)
 
     @classmethod
     def fromArgs(cls, url: str | URL, kw: Mapping[str, Any]) -> EngineSpec:
@@ -180,6 +189,16 @@ class EngineSpec:
         return self.backend == "sqlite"
 
     @property
+    def startupWait(self) -> float:
+        """
+        Seconds the start-up waits for the database: C{startupTimeout}, or
+        its default (L{DEFAULT_STARTUP_TIMEOUT}, SQLite 0).
+        """
+        if self.startupTimeout is not None:
+            return self.startupTimeout
+        return 0.0 if self.isSQLite else DEFAULT_STARTUP_TIMEOUT
+
+    @property
     def key(self) -> tuple[Any, ...]:
         """
         The registry key: equal for brokers that share a handle.
@@ -203,7 +222,7 @@ class EngineSpec:
 def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
     """
     Take the call policies (C{retries}, C{timeout}, C{maxPending},
-    C{backoff}) out of C{kw}, checked.
+    C{backoff}, C{startupTimeout}) out of C{kw}, checked.
 
     @raise ValueError: a bad value.
     """
@@ -242,6 +261,18 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(backoff, Backoff):
             raise ValueError(f"backoff must be a sasync.retry.Backoff, not {backoff!r}")
         policies["backoff"] = backoff
+    if "startupTimeout" in kw:
+        startupTimeout = kw.pop("startupTimeout")
+        if (
+            isinstance(startupTimeout, bool)
+            or not isinstance(startupTimeout, int | float)
+            or not startupTimeout >= 0
+        ):
+            raise ValueError(
+                "startupTimeout must be a number of seconds >= 0 (0: don't wait"
+                f" for the database), not {startupTimeout!r}"
+            )
+        policies["startupTimeout"] = float(startupTimeout)
     return policies
 
 
@@ -561,6 +592,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CONNECTIONS",
     "DEFAULT_OVERFLOW",
+    "DEFAULT_STARTUP_TIMEOUT",
     "EngineHandle",
     "EngineSpec",
     "acquire",

@@ -239,6 +239,7 @@ class Attempts:
         description: str,
         onRetry: Callable[[str], object] | None = None,
         reasons: frozenset[str] | None = None,
+        mayRetry: Callable[[str], bool] | None = None,
     ) -> None:
         """
         @param makeTask: Makes a new task for each attempt.
@@ -249,6 +250,9 @@ class Attempts:
         @param description: How the call is named in errors.
         @param onRetry: Called with the reason before each retry (counters).
         @param reasons: The retry reasons allowed (C{None}: every one).
+        @param mayRetry: Asked with the reason, once C{retries} allow a
+            retry, whether to make it (a broker's start-up waits out a
+            missing database by time; see L{sasync.startup}).
         """
         self._makeTask = makeTask
         self._submit = submit
@@ -259,6 +263,7 @@ class Attempts:
         self._description = description
         self._onRetry = onRetry
         self._reasons = reasons
+        self._mayRetry = mayRetry
         self.retried = 0
         self._task: Task[Any] | None = None
         self._sortKey: tuple[int, int, int] | None = None
@@ -317,7 +322,9 @@ class Attempts:
             ):
                 reason = None
             if error is not None and reason is not None:
-                if self.retried < self._retries:
+                if self.retried < self._retries and (
+                    self._mayRetry is None or self._mayRetry(reason)
+                ):
                     self._retry(reason)
                     return
                 if self._retries:
