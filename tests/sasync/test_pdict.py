@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import fail
 
-from sasync.errors import BrokerStopped
+from sasync.errors import BrokerStopped, WritesLost
 from sasync.items import Items
 from sasync.pdict import NotPreloaded, PersistentDict
 from tests.sasync.storetools import stores
@@ -333,8 +333,10 @@ async def test_badKeys(dbURL: str) -> None:
 
 async def test_failedWriteIsReported(dbURL: str) -> None:
     """
-    A background write that fails is logged and reported once by the next
-    C{deferToWrites}.
+    A background write that fails is reported by C{deferToWrites}, with a
+    L{WritesLost} naming its key and carrying its error, and again by every
+    later call (and by C{shutdown}) until a later write of the key is
+    stored. An error that is not the database's own is not retried.
     """
     d = PersistentDict("fail", dbURL)
     async with stores(d):
@@ -343,10 +345,19 @@ async def test_failedWriteIsReported(dbURL: str) -> None:
         real = broker.writeUnit
         broker.writeUnit = lambda *a, **kw: fail(RuntimeError("disk on fire"))  # type: ignore[method-assign]
         d["k"] = 1
-        with pytest.raises(RuntimeError, match="disk on fire"):
-            await d.deferToWrites()
+        d["j"] = 1
+        for _ in range(2):
+            with pytest.raises(WritesLost, match="disk on fire") as caught:
+                await d.deferToWrites()
+            assert sorted(caught.value.keys) == ["j", "k"]
+            assert isinstance(caught.value.errors["k"], RuntimeError)
+            assert "PersistentDict 'fail'" in str(caught.value)
         broker.writeUnit = real  # type: ignore[method-assign]
         d["k"] = 2
+        with pytest.raises(WritesLost) as caught:
+            await d.deferToWrites()
+        assert caught.value.keys == ["j"]
+        del d["j"]
         await d.deferToWrites()
         assert await d["k"] == 2
 

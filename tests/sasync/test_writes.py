@@ -20,21 +20,36 @@ class FakeDatabase:
     """
 
     def __init__(self) -> None:
-        self.started: list[tuple[WriteUnit[str], Deferred[None]]] = []
+        self.started: list[tuple[WriteUnit[str], Deferred[dict[str, Failure]]]] = []
         self.rows: dict[str, bytes] = {}
 
-    def run(self, unit: WriteUnit[str]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
+    def run(self, unit: WriteUnit[str]) -> Deferred[dict[str, Failure]]:
+        d: Deferred[dict[str, Failure]] = Deferred()
         self.started.append((unit, d))
         return d
 
-    def land(self, fail: Exception | None = None) -> WriteUnit[str]:
+    def land(
+        self, fail: Exception | None = None, lose: dict[str, Exception] | None = None
+    ) -> WriteUnit[str]:
+        """
+        Land the oldest unit started: it fails as a whole (C{fail}), or
+        stores all its keys but those of C{lose}.
+        """
         unit, d = self.started.pop(0)
         if fail is not None:
             d.errback(Failure(fail))
-        else:
-            unit.foldAll(self.rows)
-            d.callback(None)
+            return unit
+        lost = {key: Failure(e) for key, e in (lose or {}).items()}
+        if unit.clearFirst:
+            self.rows.clear()
+        for key, data in unit.entries.items():
+            if key in lost:
+                continue
+            if data is None:
+                self.rows.pop(key, None)
+            elif not (unit.insert and key in self.rows):
+                self.rows[key] = data
+        d.callback(lost)
         return unit
 
 
@@ -231,7 +246,7 @@ def test_synchronousLandingDoesNotRecurse() -> None:
     """
     from twisted.internet.defer import succeed
 
-    seq: WriteSequencer[str] = WriteSequencer(lambda unit: succeed(None))
+    seq: WriteSequencer[str] = WriteSequencer(lambda unit: succeed({}))
     ds = []
     for i in range(3000):
         ds.append(seq.insert(str(i), b"x"))
