@@ -10,6 +10,8 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
+import sqlalchemy as SA
+from sqlalchemy.pool import NullPool
 from twisted.internet.defer import fail
 
 from sasync.errors import BrokerStopped, WritesLost
@@ -375,3 +377,44 @@ async def test_separateFromItems(dbURL: str) -> None:
         await d.deferToWrites()
         assert await d["k"] == "dict"
         assert await items.load("k") == "items"
+
+
+async def test_refusedValueSparesItsNeighbour(mysqlURL: str) -> None:
+    """
+    MySQL/MariaDB close the connection on a value over C{max_allowed_packet}
+    (every time it is sent): that write alone is reported, and the valid
+    write queued in the same batch is stored. C{deferToWrites()} fails
+    naming only it, at every call, and so does C{shutdown()}. Before the
+    fix the neighbour was dropped with it, visible only in the log.
+    """
+    engine = SA.create_engine(mysqlURL, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            limit = int(
+                conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one()
+            )
+    finally:
+        engine.dispose()
+    if limit > 200_000_000:
+        pytest.skip(f"max_allowed_packet is {limit}: too big a value to send")
+    size = max(20_000_000, limit + 1_000_000)
+    d = PersistentDict("big", mysqlURL)
+    try:
+        await d.waitUntilRunning()
+        # Runs at once, so that the next two writes share one batch.
+        d["before"] = 1
+        d["big"] = "z" * size
+        d["after"] = 2
+        for _ in range(2):
+            with pytest.raises(WritesLost) as caught:
+                await d.deferToWrites()
+            assert caught.value.keys == ["big"]
+            notes = getattr(caught.value.errors["big"], "__notes__", [])
+            assert "max_allowed_packet" in " ".join(notes)
+        assert d._items._lander.split >= 1
+        assert await d.get("after") == 2
+        assert await d.has("big") is False
+    finally:
+        with pytest.raises(WritesLost, match="'big'"):
+            await d.shutdown()
+    assert await contents("big", mysqlURL) == {"before": 1, "after": 2}
