@@ -134,7 +134,11 @@ class Lander(Generic[K]):
 
     async def _land(self, unit: WriteUnit[K]) -> dict[K, Failure]:
         if unit.insert:
-            await self._attempt(False, list(unit.entries.items()), True)
+            entries = list(unit.entries.items())
+            try:
+                await self._attempt(False, entries, True)
+            except _Pieces as e:
+                raise self._givenUp(e.error, entries[0][0]) from None
             return {}
         lost: dict[K, Failure] = {}
         if not unit.clearFirst:
@@ -180,21 +184,25 @@ class Lander(Generic[K]):
             await self._landPiece(entries[middle:], lost)
             return
         if pieces:
-            key = entries[0][0]
-            error.add_note(
-                f"The connection was lost each of the {GIVE_UP_AFTER_LOSSES} times"
-                f" the write of {key!r} was sent, while new connections opened"
-                " fine: it was given up."
-                + (
-                    " MySQL/MariaDB close the connection on a statement bigger"
-                    " than max_allowed_packet."
-                    if self._isMySQL()
-                    else ""
-                )
-            )
+            error = self._givenUp(error, entries[0][0])
         failure = _failure(error)
         for key, _ in entries:
             lost[key] = failure
+
+    def _givenUp(self, error: BaseException, key: K) -> BaseException:
+        # A key alone that lost its connection every time it was sent.
+        error.add_note(
+            f"The connection was lost each of the {GIVE_UP_AFTER_LOSSES} times"
+            f" the write of {key!r} was sent, while new connections opened"
+            " fine: it was given up."
+            + (
+                " MySQL/MariaDB close the connection on a statement bigger"
+                " than max_allowed_packet."
+                if self._isMySQL()
+                else ""
+            )
+        )
+        return error
 
     async def _attempt(
         self, clearFirst: bool, entries: Entries[K], insert: bool
@@ -216,7 +224,8 @@ class Lander(Generic[K]):
                 if reason is None:
                     raise
                 losses = losses + 1 if reason in (LOST, LOST_DURING_COMMIT) else 0
-                if losses >= limit and not clearFirst and not insert:
+                # (A clear alone has no data to blame.)
+                if losses >= limit and entries:
                     raise _Pieces(e) from e
                 now = self._clock().seconds()
                 if self._troubleSince is None:

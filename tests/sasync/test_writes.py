@@ -504,9 +504,10 @@ def test_landerSplitsABatchThatKeepsLosingItsConnection() -> None:
     """
     A batch that loses its connection every time it is sent while new
     connections open fine (MySQL/MariaDB and a value over
-    max_allowed_packet) is split; the key that does it is given up after
-    a few tries alone, with a note naming max_allowed_packet; its
-    neighbour is stored.
+    max_allowed_packet) is split, with a clear first or not; the key that
+    does it is given up after a few tries alone, with a note naming
+    max_allowed_packet; its neighbour is stored. An insert that does it
+    fails the same way.
     """
     clock = Clock()
     writes = ScriptedWrites(
@@ -518,6 +519,14 @@ def test_landerSplitsABatchThatKeepsLosingItsConnection() -> None:
     assert "max_allowed_packet" in " ".join(lost["big"].value.__notes__)
     assert writes.rows == {"after": b"after"}
     assert [keys for _, keys, _ in writes.calls].count(["big"]) == 3
+    writes.rows = {"old": b"old"}
+    unit = batch("big", "after", clearFirst=True)
+    lost = settle(land.land(unit), clock)
+    assert list(lost) == ["big"]
+    assert writes.rows == {"after": b"after"}
+    failed = settle(land.land(batch("big", insert=True)), clock)
+    assert isinstance(failed, Failure)
+    assert "max_allowed_packet" in " ".join(failed.value.__notes__)
 
 
 def test_landerClearFailsTheWholeUnit() -> None:
