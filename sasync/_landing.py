@@ -63,6 +63,20 @@ up on (see the module docstring).
 """
 
 
+def checkRetryTime(retryTime: object) -> float:
+    """
+    @return: C{retryTime}, a store's C{writeRetryTime}.
+    @raise ValueError: it is not a number >= 0.
+    """
+    if (
+        not isinstance(retryTime, int | float)
+        or isinstance(retryTime, bool)
+        or not 0 <= retryTime < float("inf")
+    ):
+        raise ValueError(f"writeRetryTime={retryTime!r}: not a number of seconds >= 0")
+    return float(retryTime)
+
+
 def _failure(e: BaseException) -> Failure:
     return Failure(e, type(e), e.__traceback__)  # type: ignore[no-untyped-call]
 
@@ -106,11 +120,9 @@ class Lander(Generic[K]):
         @param isMySQL: whether the database is MySQL/MariaDB (for the note
             on a key given up on).
         """
-        if not isinstance(retryTime, int | float) or retryTime < 0:
-            raise ValueError(f"writeRetryTime={retryTime!r}: not a number >= 0")
         self._write = write
         self._backoff = backoff
-        self._retryTime = retryTime
+        self._retryTime = checkRetryTime(retryTime)
         self._clock = clock
         self._isMySQL = isMySQL
         # Store-wide: since when (clock seconds) attempts have failed for
@@ -126,9 +138,8 @@ class Lander(Generic[K]):
         Write C{unit}.
 
         @return: a Deferred firing with the keys of C{unit} that were not
-            stored, and why (empty: all were); or failing if none was (an
-            insert unit, a clear that failed, or an error that is not the
-            data's: every piece would fail the same).
+            stored, and why (empty: all were); or failing if nothing of it
+            was: an insert unit that failed, or a clear that failed.
         """
         return Deferred.fromCoroutine(self._land(unit))
 
@@ -262,4 +273,4 @@ class Lander(Generic[K]):
         return None
 
 
-__all__ = ["WRITE_RETRY_TIME", "Lander"]
+__all__ = ["WRITE_RETRY_TIME", "Lander", "checkRetryTime"]

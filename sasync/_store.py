@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._landing import WRITE_RETRY_TIME, Lander
+from ._landing import WRITE_RETRY_TIME, Lander, checkRetryTime
 from ._storage import (
     READ_NICENESS,
     WRITE_NICENESS,
@@ -77,7 +77,9 @@ class Store(Generic[K]):
         @param kw: engine keywords, as for L{AccessBroker
             <sasync.broker.AccessBroker>}.
         @raise TypeError: C{ID} is not a str or an int.
+        @raise ValueError: a bad C{writeRetryTime}.
         """
+        checkRetryTime(writeRetryTime)  # (Before the broker takes resources.)
         self.ID = ID
         broker: StoreBroker[K] = self.brokerClass(ID, url, **kw)
         self._broker = broker
@@ -123,18 +125,16 @@ class Store(Generic[K]):
         return lost
 
     def _logFailed(self, failure: Failure, unit: WriteUnit[K]) -> Failure:
-        if not (unit.insert and isinstance(failure.value, IntegrityError)):
-            self._log.failure(
-                "No write of {unit} of {store!r} was stored: {keys}",
-                failure=failure,
-                unit="a clear()"
-                if unit.clearFirst
-                else "an insert"
-                if unit.insert
-                else "a batch",
-                store=self,
-                keys=_someKeys(unit.entries),
-            )
+        if unit.insert and isinstance(failure.value, IntegrityError):
+            return failure  # (The key exists: the insert's caller is told.)
+        kind = "a clear()" if unit.clearFirst else "an insert" if unit.insert else ""
+        self._log.failure(
+            "No write of {kind} of {store!r} was stored: {keys}",
+            failure=failure,
+            kind=kind or "a batch",
+            store=self,
+            keys=_someKeys(unit.entries),
+        )
         return failure
 
     def _lostWrites(self) -> WritesLost | None:

@@ -418,3 +418,17 @@ async def test_refusedValueSparesItsNeighbour(mysqlURL: str) -> None:
         with pytest.raises(WritesLost, match="'big'"):
             await d.shutdown()
     assert await contents("big", mysqlURL) == {"before": 1, "after": 2}
+
+
+def test_badWriteRetryTime(tmp_path: Any) -> None:
+    """
+    C{writeRetryTime} must be a number of seconds >= 0: anything else is
+    refused at construction, naming it, before any engine is made.
+    """
+    url = f"sqlite:///{tmp_path}/never.db"
+    for bad in (-1, "5", None, True, float("inf")):
+        with pytest.raises(ValueError, match="writeRetryTime"):
+            PersistentDict("x", url, writeRetryTime=bad)
+        with pytest.raises(ValueError, match="writeRetryTime"):
+            Items("x", url, writeRetryTime=bad)
+    assert not (tmp_path / "never.db").exists()
