@@ -455,6 +455,9 @@ class AccessBroker:
                 None,
                 retry.RETRIED_BY_DEFAULT,
             )
+            # Tracked too: shutdown(timeout=) cancels what is not called yet,
+            # and task.d is (it waits for this one).
+            self._track(attempts.d)
             return attempts.adopt(task, failure)
 
         task.d.addErrback(conflicted)

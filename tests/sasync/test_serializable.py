@@ -12,9 +12,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as SA
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    gatherResults,
+)
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
-from sasync import transact
+from sasync import AccessBroker, transact
 
 from .brokers import LogBroker
 
@@ -166,3 +173,41 @@ async def test_noGuessWithoutRetries(postgresqlURL: str, brokers: Any) -> None:
         broker = brokers(GuessBroker, postgresqlURL, **kw)
         for _ in range(3):
             assert await broker.reader() is False
+
+
+class _Conflict(Exception):
+    """
+    A driver error that says "serialization failure" (SQLSTATE 40001).
+    """
+
+    pgcode = "40001"
+
+
+class AlwaysConflicts(AccessBroker):
+    """
+    A transaction that always fails as a serialization failure would.
+    """
+
+    @transact
+    def collide(self) -> None:
+        raise SA.exc.OperationalError("SELECT 1", {}, _Conflict("could not serialize"))
+
+
+async def test_shutdownCancelsConflictRetries(postgresqlURL: str, brokers: Any) -> None:
+    """
+    A call that keeps conflicting is retried by default, and shutdown(timeout=)
+    still cancels it once the timeout runs out (its retries are not waited
+    out).
+    """
+    from twisted.internet import reactor
+
+    broker = brokers(AlwaysConflicts, postgresqlURL)
+    await broker.waitUntilRunning()
+    failures: list[Failure] = []
+    broker.collide().addErrback(failures.append)
+    await deferLater(reactor, 0.3)
+    assert broker._handle.retries["serialization failure"] >= 1
+    started = reactor.seconds()
+    await broker.shutdown(timeout=0.5)
+    assert reactor.seconds() - started < 5
+    assert [f.check(CancelledError) for f in failures] == [CancelledError]
