@@ -39,6 +39,10 @@ transactions ran one at a time (see C{docs/concepts/transactions.md}).
     L{sasync.errors.Overloaded}, while this many wait for a connection on
     the broker's engine (default C{None}: no bound).
   - C{backoff}: a L{sasync.retry.Backoff}, the waits between attempts.
+  - C{startupTimeout}: seconds for which the broker's start-up waits for
+    its database to accept connections (default: L{DEFAULT_STARTUP_TIMEOUT}
+    for server databases, 0 for SQLite; C{0}: not at all). See
+    L{sasync.startup}.
 
 Everything here runs in the reactor thread unless a docstring says so.
 """
@@ -79,6 +83,9 @@ DEFAULT_BATCH_SIZE = 1000
 #: Seconds the KILL QUERY connection (MySQL/MariaDB cancels) may wait for
 #: the server at each step.
 KILL_TIMEOUT = 5
+#: Seconds a broker's start-up waits for its server database to accept
+#: connections (SQLite: none; a file that can't be opened won't appear).
+DEFAULT_STARTUP_TIMEOUT = 30.0
 
 #: The isolation level of server databases unless C{isolation_level=}.
 DEFAULT_ISOLATION = "SERIALIZABLE"
@@ -92,9 +99,12 @@ BROKER_OPTIONS = (
     "timeout",
     "maxPending",
     "backoff",
+    "startupTimeout",
 )
 
 _SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+#: SQL text that only reads (a wrong guess costs one more attempt).
+_READS_RE = re.compile(r"\s*(SELECT|SHOW)\b", re.IGNORECASE)
 
 
 #: The drivers sAsync installs, for URLs that name none.
@@ -129,6 +139,7 @@ class EngineSpec:
     timeout: float | None = field(default=None, compare=False)
     maxPending: int | None = field(default=None, compare=False)
     backoff: Backoff = field(default=DEFAULT_BACKOFF, compare=False)
+    startupTimeout: float | None = field(default=None, compare=False)
 
     @classmethod
     def fromArgs(cls, url: str | URL, kw: Mapping[str, Any]) -> EngineSpec:
@@ -184,6 +195,16 @@ class EngineSpec:
         return self.backend == "sqlite"
 
     @property
+    def startupWait(self) -> float:
+        """
+        Seconds the start-up waits for the database: C{startupTimeout}, or
+        its default (L{DEFAULT_STARTUP_TIMEOUT}, SQLite 0).
+        """
+        if self.startupTimeout is not None:
+            return self.startupTimeout
+        return 0.0 if self.isSQLite else DEFAULT_STARTUP_TIMEOUT
+
+    @property
     def key(self) -> tuple[Any, ...]:
         """
         The registry key: equal for brokers that share a handle.
@@ -207,7 +228,7 @@ class EngineSpec:
 def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
     """
     Take the call policies (C{retries}, C{timeout}, C{maxPending},
-    C{backoff}) out of C{kw}, checked.
+    C{backoff}, C{startupTimeout}) out of C{kw}, checked.
 
     @raise ValueError: a bad value.
     """
@@ -246,6 +267,18 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(backoff, Backoff):
             raise ValueError(f"backoff must be a sasync.retry.Backoff, not {backoff!r}")
         policies["backoff"] = backoff
+    if "startupTimeout" in kw:
+        startupTimeout = kw.pop("startupTimeout")
+        if (
+            isinstance(startupTimeout, bool)
+            or not isinstance(startupTimeout, int | float)
+            or not startupTimeout >= 0
+        ):
+            raise ValueError(
+                "startupTimeout must be a number of seconds >= 0 (0: don't wait"
+                f" for the database), not {startupTimeout!r}"
+            )
+        policies["startupTimeout"] = float(startupTimeout)
     return policies
 
 
@@ -285,6 +318,13 @@ class EngineHandle:
         self.dialectName = self.engine.dialect.name
         self.isSQLite = spec.isSQLite
         self.holdIterations = not self.isSQLite
+        #: PostgreSQL at SERIALIZABLE: transactions of methods seen only
+        #: reading run READ ONLY, which keeps them out of serialization
+        #: conflicts (see sasync.transact.TransactionCall).
+        self.guessesReadOnly = (
+            self.dialectName == "postgresql"
+            and kw.get("isolation_level") == DEFAULT_ISOLATION
+        )
         #: Whether server-side cursors stream results by default.
         self.streamsByDefault = self.dialectName == "postgresql"
         self.supportsStreaming = bool(self.engine.dialect.supports_server_side_cursors)
@@ -476,11 +516,12 @@ def _executionContext(base: type[Any]) -> type[Any]:
             if task is not None and task.stopRequested:
                 raise CancelledError(f"{task.info} was asked to stop")
             context: Any = self
-            if (
-                state.stream
-                and state.connection is context.root_connection
-                and _isSelect(context)
-            ):
+            if state.connection is not context.root_connection:
+                return super().create_cursor()
+            isSelect = _isSelect(context)
+            if not isSelect and not _READS_RE.match(context.unicode_statement or ""):
+                state.wrote = True
+            if isSelect and state.stream:
                 worker = state.worker
                 context.execution_options = context.execution_options.union(
                     {
@@ -595,6 +636,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CONNECTIONS",
     "DEFAULT_OVERFLOW",
+    "DEFAULT_STARTUP_TIMEOUT",
     "EngineHandle",
     "EngineSpec",
     "acquire",

@@ -8,6 +8,7 @@ looking up a lost COMMIT. No reactor, no threads, no sleeps.
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -374,7 +375,8 @@ def commitAs(task: Task[Any]) -> tuple[FakeTransaction, BaseException | None]:
     from asynqueue.task import setCurrentTask
     from sasync.transact import CallOptions, TransactionCall
 
-    call = TransactionCall(object(), object(), commitAs, CallOptions())  # type: ignore[arg-type]
+    handle = SimpleNamespace(guessesReadOnly=False, dialectName="sqlite")
+    call = TransactionCall(object(), handle, commitAs, CallOptions())  # type: ignore[arg-type]
     transaction = FakeTransaction()
     setCurrentTask(task)
     try:

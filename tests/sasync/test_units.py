@@ -435,6 +435,8 @@ def test_connectionWorkerIsAWorker() -> None:
 
 
 class FakeHandle:
+    guessesReadOnly = False
+
     def __init__(self, sqlite: bool = False, streams: bool = True) -> None:
         self.isSQLite = sqlite
         self.supportsStreaming = not sqlite
