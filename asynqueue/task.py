@@ -393,8 +393,9 @@ class Task(Generic[T]):
             return
         if self._delivered:
             if isinstance(result, Failure):
+                abandoned = self.abandonable and not self._pastNoReturn
                 if self.stopReason is None or not (
-                    self.abandonable or isinstance(result.value, type(self.stopReason))
+                    abandoned or isinstance(result.value, type(self.stopReason))
                 ):
                     # Not the stop's own error (an abandoned task fails
                     # however its stop made it fail, e.g. a driver's cancel
