@@ -263,6 +263,20 @@ class RunningCancelTests(SynchronousTestCase):
         self.worker.fail(Failure(Interrupted()))
         self.failureResultOf(d, Interrupted)
 
+    def test_pastPointOfNoReturnGivenUpIsLogged(self) -> None:
+        """
+        Cancelled a second time while past the point of no return, the
+        caller stops waiting; the call's later failure reaches nobody, so
+        it is logged (it may say how a COMMIT ended).
+        """
+        d, task, _ = self.abandonable()
+        self.assertTrue(task.passPointOfNoReturn())
+        d.cancel()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.worker.fail(Failure(Interrupted()))
+        self.assertEqual(len(self.flushLoggedErrors(Interrupted)), 1)
+
     def test_pointOfNoReturnRace(self) -> None:
         """
         A worker thread passing the point of no return while the reactor
