@@ -5,6 +5,12 @@ concurrent brokers, and names that would shadow the broker's own.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,7 +176,65 @@ def test_indexName() -> None:
     long2 = indexName("t" * 60, "b", False)
     assert len(long1) <= MAX_NAME and len(long2) <= MAX_NAME
     assert long1 != long2
-    assert long1 == indexName("t" * 60, "a", False)
+
+
+#: (table, keyword name, unique) -> the database name, written out by hand:
+#: a database made by one release or process must be found by the next.
+GOLDEN_NAMES = {
+    ("t" * 60, "a", False): "ix_" + "t" * 49 + "_dac6aa34af",
+    ("t" * 60, "b", False): "ix_" + "t" * 49 + "_955ff0f5f0",
+    (
+        "events_by_customer_and_region_archive",
+        "customer_region_created",
+        True,
+    ): "ux_events_by_customer_and_region_archive_customer_re_b280f0e9c4",
+}
+
+
+def shortened(full: str) -> str:
+    """
+    The documented rule, computed here without sasync: the first 52
+    characters, '_', and the first 10 hex digits of the name's SHA-1.
+    """
+    return f"{full[:52]}_{hashlib.sha1(full.encode('utf-8')).hexdigest()[:10]}"
+
+
+def test_indexNameGolden() -> None:
+    """
+    A long index name is the same fixed string in every process and
+    release: the golden names, and the rule recomputed with hashlib.
+    """
+    for (table, name, unique), expected in GOLDEN_NAMES.items():
+        assert indexName(table, name, unique) == expected
+        full = f"{'ux' if unique else 'ix'}_{table}_{name}"
+        assert len(full) > MAX_NAME
+        assert shortened(full) == expected
+        assert len(expected) == MAX_NAME
+
+
+@pytest.mark.parametrize("seed", ["1", "2"])
+def test_indexNameAcrossHashSeeds(seed: str) -> None:
+    """
+    Another interpreter, with its own string hash seed, derives the same
+    long index names (else a restart would create every index again).
+    """
+    script = (
+        "import json, sys\n"
+        "from sasync.tables import indexName\n"
+        "print(json.dumps([indexName(*k) for k in json.loads(sys.argv[1])]))\n"
+    )
+    keys = list(GOLDEN_NAMES)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(keys)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == [GOLDEN_NAMES[k] for k in keys]
 
 
 def test_splitIndexKeywords() -> None:
