@@ -201,6 +201,33 @@ def activeSleeps(url: str) -> int:
         engine.dispose()
 
 
+def killBackend(url: str, backendID: int) -> None:
+    """
+    End connection C{backendID} from another connection (PostgreSQL:
+    C{pg_terminate_backend}; MySQL/MariaDB: C{KILL CONNECTION}), and wait
+    until the server has let it go.
+    """
+    engine = adminEngine(url)
+    try:
+        with engine.connect() as other:
+            if url.startswith("postgresql"):
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backendID)})")
+                gone = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {backendID}"
+            else:
+                other.exec_driver_sql(f"KILL CONNECTION {int(backendID)}")
+                gone = (
+                    "SELECT count(*) FROM information_schema.processlist"
+                    f" WHERE id = {int(backendID)}"
+                )
+            deadline = time.monotonic() + 20
+            while other.exec_driver_sql(gone).scalar_one():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"connection {backendID} was not ended")
+                time.sleep(0.01)
+    finally:
+        engine.dispose()
+
+
 class BackendKiller:
     """
     A thread that terminates random connections to one database (never its
