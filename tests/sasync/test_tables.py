@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import sqlalchemy as SA
 from twisted.internet import defer
 
-from sasync import AccessBroker, TableNameError
+from sasync import AccessBroker, TableNameError, transact
 from sasync.tables import MAX_NAME, indexName, splitIndexKeywords
 
 from .brokers import LogBroker
@@ -91,6 +92,128 @@ async def test_sameURLSharesEngine(dbURL: str, brokers: Any) -> None:
     b = brokers(LogBroker, dbURL)
     assert a._handle is b._handle
     await defer.gatherResults([a.waitUntilRunning(), b.waitUntilRunning()])
+
+
+class Raced(AccessBroker):
+    """
+    A broker with one indexed table, C{raced}.
+    """
+
+    async def startup(self) -> None:
+        await self.table(
+            "raced",
+            SA.Column("id", SA.Integer, primary_key=True),
+            SA.Column("value", SA.String(40)),
+            index_value=["value"],
+            unique_pair=["id", "value"],
+        )
+
+    @transact
+    def add(self, value: str) -> None:
+        self.conn.execute(self.raced.insert().values(value=value))
+
+    @transact
+    def values(self) -> list[str]:
+        return sorted(self.conn.execute(SA.select(self.raced.c.value)).scalars())
+
+
+class CreateRace:
+    """
+    Holds the first C{parties} workers about to create the table or index
+    C{name} (its existence already checked, found missing) until all are
+    there: each then sends its CREATE, and all but one lose the race.
+    Listens to every C{target} (C{SA.Table} or C{SA.Index}) until L{stop}.
+    """
+
+    def __init__(self, target: type[Any], name: str, parties: int = 2) -> None:
+        self.target = target
+        self.name = name
+        self.parties = parties
+        self.arrivals = 0
+        self._lock = threading.Lock()
+        self._barrier = threading.Barrier(parties, timeout=20)
+        SA.event.listen(target, "before_create", self._beforeCreate)
+
+    def stop(self) -> None:
+        """
+        Stop listening.
+        """
+        SA.event.remove(self.target, "before_create", self._beforeCreate)
+
+    def _beforeCreate(self, target: Any, connection: Any, **kw: Any) -> None:
+        # Worker thread, inside table()'s transaction.
+        if target.name != self.name:
+            return
+        with self._lock:
+            self.arrivals += 1
+            wait = self.arrivals <= self.parties
+        if wait:
+            self._barrier.wait()
+
+
+async def startRaced(url: str, brokers: Any) -> list[Raced]:
+    """
+    Two brokers on separate engines (and connections) starting at once; both
+    run, and share one table.
+    """
+    both = [brokers(Raced, url, batchSize=50 + i) for i in range(2)]
+    assert both[0]._handle is not both[1]._handle
+    await defer.gatherResults([b.waitUntilRunning() for b in both])
+    await both[0].add("a")
+    await both[1].add("b")
+    assert await both[0].values() == await both[1].values() == ["a", "b"]
+    return both
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_createTableRaceLost(serverURL: str, brokers: Any) -> None:
+    """
+    Two brokers that both found the table missing both send CREATE TABLE:
+    the loser's error ("already exists", or PostgreSQL's duplicate catalog
+    key) is absorbed, both start, and the table has each index once.
+    """
+    race = CreateRace(SA.Table, "raced")
+    try:
+        await startRaced(serverURL, brokers)
+    finally:
+        race.stop()
+    assert race.arrivals == 2, "both brokers were to send CREATE TABLE"
+    assert indexesOf(serverURL, "raced") == {
+        "ix_raced_value": False,
+        "ux_raced_pair": True,
+    }
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_createIndexRaceLost(serverURL: str, brokers: Any) -> None:
+    """
+    The table exists without its index (made by an older release) and two
+    brokers add the index at once: one CREATE INDEX loses, both brokers
+    start, and the index is there once.
+    """
+    older = SA.MetaData()
+    SA.Table(
+        "raced",
+        older,
+        SA.Column("id", SA.Integer, primary_key=True),
+        SA.Column("value", SA.String(40)),
+        SA.Index("ux_raced_pair", "id", "value", unique=True),
+    )
+    engine = SA.create_engine(serverURL)
+    try:
+        older.create_all(engine)
+    finally:
+        engine.dispose()
+    race = CreateRace(SA.Index, "ix_raced_value")
+    try:
+        await startRaced(serverURL, brokers)
+    finally:
+        race.stop()
+    assert race.arrivals == 2, "both brokers were to send CREATE INDEX"
+    assert indexesOf(serverURL, "raced") == {
+        "ix_raced_value": False,
+        "ux_raced_pair": True,
+    }
 
 
 class ShadowBroker(AccessBroker):
