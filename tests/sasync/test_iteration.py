@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import sqlalchemy as SA
 from twisted.internet.interfaces import IConsumer
+from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from sasync import AccessBroker, transact
+from tests.reliability.helpers import killBackend
 
 
 class Numbers(AccessBroker):
@@ -220,6 +222,89 @@ async def test_streamKeyword(serverURL: str, brokers: Any) -> None:
         dr = await broker.allNumbers(stream=stream)
         assert [row.n async for row in dr] == list(range(1000))
         assert await broker.note(1) >= 1
+
+
+class Failing(Numbers):
+    """
+    Iterations that fail partway, each after a write of its own (a note)
+    that must be rolled back with it.
+    """
+
+    backendPID: int | None = None
+
+    @transact
+    def dividedRows(self, zeroAt: int) -> Any:
+        # Row zeroAt divides by zero: an error only the FETCH reaching it
+        # raises, as a server-side cursor computes its rows lazily.
+        self.conn.execute(self.notes.insert().values(n=-1))
+        return self.conn.execute(
+            SA.text("SELECT 1 / (:zeroAt - g) AS q FROM generate_series(1, 1000) g"),
+            {"zeroAt": zeroAt},
+        )
+
+    @transact
+    def rowsOnBackend(self) -> Any:
+        self.backendPID = int(
+            self.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        )
+        self.conn.execute(self.notes.insert().values(n=-1))
+        return self.conn.execute(SA.select(self.numbers).order_by(self.numbers.c.n))
+
+
+async def healthyAfter(broker: Any) -> None:
+    """
+    The iteration's failure left the one connection healthy: the note it
+    wrote was rolled back, no overflow connection is left, and new
+    transactions (an iteration too) run.
+    """
+    assert await broker.noteCount() == 0
+    assert await broker.note(1) == 1
+    assert broker._handle._overflow == []
+    assert [row.n async for row in await broker.allNumbers()] == list(range(300))
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_heldIterationStatementError(postgresqlURL: str, brokers: Any) -> None:
+    """
+    A server-side cursor whose query fails partway (division by zero at row
+    500, batches of 50): the rows before it arrive, then the iteration
+    fails with the database's error; the transaction is rolled back and
+    the worker is healthy.
+    """
+    broker = brokers(Failing, postgresqlURL, batchSize=50, connections=1)
+    await broker.fill(300)
+    dr = await broker.dividedRows(500, stream=True)
+    seen = 0
+    with pytest.raises(SA.exc.DataError, match="division by zero"):
+        async for _row in dr:
+            seen += 1
+    assert 400 <= seen < 500
+    await healthyAfter(broker)
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_heldIterationBackendTerminated(postgresqlURL: str, brokers: Any) -> None:
+    """
+    The backend of a held iteration is terminated partway: the iteration
+    fails with the driver's disconnect error (not run again, even with
+    retries), and the worker replaces its connection and runs on.
+    """
+    broker = brokers(Failing, postgresqlURL, batchSize=20, connections=1, retries=3)
+    await broker.fill(300)
+    dr = await broker.rowsOnBackend(stream=True)
+    seen = 0
+    with pytest.raises(SA.exc.OperationalError) as caught:
+        async for row in dr:
+            assert row.n == seen
+            seen += 1
+            if seen == 50:
+                assert broker.backendPID is not None
+                await deferToThread(killBackend, postgresqlURL, broker.backendPID)
+    assert caught.value.connection_invalidated
+    assert 50 <= seen < 300
+    assert sum(broker._handle.retries.values()) == 0
+    await healthyAfter(broker)
+    assert broker._handle.replacedConnections() == 1
 
 
 class Shapes(Numbers):
