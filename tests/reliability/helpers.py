@@ -169,6 +169,18 @@ async def until(check: Callable[[], object], timeout: float = 20.0) -> None:
         await pause(0.01)
 
 
+async def settle(turns: int = 10) -> None:
+    """
+    Let the reactor run C{turns} iterations with nothing else to wait for:
+    whatever the events so far scheduled "soon" (C{callLater(0, ...)},
+    chained callbacks) has then run. No wall-clock wait.
+    """
+    from twisted.internet import reactor
+
+    for _ in range(turns):
+        await task.deferLater(reactor, 0, lambda: None)
+
+
 def adminEngine(url: str) -> SA.Engine:
     """
     An AUTOCOMMIT engine on C{url} for looking at the server from outside.
