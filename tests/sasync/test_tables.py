@@ -151,18 +151,26 @@ class CreateRace:
             self._barrier.wait()
 
 
-async def startRaced(url: str, brokers: Any) -> list[Raced]:
+async def raceToStart(url: str, brokers: Any, race: CreateRace) -> None:
     """
-    Two brokers on separate engines (and connections) starting at once; both
-    run, and share one table.
+    Two brokers on separate engines (and connections) start at once, both
+    held by C{race} before they create: both run and share one table, with
+    each index once.
     """
-    both = [brokers(Raced, url, batchSize=50 + i) for i in range(2)]
-    assert both[0]._handle is not both[1]._handle
-    await defer.gatherResults([b.waitUntilRunning() for b in both])
+    try:
+        both = [brokers(Raced, url, batchSize=50 + i) for i in range(2)]
+        assert both[0]._handle is not both[1]._handle
+        await defer.gatherResults([b.waitUntilRunning() for b in both])
+    finally:
+        race.stop()
+    assert race.arrivals == 2, f"both brokers were to create {race.name}"
     await both[0].add("a")
     await both[1].add("b")
     assert await both[0].values() == await both[1].values() == ["a", "b"]
-    return both
+    assert indexesOf(url, "raced") == {
+        "ix_raced_value": False,
+        "ux_raced_pair": True,
+    }
 
 
 @pytest.mark.reactorTimeout(60)
@@ -172,16 +180,7 @@ async def test_createTableRaceLost(serverURL: str, brokers: Any) -> None:
     the loser's error ("already exists", or PostgreSQL's duplicate catalog
     key) is absorbed, both start, and the table has each index once.
     """
-    race = CreateRace(SA.Table, "raced")
-    try:
-        await startRaced(serverURL, brokers)
-    finally:
-        race.stop()
-    assert race.arrivals == 2, "both brokers were to send CREATE TABLE"
-    assert indexesOf(serverURL, "raced") == {
-        "ix_raced_value": False,
-        "ux_raced_pair": True,
-    }
+    await raceToStart(serverURL, brokers, CreateRace(SA.Table, "raced"))
 
 
 @pytest.mark.reactorTimeout(60)
@@ -204,16 +203,7 @@ async def test_createIndexRaceLost(serverURL: str, brokers: Any) -> None:
         older.create_all(engine)
     finally:
         engine.dispose()
-    race = CreateRace(SA.Index, "ix_raced_value")
-    try:
-        await startRaced(serverURL, brokers)
-    finally:
-        race.stop()
-    assert race.arrivals == 2, "both brokers were to send CREATE INDEX"
-    assert indexesOf(serverURL, "raced") == {
-        "ix_raced_value": False,
-        "ux_raced_pair": True,
-    }
+    await raceToStart(serverURL, brokers, CreateRace(SA.Index, "ix_raced_value"))
 
 
 class ShadowBroker(AccessBroker):
