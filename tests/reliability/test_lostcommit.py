@@ -13,7 +13,6 @@ the driver's own error, as when the answer is lost on its way back.
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -111,9 +110,7 @@ def allowConnections(url: str, allow: bool) -> None:
 
 
 @pytest.mark.reactorTimeout(60)
-async def test_lostDuringCommitNotRunAgain(
-    dbURL: str, brokers: Any, request: pytest.FixtureRequest
-) -> None:
+async def test_lostDuringCommitNotRunAgain(dbURL: str, brokers: Any) -> None:
     """
     A connection lost after COMMIT was sent is no reason to run the
     transaction again, retries or not: it committed here, and a second run
@@ -122,15 +119,6 @@ async def test_lostDuringCommitNotRunAgain(
     and the caller gets the result. Either way the write is in the table
     once, and the next call works on a new connection.
     """
-    if dbURL.startswith("sqlite"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=sqlite3.ProgrammingError,
-                reason="sasync.retry.isAutocommit reads isolation_level of the"
-                " closed sqlite3 connection, which raises, replacing the error",
-            )
-        )
     broker = brokers(Counted, dbURL, connections=1, retries=3)
     await broker.waitUntilRunning()
     verdicts = Counter(outcome.verdicts)
