@@ -150,9 +150,22 @@ def _tupleRows(
         or cursor is None
         or not callable(getattr(cursor, "fetchmany", None))
         or not callable(fetchImpl)
+        or not callable(getattr(result.cursor_strategy, "handle_exception", None))
     ):
         return None
-    return fetchImpl, cursor.fetchmany, getter[0]
+    cursorFetch = cursor.fetchmany
+
+    def fetchFromCursor(size: int) -> Any:
+        try:
+            return cursorFetch(size)
+        except Exception as e:
+            # As SQLAlchemy's own fetch does: the driver's error becomes
+            # SQLAlchemy's (DataError, OperationalError, ...), and a lost
+            # connection is invalidated. (It raises.)
+            result.cursor_strategy.handle_exception(result, cursor, e)
+            raise
+
+    return fetchImpl, fetchFromCursor, getter[0]
 
 
 def _fetchBatches(result: AnyResult, batchSize: int) -> Iterator[Sequence[Any]]:

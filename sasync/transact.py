@@ -322,6 +322,8 @@ class TransactionCall:
     ) -> Any:
         o = self.options
         stream = self._wantsStream()
+        # Read now: after a failure the DBAPI connection may be closed.
+        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
         transaction = connection.begin()
         state.connection = connection
         state.handle = self.handle
@@ -383,11 +385,7 @@ class TransactionCall:
             worker.leaveTransaction()
             if retry.retryReason(e) is None:
                 reason = retry.classify(
-                    e,
-                    commitSent=self._commitSent,
-                    autocommit=retry.isAutocommit(
-                        getattr(worker, "dbapiConnection", None)
-                    ),
+                    e, commitSent=self._commitSent, autocommit=autocommit
                 )
                 if reason is not None:
                     retry.markRetryable(e, reason)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as SA
 from twisted.internet import defer
 
 from sasync import TransactionTimeout
+from sasync.cancel import Canceller
 from tests.reliability.helpers import (
     FIGURES,
     Figures,
@@ -119,6 +122,80 @@ async def test_timeOutRunningSleeps(serverURL: str, brokers: Any) -> None:
     await broker.write("after")
     assert await broker.tokens() == ["after"]
     assert broker._handle.replacedConnections() == 0
+
+
+class CancelBeforeStatement:
+    """
+    Holds the worker between the moment its sleep statement has passed the
+    stop check (its cursor made) and the moment it is sent, until the first
+    driver-level cancel of the call has been sent: that cancel finds no
+    statement running (the server drops it), and only a repeated one can
+    stop the sleep.
+    """
+
+    def __init__(self, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.engine = engine
+        self.inWindow = threading.Event()
+        self.firstCancelSent = threading.Event()
+        self.cancels = 0
+        original = Canceller.sendCancel
+
+        def sendCancel(canceller: Canceller, task: Any) -> None:
+            # Pool thread.
+            original(canceller, task)
+            self.cancels += 1
+            self.firstCancelSent.set()
+
+        monkeypatch.setattr(Canceller, "sendCancel", sendCancel)
+        SA.event.listen(engine, "before_cursor_execute", self._beforeExecute)
+
+    def stop(self) -> None:
+        """
+        Stop holding statements.
+        """
+        SA.event.remove(self.engine, "before_cursor_execute", self._beforeExecute)
+
+    def _beforeExecute(self, conn: Any, cursor: Any, statement: str, *a: Any) -> None:
+        # Worker thread.
+        if "sleep(" in statement.lower():
+            self.inWindow.set()
+            if not self.firstCancelSent.wait(20):
+                raise RuntimeError("no cancel was sent")
+
+
+@pytest.mark.reactorTimeout(90)
+async def test_cancelResent(
+    serverURL: str, brokers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A cancel that arrives just before the statement reaches the server is
+    lost (nothing runs yet), so it is sent again until the call ends: the
+    30 s sleep that started after the first cancel is stopped promptly, and
+    the caller gets CancelledError.
+    """
+    broker = brokers(Ledger, serverURL, connections=1)
+    await broker.waitUntilRunning()
+    window = CancelBeforeStatement(broker._handle.engine, monkeypatch)
+    try:
+        d = broker.writeThenSleep("lost", sleepSQL(serverURL, 30))
+        await until(window.inWindow.is_set)
+        started = time.monotonic()
+        d.cancel()
+        with pytest.raises(defer.CancelledError):
+            await d
+        seconds = time.monotonic() - started
+        # The caller hears at once (COMMIT was not sent); the worker goes on
+        # until a repeated cancel stops the sleep.
+        await until(lambda: activeSleeps(serverURL) == 0)
+    finally:
+        window.stop()
+    assert window.cancels >= 2
+    assert seconds < 10
+    # Stopped by a cancel, not by cutting the connection (which comes
+    # CUT_AFTER seconds after the first cancel, and leaves the sleep running
+    # on the server).
+    assert broker._handle.replacedConnections() == 0
+    assert await broker.tokens() == []
 
 
 def test_noThreadLeftAfterKillQuery(mysqlURL: str) -> None:
