@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from asynqueue import AsyncWorker, Deferator, IterationProducer, TaskQueue
+from asynqueue import AsyncWorker, Deferator, IterationProducer, Task, TaskQueue
 
 from .helpers import memoryWorker
 from .test_deferator import Source, heldFetches
@@ -220,6 +220,43 @@ class AsyncWorkerConsumerErrorTests(SynchronousTestCase):
         self.assertTrue(source.closed)
         self.assertEqual(self.successResultOf(q.call(lambda: 2)), 2)
         self.successResultOf(q.shutdown())
+
+
+class ProducerConsumerErrorTests(SynchronousTestCase):
+    """
+    L{IterationProducer} and L{Task.finish} on their own: a consumer's error
+    comes back in a Deferred, never raised to whoever started them.
+    """
+
+    def test_runNeverRaises(self) -> None:
+        """
+        C{run()} with a consumer whose C{registerProducer} raises returns a
+        failed Deferred, and stops the iteration (its source is released).
+        """
+        released: list[bool] = []
+        _, fetch = heldFetches()
+        dr: Deferator[int] = Deferator(
+            [1, 2], fetch, stop=lambda: released.append(True)
+        )
+        d = IterationProducer(dr, FaultyConsumer("register"), clock=Clock()).run()
+        self.failureResultOf(d, Boom)
+        self.assertEqual(released, [True])
+
+    def test_finishDeliversAProducerThatCannotStart(self) -> None:
+        """
+        A task whose producer can't even be made (here: its consumer is no
+        C{IConsumer}, which L{TaskQueue.call} would have refused) fails with
+        the error, and its iteration is stopped.
+        """
+        released: list[bool] = []
+        _, fetch = heldFetches()
+        dr: Deferator[int] = Deferator(
+            [1, 2], fetch, stop=lambda: released.append(True)
+        )
+        task: Task[Any] = Task(lambda: None, consumer=object())  # type: ignore[arg-type]
+        task.finish(dr)
+        self.failureResultOf(task.d, TypeError)
+        self.assertEqual(released, [True])
 
 
 @implementer(IConsumer)
