@@ -283,9 +283,11 @@ class Task(Generic[T]):
         if self.state is TaskState.QUEUED:
             self.state = TaskState.DONE
             self._delivered = True
+            # The caller hears first, then the queue: whoever waits for the
+            # queue to drain (shutdown) finds every call answered.
+            self._fire(Failure(reason))  # type: ignore[no-untyped-call]
             if self._onRemove is not None:
                 self._onRemove(self)
-            self._fire(Failure(reason))  # type: ignore[no-untyped-call]
         elif self.state is TaskState.RUNNING:
             if self._waiting:
                 # Cancelled again while waiting for an honest stop: stop
