@@ -89,7 +89,7 @@ async def test_consumerErrorFailsTheCall(dbURL: str, brokers: Any, where: str) -
     """
     The call fails with the consumer's exception; then, with a single
     connection and no overflow, the next calls run (the iteration was
-    stopped and its connection released), streaming included.
+    stopped and its connection released), and shutdown completes.
     """
     oneConnection = (
         {} if dbURL.startswith("sqlite")
@@ -104,3 +104,5 @@ async def test_consumerErrorFailsTheCall(dbURL: str, brokers: Any, where: str) -
     assert await bounded(broker.count()) == 100
     rows = await bounded(broker.allNumbers(asList=True))
     assert [row.n for row in rows] == list(range(100))
+    # Nothing is left for shutdown to wait on.
+    await bounded(broker.shutdown())
