@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._clock import reactorClock
 from .errors import QueueStopped, WorkerError
 from .interfaces import IWorker
 from .task import Task, TaskState
@@ -73,10 +74,7 @@ class TaskQueue:
         The clock for timeouts, resolved lazily.
         """
         if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = reactor  # type: ignore[assignment]
-        assert self._clock is not None
+            self._clock = reactorClock()
         return self._clock
 
     # Workers ----------------------------------------------------------------
