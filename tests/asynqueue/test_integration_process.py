@@ -23,6 +23,7 @@ from asynqueue import (
 )
 
 from . import processtasks as pt
+from .test_consumers import Boom, FaultyConsumer
 
 
 def pause(seconds: float) -> Deferred[None]:
@@ -105,6 +106,11 @@ async def test_iteratorStreams() -> None:
         assert consumer.items == list(range(5000))
         with pytest.raises(pt.CustomError):
             await q.call(pt.count, 500, failAt=250, consumer=ListConsumer())
+        # A consumer that raises fails the call; the process is free again.
+        for where in ("register", "write", "unregister"):
+            with pytest.raises(Boom, match=where):
+                await q.call(pt.count, 500, consumer=FaultyConsumer(where))
+            assert await q.call(pt.add, 1, y=1) == 2
     finally:
         await q.shutdown()
 

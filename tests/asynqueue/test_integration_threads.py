@@ -21,6 +21,8 @@ from asynqueue import (
     currentTask,
 )
 
+from .test_consumers import Boom, FaultyConsumer
+
 
 class Interrupted(Exception):
     """
@@ -112,6 +114,23 @@ async def test_consumer() -> None:
         result = await q.call(lambda: iter(range(10_000)), consumer=consumer)
         assert result is consumer
         assert consumer.items == list(range(10_000))
+    finally:
+        await q.shutdown()
+
+
+async def test_consumerErrors() -> None:
+    """
+    A consumer that raises, from any of its methods, fails the call with
+    its exception; the one thread, held by the iteration, is free again for
+    the next call.
+    """
+    q = ThreadQueue(1, batchSize=10, holdIterations=True)
+    try:
+        for where in ("register", "write", "unregister"):
+            consumer = FaultyConsumer(where, failAt=25)
+            with pytest.raises(Boom, match=where):
+                await q.call(lambda: iter(range(100)), consumer=consumer)
+            assert await q.call(lambda: "next") == "next"
     finally:
         await q.shutdown()
 
