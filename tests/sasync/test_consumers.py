@@ -69,6 +69,11 @@ class Numbers(AccessBroker):
         return self.conn.execute(SA.select(self.numbers).order_by(self.numbers.c.n))
 
     @transact
+    def addAndList(self, n: int) -> Any:
+        self.conn.execute(self.numbers.insert().values(n=n))
+        return self.conn.execute(SA.select(self.numbers).order_by(self.numbers.c.n))
+
+    @transact
     def count(self) -> int:
         query = SA.select(SA.func.count()).select_from(self.numbers)
         return int(self.conn.execute(query).scalar_one())
@@ -106,3 +111,16 @@ async def test_consumerErrorFailsTheCall(dbURL: str, brokers: Any, where: str) -
     assert [row.n for row in rows] == list(range(100))
     # Nothing is left for shutdown to wait on.
     await bounded(broker.shutdown())
+
+
+async def test_consumerErrorKeepsTheWrites(dbURL: str, brokers: Any) -> None:
+    """
+    The consumer's error does not undo the transaction whose rows it was
+    given: its body had finished, and what it wrote is committed (before
+    the delivery on SQLite, when the iteration stops on the servers).
+    """
+    broker = brokers(Numbers, dbURL, batchSize=10)
+    await broker.fill(50)
+    with pytest.raises(Boom):
+        await bounded(broker.addAndList(1000, consumer=FaultyConsumer("write")))
+    assert await bounded(broker.count()) == 51
