@@ -61,10 +61,12 @@ class FaultyConsumer:
             raise Boom("boom in unregisterProducer")
 
 
-class ConsumerErrorsMixin:
+class ConsumerErrorTestsBase(SynchronousTestCase):
     """
     The tests, run with each kind of worker (see the subclasses).
     """
+
+    __test__ = False
 
     #: Whether the worker holds an open iteration (as sAsync's workers on
     #: server databases do): then only stopping the iteration frees it.
@@ -94,15 +96,14 @@ class ConsumerErrorsMixin:
         worker takes the next call; nothing is left running.
         """
         self.perform()
-        test: Any = self
-        test.assertTrue(source.closed or source.pulled == source.n)
+        self.assertTrue(source.closed or source.pulled == source.n)
         after = self.q.call(lambda: "after")
         self.perform()
-        test.assertEqual(test.successResultOf(after), "after")
-        test.assertEqual(self.q.running(), 0)
+        self.assertEqual(self.successResultOf(after), "after")
+        self.assertEqual(self.q.running(), 0)
         stopped = self.q.shutdown()
         self.perform()
-        test.successResultOf(stopped)
+        self.successResultOf(stopped)
 
     def test_registerRaises(self) -> None:
         """
@@ -110,13 +111,12 @@ class ConsumerErrorsMixin:
         exception, nothing is written, it is not unregistered, and the
         worker is free.
         """
-        test: Any = self
         consumer = FaultyConsumer("register")
         source, d = self.produce(consumer)
-        failure = test.failureResultOf(d, Boom)
-        test.assertIn("registerProducer", str(failure.value))
-        test.assertEqual(consumer.items, [])
-        test.assertEqual(consumer.unregistered, 0)
+        failure = self.failureResultOf(d, Boom)
+        self.assertIn("registerProducer", str(failure.value))
+        self.assertEqual(consumer.items, [])
+        self.assertEqual(consumer.unregistered, 0)
         self.assertWorkerFree(source)
 
     def test_writeRaises(self) -> None:
@@ -124,12 +124,11 @@ class ConsumerErrorsMixin:
         A consumer whose C{write} raises: the call fails with its exception,
         the consumer is unregistered, the worker is free.
         """
-        test: Any = self
         consumer = FaultyConsumer("write")
         source, d = self.produce(consumer)
-        test.failureResultOf(d, Boom)
-        test.assertEqual(consumer.items, [0, 1])
-        test.assertEqual(consumer.unregistered, 1)
+        self.failureResultOf(d, Boom)
+        self.assertEqual(consumer.items, [0, 1])
+        self.assertEqual(consumer.unregistered, 1)
         self.assertWorkerFree(source)
 
     def test_writeRaisesAfterFetch(self) -> None:
@@ -137,11 +136,10 @@ class ConsumerErrorsMixin:
         The same when the failing write comes with a later batch, fetched
         from the worker.
         """
-        test: Any = self
         consumer = FaultyConsumer("write", failAt=25)
         source, d = self.produce(consumer)
-        test.failureResultOf(d, Boom)
-        test.assertEqual(consumer.items, list(range(25)))
+        self.failureResultOf(d, Boom)
+        self.assertEqual(consumer.items, list(range(25)))
         self.assertWorkerFree(source)
 
     def test_unregisterRaises(self) -> None:
@@ -149,11 +147,10 @@ class ConsumerErrorsMixin:
         Every item written, then C{unregisterProducer} raises: the call
         fails with that exception (not with the consumer).
         """
-        test: Any = self
         consumer = FaultyConsumer("unregister")
         source, d = self.produce(consumer, 25)
-        test.failureResultOf(d, Boom)
-        test.assertEqual(consumer.items, list(range(25)))
+        self.failureResultOf(d, Boom)
+        self.assertEqual(consumer.items, list(range(25)))
         self.assertWorkerFree(source)
 
     def test_writeAndUnregisterRaise(self) -> None:
@@ -161,13 +158,12 @@ class ConsumerErrorsMixin:
         When C{write} raised first, the call fails with that first error; the
         second, from C{unregisterProducer}, is logged.
         """
-        test: Any = self
         consumer = FaultyConsumer("write", "unregister")
         source, d = self.produce(consumer)
-        failure = test.failureResultOf(d, Boom)
-        test.assertIn("write", str(failure.value))
-        logged = test.flushLoggedErrors(Boom)
-        test.assertEqual(
+        failure = self.failureResultOf(d, Boom)
+        self.assertIn("write", str(failure.value))
+        logged = self.flushLoggedErrors(Boom)
+        self.assertEqual(
             [str(f.value) for f in logged], ["boom in unregisterProducer"]
         )
         self.assertWorkerFree(source)
@@ -178,27 +174,29 @@ class ConsumerErrorsMixin:
         production; an error from C{unregisterProducer} then is logged, not
         raised into the canceller, and the worker is free.
         """
-        test: Any = self
         consumer = FaultyConsumer("pause", "unregister")
         source, d = self.produce(consumer)
-        test.assertNoResult(d)
+        self.assertNoResult(d)
         d.cancel()
-        test.failureResultOf(d, CancelledError)
-        test.assertEqual(len(test.flushLoggedErrors(Boom)), 1)
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
         self.assertWorkerFree(source)
 
 
-class HeldWorkerConsumerErrorTests(ConsumerErrorsMixin, SynchronousTestCase):
+class HeldWorkerConsumerErrorTests(ConsumerErrorTestsBase):
     """
     With a worker held by the open iteration (sAsync on server databases).
     """
 
+    __test__ = True
 
-class FreeWorkerConsumerErrorTests(ConsumerErrorsMixin, SynchronousTestCase):
+
+class FreeWorkerConsumerErrorTests(ConsumerErrorTestsBase):
     """
     With a worker that takes other calls between batches.
     """
 
+    __test__ = True
     holds = False
 
 
