@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
 
 from asynqueue import (
     Deferator,
@@ -153,11 +154,18 @@ async def test_timeout() -> None:
     """
     A call running past its timeout fails with L{TaskTimeout}.
     """
-    q = ProcessQueue(1)
+    # The queue's timeouts run on a Clock (the process on the reactor): the
+    # call times out when the test says, not after some wall-clock time.
+    clock = Clock()
+    q = ProcessQueue(1, clock=clock)
     try:
         await q.call(pt.pid)
+        d = q.call(pt.sleepFor, 60, timeout=5)
+        clock.advance(4.9)
+        assert not d.called
+        clock.advance(0.1)
         with pytest.raises(TaskTimeout):
-            await q.call(pt.sleepFor, 60, timeout=0.5)
+            await d
         assert await q.call(pt.add, 1, y=1) == 2
     finally:
         await q.shutdown()
