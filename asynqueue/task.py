@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
@@ -202,6 +203,10 @@ class Task(Generic[T]):
     # Written by the worker thread under _interruptLock.
     _pastNoReturn: bool = False
     _producer: Any = None
+    #: Set by the queue for a task with a C{consumer}: the clock that
+    #: schedules the writing to it (see L{IterationProducer}); None: the
+    #: reactor.
+    clock: IReactorTime | None = None
     _onRemove: Callable[[Task[Any]], None] | None = None
     #: Set by the queue while the task waits on a worker that runs another
     #: one (see ThreadWorker.takesAhead): puts it back in the queue if the
@@ -306,9 +311,11 @@ class Task(Generic[T]):
         if self.state is TaskState.QUEUED:
             self.state = TaskState.DONE
             self._delivered = True
+            # The caller hears first, then the queue: whoever waits for the
+            # queue to drain (shutdown) finds every call answered.
+            self._fire(Failure(reason))  # type: ignore[no-untyped-call]
             if self._onRemove is not None:
                 self._onRemove(self)
-            self._fire(Failure(reason))  # type: ignore[no-untyped-call]
         elif self.state is TaskState.RUNNING:
             if self._waiting:
                 # Cancelled again while waiting for an honest stop: stop
@@ -357,8 +364,19 @@ class Task(Generic[T]):
             from .producer import IterationProducer
 
             if isinstance(result, Deferator) and not self._delivered:
-                producer = self._producer = IterationProducer(result, self.consumer)
-                producer.run().addCallbacks(self._produced, self._produced)
+                try:
+                    producer = self._producer = IterationProducer(
+                        result, self.consumer, clock=self.clock
+                    )
+                    producing = producer.run()
+                except Exception:
+                    # Never lost in the worker's delivery: the caller hears
+                    # of it, and the iteration lets go of its worker.
+                    self._producer = None
+                    result.stop()
+                    self._deliver(Failure())  # type: ignore[no-untyped-call]
+                    return
+                producing.addCallbacks(self._produced, self._produced)
                 return
         self._deliver(result)
 
