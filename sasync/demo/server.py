@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -191,6 +192,8 @@ class NDJSONConsumer:
         self.encode = encode
         self.flushSize = flushSize
         self.producer: Any = None
+        #: The broker call that writes the rows, if known.
+        self.call: Deferred[Any] | None = None
         self.rows = 0
         self.pauses = 0
         self.paused = False
@@ -203,10 +206,13 @@ class NDJSONConsumer:
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
-        Take C{producer}'s rows, and stand in for it with the request.
+        Take C{producer}'s rows, and stand in for it with the request; if
+        the response is already gone, stop the rows at once.
         """
         self.producer = producer
-        if not self.closed:
+        if self.closed:
+            producer.stopProducing()
+        else:
             self.request.registerProducer(self, True)
 
     def unregisterProducer(self) -> None:
@@ -270,8 +276,10 @@ class NDJSONConsumer:
 
     def stopProducing(self) -> None:
         """
-        The response is gone (the client went away): stop the rows for good,
-        releasing the database worker.
+        The response is gone (the client went away): cancel the call that
+        writes the rows, whether it is queued, running or streaming (its
+        Deferred fails with C{CancelledError}), or else stop the rows for
+        good; either way the database worker is released.
         """
         self.closed = True
         self._buffer.clear()
@@ -279,7 +287,11 @@ class NDJSONConsumer:
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
-        if self.producer is not None:
+        call = self.call
+        if call is not None and not call.called:
+            # Cancelling stops the rows' producer too, if there is one yet.
+            call.cancel()
+        elif self.producer is not None:
             self.producer.stopProducing()
 
 
@@ -316,12 +328,6 @@ class EntriesResource(Resource):
         self.api.streams.add(consumer)
         finished = False
 
-        def clientGone(_: object) -> None:
-            if not finished:
-                consumer.stopProducing()
-
-        request.notifyFinish().addErrback(clientGone)
-
         def done(_: object) -> None:
             nonlocal finished
             finished = True
@@ -334,14 +340,26 @@ class EntriesResource(Resource):
             nonlocal finished
             finished = True
             self.api.streams.discard(consumer)
+            if consumer.closed:
+                # The client went away: stopProducing cancelled the call.
+                if not isinstance(failure.value, CancelledError):
+                    log.failure("/entries failed after its client left", failure)
+                return
             log.failure("streaming /entries failed", failure)
-            if not consumer.closed:
-                # Cut the response short: the client sees an incomplete body.
-                request.loseConnection()
+            # Cut the response short: the client sees an incomplete body.
+            request.loseConnection()
 
         rows = api.broker.entryLines if api.jsonInDatabase else api.broker.entriesSince
-        d = rows(since, limit, consumer=consumer)
-        d.addCallbacks(done, failed)
+        consumer.call = rows(since, limit, consumer=consumer)
+        consumer.call.addCallbacks(done, failed)
+
+        def clientGone(_: object) -> None:
+            # Nobody will read the rows: cancel the transaction, queued (it
+            # never runs), running (interrupted) or streaming (stopped).
+            if not finished:
+                consumer.stopProducing()
+
+        request.notifyFinish().addErrback(clientGone)
         return NOT_DONE_YET
 
 
@@ -365,11 +383,8 @@ class StatsResource(Resource):
             top = parseLimit(args["top"], "top") if "top" in args else DEFAULT_TOP
         except BadParameter as e:
             return _badRequest(request, e)
-        from twisted.internet.defer import Deferred
-
         d = Deferred.fromCoroutine(buildReport(self.api.broker, top))
         gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _: gone.append(True))
 
         def answer(report: Any) -> None:
             if not gone:
@@ -377,12 +392,21 @@ class StatsResource(Resource):
                 request.finish()
 
         def failed(failure: Failure) -> None:
+            if gone and isinstance(failure.value, CancelledError):
+                return
             log.failure("building /stats failed", failure)
             if not gone:
                 request.write(_respondJSON(request, 500, {"error": "internal error"}))
                 request.finish()
 
         d.addCallbacks(answer, failed)
+
+        def clientGone(_: object) -> None:
+            # Nobody will read the report: cancel the transaction it waits on.
+            gone.append(True)
+            d.cancel()
+
+        request.notifyFinish().addErrback(clientGone)
         return NOT_DONE_YET
 
 

@@ -16,15 +16,16 @@ from typing import Any, cast
 
 import treq
 from twisted.internet import protocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from sasync.demo.ingest import ingest
 from sasync.demo.logbroker import LogBroker
 from sasync.demo.loggen import LogGenerator
 from sasync.demo.logparse import LogParser, Record
-from sasync.demo.server import LogAPI
+from sasync.demo.server import LogAPI, NDJSONConsumer
 
 
 def _reactor() -> Any:
@@ -283,3 +284,71 @@ async def test_clientGoesAway(dbURL: str) -> None:
         assert len((await treq.content(response)).splitlines()) == 10
         code, stats = await getJSON(f"{s.base}/stats")
         assert (code, stats["entries"]) == (200, 20_000)
+
+
+@dataclass
+class Calls:
+    """
+    The broker calls that C{/entries} made, and how each ended (its result,
+    or the type of its failure), in the order they ended.
+    """
+
+    made: list[Deferred[Any]]
+    outcomes: list[Any]
+
+
+def recordCalls(s: Served) -> Calls:
+    """
+    Record every broker call that C{/entries} makes from now on (the
+    broker's method is wrapped on the instance).
+    """
+    calls = Calls([], [])
+    name = "entryLines" if s.api.jsonInDatabase else "entriesSince"
+    method = getattr(s.broker, name)
+
+    def ended(result: Any) -> Any:
+        calls.outcomes.append(result.type if isinstance(result, Failure) else result)
+        return result
+
+    def recorded(*args: Any, **kw: Any) -> Deferred[Any]:
+        d: Deferred[Any] = method(*args, **kw)
+        calls.made.append(d)
+        # Ahead of the server's callbacks, which consume the result.
+        return d.addBoth(ended)
+
+    setattr(s.broker, name, recorded)
+    return calls
+
+
+async def test_goneClientsCancelTheirCalls(dbURL: str) -> None:
+    """
+    Forty clients ask for every entry and hang up before reading: each
+    one's transaction is cancelled, whether it was queued, running or
+    streaming (its Deferred fails with C{CancelledError}), nothing is left
+    queued or running, and a new small request is answered.
+
+    A call whose query was just finishing in a worker when it was
+    interrupted is answered honestly with its result instead (its rows are
+    stopped before any is written): at most one per worker.
+    """
+    async with served(dbURL, 5000) as s:
+        calls = recordCalls(s)
+        queue = s.broker._handle.queue  # type: ignore[union-attr]
+        readers = [SlowReader("/entries") for _ in range(40)]
+        for reader in readers:
+            connectSmallWindow(s.port, reader)
+            reader.pause()
+        await until(lambda: len(calls.made) == len(readers))
+        workers = len(queue.workers)
+        for reader in readers:
+            reader.transport.abortConnection()  # type: ignore[union-attr]
+        for reader in readers:
+            await reader.done
+        await until(lambda: len(calls.outcomes) == len(readers))
+        finished = [o for o in calls.outcomes if o is not CancelledError]
+        assert len(finished) <= workers < len(readers), calls.outcomes
+        assert all(isinstance(o, NDJSONConsumer) and o.rows == 0 for o in finished)
+        await until(lambda: queue.pending() == 0 and queue.running() == 0)
+        assert not s.api.streams
+        response = await treq.get(f"{s.base}/entries", params={"limit": "1"})
+        assert len((await treq.content(response)).splitlines()) == 1

@@ -10,8 +10,12 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
@@ -31,6 +35,16 @@ from sasync.demo.server import (
 
 ROW = (7, datetime(2024, 3, 4, 13, 0, 5), "203.0.113.9", "GET", 200, 512,
        "www.example.com", "/", "-", "curl/8")  # fmt: skip
+
+
+def failureType(d: Deferred[Any]) -> type[BaseException] | None:
+    """
+    The type of the exception C{d} failed with (consumed), or C{None} if it
+    has not failed.
+    """
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    return failures[0].type if failures else None
 
 
 class FakeRequest:
@@ -169,6 +183,40 @@ def test_consumerRelaysFlowControl() -> None:
     assert request.written == []
 
 
+def test_consumerStopsLateProducer() -> None:
+    """
+    A producer registered after the response went away is stopped at once,
+    and the request never sees it.
+    """
+    request = FakeRequest()
+    consumer = NDJSONConsumer(request, clock=Clock())  # type: ignore[arg-type]
+    consumer.stopProducing()
+    producer = FakeProducer()
+    consumer.registerProducer(producer, True)
+    assert producer.calls == ["stop"]
+    assert request.producer is None
+
+
+def test_consumerCancelsItsCall() -> None:
+    """
+    When the response goes away, the call writing the rows is cancelled
+    (which stops its producer, if any); a call already done is left alone
+    and its producer is stopped directly.
+    """
+    consumer = NDJSONConsumer(FakeRequest(), clock=Clock())  # type: ignore[arg-type]
+    call: Deferred[Any] = Deferred()
+    consumer.call = call
+    consumer.stopProducing()
+    assert failureType(call) is CancelledError
+
+    consumer = NDJSONConsumer(FakeRequest(), clock=Clock())  # type: ignore[arg-type]
+    consumer.call = succeed(None)
+    producer = FakeProducer()
+    consumer.registerProducer(producer, True)
+    consumer.stopProducing()
+    assert producer.calls == ["stop"]
+
+
 def test_pausedProducerStopsIterating() -> None:
     """
     With asynqueue's producer behind it, a pause from the request stops the
@@ -265,3 +313,46 @@ def test_health() -> None:
     code, body = _render(HealthResource(api), {})
     assert code == 200
     assert body["status"] == "ok" and body["streams"] == 0
+
+
+class PendingBroker:
+    """
+    A broker whose calls stay queued until cancelled: records each call's
+    Deferred and the failures they ended with.
+    """
+
+    running = True
+
+    def __init__(self) -> None:
+        self.calls: list[Deferred[Any]] = []
+        self.failures: list[type[BaseException]] = []
+
+    def _failed(self, failure: Failure) -> Failure:
+        self.failures.append(failure.type)
+        return failure
+
+    def _call(self, *args: Any, **kw: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append(d)
+        # Ahead of the resource's own errback, which consumes the failure.
+        return d.addErrback(self._failed)
+
+    entriesSince = entryLines = summary = _call
+
+
+@pytest.mark.parametrize("resource", [EntriesResource, StatsResource])
+def test_clientGoneCancelsCall(resource: Any) -> None:
+    """
+    A client that hangs up while its call waits for the broker cancels
+    that call; nothing is written to the gone request, nothing is logged.
+    """
+    broker = PendingBroker()
+    api = LogAPI(broker, clock=Clock())  # type: ignore[arg-type]
+    request = DummyRequest([b""])
+    assert resource(api).render_GET(request) == NOT_DONE_YET
+    (call,) = broker.calls
+    assert not call.called
+    request.processingFailed(Failure(ConnectionDone()))
+    assert broker.failures == [CancelledError]
+    assert request.written == []
+    assert not api.streams
