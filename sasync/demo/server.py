@@ -8,7 +8,8 @@ The demo's HTTP API on twisted.web, over the L{LogBroker}'s database.
   - C{GET /stats} answers the report (L{sasync.demo.report}) as JSON.
   - C{GET /health} answers at once, whatever else is going on.
 
-A bad query parameter gets C{400} and a JSON error naming it. Parameters
+A bad query parameter (unknown, repeated, empty, malformed or out of
+range) gets C{400} and a JSON error naming it, on every endpoint. Parameters
 reach SQL only as bound values.
 """
 
@@ -93,7 +94,8 @@ def queryArguments(request: Any, allowed: tuple[str, ...]) -> dict[str, str]:
         except UnicodeDecodeError:
             raise BadParameter(repr(rawName)[2:-1], "not UTF-8") from None
         if name not in allowed:
-            raise BadParameter(name, f"unknown parameter (known: {', '.join(allowed)})")
+            known = f"known: {', '.join(allowed)}" if allowed else "none are taken here"
+            raise BadParameter(name, f"unknown parameter ({known})")
         if len(decoded) != 1:
             raise BadParameter(name, "given more than once")
         out[name] = decoded[0]
@@ -114,7 +116,13 @@ def parseSince(text: str) -> datetime:
             "since", "not an ISO 8601 date or time, e.g. 2024-03-04T13:00:00Z"
         ) from None
     if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
+        try:
+            dt = dt.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            # 9999-12-31T23:59:59-23:59 is in year 10000 in UTC.
+            raise BadParameter(
+                "since", "out of range: in UTC it must fall in the years 1 to 9999"
+            ) from None
     return dt
 
 
@@ -127,10 +135,10 @@ def parseLimit(text: str, name: str = "limit") -> int:
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         raise BadParameter(name, "not a whole number >= 0")
-    value = int(text)
-    if value > MAX_LIMIT:
+    # Too many digits are too much, and int() refuses over 4300 of them.
+    if len(text.lstrip("0")) > len(str(MAX_LIMIT)) or int(text) > MAX_LIMIT:
         raise BadParameter(name, f"more than {MAX_LIMIT}")
-    return value
+    return int(text)
 
 
 def entryToJSON(row: Any) -> dict[str, Any]:
@@ -425,6 +433,10 @@ class HealthResource(Resource):
         """
         Whether the broker runs, and how many streams are open.
         """
+        try:
+            queryArguments(request, ())
+        except BadParameter as e:
+            return _badRequest(request, e)
         return _respondJSON(
             request,
             200,
@@ -441,10 +453,23 @@ class RootResource(Resource):
     C{GET /}: what there is.
     """
 
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        """
+        C{/} itself (the empty segment after the slash) is this resource;
+        any other unknown path is not found.
+        """
+        if path == b"":
+            return self
+        return super().getChild(path, request)  # type: ignore[no-any-return,no-untyped-call]
+
     def render_GET(self, request: Any) -> bytes:
         """
         The list of endpoints.
         """
+        try:
+            queryArguments(request, ())
+        except BadParameter as e:
+            return _badRequest(request, e)
         return _respondJSON(
             request,
             200,

@@ -25,7 +25,7 @@ from sasync.demo.ingest import ingest
 from sasync.demo.logbroker import LogBroker
 from sasync.demo.loggen import LogGenerator
 from sasync.demo.logparse import LogParser, Record
-from sasync.demo.server import LogAPI, NDJSONConsumer
+from sasync.demo.server import MAX_LIMIT, LogAPI, NDJSONConsumer
 
 
 def _reactor() -> Any:
@@ -179,6 +179,51 @@ async def test_badParameters(sqliteURL: str) -> None:
         # Still all there.
         code, stats = await getJSON(f"{s.base}/stats")
         assert stats["entries"] == 50
+
+
+async def test_edgeParameters(dbURL: str) -> None:
+    """
+    The extreme good values reach the database and answer 200 with whole
+    bodies; just past them, 400 with a JSON error naming the parameter (an
+    offset that moves C{since} out of the years 1 to 9999 in UTC was a 500
+    page). C{/} lists the endpoints (it was a 404 page).
+    """
+    async with served(dbURL, 50) as s:
+        for query, lines in (
+            ("since=0001-01-01T00:00:00", 50),
+            ("since=0001-01-01T00:00:00-23:59", 50),
+            ("since=9999-12-31T23:59:59.999999", 0),
+            ("since=9999-12-31T23:59:59%2B23:59", 0),
+            ("limit=0", 0),
+            (f"limit={MAX_LIMIT}", 50),
+            (f"since=0001-01-01&limit={MAX_LIMIT}", 50),
+        ):
+            response = await treq.get(f"{s.base}/entries?{query}")
+            assert response.code == 200, query
+            assert len((await treq.content(response)).splitlines()) == lines, query
+        for top in ("0", str(MAX_LIMIT)):
+            code, stats = await getJSON(f"{s.base}/stats?top={top}")
+            assert (code, stats["entries"]) == (200, 50)
+        code, root = await getJSON(f"{s.base}/")
+        assert code == 200 and "/health" in root["endpoints"]
+        for path, name in (
+            ("/entries?since=9999-12-31T23:59:59-23:59", "since"),
+            ("/entries?since=0001-01-01T00:00:00%2B00:01", "since"),
+            (f"/entries?limit={MAX_LIMIT + 1}", "limit"),
+            ("/entries?limit=" + "9" * 5000, "limit"),
+            ("/entries?since=", "since"),
+            ("/entries?limit=", "limit"),
+            ("/stats?top=", "top"),
+            ("/stats?top=" + "9" * 5000, "top"),
+            ("/health?verbose=1", "verbose"),
+            ("/?x=", "x"),
+        ):
+            response = await treq.get(f"{s.base}{path}")
+            assert response.code == 400, path
+            assert response.headers.getRawHeaders(b"content-type") == [
+                b"application/json"
+            ]
+            assert json.loads(await treq.content(response))["parameter"] == name
 
 
 class SlowReader(protocol.Protocol):

@@ -27,6 +27,7 @@ from sasync.demo.server import (
     HealthResource,
     LogAPI,
     NDJSONConsumer,
+    RootResource,
     StatsResource,
     entryToJSON,
     parseLimit,
@@ -96,7 +97,15 @@ def test_parseSince() -> None:
     assert parseSince("2024-03-04T13:00:00") == datetime(2024, 3, 4, 13)
     assert parseSince("2024-03-04T13:00:00Z") == datetime(2024, 3, 4, 13)
     assert parseSince("2024-03-04T15:00:00+02:00") == datetime(2024, 3, 4, 13)
-    for bad in ("yesterday", "2024-13-01", "", "1' OR '1'='1"):
+    assert parseSince("9999-12-31T23:59:59+23:59") == datetime(9999, 12, 31, 0, 0, 59)
+    for bad in (
+        "yesterday",
+        "2024-13-01",
+        "",
+        "1' OR '1'='1",
+        "9999-12-31T23:59:59-23:59",  # year 10000 in UTC
+        "0001-01-01T00:00:00+00:01",  # year 0 in UTC
+    ):
         with pytest.raises(BadParameter) as e:
             parseSince(bad)
         assert e.value.name == "since"
@@ -109,7 +118,9 @@ def test_parseLimit() -> None:
     """
     assert parseLimit("0") == 0
     assert parseLimit(" 25 ") == 25
-    for bad in ("-1", "1.5", "ten", "", str(MAX_LIMIT + 1), "١٢"):
+    assert parseLimit("0" * 50 + "7") == 7
+    assert parseLimit(str(MAX_LIMIT)) == MAX_LIMIT
+    for bad in ("-1", "1.5", "ten", "", str(MAX_LIMIT + 1), "١٢", "9" * 5000):
         with pytest.raises(BadParameter) as e:
             parseLimit(bad)
         assert e.value.name == "limit"
@@ -293,6 +304,58 @@ def test_entriesBadParameters(args: dict[bytes, list[bytes]], parameter: str) ->
     code, body = _render(EntriesResource(api), args)
     assert code == 400
     assert body["parameter"] == parameter
+    assert body["error"]
+
+
+#: Bad values of every kind: empty, wrong type, out of range, not text.
+BAD_VALUES = [
+    b"",
+    b" ",
+    b"ten",
+    b"1.5",
+    b"-1",
+    b"1e3",
+    b"0x10",
+    b"null",
+    b"[]",
+    b"\x00",
+    b"\xff",
+    str(MAX_LIMIT + 1).encode(),
+    b"9" * 5000,
+    b"9999-12-31T23:59:59-23:59",
+    b"0001-01-01T00:00:00+23:59",
+    b"99999-01-01",
+    b"2024-03-04T25:00",
+]
+
+#: Each endpoint, and the parameters it takes: the one named, or an unknown
+#: one.
+ENDPOINTS = [
+    (EntriesResource, "since"),
+    (EntriesResource, "limit"),
+    (EntriesResource, "colour"),
+    (StatsResource, "top"),
+    (StatsResource, "colour"),
+    (HealthResource, "colour"),
+    (RootResource, "colour"),
+]
+
+
+@pytest.mark.parametrize(("resource", "name"), ENDPOINTS)
+@pytest.mark.parametrize("value", BAD_VALUES, ids=lambda v: repr(v[:30]))
+def test_everyBadParameter(resource: Any, name: str, value: bytes) -> None:
+    """
+    Every endpoint answers every bad value of each of its parameters (and
+    any unknown parameter) with 400 and a JSON error naming the parameter,
+    never an exception (a 500 page), and never asks the broker. (Each value
+    is bad for every parameter: the numbers are no ISO 8601 times, the times
+    no whole numbers.)
+    """
+    api = LogAPI(NoBroker(), clock=Clock())  # type: ignore[arg-type]
+    made = resource() if resource is RootResource else resource(api)
+    code, body = _render(made, {name.encode(): [value]})
+    assert code == 400, (name, value)
+    assert body["parameter"] == name
     assert body["error"]
 
 
