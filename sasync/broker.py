@@ -37,7 +37,7 @@ from asynqueue.task import Task, TaskState
 from . import engines, multicore, retry, startup, tables
 from .errors import BrokerStopped, Overloaded
 from .statements import SelectHolder, StatementCache, selectHolder
-from .threadstate import currentConnection, currentSession, state
+from .threadstate import checkReactorThread, currentConnection, currentSession, state
 from .transact import (
     ALWAYS_STREAM,
     CallOptions,
@@ -203,6 +203,13 @@ class AccessBroker:
 
     def _engineHandle(self) -> engines.EngineHandle:
         return self._handle
+
+    def _checkThread(self, method: str) -> None:
+        # Deferreds live in the reactor thread: a call of a public method
+        # from any other thread (while the reactor runs) is refused.
+        checkReactorThread(
+            self._getReactor(), lambda: f"{type(self).__name__}.{method}"
+        )
 
     @classmethod
     def setup(cls, url: str | SA.URL, **kw: Any) -> None:
@@ -651,7 +658,9 @@ class AccessBroker:
 
         @return: A Deferred firing with the C{Table}.
         @raise TableNameError: C{name} would shadow a method or attribute.
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("table")
         if name in self._tables:
             return succeed(self._tables[name])
         if name in self._tablesPending:
@@ -739,6 +748,7 @@ class AccessBroker:
         written to it. C{de}, if given, fires once the statement has run,
         before the iteration.
         """
+        self._checkThread("selectorator")
         if isinstance(N, bool) or not isinstance(N, int) or N < 1:
             raise ValueError(f"selectorator(N={N!r}): N must be a positive int")
         options = CallOptions(consumer=consumer, groupSize=N)
@@ -822,7 +832,10 @@ class AccessBroker:
         Run C{func(*args, **kw)} in one of the broker's worker threads (not
         in a transaction), once the broker runs, with the queue's keywords
         (C{niceness}, C{doNext}, C{timeout}, ...).
+
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("deferToQueue")
         if self._refusing():
             return fail(
                 BrokerStopped(f"deferToQueue({func!r}) was called after shutdown()")
@@ -859,7 +872,9 @@ class AccessBroker:
             and is waited for.) A later call with a timeout may shorten the
             wait of an earlier one.
         @raise ValueError: C{timeout} is not a number >= 0.
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("shutdown")
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)

@@ -59,6 +59,7 @@ class DictBroker(ItemsBroker):
 
 class _DictItems(Items):
     brokerClass = DictBroker
+    publicName = "PersistentDict"
 
     def __repr__(self) -> str:
         # What errors and logs call the store: the user's object.
