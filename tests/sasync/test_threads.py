@@ -173,6 +173,16 @@ async def test_storesRefuseOtherThreads(sqliteURL: str) -> None:
         mapping["b"] = 3
         await mapping.deferToWrites()
         assert await items.loadAll() == {"a": 2}
+        # In preload mode, a refused change leaves the cache as it was.
+        for name, call in {
+            "PersistentDict.__delitem__": lambda: mapping.__delitem__("b"),
+            "PersistentDict.pop": lambda: mapping.pop("b"),
+            "PersistentDict.clear": mapping.clear,
+        }.items():
+            error = await inPlainThread(call)
+            assert isinstance(error, WrongThread), (name, error)
+            assert str(error).startswith(f"{name}() was called from thread")
+        assert dict(mapping) == {"b": 3}
 
 
 def test_checkReactorThread(reactor: Any) -> None:
