@@ -8,8 +8,12 @@ reactor that does not run yet, has no thread to guard.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +31,8 @@ from sasync.parray import PersistentArray
 from sasync.pdict import PersistentDict
 from sasync.threadstate import checkReactorThread
 from tests.sasync.storetools import stores
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reactor() -> Any:
@@ -183,6 +189,68 @@ async def test_storesRefuseOtherThreads(sqliteURL: str) -> None:
             assert isinstance(error, WrongThread), (name, error)
             assert str(error).startswith(f"{name}() was called from thread")
         assert dict(mapping) == {"b": 3}
+
+
+#: A program with its reactor in its main thread, as a service has it.
+BEFORE_RUN = """
+import sys, threading
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.threads import blockingCallFromThread, deferToThread
+from sasync.errors import WrongThread
+from tests.sasync.test_threads import CountBroker
+
+broker = CountBroker(sys.argv[1])
+# Before reactor.run(): no reactor thread yet, so any thread may call.
+calls = [broker.run()]
+side = threading.Thread(target=lambda: calls.append(broker.run()))
+side.start()
+side.join()
+
+def fromThread():
+    try:
+        broker.run()
+    except WrongThread as e:
+        refused = type(e).__name__
+    return refused, blockingCallFromThread(reactor, broker.run)
+
+async def main():
+    runs = [await d for d in calls]
+    runs += await deferToThread(fromThread)
+    print(sorted(map(str, runs)), await broker.count())
+    await broker.shutdown()
+
+def stop(result):
+    if hasattr(result, "printTraceback"):
+        result.printTraceback()
+    reactor.stop()
+
+reactor.callWhenRunning(lambda: ensureDeferred(main()).addBoth(stop))
+reactor.run()
+"""
+
+
+def test_beforeReactorRuns(sqliteURL: str) -> None:
+    """
+    In a program whose reactor runs in its main thread: calls made before
+    C{reactor.run()} (from any thread) are queued and run; once it runs, a
+    call from another thread is refused, and C{blockingCallFromThread}
+    from there works.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", BEFORE_RUN, sqliteURL],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "['1', '2', '3', 'WrongThread'] 3", (
+        done.stdout,
+        done.stderr,
+    )
 
 
 def test_checkReactorThread(reactor: Any) -> None:
