@@ -374,17 +374,18 @@ async def test_goneClientsCancelTheirCalls(dbURL: str) -> None:
 
     A call whose query was just finishing in a worker when it was
     interrupted is answered honestly with its result instead (its rows are
-    stopped before any is written): at most one per worker.
+    stopped before any is written): at most one per worker (connection).
     """
     async with served(dbURL, 5000) as s:
         calls = recordCalls(s)
-        queue = s.broker._handle.queue  # type: ignore[union-attr]
+        handle = s.broker._handle
+        queue = handle.queue  # type: ignore[union-attr]
+        workers = handle.connections + handle.spec.overflowConnections  # type: ignore[union-attr]
         readers = [SlowReader("/entries") for _ in range(40)]
         for reader in readers:
             connectSmallWindow(s.port, reader)
             reader.pause()
         await until(lambda: len(calls.made) == len(readers))
-        workers = len(queue.workers)
         for reader in readers:
             reader.transport.abortConnection()  # type: ignore[union-attr]
         for reader in readers:
