@@ -19,7 +19,8 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
-from asynqueue import iteratorToProducer
+from asynqueue import Deferator, iteratorToProducer
+from sasync.demo.report import rows
 from sasync.demo.server import (
     MAX_LIMIT,
     BadParameter,
@@ -419,3 +420,24 @@ def test_clientGoneCancelsCall(resource: Any) -> None:
     assert broker.failures == [CancelledError]
     assert request.written == []
     assert not api.streams
+
+
+def test_reportRowsReleaseWhenCancelled() -> None:
+    """
+    A report waiting for rows that is cancelled (its client left) stops the
+    iteration, releasing its worker at once.
+    """
+    stopped: list[bool] = []
+    pending: Deferred[Any] = Deferred()
+    deferator: Deferator[Any] = Deferator(
+        [ROW], lambda: pending, stop=lambda: stopped.append(True)
+    )
+
+    async def read() -> list[Any]:
+        return [row async for row in rows(succeed(deferator))]
+
+    d = Deferred.fromCoroutine(read())
+    assert not d.called and not stopped
+    d.cancel()
+    assert failureType(d) is CancelledError
+    assert stopped == [True]
