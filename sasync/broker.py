@@ -320,7 +320,10 @@ class AccessBroker:
         """
         A Deferred that fires once the broker runs (at once if it does), or
         fails with L{sasync.errors.StartupError} if its startup failed.
+
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("waitUntilRunning")
         if self._phase == _RUNNING:
             return succeed(None)
         if self._phase == _STOPPED:
@@ -339,7 +342,9 @@ class AccessBroker:
 
         @return: A Deferred firing with C{f}'s result (waited for if it is a
             Deferred or coroutine).
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("callWhenRunning")
 
         def call(_: None) -> Any:
             result = f(*args, **kw)

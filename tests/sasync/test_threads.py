@@ -116,6 +116,8 @@ async def test_refusedFromOtherThread(dbURL: str, brokers: Callable[..., Any]) -
         ),
         "CountBroker.deferToQueue": lambda: broker.deferToQueue(int),
         "CountBroker.selectorator": lambda: broker.selectorator(SA.select(broker.runs)),
+        "CountBroker.waitUntilRunning": broker.waitUntilRunning,
+        "CountBroker.callWhenRunning": lambda: broker.callWhenRunning(int),
         "CountBroker.shutdown": broker.shutdown,
     }
     for name, call in calls.items():
