@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from ._clock import reactorClock
+from ._util import checkNumber, reactorClock
 
 
 class Delay:
@@ -46,12 +46,9 @@ class Delay:
         @param clock: The reactor by default (tests pass a C{Clock}).
         @raise ValueError: a parameter is out of range.
         """
-        if not interval > 0:
-            raise ValueError(f"interval must be positive, not {interval!r}")
-        if not 1.0 <= backoff <= 2.0:
-            raise ValueError(f"backoff must be from 1.0 to 2.0, not {backoff!r}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be positive or None, not {timeout!r}")
+        checkNumber(interval, "interval", positive=True)
+        checkNumber(backoff, "backoff", low=1.0, high=2.0)
+        checkNumber(timeout, "timeout", positive=True, noneOk=True)
         self.interval = interval
         self.backoff = backoff
         self.timeout = timeout

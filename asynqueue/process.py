@@ -31,12 +31,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._child import decodeFrames, dumps, encode
+from ._util import checkNumber, follow, globalReactor
 from .deferator import DEFAULT_BATCH, Batch, Deferator
 from .errors import RemoteTaskError, WorkerError
 from .info import callableName
 from .interfaces import IWorker
 from .task import Task
-from .taskqueue import TaskQueue, _follow
+from .taskqueue import TaskQueue
 
 log = Logger()
 
@@ -384,9 +385,7 @@ class ProcessWorker:
         The reactor that runs the process, resolved lazily.
         """
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = globalReactor()
         return self._reactor
 
     @property
@@ -520,7 +519,7 @@ class ProcessWorker:
                 self._send(("quit",))
                 self._stopping = Deferred()
                 protocol.ended.chainDeferred(self._stopping)
-        return _follow(self._stopping)
+        return follow(self._stopping)
 
     def crash(self) -> list[Task[Any]]:
         """
@@ -565,8 +564,8 @@ class ProcessQueue(TaskQueue):
         """
         if n is None:
             n = os.cpu_count() or 1
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"a ProcessQueue needs at least one process, not {n!r}")
+        checkNumber(n, "a ProcessQueue's n (processes)", integer=True, positive=True,
+                    typeError=ValueError)
         super().__init__(clock=clock or reactor)
         for i in range(n):
             self.attachWorker(

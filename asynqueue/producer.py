@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._clock import reactorClock
+from ._util import reactorClock
 from .deferator import DEFAULT_BATCH, BatchTaker, Deferator
 
 T = TypeVar("T")

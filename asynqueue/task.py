@@ -20,13 +20,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
+from ._util import checkNumber
 from .info import Info
 
 T = TypeVar("T")
 
 log = Logger()
-
-NICENESS_RANGE = range(-20, 21)
 
 _sequence = itertools.count()
 _local = threading.local()
@@ -97,10 +96,8 @@ def checkNiceness(niceness: object) -> int:
     @raise TypeError: C{niceness} is not an C{int}.
     @raise ValueError: C{niceness} is outside -20..20.
     """
-    if isinstance(niceness, bool) or not isinstance(niceness, int):
-        raise TypeError(f"niceness must be an int from -20 to 20, not {niceness!r}")
-    if niceness not in NICENESS_RANGE:
-        raise ValueError(f"niceness must be from -20 to 20, not {niceness}")
+    checkNumber(niceness, "niceness", integer=True, low=-20, high=20)
+    assert isinstance(niceness, int)
     return niceness
 
 

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._clock import reactorClock
+from ._util import checkNumber, follow, reactorClock
 from .errors import QueueStopped, WorkerError
 from .interfaces import IWorker
 from .task import Task, TaskState
@@ -126,7 +126,7 @@ class TaskQueue:
             if ahead is not None and self._takeBack(ahead):
                 self._dispatch()
             self._maybeDetach(worker)
-        return _follow(done)
+        return follow(done)
 
     def _maybeDetach(self, worker: Any) -> None:
         done = self._detaching.get(id(worker))
@@ -182,10 +182,8 @@ class TaskQueue:
         """
         if consumer is not None and not IConsumer.providedBy(consumer):
             raise TypeError(f"consumer {consumer!r} does not provide IConsumer")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(
-                f"timeout must be a positive number of seconds, not {timeout!r}"
-            )
+        if timeout is not None:
+            checkNumber(timeout, "timeout (seconds)", positive=True)
         task: Task[Any] = Task(
             f, args, kw, niceness=niceness, doNext=doNext, doLast=doLast,
             series=series, raw=raw, consumer=consumer,
@@ -472,7 +470,7 @@ class TaskQueue:
             self._accepting = False
             self._failStranded()
             self._stopped = self.whenIdle().addCallback(self._stopWorkers)
-        return _follow(self._stopped)
+        return follow(self._stopped)
 
     def _failStranded(self) -> None:
         # Once shut down, no worker can be attached: a queued call that no
@@ -511,21 +509,6 @@ def _cancelCall(result: object, call: Any) -> object:
     if call.active():
         call.cancel()
     return result
-
-
-def _follow(d: Deferred[None]) -> Deferred[None]:
-    """
-    A new Deferred that fires with C{None} when C{d} fires, leaving C{d}'s
-    own result alone (so that many callers can wait for it).
-    """
-    out: Deferred[None] = Deferred()
-
-    def passOn(result: object) -> object:
-        out.callback(None)
-        return result
-
-    d.addBoth(passOn)
-    return out
 
 
 def _firstError(failure: Failure) -> Failure:

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 
+from ._util import checkNumber
+
 T = TypeVar("T")
 
 
@@ -104,8 +106,7 @@ class DeferredTracker:
 
         @raise ValueError: C{N} is less than 1.
         """
-        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-            raise ValueError(f"N must be a positive int, not {N!r}")
+        checkNumber(N, "N", integer=True, positive=True, typeError=ValueError)
         if len(self._pending) < N:
             return succeed(None)
         waiter: Deferred[None] = Deferred(self._forgetFewer)

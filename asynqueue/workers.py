@@ -22,16 +22,11 @@ from zope.interface import implementer
 
 from ._jobs import JobThread as JobThread
 from ._jobs import MemoryJobRunner as MemoryJobRunner
+from ._util import follow, globalReactor
 from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
 from .errors import WorkerError
 from .interfaces import IWorker
 from .task import Task, _local, setCurrentTask
-
-
-def _reactorCallFromThread() -> Callable[..., object]:
-    from twisted.internet import reactor
-
-    return reactor.callFromThread  # type: ignore[attr-defined,no-any-return]
 
 
 def _isIterator(result: object) -> bool:
@@ -124,7 +119,7 @@ class ThreadWorker:
     @property
     def _callFromThread(self) -> Callable[..., object]:
         if self._callFromThreadGiven is None:
-            self._callFromThreadGiven = _reactorCallFromThread()
+            self._callFromThreadGiven = globalReactor().callFromThread
         return self._callFromThreadGiven
 
     def holdChanged(self, held: bool) -> None:
@@ -336,7 +331,7 @@ class ThreadWorker:
             self._stopping = Deferred()
             stopping = self._stopping
             self.runner.quit(lambda: self._callFromThread(stopping.callback, None))
-        return _chainNone(self._stopping)
+        return follow(self._stopping)
 
     def crash(self) -> list[Task[Any]]:
         """
@@ -421,7 +416,7 @@ class AsyncWorker:
         if self.task is None:
             return succeed(None)
         self._idle = Deferred()
-        return _chainNone(self._idle)
+        return follow(self._idle)
 
     def crash(self) -> list[Task[Any]]:
         """
@@ -431,19 +426,3 @@ class AsyncWorker:
         task, self.task = self.task, None
         return [task] if task is not None else []
 
-
-def _chainNone(d: Deferred[None]) -> Deferred[None]:
-    """
-    A new Deferred that fires when C{d} does, leaving C{d}'s result alone.
-    """
-    out: Deferred[None] = Deferred()
-
-    def passOn(result: object) -> object:
-        out.callback(None)
-        return result
-
-    if d.called:
-        out.callback(None)
-    else:
-        d.addBoth(passOn)
-    return out
