@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
+from ._util import Waiters
 from .errors import IterationStopped
 
 T = TypeVar("T")
@@ -183,11 +184,12 @@ class Deferator(Generic[T]):
         self._inFlight = 0
         # How many fetches have landed (to tell one that lands at once).
         self._landed = 0
-        self._waiters: list[Deferred[None]] = []
+        # Waiting for the fetch on its way; and for the source to be done.
+        self._waiters = Waiters()
         self._failure: Failure | None = None
         self._paused = False
         self._stopped = False
-        self._whenDone: list[Deferred[None]] = []
+        self._whenDone = Waiters()
         if self._exhausted:
             self._finished()
         else:
@@ -218,17 +220,12 @@ class Deferator(Generic[T]):
         A Deferred that fires when the source is exhausted or stopped (the
         worker is free of it), even if items are still buffered here.
         """
-        d: Deferred[None] = Deferred()
         if self._exhausted or self._stopped:
-            d.callback(None)
-        else:
-            self._whenDone.append(d)
-        return d
+            return succeed(None)
+        return self._whenDone.wait()
 
     def _finished(self) -> None:
-        waiting, self._whenDone = self._whenDone, []
-        for d in waiting:
-            d.callback(None)
+        self._whenDone.fire()
 
     # Fetching ---------------------------------------------------------------
 
@@ -270,13 +267,13 @@ class Deferator(Generic[T]):
         is to have (the next batch has landed), and fails if the fetch failed.
         """
         if self._inFlight:
-            return self._wait()
+            return self._waiters.wait()
         if self._failure is not None:
             return fail(self._failure)
         if self._exhausted or self._stopped or self._fetch is None:
             return succeed(None)
         # The waiter goes first: the fetch may fire synchronously.
-        waiter = self._wait()
+        waiter = self._waiters.wait()
         self._startFetch()
         return waiter
 
@@ -287,11 +284,6 @@ class Deferator(Generic[T]):
         landed = self._landed
         self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
         return self._landed == landed
-
-    def _wait(self) -> Deferred[None]:
-        waiter: Deferred[None] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
 
     def _gotBatch(self, batch: Batch[T]) -> None:
         items, exhausted = batch
@@ -305,9 +297,7 @@ class Deferator(Generic[T]):
                 self._exhausted = True
                 self._finished()
         if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._waiters.fire()
 
     def _gotFailure(self, failure: Failure) -> None:
         # Kept for whoever asks for the next item; every waiter hears of it.
@@ -318,9 +308,7 @@ class Deferator(Generic[T]):
         self._failure = failure
         self._exhausted = True
         self._finished()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._waiters.fail(failure)
 
     def takeBuffered(self) -> list[T]:
         """

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._util import checkNumber, follow, reactorClock
+from ._util import Waiters, checkNumber, follow, reactorClock
 from .errors import QueueStopped, WorkerError
 from .interfaces import IWorker
 from .task import Task, TaskState
@@ -61,7 +61,7 @@ class TaskQueue:
         self._detaching: dict[int, Deferred[None]] = {}
         self._running: set[Task[Any]] = set()
         self._accepting = True
-        self._drained: list[Deferred[None]] = []
+        self._drained = Waiters()
         self._stopped: Deferred[None] | None = None
         # Made once: a bound method per submitted task costs.
         self._removedCallback = self._removed
@@ -445,16 +445,13 @@ class TaskQueue:
         """
         Fires when no call is queued or running.
         """
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
+        d = self._drained.wait()
         self._checkDrained()
         return d
 
     def _checkDrained(self) -> None:
         if self._drained and not self._running and not self._queued:
-            waiting, self._drained = self._drained, []
-            for d in waiting:
-                d.callback(None)
+            self._drained.fire()
 
     def shutdown(self) -> Deferred[None]:
         """
