@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, fail
@@ -23,6 +24,30 @@ T = TypeVar("T")
 _QUEUED, _RUNNING = TaskState.QUEUED, TaskState.RUNNING
 
 log = Logger()
+
+
+@dataclass(slots=True, eq=False)
+class _WorkerSlot:
+    """
+    What a L{TaskQueue} knows of one attached worker. Reactor thread only.
+    """
+
+    worker: Any
+    #: It may be given the next task while it runs one (see
+    #: ThreadWorker.takesAhead).
+    takesAhead: bool
+    #: It takes a task with give(task, onFreed), which saves a Deferred per
+    #: task (see ThreadWorker.give).
+    gives: bool
+    #: How many tasks it has: 0, 1, or 2 (the second one given ahead).
+    load: int = 0
+    #: The task given ahead, until the worker is on it.
+    ahead: Task[Any] | None = None
+    #: While it is being detached: fires when it has stopped.
+    detaching: Deferred[None] | None = None
+    attached: bool = True
+    #: The queue's free list it is on (see TaskQueue._place), or None.
+    freeList: list[_WorkerSlot] | None = None
 
 
 class TaskQueue:
@@ -45,20 +70,16 @@ class TaskQueue:
         self._heap: list[tuple[int, int, int, Task[Any]]] = []
         #: How many tasks in the heap are still QUEUED.
         self._queued = 0
-        self._workers: list[Any] = []
-        # Workers with no task; workers that run one task and may be given
-        # the next one ahead (see ThreadWorker.takesAhead); the task so
-        # given to each such worker, by id(worker); how many tasks each
-        # worker has.
-        self._idle: list[Any] = []
-        self._spare: list[Any] = []
-        self._ahead: dict[int, Task[Any]] = {}
-        self._load: dict[int, int] = {}
-        self._takesAhead: set[int] = set()
-        # Workers that take a task with give(task, onFreed), which saves a
-        # Deferred per task (see ThreadWorker.give).
-        self._givers: set[int] = set()
-        self._detaching: dict[int, Deferred[None]] = {}
+        # The workers' state: a slot per attached worker, by id(worker), in
+        # the order attached; and two free lists of slots, kept by _place:
+        # workers with no task, and workers that run one and may be given
+        # the next one ahead.
+        self._slots: dict[int, _WorkerSlot] = {}
+        self._idle: list[_WorkerSlot] = []
+        self._spare: list[_WorkerSlot] = []
+        # How many slots have a task given ahead, how many are detaching.
+        self._aheadCount = 0
+        self._detachingCount = 0
         self._running: set[Task[Any]] = set()
         self._accepting = True
         self._drained = Waiters()
@@ -84,11 +105,12 @@ class TaskQueue:
         """
         The attached workers (a copy).
         """
-        return list(self._workers)
+        return [slot.worker for slot in self._slots.values()]
 
     def attachWorker(self, worker: Any) -> Any:
         """
         Add a worker providing L{IWorker}; it starts taking tasks at once.
+        Attaching a worker that is attached already changes nothing.
 
         @return: the worker.
         @raise TypeError: it does not provide L{IWorker}.
@@ -97,13 +119,15 @@ class TaskQueue:
             raise TypeError(f"{worker!r} does not provide IWorker")
         if not self._accepting:
             raise QueueStopped("the queue is shut down: no worker can be attached")
-        self._workers.append(worker)
-        self._load[id(worker)] = 0
-        if getattr(worker, "takesAhead", False):
-            self._takesAhead.add(id(worker))
-        if callable(getattr(worker, "give", None)):
-            self._givers.add(id(worker))
-        self._idle.append(worker)
+        if id(worker) in self._slots:
+            return worker
+        slot = _WorkerSlot(
+            worker,
+            takesAhead=bool(getattr(worker, "takesAhead", False)),
+            gives=callable(getattr(worker, "give", None)),
+        )
+        self._slots[id(worker)] = slot
+        self._place(slot)
         self._dispatch()
         return worker
 
@@ -115,33 +139,32 @@ class TaskQueue:
 
         @return: fires when the worker has stopped.
         """
-        if worker not in self._workers:
+        slot = self._slots.get(id(worker))
+        if slot is None:
             return fail(WorkerError(f"{worker!r} is not attached"))
-        done = self._detaching.get(id(worker))
+        done = slot.detaching
         if done is None:
-            done = self._detaching[id(worker)] = Deferred()
-            if worker in self._spare:
-                self._spare.remove(worker)
-            ahead = self._ahead.get(id(worker))
-            if ahead is not None and self._takeBack(ahead):
+            done = slot.detaching = Deferred()
+            self._detachingCount += 1
+            self._place(slot)
+            if slot.ahead is not None and self._takeBack(slot.ahead):
                 self._dispatch()
-            self._maybeDetach(worker)
+            self._maybeDetach(slot)
         return follow(done)
 
-    def _maybeDetach(self, worker: Any) -> None:
-        done = self._detaching.get(id(worker))
-        if done is None or worker not in self._idle:
+    def _maybeDetach(self, slot: _WorkerSlot) -> None:
+        done = slot.detaching
+        if done is None or slot.load or not slot.attached:
             return
+        worker = slot.worker
         if any(
             e[3].pinnedTo is worker and e[3].state is _QUEUED for e in self._heap
         ):
             return
-        del self._detaching[id(worker)]
-        self._idle.remove(worker)
-        self._workers.remove(worker)
-        self._load.pop(id(worker), None)
-        self._takesAhead.discard(id(worker))
-        self._givers.discard(id(worker))
+        self._detachingCount -= 1
+        del self._slots[id(worker)]
+        slot.attached = False
+        self._place(slot)
         worker.stop().chainDeferred(done)
         self._failStranded()
         self._checkDrained()
@@ -203,19 +226,21 @@ class TaskQueue:
         if (
             task.series is not None
             and task.pinnedTo is None
-            and not any(task.series in w.iQualified for w in self._workers)
+            and not any(
+                task.series in slot.worker.iQualified for slot in self._slots.values()
+            )
         ):
             log.warn(
                 "No worker is qualified yet for series {series!r}",
                 series=task.series,
             )
-        if task.state is not _QUEUED or task._onRemove is not None:
+        if task.state is not _QUEUED or task.enqueued:
             if task.state is TaskState.DONE and task.d.called:
                 # Cancelled (or timed out) before it was submitted: its
                 # Deferred has failed already, and nothing is queued.
                 return task.d
             raise ValueError(f"{task!r} was submitted already")
-        task._onRemove = self._removedCallback
+        task.enqueue(self._removedCallback)
         if task.consumer is not None:
             # Its producer schedules its writing on our clock.
             task.clock = self._clock
@@ -226,7 +251,7 @@ class TaskQueue:
             not self._queued
             and task.pinnedTo is None
             and task.series is None
-            and not self._detaching
+            and not self._detachingCount
             and (self._idle or self._spare)
         ):
             # The common case, a free worker and nothing waiting: start now.
@@ -235,7 +260,7 @@ class TaskQueue:
             self._queued += 1
             band, niceness, sequence = task.sortKey
             heapq.heappush(self._heap, (band, niceness, sequence, task))
-            if self._ahead and not self._idle:
+            if self._aheadCount and not self._idle:
                 self._takeBackWorse(task)
             self._dispatch()
         return task.d
@@ -256,7 +281,7 @@ class TaskQueue:
         if not self._accepting:
             return fail(QueueStopped(f"the queue is shut down: update {f!r} refused"))
         ds = []
-        for worker in self._workers:
+        for worker in self.workers:
             task: Task[Any] = Task(f, args, dict(kw), doNext=True)
             task.pinnedTo = worker
             ds.append(self.submit(task))
@@ -276,12 +301,12 @@ class TaskQueue:
             self._dispatch()
         self._checkDrained()
 
-    def _canRun(self, worker: Any, task: Task[Any]) -> bool:
+    def _canRun(self, slot: _WorkerSlot, task: Task[Any]) -> bool:
         if task.pinnedTo is not None:
-            return task.pinnedTo is worker
-        if id(worker) in self._detaching:
+            return task.pinnedTo is slot.worker
+        if slot.detaching is not None:
             return False
-        return task.series is None or task.series in worker.iQualified
+        return task.series is None or task.series in slot.worker.iQualified
 
     def _dispatch(self) -> None:
         heap, idle, spare = self._heap, self._idle, self._spare
@@ -290,14 +315,18 @@ class TaskQueue:
             if task.state is not _QUEUED:
                 heapq.heappop(heap)
                 continue
-            if task.pinnedTo is None and task.series is None and not self._detaching:
+            if (
+                task.pinnedTo is None
+                and task.series is None
+                and not self._detachingCount
+            ):
                 # Any idle worker will do; else one that takes it ahead.
-                worker = idle[-1] if idle else spare[-1]
+                slot = idle[-1] if idle else spare[-1]
             elif not idle:
                 break
             else:
-                for worker in idle:
-                    if self._canRun(worker, task):
+                for slot in idle:
+                    if self._canRun(slot, task):
                         break
                 else:
                     if not self._dispatchConstrained():
@@ -305,10 +334,10 @@ class TaskQueue:
                     continue
             heapq.heappop(heap)
             self._queued -= 1
-            self._start(worker, task)
-        if self._detaching:
-            for worker in list(idle):
-                self._maybeDetach(worker)
+            self._start(slot, task)
+        if self._detachingCount:
+            for slot in list(idle):
+                self._maybeDetach(slot)
         if self._drained:
             self._checkDrained()
 
@@ -318,63 +347,70 @@ class TaskQueue:
             task = entry[3]
             if task.state is not _QUEUED:
                 continue
-            for worker in self._idle:
-                if self._canRun(worker, task):
+            for slot in self._idle:
+                if self._canRun(slot, task):
                     self._heap.remove(entry)
                     heapq.heapify(self._heap)
                     self._queued -= 1
-                    self._start(worker, task)
+                    self._start(slot, task)
                     return True
         return False
 
-    def _start(self, worker: Any, task: Task[Any]) -> None:
-        wid = id(worker)
-        if self._load[wid]:
-            # Given ahead, to run after the worker's current task.
-            self._spare.remove(worker)
-            self._ahead[wid] = task
-            task._takeBack = self._takeBackCallback
-            self._load[wid] = 2
+    def _place(self, slot: _WorkerSlot) -> None:
+        # The one place that puts a worker on the free list its state says:
+        # idle with no task; spare with one task, when it takes the next one
+        # ahead and is staying; else (two tasks, leaving, gone) on none.
+        if not slot.attached:
+            want = None
+        elif not slot.load:
+            want = self._idle
+        elif slot.load == 1 and slot.takesAhead and slot.detaching is None:
+            want = self._spare
         else:
-            self._idle.remove(worker)
-            if wid in self._takesAhead and wid not in self._detaching:
-                self._spare.append(worker)
-            self._load[wid] = 1
+            want = None
+        have = slot.freeList
+        if have is not want:
+            if have is not None:
+                have.remove(slot)
+            if want is not None:
+                want.append(slot)
+            slot.freeList = want
+
+    def _start(self, slot: _WorkerSlot, task: Task[Any]) -> None:
+        worker = slot.worker
+        if slot.load:
+            # Given ahead, to run after the worker's current task.
+            slot.ahead = task
+            self._aheadCount += 1
+            task.start(worker, self._takeBackCallback)
+        else:
+            task.start(worker)
+        slot.load += 1
+        self._place(slot)
         self._running.add(task)
-        task.state = _RUNNING
-        task.worker = worker
         try:
-            if wid in self._givers:
+            if slot.gives:
                 worker.give(task, self._freedCallback)
                 return
             freed = worker.run(task)
         except Exception:
             self._running.discard(task)
-            self._unload(worker, task)
+            self._unload(slot)
             task.fail(Failure())  # type: ignore[no-untyped-call]
             return
         freed.addBoth(self._freed, worker, task)
 
-    def _unload(self, worker: Any, task: Task[Any]) -> None:
-        # The worker is done with task (or never got it): one task less.
-        wid = id(worker)
-        load = self._load.get(wid)
-        if load is None:
-            # Detached meanwhile.
-            return
-        load -= 1
-        self._load[wid] = load
-        ahead = self._ahead.pop(wid, None)
+    def _unload(self, slot: _WorkerSlot) -> None:
+        # The worker is done with a task (or never got it): one task less.
+        slot.load -= 1
+        ahead = slot.ahead
         if ahead is not None:
-            # The task given ahead is the worker's current one now.
-            ahead._takeBack = None
-        if load:
-            if wid in self._takesAhead and wid not in self._detaching:
-                self._spare.append(worker)
-        else:
-            if worker in self._spare:
-                self._spare.remove(worker)
-            self._idle.append(worker)
+            # The task given ahead is the worker's current one now (or was
+            # the one taken back).
+            slot.ahead = None
+            self._aheadCount -= 1
+            ahead.startedAhead()
+        self._place(slot)
 
     def _freedBy(self, worker: Any, task: Task[Any]) -> None:
         self._freed(None, worker, task)
@@ -383,27 +419,31 @@ class TaskQueue:
         self._running.discard(task)
         if result is not None and isinstance(result, Failure):
             log.failure("Worker {worker} failed", result, worker=worker)
-        self._unload(worker, task)
-        if self._ahead and not self._load.get(id(worker), 1):
-            # An idle worker: tasks waiting behind other workers' current
-            # ones start sooner here.
-            for ahead in list(self._ahead.values()):
-                self._takeBack(ahead)
-        if self._heap or self._detaching or self._drained:
+        slot = self._slots.get(id(worker))
+        if slot is not None:
+            # (None: detached meanwhile.)
+            self._unload(slot)
+            if self._aheadCount and not slot.load:
+                # An idle worker: tasks waiting behind other workers'
+                # current ones start sooner here.
+                for ahead in self._givenAhead():
+                    self._takeBack(ahead)
+        if self._heap or self._detachingCount or self._drained:
             self._dispatch()
+
+    def _givenAhead(self) -> list[Task[Any]]:
+        return [s.ahead for s in self._slots.values() if s.ahead is not None]
 
     def _takeBack(self, task: Task[Any]) -> bool:
         # Reactor thread: put a task given ahead back in the queue, unless
         # its worker has started it.
-        worker = task.worker
-        wid = id(worker)
-        if self._ahead.get(wid) is not task or not worker.takeBack(task):  # type: ignore[attr-defined]
+        worker: Any = task.worker
+        slot = self._slots.get(id(worker))
+        if slot is None or slot.ahead is not task or not worker.takeBack(task):
             return False
         self._running.discard(task)
-        self._unload(worker, task)
-        task._takeBack = None
-        task.state = _QUEUED
-        task.worker = None
+        self._unload(slot)
+        task.requeue()
         band, niceness, sequence = task.sortKey
         heapq.heappush(self._heap, (band, niceness, sequence, task))
         self._queued += 1
@@ -413,7 +453,7 @@ class TaskQueue:
         # A new task that no worker is free for: if it comes before a task
         # given ahead, that one goes back to the queue and makes room.
         worst: Task[Any] | None = None
-        for ahead in self._ahead.values():
+        for ahead in self._givenAhead():
             if ahead.sortKey > task.sortKey and (
                 worst is None or ahead.sortKey > worst.sortKey
             ):
@@ -475,19 +515,19 @@ class TaskQueue:
         # waiting forever, so it fails now.
         if self._accepting or not self._queued:
             return
-        staying = [w for w in self._workers if id(w) not in self._detaching]
+        staying = [s for s in self._slots.values() if s.detaching is None]
         for entry in list(self._heap):
             task = entry[3]
             if task.state is not _QUEUED:
                 continue
             if task.pinnedTo is not None:
                 # Its worker runs it before it may leave.
-                if task.pinnedTo in self._workers:
+                if id(task.pinnedTo) in self._slots:
                     continue
             elif any(self._canRun(w, task) for w in staying):
                 continue
-            why = "no worker" if not self._workers else "no worker that may run it"
-            task._stopEarly(
+            why = "no worker" if not self._slots else "no worker that may run it"
+            task.stopEarly(
                 QueueStopped(
                     f"{task.info} was still queued when the queue was shut down"
                     f" with {why} (no worker can be attached any more)"
@@ -495,9 +535,9 @@ class TaskQueue:
             )
 
     def _stopWorkers(self, _: None) -> Deferred[None]:
-        workers, self._workers, self._idle = self._workers, [], []
-        self._spare, self._ahead, self._load = [], {}, {}
-        self._takesAhead, self._givers = set(), set()
+        workers = self.workers
+        self._slots, self._idle, self._spare = {}, [], []
+        self._aheadCount = self._detachingCount = 0
         d = DeferredList([w.stop() for w in workers], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
