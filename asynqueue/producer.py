@@ -114,7 +114,7 @@ class IterationProducer(Generic[T]):
         dr = self.deferator
         write = self.consumer.write
         while not self._halted:
-            items, finish = dr._lend()
+            items, finish = dr.lend()
             if items:
                 rest = iter(items)
                 try:
@@ -137,7 +137,7 @@ class IterationProducer(Generic[T]):
                 if self._halted:
                     # Put back what the consumer is not ready for.
                     if not self.stopped:
-                        dr._unlend(list(rest), finish)
+                        dr.putBack(list(rest), finished=finish is None)
                     return
                 continue
             if dr.done:
