@@ -309,26 +309,38 @@ class ChildProcessProtocol(ProcessProtocol):
 
 class _ChildProtocol(ChildProcessProtocol):
     """
-    The pipes to one L{ProcessWorker}'s child.
+    The pipes to one L{ProcessWorker}'s child: its replies go to
+    C{requests}, and its end to C{onEnded(protocol, reason)}.
     """
 
-    def __init__(self, worker: ProcessWorker) -> None:
+    def __init__(
+        self,
+        requests: Requests,
+        onEnded: Callable[[_ChildProtocol, Failure], None],
+        *,
+        clock: IReactorTime,
+        who: object,
+    ) -> None:
         super().__init__()
-        self.worker = worker
+        self.requests = requests
+        self.onEnded = onEnded
+        self._clock = clock
+        #: Names the child in the log (its str is taken when a line comes).
+        self.who = who
 
     @property
     def clock(self) -> IReactorTime:
-        return self.worker.clock
+        return self._clock
 
     def received(self, message: Any) -> None:
-        self.worker._requests.deliver(message)
+        self.requests.deliver(message)
 
     def logLine(self, line: str) -> None:
         # The child's stderr (and its stdout: see _child.main) goes to the log.
-        log.info("{worker}: {line}", worker=self.worker, line=line)
+        log.info("{worker}: {line}", worker=self.who, line=line)
 
     def childEnded(self, reason: Failure) -> None:
-        self.worker._ended(self, reason)
+        self.onEnded(self, reason)
 
 
 @implementer(IWorker)
@@ -409,7 +421,9 @@ class ProcessWorker:
     def _start(self) -> _ChildProtocol:
         if self._protocol is not None:
             return self._protocol
-        protocol = _ChildProtocol(self)
+        protocol = _ChildProtocol(
+            self._requests, self._ended, clock=self.clock, who=self
+        )
         env = dict(os.environ)
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")

@@ -26,12 +26,7 @@ from ._util import follow, globalReactor
 from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
 from .errors import WorkerError
 from .interfaces import IWorker
-from .task import Task, _local, setCurrentTask
-
-
-def _isIterator(result: object) -> bool:
-    return isinstance(result, Iterator)
-
+from .task import Task, setCurrentTask
 
 #: What a worker calls (reactor thread) when it can take another task:
 #: C{onFreed(worker, task)}.
@@ -217,7 +212,7 @@ class ThreadWorker:
             stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
             callFromThread(self._ranCallback, task, (_FAILURE, stopped), onFreed)
             return
-        _local.task = task
+        setCurrentTask(task)
         try:
             kw = task.kw
             result = task.f(*task.args, **kw) if kw else task.f(*task.args)
@@ -232,7 +227,7 @@ class ThreadWorker:
                 outcome = (_ITER, taker, taker.take())
         except BaseException:
             outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
-        _local.task = None
+        setCurrentTask(None)
         callFromThread(self._ranCallback, task, outcome, onFreed)
 
     def _ran(
@@ -387,7 +382,7 @@ class AsyncWorker:
             self.task = None
             if isinstance(value, Failure):
                 task.fail(value)
-            elif not task.raw and _isIterator(value):
+            elif not task.raw and isinstance(value, Iterator):
                 taker: BatchTaker[Any] = BatchTaker(value, self.batchSize)  # type: ignore[arg-type]
                 items, exhausted = taker.take()
                 fetch = None if exhausted else (lambda: succeed(taker.take()))
