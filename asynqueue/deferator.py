@@ -217,11 +217,7 @@ class Deferator(Generic[T]):
         """
         True when nothing is left to hand out: no item and no failure.
         """
-        return (
-            self._source not in _OPEN
-            and not self._buffer
-            and self._failure is None
-        )
+        return self._source not in _OPEN and not self._buffer and self._failure is None
 
     def whenDone(self) -> Deferred[None]:
         """
@@ -423,9 +419,7 @@ class Deferator(Generic[T]):
             return item  # type: ignore[no-any-return]
         if self._source in _OPEN and self._failure is None:
             # An empty batch, and more to come: fetch again.
-            return self.fetchMore().addCallbacks(
-                self._popAfterFetch, self._takeFailure
-            )
+            return self.fetchMore().addCallbacks(self._popAfterFetch, self._takeFailure)
         if self._failure is not None:
             failure, self._failure = self._failure, None
             return fail(failure)

@@ -87,6 +87,7 @@ class DeferredLock:
 
         @return: A Deferred with C{f}'s result.
         """
+
         def locked(_: DeferredLock) -> Deferred[Any]:
             return maybeDeferred(_call, f, args, kw).addBoth(unlock)
 

@@ -578,8 +578,13 @@ class ProcessQueue(TaskQueue):
         """
         if n is None:
             n = os.cpu_count() or 1
-        checkNumber(n, "a ProcessQueue's n (processes)", integer=True, positive=True,
-                    typeError=ValueError)
+        checkNumber(
+            n,
+            "a ProcessQueue's n (processes)",
+            integer=True,
+            positive=True,
+            typeError=ValueError,
+        )
         super().__init__(clock=clock or reactor)
         for i in range(n):
             self.attachWorker(

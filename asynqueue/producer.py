@@ -179,7 +179,8 @@ class IterationProducer(Generic[T]):
             if failure is not None:
                 log.failure(
                     "Producing to {consumer} failed after it ended",
-                    failure, consumer=self.consumer,
+                    failure,
+                    consumer=self.consumer,
                 )
             return
         self.stopped = self._halted = True

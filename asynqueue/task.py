@@ -428,8 +428,11 @@ class Task(Generic[T]):
                     result.value, type(self.stopReason)
                 ):
                     # Not the stop's own error: nobody else will see it.
-                    log.failure("Task {task} failed after its caller gave up",
-                                failure=result, task=self)
+                    log.failure(
+                        "Task {task} failed after its caller gave up",
+                        failure=result,
+                        task=self,
+                    )
             else:
                 from .deferator import Deferator
 

@@ -157,9 +157,7 @@ class TaskQueue:
         if done is None or slot.load or not slot.attached:
             return
         worker = slot.worker
-        if any(
-            e[3].pinnedTo is worker and e[3].state is _QUEUED for e in self._heap
-        ):
+        if any(e[3].pinnedTo is worker and e[3].state is _QUEUED for e in self._heap):
             return
         self._detachingCount -= 1
         del self._slots[id(worker)]
@@ -208,8 +206,15 @@ class TaskQueue:
         if timeout is not None:
             checkNumber(timeout, "timeout (seconds)", positive=True)
         task: Task[Any] = Task(
-            f, args, kw, niceness=niceness, doNext=doNext, doLast=doLast,
-            series=series, raw=raw, consumer=consumer,
+            f,
+            args,
+            kw,
+            niceness=niceness,
+            doNext=doNext,
+            doLast=doLast,
+            series=series,
+            raw=raw,
+            consumer=consumer,
         )
         if timeout is None:
             return self.submit(task)
@@ -286,9 +291,7 @@ class TaskQueue:
             task.pinnedTo = worker
             ds.append(self.submit(task))
         d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
-        return d.addCallbacks(
-            lambda results: [r for _, r in results], _firstError
-        )
+        return d.addCallbacks(lambda results: [r for _, r in results], _firstError)
 
     # Dispatch -----------------------------------------------------------------
 

@@ -35,8 +35,13 @@ class ThreadQueue(TaskQueue):
         @param n: How many threads.
         @param holdIterations: See L{ThreadWorker}.
         """
-        checkNumber(n, "a ThreadQueue's n (threads)", integer=True, positive=True,
-                    typeError=ValueError)
+        checkNumber(
+            n,
+            "a ThreadQueue's n (threads)",
+            integer=True,
+            positive=True,
+            typeError=ValueError,
+        )
         super().__init__(clock=clock)
         for i in range(n):
             self.attachWorker(

@@ -420,4 +420,3 @@ class AsyncWorker:
         self._stopped = True
         task, self.task = self.task, None
         return [task] if task is not None else []
-
