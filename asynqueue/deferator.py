@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
-from ._util import Waiters
+from ._util import Waiters, checkNumber
 from .errors import IterationStopped
 
 T = TypeVar("T")
@@ -35,6 +35,16 @@ Batch = tuple[list[T], bool]
 #: made in a worker and kept for a batch cost the garbage collector more
 #: than making them).
 FINISH_ITEM = "finishItem"
+
+
+def checkBatchSize(batchSize: int) -> int:
+    """
+    @return: C{batchSize}, a positive int (a smaller one would fetch empty
+        batches for ever).
+    @raise ValueError: it is less than 1.
+    @raise TypeError: it is not an int.
+    """
+    return checkNumber(batchSize, "batchSize", integer=True, positive=True)
 
 
 class BatchTaker(Generic[T]):

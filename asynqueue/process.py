@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from ._child import decodeFrames, dumps, encode
 from ._util import checkNumber, follow, globalReactor
-from .deferator import DEFAULT_BATCH, Batch, Deferator
+from .deferator import DEFAULT_BATCH, Batch, Deferator, checkBatchSize
 from .errors import RemoteTaskError, WorkerError
 from .info import callableName
 from .interfaces import IWorker
@@ -377,7 +377,7 @@ class ProcessWorker:
             global reactor by default, resolved on first use.
         """
         self.iQualified = list(series)
-        self.batchSize = batchSize
+        self.batchSize = checkBatchSize(batchSize)
         self.killOnInterrupt = killOnInterrupt
         self.python = python or sys.executable
         self.name = name

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._util import reactorClock
-from .deferator import DEFAULT_BATCH, BatchTaker, Deferator
+from .deferator import DEFAULT_BATCH, BatchTaker, Deferator, checkBatchSize
 
 T = TypeVar("T")
 
@@ -285,8 +285,10 @@ def iteratorToProducer(
     C{consumer} with backpressure, firing with the consumer when done.
 
     @param clock: See L{IterationProducer}.
+    @raise ValueError: C{batchSize} is less than 1 (C{TypeError}: not an
+        int).
     """
-    taker = BatchTaker(iter(iterable), batchSize)
+    taker = BatchTaker(iter(iterable), checkBatchSize(batchSize))
     first, exhausted = taker.take()
     fetch = None if exhausted else (lambda: succeed(taker.take()))
     dr = Deferator(first, fetch, stop=taker.close, finish=taker.finishItem)

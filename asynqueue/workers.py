@@ -23,7 +23,7 @@ from zope.interface import implementer
 from ._jobs import JobThread as JobThread
 from ._jobs import MemoryJobRunner as MemoryJobRunner
 from ._util import follow, globalReactor
-from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
+from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator, checkBatchSize
 from .errors import WorkerError
 from .interfaces import IWorker
 from .task import Task, setCurrentTask
@@ -77,10 +77,13 @@ class ThreadWorker:
             pass a L{MemoryJobRunner}).
         @param callFromThread: How the thread hands results to the reactor;
             the reactor's C{callFromThread} by default.
+        @param batchSize: How many items of an iteration one fetch takes.
+        @raise ValueError: C{batchSize} is less than 1 (C{TypeError}: not
+            an int).
         """
         self.iQualified = list(series)
         self.holdIterations = holdIterations
-        self.batchSize = batchSize
+        self.batchSize = checkBatchSize(batchSize)
         self.runner = runner if runner is not None else JobThread(name)
         # Resolved on first use, so that making a worker needs no reactor.
         self._callFromThreadGiven = callFromThread
@@ -351,7 +354,7 @@ class AsyncWorker:
         self, series: Sequence[str] = (), *, batchSize: int = DEFAULT_BATCH
     ) -> None:
         self.iQualified = list(series)
-        self.batchSize = batchSize
+        self.batchSize = checkBatchSize(batchSize)
         self.task: Task[Any] | None = None
         self._stopped = False
         self._idle: Deferred[None] | None = None
