@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, fail
@@ -14,6 +13,7 @@ from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._slots import WorkerSlot, WorkerSlots
 from ._util import Waiters, checkNumber, follow, reactorClock
 from .errors import QueueStopped, WorkerError
 from .interfaces import IWorker
@@ -24,30 +24,6 @@ T = TypeVar("T")
 _QUEUED, _RUNNING = TaskState.QUEUED, TaskState.RUNNING
 
 log = Logger()
-
-
-@dataclass(slots=True, eq=False)
-class _WorkerSlot:
-    """
-    What a L{TaskQueue} knows of one attached worker. Reactor thread only.
-    """
-
-    worker: Any
-    #: It may be given the next task while it runs one (see
-    #: ThreadWorker.takesAhead).
-    takesAhead: bool
-    #: It takes a task with give(task, onFreed), which saves a Deferred per
-    #: task (see ThreadWorker.give).
-    gives: bool
-    #: How many tasks it has: 0, 1, or 2 (the second one given ahead).
-    load: int = 0
-    #: The task given ahead, until the worker is on it.
-    ahead: Task[Any] | None = None
-    #: While it is being detached: fires when it has stopped.
-    detaching: Deferred[None] | None = None
-    attached: bool = True
-    #: The queue's free list it is on (see TaskQueue._place), or None.
-    freeList: list[_WorkerSlot] | None = None
 
 
 class TaskQueue:
@@ -70,16 +46,8 @@ class TaskQueue:
         self._heap: list[tuple[int, int, int, Task[Any]]] = []
         #: How many tasks in the heap are still QUEUED.
         self._queued = 0
-        # The workers' state: a slot per attached worker, by id(worker), in
-        # the order attached; and two free lists of slots, kept by _place:
-        # workers with no task, and workers that run one and may be given
-        # the next one ahead.
-        self._slots: dict[int, _WorkerSlot] = {}
-        self._idle: list[_WorkerSlot] = []
-        self._spare: list[_WorkerSlot] = []
-        # How many slots have a task given ahead, how many are detaching.
-        self._aheadCount = 0
-        self._detachingCount = 0
+        # What we know of the workers: a slot each, and free lists.
+        self._workers = WorkerSlots()
         self._running: set[Task[Any]] = set()
         self._accepting = True
         self._drained = Waiters()
@@ -105,7 +73,7 @@ class TaskQueue:
         """
         The attached workers (a copy).
         """
-        return [slot.worker for slot in self._slots.values()]
+        return [slot.worker for slot in self._workers]
 
     def attachWorker(self, worker: Any) -> Any:
         """
@@ -119,16 +87,8 @@ class TaskQueue:
             raise TypeError(f"{worker!r} does not provide IWorker")
         if not self._accepting:
             raise QueueStopped("the queue is shut down: no worker can be attached")
-        if id(worker) in self._slots:
-            return worker
-        slot = _WorkerSlot(
-            worker,
-            takesAhead=bool(getattr(worker, "takesAhead", False)),
-            gives=callable(getattr(worker, "give", None)),
-        )
-        self._slots[id(worker)] = slot
-        self._place(slot)
-        self._dispatch()
+        if self._workers.attach(worker):
+            self._dispatch()
         return worker
 
     def detachWorker(self, worker: Any) -> Deferred[None]:
@@ -139,30 +99,25 @@ class TaskQueue:
 
         @return: fires when the worker has stopped.
         """
-        slot = self._slots.get(id(worker))
+        slot = self._workers.get(worker)
         if slot is None:
             return fail(WorkerError(f"{worker!r} is not attached"))
-        done = slot.detaching
-        if done is None:
-            done = slot.detaching = Deferred()
-            self._detachingCount += 1
-            self._place(slot)
-            if slot.ahead is not None and self._takeBack(slot.ahead):
-                self._dispatch()
-            self._maybeDetach(slot)
+        if slot.detaching is not None:
+            return follow(slot.detaching)
+        done = self._workers.startDetaching(slot)
+        if slot.ahead is not None and self._takeBack(slot.ahead):
+            self._dispatch()
+        self._maybeDetach(slot)
         return follow(done)
 
-    def _maybeDetach(self, slot: _WorkerSlot) -> None:
+    def _maybeDetach(self, slot: WorkerSlot) -> None:
         done = slot.detaching
         if done is None or slot.load or not slot.attached:
             return
         worker = slot.worker
         if any(e[3].pinnedTo is worker and e[3].state is _QUEUED for e in self._heap):
             return
-        self._detachingCount -= 1
-        del self._slots[id(worker)]
-        slot.attached = False
-        self._place(slot)
+        self._workers.remove(slot)
         worker.stop().chainDeferred(done)
         self._failStranded()
         self._checkDrained()
@@ -231,9 +186,7 @@ class TaskQueue:
         if (
             task.series is not None
             and task.pinnedTo is None
-            and not any(
-                task.series in slot.worker.iQualified for slot in self._slots.values()
-            )
+            and not any(task.series in slot.worker.iQualified for slot in self._workers)
         ):
             log.warn(
                 "No worker is qualified yet for series {series!r}",
@@ -252,20 +205,21 @@ class TaskQueue:
         if timeout is not None:
             call = self.clock.callLater(timeout, task.timeOut, timeout)
             task.d.addBoth(_cancelCall, call)
+        workers = self._workers
         if (
             not self._queued
             and task.pinnedTo is None
             and task.series is None
-            and not self._detachingCount
-            and (self._idle or self._spare)
+            and not workers.detachingCount
+            and (workers.idle or workers.spare)
         ):
             # The common case, a free worker and nothing waiting: start now.
-            self._start(self._idle[-1] if self._idle else self._spare[-1], task)
+            self._start(workers.idle[-1] if workers.idle else workers.spare[-1], task)
         else:
             self._queued += 1
             band, niceness, sequence = task.sortKey
             heapq.heappush(self._heap, (band, niceness, sequence, task))
-            if self._aheadCount and not self._idle:
+            if workers.aheadCount and not workers.idle:
                 self._takeBackWorse(task)
             self._dispatch()
         return task.d
@@ -299,12 +253,12 @@ class TaskQueue:
         # A queued task was cancelled or timed out. Lazy removal: its heap
         # entry is skipped when it comes up.
         self._queued -= 1
-        if self._heap and (self._idle or self._spare):
+        if self._heap and (self._workers.idle or self._workers.spare):
             # It may have been taken back from a worker (see _takeBack).
             self._dispatch()
         self._checkDrained()
 
-    def _canRun(self, slot: _WorkerSlot, task: Task[Any]) -> bool:
+    def _canRun(self, slot: WorkerSlot, task: Task[Any]) -> bool:
         if task.pinnedTo is not None:
             return task.pinnedTo is slot.worker
         if slot.detaching is not None:
@@ -312,7 +266,8 @@ class TaskQueue:
         return task.series is None or task.series in slot.worker.iQualified
 
     def _dispatch(self) -> None:
-        heap, idle, spare = self._heap, self._idle, self._spare
+        workers = self._workers
+        heap, idle, spare = self._heap, workers.idle, workers.spare
         while heap and (idle or spare):
             task = heap[0][3]
             if task.state is not _QUEUED:
@@ -321,7 +276,7 @@ class TaskQueue:
             if (
                 task.pinnedTo is None
                 and task.series is None
-                and not self._detachingCount
+                and not workers.detachingCount
             ):
                 # Any idle worker will do; else one that takes it ahead.
                 slot = idle[-1] if idle else spare[-1]
@@ -338,7 +293,7 @@ class TaskQueue:
             heapq.heappop(heap)
             self._queued -= 1
             self._start(slot, task)
-        if self._detachingCount:
+        if workers.detachingCount:
             for slot in list(idle):
                 self._maybeDetach(slot)
         if self._drained:
@@ -350,7 +305,7 @@ class TaskQueue:
             task = entry[3]
             if task.state is not _QUEUED:
                 continue
-            for slot in self._idle:
+            for slot in self._workers.idle:
                 if self._canRun(slot, task):
                     self._heap.remove(entry)
                     heapq.heapify(self._heap)
@@ -359,37 +314,13 @@ class TaskQueue:
                     return True
         return False
 
-    def _place(self, slot: _WorkerSlot) -> None:
-        # The one place that puts a worker on the free list its state says:
-        # idle with no task; spare with one task, when it takes the next one
-        # ahead and is staying; else (two tasks, leaving, gone) on none.
-        if not slot.attached:
-            want = None
-        elif not slot.load:
-            want = self._idle
-        elif slot.load == 1 and slot.takesAhead and slot.detaching is None:
-            want = self._spare
-        else:
-            want = None
-        have = slot.freeList
-        if have is not want:
-            if have is not None:
-                have.remove(slot)
-            if want is not None:
-                want.append(slot)
-            slot.freeList = want
-
-    def _start(self, slot: _WorkerSlot, task: Task[Any]) -> None:
+    def _start(self, slot: WorkerSlot, task: Task[Any]) -> None:
         worker = slot.worker
-        if slot.load:
+        if self._workers.take(slot, task):
             # Given ahead, to run after the worker's current task.
-            slot.ahead = task
-            self._aheadCount += 1
             task.start(worker, self._takeBackCallback)
         else:
             task.start(worker)
-        slot.load += 1
-        self._place(slot)
         self._running.add(task)
         try:
             if slot.gives:
@@ -403,17 +334,13 @@ class TaskQueue:
             return
         freed.addBoth(self._freed, worker, task)
 
-    def _unload(self, slot: _WorkerSlot) -> None:
+    def _unload(self, slot: WorkerSlot) -> None:
         # The worker is done with a task (or never got it): one task less.
-        slot.load -= 1
-        ahead = slot.ahead
+        ahead = self._workers.release(slot)
         if ahead is not None:
             # The task given ahead is the worker's current one now (or was
             # the one taken back).
-            slot.ahead = None
-            self._aheadCount -= 1
             ahead.startedAhead()
-        self._place(slot)
 
     def _freedBy(self, worker: Any, task: Task[Any]) -> None:
         self._freed(None, worker, task)
@@ -422,26 +349,24 @@ class TaskQueue:
         self._running.discard(task)
         if result is not None and isinstance(result, Failure):
             log.failure("Worker {worker} failed", result, worker=worker)
-        slot = self._slots.get(id(worker))
+        workers = self._workers
+        slot = workers.get(worker)
         if slot is not None:
             # (None: detached meanwhile.)
             self._unload(slot)
-            if self._aheadCount and not slot.load:
+            if workers.aheadCount and not slot.load:
                 # An idle worker: tasks waiting behind other workers'
                 # current ones start sooner here.
-                for ahead in self._givenAhead():
+                for ahead in workers.givenAhead():
                     self._takeBack(ahead)
-        if self._heap or self._detachingCount or self._drained:
+        if self._heap or workers.detachingCount or self._drained:
             self._dispatch()
-
-    def _givenAhead(self) -> list[Task[Any]]:
-        return [s.ahead for s in self._slots.values() if s.ahead is not None]
 
     def _takeBack(self, task: Task[Any]) -> bool:
         # Reactor thread: put a task given ahead back in the queue, unless
         # its worker has started it.
         worker: Any = task.worker
-        slot = self._slots.get(id(worker))
+        slot = self._workers.get(worker)
         if slot is None or slot.ahead is not task or not worker.takeBack(task):
             return False
         self._running.discard(task)
@@ -456,7 +381,7 @@ class TaskQueue:
         # A new task that no worker is free for: if it comes before a task
         # given ahead, that one goes back to the queue and makes room.
         worst: Task[Any] | None = None
-        for ahead in self._givenAhead():
+        for ahead in self._workers.givenAhead():
             if ahead.sortKey > task.sortKey and (
                 worst is None or ahead.sortKey > worst.sortKey
             ):
@@ -518,18 +443,18 @@ class TaskQueue:
         # waiting forever, so it fails now.
         if self._accepting or not self._queued:
             return
-        staying = [s for s in self._slots.values() if s.detaching is None]
+        staying = [s for s in self._workers if s.detaching is None]
         for entry in list(self._heap):
             task = entry[3]
             if task.state is not _QUEUED:
                 continue
             if task.pinnedTo is not None:
                 # Its worker runs it before it may leave.
-                if id(task.pinnedTo) in self._slots:
+                if self._workers.get(task.pinnedTo) is not None:
                     continue
             elif any(self._canRun(w, task) for w in staying):
                 continue
-            why = "no worker" if not self._slots else "no worker that may run it"
+            why = "no worker that may run it" if self._workers else "no worker"
             task.stopEarly(
                 QueueStopped(
                     f"{task.info} was still queued when the queue was shut down"
@@ -538,9 +463,7 @@ class TaskQueue:
             )
 
     def _stopWorkers(self, _: None) -> Deferred[None]:
-        workers = self.workers
-        self._slots, self._idle, self._spare = {}, [], []
-        self._aheadCount = self._detachingCount = 0
+        workers = self._workers.clear()
         d = DeferredList([w.stop() for w in workers], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
