@@ -7,7 +7,6 @@ Reactor thread only.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -102,7 +101,7 @@ class Delay:
             state["call"] = None
             if result.called:
                 return
-            maybeDeferred(_callCheck, check).addCallbacks(checked, failed)
+            maybeDeferred(check).addCallbacks(checked, failed)
 
         def checked(value: object) -> None:
             if result.called:
@@ -127,13 +126,6 @@ class Delay:
 
         poll()
         return result
-
-
-def _callCheck(check: Callable[[], Any]) -> Any:
-    value = check()
-    if inspect.iscoroutine(value):
-        return Deferred.fromCoroutine(value)
-    return value
 
 
 __all__ = ["Delay"]
