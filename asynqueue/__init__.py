@@ -18,6 +18,7 @@ from .errors import QueueError as QueueError
 from .errors import QueueStopped as QueueStopped
 from .errors import RemoteTaskError as RemoteTaskError
 from .errors import TaskTimeout as TaskTimeout
+from .errors import UnknownSeries as UnknownSeries
 from .errors import WorkerError as WorkerError
 from .info import Info as Info
 from .interfaces import IWorker as IWorker
@@ -60,6 +61,7 @@ __all__ = [
     "TaskTimeout",
     "ThreadQueue",
     "ThreadWorker",
+    "UnknownSeries",
     "WorkerError",
     "currentTask",
     "iteratorToProducer",

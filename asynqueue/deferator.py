@@ -151,6 +151,24 @@ def _ready(value: T) -> Generator[Any, None, T]:
     yield  # (Never reached: it makes this a generator.)
 
 
+def _refuseString(first: str | bytes, fetch: object) -> None:
+    # The original AsynQueue's Deferator(repr, getNext, *args) would hand
+    # out the characters of repr here, then hang on the wrong protocol.
+    if callable(fetch):
+        raise TypeError(
+            f"Deferator({first!r}, {fetch!r}) is the original AsynQueue's"
+            " call-tuple form (a description and a getNext callable), which"
+            " this Deferator does not take: return the iterator from a queue"
+            " call (it comes back as a Deferator), or pass the items fetched"
+            " so far and fetch(), a callable returning a Deferred of"
+            " (items, exhausted)"
+        )
+    raise TypeError(
+        f"a Deferator's first items must be an iterable of items, not the"
+        f" string {first!r} (its characters?): wrap it in a list"
+    )
+
+
 class Deferator(Generic[T]):
     """
     Iterates in Deferreds over items fetched in batches from elsewhere.
@@ -196,6 +214,8 @@ class Deferator(Generic[T]):
             L{FINISH_ITEM}): the items of C{first} and of the batches are
             then in the form C{finish} takes.
         """
+        if isinstance(first, (str, bytes)):
+            _refuseString(first, fetch)
         self._buffer: deque[Any] = deque(first)
         # The largest batch seen. Fetching ahead stops while three batches
         # are held or on their way (held: buffered, or lent to a producer by

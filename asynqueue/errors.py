@@ -21,6 +21,14 @@ class QueueStopped(QueueError):
     """
 
 
+class UnknownSeries(QueueError):
+    """
+    A call named a series that no attached worker is qualified for (by its
+    C{iQualified} list or its class's C{cQualified}): when it was made, or
+    once the last qualified worker was detached. It would wait forever.
+    """
+
+
 class TaskTimeout(QueueError, TimeoutError):
     """
     A task did not finish within its C{timeout}. If it was running, the

@@ -34,7 +34,9 @@ class IWorker(Interface):
 
     iQualified = Attribute(
         "A list of series names. Besides tasks of no series, the worker runs "
-        "only tasks whose series is in this list."
+        "only tasks whose series is in this list, or in the optional class "
+        "attribute C{cQualified} (the series every worker of its class runs: "
+        "'thread' for ThreadWorker, 'process' for ProcessWorker)."
     )
 
     def run(task: Task[Any]) -> object:

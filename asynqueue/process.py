@@ -358,7 +358,12 @@ class ProcessWorker:
     running elsewhere. The caller hears of it once the process has ended;
     the next task starts a new one. Iterations open in the killed process
     fail with L{WorkerError}.
+
+    @cvar cQualified: The series every ProcessWorker runs besides its own
+        C{series}: C{"process"} and C{"local"}, as in the original AsynQueue.
     """
+
+    cQualified: tuple[str, ...] = ("process", "local")
 
     def __init__(
         self,

@@ -28,6 +28,17 @@ T = TypeVar("T")
 log = Logger()
 
 _sequence = itertools.count()
+
+#: Fair niceness (aging). Within its band, a call of niceness C{n} sorts
+#: as if it had been made C{n * NICENESS_STEP} calls later than it was
+#: (counting the calls made on every queue of the process), first in,
+#: first out on a tie. So a waiting call's priority improves with every
+#: call made after it: one made C{k} calls later runs first only if
+#: C{k < NICENESS_STEP * (its niceness - the later one's)}, never when
+#: C{k >= 40 * NICENESS_STEP} (640), and among calls made within
+#: C{NICENESS_STEP} of each other lower niceness always runs first. See
+#: docs/concepts/queue.md.
+NICENESS_STEP = 16
 _local = threading.local()
 _interruptLock = threading.Lock()
 
@@ -127,8 +138,9 @@ class Task(Generic[T]):
     """
     One call of C{f(*args, **kw)} and the Deferred its caller holds.
 
-    Tasks sort by band (C{doNext} first, C{doLast} last), then niceness
-    (lower first), then the order they were made in.
+    Tasks sort by band (C{doNext} first, C{doLast} last), then by the
+    order they were made in pushed back by their niceness (see
+    L{NICENESS_STEP}), then the order they were made in.
 
     @ivar d: The caller's Deferred. Cancelling it while the task is queued
         removes the task; while it runs, the task's interrupters are called
@@ -168,7 +180,8 @@ class Task(Generic[T]):
         if consumer is not None:
             self.consumer = consumer
         band = 0 if doNext else (2 if doLast else 1)
-        self.sortKey = (band, niceness, next(_sequence))
+        sequence = next(_sequence)
+        self.sortKey = (band, sequence + NICENESS_STEP * niceness, sequence)
         self.d: Deferred[T] = TaskDeferred(self)
 
     # Class-level defaults: most tasks never change these, and a task is

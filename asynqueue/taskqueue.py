@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from ._slots import WorkerSlot, WorkerSlots
 from ._util import Waiters, checkNumber, follow, reactorClock
-from .errors import QueueStopped, WorkerError
+from .errors import QueueStopped, UnknownSeries, WorkerError
 from .interfaces import IWorker
 from .task import Task, TaskState
 
@@ -29,8 +29,9 @@ log = Logger()
 class TaskQueue:
     """
     Runs calls on its workers in priority order: C{doNext} calls first,
-    C{doLast} calls last, and in between lower C{niceness} (-20..20) first;
-    first in, first out within a priority.
+    C{doLast} calls last, and in between by niceness (-20..20) with aging:
+    see L{asynqueue.task.NICENESS_STEP} (lower niceness first in a burst,
+    and no call waits unboundedly behind later, less nice ones).
 
     Everything here happens in the reactor thread.
     """
@@ -41,8 +42,9 @@ class TaskQueue:
             C{twisted.internet.task.Clock}).
         """
         self._clock = clock
-        # Entries are (band, niceness, sequence, task): compared in C, never
-        # reaching the task. Cancelled tasks stay until popped (lazy removal).
+        # Entries are Task.sortKey (band, rank, sequence) and the task:
+        # compared in C, never reaching the task. Cancelled tasks stay
+        # until popped (lazy removal).
         self._heap: list[tuple[int, int, int, Task[Any]]] = []
         #: How many tasks in the heap are still QUEUED.
         self._queued = 0
@@ -52,6 +54,10 @@ class TaskQueue:
         self._accepting = True
         self._drained = Waiters()
         self._stopped: Deferred[None] | None = None
+        # update() calls, run on each worker attached later too.
+        self._updates: list[
+            tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+        ] = []
         # Made once: a bound method per submitted task costs.
         self._removedCallback = self._removed
         self._takeBackCallback = self._takeBack
@@ -88,6 +94,9 @@ class TaskQueue:
         if not self._accepting:
             raise QueueStopped("the queue is shut down: no worker can be attached")
         if self._workers.attach(worker):
+            for f, args, kw in self._updates:
+                # Nobody holds these Deferreds: a failure is logged.
+                self._pin(worker, f, args, kw).addErrback(_updateFailed, f, worker)
             self._dispatch()
         return worker
 
@@ -183,21 +192,26 @@ class TaskQueue:
             return fail(
                 QueueStopped(f"the queue is shut down: {task.info} was refused")
             )
-        if (
-            task.series is not None
-            and task.pinnedTo is None
-            and not any(task.series in slot.worker.iQualified for slot in self._workers)
-        ):
-            log.warn(
-                "No worker is qualified yet for series {series!r}",
-                series=task.series,
-            )
         if task.state is not _QUEUED or task.enqueued:
             if task.state is TaskState.DONE and task.d.called:
                 # Cancelled (or timed out) before it was submitted: its
                 # Deferred has failed already, and nothing is queued.
                 return task.d
             raise ValueError(f"{task!r} was submitted already")
+        if (
+            task.series is not None
+            and task.pinnedTo is None
+            and not any(
+                _qualifies(s.worker, task.series)
+                for s in self._workers
+                if s.detaching is None
+            )
+        ):
+            # It would wait forever, or until some qualified worker came.
+            task.stopEarly(
+                _unknownSeries(task, "no attached worker is qualified for it")
+            )
+            return task.d
         task.enqueue(self._removedCallback)
         if task.consumer is not None:
             # Its producer schedules its writing on our clock.
@@ -217,8 +231,8 @@ class TaskQueue:
             self._start(workers.idle[-1] if workers.idle else workers.spare[-1], task)
         else:
             self._queued += 1
-            band, niceness, sequence = task.sortKey
-            heapq.heappush(self._heap, (band, niceness, sequence, task))
+            band, rank, sequence = task.sortKey
+            heapq.heappush(self._heap, (band, rank, sequence, task))
             if workers.aheadCount and not workers.idle:
                 self._takeBackWorse(task)
             self._dispatch()
@@ -229,23 +243,35 @@ class TaskQueue:
     ) -> Deferred[list[Any]]:
         """
         Run C{f(*args, **kw)} once on every attached worker, before other
-        queued calls.
+        queued calls, and on every worker attached later, before its first
+        call (as the original AsynQueue did: per-thread setup). The queue
+        keeps each update for its whole life.
 
         @return: A Deferred firing with the list of results, one per worker
-            (in the order of L{workers}), or failing with the first failure.
+            attached now (in the order of L{workers}), or failing with the
+            first failure. A failure on a worker attached later is logged.
         @raise TypeError: C{f} is not callable.
         """
         if not callable(f):
             raise TypeError(f"a task must be callable, not {f!r}")
         if not self._accepting:
             return fail(QueueStopped(f"the queue is shut down: update {f!r} refused"))
-        ds = []
-        for worker in self.workers:
-            task: Task[Any] = Task(f, args, dict(kw), doNext=True)
-            task.pinnedTo = worker
-            ds.append(self.submit(task))
+        self._updates.append((f, args, kw))
+        ds = [self._pin(worker, f, args, kw) for worker in self.workers]
         d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
         return d.addCallbacks(lambda results: [r for _, r in results], _firstError)
+
+    def _pin(
+        self,
+        worker: Any,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+    ) -> Deferred[Any]:
+        # A call that only this worker runs, before other queued calls.
+        task: Task[Any] = Task(f, args, dict(kw), doNext=True)
+        task.pinnedTo = worker
+        return self.submit(task)
 
     # Dispatch -----------------------------------------------------------------
 
@@ -263,7 +289,7 @@ class TaskQueue:
             return task.pinnedTo is slot.worker
         if slot.detaching is not None:
             return False
-        return task.series is None or task.series in slot.worker.iQualified
+        return task.series is None or _qualifies(slot.worker, task.series)
 
     def _dispatch(self) -> None:
         workers = self._workers
@@ -372,8 +398,8 @@ class TaskQueue:
         self._running.discard(task)
         self._unload(slot)
         task.requeue()
-        band, niceness, sequence = task.sortKey
-        heapq.heappush(self._heap, (band, niceness, sequence, task))
+        band, rank, sequence = task.sortKey
+        heapq.heappush(self._heap, (band, rank, sequence, task))
         self._queued += 1
         return True
 
@@ -440,13 +466,24 @@ class TaskQueue:
     def _failStranded(self) -> None:
         # Once shut down, no worker can be attached: a queued call that no
         # attached worker will run would keep its caller (and shutdown)
-        # waiting forever, so it fails now.
-        if self._accepting or not self._queued:
+        # waiting forever, so it fails now. Before that, a series call
+        # whose last qualified worker left fails (see submit).
+        if not self._queued:
             return
         staying = [s for s in self._workers if s.detaching is None]
         for entry in list(self._heap):
             task = entry[3]
             if task.state is not _QUEUED:
+                continue
+            if self._accepting:
+                if (
+                    task.series is not None
+                    and task.pinnedTo is None
+                    and not any(self._canRun(w, task) for w in staying)
+                ):
+                    task.stopEarly(
+                        _unknownSeries(task, "its last qualified worker was detached")
+                    )
                 continue
             if task.pinnedTo is not None:
                 # Its worker runs it before it may leave.
@@ -466,6 +503,28 @@ class TaskQueue:
         workers = self._workers.clear()
         d = DeferredList([w.stop() for w in workers], consumeErrors=True)
         return d.addCallback(lambda _: None)
+
+
+def _qualifies(worker: Any, series: str) -> bool:
+    # The worker's own series, or those of its class (the original's
+    # cQualified: "thread" for every ThreadWorker, ...).
+    return series in worker.iQualified or series in getattr(worker, "cQualified", ())
+
+
+def _unknownSeries(task: Task[Any], why: str) -> UnknownSeries:
+    return UnknownSeries(
+        f"{task.info} names series {task.series!r}, and {why} (name the"
+        " series in a worker's series, or leave series out)"
+    )
+
+
+def _updateFailed(failure: Failure, f: object, worker: object) -> None:
+    log.failure(
+        "update {f!r} failed on a worker attached later, {worker!r}",
+        failure,
+        f=f,
+        worker=worker,
+    )
 
 
 def _cancelCall(result: object, call: Any) -> object:

@@ -59,7 +59,12 @@ class ThreadWorker:
     queue may give it the next task while it runs one, so that the thread
     goes on to it without waiting for the reactor; until the thread starts
     it, the queue may L{take it back<takeBack>}.
+
+    @cvar cQualified: The series every ThreadWorker runs besides its own
+        C{series}: C{"thread"} and C{"local"}, as in the original AsynQueue.
     """
+
+    cQualified: tuple[str, ...] = ("thread", "local")
 
     def __init__(
         self,

@@ -825,7 +825,10 @@ class AccessBroker:
         C{table} (a C{Table} or a table name): column C{colName} gets
         C{f(item)} (the item itself if C{f} is C{None}), and the other
         columns the C{constants}. Fires with the new rows' primary keys, in
-        order.
+        order. C{f} runs in the transaction's worker thread and returns the
+        value itself: a Deferred or coroutine from it is refused with
+        C{TypeError} (the original sAsync took one; resolve those values
+        first and pass C{f=None}).
         """
         if isinstance(table, str):
             table = getattr(self, table)
@@ -834,6 +837,12 @@ class AccessBroker:
         keys = []
         for item in iterator:
             value = item if f is None else f(item)
+            if isinstance(value, Deferred) or inspect.isawaitable(value):
+                raise TypeError(
+                    f"produceRows: {f!r} returned {value!r} for {item!r}; f runs in"
+                    " a worker thread and must return the value: resolve the"
+                    " values first and pass f=None (see docs/originals.md)"
+                )
             result = conn.execute(table.insert().values({colName: value, **constants}))
             primaryKey = result.inserted_primary_key
             keys.append(

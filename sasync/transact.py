@@ -580,26 +580,24 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
 
 def wait(
     f: Callable[Concatenate[B, P], Any],
-) -> Callable[Concatenate[B, P], Deferred[Any]]:
+) -> Callable[Concatenate[B, P], Any]:
     """
     Make the broker's L{shutdown<AccessBroker.shutdown>} wait for the
-    Deferred (or coroutine) this method returns.
+    Deferred (or coroutine, returned as a Deferred) this method returns.
+    Any other value is returned as it is, with nothing to wait for (as in
+    the original sAsync).
     """
 
     @functools.wraps(f)
-    def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
+    def call(self: B, *args: P.args, **kw: P.kwargs) -> Any:
         result = f(self, *args, **kw)
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
-        if not isinstance(result, Deferred):
-            raise TypeError(
-                f"@wait: {type(self).__name__}.{f.__name__}() must return a Deferred"
-                f" or be a coroutine function, not return {result!r}"
-            )
-        self._track(result)
+        if isinstance(result, Deferred):
+            self._track(result)
         return result
 
-    return cast("Callable[Concatenate[B, P], Deferred[Any]]", call)
+    return cast("Callable[Concatenate[B, P], Any]", call)
 
 
 __all__ = [

@@ -33,6 +33,7 @@ HOMES = {
     "TaskTimeout": "errors",
     "ThreadQueue": "threads",
     "ThreadWorker": "workers",
+    "UnknownSeries": "errors",
     "WorkerError": "errors",
     "currentTask": "task",
     "iteratorToProducer": "producer",

@@ -27,10 +27,22 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from asynqueue import IWorker, Task, TaskQueue, TaskTimeout
+from asynqueue import IWorker, Task, TaskQueue, TaskTimeout, UnknownSeries
 
 #: The documented order of the bands: doNext calls first, doLast calls last.
 BAND_ORDER = {"next": 0, "normal": 1, "last": 2}
+
+#: The documented aging rule (docs/concepts/queue.md): within its band, a
+#: call of niceness n sorts as if made n * 16 calls later.
+NICENESS_STEP = 16
+
+
+def documentedRank(band: str, niceness: int, made: int) -> tuple[int, int, int]:
+    """
+    Where the documented rule puts the C{made}-th call: band, then its
+    place in line pushed back by its niceness, then first in, first out.
+    """
+    return (BAND_ORDER[band], made + NICENESS_STEP * niceness, made)
 
 
 class Interrupted(Exception):
@@ -133,10 +145,9 @@ class QueueMachine(RuleBasedStateMachine):
         return label
 
     def checkBest(self, worker: SteppedWorker, task: Task[Any]) -> None:
-        # The documented rule: by band (doNext, normal, doLast), then lower
-        # niceness, then first in, first out (labels count up as calls are
-        # made). Waiting: made, not handed out, not failed (cancelled or
-        # timed out while queued).
+        # The documented rule (see documentedRank; labels count up as calls
+        # are made, and no other call is made meanwhile). Waiting: made,
+        # not handed out, not failed (cancelled, timed out or refused).
         label = task.args[0]
         for other in self.outcomes:
             if other == label or other in self.started or self.outcomes[other]:
@@ -164,7 +175,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.executed[label] = 0
         self.honest[label] = honest
         self.series[label] = series
-        self.rank[label] = (BAND_ORDER[band], niceness, label)
+        self.rank[label] = documentedRank(band, niceness, label)
         self.outcomes[label] = []
         d = self.q.call(
             self.job, label, niceness=niceness, doNext=band == "next",
@@ -172,6 +183,12 @@ class QueueMachine(RuleBasedStateMachine):
         )
         d.addBoth(self.outcomes[label].append)
         self.calls.append(d)
+        if series is not None and not any(
+            series in w.iQualified for w in self.workers
+        ):
+            # Documented: a series no attached worker runs fails at once.
+            [outcome] = self.outcomes[label]
+            assert isinstance(outcome, Failure) and outcome.check(UnknownSeries)
 
     @precondition(lambda self: self.calls)
     @rule(data=st.data())
@@ -252,7 +269,9 @@ class QueueMachine(RuleBasedStateMachine):
             assert len(outcomes) == 1, f"task {label} was lost"
             outcome = outcomes[0]
             if isinstance(outcome, Failure):
-                assert outcome.check(CancelledError, TaskTimeout), outcome
+                assert outcome.check(CancelledError, TaskTimeout, UnknownSeries), (
+                    outcome
+                )
                 if label not in self.started:
                     assert self.executed[label] == 0
             else:

@@ -133,22 +133,24 @@ class SeriesTests(SynchronousTestCase):
         q.call(Recorder(), "y")
         self.assertEqual(len(plain.received), 1)
 
-    def test_waitsForQualifiedWorker(self) -> None:
+    def test_waitsForBusyQualifiedWorker(self) -> None:
         """
-        A series call waits (without blocking other calls) until a qualified
-        worker is attached.
+        A series call waits (without blocking other calls) while its
+        qualified worker is busy.
         """
         q = TaskQueue()
         plain = q.attachWorker(FakeWorker())
         plain.runNow = True
+        special = q.attachWorker(FakeWorker(["db"]))
+        busy = q.call(lambda: "busy", series="db")
         d = q.call(lambda: "db!", series="db", niceness=-20)
         other = q.call(lambda: "other", niceness=5)
         self.assertEqual(self.successResultOf(other), "other")
         self.assertNoResult(d)
         self.assertEqual(q.pending(), 1)
-        special = FakeWorker(["db"])
         special.runNow = True
-        q.attachWorker(special)
+        special.succeed("busy")
+        self.assertEqual(self.successResultOf(busy), "busy")
         self.assertEqual(self.successResultOf(d), "db!")
 
     def test_bestRunnableTaskFirst(self) -> None:
@@ -158,6 +160,8 @@ class SeriesTests(SynchronousTestCase):
         """
         q = TaskQueue()
         rec = Recorder()
+        q.attachWorker(FakeWorker(["db"]))
+        q.call(rec, "busy", series="db")
         q.call(rec, "db", series="db", niceness=-10)
         q.call(rec, "b", niceness=5)
         q.call(rec, "a", niceness=0)
@@ -477,19 +481,25 @@ class ShutdownTests(SynchronousTestCase):
 
     def test_shutdownWithoutQualifiedWorker(self) -> None:
         """
-        A queued call that no attached worker is qualified to run fails at
-        shutdown; the others still run, and shutdown fires after them.
+        A queued call that no staying worker is qualified to run (its only
+        one is being detached) fails at shutdown; the others still run, and
+        shutdown fires after them.
         """
         q = TaskQueue()
         w = q.attachWorker(FakeWorker())
+        special = q.attachWorker(FakeWorker(["elsewhere"]))
         rec = Recorder()
+        busy = q.call(rec, "busy", series="elsewhere")
         running = q.call(rec, "running")
         stranded = q.call(rec, "stranded", series="elsewhere")
         queued = q.call(rec, "queued")
+        q.detachWorker(special)
         stopped = q.shutdown()
         failure = self.failureResultOf(stranded, QueueStopped)
         self.assertIn("no worker that may run it", str(failure.value))
         self.assertNoResult(stopped)
+        special.succeed("busy")
+        self.assertEqual(self.successResultOf(busy), "busy")
         w.runNow = True
         w.succeed("running")
         self.assertEqual(self.successResultOf(running), "running")
