@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from asynqueue import (
     AsyncWorker,
     Deferator,
+    ProcessQueue,
     ProcessWorker,
     TaskQueue,
     ThreadWorker,
@@ -341,3 +342,28 @@ class CallTupleDeferatorTests(SynchronousTestCase):
         """
         with self.assertRaises(TypeError):
             Deferator("abc")
+
+
+class MainFunctionTests(SynchronousTestCase):
+    """
+    A C{ProcessQueue} refuses a function of C{__main__} at C{call()} time,
+    saying to move it to a module (the child process can't import it).
+    """
+
+    def test_refusedAtCall(self) -> None:
+        """
+        The TypeError comes from C{call()} itself, names the function and
+        the fix; nothing is queued and no process is started.
+        """
+
+        def analyze() -> None:
+            pass
+
+        analyze.__module__ = "__main__"
+        q = ProcessQueue(1, clock=Clock())
+        with self.assertRaises(TypeError) as cm:
+            q.call(analyze)
+        self.assertIn("__main__", str(cm.exception))
+        self.assertIn("move it to a module", str(cm.exception))
+        self.assertEqual(q.pending(), 0)
+        self.successResultOf(q.shutdown())
