@@ -152,7 +152,10 @@ class TaskQueue:
         @param niceness: -20 (runs first) to 20 (runs last).
         @param doNext: Run before every other queued call.
         @param doLast: Run after every other queued call.
-        @param series: Run only on a worker qualified for this series.
+        @param series: Run only on a worker qualified for this series (its
+            C{iQualified}, or its class's C{cQualified}: "thread",
+            "process"). If no attached worker is, or the last one is
+            detached while the call waits, it fails with L{UnknownSeries}.
         @param timeout: Seconds from now after which the call fails with
             L{TaskTimeout} (stopping it if it runs and can be interrupted).
         @param raw: Deliver an iterator as it is, not as a L{Deferator}.
