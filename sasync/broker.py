@@ -34,10 +34,11 @@ from twisted.python.failure import Failure
 
 from asynqueue.task import Task, TaskState
 
-from . import engines, multicore, retry, startup, tables
+from . import multicore, retry, startup, tables
+from .connection import ConnectionWorker, currentConnection, currentSession, state
+from .connection import _engines as engines
 from .errors import BrokerStopped, Overloaded
 from .statements import SelectHolder, StatementCache, selectHolder
-from .threadstate import currentConnection, currentSession, state
 from .transact import (
     ALWAYS_STREAM,
     CallOptions,
@@ -45,7 +46,6 @@ from .transact import (
     describeCall,
     transact,
 )
-from .workers import ConnectionWorker
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ import sqlalchemy as SA
 from sqlalchemy.engine import Result
 from sqlalchemy.sql import Executable
 
-from .threadstate import currentConnection, inTransaction
+from .connection import currentConnection, inTransaction
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred

@@ -28,14 +28,16 @@ from twisted.logger import Logger
 from asynqueue.deferator import Deferator
 from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
 
-from . import outcome, results, retry
+from . import retry
+from .connection import _outcome as outcome
+from .connection import _results as results
+from .connection import state
 from .errors import ConnectionClosedByServer
-from .threadstate import state
 from .transactiontypes import Transaction
 
 if TYPE_CHECKING:
     from .broker import AccessBroker
-    from .engines import EngineHandle
+    from .connection import EngineHandle
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -20,13 +20,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from asynqueue._child import FRAME, PROTOCOL, encode, failureReply
 from asynqueue.errors import WorkerError
 from asynqueue.task import Task
-from sasync._workerprocess import (
+from sasync.multicore import ProcessPool
+from sasync.multicore._workerprocess import (
     CANCEL_GRACE,
     QUIT_GRACE,
     RequestPipe,
     WorkerProtocol,
 )
-from sasync.multicore import ProcessPool
 
 from .brokers import helperPid
 

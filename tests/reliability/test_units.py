@@ -20,8 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from asynqueue import Task, TaskTimeout
 from asynqueue.task import TaskState
 from sasync import Backoff, TransactionTimeout, outcome, retry
-from sasync.engines import EngineSpec
-from sasync.workers import SocketWatch
+from sasync.connection._engines import EngineSpec
+from sasync.connection._workers import SocketWatch
 
 
 class FakeDriverError(Exception):

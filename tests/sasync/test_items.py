@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, DeferredList
 
-from sasync._storage import MAX_NAME_LENGTH
 from sasync.errors import BrokerStopped
-from sasync.items import Items, Missing
+from sasync.stores._storage import MAX_NAME_LENGTH
+from sasync.stores.items import Items, Missing
 from tests.sasync.storetools import stores
 
 

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.defer import Deferred, DeferredList
 
 from sasync.errors import BrokerStopped
-from sasync.parray import MAX_INDEX, MIN_INDEX, PersistentArray
+from sasync.stores.parray import MAX_INDEX, MIN_INDEX, PersistentArray
 from tests.sasync.storetools import stores
 
 

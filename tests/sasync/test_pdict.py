@@ -13,8 +13,8 @@ import pytest
 from twisted.internet.defer import fail
 
 from sasync.errors import BrokerStopped
-from sasync.items import Items
-from sasync.pdict import NotPreloaded, PersistentDict
+from sasync.stores.items import Items
+from sasync.stores.pdict import NotPreloaded, PersistentDict
 from tests.sasync.storetools import stores
 
 
@@ -204,7 +204,7 @@ async def test_bigPreloadUnpickledInAWorkerThread(
     """
     from twisted.internet import reactor
 
-    from sasync import _store
+    from sasync.stores import _store
 
     reactorThread = threading.get_ident()
     d = PersistentDict("offreactor", dbURL)

@@ -10,8 +10,8 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from sasync._writes import UNKNOWN, WriteSequencer, WriteUnit
 from sasync.errors import BrokerStopped
+from sasync.stores._writes import UNKNOWN, WriteSequencer, WriteUnit
 
 
 class FakeDatabase:

@@ -42,13 +42,13 @@ from asynqueue.process import pickleCall
 from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
 
+from ..connection import DEFAULT_CONNECTIONS
+from ..transact import TransactionCall
 from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Slot, WorkerProcess
-from .engines import DEFAULT_CONNECTIONS
-from .transact import TransactionCall
 
 if TYPE_CHECKING:
-    from .broker import AccessBroker
-    from .engines import EngineSpec
+    from ..broker import AccessBroker
+    from ..connection import EngineSpec
 
 log = Logger()
 

@@ -34,10 +34,10 @@ from asynqueue.process import (
 )
 from asynqueue.task import Task
 
-from .retry import _REASON as _RETRY_REASON
+from ..retry import _REASON as _RETRY_REASON
 
 if TYPE_CHECKING:
-    from .multicore import ProcessPool
+    from ._pool import ProcessPool
 
 log = Logger()
 
@@ -47,7 +47,9 @@ CANCEL_GRACE = 10.0
 QUIT_GRACE = 10.0
 
 #: The directory holding the sasync package, for the children's sys.path.
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 
 
 @implementer(IWriteDescriptor)
@@ -208,7 +210,7 @@ class WorkerProcess:
             transport = self.reactor.spawnProcess(
                 protocol,
                 python,
-                [python, "-m", "sasync._multicorechild"],
+                [python, "-m", "sasync.multicore._child"],
                 env=env,
                 childFDs={0: readEnd, 1: "r", 2: "r"},
             )

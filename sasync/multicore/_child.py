@@ -47,7 +47,7 @@ from asynqueue._child import PROTOCOL, decodeFrames, encode, failureReply
 from asynqueue.deferator import Batch, Deferator
 from asynqueue.task import Task
 
-from . import multicore
+from . import _pool as multicore
 
 
 def nextBatch(dr: Deferator[Any]) -> Deferred[Batch[Any]]:

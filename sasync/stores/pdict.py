@@ -28,8 +28,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..errors import SAsyncError
 from ._storage import StoreID, checkName
-from .errors import SAsyncError
 from .items import Items, ItemsBroker, Missing
 
 _MISSING: Any = object()

@@ -33,9 +33,9 @@ from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from ..broker import AccessBroker
+from ..transact import transact
 from ._writes import K
-from .broker import AccessBroker
-from .transact import transact
 
 StoreID: TypeAlias = "str | int"
 """

@@ -12,13 +12,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotInTransaction
+from ..errors import NotInTransaction
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
-    from .workers import ConnectionWorker
+    from ._workers import ConnectionWorker
 
 
 class _ThreadState(threading.local):

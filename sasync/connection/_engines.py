@@ -66,10 +66,10 @@ from twisted.logger import Logger
 from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
 
-from .errors import NoEngineError
-from .retry import DEFAULT_BACKOFF, Backoff
-from .threadstate import state
-from .workers import ConnectionWorker
+from ..errors import NoEngineError
+from ..retry import DEFAULT_BACKOFF, Backoff
+from ._threadstate import state
+from ._workers import ConnectionWorker
 
 log = Logger()
 

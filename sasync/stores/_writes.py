@@ -35,7 +35,7 @@ from typing import Final, Generic, TypeAlias, TypeVar
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
-from .errors import BrokerStopped
+from ..errors import BrokerStopped
 
 K = TypeVar("K", bound=Hashable)
 
