@@ -22,7 +22,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection, Row
@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from asynqueue.task import Task, TaskState
 
 from . import multicore, retry, startup, tables
+from ._protocols import WorkQueue
 from .connection import ConnectionWorker, currentConnection, currentSession, state
 from .connection import _engines as engines
 from .errors import BrokerStopped, Overloaded
@@ -174,13 +175,25 @@ class AccessBroker:
         self._drainTimer: Any = None
         self._idleWaiters: list[Deferred[None]] = []
         self._shutdownDone: Deferred[None] | None = None
-        self._pool = multicore.attach(self, processes, self._spec, reactor=reactor)
-        # A pool stands in for the engine handle (submit, queue, close).
-        self._handle = (
-            engines.acquire(self._spec, self, reactor=reactor)
-            if self._pool is None
-            else cast(engines.EngineHandle, self._pool)
+        # A worker process's own broker leaves first() to the parent's.
+        self._runsFirst = not multicore.isMakingChildBroker()
+        self._pool = multicore.attach(
+            type(self),
+            self._madeWith,
+            processes,
+            self._spec,
+            reactor=reactor,
+            onTables=self._learnTables,
         )
+        self._engine: engines.EngineHandle | None = None
+        self._handle: WorkQueue
+        if self._pool is None:
+            self._engine = self._handle = engines.acquire(
+                self._spec, self, reactor=reactor
+            )
+        else:
+            # The pool stands in for the engine handle (submit, queue, close).
+            self._handle = self._pool
         r = self._getReactor()
         self._triggerID = r.addSystemEventTrigger("before", "shutdown", self.shutdown)
         # Next turn: a subclass's __init__ finishes before startup() runs.
@@ -198,8 +211,18 @@ class AccessBroker:
             self._reactor = reactor
         return self._reactor
 
-    def _engineHandle(self) -> engines.EngineHandle:
+    def _engineHandle(self) -> WorkQueue:
         return self._handle
+
+    def _learnTables(self, tables: dict[str, SA.Table]) -> None:
+        # Under processes=N: the tables a worker process's broker made, set
+        # here too (self.entries) for building statements in the reactor
+        # thread. The first process to run tells.
+        if self._tables:
+            return
+        for name, table in tables.items():
+            self._tables[name] = table
+            setattr(self, name, table)
 
     @classmethod
     def setup(cls, url: str | SA.URL, **kw: Any) -> None:
@@ -348,7 +371,7 @@ class AccessBroker:
         kw: dict[str, Any],
         options: CallOptions,
     ) -> Task[Any]:
-        call = TransactionCall(self, self._handle, f, options, _returnsRows)
+        call = TransactionCall(self, self._engine, f, options, _returnsRows)
         task: Task[Any] = Task(
             call,
             args,
@@ -395,7 +418,7 @@ class AccessBroker:
         timeout = spec.timeout if options.timeout is None else options.timeout
         reasons = None
         if retries is None:
-            if self._pool is None and not self._handle.isSQLite:
+            if self._pool is None and not self._spec.isSQLite:
                 # The default: conflicts of serializable transactions run
                 # again (worker processes do that themselves; SQLite has
                 # none).
@@ -704,7 +727,7 @@ class AccessBroker:
                 sh.where(t.c.value > 10)
             rows = yield sh(asList=True)
         """
-        yield from selectHolder(self, args, kw)
+        yield from selectHolder(self.execute, args, kw)
 
     @transact
     def _selectRows(self, statement: Any) -> Any:

@@ -36,12 +36,12 @@ from .errors import ConnectionClosedByServer
 from .transactiontypes import Transaction
 
 if TYPE_CHECKING:
-    from .broker import AccessBroker
+    from ._protocols import TransactionOwner
     from .connection import EngineHandle
 
 P = ParamSpec("P")
 T = TypeVar("T")
-B = TypeVar("B", bound="AccessBroker")
+B = TypeVar("B", bound="TransactionOwner")
 
 log = Logger()
 
@@ -231,20 +231,35 @@ class TransactionCall:
 
     def __init__(
         self,
-        broker: AccessBroker,
-        handle: EngineHandle,
+        broker: object,
+        handle: EngineHandle | None,
         f: Callable[..., Any],
         options: CallOptions,
         learned: dict[Callable[..., Any], bool] | None = None,
     ) -> None:
+        """
+        @param broker: The object C{f} is a method of.
+        @param handle: The engine handle it runs on; C{None} under
+            C{processes=N}, where the parent only sends the call to a
+            worker process (which runs its own).
+        """
         self.broker = broker
-        self.handle = handle
+        self._handle = handle
         self.f = f
         self.options = options
         self._learned = learned
         # How AsynQueue's Info names the task (in CancelledError messages).
         self.__qualname__ = f"{type(broker).__name__}.{f.__name__}"
         self.__module__ = type(broker).__module__
+
+    @property
+    def handle(self) -> EngineHandle:
+        """
+        Worker thread: the engine handle this transaction runs on.
+        """
+        if self._handle is None:
+            raise RuntimeError(f"{self.__qualname__} runs in a worker process")
+        return self._handle
 
     def _wantsStream(self) -> bool:
         o = self.options
@@ -451,7 +466,7 @@ def _closedBeforeCommit(connection: Any) -> DBAPIError:
 
 
 def runInline(
-    handle: EngineHandle,
+    handle: object,
     f: Callable[..., Any],
     broker: object,
     args: Any,
@@ -528,7 +543,7 @@ def wait(
     f: Callable[Concatenate[B, P], Any],
 ) -> Callable[Concatenate[B, P], Deferred[Any]]:
     """
-    Make the broker's L{shutdown<AccessBroker.shutdown>} wait for the
+    Make the broker's L{shutdown<sasync.broker.AccessBroker.shutdown>} wait for the
     Deferred (or coroutine) this method returns.
     """
 

@@ -66,6 +66,7 @@ from twisted.logger import Logger
 from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
 
+from .._protocols import WorkQueue
 from ..errors import NoEngineError
 from ..retry import DEFAULT_BACKOFF, Backoff
 from ._threadstate import state
@@ -565,7 +566,7 @@ def acquire(spec: EngineSpec, user: object, *, reactor: Any = None) -> EngineHan
     return handle
 
 
-def release(handle: EngineHandle, user: object) -> Deferred[None]:
+def release(handle: WorkQueue, user: object) -> Deferred[None]:
     """
     C{user} is done with C{handle}; the last user closes it.
     """

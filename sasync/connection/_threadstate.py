@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
-    from ._workers import ConnectionWorker
+    from .._protocols import WorkerThread
 
 
 class _ThreadState(threading.local):
@@ -28,7 +28,7 @@ class _ThreadState(threading.local):
     """
 
     #: The sAsync worker this thread belongs to (None: not a worker thread).
-    worker: ConnectionWorker | None = None
+    worker: WorkerThread | None = None
     #: The connection of the transaction running now (None: no transaction).
     connection: Connection | None = None
     #: The engine handle of that transaction, to recognize nested calls.

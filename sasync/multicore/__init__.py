@@ -16,6 +16,13 @@ from __future__ import annotations
 from ._pool import ProcessPool as ProcessPool
 from ._pool import ResultSummary as ResultSummary
 from ._pool import attach as attach
+from ._pool import isMakingChildBroker as isMakingChildBroker
 from ._pool import makingChildBroker as makingChildBroker
 
-__all__ = ["ProcessPool", "ResultSummary", "attach", "makingChildBroker"]
+__all__ = [
+    "ProcessPool",
+    "ResultSummary",
+    "attach",
+    "isMakingChildBroker",
+    "makingChildBroker",
+]

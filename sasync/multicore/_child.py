@@ -43,8 +43,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from asynqueue._child import PROTOCOL, decodeFrames, encode, failureReply
 from asynqueue.deferator import Batch, Deferator
+from asynqueue.process import PROTOCOL, decodeFrames, encode, failureReply
 from asynqueue.task import Task
 
 from . import _pool as multicore

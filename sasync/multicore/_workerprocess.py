@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from asynqueue._child import encode
 from asynqueue.deferator import Deferator
 from asynqueue.errors import WorkerError
 from asynqueue.interfaces import IWorker
@@ -29,6 +28,7 @@ from asynqueue.process import (
     ChildProcessProtocol,
     ReplyHandler,
     Requests,
+    encode,
     finishFromReply,
     remoteDeferator,
 )
@@ -37,7 +37,7 @@ from asynqueue.task import Task
 from ..retry import _REASON as _RETRY_REASON
 
 if TYPE_CHECKING:
-    from ._pool import ProcessPool
+    from .._protocols import ProcessOwner
 
 log = Logger()
 
@@ -156,7 +156,7 @@ class WorkerProcess:
     One worker process, started on demand, and the requests it has in hand.
     """
 
-    def __init__(self, pool: ProcessPool, index: int) -> None:
+    def __init__(self, pool: ProcessOwner, index: int) -> None:
         self.pool = pool
         self.index = index
         self.protocol: WorkerProtocol | None = None
