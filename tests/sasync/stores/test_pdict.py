@@ -1,5 +1,5 @@
 """
-L{sasync.pdict.PersistentDict} on SQLite, PostgreSQL and MySQL/MariaDB:
+L{sasync.stores.pdict.PersistentDict} on SQLite, PostgreSQL and MySQL/MariaDB:
 default (deferred) mode, preload mode, lazy writes, and nothing lost.
 """
 
@@ -15,7 +15,7 @@ from twisted.internet.defer import fail
 from sasync.errors import BrokerStopped
 from sasync.stores.items import Items
 from sasync.stores.pdict import NotPreloaded, PersistentDict
-from tests.sasync.storetools import stores
+from tests.sasync.stores.storetools import stores
 
 
 async def contents(ID: str, url: str) -> dict[str, Any]:

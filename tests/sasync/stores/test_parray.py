@@ -1,5 +1,5 @@
 """
-L{sasync.parray.PersistentArray} on SQLite, PostgreSQL and MySQL/MariaDB.
+L{sasync.stores.parray.PersistentArray} on SQLite, PostgreSQL and MySQL/MariaDB.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from sasync.errors import BrokerStopped
 from sasync.stores.parray import MAX_INDEX, MIN_INDEX, PersistentArray
-from tests.sasync.storetools import stores
+from tests.sasync.stores.storetools import stores
 
 
 async def test_roundTrip(dbURL: str) -> None:

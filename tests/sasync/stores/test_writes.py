@@ -1,5 +1,5 @@
 """
-Unit tests for L{sasync._writes.WriteSequencer}: ordering, coalescing,
+Unit tests for L{sasync.stores._writes.WriteSequencer}: ordering, coalescing,
 folding pending writes over reads, and ending. No database, no threads:
 the fake "transaction" is a Deferred the test fires.
 """
