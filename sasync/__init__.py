@@ -10,7 +10,7 @@ database connection.
 from __future__ import annotations
 
 from .broker import AccessBroker as AccessBroker
-from .connection import setup as setup
+from .connection._engines import setup as setup
 from .errors import BrokerStopped as BrokerStopped
 from .errors import NoEngineError as NoEngineError
 from .errors import NotInTransaction as NotInTransaction

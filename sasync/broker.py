@@ -127,11 +127,11 @@ class AccessBroker:
     C{maxPending} (refuse calls with L{sasync.errors.Overloaded} while that
     many wait), C{backoff}, and C{startupTimeout} (how long the start-up
     waits for a database that is not up yet; see L{sasync.startup}). See
-    L{sasync.engines} and C{docs/reliability.md}.
+    L{sasync.connection} and C{docs/reliability.md}.
 
     Keywords go to C{sqlalchemy.create_engine}, except the broker options
     C{connections}, C{overflowConnections} and C{batchSize} (see
-    L{sasync.engines}), and C{processes}: with C{processes=N} (server
+    L{sasync.connection}), and C{processes}: with C{processes=N} (server
     databases only) transactions run in N worker processes, each with its
     own instance of the broker's class (see L{sasync.multicore}).
     """

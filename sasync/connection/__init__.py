@@ -25,7 +25,6 @@ from ._engines import acquire as acquire
 from ._engines import openHandles as openHandles
 from ._engines import release as release
 from ._engines import resolveSpec as resolveSpec
-from ._engines import setup as setup
 from ._engines import withDefaultDriver as withDefaultDriver
 from ._threadstate import currentConnection as currentConnection
 from ._threadstate import currentSession as currentSession
@@ -45,7 +44,6 @@ __all__ = [
     "openHandles",
     "release",
     "resolveSpec",
-    "setup",
     "state",
     "withDefaultDriver",
 ]

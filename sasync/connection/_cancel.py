@@ -20,7 +20,7 @@ it is meant for still runs on the connection, so it never hits the next
 transaction. It is repeated every L{RESEND_INTERVAL} seconds until the task
 ends, which closes the small window in which a statement starts just after
 a cancel arrived. The engine's execution context (see
-L{sasync.engines}) refuses new statements of a task asked to stop. The worker
+L{sasync.connection}) refuses new statements of a task asked to stop. The worker
 then rolls back and only then does the caller see C{CancelledError} (or
 C{TaskTimeout}).
 """

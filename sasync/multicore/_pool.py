@@ -3,7 +3,7 @@ Multicore brokers: C{processes=N} runs a broker's transactions in N worker
 processes, so that SQLAlchemy's Python work (the ORM above all) uses more
 than one core.
 
-Each worker process (L{sasync._multicorechild}) makes its own instance of
+Each worker process (L{sasync.multicore._child}) makes its own instance of
 the broker's class, imported by name, with the arguments the broker was
 made with: its own engine, its own connections, its own C{startup()}. A
 C{@transact} call travels to it as (method name, arguments, call options);
@@ -237,7 +237,7 @@ class ProcessPool:
         self._onTables = onTables
         self._reactor = reactor
         self._names: dict[Callable[..., Any], str] = {}
-        #: Never anybody's but this broker's: L{engines.release} closes it.
+        #: Never anybody's but this broker's: L{sasync.connection.release} closes it.
         self.users: set[int] = set()
         self.closing: Deferred[None] | None = None
         self.queue = _PoolQueue(self, clock=reactor)
@@ -347,7 +347,7 @@ class ProcessPool:
 
     def submit(self, task: Task[Any], timeout: float | None = None) -> Deferred[Any]:
         """
-        Queue a transaction; see L{sasync.engines.EngineHandle.submit}. A
+        Queue a transaction; see L{sasync.connection.EngineHandle.submit}. A
         call that can't be pickled fails its Deferred with C{TypeError}.
         """
         try:

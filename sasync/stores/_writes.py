@@ -2,7 +2,7 @@
 L{WriteSequencer}: the ordered, coalescing write-behind queue of one
 persistent store.
 
-A store (L{sasync.items.Items}, L{sasync.parray.PersistentArray}) hands
+A store (L{sasync.stores.Items}, L{sasync.stores.PersistentArray}) hands
 every write to its sequencer, which runs them as I{units}, one unit at a
 time, in the order they were issued:
 

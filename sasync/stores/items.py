@@ -9,7 +9,7 @@ L{Items}: a persistent store of named Python objects, in groups::
 
 Values are pickled: only your application may write the store's table
 (unpickling runs code). Names are str (see L{checkName
-<sasync._storage.checkName>}). Writes run at a lower priority than reads,
+<sasync.stores._storage.checkName>}). Writes run at a lower priority than reads,
 in issue order, and a read reflects every write issued before it.
 """
 

@@ -64,7 +64,7 @@ class PersistentDict(MutableMapping[str, Any]):
     group (C{ID}) of a database table.
 
     Keys are str (C{TypeError} at the call otherwise; see
-    L{checkName<sasync._storage.checkName>} for the few str that are
+    L{checkName<sasync.stores._storage.checkName>} for the few str that are
     refused). Values are pickled when written: a value that cannot be
     pickled raises C{TypeError} at the call and changes nothing.
 
