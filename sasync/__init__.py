@@ -19,6 +19,7 @@ from .errors import SAsyncError as SAsyncError
 from .errors import StartupError as StartupError
 from .errors import TableNameError as TableNameError
 from .errors import TransactionTimeout as TransactionTimeout
+from .errors import WritesLost as WritesLost
 from .retry import Backoff as Backoff
 from .stores import Items as Items
 from .stores import Missing as Missing
@@ -42,6 +43,7 @@ __all__ = [
     "StartupError",
     "TableNameError",
     "TransactionTimeout",
+    "WritesLost",
     "setup",
     "transact",
     "wait",

@@ -70,6 +70,11 @@ class WorkerThread(Protocol):
         Roll back whatever transaction a job left open on the connection.
         """
 
+    def readOnlyNext(self) -> None:
+        """
+        Make the next transaction READ ONLY (PostgreSQL).
+        """
+
 
 class WorkQueue(Protocol):
     """

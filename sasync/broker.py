@@ -61,6 +61,9 @@ _starting: contextvars.ContextVar[AccessBroker | None] = contextvars.ContextVar(
 #: Per @transact function: did its last call return rows? (Worker threads
 #: write it, one item at a time.) Decides server-side cursor streaming.
 _returnsRows: dict[Callable[..., Any], bool] = {}
+#: Per @transact function: was it seen writing (True) or only reading
+#: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
+_wrote: dict[Callable[..., Any], bool] = {}
 
 _NEW, _STARTING, _RUNNING, _FAILED, _STOPPED = (
     "new",
@@ -370,8 +373,17 @@ class AccessBroker:
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: CallOptions,
+        mayGuessReadOnly: bool = False,
     ) -> Task[Any]:
-        call = TransactionCall(self, self._engine, f, options, _returnsRows)
+        # mayGuessReadOnly: the call runs again after a wrong read-only guess.
+        call = TransactionCall(
+            self,
+            self._engine,
+            f,
+            options,
+            _returnsRows,
+            _wrote if mayGuessReadOnly else None,
+        )
         task: Task[Any] = Task(
             call,
             args,
@@ -422,7 +434,7 @@ class AccessBroker:
                 # The default: conflicts of serializable transactions run
                 # again (worker processes do that themselves; SQLite has
                 # none).
-                retries, reasons = retry.CONFLICT_RETRIES, retry.CONFLICTS
+                retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
                 if timeout is None and not self._inStartup():
                     return self._retryingConflicts(f, args, kw, options)
             else:
@@ -450,22 +462,25 @@ class AccessBroker:
         # The common case, kept as cheap as a call without retries: one task,
         # and only if it fails with a conflict does retry.Attempts take over
         # (its Deferred chained into the task's, which shutdown tracks).
-        task = self._newTask(f, args, kw, options)
+        task = self._newTask(f, args, kw, options, True)
         now = _starting.get() is self
 
         def conflicted(failure: Failure) -> Any:
             error = failure.value
             reason = None if error is None else retry.retryReason(error)
-            if reason not in retry.CONFLICTS:
+            if reason not in retry.RETRIED_BY_DEFAULT:
                 return failure
             attempts = self._newAttempts(
-                lambda: self._newTask(f, args, kw, options),
+                lambda: self._newTask(f, args, kw, options, True),
                 lambda task: self._submit(task, None, now, track=False),
                 describeCall(self, f, args, kw),
                 retry.CONFLICT_RETRIES,
                 None,
-                retry.CONFLICTS,
+                retry.RETRIED_BY_DEFAULT,
             )
+            # Tracked too: shutdown(timeout=) cancels what is not called yet,
+            # and task.d is (it waits for this one).
+            self._track(attempts.d)
             return attempts.adopt(task, failure)
 
         task.d.addErrback(conflicted)
@@ -490,7 +505,7 @@ class AccessBroker:
         now = _starting.get() is self  # (Retries run outside this context.)
 
         def makeTask() -> Task[Any]:
-            return self._newTask(f, args, kw, options)
+            return self._newTask(f, args, kw, options, retries > 0)
 
         def submit(task: Task[Any]) -> Deferred[Any]:
             return self._submit(task, None, now, track=False)

@@ -11,6 +11,9 @@ AsynQueue's L{asynqueue.TaskTimeout}).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from asynqueue.errors import QueueStopped, TaskTimeout
 
 
@@ -83,6 +86,51 @@ class Overloaded(SAsyncError):
     """
 
 
+class WritesLost(SAsyncError):
+    """
+    Writes a persistent store had accepted (a C{PersistentDict}'s
+    C{d[k] = v}, C{del d[k]}, C{clear()} ...) are not in the database: the
+    server refused them, or it could not be reached for as long as the
+    store retries. Raised by the store's C{deferToWrites()} and
+    C{shutdown()}, again at every call, until a later write of each key
+    (or a C{clear()}) is stored.
+
+    @ivar store: C{repr} of the store.
+    @ivar keys: the keys whose latest write is not stored, in the order
+        they were lost.
+    @ivar errors: key -> the exception that stopped its write.
+    @ivar clearLost: the exception that stopped a C{clear()}, or C{None}
+        if no C{clear()} was lost.
+    """
+
+    def __init__(
+        self,
+        store: str,
+        errors: Mapping[Any, BaseException],
+        clearLost: BaseException | None = None,
+    ) -> None:
+        self.store = store
+        self.errors = dict(errors)
+        self.keys = list(errors)
+        self.clearLost = clearLost
+        shown = [f"{key!r} ({_brief(e)})" for key, e in list(errors.items())[:10]]
+        if len(errors) > 10:
+            shown.append(f"and {len(errors) - 10} more")
+        if clearLost is not None:
+            shown.insert(0, f"clear() ({_brief(clearLost)})")
+        count = len(errors) + (clearLost is not None)
+        super().__init__(
+            f"{count} accepted write{'s' if count != 1 else ''} of {store} not"
+            f" stored: {', '.join(shown)}"
+        )
+
+
+def _brief(e: BaseException) -> str:
+    # The first line of an error: SQLAlchemy's messages go on with the SQL.
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:200]
+
+
 __all__ = [
     "BrokerStopped",
     "ConnectionClosedByServer",
@@ -93,4 +141,5 @@ __all__ = [
     "StartupError",
     "TableNameError",
     "TransactionTimeout",
+    "WritesLost",
 ]

@@ -73,9 +73,16 @@ LOST = "connection lost before COMMIT"
 NO_CONNECTION = "could not connect"
 ROLLED_BACK = "connection lost during COMMIT, which the database rolled back"
 
+#: A transaction run READ ONLY because its method had only read so far
+#: (PostgreSQL) tried to write: nothing was written; it runs again at once,
+#: read-write (see L{sasync.transact.TransactionCall}).
+WROTE_READ_ONLY = "a write in a transaction guessed read-only"
+
 #: The failures that serializable transactions produce when they collide:
 #: retried by default (the broker's C{retries=None}).
 CONFLICTS = frozenset({SERIALIZATION, DEADLOCK, LOCK_TIMEOUT})
+#: What the default retries: the conflicts, and a wrong read-only guess.
+RETRIED_BY_DEFAULT = CONFLICTS | {WROTE_READ_ONLY}
 #: How many times a transaction may run again after conflicts, by default.
 CONFLICT_RETRIES = 20
 
@@ -185,6 +192,8 @@ class Backoff:
         Seconds to wait before retry number C{retry} (1 for the first) of a
         transaction that failed because of C{reason}.
         """
+        if reason == WROTE_READ_ONLY:
+            return 0.0  # (Nobody to get out of the way of.)
         start = self.firstReconnect if reason == NO_CONNECTION else self.first
         ceiling = min(self.maximum, start * self.factor ** (retry - 1))
         return ceiling * (0.5 + 0.5 * self.random())

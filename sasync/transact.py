@@ -45,6 +45,9 @@ B = TypeVar("B", bound="TransactionOwner")
 
 log = Logger()
 
+#: PostgreSQL: a write in a READ ONLY transaction.
+_READ_ONLY_SQLSTATE = "25006"
+
 #: The keywords a call of a @transact method takes for itself.
 CALL_KEYWORDS = frozenset(
     {
@@ -236,18 +239,24 @@ class TransactionCall:
         f: Callable[..., Any],
         options: CallOptions,
         learned: dict[Callable[..., Any], bool] | None = None,
+        wrote: dict[Callable[..., Any], bool] | None = None,
     ) -> None:
         """
         @param broker: The object C{f} is a method of.
         @param handle: The engine handle it runs on; C{None} under
             C{processes=N}, where the parent only sends the call to a
             worker process (which runs its own).
+        @param learned: Per method, whether it returned rows (streaming).
+        @param wrote: Per method, whether it was seen writing; given only
+            if a wrong READ ONLY guess will run the call again.
         """
         self.broker = broker
         self._handle = handle
         self.f = f
         self.options = options
         self._learned = learned
+        guesses = handle is not None and handle.guessesReadOnly
+        self._wrote = wrote if guesses else None
         # How AsynQueue's Info names the task (in CancelledError messages).
         self.__qualname__ = f"{type(broker).__name__}.{f.__name__}"
         self.__module__ = type(broker).__module__
@@ -294,9 +303,25 @@ class TransactionCall:
             raise CancelledError(
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
             )
+        wrote = self._wrote
+        readOnly = wrote is not None and wrote.get(self.f) is False
+        if readOnly:
+            # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
+            # ONLY, so it can't take part in serialization failures.
+            worker.readOnlyNext()
         canceller.enter(task)
         try:
             return self._run(worker, connection, task, args, kw)
+        except DBAPIError as e:
+            if (
+                readOnly
+                and wrote is not None
+                and retry.errorCode(e) == _READ_ONLY_SQLSTATE
+            ):
+                # It writes after all: nothing was, so run it again at once.
+                wrote[self.f] = True
+                retry.markRetryable(e, retry.WROTE_READ_ONLY)
+            raise
         finally:
             canceller.leave()
 
@@ -309,6 +334,7 @@ class TransactionCall:
         state.connection = connection
         state.handle = self.handle
         state.stream = stream
+        state.wrote = False
         handedOver = False
         try:
             result = self.f(self.broker, *args, **kw)
@@ -319,6 +345,9 @@ class TransactionCall:
                 raise CancelledError(
                     f"{describeCall(self.broker, self.f, args, kw)} was stopped"
                 )
+            if self._wrote is not None and self._wrote.get(self.f) is not True:
+                # One dict item set: atomic under the GIL.
+                self._wrote[self.f] = state.wrote
             hasRows = results.returnsRows(result)
             if self._learned is not None and o.stream is None:
                 # One dict item set: atomic under the GIL.

@@ -100,6 +100,8 @@ BROKER_OPTIONS = (
 )
 
 _SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+#: SQL text that only reads (a wrong guess costs one more attempt).
+_READS_RE = re.compile(r"\s*(SELECT|SHOW)\b", re.IGNORECASE)
 
 
 #: The drivers sAsync installs, for URLs that name none.
@@ -313,6 +315,13 @@ class EngineHandle:
         self.dialectName = self.engine.dialect.name
         self.isSQLite = spec.isSQLite
         self.holdIterations = not self.isSQLite
+        #: PostgreSQL at SERIALIZABLE: transactions of methods seen only
+        #: reading run READ ONLY, which keeps them out of serialization
+        #: conflicts (see sasync.transact.TransactionCall).
+        self.guessesReadOnly = (
+            self.dialectName == "postgresql"
+            and kw.get("isolation_level") == DEFAULT_ISOLATION
+        )
         #: Whether server-side cursors stream results by default.
         self.streamsByDefault = self.dialectName == "postgresql"
         self.supportsStreaming = bool(self.engine.dialect.supports_server_side_cursors)
@@ -474,11 +483,12 @@ def _executionContext(base: type[Any]) -> type[Any]:
             if task is not None and task.stopRequested:
                 raise CancelledError(f"{task.info} was asked to stop")
             context: Any = self
-            if (
-                state.stream
-                and state.connection is context.root_connection
-                and _isSelect(context)
-            ):
+            if state.connection is not context.root_connection:
+                return super().create_cursor()
+            isSelect = _isSelect(context)
+            if not isSelect and not _READS_RE.match(context.unicode_statement or ""):
+                state.wrote = True
+            if isSelect and state.stream:
                 worker = state.worker
                 context.execution_options = context.execution_options.union(
                     {

@@ -38,6 +38,9 @@ class _ThreadState(threading.local):
     #: Whether row-returning SELECTs of this transaction use server-side
     #: cursors (read by the engine's before_execute hook).
     stream: bool = False
+    #: Whether the current transaction ran a statement other than a SELECT
+    #: (learned per method: see L{sasync.transact.TransactionCall}).
+    wrote: bool = False
     #: Which cached statement C{s()} refers to, per broker (id -> name).
     statementNames: dict[int, str] | None = None
 

@@ -143,6 +143,8 @@ class ConnectionWorker(ThreadWorker):
         self.dbapiConnection: Any = None
         #: How many connections this worker replaced (written by its thread).
         self.replaced = 0
+        # Worker thread only: whether the connection is set READ ONLY.
+        self._readOnly = False
         self._closing = False
         self.runner.do(self._bind)
 
@@ -169,6 +171,8 @@ class ConnectionWorker(ThreadWorker):
         ):
             if self._watch is None or not self._watch.serverClosed():
                 if connection.get_transaction() is None:
+                    if self._readOnly:
+                        self._setReadOnly(None)
                     return connection
                 # Some path left a transaction open (it should not): end it
                 # here, so that nobody's work starts inside another's.
@@ -178,9 +182,6 @@ class ConnectionWorker(ThreadWorker):
                     worker=self,
                 )
                 self.leaveTransaction()
-                connection = self._connection
-                if connection is not None:
-                    return connection
                 return self.connection()
             log.info(
                 "{worker}: the server closed the idle connection; replacing it",
@@ -191,6 +192,7 @@ class ConnectionWorker(ThreadWorker):
             self.replaced += 1
         self._connection = None
         self._watch = None
+        self._readOnly = False
         connection = self.engine.connect()
         dbapiConnection = connection.connection.dbapi_connection
         self._connection = connection
@@ -206,6 +208,23 @@ class ConnectionWorker(ThreadWorker):
         """
         watch = self._watch
         return watch is not None and watch.serverClosed()
+
+    def readOnlyNext(self) -> None:
+        """
+        Worker thread, PostgreSQL, between L{connection} and BEGIN: make the
+        next transaction READ ONLY. The driver sends it with BEGIN (no
+        statement of sAsync's starts the transaction); the next
+        L{connection} call undoes it.
+        """
+        self._setReadOnly(True)
+
+    def _setReadOnly(self, value: bool | None) -> None:
+        # psycopg2 calls it readonly, psycopg 3 read_only; None: the
+        # server's default. Only outside a transaction.
+        dbapiConnection = self.dbapiConnection
+        name = "readonly" if hasattr(dbapiConnection, "readonly") else "read_only"
+        setattr(dbapiConnection, name, value)
+        self._readOnly = bool(value)
 
     def leaveTransaction(self) -> None:
         """

@@ -88,6 +88,11 @@ class Items(_Store[str]):
     """
     Name -> value items of one group, kept in a database table.
 
+    C{Items(ID, url=None, *, writeRetryTime=60, **kw)}: the group C{ID} is
+    a str or an int (C{1} and C{"1"} are two groups); groups on one
+    database never see each other's items. See L{Store.__init__
+    <sasync.stores._store.Store.__init__>}.
+
     Every method returns a Deferred. Argument errors (a name that is not a
     str, a value that cannot be pickled) raise at the call, before
     anything is queued, and leave the stored value as it was.
@@ -96,19 +101,6 @@ class Items(_Store[str]):
     """
 
     brokerClass: type[ItemsBroker] = ItemsBroker
-
-    def __init__(self, ID: StoreID, url: str | None = None, **kw: Any) -> None:
-        """
-        @param ID: the group: a str or an int (C{1} and C{"1"} are two
-            groups). Groups on one database never see each other's items.
-        @param url: an SQLAlchemy URL; without one, the global engine of
-            L{sasync.setup}. Stores and brokers with the same URL and
-            keywords share one engine and queue.
-        @param kw: engine keywords, as for L{AccessBroker}.
-        @raise TypeError: C{ID} is not a str or an int.
-        """
-        self.ID = ID
-        super().__init__(self.brokerClass(ID, url, **kw))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.ID!r}>"

@@ -19,7 +19,7 @@ from typing import Any, Final
 import sqlalchemy as SA
 from twisted.internet.defer import Deferred
 
-from ._storage import StoreBroker, StoreID, dumpValue, loadValue
+from ._storage import StoreBroker, dumpValue, loadValue
 from ._store import Store
 
 Index = tuple[int, int, int]
@@ -68,7 +68,9 @@ class ArrayBroker(StoreBroker[Index]):
 
 class PersistentArray(Store[Index]):
     """
-    A sparse 3-D array of picklable objects, one group of a database table.
+    A sparse 3-D array of picklable objects, one group of a database table:
+    C{PersistentArray(ID, url=None, *, writeRetryTime=60, **kw)}, as
+    L{Store.__init__<sasync.stores._store.Store.__init__>}.
 
     Every method returns a Deferred. Bad indexes and unpicklable values
     raise at the call (C{TypeError}/C{ValueError}) and change nothing.
@@ -77,16 +79,6 @@ class PersistentArray(Store[Index]):
     """
 
     brokerClass: type[ArrayBroker] = ArrayBroker
-
-    def __init__(self, ID: StoreID, url: str | None = None, **kw: Any) -> None:
-        """
-        @param ID: the array's group: a str or an int.
-        @param url: an SQLAlchemy URL; without one, the global engine of
-            L{sasync.setup}.
-        @param kw: engine keywords, as for L{AccessBroker}.
-        """
-        self.ID = ID
-        super().__init__(self.brokerClass(ID, url, **kw))
 
     def __repr__(self) -> str:
         return f"<PersistentArray {self.ID!r}>"
