@@ -28,6 +28,7 @@ import sqlalchemy as SA
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,6 +65,11 @@ _returnsRows: dict[Callable[..., Any], bool] = {}
 #: Per @transact function: was it seen writing (True) or only reading
 #: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
 _wrote: dict[Callable[..., Any], bool] = {}
+
+#: Seconds C{shutdown(timeout=...)} waits for the workers to close once
+#: every caller has heard, before it leaves the ones still busy to finish
+#: by themselves.
+SHUTDOWN_GRACE = 1.0
 
 _NEW, _STARTING, _RUNNING, _FAILED, _STOPPED = (
     "new",
@@ -176,6 +182,8 @@ class AccessBroker:
         self._runningWaiters: list[Deferred[None]] = []
         self._tracked: set[Deferred[Any]] = set()
         self._drainTimer: Any = None
+        # When shutdown's timeout runs out (reactor.seconds()), if given.
+        self._drainDeadline: float | None = None
         self._idleWaiters: list[Deferred[None]] = []
         self._shutdownDone: Deferred[None] | None = None
         # A worker process's own broker leaves first() to the parent's.
@@ -394,7 +402,12 @@ class AccessBroker:
             raw=options.raw,
             consumer=options.consumer,
         )
-        # Honest from the start: a cancel while it runs waits for the worker.
+        # A stop (cancel, timeout) interrupts it at the driver. Its caller
+        # hears at once while COMMIT was not sent (then it cannot commit),
+        # and waits for the worker only once COMMIT was sent: see
+        # transact._commitPoint. (Worker processes decide in their own
+        # process: the caller waits for them.)
+        task.abandonable = self._pool is None
         task.onInterrupt(functools.partial(_interrupt, task, self._getReactor()))
         return task
 
@@ -875,12 +888,16 @@ class AccessBroker:
 
         @param timeout: Seconds to let accepted work finish; then whatever
             is left is cancelled: queued transactions fail with
-            C{CancelledError} without running, running ones are interrupted
-            at the driver and rolled back first. Either way each caller
-            hears how its call ended; nothing is dropped silently. (Code of
-            yours that never returns to the database cannot be interrupted,
-            and is waited for.) A later call with a timeout may shorten the
-            wait of an earlier one.
+            C{CancelledError} without running, running ones too, at once
+            (they are interrupted at the driver and roll back in the
+            background), except a transaction whose COMMIT was already
+            sent, whose outcome is waited for. Either way each caller hears
+            how its call ended; nothing is dropped silently. Then the
+            workers get L{SHUTDOWN_GRACE} more seconds to close; any still
+            busy (in code of yours that never returns to the database, or
+            on a server that does not answer) is left to end by itself,
+            and logged. A later call with a timeout may shorten the wait of
+            an earlier one.
         @raise ValueError: C{timeout} is not a number >= 0.
         """
         if timeout is not None and (
@@ -910,6 +927,9 @@ class AccessBroker:
 
     def _armDrainTimer(self, timeout: float) -> None:
         reactor = self._getReactor()
+        deadline = reactor.seconds() + timeout
+        if self._drainDeadline is None or deadline < self._drainDeadline:
+            self._drainDeadline = deadline
         timer = self._drainTimer
         if timer is not None and timer.active():
             if timer.getTime() <= reactor.seconds() + timeout:
@@ -948,7 +968,22 @@ class AccessBroker:
             timer.cancel()
         if self._phase != _FAILED:
             self._phase = _STOPPED
-        await engines.release(self._handle, self)
+        closing = engines.release(self._handle, self)
+        if self._drainDeadline is None:
+            await closing
+            return
+        # With a timeout: every caller has heard by now; wait a little for
+        # the workers to finish and close, but not for ones stuck (in code
+        # that never returns to the database, or on a server that does not
+        # answer: those are cut, see sasync.connection._cancel).
+        reactor = self._getReactor()
+        wait = max(self._drainDeadline - reactor.seconds(), 0.0) + SHUTDOWN_GRACE
+        try:
+            await closing.addTimeout(wait, reactor)
+        except defer.TimeoutError:
+            abandon = getattr(self._handle, "abandon", None)
+            if abandon is not None:
+                abandon()
 
 
 for _method in (AccessBroker.execute, AccessBroker._selectRows):

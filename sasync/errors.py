@@ -72,9 +72,12 @@ class ConnectionClosedByServer(SAsyncError):
 class TransactionTimeout(SAsyncError, TaskTimeout):
     """
     A transaction did not finish within its C{timeout} (the call's, or the
-    broker's default), retries and the waits between them included. If it
-    was running, it was interrupted at the driver and rolled back before
-    this error was delivered.
+    broker's default), retries and the waits between them included. It was
+    not committed: if it was running, it is interrupted at the driver and
+    rolled back in the background (this error comes at the deadline, as the
+    transaction can no longer commit). Only a transaction whose COMMIT was
+    already sent is waited for: it fails with this error only if that
+    COMMIT failed by the timeout's interruption, else with its own outcome.
     """
 
 

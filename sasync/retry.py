@@ -205,8 +205,9 @@ DEFAULT_BACKOFF = Backoff()
 class _Waiting:
     """
     Sent down the caller's Deferred when it is stopped (cancelled, timed
-    out) while an attempt runs: swapped for the Deferred that fires once the
-    worker has really stopped, so the caller hears nothing before then.
+    out) while an attempt runs that must be waited for (its COMMIT was
+    sent): swapped for the Deferred that fires with the attempt's outcome,
+    so the caller hears nothing before then.
     """
 
     def __init__(self, waiter: Deferred[Any]) -> None:
@@ -227,8 +228,10 @@ class Attempts:
     timeout over all attempts and waits, failing with L{TransactionTimeout}.
 
     Cancelling L{d} (or the timeout) during a wait ends it at once; during
-    an attempt it interrupts the attempt honestly: L{d} fails only once the
-    worker has rolled back.
+    an attempt it interrupts the attempt, and L{d} fails at once too if the
+    attempt's task is abandonable (a transaction whose COMMIT was not sent:
+    it can no longer commit, and its worker rolls back in the background);
+    otherwise (its COMMIT in flight) L{d} gets the attempt's outcome.
 
     Reactor thread only.
 
@@ -414,7 +417,8 @@ class Attempts:
         else:
             task.d.cancel()
         if not self.d.called:
-            # The attempt is being interrupted: wait for the worker.
+            # The attempt is being interrupted, and must be waited for (its
+            # COMMIT is in flight): wait for the worker.
             self._waiter = Deferred(self._giveUp)
             self.d.callback(_Waiting(self._waiter))
 

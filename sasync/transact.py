@@ -298,7 +298,15 @@ class TransactionCall:
                 retry.markRetryable(e, retry.NO_CONNECTION)
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
-        if task is not None and task.stopRequested:
+        if task is not None and (
+            task.stopRequested
+            or (
+                # AUTOCOMMIT: each statement commits by itself, so a stop
+                # must wait for the worker from the start.
+                retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+                and not task.passPointOfNoReturn()
+            )
+        ):
             # Cancelled between dispatch and start: don't even begin.
             raise CancelledError(
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
@@ -330,6 +338,8 @@ class TransactionCall:
     ) -> Any:
         o = self.options
         stream = self._wantsStream()
+        # Read now: after a failure the DBAPI connection may be closed.
+        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
         transaction = connection.begin()
         state.connection = connection
         state.handle = self.handle
@@ -368,7 +378,7 @@ class TransactionCall:
                         handedOver = True
                         self._endTransactionState()
                         rows = results.rowsInTransaction(
-                            result, transaction, worker.batchSize
+                            result, transaction, worker.batchSize, _commitPoint
                         )
                     else:
                         self._commit(connection, transaction)
@@ -391,11 +401,7 @@ class TransactionCall:
             worker.leaveTransaction()
             if retry.retryReason(e) is None:
                 reason = retry.classify(
-                    e,
-                    commitSent=self._commitSent,
-                    autocommit=retry.isAutocommit(
-                        getattr(worker, "dbapiConnection", None)
-                    ),
+                    e, commitSent=self._commitSent, autocommit=autocommit
                 )
                 if reason is not None:
                     retry.markRetryable(e, reason)
@@ -428,6 +434,7 @@ class TransactionCall:
         if serverClosed is not None and serverClosed():
             # Known before COMMIT is sent: nothing was committed.
             raise _closedBeforeCommit(connection)
+        _commitPoint()
         self._commitSent = True
         if not lookUp:
             transaction.commit()
@@ -475,6 +482,22 @@ class TransactionCall:
         state.stream = False
         if session is not None:
             session.close()
+
+
+def _commitPoint() -> None:
+    """
+    Worker thread, right before COMMIT is sent: from here on a stop of the
+    call (cancel, timeout) waits for COMMIT's outcome. Until here, a stop
+    fails the caller at once (the transaction cannot commit without
+    COMMIT); the stop and this mark are decided atomically (see
+    L{Task.passPointOfNoReturn}), so a stop that came first makes this
+    raise, and the transaction rolls back instead.
+
+    @raise CancelledError: the call was asked to stop.
+    """
+    task = currentTask()
+    if task is not None and not task.passPointOfNoReturn():
+        raise CancelledError(f"{task.info} was stopped before COMMIT")
 
 
 def _closedBeforeCommit(connection: Any) -> DBAPIError:

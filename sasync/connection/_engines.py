@@ -65,6 +65,7 @@ from twisted.logger import Logger
 
 from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
+from asynqueue.workers import JobThread
 
 from .._protocols import WorkQueue
 from ..errors import NoEngineError
@@ -80,6 +81,9 @@ DEFAULT_CONNECTIONS = 4
 DEFAULT_OVERFLOW = 4
 #: Rows per batch fetched from the worker.
 DEFAULT_BATCH_SIZE = 1000
+#: Seconds the KILL QUERY connection (MySQL/MariaDB cancels) may wait for
+#: the server at each step.
+KILL_TIMEOUT = 5
 #: Seconds a broker's start-up waits for its server database to accept
 #: connections (SQLite: none; a file that can't be opened won't appear).
 DEFAULT_STARTUP_TIMEOUT = 30.0
@@ -339,6 +343,10 @@ class EngineHandle:
         self._serial = 0
         #: Reactor thread: how many transactions ran again, by reason.
         self.retries: Counter[str] = Counter()
+        # The thread that sends cancels to the server (started on the
+        # first one, quit when the handle closes): sAsync's own, so that
+        # no thread outlives shutdown.
+        self._cancels = JobThread(f"{self._threadPrefix()}-cancel")
         _instrument(self.engine)
         for _ in range(self.connections):
             self.queue.attachWorker(self._newWorker(overflow=False))
@@ -357,10 +365,13 @@ class EngineHandle:
             self._reactor = reactor
         return self._reactor
 
+    def _threadPrefix(self) -> str:
+        database = self.spec.url.database or "memory"
+        return f"sasync-{self.dialectName}-{os.path.basename(database)}"
+
     def _newWorker(self, *, overflow: bool) -> ConnectionWorker:
         self._serial += 1
-        database = self.spec.url.database or "memory"
-        name = f"sasync-{self.dialectName}-{os.path.basename(database)}-{self._serial}"
+        name = f"{self._threadPrefix()}-{self._serial}"
         return ConnectionWorker(
             self.engine,
             holdIterations=self.holdIterations,
@@ -370,6 +381,7 @@ class EngineHandle:
             killQuery=self._killQuery
             if self.dialectName in ("mysql", "mariadb")
             else None,
+            sendCancel=None if self.isSQLite else self._cancels.do,
             onHeld=self._heldChanged,
             callFromThread=None
             if self._reactor is None
@@ -377,10 +389,13 @@ class EngineHandle:
         )
 
     def _killQuery(self, threadID: int) -> None:
-        # Reactor pool thread: a short DBAPI connection of its own, made
-        # past the engine's pool (which may be full), never a worker's.
+        # Cancel thread: a short DBAPI connection of its own, made past the
+        # engine's pool (which may be full), never a worker's. Bounded
+        # waits: a server that does not answer must not keep the thread.
         dialect = self.engine.dialect
         cargs, cparams = dialect.create_connect_args(self.engine.url)
+        for name in ("connect_timeout", "read_timeout", "write_timeout"):
+            cparams.setdefault(name, KILL_TIMEOUT)
         connection = dialect.connect(*cargs, **cparams)
         try:
             cursor = connection.cursor()
@@ -460,7 +475,26 @@ class EngineHandle:
     async def _close(self) -> None:
         _unregister(self)
         await self.queue.shutdown()
+        self._cancels.quit()
         self.engine.dispose()
+
+    def abandon(self) -> None:
+        """
+        The last broker's shutdown stopped waiting for this handle to close
+        (its timeout ran out): log the workers still busy, which are left
+        to finish by themselves (their threads are daemon threads, and a
+        connection stuck on a server that does not answer is cut, see
+        L{sasync.connection._cancel}), and end the cancel thread now.
+        """
+        busy = [w for w in self.queue.workers if w.task is not None]
+        log.warn(
+            "{handle}: shutdown stopped waiting for {n} busy workers ({workers});"
+            " they are abandoned and end by themselves",
+            handle=self,
+            n=len(busy),
+            workers=", ".join(repr(w) for w in busy),
+        )
+        self._cancels.quit()
 
 
 def _executionContext(base: type[Any]) -> type[Any]:

@@ -150,9 +150,22 @@ def _tupleRows(
         or cursor is None
         or not callable(getattr(cursor, "fetchmany", None))
         or not callable(fetchImpl)
+        or not callable(getattr(result.cursor_strategy, "handle_exception", None))
     ):
         return None
-    return fetchImpl, cursor.fetchmany, getter[0]
+    cursorFetch = cursor.fetchmany
+
+    def fetchFromCursor(size: int) -> Any:
+        try:
+            return cursorFetch(size)
+        except Exception as e:
+            # As SQLAlchemy's own fetch does: the driver's error becomes
+            # SQLAlchemy's (DataError, OperationalError, ...), and a lost
+            # connection is invalidated. (It raises.)
+            result.cursor_strategy.handle_exception(result, cursor, e)
+            raise
+
+    return fetchImpl, fetchFromCursor, getter[0]
 
 
 def _fetchBatches(result: AnyResult, batchSize: int) -> Iterator[Sequence[Any]]:
@@ -223,11 +236,16 @@ def rowsInTransaction(
     result: AnyResult,
     transaction: RootTransaction,
     batchSize: int,
+    beforeCommit: Callable[[], None],
 ) -> RowStream:
     """
     Server databases: the rows of C{result}, read inside its still open
     transaction, which commits when the rows are all read or the iteration
     is stopped, and rolls back if reading fails.
+
+    @param beforeCommit: Called right before a COMMIT that ends the rows;
+        raises if the transaction must roll back instead (it was stopped
+        while its task still runs: the rows fit in the first batch).
     """
     source, makeRow = _batchesOf(result, batchSize)
 
@@ -236,6 +254,7 @@ def rowsInTransaction(
         try:
             yield from source
             result.close()
+            beforeCommit()
             transaction.commit()
             committed = True
         except GeneratorExit:
@@ -254,6 +273,11 @@ def rowsInTransaction(
 
     def unstarted() -> None:
         result.close()
+        try:
+            beforeCommit()
+        except BaseException:
+            transaction.rollback()
+            raise
         transaction.commit()
 
     return RowStream(batches(), unstarted, makeRow)

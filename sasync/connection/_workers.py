@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from asynqueue.workers import JobThread, MemoryJobRunner, ThreadWorker
 
-from ._cancel import Canceller
+from ._cancel import Canceller, Send, socketFD
 from ._threadstate import state
 
 if TYPE_CHECKING:
@@ -56,19 +56,8 @@ class SocketWatch:
         A watch on a DBAPI connection's socket; C{None} if it has none
         (SQLite).
         """
-        fileno: Any = getattr(dbapiConnection, "fileno", None)
-        if fileno is None:
-            sock = getattr(dbapiConnection, "_sock", None)  # PyMySQL
-            fileno = getattr(sock, "fileno", None)
-        if not callable(fileno):
-            return None
-        try:
-            fd = fileno()
-        except Exception:
-            return None
-        if not isinstance(fd, int) or fd < 0:
-            return None
-        return cls(fd, dialectName)
+        fd = socketFD(dbapiConnection)
+        return None if fd is None else cls(fd, dialectName)
 
     def serverClosed(self) -> bool:
         """
@@ -113,12 +102,15 @@ class ConnectionWorker(ThreadWorker):
         name: str,
         overflow: bool = False,
         killQuery: Callable[[int], None] | None = None,
+        sendCancel: Send | None = None,
         onHeld: Callable[[ConnectionWorker, bool], None] | None = None,
         callFromThread: Callable[..., object] | None = None,
         runner: JobThread | MemoryJobRunner | None = None,
     ) -> None:
         """
         @param killQuery: For MySQL, see L{Canceller}.
+        @param sendCancel: Runs a cancel's blocking job in the thread that
+            sends cancels, see L{Canceller}.
         @param onHeld: Called (reactor thread) with C{(worker, held)} when
             an iteration starts or stops holding the worker.
         @param runner: Where jobs run (tests pass a C{MemoryJobRunner}).
@@ -133,7 +125,7 @@ class ConnectionWorker(ThreadWorker):
         self.engine = engine
         self.overflow = overflow
         self.held = False
-        self.canceller = Canceller(engine.dialect.name, killQuery)
+        self.canceller = Canceller(engine.dialect.name, killQuery, sendCancel)
         self._onHeld = onHeld
         # Worker thread only.
         self._connection: Connection | None = None
@@ -188,6 +180,7 @@ class ConnectionWorker(ThreadWorker):
                 worker=self,
             )
         if connection is not None:
+            self.canceller.detach()
             self._discard(connection)
             self.replaced += 1
         self._connection = None
@@ -255,6 +248,7 @@ class ConnectionWorker(ThreadWorker):
         connection, self._connection = self._connection, None
         self._watch = None
         if connection is not None:
+            self.canceller.detach()
             self._discard(connection)
             self.replaced += 1
 
@@ -269,6 +263,7 @@ class ConnectionWorker(ThreadWorker):
     def _close(self) -> None:
         # Worker thread, the last job: close the connection here, where it lives.
         connection, self._connection = self._connection, None
+        self.canceller.detach()
         if connection is not None:
             try:
                 connection.close()
