@@ -28,7 +28,7 @@ from sasync import AccessBroker, transact
 from sasync.connection import checkReactorThread
 from sasync.errors import WrongThread
 from sasync.stores import Items, PersistentArray, PersistentDict
-from tests.sasync.storetools import stores
+from tests.sasync.stores.storetools import stores
 
 ROOT = Path(__file__).resolve().parents[2]
 
