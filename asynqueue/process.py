@@ -10,6 +10,11 @@ a bound method of a picklable object.
 
 Everything here runs in the reactor thread: the child's output arrives
 through Twisted's process support, never through a thread of ours.
+
+The wire format (L{encode}, L{decodeFrames}, L{dumps}, L{failureReply}) and
+the parent's side of a child (L{ChildProcessProtocol}, L{Requests},
+L{finishFromReply}, L{remoteDeferator}) are public too: they are the parts
+a pool of processes of one's own is built from (as sAsync's C{processes=N}).
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._child import decodeFrames, dumps, encode
+from ._child import FRAME as FRAME
+from ._child import PROTOCOL as PROTOCOL
+from ._child import decodeFrames as decodeFrames
+from ._child import dumps as dumps
+from ._child import encode as encode
+from ._child import failureReply as failureReply
 from ._util import checkNumber, follow, globalReactor
 from .deferator import DEFAULT_BATCH, Batch, Deferator, checkBatchSize
 from .errors import RemoteTaskError, WorkerError
@@ -613,4 +623,19 @@ class ProcessQueue(TaskQueue):
         return super().submit(task, timeout=timeout)
 
 
-__all__ = ["ProcessQueue", "ProcessWorker", "pickleCall"]
+__all__ = [
+    "FRAME",
+    "PROTOCOL",
+    "ChildProcessProtocol",
+    "ProcessQueue",
+    "ProcessWorker",
+    "ReplyHandler",
+    "Requests",
+    "decodeFrames",
+    "dumps",
+    "encode",
+    "failureReply",
+    "finishFromReply",
+    "pickleCall",
+    "remoteDeferator",
+]

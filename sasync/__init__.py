@@ -10,7 +10,7 @@ database connection.
 from __future__ import annotations
 
 from .broker import AccessBroker as AccessBroker
-from .engines import setup as setup
+from .connection._engines import setup as setup
 from .errors import BrokerStopped as BrokerStopped
 from .errors import NoEngineError as NoEngineError
 from .errors import NotInTransaction as NotInTransaction
@@ -21,11 +21,11 @@ from .errors import TableNameError as TableNameError
 from .errors import TransactionTimeout as TransactionTimeout
 from .errors import WritesLost as WritesLost
 from .errors import WrongThread as WrongThread
-from .items import Items as Items
-from .items import Missing as Missing
-from .parray import PersistentArray as PersistentArray
-from .pdict import PersistentDict as PersistentDict
 from .retry import Backoff as Backoff
+from .stores import Items as Items
+from .stores import Missing as Missing
+from .stores import PersistentArray as PersistentArray
+from .stores import PersistentDict as PersistentDict
 from .transact import transact as transact
 from .transact import wait as wait
 

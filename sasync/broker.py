@@ -22,7 +22,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection, Row
@@ -35,10 +35,18 @@ from twisted.python.failure import Failure
 
 from asynqueue.task import Task, TaskState
 
-from . import engines, multicore, retry, startup, tables
+from . import multicore, retry, startup, tables
+from ._protocols import WorkQueue
+from .connection import (
+    ConnectionWorker,
+    checkReactorThread,
+    currentConnection,
+    currentSession,
+    state,
+)
+from .connection import _engines as engines
 from .errors import BrokerStopped, Overloaded
 from .statements import SelectHolder, StatementCache, selectHolder
-from .threadstate import checkReactorThread, currentConnection, currentSession, state
 from .transact import (
     ALWAYS_STREAM,
     CallOptions,
@@ -46,7 +54,6 @@ from .transact import (
     describeCall,
     transact,
 )
-from .workers import ConnectionWorker
 
 T = TypeVar("T")
 
@@ -135,11 +142,11 @@ class AccessBroker:
     C{maxPending} (refuse calls with L{sasync.errors.Overloaded} while that
     many wait), C{backoff}, and C{startupTimeout} (how long the start-up
     waits for a database that is not up yet; see L{sasync.startup}). See
-    L{sasync.engines} and C{docs/reliability.md}.
+    L{sasync.connection} and C{docs/reliability.md}.
 
     Keywords go to C{sqlalchemy.create_engine}, except the broker options
     C{connections}, C{overflowConnections} and C{batchSize} (see
-    L{sasync.engines}), and C{processes}: with C{processes=N} (server
+    L{sasync.connection}), and C{processes}: with C{processes=N} (server
     databases only) transactions run in N worker processes, each with its
     own instance of the broker's class (see L{sasync.multicore}).
     """
@@ -185,13 +192,25 @@ class AccessBroker:
         self._drainDeadline: float | None = None
         self._idleWaiters: list[Deferred[None]] = []
         self._shutdownDone: Deferred[None] | None = None
-        self._pool = multicore.attach(self, processes, self._spec, reactor=reactor)
-        # A pool stands in for the engine handle (submit, queue, close).
-        self._handle = (
-            engines.acquire(self._spec, self, reactor=reactor)
-            if self._pool is None
-            else cast(engines.EngineHandle, self._pool)
+        # A worker process's own broker leaves first() to the parent's.
+        self._runsFirst = not multicore.isMakingChildBroker()
+        self._pool = multicore.attach(
+            type(self),
+            self._madeWith,
+            processes,
+            self._spec,
+            reactor=reactor,
+            onTables=self._learnTables,
         )
+        self._engine: engines.EngineHandle | None = None
+        self._handle: WorkQueue
+        if self._pool is None:
+            self._engine = self._handle = engines.acquire(
+                self._spec, self, reactor=reactor
+            )
+        else:
+            # The pool stands in for the engine handle (submit, queue, close).
+            self._handle = self._pool
         r = self._getReactor()
         self._triggerID = r.addSystemEventTrigger("before", "shutdown", self.shutdown)
         # Next turn: a subclass's __init__ finishes before startup() runs.
@@ -209,8 +228,18 @@ class AccessBroker:
             self._reactor = reactor
         return self._reactor
 
-    def _engineHandle(self) -> engines.EngineHandle:
+    def _engineHandle(self) -> WorkQueue:
         return self._handle
+
+    def _learnTables(self, tables: dict[str, SA.Table]) -> None:
+        # Under processes=N: the tables a worker process's broker made, set
+        # here too (self.entries) for building statements in the reactor
+        # thread. The first process to run tells.
+        if self._tables:
+            return
+        for name, table in tables.items():
+            self._tables[name] = table
+            setattr(self, name, table)
 
     def _checkThread(self, method: str) -> None:
         # Deferreds live in the reactor thread: a call of a public method
@@ -375,7 +404,7 @@ class AccessBroker:
         # mayGuessReadOnly: the call runs again after a wrong read-only guess.
         call = TransactionCall(
             self,
-            self._handle,
+            self._engine,
             f,
             options,
             _returnsRows,
@@ -432,7 +461,7 @@ class AccessBroker:
         timeout = spec.timeout if options.timeout is None else options.timeout
         reasons = None
         if retries is None:
-            if self._pool is None and not self._handle.isSQLite:
+            if self._pool is None and not self._spec.isSQLite:
                 # The default: conflicts of serializable transactions run
                 # again (worker processes do that themselves; SQLite has
                 # none).
@@ -746,7 +775,7 @@ class AccessBroker:
                 sh.where(t.c.value > 10)
             rows = yield sh(asList=True)
         """
-        yield from selectHolder(self, args, kw)
+        yield from selectHolder(self.execute, args, kw)
 
     @transact
     def _selectRows(self, statement: Any) -> Any:
@@ -981,7 +1010,7 @@ class AccessBroker:
         # With a timeout: every caller has heard by now; wait a little for
         # the workers to finish and close, but not for ones stuck (in code
         # that never returns to the database, or on a server that does not
-        # answer: those are cut, see sasync.cancel).
+        # answer: those are cut, see sasync.connection._cancel).
         reactor = self._getReactor()
         wait = max(self._drainDeadline - reactor.seconds(), 0.0) + SHUTDOWN_GRACE
         try:

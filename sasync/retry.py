@@ -17,7 +17,7 @@ committed. That is when
     (without COMMIT the server rolls back);
   - PostgreSQL only: the connection was lost while COMMIT was in flight,
     and the database, asked on a new connection, says the transaction was
-    rolled back or had written nothing (see L{sasync.outcome}).
+    rolled back or had written nothing (see L{sasync.connection._outcome}).
 
 Never in AUTOCOMMIT mode (each statement commits by itself there), never
 for any other error, never once the caller's Deferred has fired (a row

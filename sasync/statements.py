@@ -15,19 +15,17 @@ on several connections don't disturb each other.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Result
 from sqlalchemy.sql import Executable
 
-from .threadstate import currentConnection, inTransaction
+from .connection import currentConnection, inTransaction
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
-
-    from .broker import AccessBroker
 
 
 class CachedStatement:
@@ -123,8 +121,14 @@ class SelectHolder:
     C{selex} and to the call apply).
     """
 
-    def __init__(self, broker: AccessBroker, select: Any, kw: dict[str, Any]) -> None:
-        self._broker = broker
+    def __init__(
+        self, execute: Callable[..., Deferred[Any]], select: Any, kw: dict[str, Any]
+    ) -> None:
+        """
+        @param execute: Runs a statement as a transaction (the broker's
+            C{execute}).
+        """
+        self._execute = execute
         self._select = select
         self._kw = kw
 
@@ -152,22 +156,22 @@ class SelectHolder:
     def __call__(self, **kw: Any) -> Result[Any] | Deferred[Any]:
         if inTransaction():
             return currentConnection().execute(self._select)
-        return self._broker.execute(self._select, **{**self._kw, **kw})
+        return self._execute(self._select, **{**self._kw, **kw})
 
 
 def selectHolder(
-    broker: AccessBroker, args: tuple[Any, ...], kw: dict[str, Any]
+    execute: Callable[..., Deferred[Any]], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> Iterator[SelectHolder]:
     """
     The body of C{broker.selex(*args, **kw)}: C{args} are columns (or a
     ready select), C{kw} call-time keywords for when it is called outside a
-    transaction.
+    transaction, by C{execute} (the broker's).
     """
     if len(args) == 1 and isinstance(args[0], SA.Select):
         select = args[0]
     else:
         select = SA.select(*args)
-    yield SelectHolder(broker, select, kw)
+    yield SelectHolder(execute, select, kw)
 
 
 __all__ = ["CachedStatement", "SelectHolder", "StatementCache", "selectHolder"]

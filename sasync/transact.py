@@ -28,18 +28,20 @@ from twisted.logger import Logger
 from asynqueue.deferator import Deferator
 from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
 
-from . import outcome, results, retry
+from . import retry
+from .connection import _outcome as outcome
+from .connection import _results as results
+from .connection import state
 from .errors import ConnectionClosedByServer
-from .threadstate import state
 from .transactiontypes import Transaction
 
 if TYPE_CHECKING:
-    from .broker import AccessBroker
-    from .engines import EngineHandle
+    from ._protocols import TransactionOwner
+    from .connection import EngineHandle
 
 P = ParamSpec("P")
 T = TypeVar("T")
-B = TypeVar("B", bound="AccessBroker")
+B = TypeVar("B", bound="TransactionOwner")
 
 log = Logger()
 
@@ -232,27 +234,41 @@ class TransactionCall:
 
     def __init__(
         self,
-        broker: AccessBroker,
-        handle: EngineHandle,
+        broker: object,
+        handle: EngineHandle | None,
         f: Callable[..., Any],
         options: CallOptions,
         learned: dict[Callable[..., Any], bool] | None = None,
         wrote: dict[Callable[..., Any], bool] | None = None,
     ) -> None:
         """
+        @param broker: The object C{f} is a method of.
+        @param handle: The engine handle it runs on; C{None} under
+            C{processes=N}, where the parent only sends the call to a
+            worker process (which runs its own).
         @param learned: Per method, whether it returned rows (streaming).
         @param wrote: Per method, whether it was seen writing; given only
             if a wrong READ ONLY guess will run the call again.
         """
         self.broker = broker
-        self.handle = handle
+        self._handle = handle
         self.f = f
         self.options = options
         self._learned = learned
-        self._wrote = wrote if handle.guessesReadOnly else None
+        guesses = handle is not None and handle.guessesReadOnly
+        self._wrote = wrote if guesses else None
         # How AsynQueue's Info names the task (in CancelledError messages).
         self.__qualname__ = f"{type(broker).__name__}.{f.__name__}"
         self.__module__ = type(broker).__module__
+
+    @property
+    def handle(self) -> EngineHandle:
+        """
+        Worker thread: the engine handle this transaction runs on.
+        """
+        if self._handle is None:
+            raise RuntimeError(f"{self.__qualname__} runs in a worker process")
+        return self._handle
 
     def _wantsStream(self) -> bool:
         o = self.options
@@ -502,7 +518,7 @@ def _closedBeforeCommit(connection: Any) -> DBAPIError:
 
 
 def runInline(
-    handle: EngineHandle,
+    handle: object,
     f: Callable[..., Any],
     broker: object,
     args: Any,
@@ -582,10 +598,10 @@ def wait(
     f: Callable[Concatenate[B, P], Any],
 ) -> Callable[Concatenate[B, P], Any]:
     """
-    Make the broker's L{shutdown<AccessBroker.shutdown>} wait for the
-    Deferred (or coroutine, returned as a Deferred) this method returns.
-    Any other value is returned as it is, with nothing to wait for (as in
-    the original sAsync).
+    Make the broker's L{shutdown<sasync.broker.AccessBroker.shutdown>}
+    wait for the Deferred (or coroutine, returned as a Deferred) this
+    method returns. Any other value is returned as it is, with nothing to
+    wait for (as in the original sAsync).
     """
 
     @functools.wraps(f)

@@ -50,9 +50,9 @@ def _displayURL(url: str) -> str:
 def normalizeURL(url: str) -> str:
     """
     C{url} with the project's driver when it names none (see
-    L{sasync.engines.withDefaultDriver}), as a string with its password.
+    L{sasync.connection.withDefaultDriver}), as a string with its password.
     """
-    from sasync.engines import withDefaultDriver
+    from sasync.connection import withDefaultDriver
 
     return withDefaultDriver(url).render_as_string(hide_password=False)
 

@@ -19,7 +19,7 @@ import sqlalchemy as SA
 from twisted.internet import defer
 
 from sasync import TransactionTimeout
-from sasync.cancel import Canceller
+from sasync.connection._cancel import Canceller
 from tests.reliability.helpers import (
     FIGURES,
     Figures,

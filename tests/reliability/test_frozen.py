@@ -19,8 +19,8 @@ import pytest
 from twisted.internet import defer
 
 from sasync import TransactionTimeout, transact
-from sasync.cancel import CUT_AFTER
-from sasync.engines import openHandles
+from sasync.connection import openHandles
+from sasync.connection._cancel import CUT_AFTER
 from tests.reliability.helpers import FIGURES, Figures, Ledger, sasyncThreads, until
 
 #: The generous bound on how late a caller may hear after its deadline

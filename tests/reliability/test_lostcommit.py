@@ -21,7 +21,8 @@ import pytest
 import sqlalchemy as SA
 from sqlalchemy.exc import DBAPIError
 
-from sasync import outcome, transact
+from sasync import transact
+from sasync.connection import _outcome as outcome
 from tests.reliability.helpers import Ledger, adminEngine, killBackend, retriedCount
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from sasync import outcome
+from sasync.connection import _outcome as outcome
 from sasync.retry import NO_CONNECTION
 from tests.reliability.cluster import Cluster
 from tests.reliability.helpers import (

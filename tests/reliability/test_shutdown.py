@@ -14,7 +14,7 @@ import pytest
 from twisted.internet import defer
 
 from sasync import Backoff, Overloaded
-from sasync.engines import openHandles
+from sasync.connection import openHandles
 from tests.reliability.helpers import (
     FIGURES,
     Figures,

@@ -16,7 +16,7 @@ import pytest
 from twisted.internet.defer import DeferredList
 from twisted.internet.threads import deferToThread
 
-from sasync import outcome
+from sasync.connection import _outcome as outcome
 from tests.reliability.helpers import (
     FIGURES,
     BackendKiller,

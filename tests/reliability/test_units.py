@@ -20,9 +20,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from asynqueue import Task, TaskTimeout
 from asynqueue.task import TaskState
-from sasync import Backoff, TransactionTimeout, outcome, retry
-from sasync.engines import EngineSpec
-from sasync.workers import SocketWatch
+from sasync import Backoff, TransactionTimeout, retry
+from sasync.connection import _outcome as outcome
+from sasync.connection._engines import EngineSpec
+from sasync.connection._workers import SocketWatch
 
 
 class FakeDriverError(Exception):

@@ -15,7 +15,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from sasync.errors import WritesLost
-from sasync.pdict import PersistentDict
+from sasync.stores import PersistentDict
 from tests.reliability.cluster import Cluster
 from tests.reliability.helpers import FIGURES, Figures, pause
 

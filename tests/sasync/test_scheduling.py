@@ -223,7 +223,7 @@ async def test_shutdownEndsThreads(dbURL: str, brokers: Any) -> None:
     After the last broker on an engine shuts down, its worker threads
     (regular and overflow) have ended and the engine is out of the registry.
     """
-    from sasync.engines import openHandles
+    from sasync.connection import openHandles
 
     def ours() -> set[threading.Thread]:
         return {

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sasync import StartupError, retry
-from sasync.engines import DEFAULT_STARTUP_TIMEOUT, EngineSpec
+from sasync.connection._engines import DEFAULT_STARTUP_TIMEOUT, EngineSpec
 from sasync.retry import Backoff
 from sasync.startup import StartupWait, startupError
 from tests.reliability.test_units import Attempted, dbapiError, retryable

@@ -25,12 +25,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import blockingCallFromThread
 
 from sasync import AccessBroker, transact
+from sasync.connection import checkReactorThread
 from sasync.errors import WrongThread
-from sasync.items import Items
-from sasync.parray import PersistentArray
-from sasync.pdict import PersistentDict
-from sasync.threadstate import checkReactorThread
-from tests.sasync.storetools import stores
+from sasync.stores import Items, PersistentArray, PersistentDict
+from tests.sasync.stores.storetools import stores
 
 ROOT = Path(__file__).resolve().parents[2]
 

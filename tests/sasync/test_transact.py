@@ -315,7 +315,7 @@ def test_noURL() -> None:
     """
     No URL and no global engine: a clear NoEngineError.
     """
-    from sasync import engines
+    from sasync.connection import _engines as engines
 
     saved = list(engines._globalSpec)
     engines._globalSpec.clear()
@@ -332,7 +332,7 @@ async def test_globalEngine(sqliteURL: str, brokers: Any) -> None:
     share it.
     """
     import sasync
-    from sasync import engines
+    from sasync.connection import _engines as engines
 
     saved = list(engines._globalSpec)
     sasync.setup(sqliteURL)
@@ -352,7 +352,7 @@ def test_globalEngineRefusesProcesses(sqliteURL: str) -> None:
     belongs, and leaves the global engine as it was.
     """
     import sasync
-    from sasync import engines
+    from sasync.connection import _engines as engines
 
     saved = list(engines._globalSpec)
     with pytest.raises(TypeError, match=r"processes=2.*give it to the broker"):

@@ -16,10 +16,10 @@ from zope.interface.verify import verifyObject
 
 import sasync
 from asynqueue import IWorker, ListConsumer, Task
-from sasync.cancel import Canceller
-from sasync.engines import EngineSpec, _freeze
+from sasync.connection._cancel import Canceller
+from sasync.connection._engines import EngineSpec, _freeze
+from sasync.connection._results import RowStream, grouped, rowsInTransaction
 from sasync.errors import NotInTransaction, TableNameError
-from sasync.results import RowStream, grouped, rowsInTransaction
 from sasync.statements import StatementCache
 from sasync.tables import checkTableName
 from sasync.transact import (
@@ -398,7 +398,7 @@ def test_exports() -> None:
     assert sasync.AccessBroker is broker.AccessBroker
     assert sasync.transact is transactModule.transact
     assert sasync.wait is transactModule.wait
-    assert sasync.setup is sasync.engines.setup
+    assert sasync.setup is sasync.connection._engines.setup
     for name in sasync.__all__:
         obj = getattr(sasync, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
@@ -411,7 +411,7 @@ def test_connectionWorkerIsAWorker() -> None:
     ConnectionWorker provides IWorker (without starting a connection).
     """
     from asynqueue.workers import MemoryJobRunner
-    from sasync.workers import ConnectionWorker
+    from sasync.connection._workers import ConnectionWorker
 
     engine = SA.create_engine("sqlite://")
     runner = MemoryJobRunner()
@@ -490,7 +490,7 @@ def test_stoppedTaskStartsNoStatement() -> None:
     from twisted.internet.defer import CancelledError
 
     from asynqueue.task import setCurrentTask
-    from sasync.engines import _instrument
+    from sasync.connection._engines import _instrument
 
     engine = SA.create_engine("sqlite://")
     _instrument(engine)

@@ -1,6 +1,6 @@
 """
 What the persistent stores share: how keys and values become rows, and
-the L{StoreBroker} that reads and writes them (L{sasync._store.Store} puts
+the L{StoreBroker} that reads and writes them (L{sasync.stores._store.Store} puts
 a write queue in front of it).
 
 Row layout (one table per kind of store)::
@@ -33,9 +33,9 @@ from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from ..broker import AccessBroker
+from ..transact import transact
 from ._writes import K
-from .broker import AccessBroker
-from .transact import transact
 
 StoreID: TypeAlias = "str | int"
 """

@@ -1,5 +1,5 @@
 """
-Unit tests for L{sasync._writes.WriteSequencer}: ordering, coalescing,
+Unit tests for L{sasync.stores._writes.WriteSequencer}: ordering, coalescing,
 folding pending writes over reads, and ending. No database, no threads:
 the fake "transaction" is a Deferred the test fires.
 """
@@ -15,10 +15,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from sasync._landing import Lander
-from sasync._writes import UNKNOWN, WriteSequencer, WriteUnit
 from sasync.errors import BrokerStopped
 from sasync.retry import LOST, NO_CONNECTION, Backoff, markRetryable
+from sasync.stores._landing import Lander
+from sasync.stores._writes import UNKNOWN, WriteSequencer, WriteUnit
 
 
 class FakeDatabase:

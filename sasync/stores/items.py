@@ -9,7 +9,7 @@ L{Items}: a persistent store of named Python objects, in groups::
 
 Values are pickled: only your application may write the store's table
 (unpickling runs code). Names are str (see L{checkName
-<sasync._storage.checkName>}). Writes run at a lower priority than reads,
+<sasync.stores._storage.checkName>}). Writes run at a lower priority than reads,
 in issue order, and a read reflects every write issued before it.
 """
 
@@ -91,7 +91,7 @@ class Items(_Store[str]):
     C{Items(ID, url=None, *, writeRetryTime=60, **kw)}: the group C{ID} is
     a str or an int (C{1} and C{"1"} are two groups); groups on one
     database never see each other's items. See L{Store.__init__
-    <sasync._store.Store.__init__>}.
+    <sasync.stores._store.Store.__init__>}.
 
     Every method returns a Deferred. Argument errors (a name that is not a
     str, a value that cannot be pickled) raise at the call, before

@@ -1,5 +1,5 @@
 """
-L{sasync.pdict.PersistentDict} on SQLite, PostgreSQL and MySQL/MariaDB:
+L{sasync.stores.pdict.PersistentDict} on SQLite, PostgreSQL and MySQL/MariaDB:
 default (deferred) mode, preload mode, lazy writes, and nothing lost.
 """
 
@@ -15,9 +15,9 @@ from sqlalchemy.pool import NullPool
 from twisted.internet.defer import fail
 
 from sasync.errors import BrokerStopped, WritesLost
-from sasync.items import Items
-from sasync.pdict import NotPreloaded, PersistentDict
-from tests.sasync.storetools import stores
+from sasync.stores.items import Items
+from sasync.stores.pdict import NotPreloaded, PersistentDict
+from tests.sasync.stores.storetools import stores
 
 
 async def contents(ID: str, url: str) -> dict[str, Any]:
@@ -206,7 +206,7 @@ async def test_bigPreloadUnpickledInAWorkerThread(
     """
     from twisted.internet import reactor
 
-    from sasync import _store
+    from sasync.stores import _store
 
     reactorThread = threading.get_ident()
     d = PersistentDict("offreactor", dbURL)

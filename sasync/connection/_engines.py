@@ -67,10 +67,11 @@ from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
 from asynqueue.workers import JobThread
 
-from .errors import NoEngineError
-from .retry import DEFAULT_BACKOFF, Backoff
-from .threadstate import state
-from .workers import ConnectionWorker
+from .._protocols import WorkQueue
+from ..errors import NoEngineError
+from ..retry import DEFAULT_BACKOFF, Backoff
+from ._threadstate import state
+from ._workers import ConnectionWorker
 
 log = Logger()
 
@@ -483,7 +484,7 @@ class EngineHandle:
         (its timeout ran out): log the workers still busy, which are left
         to finish by themselves (their threads are daemon threads, and a
         connection stuck on a server that does not answer is cut, see
-        L{sasync.cancel}), and end the cancel thread now.
+        L{sasync.connection._cancel}), and end the cancel thread now.
         """
         busy = [w for w in self.queue.workers if w.task is not None]
         log.warn(
@@ -609,7 +610,7 @@ def acquire(spec: EngineSpec, user: object, *, reactor: Any = None) -> EngineHan
     return handle
 
 
-def release(handle: EngineHandle, user: object) -> Deferred[None]:
+def release(handle: WorkQueue, user: object) -> Deferred[None]:
     """
     C{user} is done with C{handle}; the last user closes it.
     """

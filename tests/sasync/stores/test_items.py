@@ -1,5 +1,5 @@
 """
-L{sasync.items.Items} on SQLite, PostgreSQL and MySQL/MariaDB: round trips,
+L{sasync.stores.items.Items} on SQLite, PostgreSQL and MySQL/MariaDB: round trips,
 groups, persistence, ordering of concurrent writes, shutdown, bad input.
 """
 
@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, DeferredList
 
-from sasync._storage import MAX_NAME_LENGTH
 from sasync.errors import BrokerStopped
-from sasync.items import Items, Missing
-from tests.sasync.storetools import stores
+from sasync.stores._storage import MAX_NAME_LENGTH
+from sasync.stores.items import Items, Missing
+from tests.sasync.stores.storetools import stores
 
 
 @dataclass

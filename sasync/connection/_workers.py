@@ -20,8 +20,8 @@ from twisted.logger import Logger
 
 from asynqueue.workers import JobThread, MemoryJobRunner, ThreadWorker
 
-from .cancel import Canceller, Send, socketFD
-from .threadstate import state
+from ._cancel import Canceller, Send, socketFD
+from ._threadstate import state
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine

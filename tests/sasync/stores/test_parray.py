@@ -1,5 +1,5 @@
 """
-L{sasync.parray.PersistentArray} on SQLite, PostgreSQL and MySQL/MariaDB.
+L{sasync.stores.parray.PersistentArray} on SQLite, PostgreSQL and MySQL/MariaDB.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from twisted.internet.defer import Deferred, DeferredList
 
 from sasync.errors import BrokerStopped
-from sasync.parray import MAX_INDEX, MIN_INDEX, PersistentArray
-from tests.sasync.storetools import stores
+from sasync.stores.parray import MAX_INDEX, MIN_INDEX, PersistentArray
+from tests.sasync.stores.storetools import stores
 
 
 async def test_roundTrip(dbURL: str) -> None:

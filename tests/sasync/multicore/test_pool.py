@@ -17,16 +17,16 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from asynqueue._child import FRAME, PROTOCOL, encode, failureReply
 from asynqueue.errors import WorkerError
+from asynqueue.process import FRAME, PROTOCOL, encode, failureReply
 from asynqueue.task import Task
-from sasync._workerprocess import (
+from sasync.multicore import ProcessPool
+from sasync.multicore._workerprocess import (
     CANCEL_GRACE,
     QUIT_GRACE,
     RequestPipe,
     WorkerProtocol,
 )
-from sasync.multicore import ProcessPool
 
 from .brokers import helperPid
 
@@ -87,12 +87,6 @@ class FakeReactor(Clock):
         f(*args)
 
 
-class Owner:
-    """Stands in for the broker."""
-
-    _tables: dict[str, Any] = {}
-
-
 def reply(protocol: WorkerProtocol, message: tuple[Any, ...]) -> None:
     protocol.outReceived(encode(message))
 
@@ -109,9 +103,8 @@ class PoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = FakeReactor()
         self.addCleanup(self.closePipes)
-        self.owner = Owner()
         self.pool = ProcessPool(
-            self.owner,  # type: ignore[arg-type]
+            "Owner",
             1,
             1,
             b"recipe",

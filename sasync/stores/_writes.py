@@ -2,7 +2,7 @@
 L{WriteSequencer}: the ordered, coalescing write-behind queue of one
 persistent store.
 
-A store (L{sasync.items.Items}, L{sasync.parray.PersistentArray}) hands
+A store (L{sasync.stores.Items}, L{sasync.stores.PersistentArray}) hands
 every write to its sequencer, which runs them as I{units}, one unit at a
 time, in the order they were issued:
 
@@ -17,7 +17,7 @@ Only one unit runs at a time, so writes to one key can never overtake each
 other, however many connections the broker has.
 
 Nothing accepted is forgotten: a unit may land with some of its keys not
-stored (see L{sasync._landing}), or fail as a whole. The sequencer keeps
+stored (see L{sasync.stores._landing}), or fail as a whole. The sequencer keeps
 those keys in its ledger of lost writes (L{WriteSequencer.lostWrites})
 until a later write of the same key, or a C{clear}, is stored; the store
 reports the ledger from C{deferToWrites()} and C{shutdown()}.
@@ -41,7 +41,7 @@ from typing import Final, Generic, TypeAlias, TypeVar
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
-from .errors import BrokerStopped
+from ..errors import BrokerStopped
 
 K = TypeVar("K", bound=Hashable)
 

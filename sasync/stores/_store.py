@@ -18,6 +18,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..connection import checkReactorThread
+from ..errors import WritesLost
 from ._landing import WRITE_RETRY_TIME, Lander, checkRetryTime
 from ._storage import (
     READ_NICENESS,
@@ -28,8 +30,6 @@ from ._storage import (
     loadValues,
 )
 from ._writes import UNKNOWN, Capture, K, WriteSequencer, WriteUnit, _Unknown
-from .errors import WritesLost
-from .threadstate import checkReactorThread
 
 #: Reads of at most this many bytes of pickled values are unpickled at once
 #: in the reactor thread (a few milliseconds at most); bigger ones in a

@@ -14,7 +14,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from asynqueue import Task
-from sasync.cancel import CUT_AFTER, RESEND_INTERVAL, Canceller
+from sasync.connection._cancel import CUT_AFTER, RESEND_INTERVAL, Canceller
 
 
 class FakeServerConnection:

@@ -35,8 +35,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..retry import LOST, Backoff, retryReason
 from ._writes import K, WriteUnit
-from .retry import LOST, Backoff, retryReason
 
 log = Logger()
 

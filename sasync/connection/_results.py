@@ -16,7 +16,7 @@ Streaming policy:
     stays open while the rows are read (a server-side cursor on PostgreSQL,
     so memory stays bounded) and commits when the iteration ends or is
     stopped; the worker takes no other task meanwhile (extra connections
-    keep other transactions going, see L{sasync.engines}). On SQLite the
+    keep other transactions going, see L{sasync.connection._engines}). On SQLite the
     transaction commits first and the cursor is read on afterwards, between
     other transactions on the same connection, which is what lets a loop
     over a result start transactions of its own.

@@ -5,7 +5,7 @@ timeouts.
 When a running transaction's Deferred is cancelled (or its timeout runs
 out), the task's interrupter, registered here, is called in the reactor
 thread. It must not block, so the driver-level cancel is sent from a thread
-sAsync owns (one per engine, see L{sasync.engines}), never from the
+sAsync owns (one per engine, see L{sasync.connection._engines}), never from the
 reactor's thread pool, which would keep its threads after the broker shut
 down:
 
@@ -23,7 +23,7 @@ it is meant for still runs on the connection, so it never hits the next
 transaction. It is repeated every L{RESEND_INTERVAL} seconds until the task
 ends, which closes the small window in which a statement starts just after
 a cancel arrived. The engine's execution context (see
-L{sasync.engines}) refuses new statements of a task asked to stop.
+L{sasync.connection}) refuses new statements of a task asked to stop.
 
 A server that does not answer (a frozen backend, a network cut) would keep
 the worker blocked forever. So if the task still runs L{CUT_AFTER} seconds

@@ -70,7 +70,7 @@ class PersistentArray(Store[Index]):
     """
     A sparse 3-D array of picklable objects, one group of a database table:
     C{PersistentArray(ID, url=None, *, writeRetryTime=60, **kw)}, as
-    L{Store.__init__<sasync._store.Store.__init__>}.
+    L{Store.__init__<sasync.stores._store.Store.__init__>}.
 
     Every method returns a Deferred. Bad indexes and unpicklable values
     raise at the call (C{TypeError}/C{ValueError}) and change nothing.

@@ -3,7 +3,7 @@ Multicore brokers: C{processes=N} runs a broker's transactions in N worker
 processes, so that SQLAlchemy's Python work (the ORM above all) uses more
 than one core.
 
-Each worker process (L{sasync._multicorechild}) makes its own instance of
+Each worker process (L{sasync.multicore._child}) makes its own instance of
 the broker's class, imported by name, with the arguments the broker was
 made with: its own engine, its own connections, its own C{startup()}. A
 C{@transact} call travels to it as (method name, arguments, call options);
@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import importlib
 import pickle
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,24 +36,30 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from asynqueue._child import dumps
-from asynqueue.process import pickleCall
+from asynqueue.process import dumps, pickleCall
 from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
 
+from ..connection import DEFAULT_CONNECTIONS
+from ..transact import TransactionCall
 from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Slot, WorkerProcess
-from .engines import DEFAULT_CONNECTIONS
-from .transact import TransactionCall
 
 if TYPE_CHECKING:
-    from .broker import AccessBroker
-    from .engines import EngineSpec
+    from ..connection import EngineSpec
 
 log = Logger()
 
 # Set by the child while it makes its broker: that broker runs in this
 # process (it makes no processes of its own) and leaves first() to the parent.
 _makingChildBroker = False
+
+
+def isMakingChildBroker() -> bool:
+    """
+    Whether the broker being made now is a worker process's own: it runs in
+    this process, and leaves first() to the parent's broker.
+    """
+    return _makingChildBroker
 
 
 @contextlib.contextmanager
@@ -102,17 +107,15 @@ def _checkProcesses(processes: object, spec: EngineSpec) -> int:
     return processes
 
 
-def brokerRecipe(
-    broker: AccessBroker, made: tuple[tuple[Any, ...], dict[str, Any]]
-) -> bytes:
+def brokerRecipe(cls: type, made: tuple[tuple[Any, ...], dict[str, Any]]) -> bytes:
     """
-    How a worker process makes its own instance of C{broker}: the class's
-    module and name, and the arguments it was made with, pickled.
+    How a worker process makes its own instance of the broker class C{cls}:
+    the class's module and name, and the arguments C{made} it was made with,
+    pickled.
 
     @raise TypeError: the class can't be imported by name (it is defined in
         C{__main__}, or in a function), or the arguments can't be pickled.
     """
-    cls = type(broker)
     name = f"{cls.__module__}.{cls.__qualname__}"
     if cls.__module__ == "__main__":
         raise TypeError(
@@ -146,26 +149,39 @@ def brokerRecipe(
 
 
 def attach(
-    broker: AccessBroker, processes: object, spec: EngineSpec, *, reactor: Any
+    cls: type,
+    made: tuple[tuple[Any, ...], dict[str, Any]],
+    processes: object,
+    spec: EngineSpec,
+    *,
+    reactor: Any,
+    onTables: Callable[[dict[str, Any]], None],
 ) -> ProcessPool | None:
     """
-    For L{AccessBroker.__init__}: the broker's pool of worker processes if
-    it was made with C{processes=N} (and is not itself a worker process's
-    broker), else C{None}.
+    For C{AccessBroker.__init__}: the pool of worker processes of a broker
+    of class C{cls} made with C{made} (its arguments), if it was made with
+    C{processes=N} (and is not itself a worker process's broker), else
+    C{None}.
+
+    @param onTables: See L{ProcessPool}.
 
     @raise ValueError: a bad C{processes}, or SQLite.
     @raise TypeError: see L{brokerRecipe}.
     """
     if _makingChildBroker:
-        # A worker process's own broker: one process, first() runs elsewhere.
-        broker._runsFirst = False
+        # A worker process's own broker: one process.
         return None
     if processes is None:
         return None
     n = _checkProcesses(processes, spec)
-    recipe = brokerRecipe(broker, broker._madeWith)
+    recipe = brokerRecipe(cls, made)
     return ProcessPool(
-        broker, n, spec.connections or DEFAULT_CONNECTIONS, recipe, reactor=reactor
+        cls.__name__,
+        n,
+        spec.connections or DEFAULT_CONNECTIONS,
+        recipe,
+        reactor=reactor,
+        onTables=onTables,
     )
 
 
@@ -197,30 +213,31 @@ class ProcessPool:
     broker submits its tasks here, and lets go of it at shutdown.
     """
 
-    #: Guessing READ ONLY happens in the worker processes' own brokers.
-    guessesReadOnly = False
-
     def __init__(
         self,
-        broker: AccessBroker,
+        name: str,
         processes: int,
         connections: int,
         recipe: bytes,
         *,
         reactor: Any = None,
+        onTables: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """
+        @param name: The broker class's name, for messages.
         @param connections: Connections per process: how many calls each
             process is given at once.
         @param recipe: See L{brokerRecipe}.
+        @param onTables: Called with the tables (name -> C{Table}) each
+            worker process's broker made, once that process runs.
         """
-        self.name = type(broker).__name__
+        self.name = name
         self.recipe = recipe
         self.connections = connections
-        self._broker = weakref.ref(broker)
+        self._onTables = onTables
         self._reactor = reactor
         self._names: dict[Callable[..., Any], str] = {}
-        #: Never anybody's but this broker's: L{engines.release} closes it.
+        #: Never anybody's but this broker's: L{sasync.connection.release} closes it.
         self.users: set[int] = set()
         self.closing: Deferred[None] | None = None
         self.queue = _PoolQueue(self, clock=reactor)
@@ -269,21 +286,18 @@ class ProcessPool:
 
     def learnTables(self, pickled: bytes | None) -> None:
         """
-        The tables a process's broker made: set them on the parent's broker
-        too (C{broker.entries}), for building statements in the reactor
-        thread.
+        The tables a process's broker made: handed to C{onTables} (the
+        parent's broker sets them too, for building statements in the
+        reactor thread).
         """
-        broker = self._broker()
-        if pickled is None or broker is None or broker._tables:
+        if pickled is None or self._onTables is None:
             return
         try:
             tables = pickle.loads(pickled)
         except Exception:
             log.failure("Could not read the tables of {pool}", pool=self)
             return
-        for name, table in tables.items():
-            broker._tables[name] = table
-            setattr(broker, name, table)
+        self._onTables(tables)
 
     # Calls --------------------------------------------------------------------
 
@@ -333,7 +347,7 @@ class ProcessPool:
 
     def submit(self, task: Task[Any], timeout: float | None = None) -> Deferred[Any]:
         """
-        Queue a transaction; see L{sasync.engines.EngineHandle.submit}. A
+        Queue a transaction; see L{sasync.connection.EngineHandle.submit}. A
         call that can't be pickled fails its Deferred with C{TypeError}.
         """
         try:

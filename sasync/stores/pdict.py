@@ -31,8 +31,8 @@ from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from ..errors import SAsyncError
 from ._storage import StoreID, checkName
-from .errors import SAsyncError
 from .items import Items, ItemsBroker, Missing
 
 _MISSING: Any = object()
@@ -72,7 +72,7 @@ class PersistentDict(MutableMapping[str, Any]):
     group (C{ID}) of a database table.
 
     Keys are str (C{TypeError} at the call otherwise; see
-    L{checkName<sasync._storage.checkName>} for the few str that are
+    L{checkName<sasync.stores._storage.checkName>} for the few str that are
     refused). Values are pickled when written: a value that cannot be
     pickled raises C{TypeError} at the call and changes nothing.
 
@@ -110,7 +110,7 @@ class PersistentDict(MutableMapping[str, Any]):
         @param kw: C{writeRetryTime} (for how many seconds of failed
             attempts a write that failed for want of a connection is tried
             again before it is reported lost; see L{Store.__init__
-            <sasync._store.Store.__init__>}), and engine keywords, as for
+            <sasync.stores._store.Store.__init__>}), and engine keywords, as for
             L{AccessBroker}.
         """
         self.ID = ID

@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from asynqueue._child import encode
 from asynqueue.deferator import Deferator
 from asynqueue.errors import WorkerError
 from asynqueue.interfaces import IWorker
@@ -29,15 +28,16 @@ from asynqueue.process import (
     ChildProcessProtocol,
     ReplyHandler,
     Requests,
+    encode,
     finishFromReply,
     remoteDeferator,
 )
 from asynqueue.task import Task
 
-from .retry import _REASON as _RETRY_REASON
+from ..retry import _REASON as _RETRY_REASON
 
 if TYPE_CHECKING:
-    from .multicore import ProcessPool
+    from .._protocols import ProcessOwner
 
 log = Logger()
 
@@ -47,7 +47,9 @@ CANCEL_GRACE = 10.0
 QUIT_GRACE = 10.0
 
 #: The directory holding the sasync package, for the children's sys.path.
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 
 
 @implementer(IWriteDescriptor)
@@ -154,7 +156,7 @@ class WorkerProcess:
     One worker process, started on demand, and the requests it has in hand.
     """
 
-    def __init__(self, pool: ProcessPool, index: int) -> None:
+    def __init__(self, pool: ProcessOwner, index: int) -> None:
         self.pool = pool
         self.index = index
         self.protocol: WorkerProtocol | None = None
@@ -208,7 +210,7 @@ class WorkerProcess:
             transport = self.reactor.spawnProcess(
                 protocol,
                 python,
-                [python, "-m", "sasync._multicorechild"],
+                [python, "-m", "sasync.multicore._child"],
                 env=env,
                 childFDs={0: readEnd, 1: "r", 2: "r"},
             )

@@ -1,6 +1,6 @@
 """
 A worker process of a broker made with C{processes=N} (see
-L{sasync.multicore}): run as C{python -m sasync._multicorechild}.
+L{sasync.multicore}): run as C{python -m sasync.multicore._child}.
 
 It runs a Twisted reactor in its main thread and makes its own instance of
 the broker's class, which runs each transaction it is sent exactly as a
@@ -43,11 +43,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from asynqueue._child import PROTOCOL, decodeFrames, encode, failureReply
 from asynqueue.deferator import Batch, Deferator
+from asynqueue.process import PROTOCOL, decodeFrames, encode, failureReply
 from asynqueue.task import Task
 
-from . import multicore
+from . import _pool as multicore
 
 
 def nextBatch(dr: Deferator[Any]) -> Deferred[Batch[Any]]:

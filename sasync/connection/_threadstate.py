@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.base import ReactorBase
 from twisted.python import threadable
 
-from .errors import NotInTransaction, WrongThread
+from ..errors import NotInTransaction, WrongThread
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
-    from .workers import ConnectionWorker
+    from .._protocols import WorkerThread
 
 
 class _ThreadState(threading.local):
@@ -32,7 +32,7 @@ class _ThreadState(threading.local):
     """
 
     #: The sAsync worker this thread belongs to (None: not a worker thread).
-    worker: ConnectionWorker | None = None
+    worker: WorkerThread | None = None
     #: The connection of the transaction running now (None: no transaction).
     connection: Connection | None = None
     #: The engine handle of that transaction, to recognize nested calls.

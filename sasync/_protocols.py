@@ -1,0 +1,169 @@
+"""
+What a part of sAsync needs from the part that owns it, as small
+L{Protocol<typing.Protocol>}s: a child is handed one of these (or a
+callable), never its owner's class, so every import points down.
+
+This is the bottom of sasync: it imports no other sasync module.
+
+  - L{WorkerThread}: what code running in a connection worker's thread
+    finds as its worker (C{sasync.connection._threadstate.state.worker}).
+  - L{WorkQueue}: what a broker hands its tasks to: the engine handle of
+    its engine or, under C{processes=N}, its pool of worker processes.
+  - L{TransactionOwner}: what a C{@transact} method needs from the object
+    it is a method of (an L{AccessBroker<sasync.broker.AccessBroker>}).
+  - L{ProcessOwner}: what a worker process needs from its pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from twisted.internet.defer import Deferred
+
+    from asynqueue import Task, TaskQueue
+
+
+class StatementCanceller(Protocol):
+    """
+    Stops the statement of a task asked to stop (worker thread side).
+    """
+
+    def enter(self, task: Task[Any] | None) -> None:
+        """
+        Worker thread: C{task} starts running on this connection.
+        """
+
+    def leave(self) -> None:
+        """
+        Worker thread: the task running on this connection is done.
+        """
+
+
+class WorkerThread(Protocol):
+    """
+    A connection worker, as code running in its thread sees it. Worker
+    thread only: the connection lives and dies in this thread.
+    """
+
+    @property
+    def batchSize(self) -> int:
+        """
+        Rows per hop between the worker and the reactor.
+        """
+
+    @property
+    def canceller(self) -> StatementCanceller:
+        """
+        Stops the running statement of a cancelled task.
+        """
+
+    def connection(self) -> Connection:
+        """
+        This worker's connection, opened or replaced as needed.
+        """
+
+    def leaveTransaction(self) -> None:
+        """
+        Roll back whatever transaction a job left open on the connection.
+        """
+
+    def readOnlyNext(self) -> None:
+        """
+        Make the next transaction READ ONLY (PostgreSQL).
+        """
+
+
+class WorkQueue(Protocol):
+    """
+    Where a broker's tasks go (reactor thread): an engine handle, or under
+    C{processes=N} the broker's pool of worker processes.
+    """
+
+    #: The brokers (by C{id}) using it; the last one to let go closes it.
+    users: set[int]
+
+    @property
+    def queue(self) -> TaskQueue:
+        """
+        The queue feeding its workers.
+        """
+
+    def submit(self, task: Task[Any], timeout: float | None = None) -> Deferred[Any]:
+        """
+        Queue C{task}; C{timeout} seconds bound its whole run.
+        """
+
+    def close(self) -> Deferred[None]:
+        """
+        Let queued work finish, then stop every worker. Idempotent.
+        """
+
+
+class TransactionOwner(Protocol):
+    """
+    What the methods C{@transact} and C{@wait} make call on the object they
+    are methods of (reactor thread).
+    """
+
+    def _engineHandle(self) -> object:
+        """
+        Where its transactions run, to recognize a nested call (one made
+        from inside a running transaction of the same engine).
+        """
+
+    def _transact(
+        self,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: Any,
+    ) -> Deferred[Any]:
+        """
+        Queue C{f} as a transaction with the call options C{options} (a
+        C{sasync.transact.CallOptions}).
+        """
+
+    def _track(self, d: Deferred[Any]) -> None:
+        """
+        Make shutdown wait for C{d}.
+        """
+
+    def _checkThread(self, method: str) -> None:
+        """
+        Refuse a call of C{method} from a thread other than the reactor's
+        (raise C{sasync.errors.WrongThread}).
+        """
+
+
+class ProcessOwner(Protocol):
+    """
+    What a worker process needs from its pool (reactor thread).
+    """
+
+    #: The broker class's name, for messages.
+    name: str
+    #: How the worker process makes its broker (pickled).
+    recipe: bytes
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor, resolved lazily.
+        """
+
+    def learnTables(self, pickled: bytes | None) -> None:
+        """
+        The tables a worker process's broker made (pickled), if any.
+        """
+
+
+__all__ = [
+    "ProcessOwner",
+    "StatementCanceller",
+    "TransactionOwner",
+    "WorkQueue",
+    "WorkerThread",
+]

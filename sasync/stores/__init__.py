@@ -1,0 +1,19 @@
+"""
+Persistent stores on a database, each run by a broker of its own:
+L{Items} (a dict of one table's rows), L{PersistentArray} and
+L{PersistentDict}, with their storage (L{_storage}, L{_store}) and
+write-behind (L{_writes}).
+
+The stores sit on top of L{sasync.broker} and L{sasync.transact}; nothing
+below imports them.
+"""
+
+from __future__ import annotations
+
+from .items import Items as Items
+from .items import Missing as Missing
+from .parray import PersistentArray as PersistentArray
+from .pdict import NotPreloaded as NotPreloaded
+from .pdict import PersistentDict as PersistentDict
+
+__all__ = ["Items", "Missing", "NotPreloaded", "PersistentArray", "PersistentDict"]
