@@ -683,10 +683,17 @@ class AccessBroker:
         Other keywords go to C{sqlalchemy.Table}.
 
         Idempotent: an existing table or index is left alone, and losing a
-        race with another broker creating them is no error.
+        race with another broker creating them is no error. An existing
+        table is compared with the declaration: missing nullable or
+        server-defaulted columns and missing indexes are added (not with
+        C{evolve=False}); any other difference fails with
+        L{SchemaMismatch<sasync.errors.SchemaMismatch>} (see
+        C{docs/schema.md}).
 
         @return: A Deferred firing with the C{Table}.
         @raise TableNameError: C{name} would shadow a method or attribute.
+        @raise SchemaMismatch: (in the Deferred) the database's table
+            differs from the declaration in a way not added by itself.
         """
         if name in self._tables:
             return succeed(self._tables[name])

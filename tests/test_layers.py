@@ -46,6 +46,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "sasync.transact",
             "sasync.statements",
             "sasync.tables",
+            "sasync._evolve",
+            "sasync.migrations",
             "sasync.startup",
         ),
     ),
