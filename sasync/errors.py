@@ -77,6 +77,10 @@ class SchemaMismatch(SAsyncError):
             " see docs/schema.md) or declare the table as the database has it"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Across processes (processes=N) with its own arguments.
+        return (type(self), (self.table, self.differences))
+
 
 class MigrationFailed(SAsyncError):
     """
@@ -96,6 +100,9 @@ class MigrationFailed(SAsyncError):
         super().__init__(message)
         self.revision = revision
         self.current = current
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.revision, self.current))
 
 
 class StartupError(SAsyncError):
