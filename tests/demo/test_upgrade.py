@@ -12,53 +12,34 @@ from pathlib import Path
 import sqlalchemy as SA
 
 from sasync.demo.logbroker import INDEXED_VALUES, LogBroker
-from sasync.demo.logparse import VALUE_LENGTH
 
 
-def buildOldLayout(url: str) -> None:
+async def buildOldLayout(url: str) -> None:
     """
-    The tables of the demo before 0.20 (no index on C{entries.status}),
-    with one request in them, made without sAsync.
+    The demo's database before 0.20, with one request in it: this
+    version's tables without the index on C{entries.status}, dropped after
+    they were made.
     """
-    metadata = SA.MetaData()
-    entries = SA.Table(
-        "entries",
-        metadata,
-        SA.Column("id", SA.Integer, primary_key=True),
-        SA.Column("dt", SA.DateTime, nullable=False),
-        SA.Column("ip", SA.String(45), nullable=False),
-        SA.Column("method", SA.String(16), nullable=False),
-        SA.Column("status", SA.SmallInteger, nullable=False),
-        SA.Column("size", SA.Integer, nullable=False),
-        *[SA.Column(f"id_{n}", SA.Integer, nullable=False) for n in INDEXED_VALUES],
-        SA.Index("ix_entries_dt", "dt"),
-        SA.Index("ix_entries_ip", "ip"),
-    )
-    values = {
-        name: SA.Table(
-            name,
-            metadata,
-            SA.Column("id", SA.Integer, primary_key=True),
-            SA.Column("value", SA.String(VALUE_LENGTH), nullable=False),
-            SA.Index(f"ux_{name}_value", "value", unique=True),
+    broker = LogBroker(url)
+    try:
+        await broker.setEntries(
+            [
+                {
+                    "dt": datetime(2024, 3, 4, 13, 55, 36),
+                    "ip": "203.0.113.9",
+                    "method": "GET",
+                    "status": 404,
+                    "size": 10,
+                    **{name: "x" for name in INDEXED_VALUES},
+                }
+            ],
+            {name: ["x"] for name in INDEXED_VALUES},
         )
-        for name in INDEXED_VALUES
-    }
+    finally:
+        await broker.shutdown()
     engine = SA.create_engine(url)
     with engine.begin() as conn:
-        metadata.create_all(conn)
-        for table in values.values():
-            conn.execute(table.insert().values(id=1, value="x"))
-        conn.execute(
-            entries.insert().values(
-                dt=datetime(2024, 3, 4, 13, 55, 36),
-                ip="203.0.113.9",
-                method="GET",
-                status=404,
-                size=10,
-                **{f"id_{n}": 1 for n in INDEXED_VALUES},
-            )
-        )
+        conn.exec_driver_sql("DROP INDEX ix_entries_status")
     engine.dispose()
 
 
@@ -80,7 +61,7 @@ async def test_oldDemoDatabaseUpgraded(tmp_path: Path) -> None:
     adds ix_entries_status, and reads the old request back.
     """
     url = f"sqlite:///{tmp_path / 'sasync-demo.db'}"
-    buildOldLayout(url)
+    await buildOldLayout(url)
     assert "ix_entries_status" not in indexNames(url)
     broker = LogBroker(url)
     try:
