@@ -6,6 +6,7 @@ SchemaMismatch naming it, on SQLite, PostgreSQL and MySQL/MariaDB.
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,13 @@ import sqlalchemy as SA
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from twisted.internet import defer
 
-from sasync import AccessBroker, SchemaMismatch, StartupError, transact
+from sasync import (
+    AccessBroker,
+    MigrationFailed,
+    SchemaMismatch,
+    StartupError,
+    transact,
+)
 from sasync._evolve import sqliteAffinity, typeDifference
 
 from .test_tables import indexesOf
@@ -378,3 +385,14 @@ def test_sqliteAffinity() -> None:
         "FLOATING POINT": "INTEGER", "STRING": "NUMERIC", "DATETIME": "NUMERIC",
     }  # fmt: skip
     assert {text: sqliteAffinity(text) for text in cases} == cases
+
+
+def test_errorsPickle() -> None:
+    """
+    SchemaMismatch and MigrationFailed cross processes (processes=N) whole.
+    """
+    mismatch = pickle.loads(pickle.dumps(SchemaMismatch("t", ["column 'a': x"])))
+    assert (mismatch.table, mismatch.differences) == ("t", ["column 'a': x"])
+    assert "column 'a': x" in str(mismatch)
+    failed = pickle.loads(pickle.dumps(MigrationFailed("m c3 failed", "c3", "b2")))
+    assert (str(failed), failed.revision, failed.current) == ("m c3 failed", "c3", "b2")
