@@ -24,6 +24,7 @@ from sasync import (
     transact,
 )
 from sasync._evolve import sqliteAffinity, typeDifference
+from sasync.tables import defineTable
 
 from .test_tables import indexesOf
 
@@ -396,3 +397,14 @@ def test_errorsPickle() -> None:
     assert "column 'a': x" in str(mismatch)
     failed = pickle.loads(pickle.dumps(MigrationFailed("m c3 failed", "c3", "b2")))
     assert (str(failed), failed.revision, failed.current) == ("m c3 failed", "c3", "b2")
+
+
+def test_evolveMustBeBool() -> None:
+    """
+    table(..., evolve=) takes True or False only, and is no Table keyword.
+    """
+    metadata = SA.MetaData()
+    with pytest.raises(TypeError, match="evolve= must be True or False"):
+        defineTable(metadata, "t", v1(), [], {"evolve": "no"})
+    table = defineTable(metadata, "u", v1(), [], {"evolve": False})
+    assert table.info["sasync.evolve"] is False
