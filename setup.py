@@ -25,8 +25,10 @@ setup(
     ],
     extras_require={
         "mysql": ["pymysql>=1.1"],
+        "migrations": ["alembic>=1.13"],
         "test": [
             "pymysql>=1.1",
+            "alembic>=1.13",
             "pytest>=8",
             "hypothesis>=6.100",
             "treq>=24",

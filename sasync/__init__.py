@@ -12,10 +12,12 @@ from __future__ import annotations
 from .broker import AccessBroker as AccessBroker
 from .connection._engines import setup as setup
 from .errors import BrokerStopped as BrokerStopped
+from .errors import MigrationFailed as MigrationFailed
 from .errors import NoEngineError as NoEngineError
 from .errors import NotInTransaction as NotInTransaction
 from .errors import Overloaded as Overloaded
 from .errors import SAsyncError as SAsyncError
+from .errors import SchemaMismatch as SchemaMismatch
 from .errors import StartupError as StartupError
 from .errors import TableNameError as TableNameError
 from .errors import TransactionTimeout as TransactionTimeout
@@ -34,6 +36,7 @@ __all__ = [
     "Backoff",
     "BrokerStopped",
     "Items",
+    "MigrationFailed",
     "Missing",
     "NoEngineError",
     "NotInTransaction",
@@ -41,6 +44,7 @@ __all__ = [
     "PersistentArray",
     "PersistentDict",
     "SAsyncError",
+    "SchemaMismatch",
     "StartupError",
     "TableNameError",
     "TransactionTimeout",

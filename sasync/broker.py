@@ -19,6 +19,7 @@ import contextvars
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from twisted.python.failure import Failure
 
 from asynqueue.task import Task, TaskState
 
-from . import multicore, retry, startup, tables
+from . import migrations, multicore, retry, startup, tables
 from ._protocols import WorkQueue
 from .connection import (
     ConnectionWorker,
@@ -701,11 +702,18 @@ class AccessBroker:
         Other keywords go to C{sqlalchemy.Table}.
 
         Idempotent: an existing table or index is left alone, and losing a
-        race with another broker creating them is no error.
+        race with another broker creating them is no error. An existing
+        table is compared with the declaration: missing nullable or
+        server-defaulted columns and missing indexes are added (not with
+        C{evolve=False}); any other difference fails with
+        L{SchemaMismatch<sasync.errors.SchemaMismatch>} (see
+        C{docs/schema.md}).
 
         @return: A Deferred firing with the C{Table}.
         @raise TableNameError: C{name} would shadow a method or attribute.
         @raise WrongThread: called from a thread other than the reactor's.
+        @raise SchemaMismatch: (in the Deferred) the database's table
+            differs from the declaration in a way not added by itself.
         """
         self._checkThread("table")
         if name in self._tables:
@@ -753,6 +761,47 @@ class AccessBroker:
 
         pending = self._tablesPending[name] = done.addCallbacks(created, failed)
         return pending
+
+    def migrate(
+        self, scriptLocation: str | os.PathLike[str], revision: str = "head"
+    ) -> Deferred[str]:
+        """
+        Upgrade the database with Alembic (extra C{sAsync[migrations]}) to
+        C{revision}, with the script directory at C{scriptLocation}: in a
+        worker thread, on the broker's engine, the worker's connection
+        passed to C{env.py} as C{config.attributes["connection"]}. Brokers
+        and processes migrating at once take turns on a database lock: one
+        migrates, the others then find it done. Usually called from
+        L{startup} before its L{table} calls; see C{docs/schema.md} and
+        L{sasync.migrations}.
+
+        @return: A Deferred firing with the revision now current (several
+            heads joined with C{","}; C{""} if none).
+        @raise MigrationFailed: (in the Deferred) a migration failed; it
+            names the revision.
+        """
+        if self._refusing():
+            return fail(BrokerStopped("migrate() was called after shutdown()"))
+        if self._phase == _FAILED:
+            return fail(self._startupError())
+        try:
+            migrations.requireAlembic()
+        except ImportError:
+            return fail()
+        job = _inWorker(
+            functools.partial(
+                migrations.upgrade,
+                scriptLocation=os.fspath(scriptLocation),
+                revision=revision,
+            )
+        )
+        return self._retrying(
+            lambda: Task(job, niceness=-20),
+            self._handle.submit,
+            f"{type(self).__name__}.migrate({os.fspath(scriptLocation)!r})",
+            self._retries(),
+            None,
+        )
 
     # Conveniences -------------------------------------------------------------
 

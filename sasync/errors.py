@@ -11,7 +11,7 @@ AsynQueue's L{asynqueue.TaskTimeout}).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from asynqueue.errors import QueueStopped, TaskTimeout
@@ -61,6 +61,59 @@ class TableNameError(SAsyncError, ValueError):
     A table name given to L{AccessBroker.table} would shadow a method or
     attribute of the broker (C{self.<name>} is how you reach a table).
     """
+
+
+class SchemaMismatch(SAsyncError):
+    """
+    A table declared with L{AccessBroker.table<sasync.broker.AccessBroker.table>}
+    differs from the one in the database in a way C{table()} does not
+    change by itself (a column's type or nullability, a missing NOT NULL
+    column without a server default, an index on other columns, a unique
+    index the existing rows violate, ...). Raised from the broker's
+    start-up; change the database with a migration (see C{docs/schema.md}
+    and C{AccessBroker.migrate}), or declare the table as it is.
+
+    @ivar table: The table's name.
+    @ivar differences: One line per difference, each naming the column or
+        index, what was declared and what the database has.
+    """
+
+    def __init__(self, table: str, differences: Sequence[str]) -> None:
+        self.table = table
+        self.differences = list(differences)
+        lines = "".join(f"\n  - {d}" for d in self.differences)
+        super().__init__(
+            f"table {table!r} in the database differs from its declaration:"
+            f"{lines}\nchange the database with a migration (broker.migrate(),"
+            " see docs/schema.md) or declare the table as the database has it"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Across processes (processes=N) with its own arguments.
+        return (type(self), (self.table, self.differences))
+
+
+class MigrationFailed(SAsyncError):
+    """
+    An Alembic migration run by
+    L{AccessBroker.migrate<sasync.broker.AccessBroker.migrate>} failed;
+    the original error is the C{__cause__}. Where the database has
+    transactional DDL (PostgreSQL, SQLite) nothing of that C{migrate()}
+    call stayed; on MySQL/MariaDB the revisions before the failing one
+    stay applied.
+
+    @ivar revision: The revision that failed, or C{None} if the failure was
+        not inside one revision's script (C{env.py}, the version table).
+    @ivar current: The revision the database is at now (C{""}: none).
+    """
+
+    def __init__(self, message: str, revision: str | None, current: str) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.current = current
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.revision, self.current))
 
 
 class StartupError(SAsyncError):
@@ -148,10 +201,12 @@ def _brief(e: BaseException) -> str:
 __all__ = [
     "BrokerStopped",
     "ConnectionClosedByServer",
+    "MigrationFailed",
     "NoEngineError",
     "NotInTransaction",
     "Overloaded",
     "SAsyncError",
+    "SchemaMismatch",
     "StartupError",
     "TableNameError",
     "TransactionTimeout",

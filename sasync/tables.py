@@ -1,6 +1,8 @@
 """
 Table setup for L{AccessBroker.table}: create a table and its named indexes
-if missing, idempotently, even when two brokers (or processes) do it at once.
+if missing, or add the columns and indexes its declaration gained (see
+L{sasync._evolve}), idempotently, even when two brokers (or processes) do it
+at once.
 
 Index names live in one namespace per database on PostgreSQL and SQLite, and
 the same C{unique_value=[...]} keyword is commonly given for several tables,
@@ -19,9 +21,10 @@ from typing import Any
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from .errors import TableNameError
+from . import _evolve
+from .errors import SchemaMismatch, TableNameError
 
 #: The longest identifier every supported database takes (PostgreSQL: 63).
 MAX_NAME = 63
@@ -132,8 +135,18 @@ def defineTable(
 ) -> SA.Table:
     """
     The C{Table} object, with its indexes attached (reactor thread: no I/O).
+    C{tableKw} may hold C{evolve} (see L{createTable}).
+
+    @raise TypeError: C{evolve} is not a bool.
     """
+    tableKw = dict(tableKw)
+    evolve = tableKw.pop("evolve", True)
+    if not isinstance(evolve, bool):
+        raise TypeError(
+            f"table {name!r}: evolve= must be True or False, not {evolve!r}"
+        )
     table = SA.Table(name, metadata, *columns, **tableKw)
+    table.info[_evolve.EVOLVE_KEY] = evolve
     for spec in indexes:
         try:
             cols = [table.c[c] for c in spec.columns]
@@ -146,41 +159,76 @@ def defineTable(
     return table
 
 
-def createTable(connection: Connection, table: SA.Table, attempts: int = 3) -> None:
+def createTable(connection: Connection, table: SA.Table, attempts: int = 5) -> None:
     """
-    Worker thread: create C{table} and its indexes where missing.
+    Worker thread: create C{table} and its indexes where missing; if the
+    table exists, compare it with the declaration and add the missing
+    columns and indexes that can be added (see L{sasync._evolve}).
 
-    Losing a race with another broker creating the same table or index
-    (an "already exists" error, or PostgreSQL's duplicate catalog key) is
-    fine: the transaction is rolled back and the check repeated.
+    Nothing is written unless something is missing: a read-only look first.
+    The changes of one table run in one transaction (on SQLite one that
+    holds the write lock from its start, so that DDL is in it too). Losing a
+    race with another broker making the same change (an "already exists"
+    error, or PostgreSQL's duplicate catalog key) is fine: the transaction
+    is rolled back and the comparison repeated.
+
+    @raise SchemaMismatch: the table differs in a way not added by itself.
     """
     for attempt in range(attempts):
+        with connection.begin():
+            todo = _evolve.plan(connection, table)
+        _raiseMismatches(table, todo)
+        if todo.empty:
+            return
         try:
             with connection.begin():
-                table.create(connection, checkfirst=True)
-                for index in table.indexes:
-                    index.create(connection, checkfirst=True)
+                if connection.dialect.name == "sqlite":
+                    # The driver would leave DDL outside the transaction.
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                todo = _evolve.plan(connection, table)
+                _raiseMismatches(table, todo)
+                _evolve.apply(connection, table, todo)
             return
         except DBAPIError as e:
             if e.connection_invalidated:
                 raise  # A lost connection, not a lost race.
             if connection.in_transaction():
                 connection.rollback()
-            if attempt + 1 >= attempts:
-                if _allExist(connection, table):
-                    return
-                raise
+            if attempt + 1 < attempts:
+                continue
+            with connection.begin():
+                left = _evolve.plan(connection, table)
+            if left.empty and not left.mismatches:
+                return
+            raise _refused(table, left, e) from e
 
 
-def _allExist(connection: Connection, table: SA.Table) -> bool:
-    inspector = SA.inspect(connection)
-    if not inspector.has_table(table.name, schema=table.schema):
-        return False
-    names = {i["name"] for i in inspector.get_indexes(table.name, schema=table.schema)}
-    result = all(index.name in names for index in table.indexes)
-    if connection.in_transaction():
-        connection.rollback()
-    return result
+def _raiseMismatches(table: SA.Table, todo: _evolve.Plan) -> None:
+    if todo.mismatches:
+        raise SchemaMismatch(table.name, todo.mismatches)
+
+
+def _refused(table: SA.Table, left: _evolve.Plan, error: DBAPIError) -> Exception:
+    # The database refused a change of the plan: name it, if it was ours.
+    if left.create:
+        return error
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    differences = [
+        f"column {c.name!r} could not be added: the database refused ({reason});"
+        f" {_evolve.MIGRATE_HINT}"
+        for c in left.columns
+    ]
+    if isinstance(error, IntegrityError):
+        differences += [
+            _evolve.unbuildable(i, reason) for i in left.indexes if i.unique
+        ]
+    else:
+        differences += [
+            f"index {i.name!r} could not be created: the database refused"
+            f" ({reason}); {_evolve.MIGRATE_HINT}"
+            for i in left.indexes
+        ]
+    return SchemaMismatch(table.name, differences)
 
 
 __all__ = [

@@ -12,7 +12,8 @@ The layers, lowest first (see C{docs/contributing.md}):
      needs from its owner).
   3. C{sasync.connection}: engines, connection workers, thread state.
   4. transactions: C{sasync.transact} (and its types), C{sasync.statements},
-     C{sasync.tables}, C{sasync.startup}: the broker's parts.
+     C{sasync.tables} (and C{sasync._evolve}), C{sasync.migrations},
+     C{sasync.startup}: the broker's parts.
   5. C{sasync.multicore}: the process pool a broker may run on.
   6. C{sasync.broker}: C{AccessBroker}.
   7. C{sasync.stores}: C{Items}, C{PersistentArray}, C{PersistentDict}.
@@ -46,6 +47,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "sasync.transact",
             "sasync.statements",
             "sasync.tables",
+            "sasync._evolve",
+            "sasync.migrations",
             "sasync.startup",
         ),
     ),

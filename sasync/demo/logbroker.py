@@ -91,7 +91,10 @@ class LogBroker(AccessBroker):
 
     async def startup(self) -> None:
         """
-        Create the tables and their indexes, if missing.
+        Create the tables and their indexes, if missing. A database made by
+        an older demo is upgraded in place: C{table()} adds what this
+        version declares beyond it (C{ix_entries_status}, new in 0.20, for
+        L{statusMix}); see C{docs/schema.md}.
         """
         await self.table(
             "entries",
@@ -108,6 +111,7 @@ class LogBroker(AccessBroker):
             ],
             index_dt=["dt"],
             index_ip=["ip"],
+            index_status=["status"],
         )
         for name in INDEXED_VALUES:
             await self.table(
