@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "transactions",
         (
+            "sasync._stats",
             "sasync.transactiontypes",
             "sasync.transact",
             "sasync.statements",
