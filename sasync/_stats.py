@@ -362,9 +362,17 @@ class CallStats:
         counts = self.counts
         servers = dict(self.servers)
         servers[self.url] = ServerStats(self.calls())
+        pending = running = 0
+        if queue is not None:
+            # A task handed to a busy worker, to run after its current one,
+            # counts as running in the queue: here it is queued.
+            running = int(queue.running())
+            handedAhead = max(0, running - len(workers))
+            pending = int(queue.pending()) + handedAhead
+            running -= handedAhead
         return BrokerStats(
-            queued=(0 if queue is None else int(queue.pending())) + waiting,
-            running=0 if queue is None else int(queue.running()),
+            queued=pending + waiting,
+            running=running,
             connections=len(workers),
             idleConnections=idle,
             heldByIterations=held,
