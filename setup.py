@@ -25,8 +25,13 @@ setup(
     ],
     extras_require={
         "mysql": ["pymysql>=1.1"],
+        "metrics": ["prometheus_client>=0.20"],
+        "otel": ["opentelemetry-api>=1.20"],
         "test": [
             "pymysql>=1.1",
+            "prometheus_client>=0.20",
+            "opentelemetry-api>=1.20",
+            "opentelemetry-sdk>=1.20",
             "pytest>=8",
             "hypothesis>=6.100",
             "treq>=24",

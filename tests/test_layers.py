@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "transactions",
         (
             "sasync._stats",
+            "sasync.metrics",
             "sasync.transactiontypes",
             "sasync.transact",
             "sasync.statements",

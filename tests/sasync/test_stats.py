@@ -7,8 +7,8 @@ retried calls.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as SA
@@ -17,6 +17,8 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 
 from sasync import AccessBroker, TransactionTimeout, retry, transact
+
+T = TypeVar("T")
 
 #: How many rows the streamed SELECT reads.
 ROWS = 7
@@ -95,12 +97,44 @@ def _namespaced(events: list[dict[str, Any]], namespace: str) -> list[dict[str, 
     return [e for e in events if e["log_namespace"] == namespace]
 
 
+async def scriptedMix(broker: MixBroker, during: Callable[[], T]) -> T:
+    """
+    On a running L{MixBroker}: ROWS commits, one failure, one call retried
+    once then committed, a streamed SELECT of ROWS rows, then with the
+    connection held by a blocked call, one queued call cancelled and one
+    timed out; the blocked call then commits.
+
+    @return: What C{during} returned, called while two calls are queued
+        behind the blocked one.
+    """
+    for i in range(ROWS):
+        await broker.add(f"n{i}")
+    with pytest.raises(Boom):
+        await broker.fail()
+    assert await broker.conflictOnce(retries=2) == "second time lucky"
+    rows = [row async for row in await broker.names()]
+    assert len(rows) == ROWS
+    # The one connection is held: the next calls queue behind it.
+    blocked = broker.block()
+    await deferToThread(broker.started.wait, 10)
+    queued = broker.add("never")
+    timedOut = broker.add("late", timeout=0.05)
+    seen = during()
+    queued.cancel()
+    with pytest.raises(CancelledError):
+        await queued
+    with pytest.raises(TransactionTimeout):
+        await timedOut
+    broker.release.set()
+    await blocked
+    return seen
+
+
 async def test_scriptedMix(dbURL: str, events: list[dict[str, Any]]) -> None:
     """
-    After ROWS commits, 2 failures, 1 cancel of a queued call, 1 timeout of
-    a queued call, 1 call retried once then committed, and a streamed
-    SELECT, stats() counts each exactly, and the retry and the timeout were
-    logged with structured fields.
+    After the L{scriptedMix} and one more failure, stats() counts each
+    outcome exactly, and the retry and the timeout were logged with
+    structured fields.
     """
     broker = MixBroker(dbURL)
     try:
@@ -108,34 +142,16 @@ async def test_scriptedMix(dbURL: str, events: list[dict[str, Any]]) -> None:
         before = broker.stats()
         assert (before.committed, before.failed, before.cancelled) == (0, 0, 0)
         assert before.connections == 1
-        for i in range(ROWS):
-            await broker.add(f"n{i}")
-        for _ in range(2):
-            with pytest.raises(Boom):
-                await broker.fail()
-        assert await broker.conflictOnce(retries=2) == "second time lucky"
-        rows = [row async for row in await broker.names()]
-        assert len(rows) == ROWS
-        # The one connection is held: the next calls queue behind it.
-        blocked = broker.block()
-        await deferToThread(broker.started.wait, 10)
-        queued = broker.add("never")
-        timedOut = broker.add("late", timeout=0.05)
-        during = broker.stats()
-        assert during.running == 1
-        assert during.queued == 2
-        assert during.idleConnections == 0
-        queued.cancel()
-        with pytest.raises(CancelledError):
-            await queued
-        with pytest.raises(TransactionTimeout):
-            await timedOut
-        broker.release.set()
-        await blocked
+        with pytest.raises(Boom):
+            await broker.fail()
+        during = await scriptedMix(broker, broker.stats)
         stats = broker.stats()
     finally:
         broker.release.set()
         await broker.shutdown()
+    assert during.running == 1
+    assert during.queued == 2
+    assert during.idleConnections == 0
     assert stats.committed == ROWS + 3  # adds, conflictOnce, names, block
     assert stats.failed == 2
     assert stats.cancelled == 1
