@@ -34,6 +34,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import _tracing as tracing
 from .errors import TransactionTimeout
 
 T = TypeVar("T")
@@ -146,16 +147,26 @@ class CallRecord:
         self.attempts = 0
         self.span: Any = None
 
-    def start(self) -> None:
+    def start(self) -> object:
         """
-        Worker thread: an attempt starts. (The reactor reads these once the
-        call's result came back through C{callFromThread}; a call abandoned
-        while it runs may be read earlier, and then counts as never
-        started.)
+        Worker thread: an attempt starts; its span (if traced) becomes
+        current in this thread. (The reactor reads these once the call's
+        result came back through C{callFromThread}; a call abandoned while
+        it runs may be read earlier, and then counts as never started.)
+
+        @return: What L{stop} needs.
         """
         if self.started is None:
             self.started = time.monotonic()
         self.attempts += 1
+        return None if self.span is None else tracing.enter(self.span)
+
+    def stop(self, token: object) -> None:
+        """
+        Worker thread: the attempt's transaction is over.
+        """
+        if token is not None:
+            tracing.leave(token)
 
 
 def checkSlowTransaction(value: object) -> float | None:
@@ -215,6 +226,8 @@ class CallStats:
         """
         self.broker = broker
         self.url = url
+        #: What OpenTelemetry calls the database (its db.system.name).
+        self.system = url.split(":", 1)[0].split("+", 1)[0]
         self.queue = queue
         self.slowTransaction = slowTransaction
         self.outcomes: Counter[tuple[str, str]] = Counter()
@@ -235,13 +248,20 @@ class CallStats:
         """
         cls._timingUsers += 1 if keep else -1
 
-    def begin(self, method: str) -> CallRecord | None:
+    def begin(self, method: str, niceness: int) -> CallRecord | None:
         """
-        A call of C{method} is made: its record if calls are timed (or
-        slow ones logged), else C{None}.
+        A call of C{method} is made: its record if calls are timed, slow
+        ones logged, or calls traced (then its span starts here, as the
+        child of the span current in this thread), else C{None}.
         """
-        if CallStats._timingUsers > 0 or self.slowTransaction is not None:
-            return CallRecord(method)
+        traced = tracing.active()
+        if CallStats._timingUsers > 0 or self.slowTransaction is not None or traced:
+            record = CallRecord(method)
+            if traced:
+                record.span = tracing.startSpan(
+                    f"{self.broker}.{method}", self.system, niceness
+                )
+            return record
         return None
 
     def watch(
@@ -270,10 +290,10 @@ class CallStats:
         self.counts[outcome] += 1
         self.outcomes[method, outcome] += 1
         if record is not None:
-            self._timed(record, outcome)
+            self._timed(record, outcome, result)
         return result
 
-    def _timed(self, record: CallRecord, outcome: str) -> None:
+    def _timed(self, record: CallRecord, outcome: str, result: object) -> None:
         now = time.monotonic()
         started = record.started
         wait = (now if started is None else started) - record.made
@@ -287,6 +307,9 @@ class CallStats:
             histogram.observe(wait)
             if started is not None:
                 self.transactionTime[method].observe(ran)
+        if record.span is not None:
+            error = result.value if isinstance(result, Failure) else None
+            tracing.endSpan(record.span, record.attempts, wait, error)
         slow = self.slowTransaction
         if slow is not None and wait + ran > slow:
             slowLog.warn(

@@ -323,8 +323,8 @@ class TransactionCall:
             # ONLY, so it can't take part in serialization failures.
             worker.readOnlyNext()
         record = self.options.record
-        if record is not None:
-            record.start()
+        # (Timing, and the call's span made current in this thread.)
+        token = None if record is None else record.start()
         canceller.enter(task)
         try:
             return self._run(worker, connection, task, args, kw)
@@ -340,6 +340,8 @@ class TransactionCall:
             raise
         finally:
             canceller.leave()
+            if record is not None:
+                record.stop(token)
 
     def _run(
         self, worker: Any, connection: Any, task: Task[Any] | None, args: Any, kw: Any
@@ -607,7 +609,7 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
         options, own = splitKeywords(accepts, name, kw)
         # Counted where the call ends, whichever way (sasync._stats).
         stats: CallStats = self._callStats
-        record = stats.begin(name)
+        record = stats.begin(name, options.niceness)
         if record is not None:
             options = dataclasses.replace(options, record=record)
         return stats.watch(name, self._transact(f, args, own, options), record)

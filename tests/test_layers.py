@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "transactions",
         (
+            "sasync._tracing",
             "sasync._stats",
             "sasync.metrics",
             "sasync.transactiontypes",

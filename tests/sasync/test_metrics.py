@@ -126,16 +126,17 @@ def test_noPasswordInLabels() -> None:
     assert "s3cret" not in text
 
 
-def test_timingsOnlyWithCollector() -> None:
+def test_timingsOnlyWithCollector(monkeypatch: pytest.MonkeyPatch) -> None:
     """
-    Calls are timed only while a collector exists.
+    Calls are timed only while a collector exists (and nothing traces).
     """
+    monkeypatch.setattr("sasync._tracing.active", lambda: False)
     stats = CallStats("B", "sqlite://", object())
     gc.collect()
     assert CallStats._timingUsers == 0
-    assert stats.begin("m") is None
+    assert stats.begin("m", 0) is None
     collector = PrometheusCollector()
-    assert stats.begin("m") is not None
+    assert stats.begin("m", 0) is not None
     del collector
     gc.collect()
-    assert stats.begin("m") is None
+    assert stats.begin("m", 0) is None

@@ -1,0 +1,97 @@
+"""
+OpenTelemetry spans of transaction calls (extra C{sAsync[otel]}: the API
+only; the application picks the SDK and exporters).
+
+Each call is a span named C{Broker.method}, started in the reactor thread
+when the call is made, so its parent is the span current there (the web
+request that made the call); made current in the worker thread while the
+transaction runs, so spans made there (C{opentelemetry-instrumentation-
+sqlalchemy}'s statement spans, the user's own) are its children; ended
+when the caller's Deferred fires. Attributes: C{db.system.name},
+C{sasync.niceness}, C{sasync.attempt} (attempts started),
+C{sasync.queue_wait_ms}; status ERROR with the exception recorded when the
+call fails.
+
+Without opentelemetry installed, or without a tracer provider set (or with
+the API's no-op one), L{active} is false and nothing here runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from opentelemetry import context as _context
+    from opentelemetry import trace as _trace
+except ImportError:  # (The extra is not installed: no tracing.)
+    _trace = None
+    _context = None
+
+_tracer: Any = None
+
+
+def active() -> bool:
+    """
+    Whether calls are traced: opentelemetry is installed and a real tracer
+    provider is set. (Once one is set it stays: the API sets it only once.)
+    """
+    global _tracer
+    if _tracer is not None:
+        return True
+    if _trace is None:
+        return False
+    provider = _trace.get_tracer_provider()
+    if isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider):
+        return False
+    _tracer = provider.get_tracer("sasync")
+    return True
+
+
+def startSpan(name: str, system: str, niceness: int) -> Any:
+    """
+    Reactor thread: start the span of a call named C{name}, the child of
+    the span current here.
+    """
+    return _tracer.start_span(
+        name,
+        kind=_trace.SpanKind.CLIENT,  # type: ignore[union-attr]
+        attributes={"db.system.name": system, "sasync.niceness": niceness},
+    )
+
+
+def enter(span: Any) -> object:
+    """
+    Worker thread: make C{span} current here, for the transaction.
+
+    @return: What L{leave} needs.
+    """
+    return _context.attach(_trace.set_span_in_context(span))  # type: ignore[union-attr]
+
+
+def leave(token: object) -> None:
+    """
+    Worker thread: the transaction is over; the span is no longer current.
+    """
+    _context.detach(token)  # type: ignore[union-attr]
+
+
+def endSpan(
+    span: Any, attempts: int, queueWait: float, error: BaseException | None
+) -> None:
+    """
+    Reactor thread: the call ended (with C{error} if it failed).
+    """
+    span.set_attribute("sasync.attempt", attempts)
+    span.set_attribute("sasync.queue_wait_ms", queueWait * 1000.0)
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(
+            _trace.Status(  # type: ignore[union-attr]
+                _trace.StatusCode.ERROR,  # type: ignore[union-attr]
+                f"{type(error).__name__}: {error}",
+            )
+        )
+    span.end()
+
+
+__all__ = ["active", "endSpan", "enter", "leave", "startSpan"]
