@@ -9,6 +9,8 @@ database connection.
 
 from __future__ import annotations
 
+from ._stats import BrokerStats as BrokerStats
+from ._stats import ServerStats as ServerStats
 from .broker import AccessBroker as AccessBroker
 from .connection._engines import setup as setup
 from .errors import BrokerStopped as BrokerStopped
@@ -31,6 +33,7 @@ from .transact import wait as wait
 __all__ = [
     "AccessBroker",
     "Backoff",
+    "BrokerStats",
     "BrokerStopped",
     "Items",
     "Missing",
@@ -40,6 +43,7 @@ __all__ = [
     "PersistentArray",
     "PersistentDict",
     "SAsyncError",
+    "ServerStats",
     "StartupError",
     "TableNameError",
     "TransactionTimeout",
