@@ -42,6 +42,8 @@ setup(
         "docs": ["pydoctor>=24.3"],
         "demo": ["matplotlib>=3.8"],
         "bench": [
+            "prometheus_client>=0.20",
+            "opentelemetry-api>=1.20",
             "asyncpg>=0.29",
             "txpostgres>=1.7",
             "sqlalchemy[asyncio]>=2.0,<2.2",
