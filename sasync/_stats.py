@@ -161,6 +161,13 @@ class CallRecord:
         self.attempts += 1
         return None if self.span is None else tracing.enter(self.span)
 
+    def sendable(self) -> dict[str, str] | None:
+        """
+        What a worker process needs of this record (C{processes=N}): the
+        trace context of its span, or C{None}.
+        """
+        return None if self.span is None else tracing.carrier(self.span)
+
     def stop(self, token: object) -> None:
         """
         Worker thread: the attempt's transaction is over.
@@ -248,18 +255,21 @@ class CallStats:
         """
         cls._timingUsers += 1 if keep else -1
 
-    def begin(self, method: str, niceness: int) -> CallRecord | None:
+    def begin(
+        self, method: str, niceness: int, parent: dict[str, str] | None = None
+    ) -> CallRecord | None:
         """
         A call of C{method} is made: its record if calls are timed, slow
         ones logged, or calls traced (then its span starts here, as the
-        child of the span current in this thread), else C{None}.
+        child of the span current in this thread, or of C{parent}, trace
+        context headers from another process), else C{None}.
         """
         traced = tracing.active()
         if CallStats._timingUsers > 0 or self.slowTransaction is not None or traced:
             record = CallRecord(method)
             if traced:
                 record.span = tracing.startSpan(
-                    f"{self.broker}.{method}", self.system, niceness
+                    f"{self.broker}.{method}", self.system, niceness, parent
                 )
             return record
         return None

@@ -23,9 +23,13 @@ from typing import Any
 try:
     from opentelemetry import context as _context
     from opentelemetry import trace as _trace
+    from opentelemetry.trace.propagation.tracecontext import (
+        TraceContextTextMapPropagator,
+    )
 except ImportError:  # (The extra is not installed: no tracing.)
     _trace = None
     _context = None
+    TraceContextTextMapPropagator = None
 
 _tracer: Any = None
 
@@ -47,16 +51,37 @@ def active() -> bool:
     return True
 
 
-def startSpan(name: str, system: str, niceness: int) -> Any:
+def startSpan(
+    name: str, system: str, niceness: int, carrier: dict[str, str] | None = None
+) -> Any:
     """
     Reactor thread: start the span of a call named C{name}, the child of
-    the span current here.
+    the span current here, or of the span C{carrier} names (see
+    L{carrier}).
     """
+    parent = None
+    if carrier is not None:
+        parent = TraceContextTextMapPropagator().extract(carrier)  # type: ignore[misc]
     return _tracer.start_span(
         name,
+        context=parent,
         kind=_trace.SpanKind.CLIENT,  # type: ignore[union-attr]
         attributes={"db.system.name": system, "sasync.niceness": niceness},
     )
+
+
+def carrier(span: Any) -> dict[str, str]:
+    """
+    C{span}'s identity as W3C trace context headers (C{traceparent}), to
+    send to a worker process (C{processes=N}), whose span of the call is
+    then its child.
+    """
+    headers: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(  # type: ignore[misc]
+        headers,
+        context=_trace.set_span_in_context(span),  # type: ignore[union-attr]
+    )
+    return headers
 
 
 def enter(span: Any) -> object:
@@ -94,4 +119,4 @@ def endSpan(
     span.end()
 
 
-__all__ = ["active", "endSpan", "enter", "leave", "startSpan"]
+__all__ = ["active", "carrier", "endSpan", "enter", "leave", "startSpan"]

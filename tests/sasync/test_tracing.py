@@ -6,6 +6,7 @@ made in the worker thread during the transaction; failures are recorded.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -16,7 +17,11 @@ from sasync import AccessBroker, transact
 pytest.importorskip("opentelemetry.sdk")
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
@@ -111,3 +116,73 @@ async def test_errorRecorded(sqliteURL: str, exporter: InMemorySpanExporter) -> 
     assert event.name == "exception"
     assert event.attributes["exception.type"].endswith("Failed")
     assert "on purpose" in event.attributes["exception.message"]
+
+
+class FileExporter(SpanExporter):
+    """
+    Writes each finished span as a JSON line to a file (for spans made in
+    a worker process).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def export(self, spans: Any) -> SpanExportResult:
+        with open(self.path, "a") as f:
+            for s in spans:
+                f.write(
+                    json.dumps(
+                        {
+                            "name": s.name,
+                            "trace": s.context.trace_id,
+                            "span": s.context.span_id,
+                            "parent": s.parent.span_id if s.parent else None,
+                        }
+                    )
+                    + "\n"
+                )
+        return SpanExportResult.SUCCESS
+
+
+class ProcessTraceBroker(TraceBroker):
+    """
+    Under C{processes=N}, its worker processes' spans go to C{spanFile}.
+    """
+
+    def __init__(self, url: str, spanFile: str, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        self.spanFile = spanFile
+
+    def startup(self) -> None:
+        # Runs in each worker process only (the parent starts the pool).
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(FileExporter(self.spanFile)))
+        trace.set_tracer_provider(provider)
+
+
+async def test_acrossProcesses(
+    postgresqlURL: str,
+    exporter: InMemorySpanExporter,
+    brokers: Any,
+    tmp_path: Any,
+) -> None:
+    """
+    Under C{processes=1}, the worker process's span of the call is the
+    child of the parent's, in the same trace, and spans made in its
+    transaction are children of that.
+    """
+    spanFile = str(tmp_path / "spans.jsonl")
+    broker = brokers(ProcessTraceBroker, postgresqlURL, spanFile, processes=1)
+    await broker.waitUntilRunning()
+    exporter.clear()
+    with trace.get_tracer("test").start_as_current_span("request"):
+        d = broker.work(4)
+    assert await d == 4
+    await broker.shutdown()
+    parent = _byName(exporter.get_finished_spans())["ProcessTraceBroker.work"]
+    with open(spanFile) as f:
+        child = {s["name"]: s for s in map(json.loads, f)}
+    call, inner = child["ProcessTraceBroker.work"], child["inner"]
+    assert call["trace"] == inner["trace"] == parent.context.trace_id
+    assert call["parent"] == parent.context.span_id
+    assert inner["parent"] == call["span"]
