@@ -352,7 +352,10 @@ class Attempts:
     def _retry(self, reason: str) -> None:
         self.retried += 1
         delay = self._backoff.delay(self.retried, reason)
-        retryLog.info(
+        # The start-up's waiting for its database logs once by itself: its
+        # retries stay at debug level.
+        emit = retryLog.info if self._mayRetry is None else retryLog.debug
+        emit(
             "{call} will run again in {delay:.3f} s ({reason}), retry {n} of {m}",
             call=self._description,
             delay=delay,
