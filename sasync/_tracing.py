@@ -18,6 +18,7 @@ the API's no-op one), L{active} is false and nothing here runs.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 try:
@@ -32,20 +33,32 @@ except ImportError:  # (The extra is not installed: no tracing.)
     TraceContextTextMapPropagator = None
 
 _tracer: Any = None
+#: Set once the provider is known to be the API's no-op one (for good).
+_never = _trace is None
+#: The provider may come from the environment (OTEL_PYTHON_TRACER_PROVIDER),
+#: made on the first get_tracer_provider(): then always ask.
+_fromEnvironment = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def active() -> bool:
     """
     Whether calls are traced: opentelemetry is installed and a real tracer
-    provider is set. (Once one is set it stays: the API sets it only once.)
+    provider is set. Asked on every call, so it answers from a module
+    global while no provider is set (the API sets one only once, for good).
     """
-    global _tracer
+    global _tracer, _never
     if _tracer is not None:
         return True
-    if _trace is None:
+    if _never or (
+        # (The API's own global: get_tracer_provider() costs more.)
+        getattr(_trace, "_TRACER_PROVIDER", None) is None and not _fromEnvironment
+    ):
         return False
-    provider = _trace.get_tracer_provider()
-    if isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider):
+    provider = _trace.get_tracer_provider()  # type: ignore[union-attr]
+    if isinstance(provider, _trace.NoOpTracerProvider):  # type: ignore[union-attr]
+        _never = True
+        return False
+    if isinstance(provider, _trace.ProxyTracerProvider):  # type: ignore[union-attr]
         return False
     _tracer = provider.get_tracer("sasync")
     return True
