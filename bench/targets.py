@@ -68,6 +68,12 @@ TARGETS = [
     # Serializable by default costs at most 10% against the READ COMMITTED
     # opt-out (measured in the same run).
     Target(13, "orm-sasync", "ratio", 0.9, "orm-sasync-readcommitted"),
+    # Observability costs at most 3% (the collector registered, or tracing
+    # with a no-op provider), against the same variant without it.
+    Target(17, "orm-sasync-metrics", "ratio", 0.97, "orm-sasync"),
+    Target(17, "orm-sasync-tracing", "ratio", 0.97, "orm-sasync"),
+    Target(17, "select1-sasync-metrics", "ratio", 0.97, "select1-sasync"),
+    Target(17, "select1-sasync-tracing", "ratio", 0.97, "select1-sasync"),
     Target(13, "sql-sasync", "ratio", 0.9, "sql-sasync-readcommitted"),
 ]
 

@@ -74,6 +74,7 @@ _O, _S, _T, _M = (
     "bench.micro_peers",
 )
 _SA, _AQ = "bench.sasync_variants", "bench.asynqueue_variants"
+_OB = "bench.observability_variants"
 
 VARIANTS = [
     Variant(
@@ -109,6 +110,22 @@ VARIANTS = [
         "orm",
         f"{_SA}:ormSasync",
         "sAsync @transact + self.session",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "orm-sasync-metrics",
+        "orm",
+        f"{_OB}:ormSasyncMetrics",
+        "sAsync @transact + self.session, Prometheus collector registered",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "orm-sasync-tracing",
+        "orm",
+        f"{_OB}:ormSasyncTracing",
+        "sAsync @transact + self.session, OpenTelemetry no-op provider",
         loop="reactor",
         needs="sasync",
     ),
@@ -330,6 +347,24 @@ VARIANTS = [
         "select1",
         f"{_SA}:select1Sasync",
         "sAsync @transact",
+        loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "select1-sasync-metrics",
+        "select1",
+        f"{_OB}:select1SasyncMetrics",
+        "sAsync @transact, Prometheus collector registered",
+        loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "select1-sasync-tracing",
+        "select1",
+        f"{_OB}:select1SasyncTracing",
+        "sAsync @transact, OpenTelemetry no-op provider",
         loop="reactor",
         connections="1",
         needs="sasync",

@@ -9,6 +9,8 @@ database connection.
 
 from __future__ import annotations
 
+from ._stats import BrokerStats as BrokerStats
+from ._stats import ServerStats as ServerStats
 from .broker import AccessBroker as AccessBroker
 from .connection._engines import setup as setup
 from .errors import BrokerStopped as BrokerStopped
@@ -34,6 +36,7 @@ from .transact import wait as wait
 __all__ = [
     "AccessBroker",
     "Backoff",
+    "BrokerStats",
     "BrokerStopped",
     "Items",
     "MigrationFailed",
@@ -45,6 +48,7 @@ __all__ = [
     "PersistentDict",
     "SAsyncError",
     "SchemaMismatch",
+    "ServerStats",
     "StartupError",
     "TableNameError",
     "TransactionTimeout",

@@ -108,6 +108,9 @@ class TransactionOwner(Protocol):
     are methods of (reactor thread).
     """
 
+    #: Its call counters (a C{sasync._stats.CallStats}).
+    _callStats: Any
+
     def _engineHandle(self) -> object:
         """
         Where its transactions run, to recognize a nested call (one made

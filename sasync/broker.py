@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from asynqueue.task import Task, TaskState
 
-from . import migrations, multicore, retry, startup, tables
+from . import _stats, migrations, multicore, retry, startup, tables
 from ._protocols import WorkQueue
 from .connection import (
     ConnectionWorker,
@@ -143,7 +143,8 @@ class AccessBroker:
     C{maxPending} (refuse calls with L{sasync.errors.Overloaded} while that
     many wait), C{backoff}, and C{startupTimeout} (how long the start-up
     waits for a database that is not up yet; see L{sasync.startup}). See
-    L{sasync.connection} and C{docs/reliability.md}.
+    L{sasync.connection} and C{docs/reliability.md}. C{slowTransaction}
+    (seconds): a call that takes longer is logged (C{docs/observability.md}).
 
     Keywords go to C{sqlalchemy.create_engine}, except the broker options
     C{connections}, C{overflowConnections} and C{batchSize} (see
@@ -174,6 +175,9 @@ class AccessBroker:
         @raise NoEngineError: no URL and no global engine.
         """
         processes = engineKw.pop("processes", None)
+        slowTransaction = _stats.checkSlowTransaction(
+            engineKw.pop("slowTransaction", None)
+        )
         self._reactor = reactor
         self._spec = engines.resolveSpec(url, engineKw)
         self._metadata = SA.MetaData()
@@ -212,6 +216,12 @@ class AccessBroker:
         else:
             # The pool stands in for the engine handle (submit, queue, close).
             self._handle = self._pool
+        self._callStats = _stats.CallStats(
+            type(self).__name__,
+            self._spec.url.render_as_string(hide_password=True),
+            self._handle,
+            slowTransaction,
+        )
         r = self._getReactor()
         self._triggerID = r.addSystemEventTrigger("before", "shutdown", self.shutdown)
         # Next turn: a subclass's __init__ finishes before startup() runs.
@@ -391,6 +401,13 @@ class AccessBroker:
             return result
 
         return self.waitUntilRunning().addCallback(call)
+
+    def stats(self) -> _stats.BrokerStats:
+        """
+        A snapshot of this broker: its queue, connections and call counts;
+        cheap (a few counters read). See L{sasync._stats.BrokerStats}.
+        """
+        return self._callStats.snapshot(len(self._waitingTasks))
 
     # Transactions -------------------------------------------------------------
 
@@ -581,6 +598,7 @@ class AccessBroker:
             retries = sys.maxsize
 
         def counted(reason: str) -> None:
+            self._callStats.retry(reason)
             counter = getattr(handle, "retries", None)
             if counter is not None:
                 counter[reason] += 1

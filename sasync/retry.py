@@ -53,6 +53,9 @@ from asynqueue.task import Task
 from .errors import TransactionTimeout
 
 log = Logger()
+#: Structured events for operators (see C{docs/observability.md}).
+retryLog = Logger(namespace="sasync.retry")
+timeoutLog = Logger(namespace="sasync.timeout")
 
 #: SQLSTATEs meaning "rolled back, try again": serialization failure and
 #: deadlock (PostgreSQL; also what other SQL databases use).
@@ -357,7 +360,10 @@ class Attempts:
     def _retry(self, reason: str) -> None:
         self.retried += 1
         delay = self._backoff.delay(self.retried, reason)
-        log.debug(
+        # The start-up's waiting for its database logs once by itself: its
+        # retries stay at debug level.
+        emit = retryLog.info if self._mayRetry is None else retryLog.debug
+        emit(
             "{call} will run again in {delay:.3f} s ({reason}), retry {n} of {m}",
             call=self._description,
             delay=delay,
@@ -397,6 +403,13 @@ class Attempts:
     def _timedOut(self) -> None:
         self._deadline = None
         assert self._timeout is not None
+        timeoutLog.warn(
+            "{call} timed out after {timeout} s ({retries} retries, {state})",
+            call=self._description,
+            timeout=self._timeout,
+            retries=self.retried,
+            state="waiting to retry" if self._wait is not None else "queued or running",
+        )
         self._stop(
             TransactionTimeout(
                 f"{self._description} timed out after {self._timeout:g} s"

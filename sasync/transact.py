@@ -12,6 +12,7 @@ delivers them in the reactor thread.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import reprlib
@@ -29,6 +30,7 @@ from asynqueue.deferator import Deferator
 from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
 
 from . import retry
+from ._stats import CallStats
 from .connection import _outcome as outcome
 from .connection import _results as results
 from .connection import state
@@ -90,6 +92,9 @@ class CallOptions:
     stream: bool | None = None
     #: Internal (selectorator's N): rows handed out in lists of this many.
     groupSize: int = 1
+    #: Internal: the call's L{sasync._stats.CallRecord} while it is timed
+    #: or traced (the same one for every attempt).
+    record: Any = None
 
 
 _DEFAULT_OPTIONS = CallOptions()
@@ -317,6 +322,9 @@ class TransactionCall:
             # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
             # ONLY, so it can't take part in serialization failures.
             worker.readOnlyNext()
+        record = self.options.record
+        # (Timing, and the call's span made current in this thread.)
+        token = None if record is None else record.start()
         canceller.enter(task)
         try:
             return self._run(worker, connection, task, args, kw)
@@ -332,6 +340,8 @@ class TransactionCall:
             raise
         finally:
             canceller.leave()
+            if record is not None:
+                record.stop(token)
 
     def _run(
         self, worker: Any, connection: Any, task: Task[Any] | None, args: Any, kw: Any
@@ -378,11 +388,17 @@ class TransactionCall:
                         handedOver = True
                         self._endTransactionState()
                         rows = results.rowsInTransaction(
-                            result, transaction, worker.batchSize, _commitPoint
+                            result,
+                            transaction,
+                            worker.batchSize,
+                            _commitPoint,
+                            self._countRows(),
                         )
                     else:
                         self._commit(connection, transaction)
-                        rows = results.rowsAfterCommit(result, worker.batchSize)
+                        rows = results.rowsAfterCommit(
+                            result, worker.batchSize, self._countRows()
+                        )
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)
                     return rows
@@ -410,6 +426,12 @@ class TransactionCall:
         finally:
             if not handedOver:
                 self._endTransactionState()
+
+    def _countRows(self) -> Callable[[int], object] | None:
+        # Worker thread: what counts the rows of a stream (the broker's
+        # stats), per batch.
+        stats = getattr(self.broker, "_callStats", None)
+        return None if stats is None else stats.addRows
 
     #: Worker thread: set once COMMIT may have been sent (a lost connection
     #: after that is no reason to run the transaction again).
@@ -588,7 +610,12 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
             return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
         self._checkThread(name)
         options, own = splitKeywords(accepts, name, kw)
-        return self._transact(f, args, own, options)
+        # Counted where the call ends, whichever way (sasync._stats).
+        stats: CallStats = self._callStats
+        record = stats.begin(name, options.niceness)
+        if record is not None:
+            options = dataclasses.replace(options, record=record)
+        return stats.watch(name, self._transact(f, args, own, options), record)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
     return cast("Transaction[B, P, Any]", call)

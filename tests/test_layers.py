@@ -43,6 +43,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "transactions",
         (
+            "sasync._tracing",
+            "sasync._stats",
+            "sasync.metrics",
             "sasync.transactiontypes",
             "sasync.transact",
             "sasync.statements",

@@ -216,12 +216,34 @@ def _batchesOf(
     return _fetchTuples(result, batchSize, fetchBuffered, cursorFetch), makeRow
 
 
-def rowsAfterCommit(result: AnyResult, batchSize: int) -> RowStream:
+def _counted(
+    source: Iterator[Sequence[Any]], onBatch: Callable[[int], object]
+) -> Iterator[Sequence[Any]]:
+    # Worker thread: tell onBatch how many rows each batch has.
+    try:
+        for batch in source:
+            onBatch(len(batch))
+            yield batch
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def rowsAfterCommit(
+    result: AnyResult,
+    batchSize: int,
+    onBatch: Callable[[int], object] | None = None,
+) -> RowStream:
     """
     SQLite: the rows of C{result}, read after its transaction committed.
     Other transactions may run on the connection between batches.
+
+    @param onBatch: Called with the size of each batch fetched (counters).
     """
     source, makeRow = _batchesOf(result, batchSize)
+    if onBatch is not None:
+        source = _counted(source, onBatch)
 
     def batches() -> Generator[Sequence[Any], None, None]:
         try:
@@ -237,6 +259,7 @@ def rowsInTransaction(
     transaction: RootTransaction,
     batchSize: int,
     beforeCommit: Callable[[], None],
+    onBatch: Callable[[int], object] | None = None,
 ) -> RowStream:
     """
     Server databases: the rows of C{result}, read inside its still open
@@ -246,8 +269,11 @@ def rowsInTransaction(
     @param beforeCommit: Called right before a COMMIT that ends the rows;
         raises if the transaction must roll back instead (it was stopped
         while its task still runs: the rows fit in the first batch).
+    @param onBatch: Called with the size of each batch fetched (counters).
     """
     source, makeRow = _batchesOf(result, batchSize)
+    if onBatch is not None:
+        source = _counted(source, onBatch)
 
     def batches() -> Generator[Sequence[Any], None, None]:
         committed = False

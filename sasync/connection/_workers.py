@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 log = Logger()
+#: Structured events for operators (see C{docs/observability.md}).
+connectionLog = Logger(namespace="sasync.connection")
 
 
 class SocketWatch:
@@ -175,14 +177,14 @@ class ConnectionWorker(ThreadWorker):
                 )
                 self.leaveTransaction()
                 return self.connection()
-            log.info(
-                "{worker}: the server closed the idle connection; replacing it",
-                worker=self,
-            )
+            reason = "closed by the server while idle"
+        else:
+            reason = "lost"
         if connection is not None:
             self.canceller.detach()
             self._discard(connection)
             self.replaced += 1
+            self._logReplaced(reason)
         self._connection = None
         self._watch = None
         self._readOnly = False
@@ -251,6 +253,16 @@ class ConnectionWorker(ThreadWorker):
             self.canceller.detach()
             self._discard(connection)
             self.replaced += 1
+            self._logReplaced("left in an unknown state")
+
+    def _logReplaced(self, reason: str) -> None:
+        # Worker thread (twisted.logger's publisher may be called from any).
+        connectionLog.info(
+            "{worker}: replacing its connection ({reason}); {replaced} so far",
+            worker=repr(self),
+            reason=reason,
+            replaced=self.replaced,
+        )
 
     @staticmethod
     def _discard(connection: Connection) -> None:

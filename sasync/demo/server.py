@@ -6,7 +6,10 @@ The demo's HTTP API on twisted.web, over the L{LogBroker}'s database.
     the HTTP response with backpressure: a client that reads slowly pauses
     the fetching from the database.
   - C{GET /stats} answers the report (L{sasync.demo.report}) as JSON.
-  - C{GET /health} answers at once, whatever else is going on.
+  - C{GET /health} answers at once, whatever else is going on, with the
+    broker's L{stats()<sasync.broker.AccessBroker.stats>}.
+  - C{GET /metrics}: every broker's metrics in Prometheus's text format
+    (needs C{sAsync[metrics]}; see C{docs/observability.md}).
 
 A bad query parameter (unknown, repeated, empty, malformed or out of
 range) gets C{400} and a JSON error naming it, on every endpoint. Parameters
@@ -15,6 +18,7 @@ reach SQL only as bound values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -34,6 +38,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
+from .. import BrokerStats
 from .logbroker import ENTRY_FIELDS, JSON_DATABASES, LogBroker
 from .report import DEFAULT_TOP, buildReport
 
@@ -431,7 +436,8 @@ class HealthResource(Resource):
 
     def render_GET(self, request: Any) -> bytes:
         """
-        Whether the broker runs, and how many streams are open.
+        Whether the broker runs, how many streams are open, and the
+        broker's stats (queue, connections, call counts).
         """
         try:
             queryArguments(request, ())
@@ -444,8 +450,65 @@ class HealthResource(Resource):
                 "status": "ok" if self.api.broker.running else "starting",
                 "streams": len(self.api.streams),
                 "uptime": round(time.monotonic() - self.api.started, 3),
+                "broker": statsToJSON(self.api.broker.stats()),
             },
         )
+
+
+def statsToJSON(stats: BrokerStats) -> dict[str, Any]:
+    """
+    A broker's L{BrokerStats} as plain JSON data.
+    """
+    data: dict[str, Any] = {}
+    for field in dataclasses.fields(stats):
+        value = getattr(stats, field.name)
+        if field.name == "servers":
+            value = {url: dataclasses.asdict(s) for url, s in value.items()}
+        elif field.name == "retried":
+            value = dict(value)
+        data[field.name] = value
+    return data
+
+
+class MetricsResource(Resource):
+    """
+    C{GET /metrics}: every live broker's metrics, in Prometheus's text
+    format, from one L{sasync.metrics.PrometheusCollector} on a registry of
+    this API's own.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        try:
+            import prometheus_client
+
+            from ..metrics import PrometheusCollector
+        except ImportError:
+            self.registry = None
+            return
+        self.registry = prometheus_client.CollectorRegistry()
+        self.registry.register(PrometheusCollector())
+        self.exposition = prometheus_client.generate_latest
+        self.contentType = prometheus_client.CONTENT_TYPE_LATEST
+
+    def render_GET(self, request: Any) -> bytes:
+        """
+        The exposition, or 501 if prometheus_client is not installed.
+        """
+        if self.registry is None:
+            return _respondJSON(
+                request,
+                501,
+                {
+                    "error": "/metrics needs prometheus_client:"
+                    " pip install 'sAsync[metrics]'"
+                },
+            )
+        request.setHeader(b"content-type", self.contentType.encode("ascii"))
+        body: bytes = self.exposition(self.registry)
+        return body
 
 
 class RootResource(Resource):
@@ -477,7 +540,8 @@ class RootResource(Resource):
                 "endpoints": {
                     "/entries?since=ISO&limit=N": "entries as NDJSON, streamed",
                     "/stats?top=N": "the report as JSON",
-                    "/health": "liveness, at once",
+                    "/health": "liveness and the broker's stats, at once",
+                    "/metrics": "Prometheus metrics (text format)",
                 }
             },
         )
@@ -512,6 +576,7 @@ class LogAPI:
         root.putChild(b"entries", EntriesResource(self))
         root.putChild(b"stats", StatsResource(self))
         root.putChild(b"health", HealthResource(self))
+        root.putChild(b"metrics", MetricsResource())
         self.root = root
 
     def site(self) -> Site:

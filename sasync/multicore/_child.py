@@ -31,6 +31,7 @@ Replies::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import pickle
@@ -187,7 +188,13 @@ class BrokerServer(Protocol):
             name, args, kw, options = pickle.loads(payload)
             method = getattr(type(self.broker), name)
             f = getattr(method, "__sasyncTransaction__", method)
-            d = self.broker._transact(f, args, kw, options)
+            # The parent's record came as trace context headers: this
+            # process's span of the call joins the parent's trace.
+            stats = self.broker._callStats
+            record = stats.begin(name, options.niceness, options.record)
+            if record is not None or options.record is not None:
+                options = dataclasses.replace(options, record=record)
+            d = stats.watch(name, self.broker._transact(f, args, kw, options), record)
         except BaseException as e:
             self.send(failureReply(rid, e))
             return

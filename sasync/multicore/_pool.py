@@ -332,10 +332,21 @@ class ProcessPool:
                 )
             return ("run", pickleCall(call, task.args, task.kw), task.raw)
         name = self._methodName(type(call.broker), call.f)
-        # The parent keeps the timeout and the consumer; the rest goes along.
+        # The parent keeps the timeout, the consumer and the call's record;
+        # the rest goes along, and the record's trace context.
         options = call.options
-        if options.consumer is not None or options.timeout is not None:
-            options = dataclasses.replace(options, consumer=None, timeout=None)
+        record = options.record
+        if (
+            options.consumer is not None
+            or options.timeout is not None
+            or record is not None
+        ):
+            options = dataclasses.replace(
+                options,
+                consumer=None,
+                timeout=None,
+                record=None if record is None else record.sendable(),
+            )
         try:
             payload = dumps((name, task.args, task.kw, options))
         except Exception as e:

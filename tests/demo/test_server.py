@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
+import pytest
 import treq
 from twisted.internet import protocol
 from twisted.internet.defer import CancelledError, Deferred
@@ -398,3 +399,33 @@ async def test_goneClientsCancelTheirCalls(dbURL: str) -> None:
         assert not s.api.streams
         response = await treq.get(f"{s.base}/entries", params={"limit": "1"})
         assert len((await treq.content(response)).splitlines()) == 1
+
+
+async def test_metricsAndHealth(sqliteURL: str) -> None:
+    """
+    C{/metrics} answers Prometheus's text format, counting the calls the
+    API made; C{/health} reports the broker's stats.
+    """
+    prometheus = pytest.importorskip("prometheus_client.parser")
+    async with served(sqliteURL, 20) as s:
+        response = await treq.get(f"{s.base}/entries")
+        assert response.code == 200
+        await treq.content(response)
+        response = await treq.get(f"{s.base}/metrics")
+        assert response.code == 200
+        assert response.headers.getRawHeaders(b"content-type")[0].startswith(
+            b"text/plain"
+        )
+        text = (await treq.content(response)).decode()
+        families = {f.name: f for f in prometheus.text_string_to_metric_families(text)}
+        rows = [
+            x.value
+            for x in families["sasync_rows_streamed"].samples
+            if x.labels["broker"] == "LogBroker"
+        ]
+        assert rows and rows[0] >= 20
+        code, health = await getJSON(f"{s.base}/health")
+        assert code == 200
+        assert health["broker"]["committed"] >= 1
+        assert health["broker"]["rowsStreamed"] >= 20
+        assert health["broker"]["connections"] == 1

@@ -20,6 +20,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from asynqueue import Deferator, iteratorToProducer
+from sasync._stats import BrokerStats, CallStats
 from sasync.demo.report import rows
 from sasync.demo.server import (
     MAX_LIMIT,
@@ -282,6 +283,12 @@ class NoBroker:
 
     running = True
 
+    def stats(self) -> BrokerStats:
+        """
+        Stats, which need no database.
+        """
+        return CallStats("NoBroker", "sqlite://", object()).snapshot()
+
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"the broker was used: {name}")
 
@@ -377,6 +384,10 @@ def test_health() -> None:
     code, body = _render(HealthResource(api), {})
     assert code == 200
     assert body["status"] == "ok" and body["streams"] == 0
+    assert body["broker"]["committed"] == 0
+    assert body["broker"]["servers"] == {
+        "sqlite://": {"calls": 0, "healthy": True, "lagSeconds": None}
+    }
 
 
 class PendingBroker:

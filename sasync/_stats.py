@@ -1,0 +1,434 @@
+"""
+What a broker counts about its calls, and L{BrokerStats}, the snapshot
+C{AccessBroker.stats()} returns.
+
+A broker keeps one L{CallStats}. Its counters change where a transaction
+call ends: the Deferred its caller holds fires, in the reactor thread, and
+L{CallStats.watch} put one callback on it. That is the only place a call
+is counted, so a call is counted once whatever path it took (refused at
+once, run, retried, cancelled, timed out). Reading them (L{snapshot}) costs
+a few attribute reads: cheap enough for every request of a health
+endpoint.
+
+Timings (queue wait, transaction time) are kept only while somebody looks
+at them (L{keepTimings}: a registered L{sasync.metrics.PrometheusCollector}),
+so that a broker nobody scrapes pays nothing for them.
+
+Reactor thread only, except L{CallStats.addRows} and L{CallRecord.start}
+(worker threads; see there).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import _tracing as tracing
+from .errors import TransactionTimeout
+
+T = TypeVar("T")
+
+#: Outcomes of a transaction call (the C{outcome} label of
+#: C{sasync_transactions_total}).
+COMMITTED, FAILED, CANCELLED, TIMEOUT = "committed", "failed", "cancelled", "timeout"
+
+#: Histogram bucket bounds in seconds: 100 µs to 30 s, about three per
+#: decade (what database work spans, from a cached SELECT to a report).
+BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+serverLog = Logger(namespace="sasync.server")
+slowLog = Logger(namespace="sasync.slow")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """
+    One database server of a broker, as of a L{BrokerStats} snapshot.
+
+    @ivar calls: Transaction calls that ended having run there (the
+        primary: every call the broker answered).
+    @ivar healthy: Whether it is taking work.
+    @ivar lagSeconds: How far a replica is behind, in seconds (C{None} for
+        the primary, or not known).
+    """
+
+    calls: int
+    healthy: bool = True
+    lagSeconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStats:
+    """
+    A snapshot of a broker, from C{AccessBroker.stats()}. Brokers sharing
+    an engine (same URL and keywords) share its queue and connections, so
+    those fields are the engine's; the call counts are the broker's own.
+
+    @ivar queued: Transactions waiting for a connection.
+    @ivar running: Transactions handed to a worker and not done.
+    @ivar connections: Connection workers (overflow ones included).
+    @ivar idleConnections: Workers with nothing to do.
+    @ivar heldByIterations: Workers held by an open row iteration.
+    @ivar overflowConnections: Extra workers added while every regular one
+        was held by an iteration.
+    @ivar committed: Calls whose Deferred fired with a result.
+    @ivar failed: Calls that failed (not counting the next two).
+    @ivar cancelled: Calls cancelled (C{Deferred.cancel()}).
+    @ivar timedOut: Calls that failed with
+        L{sasync.errors.TransactionTimeout}.
+    @ivar retried: Why transactions ran again: reason -> how many times.
+    @ivar rowsStreamed: Rows handed out by row iterations (a L{Deferator}
+        or a consumer).
+    @ivar servers: Database URL (its password hidden) -> L{ServerStats}.
+    """
+
+    queued: int
+    running: int
+    connections: int
+    idleConnections: int
+    heldByIterations: int
+    overflowConnections: int
+    committed: int
+    failed: int
+    cancelled: int
+    timedOut: int
+    retried: Mapping[str, int]
+    rowsStreamed: int
+    servers: Mapping[str, ServerStats]
+
+
+@dataclass(slots=True)
+class Histogram:
+    """
+    Counts of observations per bucket of L{BUCKETS} (not cumulative), their
+    sum and count. Reactor thread only.
+    """
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        """
+        Count one observation of C{seconds}.
+        """
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+
+class CallRecord:
+    """
+    One transaction call, while it is timed (see L{CallStats.keepTimings}),
+    or traced: when it was made, when its first attempt started in a
+    worker, how many attempts started, and its span if it is traced.
+    """
+
+    __slots__ = ("attempts", "made", "method", "span", "started")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.made = time.monotonic()
+        self.started: float | None = None
+        self.attempts = 0
+        self.span: Any = None
+
+    def start(self) -> object:
+        """
+        Worker thread: an attempt starts; its span (if traced) becomes
+        current in this thread. (The reactor reads these once the call's
+        result came back through C{callFromThread}; a call abandoned while
+        it runs may be read earlier, and then counts as never started.)
+
+        @return: What L{stop} needs.
+        """
+        if self.started is None:
+            self.started = time.monotonic()
+        self.attempts += 1
+        return None if self.span is None else tracing.enter(self.span)
+
+    def sendable(self) -> dict[str, str] | None:
+        """
+        What a worker process needs of this record (C{processes=N}): the
+        trace context of its span, or C{None}.
+        """
+        return None if self.span is None else tracing.carrier(self.span)
+
+    def stop(self, token: object) -> None:
+        """
+        Worker thread: the attempt's transaction is over.
+        """
+        if token is not None:
+            tracing.leave(token)
+
+
+def checkSlowTransaction(value: object) -> float | None:
+    """
+    The broker option C{slowTransaction}: seconds after which a call is
+    logged as slow (C{None}: never).
+
+    @raise ValueError: not a positive number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(
+            f"slowTransaction={value!r}: a positive number of seconds, or None"
+        )
+    return float(value)
+
+
+#: Every live broker's stats (for the Prometheus collector).
+_live: weakref.WeakSet[CallStats] = weakref.WeakSet()
+
+
+def liveStats() -> list[CallStats]:
+    """
+    The L{CallStats} of every broker alive.
+    """
+    return list(_live)
+
+
+class CallStats:
+    """
+    A broker's counters. Reactor thread only (except L{addRows}).
+
+    @ivar broker: The broker's name (its class's), a metric label.
+    @ivar servers: URL (password hidden) -> L{ServerStats}, set by whoever
+        watches servers (replicas); the primary's entry is made here.
+    @ivar slowTransaction: Seconds; a call that takes longer is logged
+        (C{sasync.slow}), or C{None}.
+    """
+
+    #: How many collectors look at timings (see L{keepTimings}).
+    _timingUsers = 0
+
+    def __init__(
+        self,
+        broker: str,
+        url: str,
+        queue: object,
+        slowTransaction: float | None = None,
+    ) -> None:
+        """
+        @param broker: The broker's name.
+        @param url: Its database URL, password hidden.
+        @param queue: Its work queue (an engine handle or a process pool):
+            read for the queue and connection fields.
+        @param slowTransaction: See L{checkSlowTransaction}.
+        """
+        self.broker = broker
+        self.url = url
+        #: What OpenTelemetry calls the database (its db.system.name).
+        self.system = url.split(":", 1)[0].split("+", 1)[0]
+        self.queue = queue
+        self.slowTransaction = slowTransaction
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.counts: Counter[str] = Counter()
+        self.retried: Counter[str] = Counter()
+        self.rowsStreamed = 0
+        self._rowsLock = threading.Lock()
+        self.queueWait: dict[str, Histogram] = {}
+        self.transactionTime: dict[str, Histogram] = {}
+        self.servers: dict[str, ServerStats] = {}
+        _live.add(self)
+
+    @classmethod
+    def keepTimings(cls, keep: bool) -> None:
+        """
+        Start (C{True}) or stop (C{False}) timing calls, for one user of
+        the timings (a registered collector).
+        """
+        cls._timingUsers += 1 if keep else -1
+
+    def begin(
+        self, method: str, niceness: int, parent: dict[str, str] | None = None
+    ) -> CallRecord | None:
+        """
+        A call of C{method} is made: its record if calls are timed, slow
+        ones logged, or calls traced (then its span starts here, as the
+        child of the span current in this thread, or of C{parent}, trace
+        context headers from another process), else C{None}.
+        """
+        traced = tracing.active()
+        if CallStats._timingUsers > 0 or self.slowTransaction is not None or traced:
+            record = CallRecord(method)
+            if traced:
+                record.span = tracing.startSpan(
+                    f"{self.broker}.{method}", self.system, niceness, parent
+                )
+            return record
+        return None
+
+    def watch(
+        self, method: str, d: Deferred[T], record: CallRecord | None = None
+    ) -> Deferred[T]:
+        """
+        Count the call of C{method} whose caller holds C{d} when C{d}
+        fires.
+
+        @return: C{d}.
+        """
+        d.addBoth(self._ended, method, record)
+        return d
+
+    def _ended(self, result: object, method: str, record: CallRecord | None) -> object:
+        if result.__class__ is Failure:
+            error = result.value  # type: ignore[attr-defined]
+            if isinstance(error, TransactionTimeout):
+                outcome = TIMEOUT
+            elif isinstance(error, CancelledError):
+                outcome = CANCELLED
+            else:
+                outcome = FAILED
+        else:
+            outcome = COMMITTED
+        self.counts[outcome] += 1
+        self.outcomes[method, outcome] += 1
+        if record is not None:
+            self._timed(record, outcome, result)
+        return result
+
+    def _timed(self, record: CallRecord, outcome: str, result: object) -> None:
+        now = time.monotonic()
+        started = record.started
+        wait = (now if started is None else started) - record.made
+        ran = 0.0 if started is None else now - started
+        if CallStats._timingUsers > 0:
+            method = record.method
+            histogram = self.queueWait.get(method)
+            if histogram is None:
+                histogram = self.queueWait[method] = Histogram()
+                self.transactionTime[method] = Histogram()
+            histogram.observe(wait)
+            if started is not None:
+                self.transactionTime[method].observe(ran)
+        if record.span is not None:
+            error = result.value if isinstance(result, Failure) else None
+            tracing.endSpan(record.span, record.attempts, wait, error)
+        slow = self.slowTransaction
+        if slow is not None and wait + ran > slow:
+            slowLog.warn(
+                "{broker}.{method} took {seconds:.3f} s ({queueWait:.3f} s of it"
+                " queued, {attempts} attempts): {outcome}",
+                broker=self.broker,
+                method=record.method,
+                seconds=wait + ran,
+                queueWait=wait,
+                attempts=record.attempts,
+                outcome=outcome,
+                threshold=slow,
+            )
+
+    def retry(self, reason: str) -> None:
+        """
+        A transaction runs again because of C{reason}.
+        """
+        self.retried[reason] += 1
+
+    def addRows(self, n: int) -> None:
+        """
+        Any thread (worker threads, as an iteration ends): C{n} more rows
+        were streamed.
+        """
+        with self._rowsLock:
+            self.rowsStreamed += n
+
+    def setServer(
+        self, url: str, *, healthy: bool, lagSeconds: float | None = None
+    ) -> None:
+        """
+        The hook for whoever watches a server (replicas): record its health
+        and lag; a change of health is logged (C{sasync.server}, C{down} or
+        C{up}).
+
+        @param url: The server's URL, its password hidden.
+        """
+        before = self.servers.get(url)
+        calls = 0 if before is None else before.calls
+        self.servers[url] = ServerStats(calls, healthy, lagSeconds)
+        if before is not None and before.healthy != healthy:
+            serverLog.info(
+                "{broker}: server {url} is {state}",
+                broker=self.broker,
+                url=url,
+                state="up" if healthy else "down",
+                healthy=healthy,
+                lagSeconds=lagSeconds,
+            )
+
+    def calls(self) -> int:
+        """
+        How many calls ended.
+        """
+        return sum(self.counts.values())
+
+    def snapshot(self, waiting: int = 0) -> BrokerStats:
+        """
+        The broker's stats now.
+
+        @param waiting: Calls waiting for the broker's start-up (counted as
+            queued).
+        """
+        queue = getattr(self.queue, "queue", None)
+        workers: list[Any] = [] if queue is None else list(queue.workers)
+        held = sum(1 for w in workers if getattr(w, "held", False))
+        idle = sum(
+            1
+            for w in workers
+            if getattr(w, "task", None) is None and not getattr(w, "held", False)
+        )
+        counts = self.counts
+        servers = dict(self.servers)
+        servers[self.url] = ServerStats(self.calls())
+        pending = running = 0
+        if queue is not None:
+            # A task handed to a busy worker, to run after its current one,
+            # counts as running in the queue: here it is queued.
+            running = int(queue.running())
+            handedAhead = max(0, running - len(workers))
+            pending = int(queue.pending()) + handedAhead
+            running -= handedAhead
+        return BrokerStats(
+            queued=pending + waiting,
+            running=running,
+            connections=len(workers),
+            idleConnections=idle,
+            heldByIterations=held,
+            overflowConnections=sum(
+                1 for w in workers if getattr(w, "overflow", False)
+            ),
+            committed=counts[COMMITTED],
+            failed=counts[FAILED],
+            cancelled=counts[CANCELLED],
+            timedOut=counts[TIMEOUT],
+            retried=MappingProxyType(dict(self.retried)),
+            rowsStreamed=self.rowsStreamed,
+            servers=MappingProxyType(servers),
+        )
+
+
+__all__ = [
+    "BUCKETS",
+    "BrokerStats",
+    "CallRecord",
+    "CallStats",
+    "Histogram",
+    "ServerStats",
+    "checkSlowTransaction",
+    "liveStats",
+]
