@@ -91,6 +91,22 @@ class BatchTaker(Generic[T]):
             self.close()
         return items, self.done
 
+    def takeRest(self) -> tuple[list[list[T]], BaseException | None]:
+        """
+        Every item left, in batches, read now (the iterator ends, and is
+        closed); and the error that ended it early, if one did.
+        """
+        batches: list[list[T]] = []
+        while True:
+            try:
+                items, exhausted = self.take()
+            except Exception as e:
+                return batches, e
+            if items:
+                batches.append(items)
+            if exhausted:
+                return batches, None
+
     def takeFinished(self) -> Batch[Any]:
         """
         L{take}, with the iterator's L{finishItem<FINISH_ITEM>} (if any)
@@ -112,6 +128,71 @@ class BatchTaker(Generic[T]):
         close = getattr(self.iterator, "close", None)
         if close is not None:
             close()
+
+
+class Remainder(Generic[T]):
+    """
+    The rest of an iteration, read into memory by L{BatchTaker.takeRest}
+    (so that its source could let go of a worker): hands it out batch by
+    batch, in order, then the error that ended it, if any. Fetches asked
+    for before the rest has landed wait for it. Reactor thread only.
+    """
+
+    def __init__(self) -> None:
+        self._batches: deque[list[T]] | None = None
+        self._error: BaseException | Failure | None = None
+        self._waiting: list[Deferred[Batch[T]]] = []
+
+    @property
+    def size(self) -> int:
+        """
+        How many items it holds now.
+        """
+        return sum(map(len, self._batches or ()))
+
+    def landed(self, rest: tuple[list[list[T]], BaseException | None]) -> None:
+        """
+        The rest has been read: C{(batches, error or None)}.
+        """
+        batches, self._error = rest
+        self._batches = deque(batches)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            self._next().chainDeferred(d)
+
+    def failed(self, failure: Failure) -> None:
+        """
+        The rest could not be read at all.
+        """
+        self.landed(([], failure))
+
+    def clear(self) -> None:
+        """
+        Drop what is held (the iteration was stopped).
+        """
+        self._batches = deque()
+        self._error = None
+
+    def fetch(self) -> Deferred[Batch[T]]:
+        """
+        The next batch: a fetch for a L{Deferator}.
+        """
+        if self._batches is None:
+            d: Deferred[Batch[T]] = Deferred()
+            self._waiting.append(d)
+            return d
+        return self._next()
+
+    def _next(self) -> Deferred[Batch[T]]:
+        batches = self._batches
+        assert batches is not None
+        if batches:
+            items = batches.popleft()
+            return succeed((items, not batches and self._error is None))
+        error, self._error = self._error, None
+        if error is not None:
+            return fail(error)
+        return succeed(([], True))
 
 
 @coroutine

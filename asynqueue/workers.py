@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from ._jobs import JobThread as JobThread
 from ._jobs import MemoryJobRunner as MemoryJobRunner
-from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
+from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator, Remainder
 from .errors import WorkerError
 from .interfaces import IWorker
 from .task import Task, _local, setCurrentTask
@@ -63,7 +63,7 @@ class ThreadWorker:
     them; with C{holdIterations=True} it takes no other task until the
     iteration is exhausted or stopped (a database cursor inside an open
     transaction needs that), and L{holdChanged} tells when that starts and
-    ends.
+    ends. L{letGo} makes such an iteration let go of the worker early.
 
     Without C{holdIterations}, the worker L{takes ahead<takesAhead>}: its
     queue may give it the next task while it runs one, so that the thread
@@ -104,6 +104,11 @@ class ThreadWorker:
         # left: both atomic.
         self._pending: deque[tuple[Task[Any], _OnFreed]] = deque()
         self._stopping: Deferred[None] | None = None
+        # Reactor thread: how the iteration holding this worker lets go.
+        self._letGo: Callable[[], None] | None = None
+        #: Reactor thread: whether the iteration holding this worker is
+        #: letting go of it (see L{letGo}).
+        self.lettingGo = False
         # Bound once: a bound method made per task costs.
         self._runNextJob = self._runNext
         self._ranCallback = self._ran
@@ -134,6 +139,25 @@ class ThreadWorker:
         subclasses override it (sAsync adds connections while all of its
         workers are held).
         """
+
+    def letGo(self) -> bool:
+        """
+        Reactor thread, with C{holdIterations}: make the iteration that holds
+        this worker let go of it. The thread reads every item left into
+        memory (the source is exhausted, so it ends: a database transaction
+        commits), the iteration goes on from there, and the worker is free
+        (L{holdChanged} C{False}) once that is done. The cost is memory:
+        every item left is held until it is handed out.
+
+        @return: whether an iteration held the worker and now lets go
+            (C{False}: none holds it, or it already lets go).
+        """
+        letGo = self._letGo
+        if letGo is None or self.lettingGo:
+            return False
+        self.lettingGo = True
+        letGo()
+        return True
 
     def call(self, f: Callable[[], Any]) -> Deferred[Any]:
         """
@@ -285,11 +309,16 @@ class ThreadWorker:
             if freedYet:
                 return
             freedYet = True
+            if held:
+                self._letGo = None
+                self.lettingGo = False
             onFreed(self, task)
             if held:
                 self.holdChanged(False)
 
         released = False
+        # Reactor thread: the rest of the items, once letGo was asked.
+        rest: Remainder[Any] | None = None
 
         def release() -> None:
             # Reactor thread. Close the source in its own thread, then free.
@@ -297,6 +326,8 @@ class ThreadWorker:
             if released:
                 return
             released = True
+            if rest is not None:
+                rest.clear()
             if taker.done:
                 free()
             else:
@@ -310,7 +341,23 @@ class ThreadWorker:
             return taker.take()
 
         def fetch() -> Deferred[Batch[Any]]:
+            if rest is not None:
+                return rest.fetch()
             return self.call(take)
+
+        def takeRest() -> tuple[list[list[Any]], BaseException | None]:
+            # Worker thread, after the fetches already asked for (one
+            # thread, in order): so the rest comes after their items.
+            if released:
+                return [], None
+            return taker.takeRest()
+
+        def letGo() -> None:
+            nonlocal rest
+            rest = Remainder()
+            d = self.call(takeRest)
+            d.addCallbacks(rest.landed, rest.failed)
+            d.addBoth(free)
 
         dr: Deferator[Any] = Deferator(items, fetch, stop=release, finish=finish)
         # A Deferator dropped unfinished must not hold its source (or, with
@@ -319,7 +366,9 @@ class ThreadWorker:
         finalizer = weakref.finalize(dr, self._callFromThread, release)
         finalizer.atexit = False
         if held:
-            # The worker stays busy until the iteration ends (or is dropped).
+            # The worker stays busy until the iteration ends (or is dropped,
+            # or lets go). letGo first: the owner may call it at once.
+            self._letGo = letGo
             self.holdChanged(True)
             dr.whenDone().addCallback(free)
         else:

@@ -223,40 +223,47 @@ def rowsInTransaction(
     result: AnyResult,
     transaction: RootTransaction,
     batchSize: int,
+    leave: Callable[[], None],
 ) -> RowStream:
     """
     Server databases: the rows of C{result}, read inside its still open
     transaction, which commits when the rows are all read or the iteration
     is stopped, and rolls back if reading fails.
+
+    @param leave: Called last, whatever happened: leaves the connection
+        outside any transaction (see L{ConnectionWorker.leaveTransaction
+        <sasync.workers.ConnectionWorker.leaveTransaction>}), so that a
+        failed fetch or COMMIT can't leave it in this one.
     """
     source, makeRow = _batchesOf(result, batchSize)
 
+    def end() -> None:
+        try:
+            result.close()
+            transaction.commit()
+        finally:
+            leave()
+
     def batches() -> Generator[Sequence[Any], None, None]:
-        committed = False
+        ended = False
         try:
             yield from source
-            result.close()
-            transaction.commit()
-            committed = True
+            ended = True
+            end()
         except GeneratorExit:
             # Stopped early: the transaction's work is done, keep it.
-            result.close()
-            transaction.commit()
-            committed = True
+            ended = True
+            end()
             raise
         finally:
-            if not committed:
+            if not ended:
                 try:
                     result.close()
-                    transaction.rollback()
                 except Exception:
-                    log.failure("Rolling back after a failed iteration failed")
+                    log.failure("Closing the result of a failed iteration failed")
+                leave()
 
-    def unstarted() -> None:
-        result.close()
-        transaction.commit()
-
-    return RowStream(batches(), unstarted, makeRow)
+    return RowStream(batches(), end, makeRow)
 
 
 def grouped(rows: Iterator[Any], n: int) -> Iterator[list[Row[Any]]]:

@@ -322,7 +322,10 @@ class TransactionCall:
                         handedOver = True
                         self._endTransactionState()
                         rows = results.rowsInTransaction(
-                            result, transaction, worker.batchSize
+                            result,
+                            transaction,
+                            worker.batchSize,
+                            worker.leaveTransaction,
                         )
                     else:
                         self._commit(connection, transaction)
