@@ -183,7 +183,16 @@ def _fetchTuples(
     if len(rows) < batchSize:
         return
     while True:
-        rows = cursorFetch(batchSize)
+        try:
+            rows = cursorFetch(batchSize)
+        except Exception as e:
+            # Wrapped as SQLAlchemy would (a DBAPIError subclass, the
+            # connection invalidated if it was lost), as on the other path.
+            strategy = getattr(result, "cursor_strategy", None)
+            if strategy is None:
+                raise
+            strategy.handle_exception(result, getattr(result, "cursor", None), e)
+            raise
         if not rows:
             return
         yield rows
