@@ -34,6 +34,12 @@ Batch = tuple[list[T], bool]
 #: than making them).
 FINISH_ITEM = "finishItem"
 
+#: The attribute by which an iterator that a task returns may say (true)
+#: that its items are all in memory already: reading them needs no worker
+#: thread, so the worker is free at once, even with C{holdIterations}, and
+#: the L{Deferator} takes its batches in the reactor thread.
+IN_MEMORY = "inMemory"
+
 
 class BatchTaker(Generic[T]):
     """

@@ -16,13 +16,20 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._jobs import JobThread as JobThread
 from ._jobs import MemoryJobRunner as MemoryJobRunner
-from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator, Remainder
+from .deferator import (
+    DEFAULT_BATCH,
+    IN_MEMORY,
+    Batch,
+    BatchTaker,
+    Deferator,
+    Remainder,
+)
 from .errors import WorkerError
 from .interfaces import IWorker
 from .task import Task, _local, setCurrentTask
@@ -300,6 +307,15 @@ class ThreadWorker:
         if exhausted:
             onFreed(self, task)
             return Deferator(items, finish=finish)
+        if getattr(taker.iterator, IN_MEMORY, False):
+            # Nothing for the thread to read: no hold, no hop.
+            onFreed(self, task)
+            return Deferator(
+                items,
+                lambda: maybeDeferred(taker.take),
+                stop=taker.close,
+                finish=finish,
+            )
         held = self.holdIterations
         freedYet = False
 

@@ -92,16 +92,21 @@ class RowStream:
         batches: Generator[Sequence[Any], None, None],
         unstarted: Callable[[], None] | None = None,
         finishItem: Callable[[Any], Row[Any]] | None = None,
+        *,
+        inMemory: bool = False,
     ) -> None:
         """
         @param unstarted: What to do if closed before the first row was
             asked for (the generator's own cleanup would not run).
         @param finishItem: Makes a C{Row} of an item of the batches, or
             C{None} if they hold C{Row}s already.
+        @param inMemory: Whether every batch is in memory already (see
+            L{asynqueue.deferator.IN_MEMORY}).
         """
         self._batches = batches
         self._unstarted = unstarted
         self.finishItem = finishItem
+        self.inMemory = inMemory
         chain = itertools.chain.from_iterable(batches)
         # Instance attribute: whoever looks up it.__next__ gets chain's own.
         self.__next__ = chain.__next__  # type: ignore[method-assign]
@@ -226,6 +231,30 @@ def rowsAfterCommit(result: AnyResult, batchSize: int) -> RowStream:
             result.close()
 
     return RowStream(batches(), finishItem=makeRow)
+
+
+def isStreamed(result: AnyResult) -> bool:
+    """
+    Whether C{result}'s rows come from the server as they are read (a
+    server-side cursor on PostgreSQL, an unbuffered one on MySQL), rather
+    than all read by the driver already.
+    """
+    context = getattr(underlying(result), "context", None)
+    return bool(getattr(context, "_is_server_side", True))
+
+
+def rowsInMemory(result: AnyResult, batchSize: int) -> RowStream:
+    """
+    Server databases, a result the driver has read whole: its rows, read
+    now, before the transaction commits (so the caller can commit it and
+    hand the rows out with no connection, see L{RowStream} C{inMemory}).
+    """
+    source, makeRow = _batchesOf(result, batchSize)
+    try:
+        batches = list(source)
+    finally:
+        result.close()
+    return RowStream((b for b in batches), finishItem=makeRow, inMemory=True)
 
 
 def rowsInTransaction(

@@ -187,3 +187,51 @@ class LetGoTests(SynchronousTestCase):
         self.assertEqual(len(source.read), 50)
         dr.resume()
         self.assertEqual(self.drain(dr), list(range(50)))
+
+
+class InMemory:
+    """
+    An iterator that says its items are in memory already.
+    """
+
+    inMemory = True
+
+    def __init__(self, n: int) -> None:
+        self._items = iter(range(n))
+
+    def __iter__(self) -> InMemory:
+        return self
+
+    def __next__(self) -> int:
+        return next(self._items)
+
+
+class InMemoryTests(SynchronousTestCase):
+    """
+    An iterator with L{IN_MEMORY<asynqueue.deferator.IN_MEMORY>} true does
+    not hold its worker, even with C{holdIterations}.
+    """
+
+    def test_notHeld(self) -> None:
+        """
+        The worker is free at once, and the items come without a job for
+        the thread.
+        """
+        runner = MemoryJobRunner()
+        worker = HoldingWorker(
+            runner=runner,
+            callFromThread=lambda f, *a: f(*a),
+            batchSize=2,
+            holdIterations=True,
+        )
+        queue = TaskQueue()
+        queue.attachWorker(worker)
+        d = queue.call(lambda: InMemory(20))
+        runner.performAll()
+        dr: Deferator[int] = self.successResultOf(d)
+        self.assertEqual(worker.holds, [])
+        self.assertIsNone(worker.task)
+        self.assertFalse(worker.letGo())
+        got = [self.successResultOf(itemD) for itemD in dr]
+        self.assertEqual(got, list(range(20)))
+        self.assertEqual(runner.performAll(), 0)

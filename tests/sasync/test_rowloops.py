@@ -1,8 +1,11 @@
 """
 Row loops that start a transaction per row (issue 14.3): however many run
 at once, and however deeply they nest, every one of them completes, with
-every row in order, on the server databases (where an open iteration keeps
-its transaction, and so a connection, until its rows are read).
+every row in order, on the server databases (where a streaming iteration
+keeps its transaction, and so a connection, until its rows are read).
+
+The rows are streamed (C{stream=True}: PostgreSQL's default; MySQL reads a
+result whole by default, and then holds nothing).
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ class Touches(AccessBroker):
         return self.conn.execute(SA.select(self.items).order_by(self.items.c.n))
 
     @transact
+    def bump(self, n: int) -> None:
+        items = self.items
+        query = items.update().where(items.c.n == n)
+        self.conn.execute(query.values(label=items.c.label + "+"))
+
+    @transact
     def touch(self, n: int) -> None:
         self.conn.execute(self.touches.insert().values(n=n))
 
@@ -92,13 +101,13 @@ async def rowLoop(broker: Touches) -> list[int]:
     The user's natural pattern: a transaction for each row of an iteration.
     """
     seen = []
-    async for row in await broker.rows():
+    async for row in await broker.rows(stream=True):
         await broker.touch(row[0])
         seen.append(row[0])
     return seen
 
 
-@pytest.mark.reactorTimeout(30)
+@pytest.mark.reactorTimeout(60)
 async def test_manyRowLoops(serverURL: str, brokers: Any) -> None:
     """
     12 row loops at once, with the default connections (4) and overflow
@@ -124,14 +133,14 @@ async def nestedLoop(broker: Touches, depth: int, seen: list[list[int]]) -> None
     """
     mine: list[int] = []
     seen.append(mine)
-    async for row in await broker.rows():
+    async for row in await broker.rows(stream=True):
         await broker.touch(row[0])
         mine.append(row[0])
         if depth > 1 and row[0] == 0:
             await nestedLoop(broker, depth - 1, seen)
 
 
-@pytest.mark.reactorTimeout(30)
+@pytest.mark.reactorTimeout(60)
 async def test_nestedRowLoops(serverURL: str, brokers: Any) -> None:
     """
     Row loops nested 8 deep on one connection (and the default overflow of
@@ -159,7 +168,7 @@ async def test_iterationsNeverHoldEveryConnection(
     broker = brokers(Touches, serverURL, batchSize=BATCH)
     await broker.fill(ROWS)
     handle = broker._handle
-    iterations = [await broker.rows() for _ in range(8)]
+    iterations = [await broker.rows(stream=True) for _ in range(8)]
     holding = [w for w in handle._holders if not w.lettingGo]
     assert len(holding) == 7 == handle.maxHeld
     assert handle.iterationsLetGo == 1
@@ -180,10 +189,10 @@ async def test_pausedConsumerLetsGo(serverURL: str, brokers: Any) -> None:
     )
     await broker.fill(ROWS)
     consumer = PausingConsumer(pauseAt=3)
-    d = broker.rows(consumer=consumer)
+    d = broker.rows(consumer=consumer, stream=True)
     await consumer.pausedD
     assert broker._handle.iterationsLetGo == 0
-    other = await broker.rows()
+    other = await broker.rows(stream=True)
     assert broker._handle.iterationsLetGo == 1
     assert [row.n async for row in other] == list(range(ROWS))
     consumer.producer.resumeProducing()
@@ -204,7 +213,7 @@ async def test_cancelAfterLettingGo(serverURL: str, brokers: Any) -> None:
     )
     await broker.fill(ROWS)
     consumer = PausingConsumer(pauseAt=3)
-    d = broker.rows(consumer=consumer)
+    d = broker.rows(consumer=consumer, stream=True)
     await consumer.pausedD
     # maxHeld is 0: the iteration let go at once.
     assert broker._handle.iterationsLetGo == 1
@@ -243,6 +252,43 @@ async def test_failureWhileLettingGo(postgresqlURL: str, brokers: Any) -> None:
     assert [row.n async for row in other] == list(range(ROWS))
     await broker.touch(-1)
     assert await broker.openTransactions() == 0
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_rowLoopWritesItsRows(serverURL: str, brokers: Any) -> None:
+    """
+    A row loop that updates each row it reads (by default: MySQL reads
+    the result whole, PostgreSQL streams it). On MySQL/MariaDB under
+    SERIALIZABLE, an iteration whose transaction stayed open would hold
+    shared locks on those rows, and each update would wait for it; the
+    result read whole commits first, and holds nothing.
+    """
+    broker = brokers(Touches, serverURL, batchSize=BATCH)
+    await broker.fill(ROWS)
+    async for row in await broker.rows():
+        await broker.bump(row.n)
+    labels = [row.label async for row in await broker.rows()]
+    assert labels == [f"#{n}+" for n in range(ROWS)]
+    assert broker._handle.iterationsLetGo == 0
+    assert await broker.openTransactions() == 0
+
+
+async def test_readWholeHoldsNothing(mysqlURL: str, brokers: Any) -> None:
+    """
+    MySQL/MariaDB by default: 10 iterations open at once on one connection
+    and no overflow hold nothing (their rows were read whole, and their
+    transactions committed); none had to let go.
+    """
+    broker = brokers(
+        Touches, mysqlURL, batchSize=BATCH, connections=1, overflowConnections=0
+    )
+    await broker.fill(ROWS)
+    iterations = [await broker.rows() for _ in range(10)]
+    assert broker._handle._holders == {}
+    await broker.touch(-1)
+    for dr in iterations:
+        assert [row.n async for row in dr] == list(range(ROWS))
+    assert broker._handle.iterationsLetGo == 0
 
 
 @implementer(IConsumer)
