@@ -97,21 +97,22 @@ class BatchTaker(Generic[T]):
             self.close()
         return items, self.done
 
-    def takeRest(self) -> tuple[list[list[T]], BaseException | None]:
+    def takeRest(
+        self, deliver: Callable[[list[T]], object], stopped: Callable[[], bool]
+    ) -> None:
         """
-        Every item left, in batches, read now (the iterator ends, and is
-        closed); and the error that ended it early, if one did.
+        Hand every item left to C{deliver}, batch by batch, until the
+        iterator ends (it is closed then) or C{stopped()} is true.
+
+        @raise Exception: whatever the iterator raised, once the items
+            before it have been delivered.
         """
-        batches: list[list[T]] = []
-        while True:
-            try:
-                items, exhausted = self.take()
-            except Exception as e:
-                return batches, e
+        while not stopped():
+            items, exhausted = self.take()
             if items:
-                batches.append(items)
+                deliver(items)
             if exhausted:
-                return batches, None
+                return
 
     def takeFinished(self) -> Batch[Any]:
         """
@@ -138,63 +139,66 @@ class BatchTaker(Generic[T]):
 
 class Remainder(Generic[T]):
     """
-    The rest of an iteration, read into memory by L{BatchTaker.takeRest}
-    (so that its source could let go of a worker): hands it out batch by
-    batch, in order, then the error that ended it, if any. Fetches asked
-    for before the rest has landed wait for it. Reactor thread only.
+    The rest of an iteration, read by a worker thread that had to let go
+    of it (see L{BatchTaker.takeRest}): the batches are added as they are
+    read, and handed out in order as a L{Deferator} fetches them, then the
+    end (or the error that ended the iteration). A fetch that comes before
+    the next batch waits for it. Reactor thread only.
     """
 
     def __init__(self) -> None:
-        self._batches: deque[list[T]] | None = None
+        self._batches: deque[list[T]] = deque()
+        self._ended = False
         self._error: BaseException | Failure | None = None
-        self._waiting: list[Deferred[Batch[T]]] = []
+        self._waiting: deque[Deferred[Batch[T]]] = deque()
 
-    @property
-    def size(self) -> int:
+    def add(self, items: list[T]) -> None:
         """
-        How many items it holds now.
+        The next batch has been read.
         """
-        return sum(map(len, self._batches or ()))
+        if self._ended:
+            return
+        if self._waiting:
+            self._waiting.popleft().callback((items, False))
+        else:
+            self._batches.append(items)
 
-    def landed(self, rest: tuple[list[list[T]], BaseException | None]) -> None:
+    def end(self, error: BaseException | Failure | None = None) -> None:
         """
-        The rest has been read: C{(batches, error or None)}.
+        Nothing more will be added: the source is exhausted, or C{error}
+        ended it. Idempotent.
         """
-        batches, self._error = rest
-        self._batches = deque(batches)
-        waiting, self._waiting = self._waiting, []
+        if self._ended:
+            return
+        self._ended = True
+        self._error = error
+        waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             self._next().chainDeferred(d)
 
-    def failed(self, failure: Failure) -> None:
-        """
-        The rest could not be read at all.
-        """
-        self.landed(([], failure))
-
     def clear(self) -> None:
         """
-        Drop what is held (the iteration was stopped).
+        Drop what is held, and what comes later (the iteration stopped).
         """
-        self._batches = deque()
+        self._batches.clear()
+        self.end()
         self._error = None
 
     def fetch(self) -> Deferred[Batch[T]]:
         """
         The next batch: a fetch for a L{Deferator}.
         """
-        if self._batches is None:
-            d: Deferred[Batch[T]] = Deferred()
-            self._waiting.append(d)
-            return d
-        return self._next()
+        if self._batches or self._ended:
+            return self._next()
+        d: Deferred[Batch[T]] = Deferred()
+        self._waiting.append(d)
+        return d
 
     def _next(self) -> Deferred[Batch[T]]:
         batches = self._batches
-        assert batches is not None
         if batches:
             items = batches.popleft()
-            return succeed((items, not batches and self._error is None))
+            return succeed((items, self._ended and not batches and not self._error))
         error, self._error = self._error, None
         if error is not None:
             return fail(error)

@@ -361,18 +361,20 @@ class ThreadWorker:
                 return rest.fetch()
             return self.call(take)
 
-        def takeRest() -> tuple[list[list[Any]], BaseException | None]:
-            # Worker thread, after the fetches already asked for (one
-            # thread, in order): so the rest comes after their items.
-            if released:
-                return [], None
-            return taker.takeRest()
-
         def letGo() -> None:
+            # Reactor thread. The thread reads the rest after the fetches
+            # already asked for (one thread, in order), handing each batch
+            # over as it is read (callFromThread keeps the order): the
+            # consumer may use them meanwhile, and a stop ends the reading.
             nonlocal rest
-            rest = Remainder()
-            d = self.call(takeRest)
-            d.addCallbacks(rest.landed, rest.failed)
+            remainder = rest = Remainder()
+            callFromThread = self._callFromThread
+
+            def deliver(items: list[Any]) -> None:
+                callFromThread(remainder.add, items)
+
+            d = self.call(lambda: taker.takeRest(deliver, lambda: released))
+            d.addCallbacks(lambda _: remainder.end(), remainder.end)
             d.addBoth(free)
 
         dr: Deferator[Any] = Deferator(items, fetch, stop=release, finish=finish)

@@ -1,9 +1,11 @@
 """
 What letting go of a connection costs an iteration (issue 14.3): the time
-and the peak memory of reading N rows to a counting consumer, streamed (the
-iteration holds its connection) and let go at its start (its worker reads
-every row into memory and commits; C{connections=1, overflowConnections=0}
-forces that), each in a fresh process::
+and the peak memory of reading N rows to a counting consumer, each in a
+fresh process: streamed (C{stream=True}: the iteration holds its
+connection), let go at its start (its worker reads every row into memory
+and commits; C{connections=1, overflowConnections=0} forces that), and read
+whole by the driver (C{stream=False}: committed before the iteration, which
+holds nothing)::
 
     .venv/bin/python -m bench.letgo [--rows 1000000] [--url URL]
 
@@ -15,11 +17,14 @@ C{mysql+pymysql://} URL measures MariaDB/MySQL).
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from typing import Any
 
 import sqlalchemy as SA
+
+from bench.cpu_per_op import _runInChild
+from bench.harness import runTwisted
+from bench.measure import currentRssMb, peakRssMb
 
 DATABASE = "sasync_letgo"
 DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -74,15 +79,12 @@ def dropDatabase(url: SA.URL) -> None:
     )
 
 
-def measure(url: str, options: dict[str, Any]) -> dict[str, Any]:
+def measure(url: str, options: dict[str, Any], stream: bool) -> dict[str, Any]:
     """
     In this (fresh) process: every row to a counting consumer, with the
-    broker C{options}; the time, the peak RSS growth and whether the
-    iteration let go.
+    broker C{options} and the call keyword C{stream}; the time, the peak
+    RSS growth and how many iterations let go.
     """
-    import psutil
-    from twisted.internet import defer, task
-
     from bench.consumer import CountingConsumer
     from sasync import AccessBroker, transact
 
@@ -91,52 +93,23 @@ def measure(url: str, options: dict[str, Any]) -> dict[str, Any]:
         def everyRow(self) -> Any:
             return self.conn.execute(SA.text("SELECT n, label FROM numbers ORDER BY n"))
 
-    out: dict[str, Any] = {}
-
-    async def main(reactor: Any) -> None:
+    async def main(reactor: Any) -> dict[str, Any]:
         broker = Numbers(url, **options)
         await broker.waitUntilRunning()
-        process = psutil.Process()
-        baseline = process.memory_info().rss
-        peak = [baseline]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], process.memory_info().rss)
-                time.sleep(0.005)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         consumer = CountingConsumer()
+        baseline = currentRssMb()
         started = time.perf_counter()
-        try:
-            await broker.everyRow(consumer=consumer)
-        finally:
-            done.set()
-            sampler.join()
-        out["seconds"] = time.perf_counter() - started
-        out["peakMB"] = (peak[0] - baseline) / 2**20
-        out["rows"] = consumer.items
-        out["letGo"] = broker._handle.iterationsLetGo
+        await broker.everyRow(consumer=consumer, stream=stream)
+        out = {
+            "seconds": time.perf_counter() - started,
+            "peakMB": peakRssMb() - baseline,
+            "rows": consumer.items,
+            "letGo": broker._handle.iterationsLetGo,
+        }
         await broker.shutdown()
+        return out
 
-    try:
-        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
-    except SystemExit as e:
-        if e.code:
-            raise
-    return out
-
-
-def _inChild(url: str, options: dict[str, Any]) -> dict[str, Any]:
-    # A fresh process each: a reactor runs once per process, and the
-    # memory of one run must not hide the next one's.
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(measure, (url, options))
-        return result
+    return runTwisted(main)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,20 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     url = SA.make_url(args.url)
     own = createTable(url, args.rows)
-    runs = [
-        ("streamed (holds its connection)", {}),
-        (
-            "let go at once (rows in memory)",
-            {"connections": 1, "overflowConnections": 0},
-        ),
+    runs: list[tuple[str, dict[str, Any], bool]] = [
+        ("streamed (holds its connection)", {}, True),
+        ("let go at once", {"connections": 1, "overflowConnections": 0}, True),
+        ("read whole (stream=False)", {}, False),
     ]
     try:
-        for name, options in runs:
-            result = _inChild(own.render_as_string(hide_password=False), options)
+        for name, options, stream in runs:
+            result = _runInChild(
+                measure, own.render_as_string(hide_password=False), options, stream
+            )
             assert result["rows"] == args.rows, result
             rate = result["rows"] / result["seconds"]
             print(
-                f"{url.get_backend_name():<10} {name:<32} {result['rows']:,} rows"
+                f"{url.get_backend_name():<10} {name:<33} {result['rows']:,} rows"
                 f" in {result['seconds']:.2f} s ({rate:,.0f} rows/s),"
                 f" peak RSS +{result['peakMB']:.0f} MB,"
                 f" iterations let go: {result['letGo']}",

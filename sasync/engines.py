@@ -16,8 +16,10 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
     Server databases: L{DEFAULT_CONNECTIONS} unless given.
   - C{overflowConnections}: how many extra connections may be added, for as
     long as every worker is held by an open iteration while transactions
-    wait (so a transaction started inside an iteration loop never
-    deadlocks). Default L{DEFAULT_OVERFLOW}.
+    wait. Default L{DEFAULT_OVERFLOW}. Open iterations hold at most
+    C{connections + overflowConnections - 1} workers; beyond that the
+    oldest lets go of its own (see L{EngineHandle.maxHeld}), so that a
+    transaction started inside an iteration loop never deadlocks.
   - C{batchSize}: rows fetched per hop between worker and reactor
     (default L{DEFAULT_BATCH_SIZE}).
 

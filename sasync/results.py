@@ -12,14 +12,18 @@ Streaming policy:
     caller gets a list.
   - C{raw=True}: the rows are fetched into a buffered C{Result}
     (C{FrozenResult}'s), usable synchronously in the reactor thread.
-  - Otherwise the caller iterates. On a server database the transaction
-    stays open while the rows are read (a server-side cursor on PostgreSQL,
-    so memory stays bounded) and commits when the iteration ends or is
-    stopped; the worker takes no other task meanwhile (extra connections
-    keep other transactions going, see L{sasync.engines}). On SQLite the
-    transaction commits first and the cursor is read on afterwards, between
-    other transactions on the same connection, which is what lets a loop
-    over a result start transactions of its own.
+  - Otherwise the caller iterates. On a server database, rows that stream
+    (a server-side cursor on PostgreSQL, an unbuffered one on MySQL, so
+    memory stays bounded) are read inside the still open transaction,
+    which commits when the iteration ends or is stopped; the worker takes
+    no other task meanwhile (extra connections keep other transactions
+    going, and an iteration may have to let go, reading its rest into
+    memory: see L{sasync.engines}). Rows the driver has read whole are
+    listed and the transaction commits first: that iteration holds
+    nothing. On SQLite the transaction commits first and the cursor is
+    read on afterwards, between other transactions on the same connection,
+    which is what lets a loop over a result start transactions of its
+    own.
 """
 
 from __future__ import annotations

@@ -156,9 +156,7 @@ async def test_nestedRowLoops(serverURL: str, brokers: Any) -> None:
     assert await broker.openTransactions() == 0
 
 
-async def test_iterationsNeverHoldEveryConnection(
-    serverURL: str, brokers: Any
-) -> None:
+async def test_iterationsNeverHoldEveryConnection(serverURL: str, brokers: Any) -> None:
     """
     8 iterations open at once, with the default 4 connections and 4
     overflow: the 8th makes the oldest let go of its connection (its rows
