@@ -150,11 +150,13 @@ class ThreadWorker:
     def letGo(self) -> bool:
         """
         Reactor thread, with C{holdIterations}: make the iteration that holds
-        this worker let go of it. The thread reads every item left into
-        memory (the source is exhausted, so it ends: a database transaction
-        commits), the iteration goes on from there, and the worker is free
-        (L{holdChanged} C{False}) once that is done. The cost is memory:
-        every item left is held until it is handed out.
+        this worker let go of it. The thread reads every item left, handing
+        each batch to the iteration as it reads it (the source is exhausted,
+        so it ends: a database transaction commits); the iteration hands
+        them out from memory, and the worker is free (L{holdChanged}
+        C{False}) once the reading is done. The cost is memory: the items
+        read and not yet handed out (at worst all of them, if nobody takes
+        any meanwhile).
 
         @return: whether an iteration held the worker and now lets go
             (C{False}: none holds it, or it already lets go).

@@ -2,10 +2,12 @@
 What letting go of a connection costs an iteration (issue 14.3): the time
 and the peak memory of reading N rows to a counting consumer, each in a
 fresh process: streamed (C{stream=True}: the iteration holds its
-connection), let go at its start (its worker reads every row into memory
-and commits; C{connections=1, overflowConnections=0} forces that), and read
-whole by the driver (C{stream=False}: committed before the iteration, which
-holds nothing)::
+connection); let go at its start (C{connections=1, overflowConnections=0}
+forces that: its worker reads every row and commits, handing the rows over
+as it reads them); the same with the consumer paused until every row has
+been read (the worst case: every row in memory at once); and read whole by
+the driver (C{stream=False}: committed before the iteration, which holds
+nothing)::
 
     .venv/bin/python -m bench.letgo [--rows 1000000] [--url URL]
 
@@ -17,6 +19,7 @@ C{mysql+pymysql://} URL measures MariaDB/MySQL).
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 from typing import Any
 
@@ -79,12 +82,18 @@ def dropDatabase(url: SA.URL) -> None:
     )
 
 
-def measure(url: str, options: dict[str, Any], stream: bool) -> dict[str, Any]:
+def measure(
+    url: str, options: dict[str, Any], stream: bool, paused: bool = False
+) -> dict[str, Any]:
     """
     In this (fresh) process: every row to a counting consumer, with the
     broker C{options} and the call keyword C{stream}; the time, the peak
-    RSS growth and how many iterations let go.
+    RSS growth and how many iterations let go. C{paused}: the consumer
+    pauses at the first row, until no iteration holds a connection (the
+    one that let go has read all its rows).
     """
+    from twisted.internet.task import deferLater
+
     from bench.consumer import CountingConsumer
     from sasync import AccessBroker, transact
 
@@ -99,7 +108,15 @@ def measure(url: str, options: dict[str, Any], stream: bool) -> dict[str, Any]:
         consumer = CountingConsumer()
         baseline = currentRssMb()
         started = time.perf_counter()
-        await broker.everyRow(consumer=consumer, stream=stream)
+        d = broker.everyRow(consumer=consumer, stream=stream)
+        if paused:
+            while consumer.producer is None:
+                await deferLater(reactor, 0.001, lambda: None)
+            consumer.producer.pauseProducing()
+            while broker._handle._holders:
+                await deferLater(reactor, 0.01, lambda: None)
+            consumer.producer.resumeProducing()
+        await d
         out = {
             "seconds": time.perf_counter() - started,
             "peakMB": peakRssMb() - baseline,
@@ -109,7 +126,12 @@ def measure(url: str, options: dict[str, Any], stream: bool) -> dict[str, Any]:
         await broker.shutdown()
         return out
 
-    return runTwisted(main)
+    try:
+        return runTwisted(main)
+    finally:
+        # The pool ends this process with SIGTERM, which the handler the
+        # reactor installed would swallow (the parent would wait forever).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,15 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     url = SA.make_url(args.url)
     own = createTable(url, args.rows)
-    runs: list[tuple[str, dict[str, Any], bool]] = [
-        ("streamed (holds its connection)", {}, True),
-        ("let go at once", {"connections": 1, "overflowConnections": 0}, True),
-        ("read whole (stream=False)", {}, False),
+    letGo = {"connections": 1, "overflowConnections": 0}
+    runs: list[tuple[str, dict[str, Any], bool, bool]] = [
+        ("streamed (holds its connection)", {}, True, False),
+        ("let go at once", letGo, True, False),
+        ("let go at once, consumer paused", letGo, True, True),
+        ("read whole (stream=False)", {}, False, False),
     ]
     try:
-        for name, options, stream in runs:
+        for name, options, stream, paused in runs:
             result = _runInChild(
-                measure, own.render_as_string(hide_password=False), options, stream
+                measure,
+                own.render_as_string(hide_password=False),
+                options,
+                stream,
+                paused,
             )
             assert result["rows"] == args.rows, result
             rate = result["rows"] / result["seconds"]

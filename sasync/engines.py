@@ -286,6 +286,12 @@ class EngineHandle:
         #: Whether server-side cursors stream results by default.
         self.streamsByDefault = self.dialectName == "postgresql"
         self.supportsStreaming = bool(self.engine.dialect.supports_server_side_cursors)
+        #: Whether the driver holds a result it read whole (not streamed) as
+        #: Python rows already (PyMySQL): listing them then costs little,
+        #: and their transaction may commit before they are iterated.
+        #: (psycopg2 keeps such a result in libpq's compact form, and makes
+        #: the Python rows as they are fetched.)
+        self.readsWholeAsRows = self.dialectName in ("mysql", "mariadb")
         self.connections = (
             1 if self.isSQLite else (spec.connections or DEFAULT_CONNECTIONS)
         )
@@ -382,9 +388,10 @@ class EngineHandle:
     # make sure that such loops never deadlock, however many run or nest:
     #
     #   - a reserve: iterations hold at most connections +
-    #     overflowConnections - 1 workers at once. One more would make the
+    #     overflowConnections - 1 workers at once. One more makes the
     #     oldest let go (ThreadWorker.letGo: its worker reads its remaining
-    #     rows into memory and commits, and the loop goes on from memory).
+    #     rows, handing them over as it goes, and commits; the loop goes on
+    #     from memory).
     #     So there is always a worker, or room for an overflow one, that no
     #     iteration holds: a transaction never waits for an iteration (nor,
     #     behind a transaction-mode pooler, for a server slot one holds).

@@ -249,8 +249,8 @@ def isStreamed(result: AnyResult) -> bool:
 
 def rowsInMemory(result: AnyResult, batchSize: int) -> RowStream:
     """
-    Server databases, a result the driver has read whole: its rows, read
-    now, before the transaction commits (so the caller can commit it and
+    MySQL, a result the driver has read whole: its rows, read now, before
+    the transaction commits (so the caller can commit it and
     hand the rows out with no connection, see L{RowStream} C{inMemory}).
     """
     source, makeRow = _batchesOf(result, batchSize)
