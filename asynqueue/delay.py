@@ -15,6 +15,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from ._clock import reactorClock
+
 
 class Delay:
     """
@@ -61,10 +63,7 @@ class Delay:
         The clock, resolved lazily.
         """
         if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = reactor  # type: ignore[assignment]
-        assert self._clock is not None
+            self._clock = reactorClock()
         return self._clock
 
     def __call__(self, seconds: float | None = None) -> Deferred[None]:

@@ -8,13 +8,22 @@ from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._clock import reactorClock
 from .deferator import DEFAULT_BATCH, BatchTaker, Deferator
 
 T = TypeVar("T")
+
+log = Logger()
 
 
 @implementer(IPushProducer)
@@ -25,13 +34,31 @@ class IterationProducer(Generic[T]):
     until C{resumeProducing}; C{stopProducing} ends the iteration and
     releases the worker.
 
+    The consumer is the user's code, so whatever it raises (from
+    C{registerProducer}, C{write} or C{unregisterProducer}) ends the
+    iteration, releases the worker and fails the Deferred of L{run} with
+    that exception: it never escapes into the caller of a worker's
+    delivery, where nobody would hear of it.
+
+    C{resumeProducing} only schedules the writing (on the clock, at once):
+    it never writes, nor fires the Deferred of L{run}, inside the
+    consumer's own call.
+
     Reactor thread only.
     """
 
-    def __init__(self, deferator: Deferator[T], consumer: Any) -> None:
+    def __init__(
+        self,
+        deferator: Deferator[T],
+        consumer: Any,
+        *,
+        clock: IReactorTime | None = None,
+    ) -> None:
         """
         @param consumer: provides C{IConsumer}; its C{write} gets one item at
             a time (rows, objects or bytes: whatever the iterator yields).
+        @param clock: Schedules the writing after C{resumeProducing}; the
+            reactor by default (tests pass a C{twisted.internet.task.Clock}).
         @raise TypeError: C{consumer} does not provide C{IConsumer}.
         """
         if not IConsumer.providedBy(consumer):
@@ -44,20 +71,44 @@ class IterationProducer(Generic[T]):
         self._halted = False
         self._done: Deferred[Any] | None = None
         self._waiting = False
+        self._clock = clock
+        # Whether the consumer holds us (unregisterProducer is owed).
+        self._registered = False
+        # Inside resumeProducing: a batch landing now must not be written now.
+        self._resuming = False
+        self._scheduled: IDelayedCall | None = None
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The clock that schedules the writing, resolved lazily.
+        """
+        if self._clock is None:
+            self._clock = reactorClock()
+        return self._clock
 
     def run(self) -> Deferred[Any]:
         """
         Register with the consumer and start producing.
 
         @return: A Deferred firing with the consumer when every item has been
-            written (or production was stopped), after unregistering.
+            written (or production was stopped), after unregistering; or
+            failing with what the consumer raised (the iteration is then
+            stopped, so its worker is free).
         """
         if self._done is not None:
             raise RuntimeError("an IterationProducer runs only once")
-        self._done = Deferred()
-        self.consumer.registerProducer(self, True)
+        done = self._done = Deferred()
+        self._registered = True
+        try:
+            self.consumer.registerProducer(self, True)
+        except Exception:
+            # The consumer refused us: it is owed no unregisterProducer.
+            self._registered = False
+            self._fail(Failure())  # type: ignore[no-untyped-call]
+            return done
         self._produce()
-        return self._done
+        return done
 
     def _produce(self) -> None:
         dr = self.deferator
@@ -81,8 +132,7 @@ class IterationProducer(Generic[T]):
                                 break
                 except Exception:
                     # A broken consumer ends the production, with its error.
-                    dr.stop()
-                    self._finish(Failure())  # type: ignore[no-untyped-call]
+                    self._fail(Failure())  # type: ignore[no-untyped-call]
                     return
                 if self._halted:
                     # Put back what the consumer is not ready for.
@@ -100,17 +150,60 @@ class IterationProducer(Generic[T]):
 
     def _fetched(self, _: None) -> None:
         self._waiting = False
-        self._produce()
+        if self._resuming:
+            # The batch landed at once, inside the consumer's
+            # resumeProducing: write it later, like the rest.
+            self._schedule()
+        else:
+            self._produce()
+
+    def _schedule(self) -> None:
+        if self._scheduled is None and not self.stopped:
+            self._scheduled = self.clock.callLater(0, self._resumed)
+
+    def _resumed(self) -> None:
+        # A scheduled call, in a reactor turn of its own.
+        self._scheduled = None
+        if not self._waiting:
+            self._produce()
+
+    def _fail(self, failure: Failure) -> None:
+        # The consumer raised: stop the iteration (the worker is freed, the
+        # source closed) and report its error.
+        self.deferator.stop()
+        self._finish(failure)
 
     def _finish(self, failure: Failure | None) -> None:
-        if self._done is None or self._done.called:
+        done = self._done
+        if done is None or done.called:
+            if failure is not None:
+                log.failure(
+                    "Producing to {consumer} failed after it ended",
+                    failure, consumer=self.consumer,
+                )
             return
         self.stopped = self._halted = True
-        self.consumer.unregisterProducer()
+        if self._scheduled is not None:
+            if self._scheduled.active():
+                self._scheduled.cancel()
+            self._scheduled = None
+        if self._registered:
+            self._registered = False
+            try:
+                self.consumer.unregisterProducer()
+            except Exception:
+                if failure is None:
+                    failure = Failure()  # type: ignore[no-untyped-call]
+                else:
+                    # The first error is the one to report.
+                    log.failure(
+                        "{consumer}.unregisterProducer() failed too",
+                        consumer=self.consumer,
+                    )
         if failure is not None:
-            self._done.errback(failure)
+            done.errback(failure)
         else:
-            self._done.callback(self.consumer)
+            done.callback(self.consumer)
 
     # IPushProducer -----------------------------------------------------------
 
@@ -123,14 +216,20 @@ class IterationProducer(Generic[T]):
 
     def resumeProducing(self) -> None:
         """
-        Write and fetch again.
+        Fetch again, and schedule the writing: it starts in a later reactor
+        turn, never inside this call (so a consumer that resumes us finishes
+        its own bookkeeping before it gets another item, or sees the
+        iteration's Deferred fire).
         """
-        if self.stopped:
+        if self.stopped or not self.paused:
             return
         self.paused = self._halted = False
-        self.deferator.resume()
-        if not self._waiting:
-            self._produce()
+        self._resuming = True
+        try:
+            self.deferator.resume()
+        finally:
+            self._resuming = False
+        self._schedule()
 
     def stopProducing(self) -> None:
         """
@@ -174,14 +273,20 @@ class ListConsumer:
 
 
 def iteratorToProducer(
-    iterable: Iterable[T], consumer: Any, batchSize: int = DEFAULT_BATCH
+    iterable: Iterable[T],
+    consumer: Any,
+    batchSize: int = DEFAULT_BATCH,
+    *,
+    clock: IReactorTime | None = None,
 ) -> Deferred[Any]:
     """
     Produce the items of C{iterable}, taken lazily in the reactor thread, to
     C{consumer} with backpressure, firing with the consumer when done.
+
+    @param clock: See L{IterationProducer}.
     """
     taker = BatchTaker(iter(iterable), batchSize)
     first, exhausted = taker.take()
     fetch = None if exhausted else (lambda: succeed(taker.take()))
     dr = Deferator(first, fetch, stop=taker.close, finish=taker.finishItem)
-    return IterationProducer(dr, consumer).run()
+    return IterationProducer(dr, consumer, clock=clock).run()

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
@@ -60,7 +61,8 @@ class TaskDeferred(Deferred[T]):
         """
         Stop the task: a queued one is removed and this fails at once; a
         running one is asked to stop and this fires once it has (or at once,
-        if it can't be interrupted, or if cancelled a second time).
+        if it can't be interrupted, if it is L{abandonable<Task.abandonable>}
+        and short of its point of no return, or if cancelled a second time).
         """
         if not self.called:
             task = self.task
@@ -193,7 +195,18 @@ class Task(Generic[T]):
     #: Cancelled (or timed out) while running, and waiting for its worker
     #: to finish before telling the caller (an honest stop).
     _waiting: bool = False
+    #: Set by whoever makes the task: a stop tells its caller at once,
+    #: without waiting for the worker, until the call passes its point of
+    #: no return (see L{passPointOfNoReturn}). The worker still stops the
+    #: call, and takes no other task before it has.
+    abandonable: bool = False
+    # Written by the worker thread under _interruptLock.
+    _pastNoReturn: bool = False
     _producer: Any = None
+    #: Set by the queue for a task with a C{consumer}: the clock that
+    #: schedules the writing to it (see L{IterationProducer}); None: the
+    #: reactor.
+    clock: IReactorTime | None = None
     _onRemove: Callable[[Task[Any]], None] | None = None
     #: Set by the queue while the task waits on a worker that runs another
     #: one (see ThreadWorker.takesAhead): puts it back in the queue if the
@@ -239,25 +252,45 @@ class Task(Generic[T]):
         assert reason is not None
         interrupter(reason)
 
+    def passPointOfNoReturn(self) -> bool:
+        """
+        Worker thread: the call is about to do what a stop could no longer
+        undo (sAsync: send a transaction's COMMIT). Atomic with
+        L{requestStop}: either the stop came first, and this returns False
+        (the call must not go on, but undo its work: roll back), or this
+        came first, and a stop waits for the call's outcome even if the
+        task is L{abandonable}.
+        """
+        with _interruptLock:
+            if self.stopRequested:
+                return False
+            self._pastNoReturn = True
+            return True
+
     def requestStop(self, reason: BaseException) -> bool:
         """
         Ask the running task to stop because of C{reason}. Reactor thread only.
 
-        @return: True if the task has interrupters and so will be waited for.
+        @return: True if the caller is to wait for the worker: the task has
+            interrupters, and is not L{abandonable} short of its point of
+            no return.
         """
         # The lock makes each interrupter run exactly once even when the
-        # worker thread registers one at this very moment.
+        # worker thread registers one at this very moment, and decides
+        # "stopped before the point of no return" atomically with
+        # passPointOfNoReturn.
         with _interruptLock:
             if self.stopReason is None:
                 self.stopReason = reason
             self.stopRequested = True
             interrupters, self._interrupters = self._interrupters, []
+            abandon = self.abandonable and not self._pastNoReturn
         for interrupter in interrupters:
             try:
                 interrupter(reason)
             except Exception:
                 log.failure("Interrupter of {task} failed", task=self)
-        return bool(interrupters)
+        return bool(interrupters) and not abandon
 
     def timeOut(self, seconds: float) -> None:
         """
@@ -278,9 +311,11 @@ class Task(Generic[T]):
         if self.state is TaskState.QUEUED:
             self.state = TaskState.DONE
             self._delivered = True
+            # The caller hears first, then the queue: whoever waits for the
+            # queue to drain (shutdown) finds every call answered.
+            self._fire(Failure(reason))  # type: ignore[no-untyped-call]
             if self._onRemove is not None:
                 self._onRemove(self)
-            self._fire(Failure(reason))  # type: ignore[no-untyped-call]
         elif self.state is TaskState.RUNNING:
             if self._waiting:
                 # Cancelled again while waiting for an honest stop: stop
@@ -293,7 +328,8 @@ class Task(Generic[T]):
             # deliver at once (an AsyncWorker's cancelled Deferred).
             self._waiting = True
             if not self.requestStop(reason) and self._waiting:
-                # Nothing can stop it: tell the caller now, drop its result.
+                # Nothing can stop it, or it cannot have had an effect yet
+                # (abandonable): tell the caller now, drop its result.
                 self._waiting = False
                 self._delivered = True
                 self._fire(Failure(reason))  # type: ignore[no-untyped-call]
@@ -328,8 +364,19 @@ class Task(Generic[T]):
             from .producer import IterationProducer
 
             if isinstance(result, Deferator) and not self._delivered:
-                producer = self._producer = IterationProducer(result, self.consumer)
-                producer.run().addCallbacks(self._produced, self._produced)
+                try:
+                    producer = self._producer = IterationProducer(
+                        result, self.consumer, clock=self.clock
+                    )
+                    producing = producer.run()
+                except Exception:
+                    # Never lost in the worker's delivery: the caller hears
+                    # of it, and the iteration lets go of its worker.
+                    self._producer = None
+                    result.stop()
+                    self._deliver(Failure())  # type: ignore[no-untyped-call]
+                    return
+                producing.addCallbacks(self._produced, self._produced)
                 return
         self._deliver(result)
 
@@ -343,11 +390,15 @@ class Task(Generic[T]):
         """
         self.state = TaskState.DONE
         if self._waiting:
-            # The interruption made the call fail: report why it was stopped.
+            # The interruption made the call fail: report why it was stopped
+            # (past its point of no return, its own error is the truth: a
+            # COMMIT that failed may not mean "rolled back").
             assert self.stopReason is not None
             self._waiting = False
             self._delivered = True
-            self._fire(Failure(self.stopReason))  # type: ignore[no-untyped-call]
+            if not self._pastNoReturn:
+                failure = Failure(self.stopReason)  # type: ignore[no-untyped-call]
+            self._fire(failure)
             return
         self._deliver(failure)
 
@@ -360,10 +411,13 @@ class Task(Generic[T]):
             return
         if self._delivered:
             if isinstance(result, Failure):
-                if self.stopReason is None or not isinstance(
-                    result.value, type(self.stopReason)
+                abandoned = self.abandonable and not self._pastNoReturn
+                if self.stopReason is None or not (
+                    abandoned or isinstance(result.value, type(self.stopReason))
                 ):
-                    # Not the stop's own error: nobody else will see it.
+                    # Not the stop's own error (an abandoned task fails
+                    # however its stop made it fail, e.g. a driver's cancel
+                    # error): nobody else will see it.
                     log.failure("Task {task} failed after its caller gave up",
                                 failure=result, task=self)
             else:

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._clock import reactorClock
 from .errors import QueueStopped, WorkerError
 from .interfaces import IWorker
 from .task import Task, TaskState
@@ -73,10 +74,7 @@ class TaskQueue:
         The clock for timeouts, resolved lazily.
         """
         if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = reactor  # type: ignore[assignment]
-        assert self._clock is not None
+            self._clock = reactorClock()
         return self._clock
 
     # Workers ----------------------------------------------------------------
@@ -145,6 +143,7 @@ class TaskQueue:
         self._takesAhead.discard(id(worker))
         self._givers.discard(id(worker))
         worker.stop().chainDeferred(done)
+        self._failStranded()
         self._checkDrained()
 
     # Calls ------------------------------------------------------------------
@@ -219,6 +218,9 @@ class TaskQueue:
                 return task.d
             raise ValueError(f"{task!r} was submitted already")
         task._onRemove = self._removedCallback
+        if task.consumer is not None:
+            # Its producer schedules its writing on our clock.
+            task.clock = self._clock
         if timeout is not None:
             call = self.clock.callLater(timeout, task.timeOut, timeout)
             task.d.addBoth(_cancelCall, call)
@@ -460,11 +462,42 @@ class TaskQueue:
         """
         Refuse new calls, let every queued and running call finish, then stop
         the workers. Idempotent.
+
+        A queued call that no attached worker may run (none is attached, or
+        none is qualified for its series), or that is left so when its last
+        such worker is detached, fails at once with L{QueueStopped}: no
+        worker can be attached after shutdown, and it would wait forever.
         """
         if self._stopped is None:
             self._accepting = False
+            self._failStranded()
             self._stopped = self.whenIdle().addCallback(self._stopWorkers)
         return _follow(self._stopped)
+
+    def _failStranded(self) -> None:
+        # Once shut down, no worker can be attached: a queued call that no
+        # attached worker will run would keep its caller (and shutdown)
+        # waiting forever, so it fails now.
+        if self._accepting or not self._queued:
+            return
+        staying = [w for w in self._workers if id(w) not in self._detaching]
+        for entry in list(self._heap):
+            task = entry[3]
+            if task.state is not _QUEUED:
+                continue
+            if task.pinnedTo is not None:
+                # Its worker runs it before it may leave.
+                if task.pinnedTo in self._workers:
+                    continue
+            elif any(self._canRun(w, task) for w in staying):
+                continue
+            why = "no worker" if not self._workers else "no worker that may run it"
+            task._stopEarly(
+                QueueStopped(
+                    f"{task.info} was still queued when the queue was shut down"
+                    f" with {why} (no worker can be attached any more)"
+                )
+            )
 
     def _stopWorkers(self, _: None) -> Deferred[None]:
         workers, self._workers, self._idle = self._workers, [], []

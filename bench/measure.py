@@ -68,6 +68,18 @@ class Measurement:
         return self.result
 
 
+def rssGrowthMb(variant: dict[str, Any]) -> float | None:
+    """
+    What the measured work added to the variant's process: its median peak
+    RSS less its median RSS before (after imports and connecting), in MiB;
+    C{None} if its memory was not measured.
+    """
+    peak, before = variant.get("peakRssMb"), variant.get("baselineRssMb")
+    if peak is None or before is None:
+        return None
+    return float(peak) - float(before)
+
+
 def percentile(values: list[float], p: float) -> float:
     """
     The C{p}th percentile (0-100) of C{values}, nearest-rank; 0 if empty.

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.measure import median
+from bench.measure import median, rssGrowthMb
 from bench.plots import plotLag, plotStreaming, plotThroughput
 from bench.statements import pgbenchScript
 from bench.targets import TARGETS, check
@@ -89,8 +89,8 @@ def workloadTable(summary: dict[str, Any], name: str, memory: bool = False) -> s
     head = f"| variant | what | conns | median s | {unit}/s | vs ref | lag p50 / p99 ms"
     rule = "|---|---|---|--:|--:|--:|--:"
     if memory:
-        head += " | peak RSS MB | RSS before MB"
-        rule += "|--:|--:"
+        head += " | peak RSS MB | RSS before MB | growth MB"
+        rule += "|--:|--:|--:"
     lines = [head + " | runs |", rule + "|---|"]
     for variant in (v for v in BY_NAME.values() if v.workload == name):
         v = block["variants"].get(variant.name)
@@ -107,9 +107,11 @@ def workloadTable(summary: dict[str, Any], name: str, memory: bool = False) -> s
             _lagCell(v),
         ]
         if memory:
+            growth = rssGrowthMb(v)
             cells += [
                 f"{v.get('peakRssMb', 0):.0f}",
                 f"{v.get('baselineRssMb', 0):.0f}",
+                "-" if growth is None else f"{growth:.1f}",
             ]
         cells.append(", ".join(_fmtRate(r) for r in v["rates"]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -277,7 +279,10 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
             "counted by the client. Peak RSS is the variant's own process "
             "(`VmHWM`; `ru_maxrss` would carry the runner's RSS over `exec`); "
             '"RSS before" is after imports and connecting, so the difference '
-            "is what streaming cost. The two `stream-thread-*` variants hand "
+            '("growth") is what streaming cost; its target (under *Targets*) '
+            "bounds sAsync's growth, and the peers' growth in the same run is "
+            "the comparison (a ratio of two growths near zero would be noise). "
+            "The two `stream-thread-*` variants hand "
             "no rows to the reactor at all: they fetch and count in one thread, "
             "so they show what merely having a thread fetch rows beside the "
             "reactor costs it (lag), and, for SQLAlchemy, the ceiling of any "

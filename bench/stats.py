@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.measure import median
+from bench.measure import median, rssGrowthMb
 from bench.variants import BY_NAME, WORKLOADS
 
 
@@ -67,7 +67,9 @@ def formatTable(summary: dict[str, Any]) -> str:
             lagText = (
                 f" lag p50/p99 {lag['p50Ms']:.1f}/{lag['p99Ms']:.1f} ms" if lag else ""
             )
+            growth = rssGrowthMb(v)
             rss = f" rss {v['peakRssMb']:.0f} MB" if "peakRssMb" in v else ""
+            rss += f" (+{growth:.1f})" if growth is not None else ""
             if workload.name == "idle":  # only its lag means anything
                 lines.append(f"  {name:28s} {v['seconds']:.1f} s{lagText}")
                 continue

@@ -19,6 +19,8 @@ from .errors import SAsyncError as SAsyncError
 from .errors import StartupError as StartupError
 from .errors import TableNameError as TableNameError
 from .errors import TransactionTimeout as TransactionTimeout
+from .errors import WritesLost as WritesLost
+from .errors import WrongThread as WrongThread
 from .items import Items as Items
 from .items import Missing as Missing
 from .parray import PersistentArray as PersistentArray
@@ -42,6 +44,8 @@ __all__ = [
     "StartupError",
     "TableNameError",
     "TransactionTimeout",
+    "WritesLost",
+    "WrongThread",
     "setup",
     "transact",
     "wait",

@@ -16,6 +16,12 @@ time, in the order they were issued:
 Only one unit runs at a time, so writes to one key can never overtake each
 other, however many connections the broker has.
 
+Nothing accepted is forgotten: a unit may land with some of its keys not
+stored (see L{sasync._landing}), or fail as a whole. The sequencer keeps
+those keys in its ledger of lost writes (L{WriteSequencer.lostWrites})
+until a later write of the same key, or a C{clear}, is stored; the store
+reports the ledger from C{deferToWrites()} and C{shutdown()}.
+
 Reads run at a higher priority than writes and may overtake them, so a
 store folds the units that have not landed yet over what it read (see
 L{WriteSequencer.capture}): a read reflects every write issued before it.
@@ -28,7 +34,7 @@ Reactor thread only: units are queued, started and fired there.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
 
@@ -83,6 +89,9 @@ class WriteUnit(Generic[K]):
     @ivar insert: an insert unit: one entry, which must not exist yet.
     @ivar started: handed to the database; no longer changes.
     @ivar landed: finished (committed, or failed if C{failed}).
+    @ivar failed: nothing of it was stored.
+    @ivar lost: once landed, the keys of C{entries} that were not stored
+        (the rest were), and why.
     """
 
     def __init__(self, seq: int, insert: bool = False) -> None:
@@ -93,8 +102,10 @@ class WriteUnit(Generic[K]):
         self.started = False
         self.landed = False
         self.failed = False
-        # Callers' Deferreds, fired when the unit lands.
-        self.waiters: list[Deferred[None]] = []
+        self.lost: dict[K, Failure] = {}
+        # Callers' Deferreds, fired when the unit lands, each with the keys
+        # it waits for (None: a clear).
+        self.waiters: list[tuple[Deferred[None], tuple[K, ...] | None]] = []
 
     def __repr__(self) -> str:
         kind = "insert" if self.insert else "batch"
@@ -107,7 +118,7 @@ class WriteUnit(Generic[K]):
         """
         if self.clearFirst:
             state = None
-        if key in self.entries:
+        if key in self.entries and key not in self.lost:
             data = self.entries[key]
             if not self.insert:
                 return data
@@ -123,6 +134,8 @@ class WriteUnit(Generic[K]):
         if self.clearFirst:
             state.clear()
         for key, data in self.entries.items():
+            if key in self.lost:
+                continue
             if data is None:
                 state.pop(key, None)
             elif self.insert:
@@ -140,12 +153,26 @@ class WriteSequencer(Generic[K]):
     read.
     """
 
-    def __init__(self, run: Callable[[WriteUnit[K]], Deferred[None]]) -> None:
+    def __init__(
+        self,
+        run: Callable[[WriteUnit[K]], Deferred[dict[K, Failure]]],
+        refused: Callable[[Failure], bool] = lambda failure: False,
+    ) -> None:
         """
-        @param run: writes one unit to the database, in one transaction;
-            the unit no longer changes once it is handed over.
+        @param run: writes one unit to the database; the unit no longer
+            changes once it is handed over. Fires with the keys of the
+            unit that were not stored, and why (empty: all were), or fails
+            if nothing of the unit was stored.
+        @param refused: whether the failure of an insert unit is the
+            insert's own refusal (the key exists): its caller is told, and
+            the key keeps its value, so it is no lost write.
         """
         self._run = run
+        self._refused = refused
+        # The ledger of lost writes: key -> why its latest write was not
+        # stored; and a clear() that was not.
+        self._lost: dict[K, Failure] = {}
+        self._lostClear: Failure | None = None
         self._nextSeq = 0
         # Every unit not landed, plus landed ones a capture still needs,
         # in seq order.
@@ -180,9 +207,9 @@ class WriteSequencer(Generic[K]):
                 return last
         return self._newUnit()
 
-    def _wait(self, unit: WriteUnit[K]) -> Deferred[None]:
+    def _wait(self, unit: WriteUnit[K], keys: tuple[K, ...] | None) -> Deferred[None]:
         d: Deferred[None] = Deferred()
-        unit.waiters.append(d)
+        unit.waiters.append((d, keys))
         self._kick()
         return d
 
@@ -196,9 +223,11 @@ class WriteSequencer(Generic[K]):
         """
         self._checkOpen()
         unit = self._openBatch()
+        keys = []
         for key, data in entries:
             unit.entries[key] = data
-        return self._wait(unit)
+            keys.append(key)
+        return self._wait(unit, tuple(keys))
 
     def clear(self) -> Deferred[None]:
         """
@@ -209,7 +238,7 @@ class WriteSequencer(Generic[K]):
         # Earlier writes in this unit would be deleted anyway.
         unit.entries.clear()
         unit.clearFirst = True
-        return self._wait(unit)
+        return self._wait(unit, None)
 
     def insert(self, key: K, data: bytes) -> Deferred[None]:
         """
@@ -218,7 +247,7 @@ class WriteSequencer(Generic[K]):
         self._checkOpen()
         unit = self._newUnit(insert=True)
         unit.entries[key] = data
-        return self._wait(unit)
+        return self._wait(unit, (key,))
 
     # --- Running -----------------------------------------------------------
 
@@ -258,13 +287,50 @@ class WriteSequencer(Generic[K]):
         waiters, unit.waiters = unit.waiters, []
         if isinstance(result, Failure):
             unit.failed = True
-            for waiter in waiters:
+            unit.lost = dict.fromkeys(unit.entries, result)
+            if not (unit.insert and self._refused(result)):
+                self._record(unit, result)
+            for waiter, _ in waiters:
                 waiter.errback(result)
         else:
-            for waiter in waiters:
-                waiter.callback(None)
+            assert isinstance(result, Mapping)
+            unit.lost = dict(result)
+            self._record(unit, None)
+            for waiter, keys in waiters:
+                why = next((unit.lost[k] for k in keys or () if k in unit.lost), None)
+                if why is None:
+                    waiter.callback(None)
+                else:
+                    waiter.errback(why)
         self._prune()
         self._kick()
+
+    def _record(self, unit: WriteUnit[K], failed: Failure | None) -> None:
+        # Update the ledger of lost writes with how unit landed (failed:
+        # as a whole). A stored write of a key (not an insert, which may
+        # have kept an older value) settles its earlier losses.
+        if unit.clearFirst:
+            if failed is None:
+                self._lost.clear()
+                self._lostClear = None
+            else:
+                self._lostClear = failed
+        for key in unit.entries:
+            why = unit.lost.get(key)
+            if why is not None:
+                self._lost.pop(key, None)
+                self._lost[key] = why
+            elif not unit.insert:
+                self._lost.pop(key, None)
+
+    def lostWrites(self) -> tuple[dict[K, Failure], Failure | None]:
+        """
+        @return: the ledger of lost writes: key -> why its latest write was
+            not stored, in the order lost; and why a C{clear} was not
+            stored, or C{None}. A key leaves the ledger once a later write
+            of it (or a C{clear}) is stored.
+        """
+        return dict(self._lost), self._lostClear
 
     def _prune(self) -> None:
         oldest = min((c.start for c in self._captures), default=self._nextSeq)
@@ -353,7 +419,7 @@ class WriteSequencer(Generic[K]):
         # Units land in order: the newest one landing means all have.
         done: Deferred[None] = Deferred()
         waiter: Deferred[None] = Deferred()
-        pending[-1].waiters.append(waiter)
+        pending[-1].waiters.append((waiter, ()))
         waiter.addBoth(lambda _: done.callback(None))
         return done
 

@@ -19,23 +19,26 @@ import contextvars
 import dataclasses
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar, cast
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from asynqueue.task import Task, TaskState
 
-from . import engines, multicore, retry, tables
-from .errors import BrokerStopped, Overloaded, StartupError
+from . import engines, multicore, retry, startup, tables
+from .errors import BrokerStopped, Overloaded
 from .statements import SelectHolder, StatementCache, selectHolder
-from .threadstate import currentConnection, currentSession, state
+from .threadstate import checkReactorThread, currentConnection, currentSession, state
 from .transact import (
     ALWAYS_STREAM,
     CallOptions,
@@ -58,6 +61,14 @@ _starting: contextvars.ContextVar[AccessBroker | None] = contextvars.ContextVar(
 #: Per @transact function: did its last call return rows? (Worker threads
 #: write it, one item at a time.) Decides server-side cursor streaming.
 _returnsRows: dict[Callable[..., Any], bool] = {}
+#: Per @transact function: was it seen writing (True) or only reading
+#: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
+_wrote: dict[Callable[..., Any], bool] = {}
+
+#: Seconds C{shutdown(timeout=...)} waits for the workers to close once
+#: every caller has heard, before it leaves the ones still busy to finish
+#: by themselves.
+SHUTDOWN_GRACE = 1.0
 
 _NEW, _STARTING, _RUNNING, _FAILED, _STOPPED = (
     "new",
@@ -83,12 +94,23 @@ def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
 
 def _inWorker(setup: Callable[[Connection], T]) -> Callable[[], T]:
     # A setup job (table creation): runs in a worker thread, outside any
-    # user transaction, on that thread's connection.
+    # user transaction, on that thread's connection. Setup jobs are
+    # idempotent, so a missing or lost connection allows running it again.
     def job() -> T:
         worker = state.worker
         assert worker is not None, "setup jobs run in sAsync worker threads"
         try:
-            return setup(worker.connection())
+            connection = worker.connection()
+        except DBAPIError as e:
+            retry.markRetryable(e, retry.NO_CONNECTION)
+            raise
+        try:
+            return setup(connection)
+        except DBAPIError as e:
+            if e.connection_invalidated:
+                # (The worker replaces the connection before its next job.)
+                retry.markRetryable(e, retry.LOST)
+            raise
         finally:
             # Whatever it raised: the connection is shared by every broker
             # on this database, and must not stay inside a transaction.
@@ -111,8 +133,9 @@ class AccessBroker:
     Reliability options, also keywords, for every call of this broker:
     C{retries} and C{timeout} (the defaults of the call-time keywords),
     C{maxPending} (refuse calls with L{sasync.errors.Overloaded} while that
-    many wait) and C{backoff} (see L{sasync.engines} and
-    C{docs/reliability.md}).
+    many wait), C{backoff}, and C{startupTimeout} (how long the start-up
+    waits for a database that is not up yet; see L{sasync.startup}). See
+    L{sasync.engines} and C{docs/reliability.md}.
 
     Keywords go to C{sqlalchemy.create_engine}, except the broker options
     C{connections}, C{overflowConnections} and C{batchSize} (see
@@ -153,10 +176,13 @@ class AccessBroker:
         self._accepting = True
         self._startupFailure: Failure | None = None
         self._startupDone: Deferred[None] | None = None
+        self._startupWait: startup.StartupWait | None = None
         self._waitingTasks: list[tuple[Task[Any], float | None]] = []
         self._runningWaiters: list[Deferred[None]] = []
         self._tracked: set[Deferred[Any]] = set()
         self._drainTimer: Any = None
+        # When shutdown's timeout runs out (reactor.seconds()), if given.
+        self._drainDeadline: float | None = None
         self._idleWaiters: list[Deferred[None]] = []
         self._shutdownDone: Deferred[None] | None = None
         self._pool = multicore.attach(self, processes, self._spec, reactor=reactor)
@@ -185,6 +211,13 @@ class AccessBroker:
 
     def _engineHandle(self) -> engines.EngineHandle:
         return self._handle
+
+    def _checkThread(self, method: str) -> None:
+        # Deferreds live in the reactor thread: a call of a public method
+        # from any other thread (while the reactor runs) is refused.
+        checkReactorThread(
+            self._getReactor(), lambda: f"{type(self).__name__}.{method}"
+        )
 
     @classmethod
     def setup(cls, url: str | SA.URL, **kw: Any) -> None:
@@ -218,6 +251,12 @@ class AccessBroker:
         if self._phase != _NEW:
             return
         self._phase = _STARTING
+        self._startupWait = startup.StartupWait(
+            self._spec.startupWait, self._getReactor(), self
+        )
+        if not self._accepting:
+            # Started by shutdown() for the calls waiting: don't wait long.
+            self._startupWait.stop()
         token = _starting.set(self)
         try:
             self._startupDone = Deferred.fromCoroutine(self._startup())
@@ -233,13 +272,13 @@ class AccessBroker:
             cls = type(self)
             if cls.first is not AccessBroker.first and self._runsFirst:
                 first = getattr(cls.first, "__sasyncTransaction__", cls.first)
-                await self._submit(
-                    self._newTask(first, (), {}, CallOptions(doNext=True)),
-                    None,
-                    now=True,
+                await self._attempts(
+                    first, (), {}, CallOptions(doNext=True), self._retries(), None
                 )
         except BaseException:
             failure = Failure()  # type: ignore[no-untyped-call]
+            if self._startupWait is not None:
+                self._startupWait.end()
             self._phase = _FAILED
             self._startupFailure = failure
             log.failure("{broker} failed to start", failure, broker=self)
@@ -259,12 +298,16 @@ class AccessBroker:
 
     def _startupError(self) -> Failure:
         assert self._startupFailure is not None
-        error = StartupError(
-            f"{type(self).__name__} did not start:"
-            f" {self._startupFailure.getErrorMessage()}"
+        return startup.startupError(
+            type(self).__name__,
+            self._spec.url.render_as_string(hide_password=True),
+            self._startupFailure,
+            self._startupWait,
         )
-        error.__cause__ = self._startupFailure.value
-        return Failure(error)  # type: ignore[no-untyped-call]
+
+    def _inStartup(self) -> bool:
+        # Work of the start-up itself (it waits for a missing database).
+        return self._phase == _STARTING and _starting.get() is self
 
     def _fireRunningWaiters(self) -> None:
         waiters, self._runningWaiters = self._runningWaiters, []
@@ -284,8 +327,11 @@ class AccessBroker:
     def waitUntilRunning(self) -> Deferred[None]:
         """
         A Deferred that fires once the broker runs (at once if it does), or
-        fails with L{StartupError} if its startup failed.
+        fails with L{sasync.errors.StartupError} if its startup failed.
+
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("waitUntilRunning")
         if self._phase == _RUNNING:
             return succeed(None)
         if self._phase == _STOPPED:
@@ -304,7 +350,9 @@ class AccessBroker:
 
         @return: A Deferred firing with C{f}'s result (waited for if it is a
             Deferred or coroutine).
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("callWhenRunning")
 
         def call(_: None) -> Any:
             result = f(*args, **kw)
@@ -322,8 +370,17 @@ class AccessBroker:
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: CallOptions,
+        mayGuessReadOnly: bool = False,
     ) -> Task[Any]:
-        call = TransactionCall(self, self._handle, f, options, _returnsRows)
+        # mayGuessReadOnly: the call runs again after a wrong read-only guess.
+        call = TransactionCall(
+            self,
+            self._handle,
+            f,
+            options,
+            _returnsRows,
+            _wrote if mayGuessReadOnly else None,
+        )
         task: Task[Any] = Task(
             call,
             args,
@@ -334,7 +391,12 @@ class AccessBroker:
             raw=options.raw,
             consumer=options.consumer,
         )
-        # Honest from the start: a cancel while it runs waits for the worker.
+        # A stop (cancel, timeout) interrupts it at the driver. Its caller
+        # hears at once while COMMIT was not sent (then it cannot commit),
+        # and waits for the worker only once COMMIT was sent: see
+        # transact._commitPoint. (Worker processes decide in their own
+        # process: the caller waits for them.)
+        task.abandonable = self._pool is None
         task.onInterrupt(functools.partial(_interrupt, task, self._getReactor()))
         return task
 
@@ -369,22 +431,28 @@ class AccessBroker:
         retries = spec.retries if options.retries is None else options.retries
         timeout = spec.timeout if options.timeout is None else options.timeout
         reasons = None
-        if retries is None and self._pool is None and not self._handle.isSQLite:
-            # The default: conflicts of serializable transactions are run
-            # again (worker processes do that themselves; SQLite has none).
-            if timeout is None:
-                return self._retryingConflicts(f, args, kw, options)
-            retries, reasons = retry.CONFLICT_RETRIES, retry.CONFLICTS
-        elif not retries and timeout is None:
+        if retries is None:
+            if self._pool is None and not self._handle.isSQLite:
+                # The default: conflicts of serializable transactions run
+                # again (worker processes do that themselves; SQLite has
+                # none).
+                retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
+                if timeout is None and not self._inStartup():
+                    return self._retryingConflicts(f, args, kw, options)
+            else:
+                retries = 0
+        if not retries and timeout is None and not self._inStartup():
             return self._submit(self._newTask(f, args, kw, options), None)
-        # A call with retries or a timeout: driven by retry.Attempts, which
-        # makes a new task for each attempt. Its Deferred is the one tracked.
-        now = _starting.get() is self  # (Retries run outside this context.)
-        attempts = self._makeAttempts(
-            f, args, kw, options, retries or 0, timeout, reasons, now
-        )
-        self._track(attempts.d)
-        return attempts.start()
+        if self._inStartup():
+            # The start-up's own work: its policy decides (sasync.startup).
+            reasons = None
+        return self._attempts(f, args, kw, options, retries, timeout, reasons)
+
+    def _retries(self) -> int:
+        # The broker's retries for its start-up work (conflicts only by
+        # default: sasync.startup waits for a missing database by time).
+        retries = self._spec.retries
+        return retry.CONFLICT_RETRIES if retries is None else retries
 
     def _retryingConflicts(
         self,
@@ -396,23 +464,31 @@ class AccessBroker:
         # The common case, kept as cheap as a call without retries: one task,
         # and only if it fails with a conflict does retry.Attempts take over
         # (its Deferred chained into the task's, which shutdown tracks).
-        task = self._newTask(f, args, kw, options)
+        task = self._newTask(f, args, kw, options, True)
         now = _starting.get() is self
 
         def conflicted(failure: Failure) -> Any:
             error = failure.value
             reason = None if error is None else retry.retryReason(error)
-            if reason not in retry.CONFLICTS:
+            if reason not in retry.RETRIED_BY_DEFAULT:
                 return failure
-            attempts = self._makeAttempts(
-                f, args, kw, options, retry.CONFLICT_RETRIES, None, retry.CONFLICTS, now
+            attempts = self._newAttempts(
+                lambda: self._newTask(f, args, kw, options, True),
+                lambda task: self._submit(task, None, now, track=False),
+                describeCall(self, f, args, kw),
+                retry.CONFLICT_RETRIES,
+                None,
+                retry.RETRIED_BY_DEFAULT,
             )
+            # Tracked too: shutdown(timeout=) cancels what is not called yet,
+            # and task.d is (it waits for this one).
+            self._track(attempts.d)
             return attempts.adopt(task, failure)
 
         task.d.addErrback(conflicted)
         return self._submit(task, None, now)
 
-    def _makeAttempts(
+    def _attempts(
         self,
         f: Callable[..., Any],
         args: tuple[Any, ...],
@@ -420,20 +496,59 @@ class AccessBroker:
         options: CallOptions,
         retries: int,
         timeout: float | None,
-        reasons: frozenset[str] | None,
-        now: bool,
-    ) -> retry.Attempts:
+        reasons: frozenset[str] | None = None,
+    ) -> Deferred[Any]:
+        # A call with retries or a timeout, or made by the start-up: driven
+        # by retry.Attempts, which makes a new task for each attempt.
         if reasons is None and options.retries != retries:
             # (Seen by the transaction: it prepares the COMMIT lookup when
             # lost connections may be retried.)
             options = dataclasses.replace(options, retries=retries)
-        handle = self._handle
+        now = _starting.get() is self  # (Retries run outside this context.)
 
         def makeTask() -> Task[Any]:
-            return self._newTask(f, args, kw, options)
+            return self._newTask(f, args, kw, options, retries > 0)
 
         def submit(task: Task[Any]) -> Deferred[Any]:
             return self._submit(task, None, now, track=False)
+
+        return self._retrying(
+            makeTask, submit, describeCall(self, f, args, kw), retries, timeout, reasons
+        )
+
+    def _retrying(
+        self,
+        makeTask: Callable[[], Task[Any]],
+        submit: Callable[[Task[Any]], Deferred[Any]],
+        description: str,
+        retries: int,
+        timeout: float | None,
+        reasons: frozenset[str] | None = None,
+    ) -> Deferred[Any]:
+        # Its Deferred is the one tracked.
+        attempts = self._newAttempts(
+            makeTask, submit, description, retries, timeout, reasons
+        )
+        self._track(attempts.d)
+        return attempts.start()
+
+    def _newAttempts(
+        self,
+        makeTask: Callable[[], Task[Any]],
+        submit: Callable[[Task[Any]], Deferred[Any]],
+        description: str,
+        retries: int,
+        timeout: float | None,
+        reasons: frozenset[str] | None,
+    ) -> retry.Attempts:
+        # The start-up's own work waits for a missing database by time (see
+        # sasync.startup), not by count.
+        handle = self._handle
+        mayRetry = None
+        wait = self._startupWait
+        if wait is not None and self._inStartup():
+            mayRetry = wait.policy(retries)
+            retries = sys.maxsize
 
         def counted(reason: str) -> None:
             counter = getattr(handle, "retries", None)
@@ -447,8 +562,9 @@ class AccessBroker:
             timeout=timeout,
             backoff=self._spec.backoff,
             clock=self._getReactor(),
-            description=describeCall(self, f, args, kw),
+            description=description,
             onRetry=counted,
+            mayRetry=mayRetry,
             reasons=reasons,
         )
 
@@ -560,7 +676,9 @@ class AccessBroker:
 
         @return: A Deferred firing with the C{Table}.
         @raise TableNameError: C{name} would shadow a method or attribute.
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("table")
         if name in self._tables:
             return succeed(self._tables[name])
         if name in self._tablesPending:
@@ -574,13 +692,24 @@ class AccessBroker:
             return d
         if self._refusing():
             return fail(BrokerStopped(f"table({name!r}) was called after shutdown()"))
+        if self._phase == _FAILED:
+            return fail(self._startupError())
         tables.checkTableName(self, name, self._tables)
         indexes, tableKw = tables.splitIndexKeywords(name, kw)
         table = tables.defineTable(self._metadata, name, columns, indexes, tableKw)
         create = _inWorker(functools.partial(tables.createTable, table=table))
-        task: Task[None] = Task(create, niceness=-20)
-        self._track(task.d)
-        done = self._handle.submit(task)
+
+        def makeTask() -> Task[None]:
+            return Task(create, niceness=-20)
+
+        # Only a missing or lost connection makes it run again (see _inWorker).
+        done = self._retrying(
+            makeTask,
+            self._handle.submit,
+            f"{type(self).__name__}.table({name!r})",
+            self._retries(),
+            None,
+        )
 
         def created(_: None) -> SA.Table:
             del self._tablesPending[name]
@@ -637,6 +766,7 @@ class AccessBroker:
         written to it. C{de}, if given, fires once the statement has run,
         before the iteration.
         """
+        self._checkThread("selectorator")
         if isinstance(N, bool) or not isinstance(N, int) or N < 1:
             raise ValueError(f"selectorator(N={N!r}): N must be a positive int")
         options = CallOptions(consumer=consumer, groupSize=N)
@@ -720,7 +850,10 @@ class AccessBroker:
         Run C{func(*args, **kw)} in one of the broker's worker threads (not
         in a transaction), once the broker runs, with the queue's keywords
         (C{niceness}, C{doNext}, C{timeout}, ...).
+
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("deferToQueue")
         if self._refusing():
             return fail(
                 BrokerStopped(f"deferToQueue({func!r}) was called after shutdown()")
@@ -750,14 +883,20 @@ class AccessBroker:
 
         @param timeout: Seconds to let accepted work finish; then whatever
             is left is cancelled: queued transactions fail with
-            C{CancelledError} without running, running ones are interrupted
-            at the driver and rolled back first. Either way each caller
-            hears how its call ended; nothing is dropped silently. (Code of
-            yours that never returns to the database cannot be interrupted,
-            and is waited for.) A later call with a timeout may shorten the
-            wait of an earlier one.
+            C{CancelledError} without running, running ones too, at once
+            (they are interrupted at the driver and roll back in the
+            background), except a transaction whose COMMIT was already
+            sent, whose outcome is waited for. Either way each caller hears
+            how its call ended; nothing is dropped silently. Then the
+            workers get L{SHUTDOWN_GRACE} more seconds to close; any still
+            busy (in code of yours that never returns to the database, or
+            on a server that does not answer) is left to end by itself,
+            and logged. A later call with a timeout may shorten the wait of
+            an earlier one.
         @raise ValueError: C{timeout} is not a number >= 0.
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("shutdown")
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
@@ -766,6 +905,8 @@ class AccessBroker:
             raise ValueError(f"shutdown(timeout={timeout!r}): not a number >= 0")
         if self._shutdownDone is None:
             self._accepting = False
+            if self._startupWait is not None:
+                self._startupWait.stop()
             self._shutdownDone = Deferred.fromCoroutine(self._shutdown())
         if timeout is not None and not self._shutdownDone.called:
             self._armDrainTimer(timeout)
@@ -783,6 +924,9 @@ class AccessBroker:
 
     def _armDrainTimer(self, timeout: float) -> None:
         reactor = self._getReactor()
+        deadline = reactor.seconds() + timeout
+        if self._drainDeadline is None or deadline < self._drainDeadline:
+            self._drainDeadline = deadline
         timer = self._drainTimer
         if timer is not None and timer.active():
             if timer.getTime() <= reactor.seconds() + timeout:
@@ -821,7 +965,22 @@ class AccessBroker:
             timer.cancel()
         if self._phase != _FAILED:
             self._phase = _STOPPED
-        await engines.release(self._handle, self)
+        closing = engines.release(self._handle, self)
+        if self._drainDeadline is None:
+            await closing
+            return
+        # With a timeout: every caller has heard by now; wait a little for
+        # the workers to finish and close, but not for ones stuck (in code
+        # that never returns to the database, or on a server that does not
+        # answer: those are cut, see sasync.cancel).
+        reactor = self._getReactor()
+        wait = max(self._drainDeadline - reactor.seconds(), 0.0) + SHUTDOWN_GRACE
+        try:
+            await closing.addTimeout(wait, reactor)
+        except defer.TimeoutError:
+            abandon = getattr(self._handle, "abandon", None)
+            if abandon is not None:
+                abandon()
 
 
 for _method in (AccessBroker.execute, AccessBroker._selectRows):

@@ -41,6 +41,10 @@ transactions ran one at a time (see C{docs/concepts/transactions.md}).
     L{sasync.errors.Overloaded}, while this many wait for a connection on
     the broker's engine (default C{None}: no bound).
   - C{backoff}: a L{sasync.retry.Backoff}, the waits between attempts.
+  - C{startupTimeout}: seconds for which the broker's start-up waits for
+    its database to accept connections (default: L{DEFAULT_STARTUP_TIMEOUT}
+    for server databases, 0 for SQLite; C{0}: not at all). See
+    L{sasync.startup}.
 
 Everything here runs in the reactor thread unless a docstring says so.
 """
@@ -63,6 +67,7 @@ from twisted.logger import Logger
 
 from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
+from asynqueue.workers import JobThread
 
 from .errors import NoEngineError
 from .retry import DEFAULT_BACKOFF, Backoff
@@ -77,6 +82,12 @@ DEFAULT_CONNECTIONS = 4
 DEFAULT_OVERFLOW = 4
 #: Rows per batch fetched from the worker.
 DEFAULT_BATCH_SIZE = 1000
+#: Seconds the KILL QUERY connection (MySQL/MariaDB cancels) may wait for
+#: the server at each step.
+KILL_TIMEOUT = 5
+#: Seconds a broker's start-up waits for its server database to accept
+#: connections (SQLite: none; a file that can't be opened won't appear).
+DEFAULT_STARTUP_TIMEOUT = 30.0
 
 #: The isolation level of server databases unless C{isolation_level=}.
 DEFAULT_ISOLATION = "SERIALIZABLE"
@@ -90,9 +101,12 @@ BROKER_OPTIONS = (
     "timeout",
     "maxPending",
     "backoff",
+    "startupTimeout",
 )
 
 _SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+#: SQL text that only reads (a wrong guess costs one more attempt).
+_READS_RE = re.compile(r"\s*(SELECT|SHOW)\b", re.IGNORECASE)
 
 
 #: The drivers sAsync installs, for URLs that name none.
@@ -127,6 +141,7 @@ class EngineSpec:
     timeout: float | None = field(default=None, compare=False)
     maxPending: int | None = field(default=None, compare=False)
     backoff: Backoff = field(default=DEFAULT_BACKOFF, compare=False)
+    startupTimeout: float | None = field(default=None, compare=False)
 
     @classmethod
     def fromArgs(cls, url: str | URL, kw: Mapping[str, Any]) -> EngineSpec:
@@ -182,6 +197,16 @@ class EngineSpec:
         return self.backend == "sqlite"
 
     @property
+    def startupWait(self) -> float:
+        """
+        Seconds the start-up waits for the database: C{startupTimeout}, or
+        its default (L{DEFAULT_STARTUP_TIMEOUT}, SQLite 0).
+        """
+        if self.startupTimeout is not None:
+            return self.startupTimeout
+        return 0.0 if self.isSQLite else DEFAULT_STARTUP_TIMEOUT
+
+    @property
     def key(self) -> tuple[Any, ...]:
         """
         The registry key: equal for brokers that share a handle.
@@ -205,7 +230,7 @@ class EngineSpec:
 def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
     """
     Take the call policies (C{retries}, C{timeout}, C{maxPending},
-    C{backoff}) out of C{kw}, checked.
+    C{backoff}, C{startupTimeout}) out of C{kw}, checked.
 
     @raise ValueError: a bad value.
     """
@@ -244,6 +269,18 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(backoff, Backoff):
             raise ValueError(f"backoff must be a sasync.retry.Backoff, not {backoff!r}")
         policies["backoff"] = backoff
+    if "startupTimeout" in kw:
+        startupTimeout = kw.pop("startupTimeout")
+        if (
+            isinstance(startupTimeout, bool)
+            or not isinstance(startupTimeout, int | float)
+            or not startupTimeout >= 0
+        ):
+            raise ValueError(
+                "startupTimeout must be a number of seconds >= 0 (0: don't wait"
+                f" for the database), not {startupTimeout!r}"
+            )
+        policies["startupTimeout"] = float(startupTimeout)
     return policies
 
 
@@ -283,6 +320,13 @@ class EngineHandle:
         self.dialectName = self.engine.dialect.name
         self.isSQLite = spec.isSQLite
         self.holdIterations = not self.isSQLite
+        #: PostgreSQL at SERIALIZABLE: transactions of methods seen only
+        #: reading run READ ONLY, which keeps them out of serialization
+        #: conflicts (see sasync.transact.TransactionCall).
+        self.guessesReadOnly = (
+            self.dialectName == "postgresql"
+            and kw.get("isolation_level") == DEFAULT_ISOLATION
+        )
         #: Whether server-side cursors stream results by default.
         self.streamsByDefault = self.dialectName == "postgresql"
         self.supportsStreaming = bool(self.engine.dialect.supports_server_side_cursors)
@@ -311,6 +355,10 @@ class EngineHandle:
         self._serial = 0
         #: Reactor thread: how many transactions ran again, by reason.
         self.retries: Counter[str] = Counter()
+        # The thread that sends cancels to the server (started on the
+        # first one, quit when the handle closes): sAsync's own, so that
+        # no thread outlives shutdown.
+        self._cancels = JobThread(f"{self._threadPrefix()}-cancel")
         _instrument(self.engine)
         for _ in range(self.connections):
             self.queue.attachWorker(self._newWorker(overflow=False))
@@ -329,10 +377,13 @@ class EngineHandle:
             self._reactor = reactor
         return self._reactor
 
+    def _threadPrefix(self) -> str:
+        database = self.spec.url.database or "memory"
+        return f"sasync-{self.dialectName}-{os.path.basename(database)}"
+
     def _newWorker(self, *, overflow: bool) -> ConnectionWorker:
         self._serial += 1
-        database = self.spec.url.database or "memory"
-        name = f"sasync-{self.dialectName}-{os.path.basename(database)}-{self._serial}"
+        name = f"{self._threadPrefix()}-{self._serial}"
         return ConnectionWorker(
             self.engine,
             holdIterations=self.holdIterations,
@@ -342,6 +393,7 @@ class EngineHandle:
             killQuery=self._killQuery
             if self.dialectName in ("mysql", "mariadb")
             else None,
+            sendCancel=None if self.isSQLite else self._cancels.do,
             onHeld=self._heldChanged,
             callFromThread=None
             if self._reactor is None
@@ -349,10 +401,13 @@ class EngineHandle:
         )
 
     def _killQuery(self, threadID: int) -> None:
-        # Reactor pool thread: a short DBAPI connection of its own, made
-        # past the engine's pool (which may be full), never a worker's.
+        # Cancel thread: a short DBAPI connection of its own, made past the
+        # engine's pool (which may be full), never a worker's. Bounded
+        # waits: a server that does not answer must not keep the thread.
         dialect = self.engine.dialect
         cargs, cparams = dialect.create_connect_args(self.engine.url)
+        for name in ("connect_timeout", "read_timeout", "write_timeout"):
+            cparams.setdefault(name, KILL_TIMEOUT)
         connection = dialect.connect(*cargs, **cparams)
         try:
             cursor = connection.cursor()
@@ -505,7 +560,26 @@ class EngineHandle:
     async def _close(self) -> None:
         _unregister(self)
         await self.queue.shutdown()
+        self._cancels.quit()
         self.engine.dispose()
+
+    def abandon(self) -> None:
+        """
+        The last broker's shutdown stopped waiting for this handle to close
+        (its timeout ran out): log the workers still busy, which are left
+        to finish by themselves (their threads are daemon threads, and a
+        connection stuck on a server that does not answer is cut, see
+        L{sasync.cancel}), and end the cancel thread now.
+        """
+        busy = [w for w in self.queue.workers if w.task is not None]
+        log.warn(
+            "{handle}: shutdown stopped waiting for {n} busy workers ({workers});"
+            " they are abandoned and end by themselves",
+            handle=self,
+            n=len(busy),
+            workers=", ".join(repr(w) for w in busy),
+        )
+        self._cancels.quit()
 
 
 def _executionContext(base: type[Any]) -> type[Any]:
@@ -528,11 +602,12 @@ def _executionContext(base: type[Any]) -> type[Any]:
             if task is not None and task.stopRequested:
                 raise CancelledError(f"{task.info} was asked to stop")
             context: Any = self
-            if (
-                state.stream
-                and state.connection is context.root_connection
-                and _isSelect(context)
-            ):
+            if state.connection is not context.root_connection:
+                return super().create_cursor()
+            isSelect = _isSelect(context)
+            if not isSelect and not _READS_RE.match(context.unicode_statement or ""):
+                state.wrote = True
+            if isSelect and state.stream:
                 worker = state.worker
                 context.execution_options = context.execution_options.union(
                     {
@@ -647,6 +722,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CONNECTIONS",
     "DEFAULT_OVERFLOW",
+    "DEFAULT_STARTUP_TIMEOUT",
     "EngineHandle",
     "EngineSpec",
     "acquire",

@@ -11,6 +11,9 @@ AsynQueue's L{asynqueue.TaskTimeout}).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from asynqueue.errors import QueueStopped, TaskTimeout
 
 
@@ -42,6 +45,17 @@ class NotInTransaction(SAsyncError, RuntimeError):
     """
 
 
+class WrongThread(SAsyncError, RuntimeError):
+    """
+    A broker or store method was called from a thread other than the
+    reactor's while the reactor runs. Deferreds live in the reactor thread:
+    from another thread, use
+    C{twisted.internet.threads.blockingCallFromThread(reactor, method, ...)}.
+    (Inside a transaction, in its worker thread, a call of a C{@transact}
+    method runs inline instead.)
+    """
+
+
 class TableNameError(SAsyncError, ValueError):
     """
     A table name given to L{AccessBroker.table} would shadow a method or
@@ -69,9 +83,12 @@ class ConnectionClosedByServer(SAsyncError):
 class TransactionTimeout(SAsyncError, TaskTimeout):
     """
     A transaction did not finish within its C{timeout} (the call's, or the
-    broker's default), retries and the waits between them included. If it
-    was running, it was interrupted at the driver and rolled back before
-    this error was delivered.
+    broker's default), retries and the waits between them included. It was
+    not committed: if it was running, it is interrupted at the driver and
+    rolled back in the background (this error comes at the deadline, as the
+    transaction can no longer commit). Only a transaction whose COMMIT was
+    already sent is waited for: it fails with this error only if that
+    COMMIT failed by the timeout's interruption, else with its own outcome.
     """
 
 
@@ -81,6 +98,51 @@ class Overloaded(SAsyncError):
     already waiting for a connection (the broker's C{maxPending} option).
     Nothing was queued: try again later, or shed the load.
     """
+
+
+class WritesLost(SAsyncError):
+    """
+    Writes a persistent store had accepted (a C{PersistentDict}'s
+    C{d[k] = v}, C{del d[k]}, C{clear()} ...) are not in the database: the
+    server refused them, or it could not be reached for as long as the
+    store retries. Raised by the store's C{deferToWrites()} and
+    C{shutdown()}, again at every call, until a later write of each key
+    (or a C{clear()}) is stored.
+
+    @ivar store: C{repr} of the store.
+    @ivar keys: the keys whose latest write is not stored, in the order
+        they were lost.
+    @ivar errors: key -> the exception that stopped its write.
+    @ivar clearLost: the exception that stopped a C{clear()}, or C{None}
+        if no C{clear()} was lost.
+    """
+
+    def __init__(
+        self,
+        store: str,
+        errors: Mapping[Any, BaseException],
+        clearLost: BaseException | None = None,
+    ) -> None:
+        self.store = store
+        self.errors = dict(errors)
+        self.keys = list(errors)
+        self.clearLost = clearLost
+        shown = [f"{key!r} ({_brief(e)})" for key, e in list(errors.items())[:10]]
+        if len(errors) > 10:
+            shown.append(f"and {len(errors) - 10} more")
+        if clearLost is not None:
+            shown.insert(0, f"clear() ({_brief(clearLost)})")
+        count = len(errors) + (clearLost is not None)
+        super().__init__(
+            f"{count} accepted write{'s' if count != 1 else ''} of {store} not"
+            f" stored: {', '.join(shown)}"
+        )
+
+
+def _brief(e: BaseException) -> str:
+    # The first line of an error: SQLAlchemy's messages go on with the SQL.
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:200]
 
 
 __all__ = [
@@ -93,4 +155,6 @@ __all__ = [
     "StartupError",
     "TableNameError",
     "TransactionTimeout",
+    "WritesLost",
+    "WrongThread",
 ]

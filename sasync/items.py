@@ -88,6 +88,11 @@ class Items(_Store[str]):
     """
     Name -> value items of one group, kept in a database table.
 
+    C{Items(ID, url=None, *, writeRetryTime=60, **kw)}: the group C{ID} is
+    a str or an int (C{1} and C{"1"} are two groups); groups on one
+    database never see each other's items. See L{Store.__init__
+    <sasync._store.Store.__init__>}.
+
     Every method returns a Deferred. Argument errors (a name that is not a
     str, a value that cannot be pickled) raise at the call, before
     anything is queued, and leave the stored value as it was.
@@ -97,19 +102,6 @@ class Items(_Store[str]):
 
     brokerClass: type[ItemsBroker] = ItemsBroker
 
-    def __init__(self, ID: StoreID, url: str | None = None, **kw: Any) -> None:
-        """
-        @param ID: the group: a str or an int (C{1} and C{"1"} are two
-            groups). Groups on one database never see each other's items.
-        @param url: an SQLAlchemy URL; without one, the global engine of
-            L{sasync.setup}. Stores and brokers with the same URL and
-            keywords share one engine and queue.
-        @param kw: engine keywords, as for L{AccessBroker}.
-        @raise TypeError: C{ID} is not a str or an int.
-        """
-        self.ID = ID
-        super().__init__(self.brokerClass(ID, url, **kw))
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.ID!r}>"
 
@@ -118,6 +110,7 @@ class Items(_Store[str]):
         @return: a Deferred firing with the value of item C{name}, or with
             a L{Missing} if there is none.
         """
+        self._checkThread("load")
         checkName(name)
         d = self._readOne(name)
         return d.addCallback(self._loaded, name)
@@ -139,6 +132,7 @@ class Items(_Store[str]):
         @return: a Deferred firing with the sorted names of the group's
             items.
         """
+        self._checkThread("names")
         return self._readKeys().addCallback(sorted)
 
     def update(self, name: str, value: object) -> Deferred[None]:
@@ -152,6 +146,7 @@ class Items(_Store[str]):
         @raise ValueError: C{name} is a str that cannot be a key.
         @raise BrokerStopped: after C{shutdown()}.
         """
+        self._checkThread("update")
         data = dumpValue(checkName(name), value)
         return self._seq.put([(name, data)])
 
@@ -164,6 +159,7 @@ class Items(_Store[str]):
             nothing changes).
         @raise TypeError: as for L{update}.
         """
+        self._checkThread("insert")
         data = dumpValue(checkName(name), value)
         return self._seq.insert(name, data)
 
@@ -175,6 +171,7 @@ class Items(_Store[str]):
         @return: a Deferred that fires when the deletion has landed.
         @raise TypeError: a name is not a str.
         """
+        self._checkThread("delete")
         for name in names:
             checkName(name)
         return self._seq.put([(name, None) for name in names])
@@ -185,6 +182,7 @@ class Items(_Store[str]):
 
         @return: a Deferred that fires when the deletion has landed.
         """
+        self._checkThread("clear")
         return self._seq.clear()
 
 

@@ -197,6 +197,9 @@ class ProcessPool:
     broker submits its tasks here, and lets go of it at shutdown.
     """
 
+    #: Guessing READ ONLY happens in the worker processes' own brokers.
+    guessesReadOnly = False
+
     def __init__(
         self,
         broker: AccessBroker,

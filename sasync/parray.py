@@ -19,7 +19,7 @@ from typing import Any, Final
 import sqlalchemy as SA
 from twisted.internet.defer import Deferred
 
-from ._storage import StoreBroker, StoreID, dumpValue, loadValue
+from ._storage import StoreBroker, dumpValue, loadValue
 from ._store import Store
 
 Index = tuple[int, int, int]
@@ -68,7 +68,9 @@ class ArrayBroker(StoreBroker[Index]):
 
 class PersistentArray(Store[Index]):
     """
-    A sparse 3-D array of picklable objects, one group of a database table.
+    A sparse 3-D array of picklable objects, one group of a database table:
+    C{PersistentArray(ID, url=None, *, writeRetryTime=60, **kw)}, as
+    L{Store.__init__<sasync._store.Store.__init__>}.
 
     Every method returns a Deferred. Bad indexes and unpicklable values
     raise at the call (C{TypeError}/C{ValueError}) and change nothing.
@@ -78,16 +80,6 @@ class PersistentArray(Store[Index]):
 
     brokerClass: type[ArrayBroker] = ArrayBroker
 
-    def __init__(self, ID: StoreID, url: str | None = None, **kw: Any) -> None:
-        """
-        @param ID: the array's group: a str or an int.
-        @param url: an SQLAlchemy URL; without one, the global engine of
-            L{sasync.setup}.
-        @param kw: engine keywords, as for L{AccessBroker}.
-        """
-        self.ID = ID
-        super().__init__(self.brokerClass(ID, url, **kw))
-
     def __repr__(self) -> str:
         return f"<PersistentArray {self.ID!r}>"
 
@@ -96,6 +88,7 @@ class PersistentArray(Store[Index]):
         @return: a Deferred firing with element C{(x, y, z)}, or C{None}
             where none is set.
         """
+        self._checkThread("get")
         d = self._readOne(checkIndex(x, y, z))
         return d.addCallback(lambda data: None if data is None else loadValue(data))
 
@@ -106,6 +99,7 @@ class PersistentArray(Store[Index]):
         @return: a Deferred that fires when the write has landed.
         @raise TypeError: a bad index, or C{value} cannot be pickled.
         """
+        self._checkThread("set")
         key = checkIndex(x, y, z)
         return self._seq.put([(key, dumpValue(key, value))])
 
@@ -115,6 +109,7 @@ class PersistentArray(Store[Index]):
 
         @return: a Deferred that fires when the write has landed.
         """
+        self._checkThread("delete")
         return self._seq.put([(checkIndex(x, y, z), None)])
 
     def clear(self) -> Deferred[None]:
@@ -123,6 +118,7 @@ class PersistentArray(Store[Index]):
 
         @return: a Deferred that fires when the write has landed.
         """
+        self._checkThread("clear")
         return self._seq.clear()
 
 

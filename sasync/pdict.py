@@ -15,6 +15,10 @@ memory) and writes go on in the background::
     d["visits"] = d.get("visits", 0) + 1
     len(d), "user" in d, list(d)
     yield d.shutdown()                 # waits for every write
+
+Nothing accepted is dropped silently: a write that could not be stored
+makes C{deferToWrites()} and C{shutdown()} fail with
+L{WritesLost<sasync.errors.WritesLost>} naming its key.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._storage import StoreID, checkName
@@ -56,6 +59,11 @@ class DictBroker(ItemsBroker):
 
 class _DictItems(Items):
     brokerClass = DictBroker
+    publicName = "PersistentDict"
+
+    def __repr__(self) -> str:
+        # What errors and logs call the store: the user's object.
+        return f"<PersistentDict {self.ID!r}>"
 
 
 class PersistentDict(MutableMapping[str, Any]):
@@ -71,7 +79,13 @@ class PersistentDict(MutableMapping[str, Any]):
     Writes (C{d[k] = v}, C{del d[k]}, C{update}, C{clear}, and the writing
     half of C{setdefault}, C{pop} and C{popitem}) start at once, in issue
     order, at a lower priority than reads, and return nothing: wait for
-    them with L{deferToWrites}, which also reports a write that failed.
+    them with L{deferToWrites}. A write that was accepted is either stored
+    or reported: L{deferToWrites} and L{shutdown} fail with
+    L{WritesLost<sasync.errors.WritesLost>} naming every key whose latest
+    write is not stored, at every call until a later write of that key (or
+    a C{clear}) is. A write that fails for want of a connection is tried
+    again for C{writeRetryTime} seconds first; one the database refuses
+    (a value too big) is reported alone, its neighbours stored.
     Every read reflects every write issued before it.
 
     Default mode, what returns a Deferred: C{d[k]} (C{KeyError} through
@@ -88,21 +102,21 @@ class PersistentDict(MutableMapping[str, Any]):
     after changing a mutable value in place, assign it again to store it.
     """
 
-    _log = Logger()
-
     def __init__(self, ID: StoreID, url: str | None = None, **kw: Any) -> None:
         """
         @param ID: the dict's group: a str or an int.
         @param url: an SQLAlchemy URL; without one, the global engine of
             L{sasync.setup}.
-        @param kw: engine keywords, as for L{AccessBroker}.
+        @param kw: C{writeRetryTime} (for how many seconds of failed
+            attempts a write that failed for want of a connection is tried
+            again before it is reported lost; see L{Store.__init__
+            <sasync._store.Store.__init__>}), and engine keywords, as for
+            L{AccessBroker}.
         """
         self.ID = ID
         self._items = _DictItems(ID, url, **kw)
         # The cache of preload mode: None until preloaded.
         self._data: dict[str, Any] | None = None
-        # Failed background writes not yet reported by deferToWrites().
-        self._writeErrors: list[Failure] = []
 
     def __repr__(self) -> str:
         mode = "preloaded" if self._data is not None else "deferred"
@@ -132,26 +146,19 @@ class PersistentDict(MutableMapping[str, Any]):
         return self._items._loadAll(bounded=False).addCallback(loaded)
 
     def _track(self, d: Deferred[None]) -> None:
-        d.addErrback(self._writeFailed)
-
-    def _writeFailed(self, failure: Failure) -> None:
-        self._log.failure("A write of {store!r} failed", failure=failure, store=self)
-        self._writeErrors.append(failure)
+        # Nobody waits for this write's own Deferred: the store logs a lost
+        # write and reports it from deferToWrites() and shutdown().
+        d.addErrback(lambda failure: None)
 
     def deferToWrites(self) -> Deferred[None]:
         """
         @return: a Deferred that fires once every write issued so far has
-            landed; it fails with the first write error since the last
-            call if a write failed.
+            landed; it fails with L{WritesLost<sasync.errors.WritesLost>}
+            naming every key whose latest write was not stored (see the
+            class docstring), at every call until a later write of each
+            such key is stored.
         """
-
-        def report(_: object) -> Failure | None:
-            if not self._writeErrors:
-                return None
-            errors, self._writeErrors = self._writeErrors, []
-            return errors[0]
-
-        return self._items.deferToWrites().addCallback(report)
+        return self._items.deferToWrites()
 
     def waitUntilRunning(self) -> Deferred[None]:
         """
@@ -163,6 +170,10 @@ class PersistentDict(MutableMapping[str, Any]):
         """
         Refuse further writes, wait until every write has landed, then
         release the database. Idempotent.
+
+        @return: a Deferred that fires once shut down; it fails with
+            L{WritesLost<sasync.errors.WritesLost>} naming every key whose
+            latest write was not stored.
         """
         return self._items.shutdown()
 
@@ -193,6 +204,8 @@ class PersistentDict(MutableMapping[str, Any]):
         Delete C{key}; the write starts now. In preload mode a missing key
         raises C{KeyError}; in default mode it is silently nothing.
         """
+        # (Checked before the cache changes: the delete might be refused.)
+        self._items._checkThread("__delitem__")
         checkName(key)
         if self._data is not None:
             del self._data[key]
@@ -330,6 +343,7 @@ class PersistentDict(MutableMapping[str, Any]):
         Remove C{key} and return its value (or C{default}, else
         C{KeyError}); through a Deferred in default mode.
         """
+        self._items._checkThread("pop")
         checkName(key)
         if self._data is not None:
             if key not in self._data:
@@ -368,6 +382,7 @@ class PersistentDict(MutableMapping[str, Any]):
         """
         Delete every item; the write starts now.
         """
+        self._items._checkThread("clear")
         if self._data is not None:
             self._data.clear()
         self._track(self._items.clear())

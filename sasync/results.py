@@ -159,9 +159,22 @@ def _tupleRows(
         or cursor is None
         or not callable(getattr(cursor, "fetchmany", None))
         or not callable(fetchImpl)
+        or not callable(getattr(result.cursor_strategy, "handle_exception", None))
     ):
         return None
-    return fetchImpl, cursor.fetchmany, getter[0]
+    cursorFetch = cursor.fetchmany
+
+    def fetchFromCursor(size: int) -> Any:
+        try:
+            return cursorFetch(size)
+        except Exception as e:
+            # As SQLAlchemy's own fetch does: the driver's error becomes
+            # SQLAlchemy's (DataError, OperationalError, ...), and a lost
+            # connection is invalidated. (It raises.)
+            result.cursor_strategy.handle_exception(result, cursor, e)
+            raise
+
+    return fetchImpl, fetchFromCursor, getter[0]
 
 
 def _fetchBatches(result: AnyResult, batchSize: int) -> Iterator[Sequence[Any]]:
@@ -192,16 +205,7 @@ def _fetchTuples(
     if len(rows) < batchSize:
         return
     while True:
-        try:
-            rows = cursorFetch(batchSize)
-        except Exception as e:
-            # Wrapped as SQLAlchemy would (a DBAPIError subclass, the
-            # connection invalidated if it was lost), as on the other path.
-            strategy = getattr(result, "cursor_strategy", None)
-            if strategy is None:
-                raise
-            strategy.handle_exception(result, getattr(result, "cursor", None), e)
-            raise
+        rows = cursorFetch(batchSize)
         if not rows:
             return
         yield rows
@@ -265,6 +269,7 @@ def rowsInTransaction(
     result: AnyResult,
     transaction: RootTransaction,
     batchSize: int,
+    beforeCommit: Callable[[], None],
     leave: Callable[[], None],
 ) -> RowStream:
     """
@@ -272,6 +277,9 @@ def rowsInTransaction(
     transaction, which commits when the rows are all read or the iteration
     is stopped, and rolls back if reading fails.
 
+    @param beforeCommit: Called right before a COMMIT that ends the rows;
+        raises if the transaction must roll back instead (it was stopped
+        while its task still runs: the rows fit in the first batch).
     @param leave: Called last, whatever happened: leaves the connection
         outside any transaction (see L{ConnectionWorker.leaveTransaction
         <sasync.workers.ConnectionWorker.leaveTransaction>}), so that a
@@ -279,9 +287,11 @@ def rowsInTransaction(
     """
     source, makeRow = _batchesOf(result, batchSize)
 
-    def end() -> None:
+    def end(check: bool = True) -> None:
         try:
             result.close()
+            if check:
+                beforeCommit()
             transaction.commit()
         finally:
             leave()
@@ -295,7 +305,7 @@ def rowsInTransaction(
         except GeneratorExit:
             # Stopped early: the transaction's work is done, keep it.
             ended = True
-            end()
+            end(check=False)
             raise
         finally:
             if not ended:

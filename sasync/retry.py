@@ -73,11 +73,18 @@ LOST = "connection lost before COMMIT"
 NO_CONNECTION = "could not connect"
 ROLLED_BACK = "connection lost during COMMIT, which the database rolled back"
 
+#: A transaction run READ ONLY because its method had only read so far
+#: (PostgreSQL) tried to write: nothing was written; it runs again at once,
+#: read-write (see L{sasync.transact.TransactionCall}).
+WROTE_READ_ONLY = "a write in a transaction guessed read-only"
+
 #: The failures that serializable transactions produce when they collide:
 #: retried by default (the broker's C{retries=None}).
 CONFLICTS = frozenset({SERIALIZATION, DEADLOCK, LOCK_TIMEOUT})
+#: What the default retries: the conflicts, and a wrong read-only guess.
+RETRIED_BY_DEFAULT = CONFLICTS | {WROTE_READ_ONLY}
 #: How many times a transaction may run again after conflicts, by default.
-CONFLICT_RETRIES = 10
+CONFLICT_RETRIES = 20
 
 
 def errorCode(e: DBAPIError) -> str | int | None:
@@ -185,6 +192,8 @@ class Backoff:
         Seconds to wait before retry number C{retry} (1 for the first) of a
         transaction that failed because of C{reason}.
         """
+        if reason == WROTE_READ_ONLY:
+            return 0.0  # (Nobody to get out of the way of.)
         start = self.firstReconnect if reason == NO_CONNECTION else self.first
         ceiling = min(self.maximum, start * self.factor ** (retry - 1))
         return ceiling * (0.5 + 0.5 * self.random())
@@ -196,8 +205,9 @@ DEFAULT_BACKOFF = Backoff()
 class _Waiting:
     """
     Sent down the caller's Deferred when it is stopped (cancelled, timed
-    out) while an attempt runs: swapped for the Deferred that fires once the
-    worker has really stopped, so the caller hears nothing before then.
+    out) while an attempt runs that must be waited for (its COMMIT was
+    sent): swapped for the Deferred that fires with the attempt's outcome,
+    so the caller hears nothing before then.
     """
 
     def __init__(self, waiter: Deferred[Any]) -> None:
@@ -218,8 +228,10 @@ class Attempts:
     timeout over all attempts and waits, failing with L{TransactionTimeout}.
 
     Cancelling L{d} (or the timeout) during a wait ends it at once; during
-    an attempt it interrupts the attempt honestly: L{d} fails only once the
-    worker has rolled back.
+    an attempt it interrupts the attempt, and L{d} fails at once too if the
+    attempt's task is abandonable (a transaction whose COMMIT was not sent:
+    it can no longer commit, and its worker rolls back in the background);
+    otherwise (its COMMIT in flight) L{d} gets the attempt's outcome.
 
     Reactor thread only.
 
@@ -239,6 +251,7 @@ class Attempts:
         description: str,
         onRetry: Callable[[str], object] | None = None,
         reasons: frozenset[str] | None = None,
+        mayRetry: Callable[[str], bool] | None = None,
     ) -> None:
         """
         @param makeTask: Makes a new task for each attempt.
@@ -249,6 +262,9 @@ class Attempts:
         @param description: How the call is named in errors.
         @param onRetry: Called with the reason before each retry (counters).
         @param reasons: The retry reasons allowed (C{None}: every one).
+        @param mayRetry: Asked with the reason, once C{retries} allow a
+            retry, whether to make it (a broker's start-up waits out a
+            missing database by time; see L{sasync.startup}).
         """
         self._makeTask = makeTask
         self._submit = submit
@@ -259,6 +275,7 @@ class Attempts:
         self._description = description
         self._onRetry = onRetry
         self._reasons = reasons
+        self._mayRetry = mayRetry
         self.retried = 0
         self._task: Task[Any] | None = None
         self._sortKey: tuple[int, int, int] | None = None
@@ -317,7 +334,9 @@ class Attempts:
             ):
                 reason = None
             if error is not None and reason is not None:
-                if self.retried < self._retries:
+                if self.retried < self._retries and (
+                    self._mayRetry is None or self._mayRetry(reason)
+                ):
                     self._retry(reason)
                     return
                 if self._retries:
@@ -398,7 +417,8 @@ class Attempts:
         else:
             task.d.cancel()
         if not self.d.called:
-            # The attempt is being interrupted: wait for the worker.
+            # The attempt is being interrupted, and must be waited for (its
+            # COMMIT is in flight): wait for the worker.
             self._waiter = Deferred(self._giveUp)
             self.d.callback(_Waiting(self._waiter))
 

@@ -161,7 +161,9 @@ def createTable(connection: Connection, table: SA.Table, attempts: int = 3) -> N
                 for index in table.indexes:
                     index.create(connection, checkfirst=True)
             return
-        except DBAPIError:
+        except DBAPIError as e:
+            if e.connection_invalidated:
+                raise  # A lost connection, not a lost race.
             if connection.in_transaction():
                 connection.rollback()
             if attempt + 1 >= attempts:

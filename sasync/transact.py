@@ -43,6 +43,9 @@ B = TypeVar("B", bound="AccessBroker")
 
 log = Logger()
 
+#: PostgreSQL: a write in a READ ONLY transaction.
+_READ_ONLY_SQLSTATE = "25006"
+
 #: The keywords a call of a @transact method takes for itself.
 CALL_KEYWORDS = frozenset(
     {
@@ -234,12 +237,19 @@ class TransactionCall:
         f: Callable[..., Any],
         options: CallOptions,
         learned: dict[Callable[..., Any], bool] | None = None,
+        wrote: dict[Callable[..., Any], bool] | None = None,
     ) -> None:
+        """
+        @param learned: Per method, whether it returned rows (streaming).
+        @param wrote: Per method, whether it was seen writing; given only
+            if a wrong READ ONLY guess will run the call again.
+        """
         self.broker = broker
         self.handle = handle
         self.f = f
         self.options = options
         self._learned = learned
+        self._wrote = wrote if handle.guessesReadOnly else None
         # How AsynQueue's Info names the task (in CancelledError messages).
         self.__qualname__ = f"{type(broker).__name__}.{f.__name__}"
         self.__module__ = type(broker).__module__
@@ -272,14 +282,38 @@ class TransactionCall:
                 retry.markRetryable(e, retry.NO_CONNECTION)
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
-        if task is not None and task.stopRequested:
+        if task is not None and (
+            task.stopRequested
+            or (
+                # AUTOCOMMIT: each statement commits by itself, so a stop
+                # must wait for the worker from the start.
+                retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+                and not task.passPointOfNoReturn()
+            )
+        ):
             # Cancelled between dispatch and start: don't even begin.
             raise CancelledError(
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
             )
+        wrote = self._wrote
+        readOnly = wrote is not None and wrote.get(self.f) is False
+        if readOnly:
+            # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
+            # ONLY, so it can't take part in serialization failures.
+            worker.readOnlyNext()
         canceller.enter(task)
         try:
             return self._run(worker, connection, task, args, kw)
+        except DBAPIError as e:
+            if (
+                readOnly
+                and wrote is not None
+                and retry.errorCode(e) == _READ_ONLY_SQLSTATE
+            ):
+                # It writes after all: nothing was, so run it again at once.
+                wrote[self.f] = True
+                retry.markRetryable(e, retry.WROTE_READ_ONLY)
+            raise
         finally:
             canceller.leave()
 
@@ -288,10 +322,13 @@ class TransactionCall:
     ) -> Any:
         o = self.options
         stream = self._wantsStream()
+        # Read now: after a failure the DBAPI connection may be closed.
+        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
         transaction = connection.begin()
         state.connection = connection
         state.handle = self.handle
         state.stream = stream
+        state.wrote = False
         handedOver = False
         try:
             result = self.f(self.broker, *args, **kw)
@@ -302,6 +339,9 @@ class TransactionCall:
                 raise CancelledError(
                     f"{describeCall(self.broker, self.f, args, kw)} was stopped"
                 )
+            if self._wrote is not None and self._wrote.get(self.f) is not True:
+                # One dict item set: atomic under the GIL.
+                self._wrote[self.f] = state.wrote
             hasRows = results.returnsRows(result)
             if self._learned is not None and o.stream is None:
                 # One dict item set: atomic under the GIL.
@@ -338,6 +378,7 @@ class TransactionCall:
                             result,
                             transaction,
                             worker.batchSize,
+                            _commitPoint,
                             worker.leaveTransaction,
                         )
                     else:
@@ -361,11 +402,7 @@ class TransactionCall:
             worker.leaveTransaction()
             if retry.retryReason(e) is None:
                 reason = retry.classify(
-                    e,
-                    commitSent=self._commitSent,
-                    autocommit=retry.isAutocommit(
-                        getattr(worker, "dbapiConnection", None)
-                    ),
+                    e, commitSent=self._commitSent, autocommit=autocommit
                 )
                 if reason is not None:
                     retry.markRetryable(e, reason)
@@ -398,6 +435,7 @@ class TransactionCall:
         if serverClosed is not None and serverClosed():
             # Known before COMMIT is sent: nothing was committed.
             raise _closedBeforeCommit(connection)
+        _commitPoint()
         self._commitSent = True
         if not lookUp:
             transaction.commit()
@@ -445,6 +483,22 @@ class TransactionCall:
         state.stream = False
         if session is not None:
             session.close()
+
+
+def _commitPoint() -> None:
+    """
+    Worker thread, right before COMMIT is sent: from here on a stop of the
+    call (cancel, timeout) waits for COMMIT's outcome. Until here, a stop
+    fails the caller at once (the transaction cannot commit without
+    COMMIT); the stop and this mark are decided atomically (see
+    L{Task.passPointOfNoReturn}), so a stop that came first makes this
+    raise, and the transaction rolls back instead.
+
+    @raise CancelledError: the call was asked to stop.
+    """
+    task = currentTask()
+    if task is not None and not task.passPointOfNoReturn():
+        raise CancelledError(f"{task.info} was stopped before COMMIT")
 
 
 def _closedBeforeCommit(connection: Any) -> DBAPIError:
@@ -522,7 +576,9 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
     An exception rolls back and fails the Deferred with that exception (a
     note names the call). A row-returning C{Result} becomes a L{Deferator}
     of rows. A call made inside a running transaction runs inline and
-    returns a plain value.
+    returns a plain value. Any other call must come from the reactor
+    thread: from another thread it raises L{sasync.errors.WrongThread}
+    (use C{blockingCallFromThread} there).
     """
     accepts = Accepts.of(f)
     name = f.__name__
@@ -531,6 +587,7 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
     def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
         if state.worker is not None:
             return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
+        self._checkThread(name)
         options, own = splitKeywords(accepts, name, kw)
         return self._transact(f, args, own, options)
 

@@ -172,9 +172,7 @@ class Transaction(Protocol[B, P, T]):
     """
 
     @overload
-    def __get__(
-        self, instance: None, owner: type[Any]
-    ) -> Transaction[B, P, T]: ...
+    def __get__(self, instance: None, owner: type[Any]) -> Transaction[B, P, T]: ...
 
     @overload
     def __get__(self, instance: B, owner: type[Any]) -> BoundTransaction[P, T]: ...

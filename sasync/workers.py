@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from asynqueue.workers import JobThread, MemoryJobRunner, ThreadWorker
 
-from .cancel import Canceller
+from .cancel import Canceller, Send, socketFD
 from .threadstate import state
 
 if TYPE_CHECKING:
@@ -56,19 +56,8 @@ class SocketWatch:
         A watch on a DBAPI connection's socket; C{None} if it has none
         (SQLite).
         """
-        fileno: Any = getattr(dbapiConnection, "fileno", None)
-        if fileno is None:
-            sock = getattr(dbapiConnection, "_sock", None)  # PyMySQL
-            fileno = getattr(sock, "fileno", None)
-        if not callable(fileno):
-            return None
-        try:
-            fd = fileno()
-        except Exception:
-            return None
-        if not isinstance(fd, int) or fd < 0:
-            return None
-        return cls(fd, dialectName)
+        fd = socketFD(dbapiConnection)
+        return None if fd is None else cls(fd, dialectName)
 
     def serverClosed(self) -> bool:
         """
@@ -113,12 +102,15 @@ class ConnectionWorker(ThreadWorker):
         name: str,
         overflow: bool = False,
         killQuery: Callable[[int], None] | None = None,
+        sendCancel: Send | None = None,
         onHeld: Callable[[ConnectionWorker, bool], None] | None = None,
         callFromThread: Callable[..., object] | None = None,
         runner: JobThread | MemoryJobRunner | None = None,
     ) -> None:
         """
         @param killQuery: For MySQL, see L{Canceller}.
+        @param sendCancel: Runs a cancel's blocking job in the thread that
+            sends cancels, see L{Canceller}.
         @param onHeld: Called (reactor thread) with C{(worker, held)} when
             an iteration starts or stops holding the worker.
         @param runner: Where jobs run (tests pass a C{MemoryJobRunner}).
@@ -133,7 +125,7 @@ class ConnectionWorker(ThreadWorker):
         self.engine = engine
         self.overflow = overflow
         self.held = False
-        self.canceller = Canceller(engine.dialect.name, killQuery)
+        self.canceller = Canceller(engine.dialect.name, killQuery, sendCancel)
         self._onHeld = onHeld
         # Worker thread only.
         self._connection: Connection | None = None
@@ -143,6 +135,8 @@ class ConnectionWorker(ThreadWorker):
         self.dbapiConnection: Any = None
         #: How many connections this worker replaced (written by its thread).
         self.replaced = 0
+        # Worker thread only: whether the connection is set READ ONLY.
+        self._readOnly = False
         self._closing = False
         self.runner.do(self._bind)
 
@@ -169,6 +163,8 @@ class ConnectionWorker(ThreadWorker):
         ):
             if self._watch is None or not self._watch.serverClosed():
                 if connection.get_transaction() is None:
+                    if self._readOnly:
+                        self._setReadOnly(None)
                     return connection
                 # Some path left a transaction open (it should not): end it
                 # here, so that nobody's work starts inside another's.
@@ -178,19 +174,18 @@ class ConnectionWorker(ThreadWorker):
                     worker=self,
                 )
                 self.leaveTransaction()
-                connection = self._connection
-                if connection is not None:
-                    return connection
                 return self.connection()
             log.info(
                 "{worker}: the server closed the idle connection; replacing it",
                 worker=self,
             )
         if connection is not None:
+            self.canceller.detach()
             self._discard(connection)
             self.replaced += 1
         self._connection = None
         self._watch = None
+        self._readOnly = False
         connection = self.engine.connect()
         dbapiConnection = connection.connection.dbapi_connection
         self._connection = connection
@@ -206,6 +201,23 @@ class ConnectionWorker(ThreadWorker):
         """
         watch = self._watch
         return watch is not None and watch.serverClosed()
+
+    def readOnlyNext(self) -> None:
+        """
+        Worker thread, PostgreSQL, between L{connection} and BEGIN: make the
+        next transaction READ ONLY. The driver sends it with BEGIN (no
+        statement of sAsync's starts the transaction); the next
+        L{connection} call undoes it.
+        """
+        self._setReadOnly(True)
+
+    def _setReadOnly(self, value: bool | None) -> None:
+        # psycopg2 calls it readonly, psycopg 3 read_only; None: the
+        # server's default. Only outside a transaction.
+        dbapiConnection = self.dbapiConnection
+        name = "readonly" if hasattr(dbapiConnection, "readonly") else "read_only"
+        setattr(dbapiConnection, name, value)
+        self._readOnly = bool(value)
 
     def leaveTransaction(self) -> None:
         """
@@ -236,6 +248,7 @@ class ConnectionWorker(ThreadWorker):
         connection, self._connection = self._connection, None
         self._watch = None
         if connection is not None:
+            self.canceller.detach()
             self._discard(connection)
             self.replaced += 1
 
@@ -250,6 +263,7 @@ class ConnectionWorker(ThreadWorker):
     def _close(self) -> None:
         # Worker thread, the last job: close the connection here, where it lives.
         connection, self._connection = self._connection, None
+        self.canceller.detach()
         if connection is not None:
             try:
                 connection.close()

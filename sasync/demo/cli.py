@@ -242,7 +242,9 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
         source = f"{args.lines:,} generated log lines (seed {args.seed})"
         if args.save_log is not None:
             lines = _savingLines(lines, Path(args.save_log))
-    broker = LogBroker(args.url)
+    # Run by hand: an unreachable database is reported at once, not waited
+    # for (the server, a service, waits: the broker's default).
+    broker = LogBroker(args.url, startupTimeout=0)
     try:
         await broker.waitUntilRunning()
         if args.fresh:

@@ -6,6 +6,7 @@ Deterministic: fake or single-stepped workers and a L{Clock}.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -14,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from asynqueue import AsyncWorker, ListConsumer, TaskQueue, TaskTimeout, currentTask
+from asynqueue.task import Task
 
 from .helpers import FakeWorker, Recorder, memoryWorker
 
@@ -186,6 +188,121 @@ class RunningCancelTests(SynchronousTestCase):
         self.worker.succeed("late")
         self.worker.runNow = True
         self.assertEqual(self.successResultOf(self.q.call(lambda: 1)), 1)
+
+    def abandonable(self) -> tuple[Deferred[Any], Any, list[BaseException]]:
+        """
+        A running, interruptible call whose task is abandonable.
+        """
+        d = self.q.call(Recorder(), "x")
+        task = self.worker.current
+        assert task is not None
+        task.abandonable = True
+        reasons: list[BaseException] = []
+        task.onInterrupt(reasons.append)
+        return d, task, reasons
+
+    def test_abandonableFailsAtOnce(self) -> None:
+        """
+        An abandonable call stopped short of its point of no return: its
+        interrupter is called, its caller hears L{CancelledError} at once,
+        the worker may then not pass the point (it must undo its work), and
+        the failure it then delivers is dropped without a log; the worker
+        takes no other call before it did.
+        """
+        d, task, reasons = self.abandonable()
+        after = self.q.call(Recorder(), "after")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(len(reasons), 1)
+        self.assertFalse(task.passPointOfNoReturn())
+        self.assertEqual(len(self.worker.received), 1)
+        self.worker.fail(Failure(Interrupted()))
+        self.assertEqual(self.flushLoggedErrors(Interrupted), [])
+        self.worker.succeed("after")
+        self.assertEqual(self.successResultOf(after), "after")
+
+    def test_abandonableTimesOutAtOnce(self) -> None:
+        """
+        A timeout too: L{TaskTimeout} at the deadline.
+        """
+        clock = Clock()
+        q = TaskQueue(clock=clock)
+        worker = q.attachWorker(FakeWorker())
+        d = q.call(Recorder(), "x", timeout=2)
+        task = worker.current
+        assert task is not None
+        task.abandonable = True
+        task.onInterrupt(lambda reason: None)
+        clock.advance(2)
+        self.failureResultOf(d, TaskTimeout)
+        self.assertFalse(task.passPointOfNoReturn())
+
+    def test_pastPointOfNoReturnWaits(self) -> None:
+        """
+        Once the worker passed the point of no return (a COMMIT in flight),
+        a stop waits for the outcome, which the caller gets: the result if
+        it succeeded.
+        """
+        d, task, reasons = self.abandonable()
+        self.assertTrue(task.passPointOfNoReturn())
+        d.cancel()
+        self.assertNoResult(d)
+        self.assertEqual(len(reasons), 1)
+        self.worker.succeed("committed")
+        self.assertEqual(self.successResultOf(d), "committed")
+
+    def test_pastPointOfNoReturnFails(self) -> None:
+        """
+        ... and its own error if it failed (past that point, a failure need
+        not mean that its work was undone), not the stop's.
+        """
+        d, task, _ = self.abandonable()
+        self.assertTrue(task.passPointOfNoReturn())
+        d.cancel()
+        self.assertNoResult(d)
+        self.worker.fail(Failure(Interrupted()))
+        self.failureResultOf(d, Interrupted)
+
+    def test_pastPointOfNoReturnGivenUpIsLogged(self) -> None:
+        """
+        Cancelled a second time while past the point of no return, the
+        caller stops waiting; the call's later failure reaches nobody, so
+        it is logged (it may say how a COMMIT ended).
+        """
+        d, task, _ = self.abandonable()
+        self.assertTrue(task.passPointOfNoReturn())
+        d.cancel()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.worker.fail(Failure(Interrupted()))
+        self.assertEqual(len(self.flushLoggedErrors(Interrupted)), 1)
+
+    def test_pointOfNoReturnRace(self) -> None:
+        """
+        A worker thread passing the point of no return while the reactor
+        stops the task: they always agree. The caller waits (requestStop
+        says so) exactly when the worker went past the point; otherwise the
+        worker was refused and the caller is told at once.
+        """
+        for _ in range(100):
+            task: Task[Any] = Task(lambda: None)
+            task.abandonable = True
+            task.onInterrupt(lambda reason: None)
+            barrier = threading.Barrier(2)
+            passed: list[bool] = []
+
+            def worker(
+                task: Task[Any] = task, barrier: Any = barrier, passed: Any = passed
+            ) -> None:
+                barrier.wait()
+                passed.append(task.passPointOfNoReturn())
+
+            thread = threading.Thread(target=worker)
+            thread.start()
+            barrier.wait()
+            waits = task.requestStop(CancelledError())
+            thread.join()
+            self.assertEqual(passed, [waits])
 
     def test_interrupterAfterStop(self) -> None:
         """

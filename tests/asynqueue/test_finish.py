@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from asynqueue import (
@@ -139,9 +140,11 @@ class DeferatorFinishTests(SynchronousTestCase):
         """
         source, dr = self.deferator(50, batch=7)
         consumer = PausingConsumer(every=4)
-        d = IterationProducer(dr, consumer).run()
+        clock = Clock()
+        d = IterationProducer(dr, consumer, clock=clock).run()
         while not d.called:
             consumer.producer.resumeProducing()
+            clock.advance(0)
         self.assertEqual(consumer.items, finished(*range(50)))
         self.assertEqual(source.finished, 50)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
 
 from asynqueue import (
     Deferator,
@@ -23,6 +24,7 @@ from asynqueue import (
 )
 
 from . import processtasks as pt
+from .test_consumers import Boom, FaultyConsumer
 
 
 def pause(seconds: float) -> Deferred[None]:
@@ -105,6 +107,11 @@ async def test_iteratorStreams() -> None:
         assert consumer.items == list(range(5000))
         with pytest.raises(pt.CustomError):
             await q.call(pt.count, 500, failAt=250, consumer=ListConsumer())
+        # A consumer that raises fails the call; the process is free again.
+        for where in ("register", "write", "unregister"):
+            with pytest.raises(Boom, match=where):
+                await q.call(pt.count, 500, consumer=FaultyConsumer(where))
+            assert await q.call(pt.add, 1, y=1) == 2
     finally:
         await q.shutdown()
 
@@ -129,8 +136,10 @@ async def test_cancelKillsAndRecovers() -> None:
     q = ProcessQueue(1)
     try:
         first = await q.call(pt.pid)
+        # Running as soon as it is handed to the idle process: the
+        # cancellation kills the process whether or not the child has
+        # read the call yet.
         d = q.call(pt.sleepFor, 60)
-        await pause(0.3)
         d.cancel()
         with pytest.raises(CancelledError):
             await d
@@ -145,11 +154,18 @@ async def test_timeout() -> None:
     """
     A call running past its timeout fails with L{TaskTimeout}.
     """
-    q = ProcessQueue(1)
+    # The queue's timeouts run on a Clock (the process on the reactor): the
+    # call times out when the test says, not after some wall-clock time.
+    clock = Clock()
+    q = ProcessQueue(1, clock=clock)
     try:
         await q.call(pt.pid)
+        d = q.call(pt.sleepFor, 60, timeout=5)
+        clock.advance(4.9)
+        assert not d.called
+        clock.advance(0.1)
         with pytest.raises(TaskTimeout):
-            await q.call(pt.sleepFor, 60, timeout=0.5)
+            await d
         assert await q.call(pt.add, 1, y=1) == 2
     finally:
         await q.shutdown()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
 
 from asynqueue import (
     Deferator,
@@ -20,6 +21,8 @@ from asynqueue import (
     currentTask,
 )
 
+from .test_consumers import Boom, FaultyConsumer
+
 
 class Interrupted(Exception):
     """
@@ -27,24 +30,21 @@ class Interrupted(Exception):
     """
 
 
-def pause(seconds: float) -> Deferred[None]:
+def blockUntilInterrupted(
+    finished: list[str], started: Deferred[None] | None = None
+) -> str:
     """
-    Reactor thread: a Deferred that fires after C{seconds}.
-    """
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds)  # type: ignore[arg-type]
-
-
-def blockUntilInterrupted(finished: list[str]) -> str:
-    """
-    Worker thread: wait until the task is interrupted, then raise.
+    Worker thread: wait until the task is interrupted, then raise. Fires
+    C{started} (in the reactor thread) once it can be interrupted.
     """
     task = currentTask()
     assert task is not None
     wake = threading.Event()
     task.onInterrupt(lambda reason: wake.set())
+    if started is not None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(started.callback, None)  # type: ignore[attr-defined]
     if not wake.wait(30):
         return "never interrupted"
     finished.append(threading.current_thread().name)
@@ -118,6 +118,23 @@ async def test_consumer() -> None:
         await q.shutdown()
 
 
+async def test_consumerErrors() -> None:
+    """
+    A consumer that raises, from any of its methods, fails the call with
+    its exception; the one thread, held by the iteration, is free again for
+    the next call.
+    """
+    q = ThreadQueue(1, batchSize=10, holdIterations=True)
+    try:
+        for where in ("register", "write", "unregister"):
+            consumer = FaultyConsumer(where, failAt=25)
+            with pytest.raises(Boom, match=where):
+                await q.call(lambda: iter(range(100)), consumer=consumer)
+            assert await q.call(lambda: "next") == "next"
+    finally:
+        await q.shutdown()
+
+
 async def test_honestCancel() -> None:
     """
     Cancelling a running call with an interrupter: the caller hears
@@ -126,9 +143,10 @@ async def test_honestCancel() -> None:
     q = ThreadQueue(1)
     finished: list[str] = []
     try:
-        d = q.call(blockUntilInterrupted, finished)
-        # Let the call start in its thread before cancelling it.
-        await pause(0.2)
+        started: Deferred[None] = Deferred()
+        d = q.call(blockUntilInterrupted, finished, started)
+        # Cancel once the call runs in its thread (not while it waits).
+        await started
         d.cancel()
         with pytest.raises(CancelledError):
             await d
@@ -143,11 +161,20 @@ async def test_timeoutInterrupts() -> None:
     A running call that times out is interrupted and fails with
     L{TaskTimeout} after its thread finished.
     """
-    q = ThreadQueue(1)
+    # The timeout runs on a Clock: it fires when the test says, once the
+    # call runs in its thread, not after some wall-clock time.
+    clock = Clock()
+    q = ThreadQueue(1, clock=clock)
     finished: list[str] = []
     try:
+        started: Deferred[None] = Deferred()
+        d = q.call(blockUntilInterrupted, finished, started, timeout=5)
+        await started
+        clock.advance(4.9)
+        assert not d.called
+        clock.advance(0.1)
         with pytest.raises(TaskTimeout):
-            await q.call(blockUntilInterrupted, finished, timeout=0.2)
+            await d
         assert finished
     finally:
         await q.shutdown()

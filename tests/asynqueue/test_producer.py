@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -68,7 +69,8 @@ class IterationProducerTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.q = TaskQueue()
+        self.clock = Clock()
+        self.q = TaskQueue(clock=self.clock)
         self.worker, self.runner = memoryWorker(batchSize=10, holdIterations=True)
         self.q.attachWorker(self.worker)
 
@@ -93,7 +95,7 @@ class IterationProducerTests(SynchronousTestCase):
         """
         _, dr = self.deferator(95)
         consumer = ListConsumer()
-        d = IterationProducer(dr, consumer).run()
+        d = IterationProducer(dr, consumer, clock=self.clock).run()
         self.runner.performAll()
         self.assertIs(self.successResultOf(d), consumer)
         self.assertEqual(consumer.items, list(range(95)))
@@ -106,7 +108,7 @@ class IterationProducerTests(SynchronousTestCase):
         """
         source, dr = self.deferator(1000)
         consumer = PausingConsumer(every=25)
-        producer = IterationProducer(dr, consumer)
+        producer = IterationProducer(dr, consumer, clock=self.clock)
         d = producer.run()
         self.runner.performAll()
         self.assertTrue(producer.paused)
@@ -120,6 +122,7 @@ class IterationProducerTests(SynchronousTestCase):
         rounds = jobs = 0
         while not d.called:
             producer.resumeProducing()
+            self.clock.advance(0)
             jobs += self.runner.performAll()
             # Paused again: the worker has nothing left to do.
             self.assertEqual(self.runner.performAll(), 0)
@@ -138,11 +141,12 @@ class IterationProducerTests(SynchronousTestCase):
         """
         _, dr = self.deferator(30)
         consumer = ListConsumer()
-        producer = IterationProducer(dr, consumer)
+        producer = IterationProducer(dr, consumer, clock=self.clock)
         d = producer.run()
         producer.resumeProducing()
         self.runner.performAll()
         producer.resumeProducing()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.successResultOf(d)
         self.assertEqual(consumer.items, list(range(30)))
 
@@ -153,7 +157,7 @@ class IterationProducerTests(SynchronousTestCase):
         """
         source, dr = self.deferator(1000)
         consumer = PausingConsumer(every=15)
-        producer = IterationProducer(dr, consumer)
+        producer = IterationProducer(dr, consumer, clock=self.clock)
         d = producer.run()
         self.runner.performAll()
         other = self.q.call(lambda: "other")
@@ -175,7 +179,7 @@ class IterationProducerTests(SynchronousTestCase):
         """
         source, dr = self.deferator(100)
         consumer = BrokenConsumer()
-        d = IterationProducer(dr, consumer).run()
+        d = IterationProducer(dr, consumer, clock=self.clock).run()
         self.failureResultOf(d, OSError)
         self.runner.performAll()
         self.assertTrue(source.closed)
@@ -234,12 +238,16 @@ class IteratorToProducerTests(SynchronousTestCase):
         """
         source = Source(100)
         consumer = PausingConsumer(every=10)
-        d: Deferred[Any] = iteratorToProducer(source, consumer, batchSize=5)
+        clock = Clock()
+        d: Deferred[Any] = iteratorToProducer(
+            source, consumer, batchSize=5, clock=clock
+        )
         self.assertNoResult(d)
         self.assertEqual(len(consumer.items), 10)
         self.assertLessEqual(source.pulled, 10 + 2 * 5 + 1)
         while not d.called:
             consumer.producer.resumeProducing()
+            clock.advance(0)
         self.assertEqual(consumer.items, list(range(100)))
 
     def test_empty(self) -> None:
@@ -266,10 +274,14 @@ class BoundedBufferTests(SynchronousTestCase):
         batch = 1000
         source = Source(10**6)
         consumer = PausingConsumer(every=200)
-        d: Deferred[Any] = iteratorToProducer(source, consumer, batchSize=batch)
+        clock = Clock()
+        d: Deferred[Any] = iteratorToProducer(
+            source, consumer, batchSize=batch, clock=clock
+        )
         most = 0
         for _ in range(200):
             consumer.producer.resumeProducing()
+            clock.advance(0)
             most = max(most, source.pulled - len(consumer.items))
         self.assertNoResult(d)
         self.assertEqual(len(consumer.items), 201 * 200)

@@ -1,8 +1,12 @@
 """
 Property tests (Hypothesis): random calls, priorities, cancellations,
-timeouts and workers coming and going never lose or duplicate a task, and a
-worker always gets the best task it may run. Deterministic: fake workers
-and a L{Clock}.
+timeouts and workers coming and going never lose or duplicate a task, a
+worker always gets the best task it may run, and C{whenIdle} never fires
+while a call waits or runs. Deterministic: fake workers and a L{Clock}.
+
+The oracles are the machine's own records of what it asked for, checked
+against the documented rules; never the queue's internals (its heap, or
+L{Task.sortKey}).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from asynqueue import IWorker, Task, TaskQueue, TaskTimeout
-from asynqueue.task import TaskState
+
+#: The documented order of the bands: doNext calls first, doLast calls last.
+BAND_ORDER = {"next": 0, "normal": 1, "last": 2}
 
 
 class Interrupted(Exception):
@@ -75,7 +81,11 @@ class SteppedWorker:
         task, freed = self.current, self.freed
         assert task is not None and freed is not None
         self.current = self.freed = None
+        # Freed first, then the outcome (as ThreadWorker does): in between,
+        # this task is being delivered.
+        self.machine.delivering = task.args[0]
         freed.callback(None)
+        self.machine.delivering = None
         if self.interrupted:
             task.fail(Failure(Interrupted()))
             return
@@ -110,7 +120,10 @@ class QueueMachine(RuleBasedStateMachine):
         self.executed: dict[int, int] = {}
         self.honest: dict[int, bool] = {}
         self.series: dict[int, str | None] = {}
+        self.rank: dict[int, tuple[int, int, int]] = {}
         self.started: set[int] = set()
+        self.delivering: int | None = None
+        self.idleChecks: list[str | None] = []
         self.workerCount = 0
         self.attach()
 
@@ -120,13 +133,21 @@ class QueueMachine(RuleBasedStateMachine):
         return label
 
     def checkBest(self, worker: SteppedWorker, task: Task[Any]) -> None:
-        for entry in self.q._heap:
-            other = entry[3]
-            if other is task or other.state is not TaskState.QUEUED:
+        # The documented rule: by band (doNext, normal, doLast), then lower
+        # niceness, then first in, first out (labels count up as calls are
+        # made). Waiting: made, not handed out, not failed (cancelled or
+        # timed out while queued).
+        label = task.args[0]
+        for other in self.outcomes:
+            if other == label or other in self.started or self.outcomes[other]:
                 continue
-            if other.series is not None and other.series not in worker.iQualified:
+            series = self.series[other]
+            if series is not None and series not in worker.iQualified:
                 continue
-            assert not other < task, f"{worker} got {task} while {other} waited"
+            assert not self.rank[other] < self.rank[label], (
+                f"{worker} got {label} {self.rank[label]} while {other}"
+                f" {self.rank[other]} waited"
+            )
 
     @rule(
         niceness=st.integers(-20, 20),
@@ -143,6 +164,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.executed[label] = 0
         self.honest[label] = honest
         self.series[label] = series
+        self.rank[label] = (BAND_ORDER[band], niceness, label)
         self.outcomes[label] = []
         d = self.q.call(
             self.job, label, niceness=niceness, doNext=band == "next",
@@ -179,9 +201,31 @@ class QueueMachine(RuleBasedStateMachine):
         self.detached.append(worker)
         self.q.detachWorker(worker)
 
+    @rule()
+    def whenIdle(self) -> None:
+        self.q.whenIdle().addCallback(self.checkIdle)
+
+    def checkIdle(self, _: None) -> None:
+        # When it fires, every call made has its outcome (or is the one
+        # being delivered right now) and no worker runs one.
+        unanswered = [
+            label for label, outcomes in self.outcomes.items()
+            if not outcomes and label != self.delivering
+        ]
+        busy = [w for w in self.workers + self.detached if w.current is not None]
+        problem = None
+        if unanswered or busy:
+            problem = f"whenIdle fired with {unanswered} unanswered, {busy} busy"
+        self.idleChecks.append(problem)
+
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
+
+    @invariant()
+    def idleOnlyWhenIdle(self) -> None:
+        problems = [p for p in self.idleChecks if p is not None]
+        assert not problems, problems[0]
 
     @invariant()
     def nothingTwice(self) -> None:
@@ -216,6 +260,10 @@ class QueueMachine(RuleBasedStateMachine):
                 assert self.executed[label] == 1
         for worker in self.detached:
             assert worker.stopped, f"detached {worker} was never stopped"
+        stopped = self.q.shutdown()
+        assert stopped.called
+        assert all(worker.stopped for worker in self.workers)
+        self.idleOnlyWhenIdle()
 
 
 QueueMachine.TestCase.settings = settings(

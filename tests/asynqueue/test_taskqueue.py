@@ -414,6 +414,92 @@ class ShutdownTests(SynchronousTestCase):
         w.succeed()
         self.successResultOf(idle)
 
+    def test_whenIdleWaitsForQueuedCalls(self) -> None:
+        """
+        With no worker, a queued call keeps L{TaskQueue.whenIdle} waiting,
+        even when another queued call is cancelled; a worker attached later
+        runs it, and then it fires.
+        """
+        q = TaskQueue()
+        rec = Recorder()
+        first, second = q.call(rec, 1), q.call(rec, 2)
+        idle = q.whenIdle()
+        self.assertNoResult(idle)
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        self.assertNoResult(idle)
+        self.assertEqual(q.pending(), 1)
+        worker, runner = memoryWorker()
+        q.attachWorker(worker)
+        self.assertNoResult(idle)
+        runner.performAll()
+        self.assertEqual(self.successResultOf(second), 2)
+        self.successResultOf(idle)
+
+    def test_shutdownWithoutWorker(self) -> None:
+        """
+        Shut down with calls queued and no worker (none can be attached
+        any more): each queued call fails at once with L{QueueStopped}
+        naming it, and then shutdown fires; no Deferred is left unfired.
+        """
+        q = TaskQueue()
+
+        def pendingJob() -> None:
+            pass
+
+        ds = [q.call(pendingJob), q.call(pendingJob, niceness=5)]
+        stopped = q.shutdown()
+        for d in ds:
+            failure = self.failureResultOf(d, QueueStopped)
+            self.assertIn("pendingJob", str(failure.value))
+            self.assertIn("no worker", str(failure.value))
+        self.successResultOf(stopped)
+        self.assertEqual(q.pending(), 0)
+
+    def test_shutdownWithoutQualifiedWorker(self) -> None:
+        """
+        A queued call that no attached worker is qualified to run fails at
+        shutdown; the others still run, and shutdown fires after them.
+        """
+        q = TaskQueue()
+        w = q.attachWorker(FakeWorker())
+        rec = Recorder()
+        running = q.call(rec, "running")
+        stranded = q.call(rec, "stranded", series="elsewhere")
+        queued = q.call(rec, "queued")
+        stopped = q.shutdown()
+        failure = self.failureResultOf(stranded, QueueStopped)
+        self.assertIn("no worker that may run it", str(failure.value))
+        self.assertNoResult(stopped)
+        w.runNow = True
+        w.succeed("running")
+        self.assertEqual(self.successResultOf(running), "running")
+        self.assertEqual(self.successResultOf(queued), "queued")
+        self.successResultOf(stopped)
+        self.assertTrue(w.stopped)
+
+    def test_lastWorkerDetachedAfterShutdown(self) -> None:
+        """
+        After shutdown, detaching the last worker while calls are still
+        queued fails them with L{QueueStopped} once the worker has left;
+        shutdown then fires.
+        """
+        q = TaskQueue()
+        w = q.attachWorker(FakeWorker())
+        rec = Recorder()
+        running = q.call(rec, "running")
+        queued = q.call(rec, "queued")
+        stopped = q.shutdown()
+        detached = q.detachWorker(w)
+        self.assertNoResult(queued)
+        self.assertNoResult(stopped)
+        w.succeed("running")
+        self.assertEqual(self.successResultOf(running), "running")
+        self.failureResultOf(queued, QueueStopped)
+        self.successResultOf(detached)
+        self.successResultOf(stopped)
+        self.assertEqual(rec.calls, [])
+
 
 class BadInputTests(SynchronousTestCase):
     """

@@ -16,13 +16,13 @@ import sqlalchemy as SA
 from sqlalchemy.exc import IntegrityError, OperationalError
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IConsumer
-from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from asynqueue import Deferator, ListConsumer
 from asynqueue.errors import WorkerError
 from sasync.errors import StartupError, TransactionTimeout
 from sasync.multicore import ResultSummary
+from tests.reliability.helpers import activeSleeps, settle, until
 
 from .brokers import (
     FailingBroker,
@@ -41,12 +41,6 @@ def entries(n: int) -> list[dict[str, Any]]:
         {"dt": T0 + datetime.timedelta(seconds=i), "ip": f"10.0.{i // 250}.{i % 250}"}
         for i in range(n)
     ]
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    from twisted.internet import reactor
-
-    return deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
 
 
 async def test_seedExample(serverURL: str, brokers: Any) -> None:
@@ -90,9 +84,10 @@ class PausingConsumer:
     Counts what is written to it, and pauses its producer at C{pauseAt}.
     """
 
-    def __init__(self, pauseAt: int) -> None:
+    def __init__(self, pauseAt: int, onPause: Any = None) -> None:
         self.count = 0
         self.pauseAt = pauseAt
+        self.onPause = onPause
         self.producer: Any = None
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
@@ -105,34 +100,42 @@ class PausingConsumer:
         self.count += 1
         if self.count == self.pauseAt:
             self.producer.pauseProducing()
+            if self.onPause is not None:
+                self.onPause()
 
 
 async def test_consumerBackpressure(serverURL: str, brokers: Any) -> None:
     """
     Rows stream to a consumer in batches fetched from the worker process
     only as the consumer takes them: while it is paused, no batch is asked
-    for; resumed, it gets every row.
+    for (once the requests made before the pause are answered, and the
+    reactor has run what they scheduled, none is sent); resumed, it gets
+    every row.
     """
     broker = brokers(MultiBroker, serverURL, processes=1, batchSize=50)
     await broker.addEntries(entries(1000))
     process = broker._pool.processes[0]
     asked: list[tuple[Any, ...]] = []
+    answered: list[str] = []
     request = process.request
 
     def counting(message: tuple[Any, ...], handle: Any) -> int:
         asked.append(message)
-        return request(message, handle)
+
+        def answer(kind: str, *rest: Any) -> Any:
+            answered.append(kind)
+            return handle(kind, *rest)
+
+        return request(message, answer)
 
     process.request = counting
-    consumer = PausingConsumer(pauseAt=60)
+    askedBeforePause: list[int] = []
+    consumer = PausingConsumer(60, lambda: askedBeforePause.append(len(asked)))
     d = broker.entriesSince(T0, consumer=consumer)
-    while consumer.count < 60:
-        await sleep(0.01)
-    await sleep(0.3)
-    fetched = len(asked)
-    await sleep(0.3)
+    await until(lambda: consumer.count >= 60 and len(answered) == len(asked))
+    await settle()
     assert consumer.count == 60 and not d.called
-    assert len(asked) == fetched <= 4
+    assert len(asked) == len(answered) == askedBeforePause[0] <= 4
     consumer.producer.resumeProducing()
     assert await d is consumer
     assert consumer.count == 1000
@@ -256,7 +259,7 @@ async def test_cancelRunning(serverURL: str, brokers: Any) -> None:
     broker = brokers(MultiBroker, serverURL, processes=1)
     pid = await broker.pid()
     d = broker.sleep(30)
-    await sleep(0.5)
+    await until(lambda: activeSleeps(serverURL) == 1)
     d.cancel()
     with pytest.raises(CancelledError):
         await d
@@ -287,7 +290,7 @@ async def test_killedWorker(serverURL: str, brokers: Any) -> None:
     broker = brokers(MultiBroker, serverURL, processes=1)
     pid = await broker.pid()
     d = broker.sleepThenPid(30)
-    await sleep(0.5)
+    await until(lambda: activeSleeps(serverURL) == 1)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(WorkerError, match=rf"\(pid {pid}\) ended"):
         await d

@@ -169,6 +169,18 @@ async def until(check: Callable[[], object], timeout: float = 20.0) -> None:
         await pause(0.01)
 
 
+async def settle(turns: int = 10) -> None:
+    """
+    Let the reactor run C{turns} iterations with nothing else to wait for:
+    whatever the events so far scheduled "soon" (C{callLater(0, ...)},
+    chained callbacks) has then run. No wall-clock wait.
+    """
+    from twisted.internet import reactor
+
+    for _ in range(turns):
+        await task.deferLater(reactor, 0, lambda: None)
+
+
 def adminEngine(url: str) -> SA.Engine:
     """
     An AUTOCOMMIT engine on C{url} for looking at the server from outside.
@@ -197,6 +209,33 @@ def activeSleeps(url: str) -> int:
                     " AND id <> CONNECTION_ID() AND db = DATABASE()"
                 )
             return int(conn.exec_driver_sql(query).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def killBackend(url: str, backendID: int) -> None:
+    """
+    End connection C{backendID} from another connection (PostgreSQL:
+    C{pg_terminate_backend}; MySQL/MariaDB: C{KILL CONNECTION}), and wait
+    until the server has let it go.
+    """
+    engine = adminEngine(url)
+    try:
+        with engine.connect() as other:
+            if url.startswith("postgresql"):
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backendID)})")
+                gone = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {backendID}"
+            else:
+                other.exec_driver_sql(f"KILL CONNECTION {int(backendID)}")
+                gone = (
+                    "SELECT count(*) FROM information_schema.processlist"
+                    f" WHERE id = {int(backendID)}"
+                )
+            deadline = time.monotonic() + 20
+            while other.exec_driver_sql(gone).scalar_one():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"connection {backendID} was not ended")
+                time.sleep(0.01)
     finally:
         engine.dispose()
 

@@ -7,13 +7,19 @@ connections go on working.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as SA
 from twisted.internet import defer
 
 from sasync import TransactionTimeout
+from sasync.cancel import Canceller
 from tests.reliability.helpers import (
     FIGURES,
     Figures,
@@ -72,7 +78,8 @@ async def test_cancelRunningSleeps(serverURL: str, brokers: Any) -> None:
         not ok and r.check(defer.CancelledError) for ok, r in results
     ), results
     assert seconds < 5
-    assert activeSleeps(serverURL) == 0
+    # The callers heard at once; the workers roll back in the background.
+    await until(lambda: activeSleeps(serverURL) == 0)
     assert await broker.tokens() == []
     assert await connectionIDs(broker, serverURL) == before
     assert broker._handle.replacedConnections() == 0
@@ -94,8 +101,8 @@ async def test_cancelRunningSleeps(serverURL: str, brokers: Any) -> None:
 async def test_timeOutRunningSleeps(serverURL: str, brokers: Any) -> None:
     """
     Four running 30 s sleeps with a 0.5 s timeout fail with
-    TransactionTimeout (after the rollback), and the server runs none of
-    them afterwards.
+    TransactionTimeout at the deadline, and the server soon runs none of
+    them.
     """
     broker = brokers(Ledger, serverURL, connections=CONNECTIONS)
     await broker.waitUntilRunning()
@@ -110,8 +117,102 @@ async def test_timeOutRunningSleeps(serverURL: str, brokers: Any) -> None:
     seconds = time.monotonic() - started
     assert all(not ok and r.check(TransactionTimeout) for ok, r in results)
     assert seconds < 5
-    assert activeSleeps(serverURL) == 0
+    await until(lambda: activeSleeps(serverURL) == 0)
     assert await broker.tokens() == []
     await broker.write("after")
     assert await broker.tokens() == ["after"]
     assert broker._handle.replacedConnections() == 0
+
+
+class CancelBeforeStatement:
+    """
+    Holds the worker between the moment its sleep statement has passed the
+    stop check (its cursor made) and the moment it is sent, until the first
+    driver-level cancel of the call has been sent: that cancel finds no
+    statement running (the server drops it), and only a repeated one can
+    stop the sleep.
+    """
+
+    def __init__(self, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.engine = engine
+        self.inWindow = threading.Event()
+        self.firstCancelSent = threading.Event()
+        self.cancels = 0
+        original = Canceller.sendCancel
+
+        def sendCancel(canceller: Canceller, task: Any) -> None:
+            # Pool thread.
+            original(canceller, task)
+            self.cancels += 1
+            self.firstCancelSent.set()
+
+        monkeypatch.setattr(Canceller, "sendCancel", sendCancel)
+        SA.event.listen(engine, "before_cursor_execute", self._beforeExecute)
+
+    def stop(self) -> None:
+        """
+        Stop holding statements.
+        """
+        SA.event.remove(self.engine, "before_cursor_execute", self._beforeExecute)
+
+    def _beforeExecute(self, conn: Any, cursor: Any, statement: str, *a: Any) -> None:
+        # Worker thread.
+        if "sleep(" in statement.lower():
+            self.inWindow.set()
+            if not self.firstCancelSent.wait(20):
+                raise RuntimeError("no cancel was sent")
+
+
+@pytest.mark.reactorTimeout(90)
+async def test_cancelResent(
+    serverURL: str, brokers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A cancel that arrives just before the statement reaches the server is
+    lost (nothing runs yet), so it is sent again until the call ends: the
+    30 s sleep that started after the first cancel is stopped promptly, and
+    the caller gets CancelledError.
+    """
+    broker = brokers(Ledger, serverURL, connections=1)
+    await broker.waitUntilRunning()
+    window = CancelBeforeStatement(broker._handle.engine, monkeypatch)
+    try:
+        d = broker.writeThenSleep("lost", sleepSQL(serverURL, 30))
+        await until(window.inWindow.is_set)
+        started = time.monotonic()
+        d.cancel()
+        with pytest.raises(defer.CancelledError):
+            await d
+        seconds = time.monotonic() - started
+        # The caller hears at once (COMMIT was not sent); the worker goes on
+        # until a repeated cancel stops the sleep.
+        await until(lambda: activeSleeps(serverURL) == 0)
+    finally:
+        window.stop()
+    assert window.cancels >= 2
+    assert seconds < 10
+    # Stopped by a cancel, not by cutting the connection (which comes
+    # CUT_AFTER seconds after the first cancel, and leaves the sleep running
+    # on the server).
+    assert broker._handle.replacedConnections() == 0
+    assert await broker.tokens() == []
+
+
+def test_noThreadLeftAfterKillQuery(mysqlURL: str) -> None:
+    """
+    MySQL/MariaDB cancels (KILL QUERY on a connection of their own) run on a
+    thread sAsync owns and ends at shutdown: in a fresh process, after
+    cancelling running queries and shutting down, no thread started since
+    the broker was made is left (the reactor's thread pool once kept its
+    threads, one per concurrent cancel).
+    """
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.reliability.cancelthreads", mysqlURL],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    lines = [line for line in child.stdout.splitlines() if line.startswith("left")]
+    assert lines == ["left "], child.stdout + child.stderr

@@ -110,7 +110,8 @@ async def test_transactionWhileDown(
     with pytest.raises(OperationalError):
         await broker.write("down")
     patient = broker.write("patient", retries=12)
-    await pause(1.0)
+    # It was refused a connection, and waits to try again.
+    await until(lambda: broker._handle.retries[NO_CONNECTION] >= 1)
     assert not patient.called
     await deferToThread(cluster.start)
     await patient

@@ -24,7 +24,7 @@ from tests.reliability.helpers import (
     FIGURES,
     Figures,
     Ledger,
-    adminEngine,
+    killBackend,
     retriedCount,
     sleepSQL,
 )
@@ -205,7 +205,7 @@ class KillsItself(Ledger):
         self.conn.execute(self.ledger.insert().values(token=token))
         if self.runs == 1:
             pid = self.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-            terminate(self._spec.url.render_as_string(False), pid)
+            killBackend(self._spec.url.render_as_string(False), pid)
         self.conn.execute(self.ledger.insert().values(token=token + "-2"))
 
 
@@ -239,21 +239,7 @@ class KilledBeforeCommit(Ledger):
         self.conn.execute(self.ledger.insert().values(token=token))
         if self.runs == 1:
             pid = self.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-            terminate(self._spec.url.render_as_string(False), pid)
-
-
-def terminate(url: str, pid: int) -> None:
-    """
-    Terminate backend C{pid}, and wait until it is gone.
-    """
-    engine = adminEngine(url)
-    with engine.connect() as other:
-        other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-        while other.exec_driver_sql(
-            f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
-        ).scalar_one():
-            time.sleep(0.01)
-    engine.dispose()
+            killBackend(self._spec.url.render_as_string(False), pid)
 
 
 async def test_closedBeforeCommit(postgresqlURL: str, brokers: Any) -> None:

@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
-from sasync import Overloaded
+from sasync import Backoff, Overloaded
 from sasync.engines import openHandles
 from tests.reliability.helpers import (
     FIGURES,
     Figures,
     Ledger,
     activeSleeps,
-    pause,
     sasyncThreads,
+    settle,
     sleepSQL,
     until,
 )
@@ -37,6 +37,18 @@ def ourThreads() -> set[threading.Thread]:
         for t in threading.enumerate()
         if t.is_alive() and not t.name.startswith("PoolThread-")
     }
+
+
+async def sleeperRunning(url: str) -> None:
+    """
+    Wait until the sleep query runs in the database (a server's process
+    list shows it); on SQLite, where nothing shows it, until the reactor
+    has settled (the one worker took the sleeper at once).
+    """
+    if url.startswith("sqlite"):
+        await settle()
+    else:
+        await until(lambda: activeSleeps(url) == 1)
 
 
 def oneOrTwo(url: str) -> dict[str, Any]:
@@ -63,7 +75,7 @@ async def test_shutdownTimeoutUnderLoad(dbURL: str, brokers: Any) -> None:
     sleeper = broker.writeThenSleep("sleeper", sleepSQL(dbURL, 30))
     tokens = [f"w{i}" for i in range(300)]
     writes = [broker.write(token) for token in tokens]
-    await pause(0.2)
+    await sleeperRunning(dbURL)
     handle = broker._handle
     started = time.monotonic()
     await broker.shutdown(timeout=1.0)
@@ -100,20 +112,33 @@ async def test_shutdownTimeoutUnderLoad(dbURL: str, brokers: Any) -> None:
 async def test_shutdownDuringBackoff(sqliteURL: str, brokers: Any) -> None:
     """
     A call waiting to be retried when the drain timeout runs out is
-    cancelled, and never runs again.
+    cancelled, and never runs again: the timer of its retry (30 s away) is
+    cancelled with it.
     """
+    from twisted.internet import reactor
+
     from tests.reliability.test_retries import Flaky
 
-    broker = brokers(Flaky, sqliteURL, retries=5)
+    broker = brokers(Flaky, sqliteURL, retries=5, backoff=Backoff(first=30, maximum=30))
     await broker.waitUntilRunning()
+    before = set(reactor.getDelayedCalls())
+
+    def retryTimers() -> list[Any]:
+        # The backoff waits 15 to 30 s; nothing else here waits that long.
+        return [
+            c
+            for c in reactor.getDelayedCalls()
+            if c not in before and c.getTime() - reactor.seconds() > 10
+        ]
+
     d = broker.flakyWrite("t", 100)
-    await until(lambda: broker.runs >= 1)
+    await until(lambda: broker.runs == 1 and retryTimers())
+    [timer] = retryTimers()
     await broker.shutdown(timeout=0)
     with pytest.raises(defer.CancelledError):
         await d
-    runs = broker.runs
-    await pause(0.3)
-    assert broker.runs == runs
+    assert not timer.active()
+    assert broker.runs == 1
 
 
 async def test_threadsBeforeAndAfter(dbURL: str, brokers: Any) -> None:
@@ -140,7 +165,8 @@ async def test_maxPending(dbURL: str, brokers: Any) -> None:
     broker = brokers(Ledger, dbURL, maxPending=5, connections=1)
     await broker.waitUntilRunning()
     sleeper = broker.writeThenSleep("sleeper", sleepSQL(dbURL, 0.5))
-    await pause(0.1)
+    # The sleeper holds the one connection: no longer pending.
+    await until(lambda: broker._pendingCount() == 0)
     accepted = [broker.write(f"a{i}") for i in range(5)]
     refused = broker.write("refused")
     assert refused.called
@@ -164,9 +190,9 @@ async def test_laterTimeoutShortensWait(dbURL: str, brokers: Any) -> None:
     broker = brokers(Ledger, dbURL, **oneOrTwo(dbURL))
     await broker.waitUntilRunning()
     sleeper = broker.writeThenSleep("sleeper", sleepSQL(dbURL, 30))
-    await pause(0.2)
+    await sleeperRunning(dbURL)
     patient = broker.shutdown()
-    await pause(0.2)
+    await settle()
     assert not patient.called
     started = time.monotonic()
     await broker.shutdown(timeout=0.3)

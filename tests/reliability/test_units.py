@@ -8,6 +8,7 @@ looking up a lost COMMIT. No reactor, no threads, no sleeps.
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -124,12 +125,14 @@ class Attempted:
     the test ends it with L{succeed} or L{fail}.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, abandonable: bool = False) -> None:
         self.tasks: list[Task[Any]] = []
         self.interrupted: list[Task[Any]] = []
+        self.abandonable = abandonable
 
     def makeTask(self) -> Task[Any]:
         task: Task[Any] = Task(lambda: None, niceness=len(self.tasks) % 3)
+        task.abandonable = self.abandonable
         task.onInterrupt(lambda reason: self.interrupted.append(task))
         self.tasks.append(task)
         return task
@@ -160,10 +163,10 @@ class AttemptsTests(SynchronousTestCase):
     """
 
     def attempts(
-        self, retries: int = 3, timeout: float | None = None
+        self, retries: int = 3, timeout: float | None = None, abandonable: bool = False
     ) -> tuple[retry.Attempts, Attempted, Clock]:
         clock = Clock()
-        made = Attempted()
+        made = Attempted(abandonable)
         attempts = retry.Attempts(
             made.makeTask,
             made.submit,
@@ -271,6 +274,59 @@ class AttemptsTests(SynchronousTestCase):
         self.assertIsInstance(failure.value, TaskTimeout)
         self.assertIn("1 s", str(failure.value))
 
+    def test_timeoutBeforeCommitAtDeadline(self) -> None:
+        """
+        A transaction's attempt (abandonable) whose COMMIT was not sent:
+        TransactionTimeout exactly at the deadline, though the worker has not
+        stopped yet (it is interrupted, and may no longer commit); what it
+        delivers later is dropped.
+        """
+        attempts, made, clock = self.attempts(timeout=2.0, abandonable=True)
+        clock.advance(2.0)
+        self.failureResultOf(attempts.d, TransactionTimeout)
+        self.assertEqual(made.interrupted, made.tasks)
+        self.assertFalse(made.tasks[0].passPointOfNoReturn())
+        made.fail(CancelledError("rolled back"))
+        self.assertEqual(len(made.tasks), 1)
+
+    def test_cancelBeforeCommitAtOnce(self) -> None:
+        """
+        The same for a cancel, retries or not.
+        """
+        attempts, made, _clock = self.attempts(abandonable=True)
+        attempts.d.cancel()
+        self.failureResultOf(attempts.d, CancelledError)
+        self.assertEqual(made.interrupted, made.tasks)
+        self.assertFalse(made.tasks[0].passPointOfNoReturn())
+
+    def test_commitInFlightWaitsForOutcome(self) -> None:
+        """
+        A COMMIT in flight when the deadline hits: the caller waits for its
+        outcome and gets it (committed: the result), never a timeout for a
+        transaction that committed.
+        """
+        attempts, made, clock = self.attempts(timeout=2.0, abandonable=True)
+        self.assertTrue(made.tasks[0].passPointOfNoReturn())
+        clock.advance(2.0)
+        self.assertEqual(made.interrupted, made.tasks)
+        self.assertNoResult(attempts.d)
+        clock.advance(10)
+        self.assertNoResult(attempts.d)
+        made.succeed("committed")
+        self.assertEqual(self.successResultOf(attempts.d), "committed")
+
+    def test_commitInFlightFails(self) -> None:
+        """
+        ... and if that COMMIT failed, the caller gets its error.
+        """
+        attempts, made, clock = self.attempts(timeout=2.0, abandonable=True)
+        self.assertTrue(made.tasks[0].passPointOfNoReturn())
+        clock.advance(2.0)
+        self.assertNoResult(attempts.d)
+        error = dbapiError(lost=True)
+        made.fail(error)
+        self.assertIs(self.failureResultOf(attempts.d).value, error)
+
     def test_timeoutSpansRetries(self) -> None:
         """
         The timeout counts from the call, over attempts and waits: it may
@@ -297,6 +353,66 @@ class AttemptsTests(SynchronousTestCase):
         made.succeed("ok")
         self.assertEqual(self.successResultOf(attempts.d), "ok")
         self.assertFalse(clock.getDelayedCalls())
+
+
+class FakeTransaction:
+    """
+    A transaction that records whether it was committed.
+    """
+
+    committed = False
+
+    def commit(self) -> None:
+        self.committed = True
+
+
+def commitAs(task: Task[Any]) -> tuple[FakeTransaction, BaseException | None]:
+    """
+    Run TransactionCall._commit as C{task}'s worker thread would.
+
+    @return: The transaction, and what C{_commit} raised.
+    """
+    from asynqueue.task import setCurrentTask
+    from sasync.transact import CallOptions, TransactionCall
+
+    handle = SimpleNamespace(guessesReadOnly=False, dialectName="sqlite")
+    call = TransactionCall(object(), handle, commitAs, CallOptions())  # type: ignore[arg-type]
+    transaction = FakeTransaction()
+    setCurrentTask(task)
+    try:
+        call._commit(object(), transaction)
+    except BaseException as e:
+        return transaction, e
+    finally:
+        setCurrentTask(None)
+    return transaction, None
+
+
+def test_commitRefusedAfterStop() -> None:
+    """
+    A stop requested before the worker reached COMMIT: COMMIT is not sent,
+    the call raises CancelledError (and rolls back), though its caller was
+    already told (the task is abandonable).
+    """
+    task: Task[Any] = Task(lambda: None)
+    task.abandonable = True
+    task.onInterrupt(lambda reason: None)
+    assert not task.requestStop(CancelledError())
+    transaction, error = commitAs(task)
+    assert isinstance(error, CancelledError)
+    assert not transaction.committed
+
+
+def test_commitMarkedBeforeSent() -> None:
+    """
+    COMMIT is sent only once marked: a stop after that waits for the outcome.
+    """
+    task: Task[Any] = Task(lambda: None)
+    task.abandonable = True
+    task.onInterrupt(lambda reason: None)
+    transaction, error = commitAs(task)
+    assert error is None and transaction.committed
+    assert task.requestStop(CancelledError())
 
 
 def test_serverClosedNoticed() -> None:

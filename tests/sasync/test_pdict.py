@@ -10,9 +10,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
+import sqlalchemy as SA
+from sqlalchemy.pool import NullPool
 from twisted.internet.defer import fail
 
-from sasync.errors import BrokerStopped
+from sasync.errors import BrokerStopped, WritesLost
 from sasync.items import Items
 from sasync.pdict import NotPreloaded, PersistentDict
 from tests.sasync.storetools import stores
@@ -333,8 +335,10 @@ async def test_badKeys(dbURL: str) -> None:
 
 async def test_failedWriteIsReported(dbURL: str) -> None:
     """
-    A background write that fails is logged and reported once by the next
-    C{deferToWrites}.
+    A background write that fails is reported by C{deferToWrites}, with a
+    L{WritesLost} naming its key and carrying its error, and again by every
+    later call (and by C{shutdown}) until a later write of the key is
+    stored. An error that is not the database's own is not retried.
     """
     d = PersistentDict("fail", dbURL)
     async with stores(d):
@@ -343,10 +347,19 @@ async def test_failedWriteIsReported(dbURL: str) -> None:
         real = broker.writeUnit
         broker.writeUnit = lambda *a, **kw: fail(RuntimeError("disk on fire"))  # type: ignore[method-assign]
         d["k"] = 1
-        with pytest.raises(RuntimeError, match="disk on fire"):
-            await d.deferToWrites()
+        d["j"] = 1
+        for _ in range(2):
+            with pytest.raises(WritesLost, match="disk on fire") as caught:
+                await d.deferToWrites()
+            assert sorted(caught.value.keys) == ["j", "k"]
+            assert isinstance(caught.value.errors["k"], RuntimeError)
+            assert "PersistentDict 'fail'" in str(caught.value)
         broker.writeUnit = real  # type: ignore[method-assign]
         d["k"] = 2
+        with pytest.raises(WritesLost) as caught:
+            await d.deferToWrites()
+        assert caught.value.keys == ["j"]
+        del d["j"]
         await d.deferToWrites()
         assert await d["k"] == 2
 
@@ -364,3 +377,58 @@ async def test_separateFromItems(dbURL: str) -> None:
         await d.deferToWrites()
         assert await d["k"] == "dict"
         assert await items.load("k") == "items"
+
+
+async def test_refusedValueSparesItsNeighbour(mysqlURL: str) -> None:
+    """
+    MySQL/MariaDB close the connection on a value over C{max_allowed_packet}
+    (every time it is sent): that write alone is reported, and the valid
+    write queued in the same batch is stored. C{deferToWrites()} fails
+    naming only it, at every call, and so does C{shutdown()}. Before the
+    fix the neighbour was dropped with it, visible only in the log.
+    """
+    engine = SA.create_engine(mysqlURL, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            limit = int(
+                conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one()
+            )
+    finally:
+        engine.dispose()
+    if limit > 200_000_000:
+        pytest.skip(f"max_allowed_packet is {limit}: too big a value to send")
+    size = max(20_000_000, limit + 1_000_000)
+    d = PersistentDict("big", mysqlURL)
+    try:
+        await d.waitUntilRunning()
+        # Runs at once, so that the next two writes share one batch.
+        d["before"] = 1
+        d["big"] = "z" * size
+        d["after"] = 2
+        for _ in range(2):
+            with pytest.raises(WritesLost) as caught:
+                await d.deferToWrites()
+            assert caught.value.keys == ["big"]
+            notes = getattr(caught.value.errors["big"], "__notes__", [])
+            assert "max_allowed_packet" in " ".join(notes)
+        assert d._items._lander.split >= 1
+        assert await d.get("after") == 2
+        assert await d.has("big") is False
+    finally:
+        with pytest.raises(WritesLost, match="'big'"):
+            await d.shutdown()
+    assert await contents("big", mysqlURL) == {"before": 1, "after": 2}
+
+
+def test_badWriteRetryTime(tmp_path: Any) -> None:
+    """
+    C{writeRetryTime} must be a number of seconds >= 0: anything else is
+    refused at construction, naming it, before any engine is made.
+    """
+    url = f"sqlite:///{tmp_path}/never.db"
+    for bad in (-1, "5", None, True, float("inf")):
+        with pytest.raises(ValueError, match="writeRetryTime"):
+            PersistentDict("x", url, writeRetryTime=bad)
+        with pytest.raises(ValueError, match="writeRetryTime"):
+            Items("x", url, writeRetryTime=bad)
+    assert not (tmp_path / "never.db").exists()

@@ -12,9 +12,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as SA
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    gatherResults,
+)
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
-from sasync import transact
+from sasync import AccessBroker, transact
 
 from .brokers import LogBroker
 
@@ -108,3 +115,99 @@ async def test_readCommittedOptOutRaces(serverURL: str, brokers: Any) -> None:
     failures = await race(broker)
     assert failures
     assert all(isinstance(f.value, SA.exc.IntegrityError) for f in failures)
+
+
+class GuessBroker(ValueBroker):
+    """
+    Methods that report whether their transaction was READ ONLY.
+    """
+
+    def _readOnly(self) -> bool:
+        value = self.conn.exec_driver_sql("SHOW transaction_read_only").scalar()
+        return bool(value == "on")
+
+    @transact
+    def reader(self) -> bool:
+        self.conn.execute(SA.select(self.url.c.id)).all()
+        return self._readOnly()
+
+    @transact
+    def sometimesWriter(self, value: str | None) -> bool:
+        readOnly = self._readOnly()
+        if value is not None:
+            self.conn.execute(self.url.insert().values(value=value))
+        return readOnly
+
+
+async def test_readersRunReadOnly(postgresqlURL: str, brokers: Any) -> None:
+    """
+    PostgreSQL: a method seen only reading runs READ ONLY from its second
+    call on (out of serialization conflicts); one that then writes runs
+    again at once, read-write, and stays read-write; the guess never leaks
+    into other work on the connection.
+    """
+    broker = brokers(GuessBroker, postgresqlURL, connections=1)
+    assert await broker.reader() is False
+    assert await broker.reader() is True
+    assert await broker.sometimesWriter(None) is False
+    assert await broker.sometimesWriter(None) is True
+    # Guessed read-only, but writes: run again, read-write.
+    assert await broker.sometimesWriter("w1") is False
+    assert await broker.sometimesWriter(None) is False
+    assert (await broker.valueCounts())["w1"] == 1
+    handle = broker._handle
+    assert handle.retries["a write in a transaction guessed read-only"] == 1
+    # After a READ ONLY transaction, the next job on the one connection
+    # (a table made now, a new writer) is read-write.
+    assert await broker.reader() is True
+    await broker.table("late", SA.Column("id", SA.Integer, primary_key=True))
+    assert await broker.setNameValue("url", "w2")
+
+
+async def test_noGuessWithoutRetries(postgresqlURL: str, brokers: Any) -> None:
+    """
+    With retries=0 (nothing may run twice) and with READ COMMITTED (nothing
+    to gain) nothing is guessed read-only.
+    """
+    for kw in ({"retries": 0}, {"isolation_level": "READ COMMITTED"}):
+        broker = brokers(GuessBroker, postgresqlURL, **kw)
+        for _ in range(3):
+            assert await broker.reader() is False
+
+
+class _Conflict(Exception):
+    """
+    A driver error that says "serialization failure" (SQLSTATE 40001).
+    """
+
+    pgcode = "40001"
+
+
+class AlwaysConflicts(AccessBroker):
+    """
+    A transaction that always fails as a serialization failure would.
+    """
+
+    @transact
+    def collide(self) -> None:
+        raise SA.exc.OperationalError("SELECT 1", {}, _Conflict("could not serialize"))
+
+
+async def test_shutdownCancelsConflictRetries(postgresqlURL: str, brokers: Any) -> None:
+    """
+    A call that keeps conflicting is retried by default, and shutdown(timeout=)
+    still cancels it once the timeout runs out (its retries are not waited
+    out).
+    """
+    from twisted.internet import reactor
+
+    broker = brokers(AlwaysConflicts, postgresqlURL)
+    await broker.waitUntilRunning()
+    failures: list[Failure] = []
+    broker.collide().addErrback(failures.append)
+    await deferLater(reactor, 0.3)
+    assert broker._handle.retries["serialization failure"] >= 1
+    started = reactor.seconds()
+    await broker.shutdown(timeout=0.5)
+    assert reactor.seconds() - started < 5
+    assert [f.check(CancelledError) for f in failures] == [CancelledError]

@@ -5,13 +5,20 @@ concurrent brokers, and names that would shadow the broker's own.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as SA
 from twisted.internet import defer
 
-from sasync import AccessBroker, TableNameError
+from sasync import AccessBroker, TableNameError, transact
 from sasync.tables import MAX_NAME, indexName, splitIndexKeywords
 
 from .brokers import LogBroker
@@ -85,6 +92,118 @@ async def test_sameURLSharesEngine(dbURL: str, brokers: Any) -> None:
     b = brokers(LogBroker, dbURL)
     assert a._handle is b._handle
     await defer.gatherResults([a.waitUntilRunning(), b.waitUntilRunning()])
+
+
+class Raced(AccessBroker):
+    """
+    A broker with one indexed table, C{raced}.
+    """
+
+    async def startup(self) -> None:
+        await self.table(
+            "raced",
+            SA.Column("id", SA.Integer, primary_key=True),
+            SA.Column("value", SA.String(40)),
+            index_value=["value"],
+            unique_pair=["id", "value"],
+        )
+
+    @transact
+    def add(self, value: str) -> None:
+        self.conn.execute(self.raced.insert().values(value=value))
+
+    @transact
+    def values(self) -> list[str]:
+        return sorted(self.conn.execute(SA.select(self.raced.c.value)).scalars())
+
+
+class CreateRace:
+    """
+    Holds the first C{parties} workers about to create the table or index
+    C{name} (its existence already checked, found missing) until all are
+    there: each then sends its CREATE, and all but one lose the race.
+    Listens to every C{target} (C{SA.Table} or C{SA.Index}) until L{stop}.
+    """
+
+    def __init__(self, target: type[Any], name: str, parties: int = 2) -> None:
+        self.target = target
+        self.name = name
+        self.parties = parties
+        self.arrivals = 0
+        self._lock = threading.Lock()
+        self._barrier = threading.Barrier(parties, timeout=20)
+        SA.event.listen(target, "before_create", self._beforeCreate)
+
+    def stop(self) -> None:
+        """
+        Stop listening.
+        """
+        SA.event.remove(self.target, "before_create", self._beforeCreate)
+
+    def _beforeCreate(self, target: Any, connection: Any, **kw: Any) -> None:
+        # Worker thread, inside table()'s transaction.
+        if target.name != self.name:
+            return
+        with self._lock:
+            self.arrivals += 1
+            wait = self.arrivals <= self.parties
+        if wait:
+            self._barrier.wait()
+
+
+async def raceToStart(url: str, brokers: Any, race: CreateRace) -> None:
+    """
+    Two brokers on separate engines (and connections) start at once, both
+    held by C{race} before they create: both run and share one table, with
+    each index once.
+    """
+    try:
+        both = [brokers(Raced, url, batchSize=50 + i) for i in range(2)]
+        assert both[0]._handle is not both[1]._handle
+        await defer.gatherResults([b.waitUntilRunning() for b in both])
+    finally:
+        race.stop()
+    assert race.arrivals == 2, f"both brokers were to create {race.name}"
+    await both[0].add("a")
+    await both[1].add("b")
+    assert await both[0].values() == await both[1].values() == ["a", "b"]
+    assert indexesOf(url, "raced") == {
+        "ix_raced_value": False,
+        "ux_raced_pair": True,
+    }
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_createTableRaceLost(serverURL: str, brokers: Any) -> None:
+    """
+    Two brokers that both found the table missing both send CREATE TABLE:
+    the loser's error ("already exists", or PostgreSQL's duplicate catalog
+    key) is absorbed, both start, and the table has each index once.
+    """
+    await raceToStart(serverURL, brokers, CreateRace(SA.Table, "raced"))
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_createIndexRaceLost(serverURL: str, brokers: Any) -> None:
+    """
+    The table exists without its index (made by an older release) and two
+    brokers add the index at once: one CREATE INDEX loses, both brokers
+    start, and the index is there once.
+    """
+    older = SA.MetaData()
+    SA.Table(
+        "raced",
+        older,
+        SA.Column("id", SA.Integer, primary_key=True),
+        SA.Column("value", SA.String(40)),
+        SA.Index("ux_raced_pair", "id", "value", unique=True),
+    )
+    engine = SA.create_engine(serverURL)
+    try:
+        older.create_all(engine)
+    finally:
+        engine.dispose()
+    await raceToStart(serverURL, brokers, CreateRace(SA.Index, "ix_raced_value"))
 
 
 class ShadowBroker(AccessBroker):
@@ -170,7 +289,65 @@ def test_indexName() -> None:
     long2 = indexName("t" * 60, "b", False)
     assert len(long1) <= MAX_NAME and len(long2) <= MAX_NAME
     assert long1 != long2
-    assert long1 == indexName("t" * 60, "a", False)
+
+
+#: (table, keyword name, unique) -> the database name, written out by hand:
+#: a database made by one release or process must be found by the next.
+GOLDEN_NAMES = {
+    ("t" * 60, "a", False): "ix_" + "t" * 49 + "_dac6aa34af",
+    ("t" * 60, "b", False): "ix_" + "t" * 49 + "_955ff0f5f0",
+    (
+        "events_by_customer_and_region_archive",
+        "customer_region_created",
+        True,
+    ): "ux_events_by_customer_and_region_archive_customer_re_b280f0e9c4",
+}
+
+
+def shortened(full: str) -> str:
+    """
+    The documented rule, computed here without sasync: the first 52
+    characters, '_', and the first 10 hex digits of the name's SHA-1.
+    """
+    return f"{full[:52]}_{hashlib.sha1(full.encode('utf-8')).hexdigest()[:10]}"
+
+
+def test_indexNameGolden() -> None:
+    """
+    A long index name is the same fixed string in every process and
+    release: the golden names, and the rule recomputed with hashlib.
+    """
+    for (table, name, unique), expected in GOLDEN_NAMES.items():
+        assert indexName(table, name, unique) == expected
+        full = f"{'ux' if unique else 'ix'}_{table}_{name}"
+        assert len(full) > MAX_NAME
+        assert shortened(full) == expected
+        assert len(expected) == MAX_NAME
+
+
+@pytest.mark.parametrize("seed", ["1", "2"])
+def test_indexNameAcrossHashSeeds(seed: str) -> None:
+    """
+    Another interpreter, with its own string hash seed, derives the same
+    long index names (else a restart would create every index again).
+    """
+    script = (
+        "import json, sys\n"
+        "from sasync.tables import indexName\n"
+        "print(json.dumps([indexName(*k) for k in json.loads(sys.argv[1])]))\n"
+    )
+    keys = list(GOLDEN_NAMES)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(keys)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == [GOLDEN_NAMES[k] for k in keys]
 
 
 def test_splitIndexKeywords() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as SA
 from sqlalchemy.exc import IntegrityError
+from twisted.internet.defer import CancelledError
 from zope.interface.verify import verifyObject
 
 import sasync
@@ -18,7 +19,7 @@ from asynqueue import IWorker, ListConsumer, Task
 from sasync.cancel import Canceller
 from sasync.engines import EngineSpec, _freeze
 from sasync.errors import NotInTransaction, TableNameError
-from sasync.results import RowStream, grouped
+from sasync.results import RowStream, grouped, rowsInTransaction
 from sasync.statements import StatementCache
 from sasync.tables import checkTableName
 from sasync.transact import (
@@ -348,6 +349,33 @@ def test_rowStream() -> None:
     assert cleaned == [True]
 
 
+def test_rowsInTransactionStoppedBeforeCommit() -> None:
+    """
+    Rows read inside their transaction end it with COMMIT, unless the
+    check before COMMIT refuses (the task was stopped while it still ran:
+    the rows fitted in its first batch): then it rolls back, and the
+    iteration fails with the check's error.
+    """
+    engine = SA.create_engine("sqlite://")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            conn.commit()
+            transaction = conn.begin()
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            result = conn.exec_driver_sql("SELECT x FROM t")
+
+            def refuse() -> None:
+                raise CancelledError("stopped before COMMIT")
+
+            with pytest.raises(CancelledError):
+                list(rowsInTransaction(result, transaction, 10, refuse))
+            assert not transaction.is_active
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
+    finally:
+        engine.dispose()
+
+
 def test_grouped() -> None:
     """
     Rows in lists of N, the last one shorter.
@@ -407,6 +435,8 @@ def test_connectionWorkerIsAWorker() -> None:
 
 
 class FakeHandle:
+    guessesReadOnly = False
+
     def __init__(self, sqlite: bool = False, streams: bool = True) -> None:
         self.isSQLite = sqlite
         self.supportsStreaming = not sqlite

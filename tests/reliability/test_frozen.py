@@ -1,0 +1,206 @@
+"""
+A server backend that stops answering (frozen with SIGSTOP, on the tests'
+own throwaway cluster): a timeout, a cancel and C{shutdown(timeout=...)}
+still answer their callers at the deadline, since a transaction whose COMMIT
+was not sent cannot commit; the worker cuts the dead connection in the
+background and replaces it, and the broker (and new brokers) work on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+
+from sasync import TransactionTimeout, transact
+from sasync.cancel import CUT_AFTER
+from sasync.engines import openHandles
+from tests.reliability.helpers import FIGURES, Figures, Ledger, sasyncThreads, until
+
+#: The generous bound on how late a caller may hear after its deadline
+#: (the real figures, reported at the end of the run, are ~0.01 s).
+MARGIN = 3.0
+
+
+class Freezer(Ledger):
+    """
+    A ledger whose transaction writes, then freezes its own backend and runs
+    one more statement, which the server never answers.
+    """
+
+    frozen: list[int]
+
+    @transact
+    def writeThenFreeze(self, token: str) -> None:
+        self.conn.execute(self.ledger.insert().values(token=token))
+        pid = int(self.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        self.frozen.append(pid)
+        os.kill(pid, signal.SIGSTOP)
+        self.conn.exec_driver_sql("SELECT 1")
+
+
+@pytest.fixture
+def frozen() -> Iterator[list[int]]:
+    """
+    The backends the test froze: continued (SIGCONT) afterwards.
+    """
+    pids: list[int] = []
+    try:
+        yield pids
+    finally:
+        thaw(pids)
+
+
+def freezer(brokers: Any, url: str, frozen: list[int], **kw: Any) -> Freezer:
+    broker: Freezer = brokers(Freezer, url, connections=2, **kw)
+    broker.frozen = frozen
+    return broker
+
+
+async def stillWorks(broker: Ledger, token: str) -> None:
+    """
+    The broker commits a write and reads it back.
+    """
+    await broker.write(token)
+    assert token in await broker.tokens()
+
+
+def thaw(frozen: list[int]) -> None:
+    """
+    Continue the frozen backends.
+    """
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def report(name: str, failed: int, seconds: float, *notes: str) -> None:
+    """
+    The figures of a test whose calls all failed (as they must).
+    """
+    FIGURES.append(
+        Figures(
+            f"{name}, backend frozen (postgresql)",
+            operations=failed,
+            faults=failed,
+            failed=failed,
+            seconds=seconds,
+            notes=list(notes),
+        )
+    )
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_timeoutFrozenBackend(
+    clusterURL: str, brokers: Any, frozen: list[int]
+) -> None:
+    """
+    timeout=2 on a transaction whose backend froze fails with
+    TransactionTimeout at the deadline (it once came only when the server
+    answered again). The worker cuts the connection in the background and
+    replaces it: the broker works while the backend is still frozen, and
+    after it is continued; nothing of the frozen transaction was committed.
+    """
+    broker = freezer(brokers, clusterURL, frozen)
+    await broker.waitUntilRunning()
+    started = time.monotonic()
+    with pytest.raises(TransactionTimeout):
+        await broker.writeThenFreeze("frozen", timeout=2)
+    seconds = time.monotonic() - started
+    assert len(frozen) == 1
+    assert 2 <= seconds < 2 + MARGIN
+    await until(lambda: broker._handle.replacedConnections() == 1, timeout=15)
+    await stillWorks(broker, "while frozen")
+    thaw(frozen)
+    await stillWorks(broker, "after")
+    assert sorted(await broker.tokens()) == ["after", "while frozen"]
+    report("timeout=2", 1, seconds, f"caller heard after {seconds:.2f} s")
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_cancelFrozenBackend(
+    clusterURL: str, brokers: Any, frozen: list[int]
+) -> None:
+    """
+    Deferred.cancel() of a transaction whose backend froze fails with
+    CancelledError at once, with or without retries (it once waited for the
+    server); the worker cuts and replaces the connection; nothing was
+    committed.
+    """
+    broker = freezer(brokers, clusterURL, frozen)
+    await broker.waitUntilRunning()
+    figures = []
+    for n, retries in enumerate((0, 3)):
+        d = broker.writeThenFreeze(f"frozen{n}", retries=retries)
+        await until(lambda n=n: len(frozen) > n)
+        started = time.monotonic()
+        d.cancel()
+        with pytest.raises(defer.CancelledError):
+            await d
+        seconds = time.monotonic() - started
+        assert seconds < MARGIN
+        figures.append(seconds)
+        await until(
+            lambda n=n: broker._handle.replacedConnections() == n + 1, timeout=15
+        )
+    await stillWorks(broker, "while frozen")
+    thaw(frozen)
+    await stillWorks(broker, "after")
+    assert sorted(await broker.tokens()) == ["after", "while frozen"]
+    report("cancel()", 2, max(figures), f"caller heard after {max(figures):.3f} s")
+
+
+@pytest.mark.reactorTimeout(60)
+async def test_shutdownFrozenBackend(
+    clusterURL: str, brokers: Any, frozen: list[int]
+) -> None:
+    """
+    shutdown(timeout=2) with a transaction on a frozen backend (and writes
+    queued behind it) returns within the bound (it once took until the
+    server answered), every caller having heard; the stuck worker is left to
+    end by itself, which it does once its connection is cut, so no sAsync
+    thread is left. A new broker works, while the backend is frozen and
+    after.
+    """
+    before = sasyncThreads()
+    broker = freezer(brokers, clusterURL, frozen, retries=0)
+    await broker.waitUntilRunning()
+    stuck = broker.writeThenFreeze("frozen")
+    await until(lambda: len(frozen) == 1)
+    writes = [broker.write(f"w{i}") for i in range(20)]
+    handle = broker._handle
+    started = time.monotonic()
+    await broker.shutdown(timeout=2)
+    seconds = time.monotonic() - started
+    assert seconds < 2 + MARGIN
+    assert stuck.called and all(d.called for d in writes)
+    with pytest.raises(defer.CancelledError):
+        await stuck
+    results = await defer.DeferredList(writes, consumeErrors=True)
+    acknowledged = sum(ok for ok, _ in results)
+    await until(lambda: handle not in openHandles(), timeout=CUT_AFTER + 10)
+    await until(lambda: not (sasyncThreads() - before), timeout=10)
+    again = brokers(Ledger, clusterURL)
+    await stillWorks(again, "while frozen")
+    thaw(frozen)
+    await stillWorks(again, "after")
+    inTable = await again.tokens()
+    assert "frozen" not in inTable
+    assert len(inTable) == acknowledged + 2
+    FIGURES.append(
+        Figures(
+            "shutdown(timeout=2), backend frozen (postgresql)",
+            operations=21,
+            faults=1,
+            acknowledged=acknowledged,
+            failed=21 - acknowledged,
+            seconds=seconds,
+            notes=[f"shutdown returned after {seconds:.2f} s", "threads left 0"],
+        )
+    )
