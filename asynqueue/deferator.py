@@ -36,6 +36,12 @@ Batch = tuple[list[T], bool]
 #: than making them).
 FINISH_ITEM = "finishItem"
 
+#: The attribute by which an iterator that a task returns may say (true)
+#: that its items are all in memory already: reading them needs no worker
+#: thread, so the worker is free at once, even with C{holdIterations}, and
+#: the L{Deferator} takes its batches in the reactor thread.
+IN_MEMORY = "inMemory"
+
 
 def checkBatchSize(batchSize: int) -> int:
     """
@@ -103,6 +109,23 @@ class BatchTaker(Generic[T]):
             self.close()
         return items, self.done
 
+    def takeRest(
+        self, deliver: Callable[[list[T]], object], stopped: Callable[[], bool]
+    ) -> None:
+        """
+        Hand every item left to C{deliver}, batch by batch, until the
+        iterator ends (it is closed then) or C{stopped()} is true.
+
+        @raise Exception: whatever the iterator raised, once the items
+            before it have been delivered.
+        """
+        while not stopped():
+            items, exhausted = self.take()
+            if items:
+                deliver(items)
+            if exhausted:
+                return
+
     def takeFinished(self) -> Batch[Any]:
         """
         L{take}, with the iterator's L{finishItem<FINISH_ITEM>} (if any)
@@ -124,6 +147,74 @@ class BatchTaker(Generic[T]):
         close = getattr(self.iterator, "close", None)
         if close is not None:
             close()
+
+
+class Remainder(Generic[T]):
+    """
+    The rest of an iteration, read by a worker thread that had to let go
+    of it (see L{BatchTaker.takeRest}): the batches are added as they are
+    read, and handed out in order as a L{Deferator} fetches them, then the
+    end (or the error that ended the iteration). A fetch that comes before
+    the next batch waits for it. Reactor thread only.
+    """
+
+    def __init__(self) -> None:
+        self._batches: deque[list[T]] = deque()
+        self._ended = False
+        self._error: BaseException | Failure | None = None
+        self._waiting: deque[Deferred[Batch[T]]] = deque()
+
+    def add(self, items: list[T]) -> None:
+        """
+        The next batch has been read.
+        """
+        if self._ended:
+            return
+        if self._waiting:
+            self._waiting.popleft().callback((items, False))
+        else:
+            self._batches.append(items)
+
+    def end(self, error: BaseException | Failure | None = None) -> None:
+        """
+        Nothing more will be added: the source is exhausted, or C{error}
+        ended it. Idempotent.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        self._error = error
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            self._next().chainDeferred(d)
+
+    def clear(self) -> None:
+        """
+        Drop what is held, and what comes later (the iteration stopped).
+        """
+        self._batches.clear()
+        self.end()
+        self._error = None
+
+    def fetch(self) -> Deferred[Batch[T]]:
+        """
+        The next batch: a fetch for a L{Deferator}.
+        """
+        if self._batches or self._ended:
+            return self._next()
+        d: Deferred[Batch[T]] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _next(self) -> Deferred[Batch[T]]:
+        batches = self._batches
+        if batches:
+            items = batches.popleft()
+            return succeed((items, self._ended and not batches and not self._error))
+        error, self._error = self._error, None
+        if error is not None:
+            return fail(error)
+        return succeed(([], True))
 
 
 class _Source(Enum):

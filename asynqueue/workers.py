@@ -16,14 +16,22 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._jobs import JobThread as JobThread
 from ._jobs import MemoryJobRunner as MemoryJobRunner
 from ._util import follow, globalReactor
-from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator, checkBatchSize
+from .deferator import (
+    DEFAULT_BATCH,
+    IN_MEMORY,
+    Batch,
+    BatchTaker,
+    Deferator,
+    Remainder,
+    checkBatchSize,
+)
 from .errors import WorkerError
 from .interfaces import IWorker
 from .task import Task, setCurrentTask
@@ -53,7 +61,7 @@ class ThreadWorker:
     them; with C{holdIterations=True} it takes no other task until the
     iteration is exhausted or stopped (a database cursor inside an open
     transaction needs that), and L{holdChanged} tells when that starts and
-    ends.
+    ends. L{letGo} makes such an iteration let go of the worker early.
 
     Without C{holdIterations}, the worker L{takes ahead<takesAhead>}: its
     queue may give it the next task while it runs one, so that the thread
@@ -102,6 +110,11 @@ class ThreadWorker:
         # left: both atomic.
         self._pending: deque[tuple[Task[Any], _OnFreed]] = deque()
         self._stopping: Deferred[None] | None = None
+        # Reactor thread: how the iteration holding this worker lets go.
+        self._letGo: Callable[[], None] | None = None
+        #: Reactor thread: whether the iteration holding this worker is
+        #: letting go of it (see L{letGo}).
+        self.lettingGo = False
         # Bound once: a bound method made per task costs.
         self._runNextJob = self._runNext
         self._ranCallback = self._ran
@@ -132,6 +145,27 @@ class ThreadWorker:
         subclasses override it (sAsync adds connections while all of its
         workers are held).
         """
+
+    def letGo(self) -> bool:
+        """
+        Reactor thread, with C{holdIterations}: make the iteration that holds
+        this worker let go of it. The thread reads every item left, handing
+        each batch to the iteration as it reads it (the source is exhausted,
+        so it ends: a database transaction commits); the iteration hands
+        them out from memory, and the worker is free (L{holdChanged}
+        C{False}) once the reading is done. The cost is memory: the items
+        read and not yet handed out (at worst all of them, if nobody takes
+        any meanwhile).
+
+        @return: whether an iteration held the worker and now lets go
+            (C{False}: none holds it, or it already lets go).
+        """
+        letGo = self._letGo
+        if letGo is None or self.lettingGo:
+            return False
+        self.lettingGo = True
+        letGo()
+        return True
 
     def call(self, f: Callable[[], Any]) -> Deferred[Any]:
         """
@@ -274,6 +308,15 @@ class ThreadWorker:
         if exhausted:
             onFreed(self, task)
             return Deferator(items, finish=finish)
+        if getattr(taker.iterator, IN_MEMORY, False):
+            # Nothing for the thread to read: no hold, no hop.
+            onFreed(self, task)
+            return Deferator(
+                items,
+                lambda: maybeDeferred(taker.take),
+                stop=taker.close,
+                finish=finish,
+            )
         held = self.holdIterations
         freedYet = False
 
@@ -283,11 +326,16 @@ class ThreadWorker:
             if freedYet:
                 return
             freedYet = True
+            if held:
+                self._letGo = None
+                self.lettingGo = False
             onFreed(self, task)
             if held:
                 self.holdChanged(False)
 
         released = False
+        # Reactor thread: the rest of the items, once letGo was asked.
+        rest: Remainder[Any] | None = None
 
         def release() -> None:
             # Reactor thread. Close the source in its own thread, then free.
@@ -295,6 +343,8 @@ class ThreadWorker:
             if released:
                 return
             released = True
+            if rest is not None:
+                rest.clear()
             if taker.done:
                 free()
             else:
@@ -308,7 +358,25 @@ class ThreadWorker:
             return taker.take()
 
         def fetch() -> Deferred[Batch[Any]]:
+            if rest is not None:
+                return rest.fetch()
             return self.call(take)
+
+        def letGo() -> None:
+            # Reactor thread. The thread reads the rest after the fetches
+            # already asked for (one thread, in order), handing each batch
+            # over as it is read (callFromThread keeps the order): the
+            # consumer may use them meanwhile, and a stop ends the reading.
+            nonlocal rest
+            remainder = rest = Remainder()
+            callFromThread = self._callFromThread
+
+            def deliver(items: list[Any]) -> None:
+                callFromThread(remainder.add, items)
+
+            d = self.call(lambda: taker.takeRest(deliver, lambda: released))
+            d.addCallbacks(lambda _: remainder.end(), remainder.end)
+            d.addBoth(free)
 
         dr: Deferator[Any] = Deferator(items, fetch, stop=release, finish=finish)
         # A Deferator dropped unfinished must not hold its source (or, with
@@ -317,7 +385,9 @@ class ThreadWorker:
         finalizer = weakref.finalize(dr, self._callFromThread, release)
         finalizer.atexit = False
         if held:
-            # The worker stays busy until the iteration ends (or is dropped).
+            # The worker stays busy until the iteration ends (or is dropped,
+            # or lets go). letGo first: the owner may call it at once.
+            self._letGo = letGo
             self.holdChanged(True)
             dr.whenDone().addCallback(free)
         else:

@@ -384,6 +384,21 @@ class TransactionCall:
                         # which ends with the transaction: read it all now.
                         rows = iter(result.all())
                         self._commit(connection, transaction)
+                    elif (
+                        self.handle.holdIterations
+                        and self.handle.readsWholeAsRows
+                        and not results.isStreamed(result)
+                    ):
+                        # The driver has read every row already, as Python
+                        # rows (MySQL without stream=True): commit now, and
+                        # the iteration holds no connection and no
+                        # transaction, nor the shared locks of SERIALIZABLE
+                        # that a write in the loop would wait for. Only the
+                        # list of the rows is added.
+                        rows = results.rowsInMemory(
+                            result, worker.batchSize, self._countRows()
+                        )
+                        self._commit(connection, transaction)
                     elif self.handle.holdIterations:
                         handedOver = True
                         self._endTransactionState()
@@ -392,6 +407,7 @@ class TransactionCall:
                             transaction,
                             worker.batchSize,
                             _commitPoint,
+                            worker.leaveTransaction,
                             self._countRows(),
                         )
                     else:

@@ -16,8 +16,10 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
     Server databases: L{DEFAULT_CONNECTIONS} unless given.
   - C{overflowConnections}: how many extra connections may be added, for as
     long as every worker is held by an open iteration while transactions
-    wait (so a transaction started inside an iteration loop never
-    deadlocks). Default L{DEFAULT_OVERFLOW}.
+    wait. Default L{DEFAULT_OVERFLOW}. Open iterations hold at most
+    C{connections + overflowConnections - 1} workers; beyond that the
+    oldest lets go of its own (see L{EngineHandle.maxHeld}), so that a
+    transaction started inside an iteration loop never deadlocks.
   - C{batchSize}: rows fetched per hop between worker and reactor
     (default L{DEFAULT_BATCH_SIZE}).
 
@@ -329,6 +331,12 @@ class EngineHandle:
         #: Whether server-side cursors stream results by default.
         self.streamsByDefault = self.dialectName == "postgresql"
         self.supportsStreaming = bool(self.engine.dialect.supports_server_side_cursors)
+        #: Whether the driver holds a result it read whole (not streamed) as
+        #: Python rows already (PyMySQL): listing them then costs little,
+        #: and their transaction may commit before they are iterated.
+        #: (psycopg2 keeps such a result in libpq's compact form, and makes
+        #: the Python rows as they are fetched.)
+        self.readsWholeAsRows = self.dialectName in ("mysql", "mariadb")
         self.connections = (
             1 if self.isSQLite else (spec.connections or DEFAULT_CONNECTIONS)
         )
@@ -337,9 +345,14 @@ class EngineHandle:
         self.users: set[int] = set()
         self.closing: Deferred[None] | None = None
         self._overflow: list[ConnectionWorker] = []
-        # How many workers open iterations hold now (kept by _heldChanged,
-        # so that submit needn't look at every worker).
-        self._held = 0
+        # Overflow workers detached and not yet stopped (they still count).
+        self._retiring: set[ConnectionWorker] = set()
+        # The workers open iterations hold now, the oldest hold first (kept
+        # by _heldChanged, so that submit needn't look at every worker).
+        self._holders: dict[ConnectionWorker, None] = {}
+        #: How many iterations let go of their connection (read the rest of
+        #: their rows into memory) so far.
+        self.iterationsLetGo = 0
         self._serial = 0
         #: Reactor thread: how many transactions ran again, by reason.
         self.retries: Counter[str] = Counter()
@@ -412,7 +425,7 @@ class EngineHandle:
         iteration.
         """
         d = self.queue.submit(task, timeout=timeout)
-        if self._held:
+        if self._holders:
             self._checkOverflow()
         return d
 
@@ -423,27 +436,95 @@ class EngineHandle:
         """
         return sum(w.replaced for w in self.queue.workers)
 
+    # Iterations and the connections they hold ---------------------------------
+    #
+    # An open iteration on a server database holds its worker (its
+    # transaction, and so its connection) until its rows are read, and the
+    # user's loop may wait for transactions of its own meanwhile. Two rules
+    # make sure that such loops never deadlock, however many run or nest:
+    #
+    #   - a reserve: iterations hold at most connections +
+    #     overflowConnections - 1 workers at once. One more makes the
+    #     oldest let go (ThreadWorker.letGo: its worker reads its remaining
+    #     rows, handing them over as it goes, and commits; the loop goes on
+    #     from memory).
+    #     So there is always a worker, or room for an overflow one, that no
+    #     iteration holds: a transaction never waits for an iteration (nor,
+    #     behind a transaction-mode pooler, for a server slot one holds).
+    #   - overflow: while every worker is held and transactions wait, an
+    #     extra worker is added (at most overflowConnections); if none may
+    #     be (it should not happen, given the reserve), the oldest
+    #     iteration lets go instead.
+    #
+    # The oldest first: it has kept its transaction open longest (and its
+    # snapshot and locks, which hold back other work on the server), and a
+    # rule that depends on nothing else can be stated in the docs. The
+    # cost is memory: the rows that iteration had left (docs/concepts/
+    # iteration.md says how much).
+
+    @property
+    def maxHeld(self) -> int:
+        """
+        How many workers open iterations may hold at once (see above).
+        """
+        return self.connections + self.spec.overflowConnections - 1
+
     def _heldChanged(self, worker: ConnectionWorker, held: bool) -> None:
-        self._held += 1 if held else -1
         if held:
+            self._holders[worker] = None
+            self._keepReserve()
             self._checkOverflow()
-        elif self._overflow and not any(
-            w.held for w in self.queue.workers if not w.overflow
-        ):
-            # The regular workers are free again: let the extra ones go.
-            for extra in self._overflow:
-                self.queue.detachWorker(extra)
-            self._overflow = []
+        else:
+            self._holders.pop(worker, None)
+            self._retireOverflow()
+
+    def _keepReserve(self) -> None:
+        holding = [w for w in self._holders if not w.lettingGo]
+        for worker in holding[: max(0, len(holding) - self.maxHeld)]:
+            self._letGo(worker, "the reserve")
+
+    def _letGo(self, worker: ConnectionWorker, why: str) -> None:
+        if worker.letGo():
+            self.iterationsLetGo += 1
+            log.info(
+                "{n} open iterations hold connections ({why}): the oldest, on"
+                " {worker}, reads its remaining rows into memory and commits",
+                n=len(self._holders),
+                why=why,
+                worker=worker,
+            )
+
+    def _retireOverflow(self) -> None:
+        # Once no regular worker is held, the extra ones go: now those that
+        # no iteration holds, the others when theirs ends.
+        if not self._overflow or not self.queue.isRunning():
+            return
+        workers = self.queue.workers
+        if any(w.held for w in workers if not w.overflow):
+            return
+        for extra in [w for w in self._overflow if not w.held]:
+            self._overflow.remove(extra)
+            if extra in workers:
+                self._retiring.add(extra)
+                self.queue.detachWorker(extra).addBoth(self._retired, extra)
+
+    def _retired(self, _: object, extra: ConnectionWorker) -> None:
+        # Room for another overflow worker, if transactions wait for one.
+        self._retiring.discard(extra)
+        if self._holders:
+            self._checkOverflow()
 
     def _checkOverflow(self) -> None:
-        workers = self.queue.workers
-        if (
+        retiring = self._retiring
+        workers = [w for w in self.queue.workers if w not in retiring]
+        if not (
             workers
-            and all(w.held for w in workers)
             and self.queue.pending()
-            and len(self._overflow) < self.spec.overflowConnections
             and self.queue.isRunning()
+            and all(w.held for w in workers)
         ):
+            return
+        if len(self._overflow) + len(retiring) < self.spec.overflowConnections:
             extra = self._newWorker(overflow=True)
             self._overflow.append(extra)
             log.info(
@@ -453,6 +534,11 @@ class EngineHandle:
                 extra=extra,
             )
             self.queue.attachWorker(extra)
+        elif not any(w.lettingGo for w in self._holders) and all(
+            w.held for w in retiring
+        ):
+            # Nothing else will free a worker soon.
+            self._letGo(next(iter(self._holders)), "transactions wait")
 
     # Closing ------------------------------------------------------------------
 

@@ -12,14 +12,18 @@ Streaming policy:
     caller gets a list.
   - C{raw=True}: the rows are fetched into a buffered C{Result}
     (C{FrozenResult}'s), usable synchronously in the reactor thread.
-  - Otherwise the caller iterates. On a server database the transaction
-    stays open while the rows are read (a server-side cursor on PostgreSQL,
-    so memory stays bounded) and commits when the iteration ends or is
-    stopped; the worker takes no other task meanwhile (extra connections
-    keep other transactions going, see L{sasync.connection._engines}). On SQLite the
-    transaction commits first and the cursor is read on afterwards, between
-    other transactions on the same connection, which is what lets a loop
-    over a result start transactions of its own.
+  - Otherwise the caller iterates. On a server database, rows that stream
+    (a server-side cursor on PostgreSQL, an unbuffered one on MySQL, so
+    memory stays bounded) are read inside the still open transaction,
+    which commits when the iteration ends or is stopped; the worker takes
+    no other task meanwhile (extra connections keep other transactions
+    going, and an iteration may have to let go, reading its rest into
+    memory: see L{sasync.connection._engines}). Rows the driver has read whole are
+    listed and the transaction commits first: that iteration holds
+    nothing. On SQLite the transaction commits first and the cursor is
+    read on afterwards, between other transactions on the same connection,
+    which is what lets a loop over a result start transactions of its
+    own.
 """
 
 from __future__ import annotations
@@ -92,16 +96,21 @@ class RowStream:
         batches: Generator[Sequence[Any], None, None],
         unstarted: Callable[[], None] | None = None,
         finishItem: Callable[[Any], Row[Any]] | None = None,
+        *,
+        inMemory: bool = False,
     ) -> None:
         """
         @param unstarted: What to do if closed before the first row was
             asked for (the generator's own cleanup would not run).
         @param finishItem: Makes a C{Row} of an item of the batches, or
             C{None} if they hold C{Row}s already.
+        @param inMemory: Whether every batch is in memory already (see
+            L{asynqueue.deferator.IN_MEMORY}).
         """
         self._batches = batches
         self._unstarted = unstarted
         self.finishItem = finishItem
+        self.inMemory = inMemory
         chain = itertools.chain.from_iterable(batches)
         # Instance attribute: whoever looks up it.__next__ gets chain's own.
         self.__next__ = chain.__next__  # type: ignore[method-assign]
@@ -254,11 +263,44 @@ def rowsAfterCommit(
     return RowStream(batches(), finishItem=makeRow)
 
 
+def isStreamed(result: AnyResult) -> bool:
+    """
+    Whether C{result}'s rows come from the server as they are read (a
+    server-side cursor on PostgreSQL, an unbuffered one on MySQL), rather
+    than all read by the driver already.
+    """
+    context = getattr(underlying(result), "context", None)
+    return bool(getattr(context, "_is_server_side", True))
+
+
+def rowsInMemory(
+    result: AnyResult,
+    batchSize: int,
+    onBatch: Callable[[int], object] | None = None,
+) -> RowStream:
+    """
+    MySQL, a result the driver has read whole: its rows, read now, before
+    the transaction commits (so the caller can commit it and
+    hand the rows out with no connection, see L{RowStream} C{inMemory}).
+
+    @param onBatch: Called with the size of each batch read (counters).
+    """
+    source, makeRow = _batchesOf(result, batchSize)
+    if onBatch is not None:
+        source = _counted(source, onBatch)
+    try:
+        batches = list(source)
+    finally:
+        result.close()
+    return RowStream((b for b in batches), finishItem=makeRow, inMemory=True)
+
+
 def rowsInTransaction(
     result: AnyResult,
     transaction: RootTransaction,
     batchSize: int,
     beforeCommit: Callable[[], None],
+    leave: Callable[[], None],
     onBatch: Callable[[int], object] | None = None,
 ) -> RowStream:
     """
@@ -269,44 +311,45 @@ def rowsInTransaction(
     @param beforeCommit: Called right before a COMMIT that ends the rows;
         raises if the transaction must roll back instead (it was stopped
         while its task still runs: the rows fit in the first batch).
+    @param leave: Called last, whatever happened: leaves the connection
+        outside any transaction (see L{ConnectionWorker.leaveTransaction
+        <sasync.connection._workers.ConnectionWorker.leaveTransaction>}), so that a
+        failed fetch or COMMIT can't leave it in this one.
     @param onBatch: Called with the size of each batch fetched (counters).
     """
     source, makeRow = _batchesOf(result, batchSize)
     if onBatch is not None:
         source = _counted(source, onBatch)
 
+    def end(check: bool = True) -> None:
+        try:
+            result.close()
+            if check:
+                beforeCommit()
+            transaction.commit()
+        finally:
+            leave()
+
     def batches() -> Generator[Sequence[Any], None, None]:
-        committed = False
+        ended = False
         try:
             yield from source
-            result.close()
-            beforeCommit()
-            transaction.commit()
-            committed = True
+            ended = True
+            end()
         except GeneratorExit:
             # Stopped early: the transaction's work is done, keep it.
-            result.close()
-            transaction.commit()
-            committed = True
+            ended = True
+            end(check=False)
             raise
         finally:
-            if not committed:
+            if not ended:
                 try:
                     result.close()
-                    transaction.rollback()
                 except Exception:
-                    log.failure("Rolling back after a failed iteration failed")
+                    log.failure("Closing the result of a failed iteration failed")
+                leave()
 
-    def unstarted() -> None:
-        result.close()
-        try:
-            beforeCommit()
-        except BaseException:
-            transaction.rollback()
-            raise
-        transaction.commit()
-
-    return RowStream(batches(), unstarted, makeRow)
+    return RowStream(batches(), end, makeRow)
 
 
 def grouped(rows: Iterator[Any], n: int) -> Iterator[list[Row[Any]]]:

@@ -368,8 +368,12 @@ def test_rowsInTransactionStoppedBeforeCommit() -> None:
             def refuse() -> None:
                 raise CancelledError("stopped before COMMIT")
 
+            def leave() -> None:
+                if transaction.is_active:
+                    transaction.rollback()
+
             with pytest.raises(CancelledError):
-                list(rowsInTransaction(result, transaction, 10, refuse))
+                list(rowsInTransaction(result, transaction, 10, refuse, leave))
             assert not transaction.is_active
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
     finally:
