@@ -21,12 +21,15 @@ setup(
         "twisted>=24.3",
         "sqlalchemy>=2.0,<2.2",
         "psycopg2-binary>=2.9",
+        # psycopg 3, for postgresql+psycopg:// URLs (psycopg2 stays the default).
+        "psycopg[binary]>=3.1",
         "zope.interface>=6",
     ],
     extras_require={
         "mysql": ["pymysql>=1.1"],
         "test": [
             "pymysql>=1.1",
+            "psycopg[binary]>=3.1",
             "pytest>=8",
             "hypothesis>=6.100",
             "treq>=24",

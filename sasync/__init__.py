@@ -14,6 +14,7 @@ from .connection._engines import setup as setup
 from .errors import BrokerStopped as BrokerStopped
 from .errors import NoEngineError as NoEngineError
 from .errors import NotInTransaction as NotInTransaction
+from .errors import NotSupported as NotSupported
 from .errors import Overloaded as Overloaded
 from .errors import SAsyncError as SAsyncError
 from .errors import StartupError as StartupError
@@ -36,6 +37,7 @@ __all__ = [
     "Missing",
     "NoEngineError",
     "NotInTransaction",
+    "NotSupported",
     "Overloaded",
     "PersistentArray",
     "PersistentDict",

@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "sasync.statements",
             "sasync.tables",
             "sasync.startup",
+            "sasync.notifications",
         ),
     ),
     ("sasync.multicore", ("sasync.multicore",)),

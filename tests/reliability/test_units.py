@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from asynqueue import Task, TaskTimeout
 from asynqueue.task import TaskState
-from sasync import Backoff, TransactionTimeout, outcome, retry
+from sasync import Backoff, TransactionTimeout, retry
+from sasync.connection import _outcome as outcome
 from sasync.connection._engines import EngineSpec
 from sasync.connection._workers import SocketWatch
 
