@@ -199,3 +199,25 @@ async def test_badArguments(postgresqlURL: str, brokers: Any) -> None:
         await broker.listen("events", None)
     with pytest.raises(ValueError, match="at most 7999"):
         await broker.notify("events", "x" * 8000)
+
+
+async def test_failingCallbackDoesNotStopDelivery(
+    postgresqlURL: str, brokers: Any
+) -> None:
+    """
+    A callback that raises is logged, and the next notification is still
+    delivered to it.
+    """
+    broker = brokers(NotifyingBroker, postgresqlURL)
+    got = Collector()
+
+    def callback(payload: str) -> None:
+        got(payload)
+        if payload == "bad":
+            raise RuntimeError("callback failed")
+
+    await broker.listen("events", callback)
+    await broker.notify("events", "bad")
+    await broker.notify("events", "good")
+    await got.waitFor(2)
+    assert got.payloads == ["bad", "good"]
