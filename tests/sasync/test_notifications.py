@@ -221,3 +221,18 @@ async def test_failingCallbackDoesNotStopDelivery(
     await broker.notify("events", "good")
     await got.waitFor(2)
     assert got.payloads == ["bad", "good"]
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_processes(postgresqlURL: str, brokers: Any) -> None:
+    """
+    With processes=N the transactions (notify included) run in worker
+    processes, and the listener in the parent: delivery is the same.
+    """
+    broker = brokers(NotifyingBroker, postgresqlURL, processes=1)
+    got = Collector()
+    await broker.listen("events", got)
+    await broker.sendMany("events", 0, 100)
+    await broker.notify("events", "100")
+    await got.waitFor(101)
+    assert got.payloads == [str(i) for i in range(101)]
