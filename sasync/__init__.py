@@ -21,6 +21,7 @@ from .errors import StartupError as StartupError
 from .errors import TableNameError as TableNameError
 from .errors import TransactionTimeout as TransactionTimeout
 from .errors import WritesLost as WritesLost
+from .notifications import Listener as Listener
 from .retry import Backoff as Backoff
 from .stores import Items as Items
 from .stores import Missing as Missing
@@ -34,6 +35,7 @@ __all__ = [
     "Backoff",
     "BrokerStopped",
     "Items",
+    "Listener",
     "Missing",
     "NoEngineError",
     "NotInTransaction",

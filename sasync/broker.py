@@ -861,10 +861,10 @@ class AccessBroker:
         connection and thread of the listener's own. After a lost
         connection it listens again by itself, then calls
         C{callback.onReconnect()} if there is one (notifications sent
-        meanwhile are missed). Stop it with L{notifications.Listener.stop}
+        meanwhile are missed). Stop it with L{sasync.Listener.stop}
         or the broker's L{shutdown}. See C{docs/notifications.md}.
 
-        @return: Fires with the L{notifications.Listener} once C{LISTEN} is
+        @return: Fires with the L{sasync.Listener} once C{LISTEN} is
             active; fails with L{sasync.errors.NotSupported} elsewhere than
             PostgreSQL.
         """

@@ -1,11 +1,12 @@
 """
-LISTEN/NOTIFY (PostgreSQL): L{Listener}, and the NOTIFY a transaction sends.
+LISTEN/NOTIFY (PostgreSQL): L{sasync.Listener}, and the NOTIFY a
+transaction sends.
 
 A listener has a connection of its own, in a thread of its own: the thread
 connects, runs C{LISTEN}, then blocks in C{select()} on the connection's
-socket (and on a wake-up socket, for L{Listener.stop}) and hands each batch
-of notifications received to the reactor thread through C{callFromThread},
-which keeps them in the order the server sent them. A thread rather than
+socket (and on a wake-up socket, for L{sasync.Listener.stop}) and hands
+each batch of notifications received to the reactor thread through
+C{callFromThread}, which keeps them in the order the server sent them. A thread rather than
 the reactor's C{addReader}: connecting and C{LISTEN} block, and a thread
 works the same with psycopg2 and psycopg 3 without putting either in
 non-blocking mode; the connection lives and dies in that one thread.
@@ -362,7 +363,7 @@ def listen(
 ) -> Deferred[Listener]:
     """
     Reactor thread: once C{whenRunning} fires (the broker runs), start a
-    L{Listener} on C{channel}, tracked by C{listeners}; see
+    L{sasync.Listener} on C{channel}, tracked by C{listeners}; see
     L{sasync.AccessBroker.listen}.
 
     @raise NotSupported: (In the Deferred.) Not PostgreSQL.

@@ -15,8 +15,7 @@ import sqlalchemy as SA
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from sasync import AccessBroker, Backoff, NotSupported, transact
-from sasync.notifications import Listener
+from sasync import AccessBroker, Backoff, Listener, NotSupported, transact
 
 
 class NotifyingBroker(AccessBroker):
