@@ -6,10 +6,11 @@ A listener has a connection of its own, in a thread of its own: the thread
 connects, runs C{LISTEN}, then blocks in C{select()} on the connection's
 socket (and on a wake-up socket, for L{sasync.Listener.stop}) and hands
 each batch of notifications received to the reactor thread through
-C{callFromThread}, which keeps them in the order the server sent them. A thread rather than
-the reactor's C{addReader}: connecting and C{LISTEN} block, and a thread
-works the same with psycopg2 and psycopg 3 without putting either in
-non-blocking mode; the connection lives and dies in that one thread.
+C{callFromThread}, which keeps them in the order the server sent them.
+A thread rather than the reactor's C{addReader}: connecting and C{LISTEN}
+block, and a thread works the same with psycopg2 and psycopg 3 without
+putting either in non-blocking mode; the connection lives and dies in that
+one thread.
 
 When the connection is lost (a terminated backend, a restarted server),
 the thread connects again, waiting longer each time (the broker's

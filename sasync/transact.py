@@ -575,7 +575,9 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
     An exception rolls back and fails the Deferred with that exception (a
     note names the call). A row-returning C{Result} becomes a L{Deferator}
     of rows. A call made inside a running transaction runs inline and
-    returns a plain value.
+    returns a plain value. Any other call must come from the reactor
+    thread: from another thread it raises L{sasync.errors.WrongThread}
+    (use C{blockingCallFromThread} there).
     """
     accepts = Accepts.of(f)
     name = f.__name__
@@ -584,6 +586,7 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
     def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
         if state.worker is not None:
             return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
+        self._checkThread(name)
         options, own = splitKeywords(accepts, name, kw)
         return self._transact(f, args, own, options)
 

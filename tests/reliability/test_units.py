@@ -47,6 +47,25 @@ def dbapiError(
     return OperationalError("SELECT 1", {}, orig, connection_invalidated=lost)
 
 
+def test_classifySerializableExhaustion() -> None:
+    """
+    PostgreSQL's 53200 is retried when it is about its serializable
+    bookkeeping (nothing committed), not when it is any other out of memory.
+    """
+    orig = FakeDriverError(
+        "not enough elements in RWConflictPool to record a read/write conflict",
+        pgcode="53200",
+    )
+    error = OperationalError("INSERT", {}, orig)
+    assert retry.classify(error, commitSent=False, autocommit=False) == (
+        retry.SERIALIZATION
+    )
+    other = OperationalError(
+        "SELECT", {}, FakeDriverError("out of memory", pgcode="53200")
+    )
+    assert retry.classify(other, commitSent=False, autocommit=False) is None
+
+
 def test_classify() -> None:
     """
     Serialization failures and deadlocks are retried wherever they happen
