@@ -21,15 +21,16 @@ setup(
         "twisted>=24.3",
         "sqlalchemy>=2.0,<2.2",
         "psycopg2-binary>=2.9",
-        # psycopg 3, for postgresql+psycopg:// URLs (psycopg2 stays the default).
-        "psycopg[binary]>=3.1",
+        # psycopg 3, for postgresql+psycopg:// URLs (psycopg2 stays the default);
+        # 3.2: notifies(timeout=) and cancel_safe().
+        "psycopg[binary]>=3.2",
         "zope.interface>=6",
     ],
     extras_require={
         "mysql": ["pymysql>=1.1"],
         "test": [
             "pymysql>=1.1",
-            "psycopg[binary]>=3.1",
+            "psycopg[binary]>=3.2",
             "pytest>=8",
             "hypothesis>=6.100",
             "treq>=24",
