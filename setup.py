@@ -21,6 +21,9 @@ setup(
         "twisted>=24.3",
         "sqlalchemy>=2.0,<2.2",
         "psycopg2-binary>=2.9",
+        # psycopg 3, for postgresql+psycopg:// URLs (psycopg2 stays the default);
+        # 3.2: notifies(timeout=) and cancel_safe().
+        "psycopg[binary]>=3.2",
         "zope.interface>=6",
     ],
     extras_require={
@@ -34,6 +37,7 @@ setup(
             "prometheus_client>=0.20",
             "opentelemetry-api>=1.20",
             "opentelemetry-sdk>=1.20",
+            "psycopg[binary]>=3.2",
             "pytest>=8",
             "hypothesis>=6.100",
             "treq>=24",

@@ -17,6 +17,7 @@ from .errors import BrokerStopped as BrokerStopped
 from .errors import MigrationFailed as MigrationFailed
 from .errors import NoEngineError as NoEngineError
 from .errors import NotInTransaction as NotInTransaction
+from .errors import NotSupported as NotSupported
 from .errors import Overloaded as Overloaded
 from .errors import SAsyncError as SAsyncError
 from .errors import SchemaMismatch as SchemaMismatch
@@ -25,6 +26,7 @@ from .errors import TableNameError as TableNameError
 from .errors import TransactionTimeout as TransactionTimeout
 from .errors import WritesLost as WritesLost
 from .errors import WrongThread as WrongThread
+from .notifications import Listener as Listener
 from .retry import Backoff as Backoff
 from .stores import Items as Items
 from .stores import Missing as Missing
@@ -39,10 +41,12 @@ __all__ = [
     "BrokerStats",
     "BrokerStopped",
     "Items",
+    "Listener",
     "MigrationFailed",
     "Missing",
     "NoEngineError",
     "NotInTransaction",
+    "NotSupported",
     "Overloaded",
     "PersistentArray",
     "PersistentDict",

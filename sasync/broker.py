@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from asynqueue.task import Task, TaskState
 
-from . import _stats, migrations, multicore, retry, startup, tables
+from . import _stats, migrations, multicore, notifications, retry, startup, tables
 from ._protocols import WorkQueue
 from .connection import (
     ConnectionWorker,
@@ -197,6 +197,7 @@ class AccessBroker:
         self._drainDeadline: float | None = None
         self._idleWaiters: list[Deferred[None]] = []
         self._shutdownDone: Deferred[None] | None = None
+        self._listeners = notifications.ListenerSet()
         # A worker process's own broker leaves first() to the parent's.
         self._runsFirst = not multicore.isMakingChildBroker()
         self._pool = multicore.attach(
@@ -948,6 +949,51 @@ class AccessBroker:
             )
         return keys
 
+    def listen(
+        self, channel: str, callback: Callable[[str], object]
+    ) -> Deferred[notifications.Listener]:
+        """
+        PostgreSQL: call C{callback(payload)} in the reactor thread for each
+        notification sent on C{channel}, in the order sent, from a
+        connection and thread of the listener's own. After a lost
+        connection it listens again by itself, then calls
+        C{callback.onReconnect()} if there is one (notifications sent
+        meanwhile are missed). Stop it with L{sasync.Listener.stop}
+        or the broker's L{shutdown}. See C{docs/notifications.md}.
+
+        @return: Fires with the L{sasync.Listener} once C{LISTEN} is
+            active; fails with L{sasync.errors.NotSupported} elsewhere than
+            PostgreSQL.
+        @raise WrongThread: called from a thread other than the reactor's.
+        """
+        self._checkThread("listen")
+        if self._refusing():
+            return fail(
+                BrokerStopped(f"listen({channel!r}) was called after shutdown()")
+            )
+        return notifications.listen(
+            self._spec.url,
+            dict(self._spec.engineKw),
+            channel,
+            callback,
+            backoff=self._spec.backoff,
+            listeners=self._listeners,
+            whenRunning=self.waitUntilRunning(),
+            reactor=self._getReactor(),
+        )
+
+    @transact
+    def notify(self, channel: str, payload: str = "") -> None:
+        """
+        PostgreSQL: send C{payload} on C{channel}. Called from the reactor
+        thread it is a transaction of its own (a C{Deferred[None]});
+        called inside a transaction it joins it, and the notification is
+        delivered when that transaction commits, never if it rolls back.
+
+        @raise NotSupported: Elsewhere than PostgreSQL.
+        """
+        notifications.notifyIn(self.conn, channel, payload)
+
     def deferToQueue(
         self, func: Callable[..., Any], *args: Any, niceness: int = 0, **kw: Any
     ) -> Deferred[Any]:
@@ -1059,6 +1105,7 @@ class AccessBroker:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             # (Already fired or removed.)
             self._getReactor().removeSystemEventTrigger(self._triggerID)
+        await self._listeners.stopAll()
         if self._phase == _NEW and self._waitingTasks:
             # Calls accepted before startup ran: start, so that they run.
             self._start()

@@ -192,6 +192,14 @@ class WritesLost(SAsyncError):
         )
 
 
+class NotSupported(SAsyncError, NotImplementedError):
+    """
+    The database of the broker cannot do what was asked: for instance
+    L{sasync.AccessBroker.listen} and L{sasync.AccessBroker.notify}
+    (LISTEN/NOTIFY) on anything but PostgreSQL.
+    """
+
+
 def _brief(e: BaseException) -> str:
     # The first line of an error: SQLAlchemy's messages go on with the SQL.
     lines = str(e).strip().splitlines()
@@ -204,6 +212,7 @@ __all__ = [
     "MigrationFailed",
     "NoEngineError",
     "NotInTransaction",
+    "NotSupported",
     "Overloaded",
     "SAsyncError",
     "SchemaMismatch",

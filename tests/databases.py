@@ -6,6 +6,8 @@ The servers come from the environment (C{./scripts/test} sets it up)::
     SASYNC_TEST_POSTGRESQL   a URL, e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
     SASYNC_TEST_MYSQL        a URL, e.g. mysql+pymysql://root@127.0.0.1:3306/test
     SASYNC_TEST_REQUIRE_ALL  1: a missing server fails the tests instead of skipping
+    SASYNC_TEST_PG_DRIVER    the PostgreSQL driver: psycopg2 (the default) or
+                             psycopg (psycopg 3); it replaces the one a URL names
 
 Without a URL, a local server on the default port is used if it answers
 (C{SASYNC_TEST_NO_LOCAL_PG=1} / C{SASYNC_TEST_NO_LOCAL_MYSQL=1} turn that off).
@@ -88,12 +90,33 @@ class ServerMissing(Exception):
         self.fatal = fatal
 
 
+#: The PostgreSQL drivers the tests run on.
+PG_DRIVERS = ("psycopg2", "psycopg")
+
+
+def pgDriver() -> str:
+    """
+    @return: The PostgreSQL driver the tests use: C{SASYNC_TEST_PG_DRIVER},
+        C{psycopg2} by default.
+    @raise ValueError: If the variable names another driver.
+    """
+    name = os.environ.get("SASYNC_TEST_PG_DRIVER", "") or "psycopg2"
+    if name not in PG_DRIVERS:
+        raise ValueError(
+            f"SASYNC_TEST_PG_DRIVER={name!r}: expected one of {', '.join(PG_DRIVERS)}"
+        )
+    return name
+
+
 def withDriver(kind: ServerKind, url: str) -> URL:
     """
-    @return: C{url} parsed, with the project's driver if it names none.
+    @return: C{url} parsed, with the project's driver if it names none; a
+        PostgreSQL URL always gets L{pgDriver}'s.
     """
     parsed = make_url(url)
-    if "+" not in parsed.drivername:
+    if kind.name == "postgresql":
+        parsed = parsed.set(drivername=f"postgresql+{pgDriver()}")
+    elif "+" not in parsed.drivername:
         parsed = parsed.set(drivername=kind.driver)
     return parsed
 
@@ -133,7 +156,7 @@ def findServer(kind: ServerKind) -> URL:
             fatal=True,
         )
     if os.environ.get(kind.noLocalVar, "") in ("", "0"):
-        url = make_url(kind.localURL)
+        url = withDriver(kind, kind.localURL)
         if probe(url) is None:
             return url
     raise ServerMissing(

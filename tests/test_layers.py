@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "sasync._evolve",
             "sasync.migrations",
             "sasync.startup",
+            "sasync.notifications",
         ),
     ),
     ("sasync.multicore", ("sasync.multicore",)),

@@ -9,8 +9,9 @@ sAsync owns (one per engine, see L{sasync.connection._engines}), never from the
 reactor's thread pool, which would keep its threads after the broker shut
 down:
 
-  - PostgreSQL (psycopg2): C{connection.cancel()}, a cancel request on a
-    separate socket;
+  - PostgreSQL: a cancel request on a separate socket (psycopg2's
+    C{connection.cancel()}; psycopg 3's C{cancel_safe()}, libpq 17's
+    cancel, which keeps the connection's SSL settings);
   - MySQL/MariaDB (PyMySQL): C{KILL QUERY <thread id>} from a separate short
     connection;
   - SQLite: a progress handler, installed when the connection is made,
@@ -66,6 +67,10 @@ CUT_AFTER = 2.0
 #: SQLite virtual machine instructions between checks for a stop request.
 SQLITE_PROGRESS_STEPS = 4000
 
+#: Seconds psycopg 3's cancel_safe() may take before it gives up (a server
+#: that does not answer is cut anyway, see CUT_AFTER).
+CANCEL_TIMEOUT = 5.0
+
 #: Runs a job (a blocking call) in a thread sAsync owns.
 Send = Callable[[Callable[[], object]], object]
 
@@ -94,6 +99,16 @@ def socketFD(dbapiConnection: Any) -> int | None:
     if not isinstance(fd, int) or fd < 0:
         return None
     return fd
+
+
+def _cancelPostgreSQL(dbapiConnection: Any) -> None:
+    # Cancel thread: psycopg 3 has cancel_safe() (its cancel() is the
+    # deprecated PQcancel); psycopg2 only cancel().
+    cancelSafe = getattr(dbapiConnection, "cancel_safe", None)
+    if cancelSafe is not None:
+        cancelSafe(timeout=CANCEL_TIMEOUT)
+    else:
+        dbapiConnection.cancel()
 
 
 class Canceller:
@@ -237,7 +252,7 @@ class Canceller:
                 return
             try:
                 if self.dialectName == "postgresql":
-                    self._target.cancel()
+                    _cancelPostgreSQL(self._target)
                 elif self._killQuery is not None:
                     self._killQuery(self._target)
             except Exception:
@@ -267,4 +282,4 @@ class Canceller:
         return True
 
 
-__all__ = ["CUT_AFTER", "RESEND_INTERVAL", "Canceller", "socketFD"]
+__all__ = ["CANCEL_TIMEOUT", "CUT_AFTER", "RESEND_INTERVAL", "Canceller", "socketFD"]

@@ -58,8 +58,22 @@ def transactionID(connection: Connection) -> tuple[int | None, int | None]:
     driver: not asked).
     """
     xid = connection.exec_driver_sql(XID_SQL).scalar()
-    pid = connection.connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
-    return (None if xid is None else int(xid)), int(pid)
+    return (None if xid is None else int(xid)), backendPID(
+        connection.connection.dbapi_connection
+    )
+
+
+def backendPID(dbapiConnection: Any) -> int:
+    """
+    The server process ID of a PostgreSQL DBAPI connection, as its driver
+    knows it (no statement is sent): psycopg2's C{get_backend_pid()},
+    psycopg 3's C{info.backend_pid}.
+    """
+    info = getattr(dbapiConnection, "info", None)
+    pid = getattr(info, "backend_pid", None)
+    if pid is None:
+        pid = dbapiConnection.get_backend_pid()
+    return int(pid)
 
 
 def lostCommitOutcome(
@@ -122,6 +136,7 @@ __all__ = [
     "NOTHING_WRITTEN",
     "UNKNOWN",
     "XID_SQL",
+    "backendPID",
     "lostCommitOutcome",
     "transactionID",
     "verdicts",

@@ -9,6 +9,8 @@ import sqlalchemy as SA
 from sqlalchemy.engine import make_url
 from twisted.internet.threads import deferToThread
 
+from tests.databases import pgDriver
+
 # Connections deliberately left open by test_dropWithOpenConnections.
 _leaked: list[SA.Connection] = []
 
@@ -52,10 +54,10 @@ async def test_cleanDatabase(dbURL: str, attempt: int) -> None:
 def test_serverDialect(serverURL: str) -> None:
     """
     C{serverURL} names a test database on PostgreSQL or MySQL, with the
-    project's drivers.
+    project's drivers (PostgreSQL's chosen by C{SASYNC_TEST_PG_DRIVER}).
     """
     url = make_url(serverURL)
-    assert url.drivername in ("postgresql+psycopg2", "mysql+pymysql")
+    assert url.drivername in (f"postgresql+{pgDriver()}", "mysql+pymysql")
     assert url.database is not None
     assert url.database.startswith("sasync_test_")
 

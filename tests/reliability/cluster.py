@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as SA
 from sqlalchemy.pool import NullPool
 
-from tests.databases import requireAll
+from tests.databases import pgDriver, requireAll
 
 
 class NoCluster(Exception):
@@ -83,8 +83,9 @@ class Cluster:
             runuser = shutil.which("runuser") or "/usr/sbin/runuser"
             self.runAs = [runuser, "-u", user, "--"]
         self.data = self.dir / "data"
+        # The driver the suite runs on (SASYNC_TEST_PG_DRIVER).
         self.url = (
-            f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+            f"postgresql+{pgDriver()}://postgres@127.0.0.1:{self.port}/postgres"
         )
         self._run(
             "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",

@@ -83,7 +83,7 @@ class CommitFault:
             dbapi.commit()  # sqlite3: "Cannot operate on a closed database."
             raise AssertionError("a closed sqlite3 connection committed")
         if self.url.startswith("postgresql"):
-            killBackend(self.url, dbapi.get_backend_pid())
+            killBackend(self.url, dbapi.info.backend_pid)
         else:
             killBackend(self.url, dbapi.thread_id())
         if self.afterKill is not None:

@@ -10,10 +10,12 @@ import threading
 import time
 from typing import Any, ClassVar
 
+import psycopg
 import psycopg2
 import psycopg2.extensions
 import pytest
 import sqlalchemy as SA
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from twisted.internet import defer
 
@@ -284,6 +286,43 @@ class LosesCommitAnswer(psycopg2.extensions.connection):  # type: ignore[misc]
         super().commit()
 
 
+class LosesCommitAnswer3(psycopg.Connection[Any]):
+    """
+    L{LosesCommitAnswer} for psycopg 3 (its script is shared).
+    """
+
+    def commit(self) -> None:
+        mode = LosesCommitAnswer.script.pop(0) if LosesCommitAnswer.script else ""
+        if mode == "after":
+            super().commit()
+        if mode:
+            self.close()
+            raise psycopg.OperationalError(
+                "server closed the connection unexpectedly (simulated)"
+            )
+        super().commit()
+
+
+def losingCommitAnswers(url: str) -> dict[str, Any]:
+    """
+    Broker keywords whose connections are L{LosesCommitAnswer}s (psycopg2)
+    or L{LosesCommitAnswer3}s (psycopg 3).
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql+psycopg2":
+        return {"connect_args": {"connection_factory": LosesCommitAnswer}}
+    params = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "user": parsed.username,
+        "password": parsed.password,
+        "dbname": parsed.database,
+        **{str(k): v for k, v in parsed.query.items()},
+    }
+    kw = {k: v for k, v in params.items() if v is not None}
+    return {"creator": lambda: LosesCommitAnswer3.connect(**kw)}
+
+
 @pytest.mark.reactorTimeout(60)
 async def test_lostCommitAnswer(postgresqlURL: str, brokers: Any) -> None:
     """
@@ -297,7 +336,7 @@ async def test_lostCommitAnswer(postgresqlURL: str, brokers: Any) -> None:
         postgresqlURL,
         connections=1,
         retries=2,
-        connect_args={"connection_factory": LosesCommitAnswer},
+        **losingCommitAnswers(postgresqlURL),
     )
     await broker.waitUntilRunning()
     LosesCommitAnswer.script[:] = ["after"]
@@ -323,7 +362,7 @@ async def test_lostCommitNotRetriedWithoutLookup(
         Ledger,
         postgresqlURL,
         connections=1,
-        connect_args={"connection_factory": LosesCommitAnswer},
+        **losingCommitAnswers(postgresqlURL),
     )
     await broker.waitUntilRunning()
     LosesCommitAnswer.script[:] = ["after"]

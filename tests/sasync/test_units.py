@@ -403,6 +403,7 @@ def test_exports() -> None:
     assert sasync.transact is transactModule.transact
     assert sasync.wait is transactModule.wait
     assert sasync.setup is sasync.connection._engines.setup
+    assert sasync.Listener is importlib.import_module("sasync.notifications").Listener
     for name in sasync.__all__:
         obj = getattr(sasync, name)
         if isinstance(obj, type) and issubclass(obj, Exception):

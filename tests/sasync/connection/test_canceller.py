@@ -14,7 +14,12 @@ import pytest
 from twisted.internet.task import Clock
 
 from asynqueue import Task
-from sasync.connection._cancel import CUT_AFTER, RESEND_INTERVAL, Canceller
+from sasync.connection._cancel import (
+    CANCEL_TIMEOUT,
+    CUT_AFTER,
+    RESEND_INTERVAL,
+    Canceller,
+)
 
 
 class FakeServerConnection:
@@ -190,3 +195,34 @@ def test_sqliteHasNothingToSend() -> None:
     canceller.interrupt(task, clock)
     assert sent.jobs == []
     assert not clock.getDelayedCalls()
+
+
+class FakePsycopg3Connection(FakeServerConnection):
+    """
+    A psycopg 3-like connection: C{cancel_safe(timeout=...)} is the cancel
+    to use; its old C{cancel()} must not be.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float] = []
+
+    def cancel_safe(self, *, timeout: float = 30.0) -> None:
+        self.timeouts.append(timeout)
+        super().cancel()
+
+    def cancel(self) -> None:
+        raise AssertionError("cancel() used where cancel_safe() is there")
+
+
+def test_psycopg3UsesCancelSafe() -> None:
+    """
+    On psycopg 3 the cancel is C{cancel_safe()} (libpq 17's cancel, which
+    keeps the connection's SSL settings), with a bounded timeout.
+    """
+    connection = FakePsycopg3Connection()
+    connection.running = True
+    _canceller, sent, _task, _clock = interrupted(connection)
+    assert sent.run() == 1
+    assert connection.stopped == 1
+    assert connection.timeouts == [CANCEL_TIMEOUT]
