@@ -15,6 +15,8 @@ from .errors import BrokerStopped as BrokerStopped
 from .errors import NoEngineError as NoEngineError
 from .errors import NotInTransaction as NotInTransaction
 from .errors import Overloaded as Overloaded
+from .errors import ReadOnlyViolation as ReadOnlyViolation
+from .errors import ReplicaError as ReplicaError
 from .errors import SAsyncError as SAsyncError
 from .errors import StartupError as StartupError
 from .errors import TableNameError as TableNameError
@@ -39,6 +41,8 @@ __all__ = [
     "Overloaded",
     "PersistentArray",
     "PersistentDict",
+    "ReadOnlyViolation",
+    "ReplicaError",
     "SAsyncError",
     "StartupError",
     "TableNameError",

@@ -60,7 +60,7 @@ class WorkerThread(Protocol):
         Stops the running statement of a cancelled task.
         """
 
-    def connection(self) -> Connection:
+    def connection(self, readOnly: bool = False) -> Connection:
         """
         This worker's connection, opened or replaced as needed.
         """

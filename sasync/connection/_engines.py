@@ -326,6 +326,9 @@ class EngineHandle:
             self.dialectName == "postgresql"
             and kw.get("isolation_level") == DEFAULT_ISOLATION
         )
+        #: Whether a write transaction learns the WAL position its COMMIT
+        #: reached (PostgreSQL primaries: C{broker.writePosition}).
+        self.tracksWritePosition = self.dialectName == "postgresql"
         #: Whether server-side cursors stream results by default.
         self.streamsByDefault = self.dialectName == "postgresql"
         self.supportsStreaming = bool(self.engine.dialect.supports_server_side_cursors)
