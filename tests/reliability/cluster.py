@@ -67,6 +67,8 @@ class Cluster:
     """
 
     _serial = itertools.count(1)
+    #: More C{-c name=value} server options (subclasses).
+    extraOptions = ""
 
     def __init__(self) -> None:
         self.bin = findPostgresBin()
@@ -116,6 +118,7 @@ class Cluster:
             # synchronous_commit stays on: an acknowledged COMMIT is in the WAL.
             " -c fsync=off -c full_page_writes=off"
             " -c max_connections=100"
+            f"{self.extraOptions}"
         )
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"),
