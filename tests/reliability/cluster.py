@@ -14,12 +14,17 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+import pytest
 import sqlalchemy as SA
 from sqlalchemy.pool import NullPool
 
 from tests.databases import requireAll
+
+T = TypeVar("T")
 
 
 class NoCluster(Exception):
@@ -30,6 +35,19 @@ class NoCluster(Exception):
     def __init__(self, message: str, fatal: bool) -> None:
         super().__init__(message)
         self.fatal = fatal
+
+
+def madeOrSkipped(make: Callable[[], T]) -> T:
+    """
+    C{make()}, for a fixture: with no PostgreSQL binaries here the test is
+    skipped (or fails, when every database is required).
+    """
+    try:
+        return make()
+    except NoCluster as e:
+        if e.fatal:
+            pytest.fail(str(e), pytrace=False)
+        pytest.skip(str(e))
 
 
 def findPostgresBin() -> Path:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.reliability.cluster import NoCluster
+from tests.reliability.cluster import madeOrSkipped
 from tests.replicas.cluster import ReplicatedCluster
 
 
@@ -19,12 +19,7 @@ def replicated() -> Iterator[ReplicatedCluster]:
     The primary and its two standbys (the second one delayed). Tests may
     stop a standby, and must leave it running.
     """
-    try:
-        made = ReplicatedCluster()
-    except NoCluster as e:
-        if e.fatal:
-            pytest.fail(str(e), pytrace=False)
-        pytest.skip(str(e))
+    made = madeOrSkipped(ReplicatedCluster)
     try:
         yield made
     finally:
