@@ -449,7 +449,12 @@ class AccessBroker:
                         f" (maxPending={spec.maxPending})"
                     )
                 )
-        if self._replicas is not None and options.readOnly and options.target is None:
+        if (
+            self._replicas is not None
+            and options.readOnly
+            and options.target is None
+            and not self._inStartup()
+        ):
             # It may run on a replica (see sasync.connection._replicas).
             d = self._replicas.route(
                 self._writePosition,

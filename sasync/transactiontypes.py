@@ -183,7 +183,6 @@ class BoundTransaction(Protocol[P, T]):
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
-
     @overload
     def __call__(
         self,
@@ -217,6 +216,7 @@ class BoundTransaction(Protocol[P, T]):
         readOnly: bool | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
+
 
 class Transaction(Protocol[B, P, T]):
     """

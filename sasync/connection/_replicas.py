@@ -27,14 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
 from asynqueue.workers import JobThread
 
+from .. import retry
 from ..errors import ReplicaError
-from ._engines import EngineHandle, EngineSpec, acquire, release, withDefaultDriver
+from ._engines import EngineHandle, EngineSpec, acquire, release
 from ._positions import parseLSN
+from ._replicaoptions import DEFAULT_REPLICA_WAIT, ReplicaOptions
 
 log = Logger(namespace="sasync.replicas")
 
@@ -44,11 +47,7 @@ PROBE_INTERVAL = 0.5
 FAST_PROBE_INTERVAL = 0.005
 #: Seconds a probe may wait to connect.
 PROBE_CONNECT_TIMEOUT = 2
-#: Default seconds a session-consistent read waits for a replica.
-DEFAULT_REPLICA_WAIT = 0.5
 
-CONSISTENCIES = ("session", "eventual")
-OPTION_NAMES = ("replicas", "consistency", "replicaWait", "maxReplicaLag")
 
 #: One round trip: in recovery?, replayed position, lag in seconds (0 when
 #: everything received is replayed: an idle primary is not lag).
@@ -60,86 +59,6 @@ _PROBE_SQL = (
     " ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)"
     " END::float8"
 )
-
-
-@dataclass(frozen=True)
-class ReplicaOptions:
-    """
-    A broker's replica options, checked.
-    """
-
-    urls: tuple[URL, ...]
-    consistency: str = "session"
-    replicaWait: float = DEFAULT_REPLICA_WAIT
-    maxReplicaLag: float | None = None
-
-    @classmethod
-    def take(
-        cls, kw: dict[str, Any], primary: str | URL | None
-    ) -> ReplicaOptions | None:
-        """
-        Take the replica options out of a broker's keywords; C{None} if it
-        has no C{replicas=}.
-
-        @param primary: The broker's URL (C{None}: the global engine's,
-            checked later by L{ReplicaSet}).
-        @raise ReplicaError: a bad option or URL.
-        """
-        given = {name: kw.pop(name) for name in OPTION_NAMES if name in kw}
-        urls = given.pop("replicas", None)
-        if urls is None:
-            if given:
-                raise ReplicaError(
-                    f"{', '.join(sorted(given))} without replicas=: these options"
-                    " are about read replicas"
-                )
-            return None
-        if isinstance(urls, str | URL) or not isinstance(urls, list | tuple):
-            raise ReplicaError(
-                f"replicas={urls!r}: give a list of PostgreSQL URLs, one per standby"
-            )
-        parsed = []
-        for url in urls:
-            try:
-                parsed.append(withDefaultDriver(url))
-            except Exception as e:
-                raise ReplicaError(
-                    f"replicas: {url!r} is not a database URL ({e})"
-                ) from e
-        consistency = given.get("consistency", "session")
-        if consistency not in CONSISTENCIES:
-            raise ReplicaError(
-                f"consistency={consistency!r}: use 'session' (read your own writes)"
-                " or 'eventual' (any healthy replica)"
-            )
-        wait = given.get("replicaWait", DEFAULT_REPLICA_WAIT)
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
-            raise ReplicaError(f"replicaWait={wait!r}: a number of seconds >= 0")
-        lag = given.get("maxReplicaLag")
-        if lag is not None and (
-            isinstance(lag, bool) or not isinstance(lag, int | float) or not lag > 0
-        ):
-            raise ReplicaError(f"maxReplicaLag={lag!r}: a positive number of seconds")
-        options = cls(tuple(parsed), consistency, float(wait), lag)
-        if primary is not None:
-            options.check(withDefaultDriver(primary))
-        return options
-
-    def check(self, primary: URL) -> None:
-        """
-        @raise ReplicaError: the primary or a replica is not PostgreSQL.
-        """
-        if primary.get_backend_name() != "postgresql":
-            raise ReplicaError(
-                f"replicas= needs a PostgreSQL broker (streaming replication);"
-                f" this broker's URL is {primary.render_as_string()}"
-            )
-        for url in self.urls:
-            if url.get_backend_name() != "postgresql":
-                raise ReplicaError(
-                    f"replicas: {url.render_as_string()} is not a PostgreSQL URL,"
-                    " but the primary is: a replica is a standby of the primary"
-                )
 
 
 @dataclass(eq=False)
@@ -247,7 +166,7 @@ class ReplicaSet:
         )
         for r in self.replicas:
             if self._usable(r):
-                self._schedule(r, FAST_PROBE_INTERVAL)
+                self._schedule(r, 0)
         return waiter.d
 
     def route(
@@ -259,7 +178,8 @@ class ReplicaSet:
         """
         Run a read-only call (C{run(handle)}; C{None}: the primary) where
         L{choose} says. If its replica cannot be reached, the replica is
-        marked down and the call runs on the primary instead.
+        marked down and the call runs on the primary instead; so does a
+        call the replica could not serve yet (see L{runsOnPrimary}).
         """
 
         async def routed() -> Any:
@@ -269,9 +189,10 @@ class ReplicaSet:
             try:
                 return await run(handle)
             except Exception as e:
-                if not isUnreachable(e):
+                if isUnreachable(e):
+                    self.failed(handle, e)
+                elif not runsOnPrimary(e):
                     raise
-                self.failed(handle, e)
                 return await run(None)
 
         return Deferred.fromCoroutine(routed())
@@ -503,15 +424,28 @@ def attach(
     return ReplicaSet(options, primary, user, reactor=reactor)
 
 
+#: SQLSTATEs of a read a standby could not serve, which the primary can:
+#: a table or column the standby has not replayed yet (tables made by a
+#: broker's start-up, a migration), and a query cancelled by a conflict
+#: with recovery.
+_PRIMARY_SQLSTATES = frozenset({"42P01", "42703", "40001"})
+
+
+def runsOnPrimary(error: BaseException) -> bool:
+    """
+    Whether a read-only call that failed on a replica with C{error} runs
+    again on the primary (it wrote nothing: it was READ ONLY).
+    """
+    return (
+        isinstance(error, DBAPIError) and retry.errorCode(error) in _PRIMARY_SQLSTATES
+    )
+
+
 def isUnreachable(error: BaseException) -> bool:
     """
     Whether a call failed because its server could not be reached (it may
     run elsewhere): no connection, or a connection lost.
     """
-    from sqlalchemy.exc import DBAPIError
-
-    from .. import retry
-
     if not isinstance(error, DBAPIError):
         return False
     return (
@@ -530,4 +464,5 @@ __all__ = [
     "attach",
     "closeBoth",
     "isUnreachable",
+    "runsOnPrimary",
 ]

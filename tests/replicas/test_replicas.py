@@ -282,3 +282,40 @@ def test_badReplicaOptions(postgresqlURL: str, mysqlURL: str) -> None:
         Notes(postgresqlURL, maxReplicaLag=1)
     with pytest.raises(ReplicaError, match="a list of PostgreSQL URLs"):
         Notes(postgresqlURL, replicas=postgresqlURL)
+
+
+class Fresh(Notes):
+    """
+    A broker whose start-up makes one more table.
+    """
+
+    async def startup(self) -> None:
+        await super().startup()
+        await self.table("fresh", SA.Column("id", SA.Integer, primary_key=True))
+
+    @transact(readOnly=True)
+    def countFresh(self) -> int:
+        return int(
+            self.conn.execute(
+                SA.select(SA.func.count()).select_from(self.fresh)
+            ).scalar_one()
+        )
+
+
+async def test_readRightAfterStartup(
+    replicated: ReplicatedCluster, replicaURLs: tuple[str, list[str]]
+) -> None:
+    """
+    Reads right after the start-up made a table: a standby that has not
+    replayed it yet (the delayed one) can't serve them, and they run on the
+    primary instead of failing.
+    """
+    url, standbys = replicaURLs
+    broker = Fresh(url, replicas=standbys, consistency="eventual")
+    try:
+        await broker.waitUntilRunning()
+        await healthy(broker, 2)
+        for _ in range(20):
+            assert await broker.countFresh() == 0
+    finally:
+        await broker.shutdown()
