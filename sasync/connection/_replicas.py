@@ -44,7 +44,7 @@ log = Logger(namespace="sasync.replicas")
 #: Seconds between two probes of a replica.
 PROBE_INTERVAL = 0.5
 #: Seconds between probes while a read waits for a replica to catch up.
-FAST_PROBE_INTERVAL = 0.005
+FAST_PROBE_INTERVAL = 0.001
 #: Seconds a probe may wait to connect.
 PROBE_CONNECT_TIMEOUT = 2
 
