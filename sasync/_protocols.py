@@ -70,6 +70,11 @@ class WorkerThread(Protocol):
         Roll back whatever transaction a job left open on the connection.
         """
 
+    def replaceConnection(self) -> None:
+        """
+        Drop the connection; the next transaction opens a new one.
+        """
+
     def readOnlyNext(self) -> None:
         """
         Make the next transaction READ ONLY (PostgreSQL).

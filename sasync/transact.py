@@ -56,8 +56,6 @@ B = TypeVar("B", bound="TransactionOwner")
 
 log = Logger()
 
-#: PostgreSQL: a write in a READ ONLY transaction.
-_READ_ONLY_SQLSTATE = "25006"
 #: MySQL/MariaDB: ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION.
 _READ_ONLY_MYSQL = 1792
 #: SQLite: SQLITE_READONLY (PRAGMA query_only).
@@ -226,7 +224,7 @@ def isReadOnlyViolation(e: DBAPIError) -> bool:
     Whether C{e} is the database refusing a write in a READ ONLY (or
     C{query_only}) transaction.
     """
-    if retry.errorCode(e) == _READ_ONLY_SQLSTATE:
+    if retry.errorCode(e) == retry.READ_ONLY_SQLSTATE:
         return True
     orig = e.orig
     if getattr(orig, "sqlite_errorcode", None) == _READ_ONLY_SQLITE:
@@ -373,11 +371,14 @@ class TransactionCall:
             if (
                 readOnly
                 and wrote is not None
-                and retry.errorCode(e) == _READ_ONLY_SQLSTATE
+                and retry.errorCode(e) == retry.READ_ONLY_SQLSTATE
             ):
                 # It writes after all: nothing was, so run it again at once.
                 wrote[self.f] = True
                 retry.markRetryable(e, retry.WROTE_READ_ONLY)
+            elif retry.retryReason(e) == retry.READ_ONLY_SERVER:
+                # Connect again: the server may be a standby now.
+                worker.replaceConnection()
             raise
         finally:
             canceller.leave()
@@ -497,9 +498,12 @@ class TransactionCall:
         if state.wrote and self.handle.tracksWritePosition and worker is not None:
             # Read by the broker in the reactor thread once the call's
             # Deferred fires (callFromThread orders it after this write).
-            self.writePosition = positions.committedPosition(
-                getattr(worker, "dbapiConnection", None)
-            )
+            driverConnection: Any = getattr(worker, "dbapiConnection", None)
+            self.writePosition = positions.committedPosition(driverConnection)
+            if self.writePosition is None and driverConnection.closed:
+                # Lost right after COMMIT (which succeeded): its mode may
+                # be left in autocommit, so the next call gets a new one.
+                worker.replaceConnection()
 
     #: Worker thread: where the WAL ended after this call's write committed
     #: (PostgreSQL brokers that track it), else C{None}.

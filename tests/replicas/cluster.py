@@ -57,6 +57,12 @@ class Standby(Cluster):
         )
         self.start()
 
+    def promote(self) -> None:
+        """
+        Make this standby a primary (C{pg_ctl promote}), waiting for it.
+        """
+        self._run("pg_ctl", "-D", str(self.data), "-w", "promote")
+
     def on(self, url: str) -> str:
         """
         The URL of the database of C{url} (a primary's) on this standby.
