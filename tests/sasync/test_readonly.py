@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as SA
 
 from sasync import AccessBroker, ReadOnlyViolation, transact
+from sasync.connection._positions import parseLSN
 from sasync.errors import ReplicaError
 
 
@@ -45,7 +46,9 @@ async def test_readOnlyMethodCannotWrite(dbURL: str) -> None:
     """
     A write in a C{@transact(readOnly=True)} method fails with
     L{ReadOnlyViolation} naming the call, on every database; reads work,
-    and so does the next writer on the same connection.
+    and so does the next writer on the same connection. On PostgreSQL the
+    broker's C{writePosition} moves on with each write; elsewhere it is
+    C{None}.
     """
     broker = Counter(dbURL, connections=1) if "sqlite" not in dbURL else Counter(dbURL)
     try:
@@ -54,8 +57,15 @@ async def test_readOnlyMethodCannotWrite(dbURL: str) -> None:
             await broker.sneakyAdd(5)
         assert await broker.total() == 1
         # Read-only, then read-write again on the one connection.
+        before = broker.writePosition
         await broker.add(2)
         assert await broker.total() == 3
+        # PostgreSQL: each write moves the broker's WAL position on.
+        if "postgresql" in dbURL:
+            assert before is not None and broker.writePosition is not None
+            assert parseLSN(broker.writePosition) > parseLSN(before)
+        else:
+            assert broker.writePosition is None
         with pytest.raises(ReadOnlyViolation):
             await broker.sneakyAdd(5)
         assert await broker.total() == 3
