@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from enum import Enum
 from itertools import islice
 from types import coroutine
 from typing import Any, Generic, TypeVar
@@ -14,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
+from ._util import Waiters, checkNumber
 from .errors import IterationStopped
 
 T = TypeVar("T")
@@ -33,6 +35,16 @@ Batch = tuple[list[T], bool]
 #: made in a worker and kept for a batch cost the garbage collector more
 #: than making them).
 FINISH_ITEM = "finishItem"
+
+
+def checkBatchSize(batchSize: int) -> int:
+    """
+    @return: C{batchSize}, a positive int (a smaller one would fetch empty
+        batches for ever).
+    @raise ValueError: it is less than 1.
+    @raise TypeError: it is not an int.
+    """
+    return checkNumber(batchSize, "batchSize", integer=True, positive=True)
 
 
 class BatchTaker(Generic[T]):
@@ -114,6 +126,24 @@ class BatchTaker(Generic[T]):
             close()
 
 
+class _Source(Enum):
+    """
+    Where a L{Deferator}'s source is. Only FETCHING fetches ahead.
+    """
+
+    #: More may come, and batches are fetched ahead.
+    FETCHING = "fetching"
+    #: More may come, but only fetched when asked for (L{Deferator.pause}).
+    PAUSED = "paused"
+    #: Nothing more comes: the source said so, or failed.
+    EXHAUSTED = "exhausted"
+    #: The iteration was ended early (L{Deferator.stop}).
+    STOPPED = "stopped"
+
+
+_OPEN = (_Source.FETCHING, _Source.PAUSED)
+
+
 @coroutine
 def _ready(value: T) -> Generator[Any, None, T]:
     # Awaited, gives value at once: an awaitable lighter than a Deferred.
@@ -179,26 +209,16 @@ class Deferator(Generic[T]):
         # How many items at the front of the buffer are finished already
         # (put back after takeBuffered).
         self._finishedAhead = 0
-        self._exhausted = fetch is None
+        self._source = _Source.EXHAUSTED if fetch is None else _Source.FETCHING
         self._inFlight = 0
         # How many fetches have landed (to tell one that lands at once).
         self._landed = 0
-        self._waiters: list[Deferred[None]] = []
+        # Waiting for the fetch on its way; and for the source to be done.
+        self._waiters = Waiters()
         self._failure: Failure | None = None
-        self._paused = False
-        self._stopped = False
-        self._whenDone: list[Deferred[None]] = []
-        if self._exhausted:
-            self._finished()
-        else:
+        self._whenDone = Waiters()
+        if fetch is not None:
             self._prefetch()
-
-    @classmethod
-    def fromIterable(cls, items: Iterable[T]) -> Deferator[T]:
-        """
-        A Deferator over items already at hand.
-        """
-        return cls(items)
 
     # State ------------------------------------------------------------------
 
@@ -207,28 +227,21 @@ class Deferator(Generic[T]):
         """
         True when nothing is left to hand out: no item and no failure.
         """
-        return (
-            (self._exhausted or self._stopped)
-            and not self._buffer
-            and self._failure is None
-        )
+        return self._source not in _OPEN and not self._buffer and self._failure is None
 
     def whenDone(self) -> Deferred[None]:
         """
         A Deferred that fires when the source is exhausted or stopped (the
         worker is free of it), even if items are still buffered here.
         """
-        d: Deferred[None] = Deferred()
-        if self._exhausted or self._stopped:
-            d.callback(None)
-        else:
-            self._whenDone.append(d)
-        return d
+        if self._source not in _OPEN:
+            return succeed(None)
+        return self._whenDone.wait()
 
-    def _finished(self) -> None:
-        waiting, self._whenDone = self._whenDone, []
-        for d in waiting:
-            d.callback(None)
+    def _end(self, how: _Source) -> None:
+        # The source is exhausted (or failed), or the iteration stopped.
+        self._source = how
+        self._whenDone.fire()
 
     # Fetching ---------------------------------------------------------------
 
@@ -236,28 +249,28 @@ class Deferator(Generic[T]):
         """
         Stop fetching ahead; a fetch already under way completes.
         """
-        self._paused = True
+        if self._source is _Source.FETCHING:
+            self._source = _Source.PAUSED
 
     def resume(self) -> None:
         """
         Fetch ahead again.
         """
-        self._paused = False
-        self._prefetch()
+        if self._source is _Source.PAUSED:
+            self._source = _Source.FETCHING
+            self._prefetch()
 
     def _prefetch(self) -> None:
         # Keep up to _fetchDepth fetches on their way, as long as that makes
         # at most _fetchDepth + 1 batches held or coming. A source that
         # answers at once gets one fetch per call.
-        if self._paused:
-            return
         hint = self._batchHint
         depth = self._fetchDepth
         while (
-            self._inFlight < depth
+            self._source is _Source.FETCHING
+            and self._inFlight < depth
             and len(self._buffer) + self._lent + (self._inFlight + 1) * hint
             <= (depth + 1) * hint
-            and not (self._exhausted or self._stopped or self._fetch is None)
         ):
             # A failure is kept and handed to whoever asks for the next item.
             if not self._startFetch():
@@ -270,13 +283,13 @@ class Deferator(Generic[T]):
         is to have (the next batch has landed), and fails if the fetch failed.
         """
         if self._inFlight:
-            return self._wait()
+            return self._waiters.wait()
         if self._failure is not None:
             return fail(self._failure)
-        if self._exhausted or self._stopped or self._fetch is None:
+        if self._source not in _OPEN:
             return succeed(None)
         # The waiter goes first: the fetch may fire synchronously.
-        waiter = self._wait()
+        waiter = self._waiters.wait()
         self._startFetch()
         return waiter
 
@@ -288,39 +301,28 @@ class Deferator(Generic[T]):
         self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
         return self._landed == landed
 
-    def _wait(self) -> Deferred[None]:
-        waiter: Deferred[None] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
-
     def _gotBatch(self, batch: Batch[T]) -> None:
         items, exhausted = batch
         self._inFlight -= 1
         self._landed += 1
-        if not (self._stopped or self._exhausted):
+        if self._source in _OPEN:
             if len(items) > self._batchHint:
                 self._batchHint = len(items)
             self._buffer.extend(items)
             if exhausted:
-                self._exhausted = True
-                self._finished()
+                self._end(_Source.EXHAUSTED)
         if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._waiters.fire()
 
     def _gotFailure(self, failure: Failure) -> None:
         # Kept for whoever asks for the next item; every waiter hears of it.
         self._inFlight -= 1
         self._landed += 1
-        if self._stopped or self._exhausted:
+        if self._source not in _OPEN:
             return
         self._failure = failure
-        self._exhausted = True
-        self._finished()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._end(_Source.EXHAUSTED)
+        self._waiters.fail(failure)
 
     def takeBuffered(self) -> list[T]:
         """
@@ -337,19 +339,28 @@ class Deferator(Generic[T]):
         self._prefetch()
         return items
 
-    def putBack(self, items: list[T]) -> None:
+    def putBack(self, items: list[Any], *, finished: bool = True) -> None:
         """
         Return items taken with L{takeBuffered} but not used, to the front.
+
+        @param finished: Whether the items are finished already (see
+            L{FINISH_ITEM}), as L{takeBuffered} hands them out.
         """
         self._lent = 0
         self._buffer.extendleft(reversed(items))
-        if self._finishItem is not None:
+        if finished and self._finishItem is not None:
             self._finishedAhead += len(items)
 
-    def _lend(self) -> tuple[list[Any], Callable[[Any], T] | None]:
-        # For IterationProducer: takeBuffered without finishing the items:
-        # the producer finishes each one just before writing it. Returns
-        # the items and how to finish them (None: they are ready).
+    def lend(self) -> tuple[list[Any], Callable[[Any], T] | None]:
+        """
+        L{takeBuffered} without finishing the items, for a producer that
+        finishes each one just before it writes it (L{IterationProducer}),
+        so that an item dropped at once dies young.
+
+        @return: the items, and how to finish each one (C{None}: they are
+            finished already); what is not used goes back with
+            C{putBack(rest, finished=finish is None)}.
+        """
         buffer = self._buffer
         ready = self._finishedAhead
         if ready:
@@ -364,25 +375,19 @@ class Deferator(Generic[T]):
         self._prefetch()
         return items, finish
 
-    def _unlend(self, rest: list[Any], finish: Callable[[Any], T] | None) -> None:
-        # For IterationProducer: put back what it did not write.
-        self._lent = 0
-        self._buffer.extendleft(reversed(rest))
-        if finish is None and self._finishItem is not None:
-            self._finishedAhead += len(rest)
-
     def stop(self) -> None:
         """
         End the iteration now: drop buffered items and release the source.
         """
-        if self._stopped:
+        if self._source is _Source.STOPPED:
             return
-        self._stopped = True
+        wasOpen = self._source in _OPEN
+        self._source = _Source.STOPPED
         self._buffer.clear()
         self._finishedAhead = 0
-        if not self._exhausted and self._stop is not None:
+        if wasOpen and self._stop is not None:
             self._stop()
-        self._finished()
+        self._end(_Source.STOPPED)
 
     # Iteration --------------------------------------------------------------
 
@@ -399,7 +404,7 @@ class Deferator(Generic[T]):
                 self._finishedAhead -= 1
             else:
                 item = self._finishItem(item)
-        if len(buffer) < 2 and not self._paused:
+        if len(buffer) < 2 and self._source is _Source.FETCHING:
             self._prefetch()
         return item  # type: ignore[no-any-return]
 
@@ -409,7 +414,7 @@ class Deferator(Generic[T]):
         if self._failure is not None:
             failure, self._failure = self._failure, None
             return fail(failure)
-        if self._exhausted or self._stopped:
+        if self._source not in _OPEN:
             raise StopIteration
         return self.fetchMore().addCallbacks(self._popAfterFetch, self._takeFailure)
 
@@ -422,11 +427,9 @@ class Deferator(Generic[T]):
                 else:
                     item = self._finishItem(item)
             return item  # type: ignore[no-any-return]
-        if not (self._exhausted or self._stopped or self._failure is not None):
+        if self._source in _OPEN and self._failure is None:
             # An empty batch, and more to come: fetch again.
-            return self.fetchMore().addCallbacks(
-                self._popAfterFetch, self._takeFailure
-            )
+            return self.fetchMore().addCallbacks(self._popAfterFetch, self._takeFailure)
         if self._failure is not None:
             failure, self._failure = self._failure, None
             return fail(failure)

@@ -7,7 +7,6 @@ Reactor thread only.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from ._clock import reactorClock
+from ._util import checkNumber, reactorClock
 
 
 class Delay:
@@ -46,12 +45,9 @@ class Delay:
         @param clock: The reactor by default (tests pass a C{Clock}).
         @raise ValueError: a parameter is out of range.
         """
-        if not interval > 0:
-            raise ValueError(f"interval must be positive, not {interval!r}")
-        if not 1.0 <= backoff <= 2.0:
-            raise ValueError(f"backoff must be from 1.0 to 2.0, not {backoff!r}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be positive or None, not {timeout!r}")
+        checkNumber(interval, "interval", positive=True)
+        checkNumber(backoff, "backoff", low=1.0, high=2.0)
+        checkNumber(timeout, "timeout", positive=True, noneOk=True)
         self.interval = interval
         self.backoff = backoff
         self.timeout = timeout
@@ -105,7 +101,7 @@ class Delay:
             state["call"] = None
             if result.called:
                 return
-            maybeDeferred(_callCheck, check).addCallbacks(checked, failed)
+            maybeDeferred(check).addCallbacks(checked, failed)
 
         def checked(value: object) -> None:
             if result.called:
@@ -130,13 +126,6 @@ class Delay:
 
         poll()
         return result
-
-
-def _callCheck(check: Callable[[], Any]) -> Any:
-    value = check()
-    if inspect.iscoroutine(value):
-        return Deferred.fromCoroutine(value)
-    return value
 
 
 __all__ = ["Delay"]

@@ -6,7 +6,6 @@ Reactor thread only: the lock is acquired, released and waited for there.
 
 from __future__ import annotations
 
-import inspect
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -87,21 +86,15 @@ class DeferredLock:
 
         @return: A Deferred with C{f}'s result.
         """
+
         def locked(_: DeferredLock) -> Deferred[Any]:
-            return maybeDeferred(_call, f, args, kw).addBoth(unlock)
+            return maybeDeferred(f, *args, **kw).addBoth(unlock)
 
         def unlock(result: object) -> object:
             self.release()
             return result
 
         return self.acquire().addCallback(locked)
-
-
-def _call(f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
-    result = f(*args, **kw)
-    if inspect.iscoroutine(result):
-        return Deferred.fromCoroutine(result)
-    return result
 
 
 __all__ = ["DeferredLock"]

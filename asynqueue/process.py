@@ -41,12 +41,13 @@ from ._child import decodeFrames as decodeFrames
 from ._child import dumps as dumps
 from ._child import encode as encode
 from ._child import failureReply as failureReply
-from .deferator import DEFAULT_BATCH, Batch, Deferator
+from ._util import checkNumber, follow, globalReactor
+from .deferator import DEFAULT_BATCH, Batch, Deferator, checkBatchSize
 from .errors import RemoteTaskError, WorkerError
 from .info import callableName
 from .interfaces import IWorker
 from .task import Task
-from .taskqueue import TaskQueue, _follow
+from .taskqueue import TaskQueue
 
 log = Logger()
 
@@ -318,26 +319,38 @@ class ChildProcessProtocol(ProcessProtocol):
 
 class _ChildProtocol(ChildProcessProtocol):
     """
-    The pipes to one L{ProcessWorker}'s child.
+    The pipes to one L{ProcessWorker}'s child: its replies go to
+    C{requests}, and its end to C{onEnded(protocol, reason)}.
     """
 
-    def __init__(self, worker: ProcessWorker) -> None:
+    def __init__(
+        self,
+        requests: Requests,
+        onEnded: Callable[[_ChildProtocol, Failure], None],
+        *,
+        clock: IReactorTime,
+        who: object,
+    ) -> None:
         super().__init__()
-        self.worker = worker
+        self.requests = requests
+        self.onEnded = onEnded
+        self._clock = clock
+        #: Names the child in the log (its str is taken when a line comes).
+        self.who = who
 
     @property
     def clock(self) -> IReactorTime:
-        return self.worker.clock
+        return self._clock
 
     def received(self, message: Any) -> None:
-        self.worker._requests.deliver(message)
+        self.requests.deliver(message)
 
     def logLine(self, line: str) -> None:
         # The child's stderr (and its stdout: see _child.main) goes to the log.
-        log.info("{worker}: {line}", worker=self.worker, line=line)
+        log.info("{worker}: {line}", worker=self.who, line=line)
 
     def childEnded(self, reason: Failure) -> None:
-        self.worker._ended(self, reason)
+        self.onEnded(self, reason)
 
 
 @implementer(IWorker)
@@ -374,7 +387,7 @@ class ProcessWorker:
             global reactor by default, resolved on first use.
         """
         self.iQualified = list(series)
-        self.batchSize = batchSize
+        self.batchSize = checkBatchSize(batchSize)
         self.killOnInterrupt = killOnInterrupt
         self.python = python or sys.executable
         self.name = name
@@ -394,9 +407,7 @@ class ProcessWorker:
         The reactor that runs the process, resolved lazily.
         """
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = globalReactor()
         return self._reactor
 
     @property
@@ -420,7 +431,9 @@ class ProcessWorker:
     def _start(self) -> _ChildProtocol:
         if self._protocol is not None:
             return self._protocol
-        protocol = _ChildProtocol(self)
+        protocol = _ChildProtocol(
+            self._requests, self._ended, clock=self.clock, who=self
+        )
         env = dict(os.environ)
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
@@ -530,7 +543,7 @@ class ProcessWorker:
                 self._send(("quit",))
                 self._stopping = Deferred()
                 protocol.ended.chainDeferred(self._stopping)
-        return _follow(self._stopping)
+        return follow(self._stopping)
 
     def crash(self) -> list[Task[Any]]:
         """
@@ -575,8 +588,13 @@ class ProcessQueue(TaskQueue):
         """
         if n is None:
             n = os.cpu_count() or 1
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"a ProcessQueue needs at least one process, not {n!r}")
+        checkNumber(
+            n,
+            "a ProcessQueue's n (processes)",
+            integer=True,
+            positive=True,
+            typeError=ValueError,
+        )
         super().__init__(clock=clock or reactor)
         for i in range(n):
             self.attachWorker(

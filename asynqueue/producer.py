@@ -18,8 +18,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._clock import reactorClock
-from .deferator import DEFAULT_BATCH, BatchTaker, Deferator
+from ._util import reactorClock
+from .deferator import DEFAULT_BATCH, BatchTaker, Deferator, checkBatchSize
 
 T = TypeVar("T")
 
@@ -114,7 +114,7 @@ class IterationProducer(Generic[T]):
         dr = self.deferator
         write = self.consumer.write
         while not self._halted:
-            items, finish = dr._lend()
+            items, finish = dr.lend()
             if items:
                 rest = iter(items)
                 try:
@@ -137,7 +137,7 @@ class IterationProducer(Generic[T]):
                 if self._halted:
                     # Put back what the consumer is not ready for.
                     if not self.stopped:
-                        dr._unlend(list(rest), finish)
+                        dr.putBack(list(rest), finished=finish is None)
                     return
                 continue
             if dr.done:
@@ -179,7 +179,8 @@ class IterationProducer(Generic[T]):
             if failure is not None:
                 log.failure(
                     "Producing to {consumer} failed after it ended",
-                    failure, consumer=self.consumer,
+                    failure,
+                    consumer=self.consumer,
                 )
             return
         self.stopped = self._halted = True
@@ -284,8 +285,10 @@ def iteratorToProducer(
     C{consumer} with backpressure, firing with the consumer when done.
 
     @param clock: See L{IterationProducer}.
+    @raise ValueError: C{batchSize} is less than 1 (C{TypeError}: not an
+        int).
     """
-    taker = BatchTaker(iter(iterable), batchSize)
+    taker = BatchTaker(iter(iterable), checkBatchSize(batchSize))
     first, exhausted = taker.take()
     fetch = None if exhausted else (lambda: succeed(taker.take()))
     dr = Deferator(first, fetch, stop=taker.close, finish=taker.finishItem)

@@ -20,13 +20,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
+from ._util import checkNumber
 from .info import Info
 
 T = TypeVar("T")
 
 log = Logger()
-
-NICENESS_RANGE = range(-20, 21)
 
 _sequence = itertools.count()
 _local = threading.local()
@@ -67,7 +66,7 @@ class TaskDeferred(Deferred[T]):
         if not self.called:
             task = self.task
             if task is not None:
-                task._stopEarly(CancelledError(f"{task.info} was cancelled"))
+                task.stopEarly(CancelledError(f"{task.info} was cancelled"))
             if not self.called and (task is None or not task._waiting):
                 self.task = None
                 self.errback(Failure(CancelledError()))  # type: ignore[no-untyped-call]
@@ -98,10 +97,8 @@ def checkNiceness(niceness: object) -> int:
     @raise TypeError: C{niceness} is not an C{int}.
     @raise ValueError: C{niceness} is outside -20..20.
     """
-    if isinstance(niceness, bool) or not isinstance(niceness, int):
-        raise TypeError(f"niceness must be an int from -20 to 20, not {niceness!r}")
-    if niceness not in NICENESS_RANGE:
-        raise ValueError(f"niceness must be from -20 to 20, not {niceness}")
+    checkNumber(niceness, "niceness", integer=True, low=-20, high=20)
+    assert isinstance(niceness, int)
     return niceness
 
 
@@ -301,10 +298,16 @@ class Task(Generic[T]):
 
         if self._delivered or self._waiting or self.d.called:
             return
-        self._stopEarly(TaskTimeout(f"{self.info} timed out after {seconds:g} s"))
+        self.stopEarly(TaskTimeout(f"{self.info} timed out after {seconds:g} s"))
 
-    def _stopEarly(self, reason: BaseException) -> None:
-        # Reactor thread: from TaskDeferred.cancel or a timeout.
+    def stopEarly(self, reason: BaseException) -> None:
+        """
+        Stop the task because of C{reason}, whatever it is doing: a queued
+        task fails at once and leaves its queue; a running one is asked to
+        stop (see L{requestStop}); one whose items are still being written
+        to its consumer stops that. Reactor thread only: cancelling the
+        task's Deferred, its timeout and its queue call this.
+        """
         if self._takeBack is not None:
             # Given to a busy worker: if it has not started, it is queued again.
             self._takeBack(self)
@@ -340,14 +343,57 @@ class Task(Generic[T]):
             self._producer.stopProducing()
             self._fire(Failure(reason))  # type: ignore[no-untyped-call]
 
-    # Delivery (reactor thread, from workers) ---------------------------------
+    # The queue's side (reactor thread) ---------------------------------------
 
-    def start(self, worker: object) -> None:
+    def enqueue(self, onRemove: Callable[[Task[Any]], None]) -> None:
+        """
+        For the queue: the task is queued, and C{onRemove(task)} is to be
+        called if it is stopped (cancelled, timed out) while still queued.
+        """
+        self._onRemove = onRemove
+
+    @property
+    def enqueued(self) -> bool:
+        """
+        Whether a queue has taken the task (see L{enqueue}).
+        """
+        return self._onRemove is not None
+
+    def start(
+        self,
+        worker: object,
+        takeBack: Callable[[Task[Any]], object] | None = None,
+    ) -> None:
         """
         For the queue: the task is handed to C{worker}.
+
+        @param takeBack: Given when the worker is still busy with another
+            task (the task is I{given ahead}): C{takeBack(task)} puts it
+            back in the queue if the worker has not started it, and is
+            called if the task is stopped meanwhile.
         """
         self.state = TaskState.RUNNING
         self.worker = worker
+        if takeBack is not None:
+            self._takeBack = takeBack
+
+    def startedAhead(self) -> None:
+        """
+        For the queue: the task given ahead is its worker's current one now,
+        so it can no longer be taken back.
+        """
+        self._takeBack = None
+
+    def requeue(self) -> None:
+        """
+        For the queue: the task given ahead was taken back, and is queued
+        again.
+        """
+        self._takeBack = None
+        self.state = TaskState.QUEUED
+        self.worker = None
+
+    # Delivery (reactor thread, from workers) ---------------------------------
 
     def finish(self, result: Any) -> None:
         """
@@ -418,8 +464,11 @@ class Task(Generic[T]):
                     # Not the stop's own error (an abandoned task fails
                     # however its stop made it fail, e.g. a driver's cancel
                     # error): nobody else will see it.
-                    log.failure("Task {task} failed after its caller gave up",
-                                failure=result, task=self)
+                    log.failure(
+                        "Task {task} failed after its caller gave up",
+                        failure=result,
+                        task=self,
+                    )
             else:
                 from .deferator import Deferator
 

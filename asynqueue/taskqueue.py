@@ -13,7 +13,8 @@ from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._clock import reactorClock
+from ._slots import WorkerSlot, WorkerSlots
+from ._util import Waiters, checkNumber, follow, reactorClock
 from .errors import QueueStopped, WorkerError
 from .interfaces import IWorker
 from .task import Task, TaskState
@@ -45,23 +46,11 @@ class TaskQueue:
         self._heap: list[tuple[int, int, int, Task[Any]]] = []
         #: How many tasks in the heap are still QUEUED.
         self._queued = 0
-        self._workers: list[Any] = []
-        # Workers with no task; workers that run one task and may be given
-        # the next one ahead (see ThreadWorker.takesAhead); the task so
-        # given to each such worker, by id(worker); how many tasks each
-        # worker has.
-        self._idle: list[Any] = []
-        self._spare: list[Any] = []
-        self._ahead: dict[int, Task[Any]] = {}
-        self._load: dict[int, int] = {}
-        self._takesAhead: set[int] = set()
-        # Workers that take a task with give(task, onFreed), which saves a
-        # Deferred per task (see ThreadWorker.give).
-        self._givers: set[int] = set()
-        self._detaching: dict[int, Deferred[None]] = {}
+        # What we know of the workers: a slot each, and free lists.
+        self._workers = WorkerSlots()
         self._running: set[Task[Any]] = set()
         self._accepting = True
-        self._drained: list[Deferred[None]] = []
+        self._drained = Waiters()
         self._stopped: Deferred[None] | None = None
         # Made once: a bound method per submitted task costs.
         self._removedCallback = self._removed
@@ -84,11 +73,12 @@ class TaskQueue:
         """
         The attached workers (a copy).
         """
-        return list(self._workers)
+        return [slot.worker for slot in self._workers]
 
     def attachWorker(self, worker: Any) -> Any:
         """
         Add a worker providing L{IWorker}; it starts taking tasks at once.
+        Attaching a worker that is attached already changes nothing.
 
         @return: the worker.
         @raise TypeError: it does not provide L{IWorker}.
@@ -97,14 +87,8 @@ class TaskQueue:
             raise TypeError(f"{worker!r} does not provide IWorker")
         if not self._accepting:
             raise QueueStopped("the queue is shut down: no worker can be attached")
-        self._workers.append(worker)
-        self._load[id(worker)] = 0
-        if getattr(worker, "takesAhead", False):
-            self._takesAhead.add(id(worker))
-        if callable(getattr(worker, "give", None)):
-            self._givers.add(id(worker))
-        self._idle.append(worker)
-        self._dispatch()
+        if self._workers.attach(worker):
+            self._dispatch()
         return worker
 
     def detachWorker(self, worker: Any) -> Deferred[None]:
@@ -115,33 +99,25 @@ class TaskQueue:
 
         @return: fires when the worker has stopped.
         """
-        if worker not in self._workers:
+        slot = self._workers.get(worker)
+        if slot is None:
             return fail(WorkerError(f"{worker!r} is not attached"))
-        done = self._detaching.get(id(worker))
-        if done is None:
-            done = self._detaching[id(worker)] = Deferred()
-            if worker in self._spare:
-                self._spare.remove(worker)
-            ahead = self._ahead.get(id(worker))
-            if ahead is not None and self._takeBack(ahead):
-                self._dispatch()
-            self._maybeDetach(worker)
-        return _follow(done)
+        if slot.detaching is not None:
+            return follow(slot.detaching)
+        done = self._workers.startDetaching(slot)
+        if slot.ahead is not None and self._takeBack(slot.ahead):
+            self._dispatch()
+        self._maybeDetach(slot)
+        return follow(done)
 
-    def _maybeDetach(self, worker: Any) -> None:
-        done = self._detaching.get(id(worker))
-        if done is None or worker not in self._idle:
+    def _maybeDetach(self, slot: WorkerSlot) -> None:
+        done = slot.detaching
+        if done is None or slot.load or not slot.attached:
             return
-        if any(
-            e[3].pinnedTo is worker and e[3].state is _QUEUED for e in self._heap
-        ):
+        worker = slot.worker
+        if any(e[3].pinnedTo is worker and e[3].state is _QUEUED for e in self._heap):
             return
-        del self._detaching[id(worker)]
-        self._idle.remove(worker)
-        self._workers.remove(worker)
-        self._load.pop(id(worker), None)
-        self._takesAhead.discard(id(worker))
-        self._givers.discard(id(worker))
+        self._workers.remove(slot)
         worker.stop().chainDeferred(done)
         self._failStranded()
         self._checkDrained()
@@ -182,13 +158,18 @@ class TaskQueue:
         """
         if consumer is not None and not IConsumer.providedBy(consumer):
             raise TypeError(f"consumer {consumer!r} does not provide IConsumer")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(
-                f"timeout must be a positive number of seconds, not {timeout!r}"
-            )
+        if timeout is not None:
+            checkNumber(timeout, "timeout (seconds)", positive=True)
         task: Task[Any] = Task(
-            f, args, kw, niceness=niceness, doNext=doNext, doLast=doLast,
-            series=series, raw=raw, consumer=consumer,
+            f,
+            args,
+            kw,
+            niceness=niceness,
+            doNext=doNext,
+            doLast=doLast,
+            series=series,
+            raw=raw,
+            consumer=consumer,
         )
         if timeout is None:
             return self.submit(task)
@@ -205,39 +186,40 @@ class TaskQueue:
         if (
             task.series is not None
             and task.pinnedTo is None
-            and not any(task.series in w.iQualified for w in self._workers)
+            and not any(task.series in slot.worker.iQualified for slot in self._workers)
         ):
             log.warn(
                 "No worker is qualified yet for series {series!r}",
                 series=task.series,
             )
-        if task.state is not _QUEUED or task._onRemove is not None:
+        if task.state is not _QUEUED or task.enqueued:
             if task.state is TaskState.DONE and task.d.called:
                 # Cancelled (or timed out) before it was submitted: its
                 # Deferred has failed already, and nothing is queued.
                 return task.d
             raise ValueError(f"{task!r} was submitted already")
-        task._onRemove = self._removedCallback
+        task.enqueue(self._removedCallback)
         if task.consumer is not None:
             # Its producer schedules its writing on our clock.
             task.clock = self._clock
         if timeout is not None:
             call = self.clock.callLater(timeout, task.timeOut, timeout)
             task.d.addBoth(_cancelCall, call)
+        workers = self._workers
         if (
             not self._queued
             and task.pinnedTo is None
             and task.series is None
-            and not self._detaching
-            and (self._idle or self._spare)
+            and not workers.detachingCount
+            and (workers.idle or workers.spare)
         ):
             # The common case, a free worker and nothing waiting: start now.
-            self._start(self._idle[-1] if self._idle else self._spare[-1], task)
+            self._start(workers.idle[-1] if workers.idle else workers.spare[-1], task)
         else:
             self._queued += 1
             band, niceness, sequence = task.sortKey
             heapq.heappush(self._heap, (band, niceness, sequence, task))
-            if self._ahead and not self._idle:
+            if workers.aheadCount and not workers.idle:
                 self._takeBackWorse(task)
             self._dispatch()
         return task.d
@@ -258,14 +240,12 @@ class TaskQueue:
         if not self._accepting:
             return fail(QueueStopped(f"the queue is shut down: update {f!r} refused"))
         ds = []
-        for worker in self._workers:
+        for worker in self.workers:
             task: Task[Any] = Task(f, args, dict(kw), doNext=True)
             task.pinnedTo = worker
             ds.append(self.submit(task))
         d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
-        return d.addCallbacks(
-            lambda results: [r for _, r in results], _firstError
-        )
+        return d.addCallbacks(lambda results: [r for _, r in results], _firstError)
 
     # Dispatch -----------------------------------------------------------------
 
@@ -273,33 +253,38 @@ class TaskQueue:
         # A queued task was cancelled or timed out. Lazy removal: its heap
         # entry is skipped when it comes up.
         self._queued -= 1
-        if self._heap and (self._idle or self._spare):
+        if self._heap and (self._workers.idle or self._workers.spare):
             # It may have been taken back from a worker (see _takeBack).
             self._dispatch()
         self._checkDrained()
 
-    def _canRun(self, worker: Any, task: Task[Any]) -> bool:
+    def _canRun(self, slot: WorkerSlot, task: Task[Any]) -> bool:
         if task.pinnedTo is not None:
-            return task.pinnedTo is worker
-        if id(worker) in self._detaching:
+            return task.pinnedTo is slot.worker
+        if slot.detaching is not None:
             return False
-        return task.series is None or task.series in worker.iQualified
+        return task.series is None or task.series in slot.worker.iQualified
 
     def _dispatch(self) -> None:
-        heap, idle, spare = self._heap, self._idle, self._spare
+        workers = self._workers
+        heap, idle, spare = self._heap, workers.idle, workers.spare
         while heap and (idle or spare):
             task = heap[0][3]
             if task.state is not _QUEUED:
                 heapq.heappop(heap)
                 continue
-            if task.pinnedTo is None and task.series is None and not self._detaching:
+            if (
+                task.pinnedTo is None
+                and task.series is None
+                and not workers.detachingCount
+            ):
                 # Any idle worker will do; else one that takes it ahead.
-                worker = idle[-1] if idle else spare[-1]
+                slot = idle[-1] if idle else spare[-1]
             elif not idle:
                 break
             else:
-                for worker in idle:
-                    if self._canRun(worker, task):
+                for slot in idle:
+                    if self._canRun(slot, task):
                         break
                 else:
                     if not self._dispatchConstrained():
@@ -307,10 +292,10 @@ class TaskQueue:
                     continue
             heapq.heappop(heap)
             self._queued -= 1
-            self._start(worker, task)
-        if self._detaching:
-            for worker in list(idle):
-                self._maybeDetach(worker)
+            self._start(slot, task)
+        if workers.detachingCount:
+            for slot in list(idle):
+                self._maybeDetach(slot)
         if self._drained:
             self._checkDrained()
 
@@ -320,63 +305,42 @@ class TaskQueue:
             task = entry[3]
             if task.state is not _QUEUED:
                 continue
-            for worker in self._idle:
-                if self._canRun(worker, task):
+            for slot in self._workers.idle:
+                if self._canRun(slot, task):
                     self._heap.remove(entry)
                     heapq.heapify(self._heap)
                     self._queued -= 1
-                    self._start(worker, task)
+                    self._start(slot, task)
                     return True
         return False
 
-    def _start(self, worker: Any, task: Task[Any]) -> None:
-        wid = id(worker)
-        if self._load[wid]:
+    def _start(self, slot: WorkerSlot, task: Task[Any]) -> None:
+        worker = slot.worker
+        if self._workers.take(slot, task):
             # Given ahead, to run after the worker's current task.
-            self._spare.remove(worker)
-            self._ahead[wid] = task
-            task._takeBack = self._takeBackCallback
-            self._load[wid] = 2
+            task.start(worker, self._takeBackCallback)
         else:
-            self._idle.remove(worker)
-            if wid in self._takesAhead and wid not in self._detaching:
-                self._spare.append(worker)
-            self._load[wid] = 1
+            task.start(worker)
         self._running.add(task)
-        task.state = _RUNNING
-        task.worker = worker
         try:
-            if wid in self._givers:
+            if slot.gives:
                 worker.give(task, self._freedCallback)
                 return
             freed = worker.run(task)
         except Exception:
             self._running.discard(task)
-            self._unload(worker, task)
+            self._unload(slot)
             task.fail(Failure())  # type: ignore[no-untyped-call]
             return
         freed.addBoth(self._freed, worker, task)
 
-    def _unload(self, worker: Any, task: Task[Any]) -> None:
-        # The worker is done with task (or never got it): one task less.
-        wid = id(worker)
-        load = self._load.get(wid)
-        if load is None:
-            # Detached meanwhile.
-            return
-        load -= 1
-        self._load[wid] = load
-        ahead = self._ahead.pop(wid, None)
+    def _unload(self, slot: WorkerSlot) -> None:
+        # The worker is done with a task (or never got it): one task less.
+        ahead = self._workers.release(slot)
         if ahead is not None:
-            # The task given ahead is the worker's current one now.
-            ahead._takeBack = None
-        if load:
-            if wid in self._takesAhead and wid not in self._detaching:
-                self._spare.append(worker)
-        else:
-            if worker in self._spare:
-                self._spare.remove(worker)
-            self._idle.append(worker)
+            # The task given ahead is the worker's current one now (or was
+            # the one taken back).
+            ahead.startedAhead()
 
     def _freedBy(self, worker: Any, task: Task[Any]) -> None:
         self._freed(None, worker, task)
@@ -385,27 +349,29 @@ class TaskQueue:
         self._running.discard(task)
         if result is not None and isinstance(result, Failure):
             log.failure("Worker {worker} failed", result, worker=worker)
-        self._unload(worker, task)
-        if self._ahead and not self._load.get(id(worker), 1):
-            # An idle worker: tasks waiting behind other workers' current
-            # ones start sooner here.
-            for ahead in list(self._ahead.values()):
-                self._takeBack(ahead)
-        if self._heap or self._detaching or self._drained:
+        workers = self._workers
+        slot = workers.get(worker)
+        if slot is not None:
+            # (None: detached meanwhile.)
+            self._unload(slot)
+            if workers.aheadCount and not slot.load:
+                # An idle worker: tasks waiting behind other workers'
+                # current ones start sooner here.
+                for ahead in workers.givenAhead():
+                    self._takeBack(ahead)
+        if self._heap or workers.detachingCount or self._drained:
             self._dispatch()
 
     def _takeBack(self, task: Task[Any]) -> bool:
         # Reactor thread: put a task given ahead back in the queue, unless
         # its worker has started it.
-        worker = task.worker
-        wid = id(worker)
-        if self._ahead.get(wid) is not task or not worker.takeBack(task):  # type: ignore[attr-defined]
+        worker: Any = task.worker
+        slot = self._workers.get(worker)
+        if slot is None or slot.ahead is not task or not worker.takeBack(task):
             return False
         self._running.discard(task)
-        self._unload(worker, task)
-        task._takeBack = None
-        task.state = _QUEUED
-        task.worker = None
+        self._unload(slot)
+        task.requeue()
         band, niceness, sequence = task.sortKey
         heapq.heappush(self._heap, (band, niceness, sequence, task))
         self._queued += 1
@@ -415,7 +381,7 @@ class TaskQueue:
         # A new task that no worker is free for: if it comes before a task
         # given ahead, that one goes back to the queue and makes room.
         worst: Task[Any] | None = None
-        for ahead in self._ahead.values():
+        for ahead in self._workers.givenAhead():
             if ahead.sortKey > task.sortKey and (
                 worst is None or ahead.sortKey > worst.sortKey
             ):
@@ -447,16 +413,13 @@ class TaskQueue:
         """
         Fires when no call is queued or running.
         """
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
+        d = self._drained.wait()
         self._checkDrained()
         return d
 
     def _checkDrained(self) -> None:
         if self._drained and not self._running and not self._queued:
-            waiting, self._drained = self._drained, []
-            for d in waiting:
-                d.callback(None)
+            self._drained.fire()
 
     def shutdown(self) -> Deferred[None]:
         """
@@ -472,7 +435,7 @@ class TaskQueue:
             self._accepting = False
             self._failStranded()
             self._stopped = self.whenIdle().addCallback(self._stopWorkers)
-        return _follow(self._stopped)
+        return follow(self._stopped)
 
     def _failStranded(self) -> None:
         # Once shut down, no worker can be attached: a queued call that no
@@ -480,19 +443,19 @@ class TaskQueue:
         # waiting forever, so it fails now.
         if self._accepting or not self._queued:
             return
-        staying = [w for w in self._workers if id(w) not in self._detaching]
+        staying = [s for s in self._workers if s.detaching is None]
         for entry in list(self._heap):
             task = entry[3]
             if task.state is not _QUEUED:
                 continue
             if task.pinnedTo is not None:
                 # Its worker runs it before it may leave.
-                if task.pinnedTo in self._workers:
+                if self._workers.get(task.pinnedTo) is not None:
                     continue
             elif any(self._canRun(w, task) for w in staying):
                 continue
-            why = "no worker" if not self._workers else "no worker that may run it"
-            task._stopEarly(
+            why = "no worker that may run it" if self._workers else "no worker"
+            task.stopEarly(
                 QueueStopped(
                     f"{task.info} was still queued when the queue was shut down"
                     f" with {why} (no worker can be attached any more)"
@@ -500,9 +463,7 @@ class TaskQueue:
             )
 
     def _stopWorkers(self, _: None) -> Deferred[None]:
-        workers, self._workers, self._idle = self._workers, [], []
-        self._spare, self._ahead, self._load = [], {}, {}
-        self._takesAhead, self._givers = set(), set()
+        workers = self._workers.clear()
         d = DeferredList([w.stop() for w in workers], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
@@ -511,21 +472,6 @@ def _cancelCall(result: object, call: Any) -> object:
     if call.active():
         call.cancel()
     return result
-
-
-def _follow(d: Deferred[None]) -> Deferred[None]:
-    """
-    A new Deferred that fires with C{None} when C{d} fires, leaving C{d}'s
-    own result alone (so that many callers can wait for it).
-    """
-    out: Deferred[None] = Deferred()
-
-    def passOn(result: object) -> object:
-        out.callback(None)
-        return result
-
-    d.addBoth(passOn)
-    return out
 
 
 def _firstError(failure: Failure) -> Failure:

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from ._util import checkNumber
 from .deferator import DEFAULT_BATCH
 from .taskqueue import TaskQueue
 from .workers import ThreadWorker
@@ -34,8 +35,13 @@ class ThreadQueue(TaskQueue):
         @param n: How many threads.
         @param holdIterations: See L{ThreadWorker}.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"a ThreadQueue needs at least one thread, not {n!r}")
+        checkNumber(
+            n,
+            "a ThreadQueue's n (threads)",
+            integer=True,
+            positive=True,
+            typeError=ValueError,
+        )
         super().__init__(clock=clock)
         for i in range(n):
             self.attachWorker(

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 
+from ._util import Waiters, checkNumber
+
 T = TypeVar("T")
 
 
@@ -30,7 +32,7 @@ class DeferredTracker:
         # (threshold, waiter): the waiter fires once fewer than threshold
         # Deferreds are pending.
         self._waitingFewer: list[tuple[int, Deferred[None]]] = []
-        self._waitingAny: list[Deferred[None]] = []
+        self._waitingAny = Waiters()
 
     def __len__(self) -> int:
         """
@@ -64,9 +66,7 @@ class DeferredTracker:
     def _fired(self, key: int) -> None:
         if self._pending.pop(key, None) is None:
             return
-        anyWaiting, self._waitingAny = self._waitingAny, []
-        for waiter in anyWaiting:
-            waiter.callback(None)
+        self._waitingAny.fire()
         self._checkFewer()
 
     def _checkFewer(self) -> None:
@@ -92,9 +92,7 @@ class DeferredTracker:
         """
         if not self._pending:
             return succeed(None)
-        waiter: Deferred[None] = Deferred(self._forgetAny)
-        self._waitingAny.append(waiter)
-        return waiter
+        return self._waitingAny.wait()
 
     def deferUntilFewer(self, N: int) -> Deferred[None]:
         """
@@ -104,8 +102,7 @@ class DeferredTracker:
 
         @raise ValueError: C{N} is less than 1.
         """
-        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-            raise ValueError(f"N must be a positive int, not {N!r}")
+        checkNumber(N, "N", integer=True, positive=True, typeError=ValueError)
         if len(self._pending) < N:
             return succeed(None)
         waiter: Deferred[None] = Deferred(self._forgetFewer)
@@ -113,10 +110,6 @@ class DeferredTracker:
         return waiter
 
     # A cancelled waiter just stops waiting; tracked Deferreds are untouched.
-    def _forgetAny(self, waiter: Deferred[None]) -> None:
-        if waiter in self._waitingAny:
-            self._waitingAny.remove(waiter)
-
     def _forgetFewer(self, waiter: Deferred[None]) -> None:
         self._waitingFewer = [(t, w) for t, w in self._waitingFewer if w is not waiter]
 

@@ -22,21 +22,11 @@ from zope.interface import implementer
 
 from ._jobs import JobThread as JobThread
 from ._jobs import MemoryJobRunner as MemoryJobRunner
-from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator
+from ._util import follow, globalReactor
+from .deferator import DEFAULT_BATCH, Batch, BatchTaker, Deferator, checkBatchSize
 from .errors import WorkerError
 from .interfaces import IWorker
-from .task import Task, _local, setCurrentTask
-
-
-def _reactorCallFromThread() -> Callable[..., object]:
-    from twisted.internet import reactor
-
-    return reactor.callFromThread  # type: ignore[attr-defined,no-any-return]
-
-
-def _isIterator(result: object) -> bool:
-    return isinstance(result, Iterator)
-
+from .task import Task, setCurrentTask
 
 #: What a worker calls (reactor thread) when it can take another task:
 #: C{onFreed(worker, task)}.
@@ -87,10 +77,13 @@ class ThreadWorker:
             pass a L{MemoryJobRunner}).
         @param callFromThread: How the thread hands results to the reactor;
             the reactor's C{callFromThread} by default.
+        @param batchSize: How many items of an iteration one fetch takes.
+        @raise ValueError: C{batchSize} is less than 1 (C{TypeError}: not
+            an int).
         """
         self.iQualified = list(series)
         self.holdIterations = holdIterations
-        self.batchSize = batchSize
+        self.batchSize = checkBatchSize(batchSize)
         self.runner = runner if runner is not None else JobThread(name)
         # Resolved on first use, so that making a worker needs no reactor.
         self._callFromThreadGiven = callFromThread
@@ -124,7 +117,7 @@ class ThreadWorker:
     @property
     def _callFromThread(self) -> Callable[..., object]:
         if self._callFromThreadGiven is None:
-            self._callFromThreadGiven = _reactorCallFromThread()
+            self._callFromThreadGiven = globalReactor().callFromThread
         return self._callFromThreadGiven
 
     def holdChanged(self, held: bool) -> None:
@@ -222,7 +215,7 @@ class ThreadWorker:
             stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
             callFromThread(self._ranCallback, task, (_FAILURE, stopped), onFreed)
             return
-        _local.task = task
+        setCurrentTask(task)
         try:
             kw = task.kw
             result = task.f(*task.args, **kw) if kw else task.f(*task.args)
@@ -237,7 +230,7 @@ class ThreadWorker:
                 outcome = (_ITER, taker, taker.take())
         except BaseException:
             outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
-        _local.task = None
+        setCurrentTask(None)
         callFromThread(self._ranCallback, task, outcome, onFreed)
 
     def _ran(
@@ -336,7 +329,7 @@ class ThreadWorker:
             self._stopping = Deferred()
             stopping = self._stopping
             self.runner.quit(lambda: self._callFromThread(stopping.callback, None))
-        return _chainNone(self._stopping)
+        return follow(self._stopping)
 
     def crash(self) -> list[Task[Any]]:
         """
@@ -361,7 +354,7 @@ class AsyncWorker:
         self, series: Sequence[str] = (), *, batchSize: int = DEFAULT_BATCH
     ) -> None:
         self.iQualified = list(series)
-        self.batchSize = batchSize
+        self.batchSize = checkBatchSize(batchSize)
         self.task: Task[Any] | None = None
         self._stopped = False
         self._idle: Deferred[None] | None = None
@@ -392,7 +385,7 @@ class AsyncWorker:
             self.task = None
             if isinstance(value, Failure):
                 task.fail(value)
-            elif not task.raw and _isIterator(value):
+            elif not task.raw and isinstance(value, Iterator):
                 taker: BatchTaker[Any] = BatchTaker(value, self.batchSize)  # type: ignore[arg-type]
                 items, exhausted = taker.take()
                 fetch = None if exhausted else (lambda: succeed(taker.take()))
@@ -421,7 +414,7 @@ class AsyncWorker:
         if self.task is None:
             return succeed(None)
         self._idle = Deferred()
-        return _chainNone(self._idle)
+        return follow(self._idle)
 
     def crash(self) -> list[Task[Any]]:
         """
@@ -430,20 +423,3 @@ class AsyncWorker:
         self._stopped = True
         task, self.task = self.task, None
         return [task] if task is not None else []
-
-
-def _chainNone(d: Deferred[None]) -> Deferred[None]:
-    """
-    A new Deferred that fires when C{d} does, leaving C{d}'s result alone.
-    """
-    out: Deferred[None] = Deferred()
-
-    def passOn(result: object) -> object:
-        out.callback(None)
-        return result
-
-    if d.called:
-        out.callback(None)
-    else:
-        d.addBoth(passOn)
-    return out

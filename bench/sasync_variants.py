@@ -46,6 +46,35 @@ class BenchBroker(AccessBroker):
         coreOp(self.conn, op)
 
     @transact
+    def ormRead(self) -> None:
+        """
+        Workload 1's read op alone: a method that only reads runs READ ONLY
+        under the default SERIALIZABLE (PostgreSQL).
+        """
+        ormOp(self.session, None)
+
+    @transact
+    def ormWrite(self, op: Op) -> None:
+        """
+        Workload 1's write op alone.
+        """
+        ormOp(self.session, op)
+
+    @transact
+    def sqlRead(self) -> None:
+        """
+        Workload 2's read op alone (see L{ormRead}).
+        """
+        coreOp(self.conn, None)
+
+    @transact
+    def sqlWrite(self, op: Op) -> None:
+        """
+        Workload 2's write op alone.
+        """
+        coreOp(self.conn, op)
+
+    @transact
     def selectOne(self) -> Any:
         """
         The trivial transaction: per-transaction overhead.
@@ -74,6 +103,12 @@ def _makeBroker(config: BenchConfig, **kw: Any) -> BenchBroker:
 async def _allAtOnce(broker: BenchBroker, method: str, ops: list[Op]) -> None:
     from twisted.internet.defer import gatherResults
 
+    if method.endswith("Split"):
+        # Reads and writes in methods of their own ("orm" + "Read"/"Write").
+        read = getattr(broker, method[: -len("Split")] + "Read")
+        write = getattr(broker, method[: -len("Split")] + "Write")
+        await gatherResults([read() if op is None else write(op) for op in ops])
+        return
     call = getattr(broker, method)
     await gatherResults([call(op) for op in ops])
 
@@ -113,6 +148,22 @@ def ormSasyncReadCommitted(config: BenchConfig) -> dict[str, Any]:
     Workload 1 as L{ormSasync}, opting out of the default SERIALIZABLE.
     """
     return _opsVariant(config, "ormOp", isolation_level="READ COMMITTED")
+
+
+def ormSasyncSplit(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 1 with reads and writes in methods of their own: the reads run
+    READ ONLY under the default SERIALIZABLE.
+    """
+    return _opsVariant(config, "ormSplit")
+
+
+def sqlSasyncSplit(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 with reads and writes in methods of their own (see
+    L{ormSasyncSplit}).
+    """
+    return _opsVariant(config, "sqlSplit")
 
 
 def sqlSasyncReadCommitted(config: BenchConfig) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .errors import StartupError as StartupError
 from .errors import TableNameError as TableNameError
 from .errors import TransactionTimeout as TransactionTimeout
 from .errors import WritesLost as WritesLost
+from .errors import WrongThread as WrongThread
 from .retry import Backoff as Backoff
 from .stores import Items as Items
 from .stores import Missing as Missing
@@ -48,6 +49,7 @@ __all__ = [
     "TableNameError",
     "TransactionTimeout",
     "WritesLost",
+    "WrongThread",
     "setup",
     "transact",
     "wait",

@@ -136,6 +136,12 @@ class TransactionOwner(Protocol):
         Make shutdown wait for C{d}.
         """
 
+    def _checkThread(self, method: str) -> None:
+        """
+        Refuse a call of C{method} from a thread other than the reactor's
+        (raise C{sasync.errors.WrongThread}).
+        """
+
 
 class ProcessOwner(Protocol):
     """

@@ -37,7 +37,13 @@ from asynqueue.task import Task, TaskState
 
 from . import multicore, retry, startup, tables
 from ._protocols import WorkQueue
-from .connection import ConnectionWorker, currentConnection, currentSession, state
+from .connection import (
+    ConnectionWorker,
+    checkReactorThread,
+    currentConnection,
+    currentSession,
+    state,
+)
 from .connection import _engines as engines
 from .connection import _positions as positions
 from .connection import _replicas as replicas
@@ -243,6 +249,13 @@ class AccessBroker:
             self._tables[name] = table
             setattr(self, name, table)
 
+    def _checkThread(self, method: str) -> None:
+        # Deferreds live in the reactor thread: a call of a public method
+        # from any other thread (while the reactor runs) is refused.
+        checkReactorThread(
+            self._getReactor(), lambda: f"{type(self).__name__}.{method}"
+        )
+
     @classmethod
     def setup(cls, url: str | SA.URL, **kw: Any) -> None:
         """
@@ -352,7 +365,10 @@ class AccessBroker:
         """
         A Deferred that fires once the broker runs (at once if it does), or
         fails with L{sasync.errors.StartupError} if its startup failed.
+
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("waitUntilRunning")
         if self._phase == _RUNNING:
             return succeed(None)
         if self._phase == _STOPPED:
@@ -371,7 +387,9 @@ class AccessBroker:
 
         @return: A Deferred firing with C{f}'s result (waited for if it is a
             Deferred or coroutine).
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("callWhenRunning")
 
         def call(_: None) -> Any:
             result = f(*args, **kw)
@@ -733,7 +751,9 @@ class AccessBroker:
 
         @return: A Deferred firing with the C{Table}.
         @raise TableNameError: C{name} would shadow a method or attribute.
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("table")
         if name in self._tables:
             return succeed(self._tables[name])
         if name in self._tablesPending:
@@ -821,6 +841,7 @@ class AccessBroker:
         written to it. C{de}, if given, fires once the statement has run,
         before the iteration.
         """
+        self._checkThread("selectorator")
         if isinstance(N, bool) or not isinstance(N, int) or N < 1:
             raise ValueError(f"selectorator(N={N!r}): N must be a positive int")
         options = CallOptions(consumer=consumer, groupSize=N)
@@ -904,7 +925,10 @@ class AccessBroker:
         Run C{func(*args, **kw)} in one of the broker's worker threads (not
         in a transaction), once the broker runs, with the queue's keywords
         (C{niceness}, C{doNext}, C{timeout}, ...).
+
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("deferToQueue")
         if self._refusing():
             return fail(
                 BrokerStopped(f"deferToQueue({func!r}) was called after shutdown()")
@@ -945,7 +969,9 @@ class AccessBroker:
             and logged. A later call with a timeout may shorten the wait of
             an earlier one.
         @raise ValueError: C{timeout} is not a number >= 0.
+        @raise WrongThread: called from a thread other than the reactor's.
         """
+        self._checkThread("shutdown")
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)

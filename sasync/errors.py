@@ -45,6 +45,17 @@ class NotInTransaction(SAsyncError, RuntimeError):
     """
 
 
+class WrongThread(SAsyncError, RuntimeError):
+    """
+    A broker or store method was called from a thread other than the
+    reactor's while the reactor runs. Deferreds live in the reactor thread:
+    from another thread, use
+    C{twisted.internet.threads.blockingCallFromThread(reactor, method, ...)}.
+    (Inside a transaction, in its worker thread, a call of a C{@transact}
+    method runs inline instead.)
+    """
+
+
 class TableNameError(SAsyncError, ValueError):
     """
     A table name given to L{AccessBroker.table} would shadow a method or
@@ -165,4 +176,5 @@ __all__ = [
     "TableNameError",
     "TransactionTimeout",
     "WritesLost",
+    "WrongThread",
 ]

@@ -68,6 +68,10 @@ RETRY_MYSQL_ERRORS = frozenset({1213})
 #: was rolled back (sAsync rolls back whenever the body raises).
 MYSQL_LOCK_WAIT_TIMEOUT = 1205
 
+#: PostgreSQL's "out of memory" (53200) for its serializable bookkeeping
+#: (its conflict pool, its predicate locks), told apart by the message.
+_SSI_EXHAUSTED = ("RWConflictPool", "max_pred_locks")
+
 #: Why a failure may be retried (the attribute set on the exception).
 _REASON = "_sasyncRetryReason"
 
@@ -131,6 +135,10 @@ def classify(e: BaseException, *, commitSent: bool, autocommit: bool) -> str | N
     code = errorCode(e)
     if code in RETRY_SQLSTATES:
         return DEADLOCK if code == "40P01" else SERIALIZATION
+    if code == "53200" and any(word in str(e.orig) for word in _SSI_EXHAUSTED):
+        # PostgreSQL ran out of room to track serializable transactions:
+        # the statement failed, nothing committed; fewer at once will do.
+        return SERIALIZATION
     if e.connection_invalidated and not commitSent:
         return LOST
     if code == READ_ONLY_SQLSTATE and not commitSent:

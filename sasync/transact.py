@@ -658,7 +658,9 @@ def transact(
     An exception rolls back and fails the Deferred with that exception (a
     note names the call). A row-returning C{Result} becomes a L{Deferator}
     of rows. A call made inside a running transaction runs inline and
-    returns a plain value.
+    returns a plain value. Any other call must come from the reactor
+    thread: from another thread it raises L{sasync.errors.WrongThread}
+    (use C{blockingCallFromThread} there).
 
     Used as C{@transact(readOnly=True)}, the method's transactions are READ
     ONLY (a write in one fails with L{sasync.errors.ReadOnlyViolation}) and
@@ -685,6 +687,7 @@ def _decorate(
     def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
         if state.worker is not None:
             return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
+        self._checkThread(name)
         options, own = splitKeywords(accepts, name, kw)
         if readOnlyDefault is not None and options.readOnly is None:
             if options is _DEFAULT_OPTIONS:

@@ -29,6 +29,7 @@ from ._engines import openHandles as openHandles
 from ._engines import release as release
 from ._engines import resolveSpec as resolveSpec
 from ._engines import withDefaultDriver as withDefaultDriver
+from ._threadstate import checkReactorThread as checkReactorThread
 from ._threadstate import currentConnection as currentConnection
 from ._threadstate import currentSession as currentSession
 from ._threadstate import inTransaction as inTransaction
@@ -41,6 +42,7 @@ __all__ = [
     "EngineHandle",
     "EngineSpec",
     "acquire",
+    "checkReactorThread",
     "currentConnection",
     "currentSession",
     "inTransaction",

@@ -1,6 +1,6 @@
 """
 What a worker thread knows about itself: its worker, and the transaction it
-is running right now.
+is running right now; and whether a caller is in the reactor thread.
 
 Every attribute here is thread-local: each worker thread sees only its own
 connection and transaction, which is what makes C{self.conn} on a shared
@@ -10,9 +10,13 @@ broker object safe.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotInTransaction
+from twisted.internet.base import ReactorBase
+from twisted.python import threadable
+
+from ..errors import NotInTransaction, WrongThread
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -88,6 +92,30 @@ def currentSession() -> Session:
     return session
 
 
+def checkReactorThread(reactor: object, what: Callable[[], str]) -> None:
+    """
+    Refuse a call from a thread other than the reactor's, while a real
+    reactor runs (its thread is known only once it runs; a fake reactor of
+    a unit test has none, and the test's thread drives it).
+
+    @param what: Names the call (called only to build the error).
+    @raise WrongThread: the call came from another thread.
+    """
+    # The common case first, and cheap: we are in the reactor thread.
+    ioThread = threadable.ioThread  # (Registered by the reactor as it starts.)
+    if ioThread is None or ioThread == threading.get_ident():
+        return
+    if not (isinstance(reactor, ReactorBase) and reactor.running):
+        return
+    raise WrongThread(
+        f"{what()}() was called from thread {threading.current_thread().name!r},"
+        " not the reactor's: Deferreds live in the reactor thread. From another"
+        " thread use twisted.internet.threads.blockingCallFromThread(reactor,"
+        " method, *args), which runs the call in the reactor thread and waits"
+        " for its result."
+    )
+
+
 def inTransaction() -> bool:
     """
     Whether a transaction runs in this thread now.
@@ -95,4 +123,10 @@ def inTransaction() -> bool:
     return state.connection is not None
 
 
-__all__ = ["currentConnection", "currentSession", "inTransaction", "state"]
+__all__ = [
+    "checkReactorThread",
+    "currentConnection",
+    "currentSession",
+    "inTransaction",
+    "state",
+]

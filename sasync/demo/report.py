@@ -122,8 +122,13 @@ async def rows(d: Deferred[Any]) -> AsyncIterator[Sequence[Any]]:
     call's Deferred fires with a L{Deferator<asynqueue.Deferator>} of them.
     """
     deferator: Deferator[Sequence[Any]] = await d
-    async for row in deferator:
-        yield row
+    try:
+        async for row in deferator:
+            yield row
+    finally:
+        # Cancelled (the /stats client left) or abandoned: release the
+        # iteration's worker now, not when the garbage collector gets to it.
+        deferator.stop()
 
 
 # Terminal tables -------------------------------------------------------------

@@ -8,7 +8,8 @@ The demo's HTTP API on twisted.web, over the L{LogBroker}'s database.
   - C{GET /stats} answers the report (L{sasync.demo.report}) as JSON.
   - C{GET /health} answers at once, whatever else is going on.
 
-A bad query parameter gets C{400} and a JSON error naming it. Parameters
+A bad query parameter (unknown, repeated, empty, malformed or out of
+range) gets C{400} and a JSON error naming it, on every endpoint. Parameters
 reach SQL only as bound values.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -92,7 +94,8 @@ def queryArguments(request: Any, allowed: tuple[str, ...]) -> dict[str, str]:
         except UnicodeDecodeError:
             raise BadParameter(repr(rawName)[2:-1], "not UTF-8") from None
         if name not in allowed:
-            raise BadParameter(name, f"unknown parameter (known: {', '.join(allowed)})")
+            known = f"known: {', '.join(allowed)}" if allowed else "none are taken here"
+            raise BadParameter(name, f"unknown parameter ({known})")
         if len(decoded) != 1:
             raise BadParameter(name, "given more than once")
         out[name] = decoded[0]
@@ -113,7 +116,13 @@ def parseSince(text: str) -> datetime:
             "since", "not an ISO 8601 date or time, e.g. 2024-03-04T13:00:00Z"
         ) from None
     if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
+        try:
+            dt = dt.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            # 9999-12-31T23:59:59-23:59 is in year 10000 in UTC.
+            raise BadParameter(
+                "since", "out of range: in UTC it must fall in the years 1 to 9999"
+            ) from None
     return dt
 
 
@@ -126,10 +135,10 @@ def parseLimit(text: str, name: str = "limit") -> int:
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         raise BadParameter(name, "not a whole number >= 0")
-    value = int(text)
-    if value > MAX_LIMIT:
+    # Too many digits are too much, and int() refuses over 4300 of them.
+    if len(text.lstrip("0")) > len(str(MAX_LIMIT)) or int(text) > MAX_LIMIT:
         raise BadParameter(name, f"more than {MAX_LIMIT}")
-    return value
+    return int(text)
 
 
 def entryToJSON(row: Any) -> dict[str, Any]:
@@ -191,6 +200,8 @@ class NDJSONConsumer:
         self.encode = encode
         self.flushSize = flushSize
         self.producer: Any = None
+        #: The broker call that writes the rows, if known.
+        self.call: Deferred[Any] | None = None
         self.rows = 0
         self.pauses = 0
         self.paused = False
@@ -203,10 +214,13 @@ class NDJSONConsumer:
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
-        Take C{producer}'s rows, and stand in for it with the request.
+        Take C{producer}'s rows, and stand in for it with the request; if
+        the response is already gone, stop the rows at once.
         """
         self.producer = producer
-        if not self.closed:
+        if self.closed:
+            producer.stopProducing()
+        else:
             self.request.registerProducer(self, True)
 
     def unregisterProducer(self) -> None:
@@ -270,8 +284,10 @@ class NDJSONConsumer:
 
     def stopProducing(self) -> None:
         """
-        The response is gone (the client went away): stop the rows for good,
-        releasing the database worker.
+        The response is gone (the client went away): cancel the call that
+        writes the rows, whether it is queued, running or streaming (its
+        Deferred fails with C{CancelledError}), or else stop the rows for
+        good; either way the database worker is released.
         """
         self.closed = True
         self._buffer.clear()
@@ -279,7 +295,11 @@ class NDJSONConsumer:
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
-        if self.producer is not None:
+        call = self.call
+        if call is not None and not call.called:
+            # Cancelling stops the rows' producer too, if there is one yet.
+            call.cancel()
+        elif self.producer is not None:
             self.producer.stopProducing()
 
 
@@ -316,12 +336,6 @@ class EntriesResource(Resource):
         self.api.streams.add(consumer)
         finished = False
 
-        def clientGone(_: object) -> None:
-            if not finished:
-                consumer.stopProducing()
-
-        request.notifyFinish().addErrback(clientGone)
-
         def done(_: object) -> None:
             nonlocal finished
             finished = True
@@ -334,14 +348,26 @@ class EntriesResource(Resource):
             nonlocal finished
             finished = True
             self.api.streams.discard(consumer)
+            if consumer.closed:
+                # The client went away: stopProducing cancelled the call.
+                if not isinstance(failure.value, CancelledError):
+                    log.failure("/entries failed after its client left", failure)
+                return
             log.failure("streaming /entries failed", failure)
-            if not consumer.closed:
-                # Cut the response short: the client sees an incomplete body.
-                request.loseConnection()
+            # Cut the response short: the client sees an incomplete body.
+            request.loseConnection()
 
         rows = api.broker.entryLines if api.jsonInDatabase else api.broker.entriesSince
-        d = rows(since, limit, consumer=consumer)
-        d.addCallbacks(done, failed)
+        consumer.call = rows(since, limit, consumer=consumer)
+        consumer.call.addCallbacks(done, failed)
+
+        def clientGone(_: object) -> None:
+            # Nobody will read the rows: cancel the transaction, queued (it
+            # never runs), running (interrupted) or streaming (stopped).
+            if not finished:
+                consumer.stopProducing()
+
+        request.notifyFinish().addErrback(clientGone)
         return NOT_DONE_YET
 
 
@@ -365,11 +391,8 @@ class StatsResource(Resource):
             top = parseLimit(args["top"], "top") if "top" in args else DEFAULT_TOP
         except BadParameter as e:
             return _badRequest(request, e)
-        from twisted.internet.defer import Deferred
-
         d = Deferred.fromCoroutine(buildReport(self.api.broker, top))
         gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _: gone.append(True))
 
         def answer(report: Any) -> None:
             if not gone:
@@ -377,12 +400,21 @@ class StatsResource(Resource):
                 request.finish()
 
         def failed(failure: Failure) -> None:
+            if gone and isinstance(failure.value, CancelledError):
+                return
             log.failure("building /stats failed", failure)
             if not gone:
                 request.write(_respondJSON(request, 500, {"error": "internal error"}))
                 request.finish()
 
         d.addCallbacks(answer, failed)
+
+        def clientGone(_: object) -> None:
+            # Nobody will read the report: cancel the transaction it waits on.
+            gone.append(True)
+            d.cancel()
+
+        request.notifyFinish().addErrback(clientGone)
         return NOT_DONE_YET
 
 
@@ -401,6 +433,10 @@ class HealthResource(Resource):
         """
         Whether the broker runs, and how many streams are open.
         """
+        try:
+            queryArguments(request, ())
+        except BadParameter as e:
+            return _badRequest(request, e)
         return _respondJSON(
             request,
             200,
@@ -417,10 +453,23 @@ class RootResource(Resource):
     C{GET /}: what there is.
     """
 
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        """
+        C{/} itself (the empty segment after the slash) is this resource;
+        any other unknown path is not found.
+        """
+        if path == b"":
+            return self
+        return super().getChild(path, request)  # type: ignore[no-any-return,no-untyped-call]
+
     def render_GET(self, request: Any) -> bytes:
         """
         The list of endpoints.
         """
+        try:
+            queryArguments(request, ())
+        except BadParameter as e:
+            return _badRequest(request, e)
         return _respondJSON(
             request,
             200,

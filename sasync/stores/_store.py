@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..connection import checkReactorThread
 from ..errors import WritesLost
 from ._landing import WRITE_RETRY_TIME, Lander, checkRetryTime
 from ._storage import (
@@ -41,15 +42,18 @@ class Store(Generic[K]):
     A persistent store: a L{StoreBroker} for one group with a
     L{WriteSequencer} in front of its writes.
 
-    Reactor thread only, like every Deferred here.
+    Reactor thread only, like every Deferred here: the public methods raise
+    L{sasync.errors.WrongThread} in any other thread.
 
     @cvar readNiceness: the niceness of reads.
+    @cvar publicName: how errors name the store (C{None}: by its class).
     @cvar writeNiceness: the niceness of writes (higher: they yield to
         reads).
     """
 
     readNiceness: int = READ_NICENESS
     writeNiceness: int = WRITE_NICENESS
+    publicName: str | None = None
 
     _log = Logger()
 
@@ -94,6 +98,14 @@ class Store(Generic[K]):
             self._runUnit, refused=lambda f: isinstance(f.value, IntegrityError)
         )
         broker.drain = self._seq.close
+
+    def _checkThread(self, method: str) -> None:
+        # Deferreds live in the reactor thread: refused from any other
+        # thread before any state of the store changes.
+        checkReactorThread(
+            self._broker._getReactor(),
+            lambda: f"{self.publicName or type(self).__name__}.{method}",
+        )
 
     def _write(
         self, clearFirst: bool, entries: Sequence[tuple[K, bytes | None]], insert: bool
@@ -192,6 +204,7 @@ class Store(Generic[K]):
             more than L{UNPICKLE_INLINE_BYTES}, they are unpickled in a
             worker thread, so that a big read does not hold the reactor.
         """
+        self._checkThread("loadAll")
         capture = self._seq.capture(bounded)
         read = self._broker.readAll(niceness=self.readNiceness)
 
@@ -237,12 +250,14 @@ class Store(Generic[K]):
             too), at this and every later call, until a later write of
             each such key (or a C{clear}) is stored.
         """
+        self._checkThread("deferToWrites")
         return self._seq.deferToAll().addCallback(self._reportLost)
 
     def waitUntilRunning(self) -> Deferred[None]:
         """
         @return: a Deferred that fires once the store's table is ready.
         """
+        self._checkThread("waitUntilRunning")
         d: Deferred[None] = self._broker.waitUntilRunning()
         return d
 
@@ -257,6 +272,7 @@ class Store(Generic[K]):
             or fails with L{WritesLost} (once shut) if an accepted write is
             not stored.
         """
+        self._checkThread("shutdown")
         d: Deferred[None] = self._broker.shutdown()
         return d.addCallback(self._reportLost)
 

@@ -110,6 +110,7 @@ class Items(_Store[str]):
         @return: a Deferred firing with the value of item C{name}, or with
             a L{Missing} if there is none.
         """
+        self._checkThread("load")
         checkName(name)
         d = self._readOne(name)
         return d.addCallback(self._loaded, name)
@@ -131,6 +132,7 @@ class Items(_Store[str]):
         @return: a Deferred firing with the sorted names of the group's
             items.
         """
+        self._checkThread("names")
         return self._readKeys().addCallback(sorted)
 
     def update(self, name: str, value: object) -> Deferred[None]:
@@ -144,6 +146,7 @@ class Items(_Store[str]):
         @raise ValueError: C{name} is a str that cannot be a key.
         @raise BrokerStopped: after C{shutdown()}.
         """
+        self._checkThread("update")
         data = dumpValue(checkName(name), value)
         return self._seq.put([(name, data)])
 
@@ -156,6 +159,7 @@ class Items(_Store[str]):
             nothing changes).
         @raise TypeError: as for L{update}.
         """
+        self._checkThread("insert")
         data = dumpValue(checkName(name), value)
         return self._seq.insert(name, data)
 
@@ -167,6 +171,7 @@ class Items(_Store[str]):
         @return: a Deferred that fires when the deletion has landed.
         @raise TypeError: a name is not a str.
         """
+        self._checkThread("delete")
         for name in names:
             checkName(name)
         return self._seq.put([(name, None) for name in names])
@@ -177,6 +182,7 @@ class Items(_Store[str]):
 
         @return: a Deferred that fires when the deletion has landed.
         """
+        self._checkThread("clear")
         return self._seq.clear()
 
 

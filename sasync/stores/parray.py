@@ -88,6 +88,7 @@ class PersistentArray(Store[Index]):
         @return: a Deferred firing with element C{(x, y, z)}, or C{None}
             where none is set.
         """
+        self._checkThread("get")
         d = self._readOne(checkIndex(x, y, z))
         return d.addCallback(lambda data: None if data is None else loadValue(data))
 
@@ -98,6 +99,7 @@ class PersistentArray(Store[Index]):
         @return: a Deferred that fires when the write has landed.
         @raise TypeError: a bad index, or C{value} cannot be pickled.
         """
+        self._checkThread("set")
         key = checkIndex(x, y, z)
         return self._seq.put([(key, dumpValue(key, value))])
 
@@ -107,6 +109,7 @@ class PersistentArray(Store[Index]):
 
         @return: a Deferred that fires when the write has landed.
         """
+        self._checkThread("delete")
         return self._seq.put([(checkIndex(x, y, z), None)])
 
     def clear(self) -> Deferred[None]:
@@ -115,6 +118,7 @@ class PersistentArray(Store[Index]):
 
         @return: a Deferred that fires when the write has landed.
         """
+        self._checkThread("clear")
         return self._seq.clear()
 
 

@@ -59,6 +59,7 @@ class DictBroker(ItemsBroker):
 
 class _DictItems(Items):
     brokerClass = DictBroker
+    publicName = "PersistentDict"
 
     def __repr__(self) -> str:
         # What errors and logs call the store: the user's object.
@@ -203,6 +204,8 @@ class PersistentDict(MutableMapping[str, Any]):
         Delete C{key}; the write starts now. In preload mode a missing key
         raises C{KeyError}; in default mode it is silently nothing.
         """
+        # (Checked before the cache changes: the delete might be refused.)
+        self._items._checkThread("__delitem__")
         checkName(key)
         if self._data is not None:
             del self._data[key]
@@ -340,6 +343,7 @@ class PersistentDict(MutableMapping[str, Any]):
         Remove C{key} and return its value (or C{default}, else
         C{KeyError}); through a Deferred in default mode.
         """
+        self._items._checkThread("pop")
         checkName(key)
         if self._data is not None:
             if key not in self._data:
@@ -378,6 +382,7 @@ class PersistentDict(MutableMapping[str, Any]):
         """
         Delete every item; the write starts now.
         """
+        self._items._checkThread("clear")
         if self._data is not None:
             self._data.clear()
         self._track(self._items.clear())

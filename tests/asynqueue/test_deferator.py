@@ -122,11 +122,11 @@ class DeferatorTests(SynchronousTestCase):
         runner.performAll()
         return q, runner, source, self.successResultOf(d)
 
-    def test_fromIterable(self) -> None:
+    def test_itemsAtHand(self) -> None:
         """
         A Deferator over items at hand iterates them and is done.
         """
-        dr = Deferator.fromIterable([1, 2])
+        dr = Deferator([1, 2])
         self.assertEqual([self.successResultOf(d) for d in dr], [1, 2])
         self.assertTrue(dr.done)
         self.successResultOf(dr.whenDone())
@@ -168,7 +168,7 @@ class DeferatorTests(SynchronousTestCase):
         at hand finishes in one step of its coroutine, without waiting for
         anything (an item not yet fetched still waits for its batch).
         """
-        dr = Deferator.fromIterable([1, 2, 3])
+        dr = Deferator([1, 2, 3])
 
         async def collect() -> list[int]:
             return [x async for x in dr]

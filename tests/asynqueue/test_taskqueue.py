@@ -290,6 +290,25 @@ class WorkerAttachmentTests(SynchronousTestCase):
         self.assertTrue(w.stopped)
         self.assertEqual(q.workers, [])
 
+    def test_attachTwice(self) -> None:
+        """
+        Attaching a worker that is attached already changes nothing: it is
+        listed once, gets one task at a time, and one detach removes it.
+        """
+        q = TaskQueue()
+        w = q.attachWorker(FakeWorker())
+        self.assertIs(q.attachWorker(w), w)
+        self.assertEqual(q.workers, [w])
+        first, second = q.call(lambda: 1), q.call(lambda: 2)
+        self.assertEqual(len(w.received), 1)
+        w.succeed(1)
+        w.succeed(2)
+        self.assertEqual(
+            [self.successResultOf(first), self.successResultOf(second)], [1, 2]
+        )
+        self.successResultOf(q.detachWorker(w))
+        self.assertEqual(q.workers, [])
+
     def test_detachUnknown(self) -> None:
         """
         Detaching a worker that isn't attached fails with L{WorkerError}.

@@ -20,10 +20,12 @@ from asynqueue import (
     Info,
     IWorker,
     ListConsumer,
+    ProcessWorker,
     Task,
     TaskQueue,
     ThreadWorker,
     WorkerError,
+    iteratorToProducer,
 )
 from asynqueue.workers import JobThread, MemoryJobRunner
 
@@ -148,6 +150,31 @@ class ThreadWorkerTests(SynchronousTestCase):
         """
         worker = ThreadWorker(name="repr-test", runner=JobThread("repr-test"))
         self.assertIn("repr-test", repr(worker))
+
+
+class BatchSizeTests(SynchronousTestCase):
+    """
+    A batch size below 1 would fetch empty batches for ever: every worker,
+    and L{iteratorToProducer}, refuses it when made.
+    """
+
+    def test_refused(self) -> None:
+        """
+        C{batchSize} 0 or less is a C{ValueError} naming it; one that is not
+        an int, a C{TypeError}.
+        """
+        makers = [
+            lambda size: ThreadWorker(batchSize=size, runner=MemoryJobRunner()),
+            lambda size: AsyncWorker(batchSize=size),
+            lambda size: ProcessWorker(batchSize=size),
+            lambda size: iteratorToProducer([1], ListConsumer(), batchSize=size),
+        ]
+        for make in makers:
+            for bad in (0, -1):
+                e = self.assertRaises(ValueError, make, bad)
+                self.assertIn("batchSize", str(e))
+            for wrong in (1.5, "10", None, True):
+                self.assertRaises(TypeError, make, wrong)
 
 
 class HoldingWorker(ThreadWorker):
@@ -408,6 +435,7 @@ class InfoTests(SynchronousTestCase):
         """
         A callable without a name is described by its repr.
         """
+
         class C:
             def __call__(self) -> None:
                 pass

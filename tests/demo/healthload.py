@@ -26,6 +26,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,31 @@ class Prober(threading.Thread):
         conn.close()
 
 
+@contextmanager
+def serving(url: str, *options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """
+    Run C{sasync serve} on C{url} (with C{options}) on a free port, for the
+    block: its process and its port. Ctrl-C stops it afterwards.
+    """
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sasync", "serve", "--url", url, "--port", "0",
+         *options],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        yield server, int(line.split("http://127.0.0.1:")[1].split("/")[0])
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def measure(args: argparse.Namespace) -> int:
     """
     Fill (optionally), serve, load, probe, report.
@@ -142,34 +169,13 @@ def measure(args: argparse.Namespace) -> int:
 
     python = sys.executable
     if args.lines:
-        print(f"filling {args.url} with {args.lines:,} lines ...", flush=True)
-        subprocess.run(
-            [
-                python,
-                "-m",
-                "sasync",
-                "demo",
-                "--url",
-                args.url,
-                "--fresh",
-                "-q",
-                "--lines",
-                str(args.lines),
-            ],
-            check=True,
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-        )
-    serveArgs = [python, "-m", "sasync", "serve", "--url", args.url, "--port", "0"]
+        fill(args.url, args.lines)
+    options: list[str] = []
     if args.connections:
-        serveArgs += ["--connections", str(args.connections)]
+        options += ["--connections", str(args.connections)]
     if args.fetch:
-        serveArgs += ["--fetch", str(args.fetch)]
-    server = subprocess.Popen(serveArgs, env=_env(), stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        options += ["--fetch", str(args.fetch)]
+    with serving(args.url, *options) as (server, port):
         serverProcess = psutil.Process(server.pid)
         baseline = serverProcess.memory_info().rss
         idle = Prober(port, args.interval)
@@ -207,12 +213,6 @@ def measure(args: argparse.Namespace) -> int:
         prober.join()
         out = streamers.stdout.read() if streamers.stdout else ""
         streams = json.loads(out.strip().splitlines()[-1])["streams"] if out else []
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
     def ms(seconds: float) -> str:
         return f"{seconds * 1000:.1f} ms"
@@ -241,13 +241,36 @@ def measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def measurementParser(doc: str, clients: int) -> argparse.ArgumentParser:
+    """
+    The options every demo measurement takes: C{--url}, C{--lines} (fill
+    first) and C{--clients}; C{doc}'s first paragraph describes it.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--url", default="sqlite:///sasync-demo.db")
     parser.add_argument(
         "--lines", type=int, default=0, help="fill with this many first"
     )
-    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=clients)
+    return parser
+
+
+def fill(url: str, lines: int) -> None:
+    """
+    Fill C{url} with C{lines} generated log lines (C{sasync demo --fresh}).
+    """
+    print(f"filling {url} with {lines:,} lines ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "sasync", "demo", "--url", url, "--fresh", "-q",
+         "--lines", str(lines)],
+        check=True,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def main() -> int:
+    parser = measurementParser(__doc__, clients=20)
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--connections", type=int, default=0)
     parser.add_argument("--fetch", type=int, default=0, help="serve's --fetch")

@@ -16,15 +16,16 @@ from typing import Any, cast
 
 import treq
 from twisted.internet import protocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from sasync.demo.ingest import ingest
 from sasync.demo.logbroker import LogBroker
 from sasync.demo.loggen import LogGenerator
 from sasync.demo.logparse import LogParser, Record
-from sasync.demo.server import LogAPI
+from sasync.demo.server import MAX_LIMIT, LogAPI, NDJSONConsumer
 
 
 def _reactor() -> Any:
@@ -180,6 +181,51 @@ async def test_badParameters(sqliteURL: str) -> None:
         assert stats["entries"] == 50
 
 
+async def test_edgeParameters(dbURL: str) -> None:
+    """
+    The extreme good values reach the database and answer 200 with whole
+    bodies; just past them, 400 with a JSON error naming the parameter (an
+    offset that moves C{since} out of the years 1 to 9999 in UTC was a 500
+    page). C{/} lists the endpoints (it was a 404 page).
+    """
+    async with served(dbURL, 50) as s:
+        for query, lines in (
+            ("since=0001-01-01T00:00:00", 50),
+            ("since=0001-01-01T00:00:00-23:59", 50),
+            ("since=9999-12-31T23:59:59.999999", 0),
+            ("since=9999-12-31T23:59:59%2B23:59", 0),
+            ("limit=0", 0),
+            (f"limit={MAX_LIMIT}", 50),
+            (f"since=0001-01-01&limit={MAX_LIMIT}", 50),
+        ):
+            response = await treq.get(f"{s.base}/entries?{query}")
+            assert response.code == 200, query
+            assert len((await treq.content(response)).splitlines()) == lines, query
+        for top in ("0", str(MAX_LIMIT)):
+            code, stats = await getJSON(f"{s.base}/stats?top={top}")
+            assert (code, stats["entries"]) == (200, 50)
+        code, root = await getJSON(f"{s.base}/")
+        assert code == 200 and "/health" in root["endpoints"]
+        for path, name in (
+            ("/entries?since=9999-12-31T23:59:59-23:59", "since"),
+            ("/entries?since=0001-01-01T00:00:00%2B00:01", "since"),
+            (f"/entries?limit={MAX_LIMIT + 1}", "limit"),
+            ("/entries?limit=" + "9" * 5000, "limit"),
+            ("/entries?since=", "since"),
+            ("/entries?limit=", "limit"),
+            ("/stats?top=", "top"),
+            ("/stats?top=" + "9" * 5000, "top"),
+            ("/health?verbose=1", "verbose"),
+            ("/?x=", "x"),
+        ):
+            response = await treq.get(f"{s.base}{path}")
+            assert response.code == 400, path
+            assert response.headers.getRawHeaders(b"content-type") == [
+                b"application/json"
+            ]
+            assert json.loads(await treq.content(response))["parameter"] == name
+
+
 class SlowReader(protocol.Protocol):
     """
     An HTTP client that sends one request, then reads only when told to.
@@ -283,3 +329,72 @@ async def test_clientGoesAway(dbURL: str) -> None:
         assert len((await treq.content(response)).splitlines()) == 10
         code, stats = await getJSON(f"{s.base}/stats")
         assert (code, stats["entries"]) == (200, 20_000)
+
+
+@dataclass
+class Calls:
+    """
+    The broker calls that C{/entries} made, and how each ended (its result,
+    or the type of its failure), in the order they ended.
+    """
+
+    made: list[Deferred[Any]]
+    outcomes: list[Any]
+
+
+def recordCalls(s: Served) -> Calls:
+    """
+    Record every broker call that C{/entries} makes from now on (the
+    broker's method is wrapped on the instance).
+    """
+    calls = Calls([], [])
+    name = "entryLines" if s.api.jsonInDatabase else "entriesSince"
+    method = getattr(s.broker, name)
+
+    def ended(result: Any) -> Any:
+        calls.outcomes.append(result.type if isinstance(result, Failure) else result)
+        return result
+
+    def recorded(*args: Any, **kw: Any) -> Deferred[Any]:
+        d: Deferred[Any] = method(*args, **kw)
+        calls.made.append(d)
+        # Ahead of the server's callbacks, which consume the result.
+        return d.addBoth(ended)
+
+    setattr(s.broker, name, recorded)
+    return calls
+
+
+async def test_goneClientsCancelTheirCalls(dbURL: str) -> None:
+    """
+    Forty clients ask for every entry and hang up before reading: each
+    one's transaction is cancelled, whether it was queued, running or
+    streaming (its Deferred fails with C{CancelledError}), nothing is left
+    queued or running, and a new small request is answered.
+
+    A call whose query was just finishing in a worker when it was
+    interrupted is answered honestly with its result instead (its rows are
+    stopped before any is written): at most one per worker (connection).
+    """
+    async with served(dbURL, 5000) as s:
+        calls = recordCalls(s)
+        handle = s.broker._handle
+        queue = handle.queue  # type: ignore[union-attr]
+        workers = handle.connections + handle.spec.overflowConnections  # type: ignore[union-attr]
+        readers = [SlowReader("/entries") for _ in range(40)]
+        for reader in readers:
+            connectSmallWindow(s.port, reader)
+            reader.pause()
+        await until(lambda: len(calls.made) == len(readers))
+        for reader in readers:
+            reader.transport.abortConnection()  # type: ignore[union-attr]
+        for reader in readers:
+            await reader.done
+        await until(lambda: len(calls.outcomes) == len(readers))
+        finished = [o for o in calls.outcomes if o is not CancelledError]
+        assert len(finished) <= workers < len(readers), calls.outcomes
+        assert all(isinstance(o, NDJSONConsumer) and o.rows == 0 for o in finished)
+        await until(lambda: queue.pending() == 0 and queue.running() == 0)
+        assert not s.api.streams
+        response = await treq.get(f"{s.base}/entries", params={"limit": "1"})
+        assert len((await treq.content(response)).splitlines()) == 1

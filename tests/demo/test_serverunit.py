@@ -10,12 +10,17 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
-from asynqueue import iteratorToProducer
+from asynqueue import Deferator, iteratorToProducer
+from sasync.demo.report import rows
 from sasync.demo.server import (
     MAX_LIMIT,
     BadParameter,
@@ -23,6 +28,7 @@ from sasync.demo.server import (
     HealthResource,
     LogAPI,
     NDJSONConsumer,
+    RootResource,
     StatsResource,
     entryToJSON,
     parseLimit,
@@ -31,6 +37,16 @@ from sasync.demo.server import (
 
 ROW = (7, datetime(2024, 3, 4, 13, 0, 5), "203.0.113.9", "GET", 200, 512,
        "www.example.com", "/", "-", "curl/8")  # fmt: skip
+
+
+def failureType(d: Deferred[Any]) -> type[BaseException] | None:
+    """
+    The type of the exception C{d} failed with (consumed), or C{None} if it
+    has not failed.
+    """
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    return failures[0].type if failures else None
 
 
 class FakeRequest:
@@ -82,7 +98,15 @@ def test_parseSince() -> None:
     assert parseSince("2024-03-04T13:00:00") == datetime(2024, 3, 4, 13)
     assert parseSince("2024-03-04T13:00:00Z") == datetime(2024, 3, 4, 13)
     assert parseSince("2024-03-04T15:00:00+02:00") == datetime(2024, 3, 4, 13)
-    for bad in ("yesterday", "2024-13-01", "", "1' OR '1'='1"):
+    assert parseSince("9999-12-31T23:59:59+23:59") == datetime(9999, 12, 31, 0, 0, 59)
+    for bad in (
+        "yesterday",
+        "2024-13-01",
+        "",
+        "1' OR '1'='1",
+        "9999-12-31T23:59:59-23:59",  # year 10000 in UTC
+        "0001-01-01T00:00:00+00:01",  # year 0 in UTC
+    ):
         with pytest.raises(BadParameter) as e:
             parseSince(bad)
         assert e.value.name == "since"
@@ -95,7 +119,9 @@ def test_parseLimit() -> None:
     """
     assert parseLimit("0") == 0
     assert parseLimit(" 25 ") == 25
-    for bad in ("-1", "1.5", "ten", "", str(MAX_LIMIT + 1), "١٢"):
+    assert parseLimit("0" * 50 + "7") == 7
+    assert parseLimit(str(MAX_LIMIT)) == MAX_LIMIT
+    for bad in ("-1", "1.5", "ten", "", str(MAX_LIMIT + 1), "١٢", "9" * 5000):
         with pytest.raises(BadParameter) as e:
             parseLimit(bad)
         assert e.value.name == "limit"
@@ -167,6 +193,40 @@ def test_consumerRelaysFlowControl() -> None:
     clock.advance(0)
     consumer.write(ROW)
     assert request.written == []
+
+
+def test_consumerStopsLateProducer() -> None:
+    """
+    A producer registered after the response went away is stopped at once,
+    and the request never sees it.
+    """
+    request = FakeRequest()
+    consumer = NDJSONConsumer(request, clock=Clock())  # type: ignore[arg-type]
+    consumer.stopProducing()
+    producer = FakeProducer()
+    consumer.registerProducer(producer, True)
+    assert producer.calls == ["stop"]
+    assert request.producer is None
+
+
+def test_consumerCancelsItsCall() -> None:
+    """
+    When the response goes away, the call writing the rows is cancelled
+    (which stops its producer, if any); a call already done is left alone
+    and its producer is stopped directly.
+    """
+    consumer = NDJSONConsumer(FakeRequest(), clock=Clock())  # type: ignore[arg-type]
+    call: Deferred[Any] = Deferred()
+    consumer.call = call
+    consumer.stopProducing()
+    assert failureType(call) is CancelledError
+
+    consumer = NDJSONConsumer(FakeRequest(), clock=Clock())  # type: ignore[arg-type]
+    consumer.call = succeed(None)
+    producer = FakeProducer()
+    consumer.registerProducer(producer, True)
+    consumer.stopProducing()
+    assert producer.calls == ["stop"]
 
 
 def test_pausedProducerStopsIterating() -> None:
@@ -248,6 +308,58 @@ def test_entriesBadParameters(args: dict[bytes, list[bytes]], parameter: str) ->
     assert body["error"]
 
 
+#: Bad values of every kind: empty, wrong type, out of range, not text.
+BAD_VALUES = [
+    b"",
+    b" ",
+    b"ten",
+    b"1.5",
+    b"-1",
+    b"1e3",
+    b"0x10",
+    b"null",
+    b"[]",
+    b"\x00",
+    b"\xff",
+    str(MAX_LIMIT + 1).encode(),
+    b"9" * 5000,
+    b"9999-12-31T23:59:59-23:59",
+    b"0001-01-01T00:00:00+23:59",
+    b"99999-01-01",
+    b"2024-03-04T25:00",
+]
+
+#: Each endpoint, and the parameters it takes: the one named, or an unknown
+#: one.
+ENDPOINTS = [
+    (EntriesResource, "since"),
+    (EntriesResource, "limit"),
+    (EntriesResource, "colour"),
+    (StatsResource, "top"),
+    (StatsResource, "colour"),
+    (HealthResource, "colour"),
+    (RootResource, "colour"),
+]
+
+
+@pytest.mark.parametrize(("resource", "name"), ENDPOINTS)
+@pytest.mark.parametrize("value", BAD_VALUES, ids=lambda v: repr(v[:30]))
+def test_everyBadParameter(resource: Any, name: str, value: bytes) -> None:
+    """
+    Every endpoint answers every bad value of each of its parameters (and
+    any unknown parameter) with 400 and a JSON error naming the parameter,
+    never an exception (a 500 page), and never asks the broker. (Each value
+    is bad for every parameter: the numbers are no ISO 8601 times, the times
+    no whole numbers.)
+    """
+    api = LogAPI(NoBroker(), clock=Clock())  # type: ignore[arg-type]
+    made = resource() if resource is RootResource else resource(api)
+    code, body = _render(made, {name.encode(): [value]})
+    assert code == 400, (name, value)
+    assert body["parameter"] == name
+    assert body["error"]
+
+
 def test_statsBadTop() -> None:
     """
     C{/stats?top=} is checked too.
@@ -265,3 +377,67 @@ def test_health() -> None:
     code, body = _render(HealthResource(api), {})
     assert code == 200
     assert body["status"] == "ok" and body["streams"] == 0
+
+
+class PendingBroker:
+    """
+    A broker whose calls stay queued until cancelled: records each call's
+    Deferred and the failures they ended with.
+    """
+
+    running = True
+
+    def __init__(self) -> None:
+        self.calls: list[Deferred[Any]] = []
+        self.failures: list[type[BaseException]] = []
+
+    def _failed(self, failure: Failure) -> Failure:
+        self.failures.append(failure.type)
+        return failure
+
+    def _call(self, *args: Any, **kw: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append(d)
+        # Ahead of the resource's own errback, which consumes the failure.
+        return d.addErrback(self._failed)
+
+    entriesSince = entryLines = summary = _call
+
+
+@pytest.mark.parametrize("resource", [EntriesResource, StatsResource])
+def test_clientGoneCancelsCall(resource: Any) -> None:
+    """
+    A client that hangs up while its call waits for the broker cancels
+    that call; nothing is written to the gone request, nothing is logged.
+    """
+    broker = PendingBroker()
+    api = LogAPI(broker, clock=Clock())  # type: ignore[arg-type]
+    request = DummyRequest([b""])
+    assert resource(api).render_GET(request) == NOT_DONE_YET
+    (call,) = broker.calls
+    assert not call.called
+    request.processingFailed(Failure(ConnectionDone()))
+    assert broker.failures == [CancelledError]
+    assert request.written == []
+    assert not api.streams
+
+
+def test_reportRowsReleaseWhenCancelled() -> None:
+    """
+    A report waiting for rows that is cancelled (its client left) stops the
+    iteration, releasing its worker at once.
+    """
+    stopped: list[bool] = []
+    pending: Deferred[Any] = Deferred()
+    deferator: Deferator[Any] = Deferator(
+        [ROW], lambda: pending, stop=lambda: stopped.append(True)
+    )
+
+    async def read() -> list[Any]:
+        return [row async for row in rows(succeed(deferator))]
+
+    d = Deferred.fromCoroutine(read())
+    assert not d.called and not stopped
+    d.cancel()
+    assert failureType(d) is CancelledError
+    assert stopped == [True]

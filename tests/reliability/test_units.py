@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from asynqueue import Task, TaskTimeout
 from asynqueue.task import TaskState
-from sasync import Backoff, TransactionTimeout, outcome, retry
+from sasync import Backoff, TransactionTimeout, retry
+from sasync.connection import _outcome as outcome
 from sasync.connection._engines import EngineSpec
 from sasync.connection._workers import SocketWatch
 
@@ -44,6 +45,25 @@ def dbapiError(
     """
     orig = FakeDriverError(*(() if errno is None else (errno, "x")), pgcode=pgcode)
     return OperationalError("SELECT 1", {}, orig, connection_invalidated=lost)
+
+
+def test_classifySerializableExhaustion() -> None:
+    """
+    PostgreSQL's 53200 is retried when it is about its serializable
+    bookkeeping (nothing committed), not when it is any other out of memory.
+    """
+    orig = FakeDriverError(
+        "not enough elements in RWConflictPool to record a read/write conflict",
+        pgcode="53200",
+    )
+    error = OperationalError("INSERT", {}, orig)
+    assert retry.classify(error, commitSent=False, autocommit=False) == (
+        retry.SERIALIZATION
+    )
+    other = OperationalError(
+        "SELECT", {}, FakeDriverError("out of memory", pgcode="53200")
+    )
+    assert retry.classify(other, commitSent=False, autocommit=False) is None
 
 
 def test_classify() -> None:

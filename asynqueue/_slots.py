@@ -1,0 +1,175 @@
+"""
+What a L{TaskQueue<asynqueue.taskqueue.TaskQueue>} knows of its workers: a
+L{WorkerSlot} per attached worker, and the free lists the queue picks a
+worker from. Reactor thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from .task import Task
+
+
+@dataclass(slots=True, eq=False)
+class WorkerSlot:
+    """
+    One attached worker and what the queue has given it.
+    """
+
+    worker: Any
+    #: It may be given the next task while it runs one (see
+    #: ThreadWorker.takesAhead).
+    takesAhead: bool
+    #: It takes a task with give(task, onFreed), which saves a Deferred per
+    #: task (see ThreadWorker.give).
+    gives: bool
+    #: How many tasks it has: 0, 1, or 2 (the second one given ahead).
+    load: int = 0
+    #: The task given ahead, until the worker is on it.
+    ahead: Task[Any] | None = None
+    #: While it is being detached: fires when it has stopped.
+    detaching: Deferred[None] | None = None
+    #: False once detached.
+    attached: bool = True
+    #: The free list it is on (see L{WorkerSlots._place}), or None.
+    freeList: list[WorkerSlot] | None = None
+
+
+class WorkerSlots:
+    """
+    The slots of the attached workers, in the order attached, and two free
+    lists: L{idle}, the workers with no task, and L{spare}, those that run
+    one and may be given the next one ahead. Every change of a slot's
+    state goes through a method here, which keeps the lists true.
+
+    @ivar aheadCount: How many slots have a task given ahead.
+    @ivar detachingCount: How many slots are being detached.
+    """
+
+    def __init__(self) -> None:
+        self._byID: dict[int, WorkerSlot] = {}
+        self.idle: list[WorkerSlot] = []
+        self.spare: list[WorkerSlot] = []
+        self.aheadCount = 0
+        self.detachingCount = 0
+
+    def __len__(self) -> int:
+        return len(self._byID)
+
+    def __iter__(self) -> Iterator[WorkerSlot]:
+        return iter(list(self._byID.values()))
+
+    def get(self, worker: object) -> WorkerSlot | None:
+        """
+        The slot of C{worker}, or C{None} if it is not attached.
+        """
+        return self._byID.get(id(worker))
+
+    def attach(self, worker: Any) -> bool:
+        """
+        Give C{worker} a slot, idle. @return: False if it has one already.
+        """
+        if id(worker) in self._byID:
+            return False
+        slot = WorkerSlot(
+            worker,
+            takesAhead=bool(getattr(worker, "takesAhead", False)),
+            gives=callable(getattr(worker, "give", None)),
+        )
+        self._byID[id(worker)] = slot
+        self._place(slot)
+        return True
+
+    def startDetaching(self, slot: WorkerSlot) -> Deferred[None]:
+        """
+        The worker gets no new task from now on (one pinned to it aside).
+
+        @return: fires when it has stopped (see L{remove}).
+        """
+        if slot.detaching is None:
+            slot.detaching = Deferred()
+            self.detachingCount += 1
+            self._place(slot)
+        return slot.detaching
+
+    def remove(self, slot: WorkerSlot) -> None:
+        """
+        The worker, idle and detaching, is gone.
+        """
+        assert slot.detaching is not None and not slot.load
+        self.detachingCount -= 1
+        del self._byID[id(slot.worker)]
+        slot.attached = False
+        self._place(slot)
+
+    def take(self, slot: WorkerSlot, task: Task[Any]) -> bool:
+        """
+        The worker is given C{task}. @return: whether it was given ahead (to
+        run after the worker's current task).
+        """
+        ahead = slot.load > 0
+        if ahead:
+            slot.ahead = task
+            self.aheadCount += 1
+        slot.load += 1
+        self._place(slot)
+        return ahead
+
+    def release(self, slot: WorkerSlot) -> Task[Any] | None:
+        """
+        The worker is done with a task (or never got it, or it was taken
+        back): one task less.
+
+        @return: the task that was given ahead, if there was one: the
+            worker's current one now (or the one taken back).
+        """
+        slot.load -= 1
+        ahead = slot.ahead
+        if ahead is not None:
+            slot.ahead = None
+            self.aheadCount -= 1
+        self._place(slot)
+        return ahead
+
+    def givenAhead(self) -> list[Task[Any]]:
+        """
+        The tasks given ahead, which their workers have not started.
+        """
+        return [s.ahead for s in self._byID.values() if s.ahead is not None]
+
+    def clear(self) -> list[Any]:
+        """
+        Forget every worker (the queue has stopped). @return: the workers.
+        """
+        workers = [slot.worker for slot in self._byID.values()]
+        self._byID, self.idle, self.spare = {}, [], []
+        self.aheadCount = self.detachingCount = 0
+        return workers
+
+    def _place(self, slot: WorkerSlot) -> None:
+        # The one place that puts a worker on the free list its state says:
+        # idle with no task; spare with one task, when it takes the next one
+        # ahead and is staying; else (two tasks, leaving, gone) on none.
+        if not slot.attached:
+            want = None
+        elif not slot.load:
+            want = self.idle
+        elif slot.load == 1 and slot.takesAhead and slot.detaching is None:
+            want = self.spare
+        else:
+            want = None
+        have = slot.freeList
+        if have is not want:
+            if have is not None:
+                have.remove(slot)
+            if want is not None:
+                want.append(slot)
+            slot.freeList = want
+
+
+__all__ = ["WorkerSlot", "WorkerSlots"]
