@@ -500,9 +500,11 @@ class TransactionCall:
             # Deferred fires (callFromThread orders it after this write).
             driverConnection: Any = getattr(worker, "dbapiConnection", None)
             self.writePosition = positions.committedPosition(driverConnection)
-            if self.writePosition is None and driverConnection.closed:
-                # Lost right after COMMIT (which succeeded): its mode may
-                # be left in autocommit, so the next call gets a new one.
+            if self.writePosition is None or driverConnection.autocommit:
+                # The lookup failed (the connection lost right after COMMIT,
+                # which succeeded): the connection may be left broken or in
+                # autocommit (then the next call's failures would not be
+                # retried), so the next call gets a new one.
                 worker.replaceConnection()
 
     #: Worker thread: where the WAL ended after this call's write committed

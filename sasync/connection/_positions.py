@@ -47,9 +47,8 @@ def committedPosition(dbapiConnection: Any) -> int | None:
     Worker thread, right after a write transaction committed on a
     PostgreSQL primary: where the WAL now ends, at or past that COMMIT's
     record. One round trip, in autocommit (no BEGIN, no ROLLBACK); C{None}
-    if the server could not say (the position is then not advanced; if the
-    connection was lost meanwhile, it may be left in autocommit: the
-    caller replaces it).
+    if the server could not say (the position is then not advanced, and
+    the connection, maybe lost or left in autocommit, must be replaced).
     """
     autocommit = dbapiConnection.autocommit
     try:
