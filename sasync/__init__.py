@@ -19,6 +19,8 @@ from .errors import NoEngineError as NoEngineError
 from .errors import NotInTransaction as NotInTransaction
 from .errors import NotSupported as NotSupported
 from .errors import Overloaded as Overloaded
+from .errors import ReadOnlyViolation as ReadOnlyViolation
+from .errors import ReplicaError as ReplicaError
 from .errors import SAsyncError as SAsyncError
 from .errors import SchemaMismatch as SchemaMismatch
 from .errors import StartupError as StartupError
@@ -50,6 +52,8 @@ __all__ = [
     "Overloaded",
     "PersistentArray",
     "PersistentDict",
+    "ReadOnlyViolation",
+    "ReplicaError",
     "SAsyncError",
     "SchemaMismatch",
     "ServerStats",

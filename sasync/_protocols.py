@@ -60,7 +60,7 @@ class WorkerThread(Protocol):
         Stops the running statement of a cancelled task.
         """
 
-    def connection(self) -> Connection:
+    def connection(self, readOnly: bool = False) -> Connection:
         """
         This worker's connection, opened or replaced as needed.
         """
@@ -68,6 +68,11 @@ class WorkerThread(Protocol):
     def leaveTransaction(self) -> None:
         """
         Roll back whatever transaction a job left open on the connection.
+        """
+
+    def replaceConnection(self) -> None:
+        """
+        Drop the connection; the next transaction opens a new one.
         """
 
     def readOnlyNext(self) -> None:

@@ -46,6 +46,8 @@ from .connection import (
     state,
 )
 from .connection import _engines as engines
+from .connection import _positions as positions
+from .connection import _replicas as replicas
 from .errors import BrokerStopped, Overloaded
 from .statements import SelectHolder, StatementCache, selectHolder
 from .transact import (
@@ -178,8 +180,11 @@ class AccessBroker:
         slowTransaction = _stats.checkSlowTransaction(
             engineKw.pop("slowTransaction", None)
         )
+        replicaOptions = replicas.ReplicaOptions.take(engineKw, url)
         self._reactor = reactor
         self._spec = engines.resolveSpec(url, engineKw)
+        # The last write this broker committed (a WAL position), if known.
+        self._writePosition: int | None = None
         self._metadata = SA.MetaData()
         self._tables: dict[str, SA.Table] = {}
         self._tablesPending: dict[str, Deferred[SA.Table]] = {}
@@ -223,6 +228,12 @@ class AccessBroker:
             self._handle,
             slowTransaction,
         )
+        self._replicas = replicas.attach(
+            replicaOptions, self._spec, self, processes, reactor=reactor
+        )
+        if self._replicas is not None and self._engine is not None:
+            # Session consistency needs each write's position.
+            self._engine.trackWritePositions()
         r = self._getReactor()
         self._triggerID = r.addSystemEventTrigger("before", "shutdown", self.shutdown)
         # Next turn: a subclass's __init__ finishes before startup() runs.
@@ -423,7 +434,7 @@ class AccessBroker:
         # mayGuessReadOnly: the call runs again after a wrong read-only guess.
         call = TransactionCall(
             self,
-            self._engine,
+            options.target or self._engine,
             f,
             options,
             _returnsRows,
@@ -445,6 +456,8 @@ class AccessBroker:
         # transact._commitPoint. (Worker processes decide in their own
         # process: the caller waits for them.)
         task.abandonable = self._pool is None
+        if not options.readOnly and self._engine and self._engine.tracksWritePosition:
+            task.d.addCallback(self._wrotePosition, call)
         task.onInterrupt(functools.partial(_interrupt, task, self._getReactor()))
         return task
 
@@ -458,7 +471,7 @@ class AccessBroker:
         """
         Reactor thread: queue C{f} as a transaction; see L{transact}.
         """
-        if self._refusing():
+        if self._refusing() and options.target is None:
             return fail(
                 BrokerStopped(
                     f"{describeCall(self, f, args, kw)} was called after"
@@ -476,6 +489,22 @@ class AccessBroker:
                         f" (maxPending={spec.maxPending})"
                     )
                 )
+        if (
+            self._replicas is not None
+            and options.readOnly
+            and options.target is None
+            and not self._inStartup()
+        ):
+            # It may run on a replica (see sasync.connection._replicas).
+            d = self._replicas.route(
+                self._writePosition,
+                None if options.after is None else positions.parseLSN(options.after),
+                lambda h: self._transact(
+                    f, args, kw, dataclasses.replace(options, target=h or self._engine)
+                ),
+            )
+            self._track(d)
+            return d
         retries = spec.retries if options.retries is None else options.retries
         timeout = spec.timeout if options.timeout is None else options.timeout
         reasons = None
@@ -641,7 +670,8 @@ class AccessBroker:
         if track:
             self._track(task.d)
         if now or self._phase == _RUNNING or _starting.get() is self:
-            return self._handle.submit(task, timeout)
+            target = getattr(task.f, "_handle", None) or self._handle
+            return target.submit(task, timeout)
         if self._phase == _FAILED:
             task.d.errback(self._startupError())
             return task.d
@@ -652,6 +682,31 @@ class AccessBroker:
         # Startup is not done yet: queue it when it is.
         self._waitingTasks.append((task, timeout))
         return task.d
+
+    def _wrotePosition(self, result: T, call: TransactionCall) -> T:
+        # Reactor thread: the call's write committed at call.writePosition.
+        position = call.writePosition
+        if position is not None and (
+            self._writePosition is None or position > self._writePosition
+        ):
+            self._writePosition = position
+        return result
+
+    @property
+    def writePosition(self) -> str | None:
+        """
+        The WAL position (C{"0/16B3740"}) of the last write this broker
+        committed, or C{None} (none yet, or not PostgreSQL). Hand it to a
+        read-only call elsewhere as C{after=} to read this write there.
+
+        Learning it costs one short query per write transaction, so a
+        broker without replicas learns it only from the first time this is
+        read (C{None} until a write commits after that).
+        """
+        if self._engine is not None and not self._engine.tracksWritePosition:
+            self._engine.trackWritePositions()
+        p = self._writePosition
+        return None if p is None else positions.formatLSN(p)
 
     def _track(self, d: Deferred[Any]) -> None:
         # Reactor thread: shutdown waits until every tracked Deferred fired
@@ -1118,6 +1173,8 @@ class AccessBroker:
         if self._phase != _FAILED:
             self._phase = _STOPPED
         closing = engines.release(self._handle, self)
+        if self._replicas is not None:
+            closing = replicas.closeBoth(closing, self._replicas)
         if self._drainDeadline is None:
             await closing
             return

@@ -153,6 +153,24 @@ class Overloaded(SAsyncError):
     """
 
 
+class ReadOnlyViolation(SAsyncError):
+    """
+    A read-only transaction (C{@transact(readOnly=True)}, or a call with
+    C{readOnly=True}) tried to write. It was rolled back and not run again;
+    the database's own error is the C{__cause__}. The same type on every
+    database: PostgreSQL and MySQL/MariaDB run the transaction READ ONLY,
+    SQLite with C{PRAGMA query_only}.
+    """
+
+
+class ReplicaError(SAsyncError, ValueError):
+    """
+    Bad replica options: C{replicas=} on a broker that is not PostgreSQL,
+    a replica URL of another database kind, a bad C{consistency},
+    C{replicaWait}, C{maxReplicaLag}, or a malformed C{after=} position.
+    """
+
+
 class WritesLost(SAsyncError):
     """
     Writes a persistent store had accepted (a C{PersistentDict}'s
@@ -214,6 +232,8 @@ __all__ = [
     "NotInTransaction",
     "NotSupported",
     "Overloaded",
+    "ReadOnlyViolation",
+    "ReplicaError",
     "SAsyncError",
     "SchemaMismatch",
     "StartupError",

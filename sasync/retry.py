@@ -15,6 +15,11 @@ committed. That is when
     function, and sAsync then rolls the whole transaction back;
   - the connection was lost, or could not be made, before COMMIT was sent
     (without COMMIT the server rolls back);
+  - a write was refused because the server is read-only (SQLSTATE
+    C{25006} in a transaction not declared read-only): after a failover
+    the connection reached a server that is a standby now; nothing was
+    written, and the next attempt connects again (a multi-host URL with
+    C{target_session_attrs=read-write} then finds the new primary);
   - PostgreSQL only: the connection was lost while COMMIT was in flight,
     and the database, asked on a new connection, says the transaction was
     rolled back or had written nothing (see L{sasync.connection._outcome}).
@@ -80,6 +85,11 @@ LOST = "connection lost before COMMIT"
 NO_CONNECTION = "could not connect"
 ROLLED_BACK = "connection lost during COMMIT, which the database rolled back"
 
+#: A write reached a read-only server (a standby after a failover).
+READ_ONLY_SERVER = "a write reached a read-only server"
+#: PostgreSQL (and MariaDB's SQLSTATE): a write in a read-only transaction.
+READ_ONLY_SQLSTATE = "25006"
+
 #: A transaction run READ ONLY because its method had only read so far
 #: (PostgreSQL) tried to write: nothing was written; it runs again at once,
 #: read-write (see L{sasync.transact.TransactionCall}).
@@ -134,6 +144,8 @@ def classify(e: BaseException, *, commitSent: bool, autocommit: bool) -> str | N
         return SERIALIZATION
     if e.connection_invalidated and not commitSent:
         return LOST
+    if code == READ_ONLY_SQLSTATE and not commitSent:
+        return READ_ONLY_SERVER
     return None
 
 
@@ -205,7 +217,9 @@ class Backoff:
         """
         if reason == WROTE_READ_ONLY:
             return 0.0  # (Nobody to get out of the way of.)
-        start = self.firstReconnect if reason == NO_CONNECTION else self.first
+        # (A restarting server, or a promotion, needs longer.)
+        slow = reason in (NO_CONNECTION, READ_ONLY_SERVER)
+        start = self.firstReconnect if slow else self.first
         ceiling = min(self.maximum, start * self.factor ** (retry - 1))
         return ceiling * (0.5 + 0.5 * self.random())
 

@@ -18,7 +18,16 @@ import inspect
 import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from sqlalchemy.engine import FilterResult, Result, Row
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
@@ -32,9 +41,10 @@ from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTas
 from . import retry
 from ._stats import CallStats
 from .connection import _outcome as outcome
+from .connection import _positions as positions
 from .connection import _results as results
 from .connection import state
-from .errors import ConnectionClosedByServer
+from .errors import ConnectionClosedByServer, ReadOnlyViolation
 from .transactiontypes import Transaction
 
 if TYPE_CHECKING:
@@ -47,8 +57,10 @@ B = TypeVar("B", bound="TransactionOwner")
 
 log = Logger()
 
-#: PostgreSQL: a write in a READ ONLY transaction.
-_READ_ONLY_SQLSTATE = "25006"
+#: MySQL/MariaDB: ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION.
+_READ_ONLY_MYSQL = 1792
+#: SQLite: SQLITE_READONLY (PRAGMA query_only).
+_READ_ONLY_SQLITE = 8
 
 #: The keywords a call of a @transact method takes for itself.
 CALL_KEYWORDS = frozenset(
@@ -62,6 +74,8 @@ CALL_KEYWORDS = frozenset(
         "timeout",
         "retries",
         "stream",
+        "readOnly",
+        "after",
     }
 )
 
@@ -90,11 +104,18 @@ class CallOptions:
     timeout: float | None = None
     retries: int | None = None
     stream: bool | None = None
+    #: Whether the transaction is READ ONLY (C{None}: the method's default).
+    readOnly: bool | None = None
+    #: A WAL position a read-only call waits for (replicas).
+    after: str | None = None
     #: Internal (selectorator's N): rows handed out in lists of this many.
     groupSize: int = 1
     #: Internal: the call's L{sasync._stats.CallRecord} while it is timed
     #: or traced (the same one for every attempt).
     record: Any = None
+    #: Internal: the engine handle to run on (a replica, or the primary
+    #: once routing chose it); C{None}: the broker's own.
+    target: Any = None
 
 
 _DEFAULT_OPTIONS = CallOptions()
@@ -195,7 +216,25 @@ def checkOptions(name: str, o: CallOptions) -> CallOptions:
         raise ValueError(f"{name}(): asList, consumer and raw exclude each other")
     if o.doNext and o.doLast:
         raise ValueError(f"{name}(): doNext and doLast exclude each other")
+    if o.readOnly is not None and not isinstance(o.readOnly, bool):
+        raise TypeError(f"{name}(readOnly={o.readOnly!r}): readOnly is a bool")
+    if o.after is not None:
+        positions.parseLSN(o.after, f"{name}(after=...)")
     return o
+
+
+def isReadOnlyViolation(e: DBAPIError) -> bool:
+    """
+    Whether C{e} is the database refusing a write in a READ ONLY (or
+    C{query_only}) transaction.
+    """
+    if retry.errorCode(e) == retry.READ_ONLY_SQLSTATE:
+        return True
+    orig = e.orig
+    if getattr(orig, "sqlite_errorcode", None) == _READ_ONLY_SQLITE:
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] == _READ_ONLY_MYSQL
 
 
 _shortRepr = reprlib.Repr()
@@ -295,8 +334,9 @@ class TransactionCall:
             raise RuntimeError("a transaction must run in a sAsync worker thread")
         task = currentTask()
         canceller = worker.canceller
+        declared = bool(self.options.readOnly)
         try:
-            connection = worker.connection()
+            connection = worker.connection(declared)
         except BaseException as e:
             if isinstance(e, DBAPIError):
                 # Nothing was sent: safe to run again.
@@ -316,7 +356,7 @@ class TransactionCall:
             raise CancelledError(
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
             )
-        wrote = self._wrote
+        wrote = None if declared else self._wrote
         readOnly = wrote is not None and wrote.get(self.f) is False
         if readOnly:
             # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
@@ -329,14 +369,23 @@ class TransactionCall:
         try:
             return self._run(worker, connection, task, args, kw)
         except DBAPIError as e:
+            if declared and isReadOnlyViolation(e):
+                # The same error type on every database.
+                raise ReadOnlyViolation(
+                    f"{describeCall(self.broker, self.f, args, kw)} is read-only"
+                    f" (readOnly=True) but tried to write: {e.orig}"
+                ) from e
             if (
                 readOnly
                 and wrote is not None
-                and retry.errorCode(e) == _READ_ONLY_SQLSTATE
+                and retry.errorCode(e) == retry.READ_ONLY_SQLSTATE
             ):
                 # It writes after all: nothing was, so run it again at once.
                 wrote[self.f] = True
                 retry.markRetryable(e, retry.WROTE_READ_ONLY)
+            elif retry.retryReason(e) == retry.READ_ONLY_SERVER:
+                # Connect again: the server may be a standby now.
+                worker.replaceConnection()
             raise
         finally:
             canceller.leave()
@@ -476,13 +525,28 @@ class TransactionCall:
         self._commitSent = True
         if not lookUp:
             transaction.commit()
-            return
-        try:
-            transaction.commit()
-        except DBAPIError as e:
-            if not e.connection_invalidated:
-                raise
-            self._lostCommit(e, xid, pid)
+        else:
+            try:
+                transaction.commit()
+            except DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise
+                self._lostCommit(e, xid, pid)
+        if state.wrote and self.handle.tracksWritePosition and worker is not None:
+            # Read by the broker in the reactor thread once the call's
+            # Deferred fires (callFromThread orders it after this write).
+            driverConnection: Any = getattr(worker, "dbapiConnection", None)
+            self.writePosition = positions.committedPosition(driverConnection)
+            if self.writePosition is None or driverConnection.autocommit:
+                # The lookup failed (the connection lost right after COMMIT,
+                # which succeeded): the connection may be left broken or in
+                # autocommit (then the next call's failures would not be
+                # retried), so the next call gets a new one.
+                worker.replaceConnection()
+
+    #: Worker thread: where the WAL ended after this call's write committed
+    #: (PostgreSQL brokers that track it), else C{None}.
+    writePosition: int | None = None
 
     def _lostCommit(self, e: DBAPIError, xid: int | None, pid: int | None) -> None:
         # Worker thread: COMMIT's answer was lost with the connection.
@@ -584,6 +648,20 @@ def runInline(
     return result
 
 
+class _Decorator(Protocol):
+    """
+    What C{transact(readOnly=...)} returns: C{@transact} with a default.
+    """
+
+    @overload
+    def __call__(
+        self, f: Callable[Concatenate[B, P], Result[Any]]
+    ) -> Transaction[B, P, Deferator[Row[Any]]]: ...
+
+    @overload
+    def __call__(self, f: Callable[Concatenate[B, P], T]) -> Transaction[B, P, T]: ...
+
+
 @overload
 def transact(
     f: Callable[Concatenate[B, P], Result[Any]],
@@ -594,7 +672,13 @@ def transact(
 def transact(f: Callable[Concatenate[B, P], T]) -> Transaction[B, P, T]: ...
 
 
-def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
+@overload
+def transact(f: None = None, *, readOnly: bool) -> _Decorator: ...
+
+
+def transact(
+    f: Callable[Concatenate[B, P], Any] | None = None, *, readOnly: bool = False
+) -> Any:
     """
     Make a broker method a transaction: calling it returns a C{Deferred} at
     once, and the method runs later in a worker thread, inside BEGIN ...
@@ -616,9 +700,27 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
     returns a plain value. Any other call must come from the reactor
     thread: from another thread it raises L{sasync.errors.WrongThread}
     (use C{blockingCallFromThread} there).
+
+    Used as C{@transact(readOnly=True)}, the method's transactions are READ
+    ONLY (a write in one fails with L{sasync.errors.ReadOnlyViolation}) and
+    may run on a replica (see C{docs/scaling.md}); the call-time keyword
+    C{readOnly=} overrides that default either way, and C{after=} (a WAL
+    position, PostgreSQL) makes a read-only call wait until the server it
+    runs on has replayed that position.
     """
+    if isinstance(readOnly, bool) is False:
+        raise TypeError(f"@transact(readOnly={readOnly!r}): readOnly is a bool")
+    if f is None:
+        return functools.partial(_decorate, readOnly=readOnly)
+    return _decorate(f, readOnly=readOnly)
+
+
+def _decorate(
+    f: Callable[Concatenate[B, P], Any], *, readOnly: bool
+) -> Transaction[B, P, Any]:
     accepts = Accepts.of(f)
     name = f.__name__
+    readOnlyDefault = CallOptions(readOnly=True) if readOnly else None
 
     @functools.wraps(f)
     def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
@@ -626,6 +728,11 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
             return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
         self._checkThread(name)
         options, own = splitKeywords(accepts, name, kw)
+        if readOnlyDefault is not None and options.readOnly is None:
+            if options is _DEFAULT_OPTIONS:
+                options = readOnlyDefault
+            else:
+                options = dataclasses.replace(options, readOnly=True)
         # Counted where the call ends, whichever way (sasync._stats).
         stats: CallStats = self._callStats
         record = stats.begin(name, options.niceness)
@@ -634,6 +741,7 @@ def transact(f: Callable[Concatenate[B, P], Any]) -> Transaction[B, P, Any]:
         return stats.watch(name, self._transact(f, args, own, options), record)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
+    call.__sasyncReadOnly__ = readOnly  # type: ignore[attr-defined]
     return cast("Transaction[B, P, Any]", call)
 
 

@@ -41,6 +41,8 @@ class BoundTransaction(Protocol[P, T]):
         raw: bool = ...,
         timeout: float | None = ...,
         stream: bool | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
@@ -56,6 +58,8 @@ class BoundTransaction(Protocol[P, T]):
         raw: bool = ...,
         timeout: float | None = ...,
         stream: bool | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
@@ -71,6 +75,8 @@ class BoundTransaction(Protocol[P, T]):
         raw: bool = ...,
         timeout: float | None = ...,
         stream: bool | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
@@ -86,6 +92,8 @@ class BoundTransaction(Protocol[P, T]):
         raw: bool = ...,
         timeout: float | None = ...,
         stream: bool | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
@@ -101,6 +109,8 @@ class BoundTransaction(Protocol[P, T]):
         raw: bool = ...,
         timeout: float | None = ...,
         stream: bool | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
@@ -116,6 +126,8 @@ class BoundTransaction(Protocol[P, T]):
         asList: bool = ...,
         timeout: float | None = ...,
         stream: bool | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
@@ -131,6 +143,8 @@ class BoundTransaction(Protocol[P, T]):
         asList: bool = ...,
         raw: bool = ...,
         stream: bool | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
@@ -147,6 +161,8 @@ class BoundTransaction(Protocol[P, T]):
         raw: bool = ...,
         timeout: float | None = ...,
         stream: bool | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 
@@ -162,6 +178,42 @@ class BoundTransaction(Protocol[P, T]):
         asList: bool = ...,
         raw: bool = ...,
         timeout: float | None = ...,
+        readOnly: bool | None = ...,
+        after: str | None = ...,
+        **kwargs: Any,
+    ) -> Deferred[Any]: ...
+
+    @overload
+    def __call__(
+        self,
+        *args: Any,
+        readOnly: bool | None,
+        niceness: int = ...,
+        doNext: bool = ...,
+        doLast: bool = ...,
+        consumer: Any = ...,
+        asList: bool = ...,
+        raw: bool = ...,
+        timeout: float | None = ...,
+        stream: bool | None = ...,
+        after: str | None = ...,
+        **kwargs: Any,
+    ) -> Deferred[Any]: ...
+
+    @overload
+    def __call__(
+        self,
+        *args: Any,
+        after: str | None,
+        niceness: int = ...,
+        doNext: bool = ...,
+        doLast: bool = ...,
+        consumer: Any = ...,
+        asList: bool = ...,
+        raw: bool = ...,
+        timeout: float | None = ...,
+        stream: bool | None = ...,
+        readOnly: bool | None = ...,
         **kwargs: Any,
     ) -> Deferred[Any]: ...
 

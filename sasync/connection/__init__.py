@@ -11,6 +11,9 @@ worker's thread.
   - L{_cancel}: stopping the statement of a cancelled call.
   - L{_outcome}: whether a COMMIT whose connection was lost took effect.
   - L{_results}: result rows streamed from a worker thread.
+  - L{_positions}: WAL positions, and the one a write committed at.
+  - L{_replicas}, L{_replicaoptions}: read replicas, probed in the
+    background, and which one a read-only call runs on.
 
 It imports only asynqueue and the bottom of sasync (L{sasync.errors},
 L{sasync.retry}); the layers above import from here, never the other way.

@@ -328,6 +328,11 @@ class EngineHandle:
             self.dialectName == "postgresql"
             and kw.get("isolation_level") == DEFAULT_ISOLATION
         )
+        #: Whether a write transaction learns the WAL position its COMMIT
+        #: reached (PostgreSQL primaries: C{broker.writePosition}). It costs
+        #: one short query per write: off until a broker with replicas, or
+        #: one whose writePosition was read, asks (L{trackWritePositions}).
+        self.tracksWritePosition = False
         #: Whether server-side cursors stream results by default.
         self.streamsByDefault = self.dialectName == "postgresql"
         self.supportsStreaming = bool(self.engine.dialect.supports_server_side_cursors)
@@ -363,6 +368,13 @@ class EngineHandle:
         _instrument(self.engine)
         for _ in range(self.connections):
             self.queue.attachWorker(self._newWorker(overflow=False))
+
+    def trackWritePositions(self) -> None:
+        """
+        From now on, learn the WAL position of each write's COMMIT
+        (PostgreSQL only).
+        """
+        self.tracksWritePosition = self.dialectName == "postgresql"
 
     def __repr__(self) -> str:
         return f"<EngineHandle {self.spec.url.render_as_string()} x{self.connections}>"

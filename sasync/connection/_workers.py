@@ -30,6 +30,20 @@ log = Logger()
 #: Structured events for operators (see C{docs/observability.md}).
 connectionLog = Logger(namespace="sasync.connection")
 
+#: Per dialect, the statement that makes the session's next transactions
+#: read-only (True) or read-write (False).
+_MODE_STATEMENTS = {
+    "mysql": {
+        True: "SET SESSION TRANSACTION READ ONLY",
+        False: "SET SESSION TRANSACTION READ WRITE",
+    },
+    "mariadb": {
+        True: "SET SESSION TRANSACTION READ ONLY",
+        False: "SET SESSION TRANSACTION READ WRITE",
+    },
+    "sqlite": {True: "PRAGMA query_only = 1", False: "PRAGMA query_only = 0"},
+}
+
 
 class SocketWatch:
     """
@@ -151,11 +165,14 @@ class ConnectionWorker(ThreadWorker):
         # Worker thread: let code running here find its worker.
         state.worker = self
 
-    def connection(self) -> Connection:
+    def connection(self, readOnly: bool = False) -> Connection:
         """
         Worker thread: this worker's connection, opened now if there is none
         yet, and replaced if it was invalidated (lost) or if the server has
         closed it while it was idle (see L{SocketWatch}).
+
+        @param readOnly: Whether the next transaction is READ ONLY (see
+            L{readOnlyNext}); otherwise it is read-write.
         """
         connection = self._connection
         if (
@@ -165,8 +182,8 @@ class ConnectionWorker(ThreadWorker):
         ):
             if self._watch is None or not self._watch.serverClosed():
                 if connection.get_transaction() is None:
-                    if self._readOnly:
-                        self._setReadOnly(None)
+                    if self._readOnly != readOnly:
+                        self._setReadOnly(readOnly or None)
                     return connection
                 # Some path left a transaction open (it should not): end it
                 # here, so that nobody's work starts inside another's.
@@ -176,7 +193,7 @@ class ConnectionWorker(ThreadWorker):
                     worker=self,
                 )
                 self.leaveTransaction()
-                return self.connection()
+                return self.connection(readOnly)
             reason = "closed by the server while idle"
         else:
             reason = "lost"
@@ -194,6 +211,8 @@ class ConnectionWorker(ThreadWorker):
         self.dbapiConnection = dbapiConnection
         self.canceller.attach(dbapiConnection)
         self._watch = SocketWatch.of(dbapiConnection, self.engine.dialect.name)
+        if readOnly:
+            self._setReadOnly(True)
         return connection
 
     def serverClosed(self) -> bool:
@@ -206,19 +225,32 @@ class ConnectionWorker(ThreadWorker):
 
     def readOnlyNext(self) -> None:
         """
-        Worker thread, PostgreSQL, between L{connection} and BEGIN: make the
-        next transaction READ ONLY. The driver sends it with BEGIN (no
-        statement of sAsync's starts the transaction); the next
-        L{connection} call undoes it.
+        Worker thread, between L{connection} and BEGIN: make the next
+        transaction READ ONLY; the next L{connection} call undoes it.
+
+        PostgreSQL: the driver sends it with BEGIN (no statement of
+        sAsync's starts the transaction). MySQL/MariaDB: C{SET SESSION
+        TRANSACTION READ ONLY}, and SQLite: C{PRAGMA query_only}, each one
+        statement sent only when the mode changes from the last
+        transaction's (a run of read-only transactions pays it once).
         """
         self._setReadOnly(True)
 
     def _setReadOnly(self, value: bool | None) -> None:
-        # psycopg2 calls it readonly, psycopg 3 read_only; None: the
-        # server's default. Only outside a transaction.
+        # Only outside a transaction. None: the server's default.
         dbapiConnection = self.dbapiConnection
-        name = "readonly" if hasattr(dbapiConnection, "readonly") else "read_only"
-        setattr(dbapiConnection, name, value)
+        dialect = self.engine.dialect.name
+        if dialect in ("mysql", "mariadb", "sqlite"):
+            if bool(value) != self._readOnly:
+                cursor = dbapiConnection.cursor()
+                try:
+                    cursor.execute(_MODE_STATEMENTS[dialect][bool(value)])
+                finally:
+                    cursor.close()
+        else:
+            # psycopg2 calls it readonly, psycopg 3 read_only.
+            name = "readonly" if hasattr(dbapiConnection, "readonly") else "read_only"
+            setattr(dbapiConnection, name, value)
         self._readOnly = bool(value)
 
     def leaveTransaction(self) -> None:

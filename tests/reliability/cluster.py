@@ -14,12 +14,17 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+import pytest
 import sqlalchemy as SA
 from sqlalchemy.pool import NullPool
 
 from tests.databases import pgDriver, requireAll
+
+T = TypeVar("T")
 
 
 class NoCluster(Exception):
@@ -30,6 +35,19 @@ class NoCluster(Exception):
     def __init__(self, message: str, fatal: bool) -> None:
         super().__init__(message)
         self.fatal = fatal
+
+
+def madeOrSkipped(make: Callable[[], T]) -> T:
+    """
+    C{make()}, for a fixture: with no PostgreSQL binaries here the test is
+    skipped (or fails, when every database is required).
+    """
+    try:
+        return make()
+    except NoCluster as e:
+        if e.fatal:
+            pytest.fail(str(e), pytrace=False)
+        pytest.skip(str(e))
 
 
 def findPostgresBin() -> Path:
@@ -67,6 +85,8 @@ class Cluster:
     """
 
     _serial = itertools.count(1)
+    #: More C{-c name=value} server options (subclasses).
+    extraOptions = ""
 
     def __init__(self) -> None:
         self.bin = findPostgresBin()
@@ -117,6 +137,7 @@ class Cluster:
             # synchronous_commit stays on: an acknowledged COMMIT is in the WAL.
             " -c fsync=off -c full_page_writes=off"
             " -c max_connections=100"
+            f"{self.extraOptions}"
         )
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"),

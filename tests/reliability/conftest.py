@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.reliability.cluster import Cluster, NoCluster
+from tests.reliability.cluster import Cluster, madeOrSkipped
 from tests.reliability.helpers import FIGURES
 
 
@@ -19,12 +19,7 @@ def cluster() -> Iterator[Cluster]:
     A throwaway PostgreSQL cluster for the whole session (never the shared
     server): tests may stop, restart or crash it, and must leave it running.
     """
-    try:
-        made = Cluster()
-    except NoCluster as e:
-        if e.fatal:
-            pytest.fail(str(e), pytrace=False)
-        pytest.skip(str(e))
+    made = madeOrSkipped(Cluster)
     try:
         yield made
     finally:
