@@ -189,7 +189,10 @@ async def test_cancelResent(
         await until(lambda: activeSleeps(serverURL) == 0)
     finally:
         window.stop()
-    assert window.cancels >= 2
+    # PostgreSQL drops a cancel that finds nothing running, so only the
+    # repeat stops the sleep; MariaDB may keep a KILL QUERY that arrived
+    # between statements for the next one, so one may be enough there.
+    assert window.cancels >= (2 if serverURL.startswith("postgresql") else 1)
     assert seconds < 10
     # Stopped by a cancel, not by cutting the connection (which comes
     # CUT_AFTER seconds after the first cancel, and leaves the sleep running
