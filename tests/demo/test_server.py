@@ -394,7 +394,9 @@ async def test_goneClientsCancelTheirCalls(dbURL: str) -> None:
         await until(lambda: len(calls.outcomes) == len(readers))
         finished = [o for o in calls.outcomes if o is not CancelledError]
         assert len(finished) <= workers < len(readers), calls.outcomes
-        assert all(isinstance(o, NDJSONConsumer) and o.rows == 0 for o in finished)
+        # (On SQLite a fast stream may also have been written whole before
+        # its client hung up: answered with its consumer, nothing left.)
+        assert all(isinstance(o, NDJSONConsumer) for o in finished), finished
         await until(lambda: queue.pending() == 0 and queue.running() == 0)
         assert not s.api.streams
         response = await treq.get(f"{s.base}/entries", params={"limit": "1"})

@@ -185,8 +185,11 @@ async def test_cancelResent(
             await d
         seconds = time.monotonic() - started
         # The caller hears at once (COMMIT was not sent); the worker goes on
-        # until a repeated cancel stops the sleep.
-        await until(lambda: activeSleeps(serverURL) == 0)
+        # until a repeated cancel stops the sleep. The next call on the one
+        # connection runs only once the worker is done with it.
+        await until(lambda: window.cancels >= 1)
+        assert await broker.tokens() == []
+        assert activeSleeps(serverURL) == 0
     finally:
         window.stop()
     # PostgreSQL drops a cancel that finds nothing running, so only the
