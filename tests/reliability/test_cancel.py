@@ -37,12 +37,14 @@ async def connectionIDs(broker: Ledger, url: str) -> set[int]:
     The server's IDs of the broker's connections (one call per worker,
     all running at once).
     """
-    sql = "SELECT pg_backend_pid()" if url.startswith("postgresql") else (
-        "SELECT CONNECTION_ID()"
+    sql = (
+        "SELECT pg_backend_pid()"
+        if url.startswith("postgresql")
+        else ("SELECT CONNECTION_ID()")
     )
 
     async def one() -> int:
-        rows = await broker.sql(f"{sql}, {sleepSQL(url, 0.2)[len('SELECT '):]}")
+        rows = await broker.sql(f"{sql}, {sleepSQL(url, 0.2)[len('SELECT ') :]}")
         return int(rows[0][0])
 
     ids = await defer.gatherResults(
@@ -74,9 +76,7 @@ async def test_cancelRunningSleeps(serverURL: str, brokers: Any) -> None:
         d.cancel()
     results = await defer.DeferredList(sleeps + queued, consumeErrors=True)
     seconds = time.monotonic() - started
-    assert all(
-        not ok and r.check(defer.CancelledError) for ok, r in results
-    ), results
+    assert all(not ok and r.check(defer.CancelledError) for ok, r in results), results
     assert seconds < 5
     # The callers heard at once; the workers roll back in the background.
     await until(lambda: activeSleeps(serverURL) == 0)
