@@ -267,6 +267,12 @@ def typeDifference(
     if mine != theirs:
         if (mine, theirs) in _STAND_INS:
             return ""
+        if {mine, theirs} == {"string", "text"} and not (
+            getattr(declared if mine == "string" else found, "length", None)
+        ):
+            # A string without a length is unbounded text (PostgreSQL's
+            # VARCHAR is TEXT; psycopg 3's dialect makes one for the other).
+            return ""
         return _typeChange(declared, found, dialect)
     for mineValue, theirValue in zip(
         _details(mine, declared, dialect), _details(mine, found, dialect), strict=True
