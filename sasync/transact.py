@@ -724,9 +724,10 @@ def _decorate(
 
     @functools.wraps(f)
     def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
+        site = self._calls
         if state.worker is not None:
-            return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
-        self._checkThread(name)
+            return runInline(site.handle, f, self, args, kw, accepts)  # type: ignore[no-any-return]
+        site.checkThread(name)
         options, own = splitKeywords(accepts, name, kw)
         if readOnlyDefault is not None and options.readOnly is None:
             if options is _DEFAULT_OPTIONS:
@@ -734,11 +735,11 @@ def _decorate(
             else:
                 options = dataclasses.replace(options, readOnly=True)
         # Counted where the call ends, whichever way (sasync._stats).
-        stats: CallStats = self._callStats
+        stats: CallStats = site.stats
         record = stats.begin(name, options.niceness)
         if record is not None:
             options = dataclasses.replace(options, record=record)
-        return stats.watch(name, self._transact(f, args, own, options), record)
+        return stats.watch(name, site.transact(self, f, args, own, options), record)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
     call.__sasyncReadOnly__ = readOnly  # type: ignore[attr-defined]
@@ -761,7 +762,7 @@ def wait(
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
         if isinstance(result, Deferred):
-            self._track(result)
+            self._calls.track(result)
         return result
 
     return cast("Callable[Concatenate[B, P], Any]", call)

@@ -22,6 +22,11 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
     transaction started inside an iteration loop never deadlocks.
   - C{batchSize}: rows fetched per hop between worker and reactor
     (default L{DEFAULT_BATCH_SIZE}).
+  - C{createWorker}: makes the connection workers (see
+    L{sasync._protocols.CreateWorker}); L{ConnectionWorker} by default.
+    Unit tests pass one making fake workers, so that a broker runs with
+    no database; a handle made with another one is never shared with
+    brokers that use the default.
 
 Call policies, per broker (brokers sharing an engine may differ in them),
 also taken out of the keywords (see C{docs/reliability.md}):
@@ -56,7 +61,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as SA
 from sqlalchemy.engine import URL, Engine, make_url
@@ -69,7 +74,7 @@ from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
 from asynqueue.workers import JobThread
 
-from .._protocols import WorkQueue
+from .._protocols import CreateWorker, WorkQueue
 from ..errors import NoEngineError
 from ..retry import DEFAULT_BACKOFF, Backoff
 from ._threadstate import state
@@ -93,17 +98,6 @@ DEFAULT_STARTUP_TIMEOUT = 30.0
 #: The isolation level of server databases unless C{isolation_level=}.
 DEFAULT_ISOLATION = "SERIALIZABLE"
 SERIALIZABLE_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
-
-BROKER_OPTIONS = (
-    "connections",
-    "overflowConnections",
-    "batchSize",
-    "retries",
-    "timeout",
-    "maxPending",
-    "backoff",
-    "startupTimeout",
-)
 
 _SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 #: SQL text that only reads (a wrong guess costs one more attempt).
@@ -143,6 +137,8 @@ class EngineSpec:
     maxPending: int | None = field(default=None, compare=False)
     backoff: Backoff = field(default=DEFAULT_BACKOFF, compare=False)
     startupTimeout: float | None = field(default=None, compare=False)
+    #: Makes the handle's connection workers (tests: fakes).
+    createWorker: CreateWorker = ConnectionWorker
 
     @classmethod
     def fromArgs(cls, url: str | URL, kw: Mapping[str, Any]) -> EngineSpec:
@@ -155,6 +151,11 @@ class EngineSpec:
         connections = engineKw.pop("connections", None)
         overflow = engineKw.pop("overflowConnections", DEFAULT_OVERFLOW)
         batchSize = engineKw.pop("batchSize", DEFAULT_BATCH_SIZE)
+        createWorker = engineKw.pop("createWorker", ConnectionWorker)
+        if not callable(createWorker):
+            raise ValueError(
+                f"createWorker must be a callable making workers, not {createWorker!r}"
+            )
         policies = _callPolicies(engineKw)
         parsed = withDefaultDriver(url)
         if connections is not None:
@@ -181,7 +182,15 @@ class EngineSpec:
             or batchSize < 1
         ):
             raise ValueError(f"batchSize must be a positive int, not {batchSize!r}")
-        return cls(parsed, engineKw, connections, overflow, batchSize, **policies)
+        return cls(
+            parsed,
+            engineKw,
+            connections,
+            overflow,
+            batchSize,
+            **policies,
+            createWorker=createWorker,
+        )
 
     @property
     def backend(self) -> str:
@@ -213,18 +222,21 @@ class EngineSpec:
         The registry key: equal for brokers that share a handle.
         """
         database = self.url.database or ""
+        # Workers of another kind (a test's fakes) never share.
+        workers = () if self.createWorker is ConnectionWorker else (self.createWorker,)
         if (
             self.isSQLite
             and database not in ("", ":memory:")
             and not database.startswith("file:")
         ):
-            return ("sqlite", os.path.realpath(database))
+            return ("sqlite", os.path.realpath(database), *workers)
         return (
             self.url.render_as_string(hide_password=False),
             _freeze(self.engineKw),
             self.connections,
             self.overflowConnections,
             self.batchSize,
+            *workers,
         )
 
 
@@ -397,7 +409,8 @@ class EngineHandle:
     def _newWorker(self, *, overflow: bool) -> ConnectionWorker:
         self._serial += 1
         name = f"{self._threadPrefix()}-{self._serial}"
-        return ConnectionWorker(
+        # (A test's createWorker makes fakes that stand in for one.)
+        worker = self.spec.createWorker(
             self.engine,
             holdIterations=self.holdIterations,
             batchSize=self.batchSize,
@@ -412,6 +425,7 @@ class EngineHandle:
             if self._reactor is None
             else self._reactor.callFromThread,
         )
+        return cast("ConnectionWorker", worker)
 
     def _killQuery(self, threadID: int) -> None:
         # Cancel thread: a short DBAPI connection of its own, made past the

@@ -41,6 +41,7 @@ from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
 
 from ..connection import DEFAULT_CONNECTIONS
+from .._schema import SetupJob
 from ..transact import TransactionCall
 from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Slot, WorkerProcess
 
@@ -325,10 +326,11 @@ class ProcessPool:
         """
         call = task.f
         if not isinstance(call, TransactionCall):
-            if getattr(call, "__qualname__", "").startswith("_inWorker."):
+            if isinstance(call, SetupJob):
                 raise TypeError(
-                    "under processes=N, tables are made by each worker process's"
-                    " broker in its startup(): table() can't be called in the parent"
+                    f"{call.description}: under processes=N, each worker"
+                    " process's broker makes its tables (and migrates) in its"
+                    " startup(); table() and migrate() can't be called in the parent"
                 )
             return ("run", pickleCall(call, task.args, task.kw), task.raw)
         name = self._methodName(type(call.broker), call.f)
