@@ -278,10 +278,14 @@ class Lifecycle:
             self.accepting = False
             if self.startupWait is not None:
                 self.startupWait.stop()
+            if timeout is not None:
+                # Armed first: with nothing left to wait for, the closing
+                # starts at once and needs the deadline.
+                self._armDrainTimer(timeout)
             self._shutdownDone = Deferred.fromCoroutine(
                 self._stop(before, close, abandon)
             )
-        if timeout is not None and not self._shutdownDone.called:
+        elif timeout is not None and not self._shutdownDone.called:
             self._armDrainTimer(timeout)
         d: Deferred[None] = Deferred()
 
