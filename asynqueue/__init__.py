@@ -11,6 +11,10 @@ returns L{AsIs}C{(iterator)}).
 
 from __future__ import annotations
 
+from ._util import Waiters as Waiters
+from ._util import checkNumber as checkNumber
+from ._util import follow as follow
+from ._util import globalReactor as globalReactor
 from .deferator import Deferator as Deferator
 from .delay import Delay as Delay
 from .errors import IterationStopped as IterationStopped
@@ -62,7 +66,11 @@ __all__ = [
     "ThreadQueue",
     "ThreadWorker",
     "UnknownSeries",
+    "Waiters",
     "WorkerError",
+    "checkNumber",
     "currentTask",
+    "follow",
+    "globalReactor",
     "iteratorToProducer",
 ]

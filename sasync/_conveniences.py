@@ -15,6 +15,8 @@ import sqlalchemy as SA
 from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 
+from asynqueue import checkNumber
+
 T = TypeVar("T")
 
 
@@ -32,8 +34,9 @@ def checkGroupSize(N: object) -> None:
     @raise ValueError: C{N} (C{selectorator}'s rows per item) is not a
         positive int.
     """
-    if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-        raise ValueError(f"selectorator(N={N!r}): N must be a positive int")
+    checkNumber(
+        N, "selectorator()'s N", integer=True, positive=True, typeError=ValueError
+    )
 
 
 def fireFirst(result: T, d: Deferred[None]) -> T:
@@ -70,7 +73,9 @@ def insertRows(
                 " a worker thread and must return the value: resolve the"
                 " values first and pass f=None (see docs/originals.md)"
             )
-        result = connection.execute(table.insert().values({colName: value, **constants}))
+        result = connection.execute(
+            table.insert().values({colName: value, **constants})
+        )
         primaryKey = result.inserted_primary_key
         keys.append(
             primaryKey[0]

@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from asynqueue import DeferredTracker, Task
+from asynqueue import DeferredTracker, Task, Waiters
 from asynqueue.task import TaskState
 
 from . import startup
@@ -101,7 +101,7 @@ class Lifecycle:
         self._startupFailure: Failure | None = None
         self._startupDone: Deferred[None] | None = None
         self._waitingTasks: list[tuple[Task[Any], float | None]] = []
-        self._runningWaiters: list[Deferred[None]] = []
+        self._runningWaiters = Waiters()
         self._tracker = DeferredTracker()
         self._drainTimer: Any = None
         # When shutdown's timeout runs out (reactor.seconds()), if given.
@@ -183,12 +183,10 @@ class Lifecycle:
         return not self.accepting and _starting.get() is not self
 
     def _fireRunningWaiters(self) -> None:
-        waiters, self._runningWaiters = self._runningWaiters, []
-        for d in waiters:
-            if self.phase is Phase.FAILED:
-                d.errback(self.startupError())
-            else:
-                d.callback(None)
+        if self.phase is Phase.FAILED:
+            self._runningWaiters.fail(self.startupError())
+        else:
+            self._runningWaiters.fire()
 
     @property
     def running(self) -> bool:
@@ -215,9 +213,7 @@ class Lifecycle:
             return fail(BrokerStopped(f"{self._name} is shut down"))
         if self.phase is Phase.FAILED:
             return fail(self.startupError())
-        d: Deferred[None] = Deferred()
-        self._runningWaiters.append(d)
-        return d
+        return self._runningWaiters.wait()
 
     def submit(self, task: Task[Any], timeout: float | None, now: bool) -> bool:
         """

@@ -22,6 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
+from asynqueue import follow
+
 from . import migrations, retry, tables
 from .connection import state
 
@@ -119,14 +121,10 @@ class Schema:
         if name in self.tables:
             return succeed(self.tables[name])
         if name in self._pending:
-            d: Deferred[SA.Table] = Deferred()
-
-            def passOn(t: SA.Table) -> SA.Table:
-                d.callback(t)
-                return t
-
-            self._pending[name].addCallback(passOn)
-            return d
+            # Once the call making it is done: its table, or another try.
+            return follow(self._pending[name]).addCallback(
+                lambda _: self.table(name, columns, kw)
+            )
         refused = self._refusal(f"table({name!r})")
         if refused is not None:
             return refused

@@ -33,15 +33,17 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 from twisted.internet.defer import Deferred, fail
 
+from asynqueue import checkNumber, globalReactor
+
 from . import _conveniences, _stats, multicore, notifications, tables
 from ._admission import Admission
 from ._lifecycle import Lifecycle, Phase
 from ._protocols import WorkQueue
 from ._schema import Schema
-from .connection import currentConnection, currentSession
 from .connection import _engines as engines
 from .connection import _positions as positions
 from .connection import _replicas as replicas
+from .connection import currentConnection, currentSession
 from .errors import BrokerStopped
 from .statements import SelectHolder, StatementCache, selectHolder
 from .transact import ALWAYS_STREAM, CallOptions, checkOptions, transact
@@ -165,9 +167,7 @@ class AccessBroker:
 
     def _getReactor(self) -> Any:
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = globalReactor()
         return self._reactor
 
     def _refusal(self, what: str) -> Deferred[Any] | None:
@@ -555,23 +555,23 @@ class AccessBroker:
             background), except a transaction whose COMMIT was already
             sent, whose outcome is waited for. Either way each caller hears
             how its call ended; nothing is dropped silently. Then the
-            workers get L{sasync._lifecycle.SHUTDOWN_GRACE} more seconds to close; any still
-            busy (in code of yours that never returns to the database, or
-            on a server that does not answer) is left to end by itself,
-            and logged. A later call with a timeout may shorten the wait of
-            an earlier one.
+            workers get L{sasync._lifecycle.SHUTDOWN_GRACE} more seconds
+            to close; any still busy (in code of yours that never returns
+            to the database, or on a server that does not answer) is left
+            to end by itself, and logged. A later call with a timeout may
+            shorten the wait of an earlier one.
         @raise ValueError: C{timeout} is not a number >= 0.
         @raise WrongThread: called from a thread other than the reactor's.
         """
         self._calls.checkThread("shutdown")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or timeout < 0
-        ):
-            raise ValueError(f"shutdown(timeout={timeout!r}): not a number >= 0")
+        checkNumber(
+            timeout, "shutdown()'s timeout", low=0, noneOk=True, typeError=ValueError
+        )
         return self._life.stop(
-            timeout, before=self._stopListening, close=self._close, abandon=self._abandon
+            timeout,
+            before=self._stopListening,
+            close=self._close,
+            abandon=self._abandon,
         )
 
     async def _stopListening(self) -> None:

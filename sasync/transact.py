@@ -35,6 +35,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 
+from asynqueue import checkNumber
 from asynqueue.deferator import Deferator
 from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
 
@@ -200,18 +201,21 @@ def checkOptions(name: str, o: CallOptions) -> CallOptions:
             " twisted.internet.interfaces.IConsumer (registerProducer,"
             " unregisterProducer, write)"
         )
-    if o.timeout is not None and (
-        isinstance(o.timeout, bool)
-        or not isinstance(o.timeout, int | float)
-        or not o.timeout > 0
-    ):
-        raise ValueError(
-            f"{name}(timeout={o.timeout!r}): a timeout is a positive number of seconds"
-        )
-    if o.retries is not None and (
-        isinstance(o.retries, bool) or not isinstance(o.retries, int) or o.retries < 0
-    ):
-        raise ValueError(f"{name}(retries={o.retries!r}): retries is an int >= 0")
+    checkNumber(
+        o.timeout,
+        f"{name}()'s timeout",
+        positive=True,
+        noneOk=True,
+        typeError=ValueError,
+    )
+    checkNumber(
+        o.retries,
+        f"{name}()'s retries",
+        integer=True,
+        low=0,
+        noneOk=True,
+        typeError=ValueError,
+    )
     if sum(bool(x) for x in (o.asList, o.consumer is not None, o.raw)) > 1:
         raise ValueError(f"{name}(): asList, consumer and raw exclude each other")
     if o.doNext and o.doLast:

@@ -70,6 +70,7 @@ from sqlalchemy.sql.expression import Selectable
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 
+from asynqueue import checkNumber, follow, globalReactor
 from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
 from asynqueue.workers import JobThread
@@ -159,29 +160,24 @@ class EngineSpec:
         policies = _callPolicies(engineKw)
         parsed = withDefaultDriver(url)
         if connections is not None:
-            if (
-                isinstance(connections, bool)
-                or not isinstance(connections, int)
-                or connections < 1
-            ):
-                raise ValueError(
-                    f"connections must be a positive int, not {connections!r}"
-                )
+            checkNumber(
+                connections,
+                "connections",
+                integer=True,
+                positive=True,
+                typeError=ValueError,
+            )
             if parsed.get_backend_name() == "sqlite" and connections != 1:
                 raise ValueError(
                     "SQLite has one writer: a broker on SQLite uses exactly one"
                     f" connection, not connections={connections}"
                 )
-        if isinstance(overflow, bool) or not isinstance(overflow, int) or overflow < 0:
-            raise ValueError(
-                f"overflowConnections must be an int >= 0, not {overflow!r}"
-            )
-        if (
-            isinstance(batchSize, bool)
-            or not isinstance(batchSize, int)
-            or batchSize < 1
-        ):
-            raise ValueError(f"batchSize must be a positive int, not {batchSize!r}")
+        checkNumber(
+            overflow, "overflowConnections", integer=True, low=0, typeError=ValueError
+        )
+        checkNumber(
+            batchSize, "batchSize", integer=True, positive=True, typeError=ValueError
+        )
         return cls(
             parsed,
             engineKw,
@@ -249,34 +245,31 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
     """
     policies: dict[str, Any] = {}
     if "retries" in kw:
-        retries = kw.pop("retries")
-        if retries is not None and (
-            isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
-        ):
-            raise ValueError(f"retries must be an int >= 0 or None, not {retries!r}")
-        policies["retries"] = retries
+        policies["retries"] = checkNumber(
+            kw.pop("retries"),
+            "retries",
+            integer=True,
+            low=0,
+            noneOk=True,
+            typeError=ValueError,
+        )
     if "timeout" in kw:
-        timeout = kw.pop("timeout")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not timeout > 0
-        ):
-            raise ValueError(
-                f"timeout must be a positive number of seconds or None, not {timeout!r}"
-            )
-        policies["timeout"] = timeout
+        policies["timeout"] = checkNumber(
+            kw.pop("timeout"),
+            "timeout",
+            positive=True,
+            noneOk=True,
+            typeError=ValueError,
+        )
     if "maxPending" in kw:
-        maxPending = kw.pop("maxPending")
-        if maxPending is not None and (
-            isinstance(maxPending, bool)
-            or not isinstance(maxPending, int)
-            or maxPending < 1
-        ):
-            raise ValueError(
-                f"maxPending must be a positive int or None, not {maxPending!r}"
-            )
-        policies["maxPending"] = maxPending
+        policies["maxPending"] = checkNumber(
+            kw.pop("maxPending"),
+            "maxPending",
+            integer=True,
+            positive=True,
+            noneOk=True,
+            typeError=ValueError,
+        )
     if "backoff" in kw:
         backoff = kw.pop("backoff")
         if not isinstance(backoff, Backoff):
@@ -284,15 +277,7 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
         policies["backoff"] = backoff
     if "startupTimeout" in kw:
         startupTimeout = kw.pop("startupTimeout")
-        if (
-            isinstance(startupTimeout, bool)
-            or not isinstance(startupTimeout, int | float)
-            or not startupTimeout >= 0
-        ):
-            raise ValueError(
-                "startupTimeout must be a number of seconds >= 0 (0: don't wait"
-                f" for the database), not {startupTimeout!r}"
-            )
+        checkNumber(startupTimeout, "startupTimeout", low=0, typeError=ValueError)
         policies["startupTimeout"] = float(startupTimeout)
     return policies
 
@@ -397,9 +382,7 @@ class EngineHandle:
         The reactor, resolved lazily.
         """
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = globalReactor()
         return self._reactor
 
     def _threadPrefix(self) -> str:
@@ -575,14 +558,7 @@ class EngineHandle:
         """
         if self.closing is None:
             self.closing = Deferred.fromCoroutine(self._close())
-        d: Deferred[None] = Deferred()
-
-        def passOn(result: object) -> object:
-            d.callback(None)
-            return result
-
-        self.closing.addBoth(passOn)
-        return d
+        return follow(self.closing)
 
     async def _close(self) -> None:
         _unregister(self)

@@ -171,7 +171,9 @@ class BrokerServer(Protocol):
 
         def running(_: None) -> None:
             try:
-                tables: bytes | None = pickle.dumps(self.broker._schema.tables, PROTOCOL)
+                tables: bytes | None = pickle.dumps(
+                    self.broker._schema.tables, PROTOCOL
+                )
             except Exception:
                 tables = None
             self.send(("ready", rid, tables))

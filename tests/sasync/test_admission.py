@@ -14,8 +14,7 @@ from sqlalchemy.exc import OperationalError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from sasync import AccessBroker, transact
-from sasync import retry
+from sasync import AccessBroker, retry, transact
 from sasync._lifecycle import SHUTDOWN_GRACE
 from sasync.connection import EngineSpec, openHandles
 from sasync.errors import Overloaded, TransactionTimeout
@@ -212,7 +211,7 @@ class AdmissionTests(SynchronousTestCase):
         A call with C{timeout=} that has not ended by then fails with
         L{TransactionTimeout}, naming the call.
         """
-        broker, reactor, workers = self.makeBroker()
+        broker, reactor, _ = self.makeBroker()
         d = broker.work(1, timeout=5)
         reactor.advance(4.9)
         self.assertNoResult(d)

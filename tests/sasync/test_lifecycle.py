@@ -153,12 +153,14 @@ class LifecycleTests(SynchronousTestCase):
         Shutting down a broker whose start-up never ran finishes at once;
         then it is not running and refuses work with L{BrokerStopped}.
         """
-        broker, reactor, workers = self.makeBroker()
+        broker, reactor, _ = self.makeBroker()
         self.successResultOf(broker.shutdown())
         self.assertFalse(broker.running)
         self.failureResultOf(broker.waitUntilRunning(), BrokerStopped)
         failure = self.failureResultOf(broker.work(3), BrokerStopped)
-        self.assertIn("Broker.work(3) was called after Broker.shutdown()", str(failure.value))
+        self.assertIn(
+            "Broker.work(3) was called after Broker.shutdown()", str(failure.value)
+        )
         self.assertEqual(reactor.triggers, {})
 
     def test_shutdownRunsCallsAcceptedBeforeStartup(self) -> None:
@@ -246,7 +248,7 @@ class LifecycleTests(SynchronousTestCase):
         A later C{shutdown} with a shorter timeout shortens the wait of an
         earlier one; a longer one does not lengthen it.
         """
-        broker, reactor, workers = self.makeBroker()
+        broker, reactor, _ = self.makeBroker()
         reactor.advance(0)
         d = broker.work(1)
         broker.shutdown(timeout=10)
@@ -265,7 +267,10 @@ class LifecycleTests(SynchronousTestCase):
         for bad in (-1, True, "5"):
             with self.assertRaises(ValueError) as caught:
                 broker.shutdown(timeout=bad)  # type: ignore[arg-type]
-            self.assertIn(f"timeout={bad!r}", str(caught.exception))
+            self.assertEqual(
+                str(caught.exception),
+                f"shutdown()'s timeout must be a number >= 0 or None, not {bad!r}",
+            )
 
     def test_shutdownTriggerRemoved(self) -> None:
         """
