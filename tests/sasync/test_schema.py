@@ -71,6 +71,19 @@ class SchemaTests(SynchronousTestCase):
         self.workers.only.succeed(None)
         self.assertEqual(self.successResultOf(d).name, "t")
 
+    def test_secondCallAfterFailure(self) -> None:
+        """
+        A second C{table()} call made while the first is making the table
+        does not hang when the first fails: it tries again by itself.
+        """
+        first = self.broker.table("t", SA.Column("id", SA.Integer, primary_key=True))
+        second = self.broker.table("t", SA.Column("id", SA.Integer, primary_key=True))
+        self.workers.only.fail(Failure(RuntimeError("no room")))
+        self.failureResultOf(first, RuntimeError)
+        self.assertEqual(len(self.workers.only.received), 2)
+        self.workers.only.succeed(None)
+        self.assertEqual(self.successResultOf(second).name, "t")
+
     def test_tableNameShadows(self) -> None:
         """
         A table name that would shadow a method is refused at once.
