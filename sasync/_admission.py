@@ -197,6 +197,7 @@ class Admission:
             options,
             _returnsRows,
             _wrote if mayGuessReadOnly else None,
+            self.stats.addRows,
         )
         task: Task[Any] = Task(
             call,

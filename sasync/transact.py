@@ -288,6 +288,7 @@ class TransactionCall:
         options: CallOptions,
         learned: dict[Callable[..., Any], bool] | None = None,
         wrote: dict[Callable[..., Any], bool] | None = None,
+        countRows: Callable[[int], object] | None = None,
     ) -> None:
         """
         @param broker: The object C{f} is a method of.
@@ -297,12 +298,15 @@ class TransactionCall:
         @param learned: Per method, whether it returned rows (streaming).
         @param wrote: Per method, whether it was seen writing; given only
             if a wrong READ ONLY guess will run the call again.
+        @param countRows: Counts the rows a stream hands out, per batch
+            (worker threads call it).
         """
         self.broker = broker
         self._handle = handle
         self.f = f
         self.options = options
         self._learned = learned
+        self._countRows = countRows
         guesses = handle is not None and handle.guessesReadOnly
         self._wrote = wrote if guesses else None
         # How AsynQueue's Info names the task (in CancelledError messages).
@@ -449,7 +453,7 @@ class TransactionCall:
                         # that a write in the loop would wait for. Only the
                         # list of the rows is added.
                         rows = results.rowsInMemory(
-                            result, worker.batchSize, self._countRows()
+                            result, worker.batchSize, self._countRows
                         )
                         self._commit(connection, transaction)
                     elif self.handle.holdIterations:
@@ -461,12 +465,12 @@ class TransactionCall:
                             worker.batchSize,
                             _commitPoint,
                             worker.leaveTransaction,
-                            self._countRows(),
+                            self._countRows,
                         )
                     else:
                         self._commit(connection, transaction)
                         rows = results.rowsAfterCommit(
-                            result, worker.batchSize, self._countRows()
+                            result, worker.batchSize, self._countRows
                         )
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)
@@ -495,12 +499,6 @@ class TransactionCall:
         finally:
             if not handedOver:
                 self._endTransactionState()
-
-    def _countRows(self) -> Callable[[int], object] | None:
-        # Worker thread: what counts the rows of a stream (the broker's
-        # stats), per batch.
-        stats = getattr(self.broker, "_callStats", None)
-        return None if stats is None else stats.addRows
 
     #: Worker thread: set once COMMIT may have been sent (a lost connection
     #: after that is no reason to run the transaction again).
