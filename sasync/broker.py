@@ -163,7 +163,9 @@ class AccessBroker:
 
     def __repr__(self) -> str:
         url = self._spec.url.render_as_string()
-        return f"<{type(self).__name__} {url} {self._life.phase.value}>"
+        life = getattr(self, "_life", None)  # (None while __init__ runs.)
+        phase = Phase.NEW if life is None else life.phase
+        return f"<{type(self).__name__} {url} {phase.value}>"
 
     def _getReactor(self) -> Any:
         if self._reactor is None:
