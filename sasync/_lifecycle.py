@@ -48,7 +48,7 @@ class Phase(Enum):
 
     #: Made; its start-up runs on the next reactor turn.
     NEW = "new"
-    #: L{startup} (and L{first}) are running.
+    #: The broker's C{startup()} (and C{first()}) are running.
     STARTING = "starting"
     #: Started; takes work until shutdown.
     RUNNING = "running"
