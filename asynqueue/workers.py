@@ -461,7 +461,7 @@ class AsyncWorker:
             if isinstance(value, Failure):
                 task.fail(value)
             elif not task.raw and isinstance(value, Iterator):
-                taker: BatchTaker[Any] = BatchTaker(value, self.batchSize)  # type: ignore[arg-type]
+                taker: BatchTaker[Any] = BatchTaker(value, self.batchSize)
                 items, exhausted = taker.take()
                 fetch = None if exhausted else (lambda: succeed(taker.take()))
                 task.finish(
