@@ -2,7 +2,7 @@
 Ad hoc measurements of the sasync core (not a test; the numbers go into
 the notes). Needs the PostgreSQL test server::
 
-    .venv/bin/python -m tests.sasync.measure_core [URL]
+    .venv/bin/python -m bench.measure_core [URL]
 
 1. Sequential trivial transactions (SELECT 1) per second: through a broker
    (sql(), and a @transact method) against Twisted's adbapi ConnectionPool

@@ -1,8 +1,8 @@
 """
-Ad-hoc performance check for AsynQueue (not a test; pytest doesn't collect
-it). Run from the repository root:
+Ad-hoc performance check for AsynQueue (not one of ./scripts/bench's
+workloads). Run from the repository root:
 
-    .venv/bin/python -m tests.asynqueue.perf_queue [--rounds 5] [--calls 20000]
+    .venv/bin/python -m bench.measure_queue [--rounds 5] [--calls 20000]
 
 It prints, in the same run:
   - sequential dispatch: C{await ThreadQueue(1).call(noop)} one after another
