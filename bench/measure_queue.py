@@ -31,24 +31,6 @@ def noop() -> None:
     """
 
 
-class CountingConsumer:
-    """
-    An IConsumer that only counts what it gets.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def write(self, data: Any) -> None:
-        self.count += 1
-
-
 async def timed(work: Callable[[], Coroutine[Any, Any, None]]) -> float:
     t0 = time.perf_counter()
     await work()
@@ -56,11 +38,10 @@ async def timed(work: Callable[[], Coroutine[Any, Any, None]]) -> float:
 
 
 async def main(reactor: Any, rounds: int, calls: int, items: int) -> None:
-    from twisted.internet.interfaces import IConsumer
     from twisted.internet.threads import deferToThread
-    from zope.interface import directlyProvides
 
     from asynqueue import ThreadQueue
+    from bench.consumer import CountingConsumer
 
     reactor.suggestThreadPoolSize(8)
     q1 = ThreadQueue(1)
@@ -105,13 +86,12 @@ async def main(reactor: Any, rounds: int, calls: int, items: int) -> None:
     rates = []
     for _ in range(max(1, rounds // 2)):
         consumer = CountingConsumer()
-        directlyProvides(consumer, IConsumer)
 
         async def stream(consumer: Any = consumer) -> None:
             await q1.call(lambda: iter(range(items)), consumer=consumer)
 
         rates.append(items / await timed(stream))
-        assert consumer.count == items
+        assert consumer.writes == items
     print(f"consumer=:  {items:,} items  {statistics.median(rates):12,.0f} items/s")
     await q1.shutdown()
     await q8.shutdown()
