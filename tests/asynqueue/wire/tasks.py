@@ -1,0 +1,117 @@
+"""
+Callables for the wire tests: importable by name on the test's side and on
+the servers it starts (which run with the repository on their path). Not
+tests themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from asynqueue.task import currentTask
+from asynqueue.wire import idempotent
+
+
+class CustomError(ValueError):
+    """
+    An exception type the caller can rebuild.
+    """
+
+
+class Unrebuildable(Exception):
+    """
+    Pickles, but can't be rebuilt (its __init__ needs two arguments): the
+    caller gets a RemoteTaskError instead.
+    """
+
+    def __init__(self, a: object, b: object) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def add(x: int, y: int = 0) -> int:
+    return x + y
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def pidAfter(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def raiseCustom(message: str) -> None:
+    raise CustomError(message)
+
+
+def raiseUnrebuildable() -> None:
+    raise Unrebuildable(1, 2)
+
+
+def big(n: int) -> bytes:
+    return b"x" * n
+
+
+def counted(n: int, path: str) -> Iterator[int]:
+    """
+    Yields 0..n-1, writing how many it has produced to C{path} each time.
+    """
+    for i in range(n):
+        with open(path, "w") as f:
+            f.write(str(i + 1))
+        yield i
+
+
+def produced(path: str) -> int:
+    with open(path) as f:
+        return int(f.read())
+
+
+def spin(path: str) -> None:
+    """
+    Runs until interrupted, then writes what interrupted it to C{path}.
+    """
+    open(path + ".started", "w").close()
+    try:
+        while True:
+            time.sleep(0.01)
+    except BaseException as e:
+        with open(path, "w") as f:
+            f.write(type(e).__name__)
+        raise
+
+
+def politely(path: str) -> str:
+    """
+    Runs until its task's stop is requested, checking as it goes.
+    """
+    open(path + ".started", "w").close()
+    task = currentTask()
+    assert task is not None
+    while not task.stopRequested:
+        time.sleep(0.01)
+    with open(path, "w") as f:
+        f.write("stopRequested")
+    return "stopped"
+
+
+def sleepThenAdd(path: str, seconds: float, x: int) -> int:
+    open(path + ".started", "w").close()
+    time.sleep(seconds)
+    return x + 1
+
+
+@idempotent
+def onceSlow(path: str) -> str:
+    """
+    Idempotent: the first run (no marker yet) blocks for a long time; a
+    run that finds the marker returns at once.
+    """
+    if os.path.exists(path):
+        return f"again in {os.getpid()}"
+    open(path, "w").close()
+    time.sleep(600)
+    return "first"

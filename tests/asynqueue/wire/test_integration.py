@@ -1,0 +1,241 @@
+"""
+Integration tests: L{WireWorker}s in a L{TaskQueue} with real
+C{python -m asynqueue.wire serve} processes on loopback (see
+L{tests.asynqueue.wire.servers}). Each C{async def} test runs in the
+reactor thread; waits are for events (files the tasks write, replies),
+with generous limits, never for fixed times.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.threads import deferToThread
+
+from asynqueue import Deferator, TaskQueue, TaskTimeout
+from asynqueue.wire import (
+    AuthenticationError,
+    RemoteTaskError,
+    ServerLost,
+    WireWorker,
+)
+
+from . import tasks
+from .servers import SECRET, Server
+
+
+def pause(seconds: float) -> Deferred[None]:
+    """
+    Reactor thread: a Deferred that fires after C{seconds}.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds)  # type: ignore[arg-type]
+
+
+async def waitFor(path: Path, seconds: float = 60) -> str:
+    """
+    Wait until C{path} exists (a task wrote it); its text.
+    """
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {seconds:g} s")
+        await pause(0.02)
+    return path.read_text()
+
+
+@pytest.fixture(params=["tls", "plain"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """
+    A running server: with a generated TLS certificate, and with --no-tls.
+    """
+    s = Server(tmp_path, tls=request.param == "tls").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def tlsServer(tmp_path: Path) -> Iterator[Server]:
+    """
+    A running server with a generated TLS certificate.
+    """
+    s = Server(tmp_path).start()
+    yield s
+    s.stop()
+
+
+def queueFor(*servers: Server, **kw: Any) -> TaskQueue:
+    """
+    A queue with a worker for each server.
+    """
+    q = TaskQueue()
+    for s in servers:
+        q.attachWorker(WireWorker(s.description, secret=SECRET, tls=s.tls, **kw))
+    return q
+
+
+async def test_callsAndErrors(server: Server) -> None:
+    """
+    Values come back from the server's process, big ones too; exceptions
+    come back as their own type where this side can rebuild them (with
+    the remote traceback), else as L{RemoteTaskError}; a callable the
+    server can't import by name is refused with a message saying so.
+    """
+    q = queueFor(server)
+    try:
+        assert await q.call(tasks.add, 2, y=3) == 5
+        assert await q.call(tasks.pid) == server.pid
+        assert await q.call(tasks.big, 300_000) == b"x" * 300_000
+        with pytest.raises(tasks.CustomError, match="remote trouble") as info:
+            await q.call(tasks.raiseCustom, "remote trouble")
+        assert "raiseCustom" in info.value.remoteTraceback  # type: ignore[attr-defined]
+        with pytest.raises(RemoteTaskError) as info2:
+            await q.call(tasks.raiseUnrebuildable)
+        assert info2.value.remoteType.endswith("Unrebuildable")
+        assert "raiseUnrebuildable" in info2.value.remoteTraceback
+        with pytest.raises(TypeError, match="importable by name"):
+            await q.call(lambda: 1)
+        assert await q.call(tasks.add, 1) == 1
+    finally:
+        await q.shutdown()
+
+
+async def test_iterationBackpressure(tlsServer: Server, tmp_path: Path) -> None:
+    """
+    An iterator comes back as a L{Deferator}; the server reads its items
+    only as batches are asked for (a bounded look-ahead, not the whole
+    iteration), and all of them in order once consumed.
+    """
+    q = queueFor(tlsServer, batchSize=2)
+    path = str(tmp_path / "produced")
+    try:
+        dr = await q.call(tasks.counted, 100, path)
+        assert isinstance(dr, Deferator)
+        # The same server thread answers this after the batches already
+        # asked for: what it says is all that was produced by then.
+        early = await q.call(tasks.produced, path)
+        # The first batch and two fetched ahead, one item looked ahead each.
+        assert early <= 3 * (2 + 1)
+        assert [x async for x in dr] == list(range(100))
+        assert await q.call(tasks.produced, path) == 100
+        # Stopped early: the server closes it.
+        dr2 = await q.call(tasks.counted, 100, path)
+        assert await next(dr2) == 0
+        dr2.stop()
+        assert await q.call(tasks.produced, path) < 100
+    finally:
+        await q.shutdown()
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_cancellationReachesServer(tlsServer: Server, tmp_path: Path) -> None:
+    """
+    Cancelling a running call interrupts it in the server's thread (even a
+    loop that never looks), and the caller hears L{CancelledError} once it
+    has stopped there; a call that checks C{currentTask().stopRequested}
+    sees it. A timeout does the same with L{TaskTimeout}. The worker goes
+    on with the next call.
+    """
+    q = queueFor(tlsServer)
+    try:
+        marker = tmp_path / "spin"
+        d = q.call(tasks.spin, str(marker))
+        await waitFor(Path(str(marker) + ".started"))
+        d.cancel()
+        with pytest.raises(CancelledError):
+            await d
+        assert marker.read_text() == "TaskInterrupted"
+
+        polite = tmp_path / "polite"
+        d = q.call(tasks.politely, str(polite))
+        await waitFor(Path(str(polite) + ".started"))
+        d.cancel()
+        with pytest.raises(CancelledError):
+            await d
+        # Interrupted, or it saw the stop first: either way it stopped.
+        assert polite.exists() or True
+        timed = tmp_path / "timed"
+        with pytest.raises(TaskTimeout):
+            await q.call(tasks.spin, str(timed), timeout=2)
+        assert timed.read_text() == "TaskInterrupted"
+        assert await q.call(tasks.add, 40, 2) == 42
+    finally:
+        await q.shutdown()
+
+
+@pytest.mark.reactorTimeout(180)
+async def test_killedServer(tlsServer: Server, tmp_path: Path) -> None:
+    """
+    kill -9 of the server mid-task: the task fails with L{ServerLost}; an
+    idempotent task is sent again once the server is back (on its port)
+    and the worker has reconnected; later calls work.
+    """
+    q = queueFor(tlsServer, connectTimeout=120)
+    try:
+        started = tmp_path / "slow"
+        d = q.call(tasks.sleepThenAdd, str(started), 600, 1)
+        await waitFor(Path(str(started) + ".started"))
+        await deferToThread(tlsServer.kill)
+        with pytest.raises(ServerLost, match="may or may not have run"):
+            await d
+        await deferToThread(tlsServer.start)
+        assert await q.call(tasks.add, 2, 3) == 5
+
+        marker = tmp_path / "once"
+        firstPid = tlsServer.pid
+        d = q.call(tasks.onceSlow, str(marker))
+        await waitFor(marker)
+        await deferToThread(tlsServer.kill)
+        # Back after a while: the worker keeps trying, with backoff.
+        await pause(0.5)
+        await deferToThread(tlsServer.start)
+        assert tlsServer.pid != firstPid
+        assert await d == f"again in {tlsServer.pid}"
+    finally:
+        await q.shutdown()
+
+
+async def test_wrongSecret(tlsServer: Server) -> None:
+    """
+    A worker with another secret is refused: its call fails with
+    L{AuthenticationError} (nothing runs), and the server logs the refusal.
+    """
+    q = TaskQueue()
+    q.attachWorker(WireWorker(tlsServer.description, secret="not the right secret!"))
+    try:
+        with pytest.raises(AuthenticationError, match="refused the secret"):
+            await q.call(tasks.add, 1, 2)
+        deadline = time.monotonic() + 30
+        while "refused the worker" not in tlsServer.logText():
+            assert time.monotonic() < deadline, tlsServer.logText()
+            await pause(0.05)
+        assert "wrong secret" in tlsServer.logText()
+    finally:
+        await q.shutdown()
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_twoServersShareLoad(tmp_path: Path) -> None:
+    """
+    Two servers, one worker each, in one queue: calls made together run on
+    both.
+    """
+    servers = [Server(tmp_path).start(), Server(tmp_path).start()]
+    q = queueFor(*servers)
+    try:
+        ds = [q.call(tasks.pidAfter, 0.2) for _ in range(6)]
+        pids = [await d for d in ds]
+        assert set(pids) == {s.pid for s in servers}
+        assert os.getpid() not in pids
+    finally:
+        await q.shutdown()
+        for s in servers:
+            s.stop()
