@@ -93,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.no_tls and (args.certificate or args.key):
         raise SystemExit("asynqueue.wire: --no-tls and a certificate contradict")
     if bool(args.certificate) != bool(args.key):
-        raise SystemExit("asynqueue.wire: give both --certificate and --key, or neither")
+        raise SystemExit(
+            "asynqueue.wire: give both --certificate and --key, or neither"
+        )
     certificate = key = None
     if args.certificate:
         certificate = _readFile(args.certificate, "--certificate")
@@ -121,7 +123,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as e:
             raise SystemExit(f"asynqueue.wire: {e}") from e
         address = port.getHost()
-        how = "TLS, certificate sha256 " + server.binding.hex() if server.tls else "no TLS"
+        how = (
+            "TLS, certificate sha256 " + server.binding.hex()
+            if server.tls
+            else "no TLS"
+        )
         sys.stdout.write(
             f"asynqueue.wire: serving on {address.host}:{address.port} ({how})\n"
         )

@@ -17,7 +17,6 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from .._child import ChildServer, dumps
@@ -36,6 +35,7 @@ from ._protocol import (
     NotAuthenticated,
     RunTask,
     VersionMismatch,
+    WireAMP,
     checkProof,
     secretBytes,
 )
@@ -78,7 +78,7 @@ class _Calls(ChildServer):
             setCurrentTask(None)
 
 
-class _ServerLink(amp.AMP):
+class _ServerLink(WireAMP):
     """
     The server's end of one worker's connection.
     """
@@ -93,7 +93,7 @@ class _ServerLink(amp.AMP):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.peer = str(self.transport.getPeer())  # type: ignore[attr-defined]
+        self.peer = str(self.connection.getPeer())
         self.server.links.add(self)
 
     # Authentication ----------------------------------------------------------
@@ -119,12 +119,10 @@ class _ServerLink(amp.AMP):
         if not checkProof(expected, proof):
             self._refuse("a wrong secret (or another TLS certificate in between)")
         self.authenticated = True
-        self._thread = ThreadWorker(
-            name=f"asynqueue-wire {self.peer}",
-            callFromThread=server.reactor.callFromThread,
-        )
         log.info("asynqueue.wire: worker at {peer} authenticated", peer=self.peer)
-        return {"proof": makeProof(server.secret, b"server", mine, theirs, server.binding)}
+        return {
+            "proof": makeProof(server.secret, b"server", mine, theirs, server.binding)
+        }
 
     def _refuse(self, why: str) -> None:
         log.warn(
@@ -133,13 +131,19 @@ class _ServerLink(amp.AMP):
             why=why,
         )
         # Hang up once the refusal is written.
-        self.server.reactor.callLater(0, self.transport.loseConnection)  # type: ignore[union-attr]
+        self.server.reactor.callLater(0, self.connection.loseConnection)
         raise AuthenticationFailed(why)
 
     def _inThread(self, message: tuple[Any, ...]) -> Deferred[dict[str, Any]]:
         # Run one request of the ChildServer in this connection's thread.
-        if not self.authenticated or self._thread is None:
+        if not self.authenticated:
             raise NotAuthenticated("authenticate first")
+        if self._thread is None:
+            # Made with the first task: this connection's tasks run there.
+            self._thread = ThreadWorker(
+                name=f"asynqueue-wire {self.peer}",
+                callFromThread=self.server.reactor.callFromThread,
+            )
         calls = self._calls
         d = self._thread.call(lambda: calls.handle(message))
         return d.addCallback(lambda replies: {"reply": dumps(replies[0])})
@@ -195,7 +199,7 @@ class _ServerLink(amp.AMP):
         if thread is not None:
             thread.call(self._calls.closeAll).addErrback(self._logged)
             thread.stop()
-            log.info("asynqueue.wire: worker at {peer} disconnected", peer=self.peer)
+        log.info("asynqueue.wire: the worker at {peer} disconnected", peer=self.peer)
         super().connectionLost(reason)
 
 
@@ -274,7 +278,7 @@ class WireServer:
             self._reactor = globalReactor()
         return self._reactor
 
-    def factory(self) -> ServerFactory:
+    def factory(self) -> Any:
         """
         A factory of the server's connections (TLS not included: see
         L{listen}).
@@ -294,7 +298,7 @@ class WireServer:
 
         endpoint: Any
         if self.tls:
-            endpoint = SSL4ServerEndpoint(
+            endpoint = SSL4ServerEndpoint(  # type: ignore[no-untyped-call]
                 self.reactor, port, self.options, interface=interface
             )
         else:
@@ -304,6 +308,8 @@ class WireServer:
                     f" {interface!r}: the secret's proof does not protect the"
                     " tasks and results that follow it"
                 )
-            endpoint = TCP4ServerEndpoint(self.reactor, port, interface=interface)
+            endpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
+                self.reactor, port, interface=interface
+            )
         d: Deferred[Any] = endpoint.listen(self.factory())
         return d

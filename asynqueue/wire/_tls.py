@@ -43,7 +43,7 @@ def selfSignedPEM(commonName: str = "asynqueue-wire") -> tuple[bytes, bytes]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -115,9 +115,7 @@ def clientCreator() -> Any:
     from twisted.internet import ssl
     from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
-    context = ssl.CertificateOptions(
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2
-    ).getContext()
+    context = ssl.CertificateOptions(raiseMinimumTo=ssl.TLSVersion.TLSv1_2).getContext()
 
     @implementer(IOpenSSLClientConnectionCreator)
     class Creator:

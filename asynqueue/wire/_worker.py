@@ -18,7 +18,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -38,6 +37,7 @@ from ._protocol import (
     Hello,
     NextBatch,
     RunTask,
+    WireAMP,
     checkProof,
     nonce,
     proof,
@@ -103,7 +103,7 @@ def wireCall(f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -
     return pickleCall(f, args, kw)
 
 
-class _Link(amp.AMP):
+class _Link(WireAMP):
     """
     The worker's end of one connection to a server.
     """
@@ -223,7 +223,9 @@ class WireWorker:
         self.connectTimeout = checkNumber(
             connectTimeout, "connectTimeout (seconds)", positive=True
         )
-        self.cancelGrace = checkNumber(cancelGrace, "cancelGrace (seconds)", positive=True)
+        self.cancelGrace = checkNumber(
+            cancelGrace, "cancelGrace (seconds)", positive=True
+        )
         first, longest = backoff
         checkNumber(first, "backoff's first delay (seconds)", positive=True)
         checkNumber(longest, "backoff's longest delay (seconds)", low=first)
@@ -283,7 +285,7 @@ class WireWorker:
             self._connected.fail(result)
             return
         if self._stopping is not None and self._call is None:
-            result.transport.loseConnection()  # type: ignore[attr-defined]
+            result.connection.loseConnection()
             self._connected.fail(Failure(WorkerError(f"{self!r} has stopped")))  # type: ignore[no-untyped-call]
             return
         self._link = result
@@ -323,34 +325,34 @@ class WireWorker:
             wrapClientTLS,
         )
 
-        endpoint = clientFromString(self.reactor, self.description)
+        endpoint = clientFromString(self.reactor, self.description)  # type: ignore[no-untyped-call]
         if self.tls:
             from ._tls import clientCreator
 
             endpoint = wrapClientTLS(clientCreator(), endpoint)
-        link = await connectProtocol(endpoint, _Link())
+        link: _Link = await connectProtocol(endpoint, _Link())  # type: ignore[no-untyped-call]
         try:
             await self._authenticate(link)
         except BaseException:
-            link.transport.abortConnection()  # type: ignore[attr-defined]
+            link.connection.abortConnection()
             raise
         return link
 
     async def _authenticate(self, link: _Link) -> None:
         mine = nonce()
-        answer = await link.callRemote(Hello, version=VERSION, nonce=mine).addTimeout(
+        answer = await link.call(Hello, version=VERSION, nonce=mine).addTimeout(
             self.connectTimeout, self.reactor
         )
         theirs = answer["nonce"]
         binding = b""
-        peer = getattr(link.transport, "getPeerCertificate", None)
+        peer = getattr(link.connection, "getPeerCertificate", None)
         if self.tls and peer is not None:
             from ._tls import fingerprint
 
             binding = fingerprint(peer())
         secret = self._secret
         try:
-            answer = await link.callRemote(
+            answer = await link.call(
                 Authenticate, proof=proof(secret, b"worker", mine, theirs, binding)
             ).addTimeout(self.connectTimeout, self.reactor)
         except AuthenticationFailed:
@@ -359,7 +361,9 @@ class WireWorker:
                 f" {self!r}: the secrets differ (or something between them"
                 " presented another TLS certificate)"
             ) from None
-        if not checkProof(proof(secret, b"server", theirs, mine, binding), answer["proof"]):
+        if not checkProof(
+            proof(secret, b"server", theirs, mine, binding), answer["proof"]
+        ):
             raise AuthenticationError(
                 f"the server at {self.description} could not prove that it"
                 f" knows the secret of {self!r}"
@@ -406,7 +410,7 @@ class WireWorker:
             return
         call.link = link
         rid = call.rid = next(self._rids)
-        d = link.callRemote(
+        d = link.call(
             RunTask, rid=rid, call=call.payload, raw=task.raw, batchSize=self.batchSize
         )
         d.addCallbacks(
@@ -414,7 +418,9 @@ class WireWorker:
             lambda failure: self._sendFailed(call, link, rid, failure),
         )
 
-    def _replied(self, call: _Call, link: _Link, rid: int, answer: dict[str, Any]) -> None:
+    def _replied(
+        self, call: _Call, link: _Link, rid: int, answer: dict[str, Any]
+    ) -> None:
         if call.done or call.rid != rid:
             return
         try:
@@ -502,7 +508,7 @@ class WireWorker:
             # Not on the server (yet): nothing to stop there.
             self._end(call, Failure(call.task.stopReason))  # type: ignore[no-untyped-call]
             return
-        link.callRemote(CancelTask, rid=call.rid)
+        link.call(CancelTask, rid=call.rid)
         call.giveUp = self.reactor.callLater(self.cancelGrace, self._giveUp, call, link)
 
     def _giveUp(self, call: _Call, link: _Link) -> None:
@@ -519,7 +525,7 @@ class WireWorker:
         )
         if self._link is link:
             self._link = None
-        link.transport.abortConnection()  # type: ignore[attr-defined]
+        link.connection.abortConnection()
         self._end(call, Failure(call.task.stopReason))  # type: ignore[no-untyped-call]
 
     def _deferator(
@@ -528,7 +534,7 @@ class WireWorker:
         gone = f"{self!r} lost the server holding this iteration"
 
         def ask(handle: Callable[[str, Any, bool], None]) -> None:
-            d = link.callRemote(NextBatch, rid=next(self._rids), iterID=iterID)
+            d = link.call(NextBatch, rid=next(self._rids), iterID=iterID)
 
             def answered(answer: dict[str, Any]) -> None:
                 handle(*decodeReply(pickle.loads(answer["reply"])))
@@ -543,7 +549,7 @@ class WireWorker:
             items,
             exhausted,
             ask=ask,
-            close=lambda: link.callRemote(CloseIteration, iterID=iterID),
+            close=lambda: link.call(CloseIteration, iterID=iterID),
             alive=lambda: link.alive,
             gone=gone,
             reactor=self.reactor,
@@ -565,7 +571,7 @@ class WireWorker:
             await self._idle.wait()
         link, self._link = self._link, None
         if link is not None and link.alive:
-            link.transport.loseConnection()  # type: ignore[attr-defined]
+            link.connection.loseConnection()
             await link.closed
 
     def crash(self) -> list[Task[Any]]:
@@ -579,7 +585,7 @@ class WireWorker:
             self._stopping = succeed(None)
         link, self._link = self._link, None
         if link is not None and link.alive:
-            link.transport.abortConnection()  # type: ignore[attr-defined]
+            link.connection.abortConnection()
         if call is None:
             return []
         call.done = True

@@ -86,15 +86,20 @@ def spin(path: str) -> None:
 
 def politely(path: str) -> str:
     """
-    Runs until its task's stop is requested, checking as it goes.
+    Registers an interrupter of its own (it writes the stop's reason to
+    C{path}), then runs until its task's stop is requested.
     """
-    open(path + ".started", "w").close()
     task = currentTask()
     assert task is not None
+
+    def interrupted(reason: BaseException) -> None:
+        with open(path, "w") as f:
+            f.write(type(reason).__name__)
+
+    task.onInterrupt(interrupted)
+    open(path + ".started", "w").close()
     while not task.stopRequested:
         time.sleep(0.01)
-    with open(path, "w") as f:
-        f.write("stopRequested")
     return "stopped"
 
 
