@@ -120,3 +120,11 @@ def onceSlow(path: str) -> str:
     open(path, "w").close()
     time.sleep(600)
     return "first"
+
+
+def blockedInC(path: str, seconds: float) -> None:
+    """
+    Blocks in one C call (no Python instruction to interrupt for a while).
+    """
+    open(path + ".started", "w").close()
+    time.sleep(seconds)

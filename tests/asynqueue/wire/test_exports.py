@@ -38,8 +38,7 @@ def test_noReactorImport() -> None:
     Importing asynqueue.wire doesn't install a reactor.
     """
     code = (
-        "import sys, asynqueue.wire;"
-        " print('twisted.internet.reactor' in sys.modules)"
+        "import sys, asynqueue.wire; print('twisted.internet.reactor' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

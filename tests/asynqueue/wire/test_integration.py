@@ -18,7 +18,7 @@ import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThread
 
-from asynqueue import Deferator, TaskQueue, TaskTimeout
+from asynqueue import Deferator, ListConsumer, TaskQueue, TaskTimeout, WorkerError
 from asynqueue.wire import (
     AuthenticationError,
     RemoteTaskError,
@@ -263,5 +263,50 @@ async def test_unreachableServer() -> None:
     try:
         with pytest.raises(ServerLost, match="could not reach its server within 1 s"):
             await q.call(tasks.add, 1, 2)
+    finally:
+        await q.shutdown()
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_cancelGrace(tlsServer: Server, tmp_path: Path) -> None:
+    """
+    A task that can't be interrupted in time (blocked in C): after
+    C{cancelGrace} the worker drops the connection, the caller hears of
+    the cancellation, and the worker reconnects for its next call.
+    """
+    q = queueFor(tlsServer, cancelGrace=0.5)
+    try:
+        marker = tmp_path / "blocked"
+        d = q.call(tasks.blockedInC, str(marker), 300)
+        await waitFor(Path(str(marker) + ".started"))
+        d.cancel()
+        with pytest.raises(CancelledError):
+            await d
+        assert await q.call(tasks.add, 1, 1) == 2
+    finally:
+        await q.shutdown()
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_consumerAndLostIteration(tlsServer: Server, tmp_path: Path) -> None:
+    """
+    An iteration written to a consumer arrives whole; an iteration left
+    open on a server that is then killed fails with L{WorkerError} at its
+    next fetch, and nothing hangs.
+    """
+    q = queueFor(tlsServer, batchSize=3, connectTimeout=120)
+    path = str(tmp_path / "produced")
+    try:
+        consumer = ListConsumer()
+        assert await q.call(tasks.counted, 50, path, consumer=consumer) is consumer
+        assert consumer.items == list(range(50))
+        dr = await q.call(tasks.counted, 1000, path)
+        assert await next(dr) == 0
+        await deferToThread(tlsServer.kill)
+        with pytest.raises(WorkerError, match="lost the server"):
+            async for _ in dr:
+                pass
+        await deferToThread(tlsServer.start)
+        assert await q.call(tasks.add, 2, 2) == 4
     finally:
         await q.shutdown()
