@@ -56,7 +56,7 @@ def idempotent(f: F) -> F:
     """
     Mark C{f} as safe to run twice: if its server is lost while it runs,
     a L{WireWorker} sends it again once it has reconnected, instead of
-    failing it with L{ServerLost<asynqueue.errors.ServerLost>}. Use as a
+    failing it with L{ServerLost<asynqueue.wire.ServerLost>}. Use as a
     decorator on a function at the top level of a module.
 
     @raise TypeError: C{f} takes no attributes (a builtin).
@@ -151,13 +151,13 @@ class WireWorker:
     the top level of a module), with picklable arguments; others fail at
     once with C{TypeError}. Its value comes back; its exception comes back
     as the same type where that can be rebuilt here, else as
-    L{RemoteTaskError<asynqueue.errors.RemoteTaskError>}; an iterator comes
+    L{RemoteTaskError<asynqueue.wire.RemoteTaskError>}; an iterator comes
     back as a L{Deferator} whose batches the server reads only when asked.
 
     The connection is made when the first task comes, retried with
     exponential backoff (up to C{connectTimeout} seconds), and made again
     the same way after it is lost. A task running when its server is lost
-    fails with L{ServerLost<asynqueue.errors.ServerLost>} (it may or may
+    fails with L{ServerLost<asynqueue.wire.ServerLost>} (it may or may
     not have run), unless it is L{idempotent}: then it is sent again once
     the worker has reconnected.
 
