@@ -24,6 +24,7 @@ from ..errors import AuthenticationError as AuthenticationError
 from ..errors import RemoteTaskError as RemoteTaskError
 from ..errors import ServerLost as ServerLost
 from ._interrupt import TaskInterrupted as TaskInterrupted
+from ._queue import WireQueue as WireQueue
 from ._server import WireServer as WireServer
 from ._worker import WireWorker as WireWorker
 from ._worker import idempotent as idempotent
@@ -33,6 +34,7 @@ __all__ = [
     "RemoteTaskError",
     "ServerLost",
     "TaskInterrupted",
+    "WireQueue",
     "WireServer",
     "WireWorker",
     "idempotent",

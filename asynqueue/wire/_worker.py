@@ -241,6 +241,11 @@ class WireWorker:
         self._rids = itertools.count(1)
         self._stopping: Deferred[None] | None = None
         self._idle = Waiters()
+        #: How an idempotent task lost with its server moves to another
+        #: worker: C{requeue(task)} queues a new task and gives its
+        #: Deferred (a L{WireQueue<asynqueue.wire.WireQueue>} sets it to
+        #: its C{submit}). C{None}: it waits for this worker to reconnect.
+        self.requeue: Callable[[Task[Any]], Deferred[Any]] | None = None
 
     def __repr__(self) -> str:
         return f"<WireWorker {self.description}>"
@@ -383,7 +388,9 @@ class WireWorker:
             task.fail(Failure(task.stopReason))  # type: ignore[no-untyped-call]
             return succeed(None)
         try:
-            payload = wireCall(task.f, task.args, task.kw)
+            payload = task.payload
+            if not isinstance(payload, bytes):
+                payload = wireCall(task.f, task.args, task.kw)
         except TypeError:
             task.fail(Failure())  # type: ignore[no-untyped-call]
             return succeed(None)
@@ -455,15 +462,19 @@ class WireWorker:
             return
         if self._link is link:
             self._link = None
-        if call.idempotent and not task.stopRequested and self._stopping is None:
+        if call.idempotent and not task.stopRequested:
             log.info(
                 "{worker} lost its server while {task} ran there: it is"
-                " idempotent, sending it again",
+                " idempotent, so it runs again",
                 worker=self,
                 task=task.info,
             )
-            self._send(call)
-            return
+            if self.requeue is not None and task.pinnedTo is None:
+                self._moveOn(call)
+                return
+            if self._stopping is None:
+                self._send(call)
+                return
         self._end(
             call,
             Failure(  # type: ignore[no-untyped-call]
@@ -474,6 +485,28 @@ class WireWorker:
                 )
             ),
         )
+
+    def _moveOn(self, call: _Call) -> None:
+        # The same call, queued again as a new task (first in its queue),
+        # whose outcome becomes the old one's: the worker is free, and
+        # whichever worker is free first runs it.
+        assert self.requeue is not None
+        task = call.task
+        again: Task[Any] = Task(
+            task.f, task.args, task.kw, doNext=True, series=task.series, raw=task.raw
+        )
+        again.payload = call.payload
+        try:
+            d = self.requeue(again)
+        except Exception:
+            self._end(call, Failure())  # type: ignore[no-untyped-call]
+            return
+        task.onInterrupt(lambda reason: d.cancel())
+
+        def deliver() -> None:
+            d.addCallbacks(task.finish, task.fail)
+
+        self._end(call, None, deliver)
 
     def _end(
         self,

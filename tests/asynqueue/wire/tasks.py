@@ -112,12 +112,14 @@ def sleepThenAdd(path: str, seconds: float, x: int) -> int:
 @idempotent
 def onceSlow(path: str) -> str:
     """
-    Idempotent: the first run (no marker yet) blocks for a long time; a
-    run that finds the marker returns at once.
+    Idempotent: the first run (no marker yet) writes its process ID to
+    C{path} and blocks for a long time; a run that finds the marker
+    returns at once.
     """
     if os.path.exists(path):
         return f"again in {os.getpid()}"
-    open(path, "w").close()
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
     time.sleep(600)
     return "first"
 

@@ -10,7 +10,7 @@ import sys
 
 import asynqueue
 import asynqueue.wire
-from asynqueue.wire import _interrupt, _server, _worker
+from asynqueue.wire import _interrupt, _queue, _server, _worker
 
 
 def test_realObjects() -> None:
@@ -22,6 +22,7 @@ def test_realObjects() -> None:
         "RemoteTaskError": asynqueue,
         "ServerLost": asynqueue,
         "TaskInterrupted": _interrupt,
+        "WireQueue": _queue,
         "WireServer": _server,
         "WireWorker": _worker,
         "idempotent": _worker,

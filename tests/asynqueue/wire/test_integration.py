@@ -23,6 +23,7 @@ from asynqueue.wire import (
     AuthenticationError,
     RemoteTaskError,
     ServerLost,
+    WireQueue,
     WireWorker,
 )
 
@@ -310,3 +311,27 @@ async def test_consumerAndLostIteration(tlsServer: Server, tmp_path: Path) -> No
         assert await q.call(tasks.add, 2, 2) == 4
     finally:
         await q.shutdown()
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_idempotentMovesOn(tmp_path: Path) -> None:
+    """
+    In a L{WireQueue}, an idempotent task whose server is killed under it
+    runs again on the other server, without waiting for the first to come
+    back; a call that can't travel is refused when it is made.
+    """
+    servers = {s.pid: s for s in (Server(tmp_path).start(), Server(tmp_path).start())}
+    q = WireQueue([s.description for s in servers.values()], secret=SECRET)
+    try:
+        with pytest.raises(TypeError, match="importable by name"):
+            q.call(lambda: 1)
+        marker = tmp_path / "once"
+        d = q.call(tasks.onceSlow, str(marker))
+        first = int(await waitFor(marker))
+        await deferToThread(servers.pop(first).kill)
+        (other,) = servers
+        assert await d == f"again in {other}"
+    finally:
+        await q.shutdown()
+        for s in servers.values():
+            s.stop()

@@ -21,6 +21,7 @@ from asynqueue import IWorker
 from asynqueue.wire import (
     AuthenticationError,
     TaskInterrupted,
+    WireQueue,
     WireServer,
     WireWorker,
     idempotent,
@@ -307,3 +308,19 @@ def test_secretFromFileOrEnvironment(tmp_path: Path) -> None:
         cli.readSecret(str(tmp_path / "missing"), {})
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["serve", "--port", "1", "--secret", SECRET])
+
+
+def test_wireQueueRefusesAtCallTime() -> None:
+    """
+    A L{WireQueue} refuses a call that can't travel when it is made (the
+    queue goes on), and a single description string.
+    """
+    q = WireQueue(["tcp:127.0.0.1:1"], secret=SECRET, tls=False, reactor=Clock())
+    with pytest.raises(TypeError, match="importable by name"):
+        q.call(closure())
+    with pytest.raises(TypeError, match="arguments of"):
+        q.call(tasks.add, threading.Lock())
+    assert q.pending() == 0
+    assert q.workers[0].requeue == q.submit
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        WireQueue("tcp:127.0.0.1:1", secret=SECRET)
