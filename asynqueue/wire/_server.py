@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._child import ChildServer, dumps
-from .._util import globalReactor
+from .._util import checkNumber, globalReactor
 from ..task import Task, setCurrentTask
 from ..workers import ThreadWorker
 from ._interrupt import Interruptible
@@ -95,6 +95,24 @@ class _ServerLink(WireAMP):
         super().connectionMade()
         self.peer = str(self.connection.getPeer())
         self.server.links.add(self)
+        # A connection that does not authenticate in time is dropped.
+        self._deadline = self.server.reactor.callLater(
+            self.server.authTimeout, self._tooSlow
+        )
+
+    def _tooSlow(self) -> None:
+        log.warn(
+            "asynqueue.wire: the worker at {peer} did not authenticate within"
+            " {seconds:g} s",
+            peer=self.peer,
+            seconds=self.server.authTimeout,
+        )
+        self.connection.abortConnection()
+
+    def _stopDeadline(self) -> None:
+        deadline = getattr(self, "_deadline", None)
+        if deadline is not None and deadline.active():
+            deadline.cancel()
 
     # Authentication ----------------------------------------------------------
 
@@ -119,6 +137,7 @@ class _ServerLink(WireAMP):
         if not checkProof(expected, proof):
             self._refuse("a wrong secret (or another TLS certificate in between)")
         self.authenticated = True
+        self._stopDeadline()
         log.info("asynqueue.wire: worker at {peer} authenticated", peer=self.peer)
         return {
             "proof": makeProof(server.secret, b"server", mine, theirs, server.binding)
@@ -191,6 +210,7 @@ class _ServerLink(WireAMP):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self.server.links.discard(self)
         self.authenticated = False
+        self._stopDeadline()
         # Abandon what runs for this worker: interrupt it, close its
         # iterations, end its thread.
         for task in list(self._calls.tasks.values()):
@@ -233,6 +253,7 @@ class WireServer:
         tls: bool = True,
         certificate: bytes | None = None,
         key: bytes | None = None,
+        authTimeout: float = 30.0,
         reactor: Any = None,
     ) -> None:
         """
@@ -241,6 +262,8 @@ class WireServer:
         @param certificate: The PEM certificate for TLS; with C{key}, or
             neither (a self-signed one is made).
         @param key: Its PEM private key.
+        @param authTimeout: How long a new connection may take to
+            authenticate before it is dropped.
         @param reactor: The reactor; the global one by default, resolved
             on first use.
         @raise ValueError: a bad secret, certificate or key, or only one of
@@ -248,6 +271,9 @@ class WireServer:
         """
         self.secret = secretBytes(secret, "a WireServer's secret")
         self.tls = tls
+        self.authTimeout = checkNumber(
+            authTimeout, "authTimeout (seconds)", positive=True
+        )
         self._reactor = reactor
         #: The connections open now.
         self.links: set[_ServerLink] = set()

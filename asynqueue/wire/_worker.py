@@ -14,7 +14,9 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -69,6 +71,41 @@ def idempotent(f: F) -> F:
             " attributes): wrap it in a function of your own"
         ) from e
     return f
+
+
+#: The errors of an attempt to connect that another attempt may not meet:
+#: the server is down or restarting, the network or the handshake failed.
+_TRANSIENT = (
+    ConnectError,
+    ConnectionClosed,
+    OSError,
+    TimeoutError,
+    defer.TimeoutError,
+)
+
+
+def checkDescription(description: object) -> None:
+    """
+    @raise TypeError: C{description} is not a string.
+    @raise ValueError: it is no client endpoint description (the message
+        says why).
+    """
+    from twisted.internet.endpoints import clientFromString
+
+    if not isinstance(description, str):
+        raise TypeError(
+            "a WireWorker's description must be a client endpoint"
+            " description string such as 'tcp:127.0.0.1:8790', not"
+            f" {description!r}"
+        )
+    try:
+        # Parsed only (with no reactor): nothing connects.
+        clientFromString(object(), description)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(
+            f"{description!r} is not a client endpoint description such as"
+            f" 'tcp:127.0.0.1:8790' ({e})"
+        ) from e
 
 
 def wireCall(f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> bytes:
@@ -206,15 +243,10 @@ class WireWorker:
             global one by default, resolved on first use.
         @raise TypeError: C{description} is no str, or C{secret} neither
             str nor bytes.
-        @raise ValueError: C{secret} is too short, or a number is out of
-            range.
+        @raise ValueError: C{description} can't be parsed, C{secret} is too
+            short, or a number is out of range.
         """
-        if not isinstance(description, str):
-            raise TypeError(
-                "a WireWorker's description must be a client endpoint"
-                f" description string such as 'tcp:127.0.0.1:8790', not"
-                f" {description!r}"
-            )
+        checkDescription(description)
         self.description = description
         self._secret = secretBytes(secret, "a WireWorker's secret")
         self.iQualified = list(series)
@@ -237,7 +269,6 @@ class WireWorker:
         self._link: _Link | None = None
         self._connecting = False
         self._connected = Waiters()
-        self._connectError: Failure | None = None
         self._rids = itertools.count(1)
         self._stopping: Deferred[None] | None = None
         self._idle = Waiters()
@@ -303,9 +334,7 @@ class WireWorker:
         while True:
             try:
                 return await self._connectOnce()
-            except AuthenticationError:
-                raise
-            except Exception as e:
+            except _TRANSIENT as e:
                 why = f"{type(e).__name__}: {e}"
             if self._stopping is not None:
                 raise WorkerError(f"{self!r} has stopped")

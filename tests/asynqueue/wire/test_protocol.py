@@ -111,6 +111,22 @@ def test_wrongSecret(binding: bytes) -> None:
     assert serverLink.transport.disconnecting
 
 
+def test_authenticationTimeout() -> None:
+    """
+    A connection that does not authenticate within C{authTimeout} is
+    dropped; one that does is kept.
+    """
+    _, _, slow, _, reactor = connect()
+    reactor.advance(29)
+    assert not slow.connection.disconnecting
+    reactor.advance(1)
+    assert slow.connection.disconnecting
+    worker, client, quick, pump, reactor = connect()
+    authenticate(worker, client, pump)
+    reactor.advance(60)
+    assert not quick.connection.disconnecting
+
+
 def test_commandsBeforeAuthentication() -> None:
     """
     Nothing is unpickled or run before the worker has proved its secret:
@@ -239,6 +255,10 @@ def test_badArguments() -> None:
         secretBytes(12345)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="description"):
         WireWorker(("127.0.0.1", 1), secret=SECRET)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Unknown endpoint type: 'foo'"):
+        WireWorker("foo:127.0.0.1:1", secret=SECRET)
+    with pytest.raises(ValueError, match="not a client endpoint description"):
+        WireWorker("tcp:127.0.0.1", secret=SECRET)
     with pytest.raises(ValueError, match="connectTimeout"):
         WireWorker("tcp:127.0.0.1:1", secret=SECRET, connectTimeout=0)
     with pytest.raises(ValueError, match="TLS may be turned off only on a loopback"):
