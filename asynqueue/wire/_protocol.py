@@ -250,6 +250,12 @@ class WireAMP(amp.AMP):
         d: Deferred[Any] = self.callRemote(command, **arguments)
         return d
 
+    def tell(self, command: type[amp.Command], **arguments: Any) -> None:
+        """
+        C{callRemote} of a command that has no answer.
+        """
+        self.callRemote(command, **arguments)
+
     @property
     def connection(self) -> Any:
         """

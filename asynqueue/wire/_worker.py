@@ -570,7 +570,7 @@ class WireWorker:
             # Not on the server (yet): nothing to stop there.
             self._end(call, Failure(call.task.stopReason))  # type: ignore[no-untyped-call]
             return
-        link.call(CancelTask, rid=call.rid)
+        link.tell(CancelTask, rid=call.rid)
         call.giveUp = self.reactor.callLater(self.cancelGrace, self._giveUp, call, link)
 
     def _giveUp(self, call: _Call, link: _Link) -> None:
@@ -611,7 +611,7 @@ class WireWorker:
             items,
             exhausted,
             ask=ask,
-            close=lambda: link.call(CloseIteration, iterID=iterID),
+            close=lambda: link.tell(CloseIteration, iterID=iterID),
             alive=lambda: link.alive,
             gone=gone,
             reactor=self.reactor,
