@@ -239,6 +239,15 @@ class WireAMP(amp.AMP):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # Small requests and replies, each awaited: don't let Nagle's
+        # algorithm hold them back (under TLS, the TCP transport is below).
+        transport = self.transport
+        while transport is not None:
+            setNoDelay = getattr(transport, "setTcpNoDelay", None)
+            if setNoDelay is not None:
+                setNoDelay(True)
+                break
+            transport = getattr(transport, "transport", None)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)
