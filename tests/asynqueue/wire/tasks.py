@@ -74,8 +74,9 @@ def spin(path: str) -> None:
     """
     Runs until interrupted, then writes what interrupted it to C{path}.
     """
-    open(path + ".started", "w").close()
     try:
+        # Inside the try: the interruption may come as soon as this exists.
+        open(path + ".started", "w").close()
         while True:
             time.sleep(0.01)
     except BaseException as e:
