@@ -131,3 +131,17 @@ def blockedInC(path: str, seconds: float) -> None:
     """
     open(path + ".started", "w").close()
     time.sleep(seconds)
+
+
+def raiseServerOnly() -> None:
+    """
+    Raises an exception whose type exists only in the server's process
+    (in a module made there), so the caller can't import it.
+    """
+    import sys
+    import types
+
+    module = types.ModuleType("wire_server_only")
+    exec("class OnlyHere(Exception):\n    pass\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    raise module.OnlyHere("made on the server")

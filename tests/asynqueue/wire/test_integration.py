@@ -87,7 +87,8 @@ async def test_callsAndErrors(server: Server) -> None:
     """
     Values come back from the server's process, big ones too; exceptions
     come back as their own type where this side can rebuild them (with
-    the remote traceback), else as L{RemoteTaskError}; a callable the
+    the remote traceback), else as L{RemoteTaskError} (a type that exists
+    only on the server, or can't be rebuilt); a callable the
     server can't import by name is refused with a message saying so.
     """
     q = queueFor(server)
@@ -102,6 +103,9 @@ async def test_callsAndErrors(server: Server) -> None:
             await q.call(tasks.raiseUnrebuildable)
         assert info2.value.remoteType.endswith("Unrebuildable")
         assert "raiseUnrebuildable" in info2.value.remoteTraceback
+        with pytest.raises(RemoteTaskError, match="made on the server") as info3:
+            await q.call(tasks.raiseServerOnly)
+        assert info3.value.remoteType == "wire_server_only.OnlyHere"
         with pytest.raises(TypeError, match="importable by name"):
             await q.call(lambda: 1)
         assert await q.call(tasks.add, 1) == 1
