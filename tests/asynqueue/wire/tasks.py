@@ -145,3 +145,17 @@ def raiseServerOnly() -> None:
     exec("class OnlyHere(Exception):\n    pass\n", module.__dict__)
     sys.modules[module.__name__] = module
     raise module.OnlyHere("made on the server")
+
+
+def meet(directory: str, me: str, other: str) -> int:
+    """
+    Writes C{me} in C{directory}, then waits (up to a minute) for
+    C{other}: two calls meet only if they run at the same time.
+    """
+    open(os.path.join(directory, me), "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.path.join(directory, other)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{other} never came")
+        time.sleep(0.01)
+    return os.getpid()

@@ -339,3 +339,18 @@ async def test_idempotentMovesOn(tmp_path: Path) -> None:
         await q.shutdown()
         for s in servers.values():
             s.stop()
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_workersShareAServer(tlsServer: Server, tmp_path: Path) -> None:
+    """
+    Two workers of one server: their tasks run at the same time there,
+    each in its connection's thread.
+    """
+    q = WireQueue([tlsServer.description] * 2, secret=SECRET)
+    try:
+        a = q.call(tasks.meet, str(tmp_path), "a", "b")
+        b = q.call(tasks.meet, str(tmp_path), "b", "a")
+        assert [await a, await b] == [tlsServer.pid] * 2
+    finally:
+        await q.shutdown()

@@ -344,3 +344,48 @@ def test_wireQueueRefusesAtCallTime() -> None:
     assert q.workers[0].requeue == q.submit
     with pytest.raises(TypeError, match="wrap it in a list"):
         WireQueue("tcp:127.0.0.1:1", secret=SECRET)
+
+
+def test_backoff() -> None:
+    """
+    A server that refuses connections: the worker tries again after
+    delays that double up to the longest, then fails the task with
+    L{ServerLost} once C{connectTimeout} would be passed.
+    """
+    from twisted.internet.error import ConnectionRefusedError
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.python.failure import Failure
+
+    from asynqueue import ServerLost, TaskQueue
+
+    reactor = MemoryReactorClock()
+    worker = WireWorker(
+        "tcp:127.0.0.1:1",
+        secret=SECRET,
+        tls=False,
+        connectTimeout=10,
+        backoff=(1, 4),
+        reactor=reactor,
+    )
+    q = TaskQueue(clock=reactor)
+    q.attachWorker(worker)
+    d = q.call(tasks.add, 1, 2)
+    attempts: list[float] = []
+    while not d.called:
+        if len(reactor.tcpClients) > len(attempts):
+            attempts.append(reactor.seconds())
+            factory = reactor.tcpClients[-1][2]
+            connector = reactor.connectors[-1]
+            factory.clientConnectionFailed(
+                connector,
+                Failure(ConnectionRefusedError()),  # type: ignore[no-untyped-call]
+            )
+        else:
+            reactor.advance(0.5)
+        assert reactor.seconds() < 60
+    assert attempts == [0, 1, 3, 7]
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert failures[0].check(ServerLost)
+    assert "within 10 s" in str(failures[0].value)
+    assert "ConnectionRefusedError" in str(failures[0].value)
