@@ -13,8 +13,9 @@ through Twisted's process support, never through a thread of ours.
 
 The wire format (L{encode}, L{decodeFrames}, L{dumps}, L{failureReply}) and
 the parent's side of a child (L{ChildProcessProtocol}, L{Requests},
-L{finishFromReply}, L{remoteDeferator}) are public too: they are the parts
-a pool of processes of one's own is built from (as sAsync's C{processes=N}).
+L{decodeReply}, L{finishFromReply}, L{remoteDeferator}) are public too:
+they are the parts a pool of processes of one's own is built from (as
+sAsync's C{processes=N}, and asynqueue.wire's remote workers).
 """
 
 from __future__ import annotations
