@@ -25,10 +25,21 @@ class Server:
     One server process, with its stderr (the log) in a file.
     """
 
-    def __init__(self, tmp: Path, *, tls: bool = True, secret: str = SECRET) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        tls: bool = True,
+        secret: str = SECRET,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.tmp = tmp
         self.tls = tls
         self.secret = secret
+        #: More command-line arguments.
+        self.extra = extra
+        #: The line the server printed once it listened.
+        self.banner = ""
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log = tmp / f"server-{id(self)}.log"
@@ -54,6 +65,7 @@ class Server:
         command += ["--secret-file", str(secretFile)]
         if not self.tls:
             command.append("--no-tls")
+        command += self.extra
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("ASYNQUEUE_WIRE_SECRET", None)
@@ -90,6 +102,7 @@ class Server:
                 data += chunk
                 match = _SERVING.search(data)
                 if match:
+                    self.banner = data.decode(errors="replace")
                     return int(match.group(1))
         finally:
             selector.close()

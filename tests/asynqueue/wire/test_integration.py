@@ -207,16 +207,19 @@ async def test_killedServer(tlsServer: Server, tmp_path: Path) -> None:
         await q.shutdown()
 
 
-async def test_wrongSecret(tlsServer: Server) -> None:
+async def test_wrongSecret(tlsServer: Server, tmp_path: Path) -> None:
     """
     A worker with another secret is refused: its call fails with
-    L{AuthenticationError} (nothing runs), and the server logs the refusal.
+    L{AuthenticationError} and its task never runs, and the server logs
+    the refusal.
     """
     q = TaskQueue()
     q.attachWorker(WireWorker(tlsServer.description, secret="not the right secret!"))
+    marker = tmp_path / "never"
     try:
         with pytest.raises(AuthenticationError, match="refused the secret"):
-            await q.call(tasks.add, 1, 2)
+            await q.call(tasks.sleepThenAdd, str(marker), 0, 1)
+        assert not Path(str(marker) + ".started").exists()
         deadline = time.monotonic() + 30
         while "refused the worker" not in tlsServer.logText():
             assert time.monotonic() < deadline, tlsServer.logText()
@@ -354,3 +357,25 @@ async def test_workersShareAServer(tlsServer: Server, tmp_path: Path) -> None:
         assert [await a, await b] == [tlsServer.pid] * 2
     finally:
         await q.shutdown()
+
+
+async def test_givenCertificate(tmp_path: Path) -> None:
+    """
+    A server started with a certificate and key of its own uses them: the
+    fingerprint it prints is theirs, and workers connect.
+    """
+    from asynqueue.wire._tls import fingerprint, selfSignedPEM
+
+    certificate, key = selfSignedPEM("wire-test")
+    (tmp_path / "cert.pem").write_bytes(certificate)
+    (tmp_path / "key.pem").write_bytes(key)
+    extra = ("--certificate", str(tmp_path / "cert.pem"))
+    extra += ("--key", str(tmp_path / "key.pem"))
+    server = await deferToThread(Server(tmp_path, extra=extra).start)
+    q = queueFor(server)
+    try:
+        assert fingerprint(certificate).hex() in server.banner
+        assert await q.call(tasks.add, 20, 22) == 42
+    finally:
+        await q.shutdown()
+        server.stop()
