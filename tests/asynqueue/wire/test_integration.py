@@ -379,3 +379,27 @@ async def test_givenCertificate(tmp_path: Path) -> None:
     finally:
         await q.shutdown()
         server.stop()
+
+
+async def test_notOnTheServer(tlsServer: Server, tmp_path: Path) -> None:
+    """
+    A function the server can't import (its module is only here) fails
+    with a C{TypeError} saying why; the worker goes on.
+    """
+    import importlib
+    import sys
+
+    (tmp_path / "wire_client_only.py").write_text("def f():\n    return 1\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module("wire_client_only")
+        q = queueFor(tlsServer)
+        try:
+            with pytest.raises(TypeError, match=r"could not be unpickled.*wire_client"):
+                await q.call(module.f)
+            assert await q.call(tasks.add, 1, 2) == 3
+        finally:
+            await q.shutdown()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("wire_client_only", None)
