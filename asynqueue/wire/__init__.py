@@ -23,11 +23,11 @@ from __future__ import annotations
 from ..errors import AuthenticationError as AuthenticationError
 from ..errors import RemoteTaskError as RemoteTaskError
 from ..errors import ServerLost as ServerLost
+from ._calls import idempotent as idempotent
 from ._interrupt import TaskInterrupted as TaskInterrupted
 from ._queue import WireQueue as WireQueue
 from ._server import WireServer as WireServer
 from ._worker import WireWorker as WireWorker
-from ._worker import idempotent as idempotent
 
 __all__ = [
     "AuthenticationError",

@@ -14,7 +14,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..task import Task
 from ..taskqueue import TaskQueue
-from ._worker import WireWorker, wireCall
+from ._calls import wireCall
+from ._worker import WireWorker
 
 
 class WireQueue(TaskQueue):

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._child import ChildServer, dumps
-from .._util import checkNumber, globalReactor
+from .._util import LazyReactor, checkNumber
 from ..task import Task, setCurrentTask
 from ..workers import ThreadWorker
 from ._interrupt import Interruptible
@@ -235,7 +235,7 @@ def isLoopback(interface: str) -> bool:
         return False
 
 
-class WireServer:
+class WireServer(LazyReactor):
     """
     Runs the tasks of the L{WireWorker<asynqueue.wire.WireWorker>}s that
     connect and prove they know its secret; each connection's tasks run in
@@ -294,15 +294,6 @@ class WireServer:
             self.binding = fingerprint(certificate)
         elif certificate is not None:
             raise ValueError("a TLS certificate was given, but TLS is off")
-
-    @property
-    def reactor(self) -> Any:
-        """
-        The reactor, resolved lazily.
-        """
-        if self._reactor is None:
-            self._reactor = globalReactor()
-        return self._reactor
 
     def factory(self) -> Any:
         """

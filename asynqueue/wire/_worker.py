@@ -8,154 +8,27 @@ Everything here runs in the reactor thread.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import pickle
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._util import Waiters, checkNumber, follow, globalReactor
+from .._util import Waiters, checkNumber, follow
 from ..deferator import DEFAULT_BATCH, Deferator, checkBatchSize
-from ..errors import AuthenticationError, ServerLost, WorkerError
-from ..info import callableName
+from ..errors import ServerLost, WorkerError
 from ..interfaces import IWorker
-from ..process import decodeReply, finishFromReply, pickleCall, remoteDeferator
+from ..process import decodeReply, finishFromReply, remoteDeferator
 from ..task import Task
-from ._protocol import (
-    VERSION,
-    Authenticate,
-    AuthenticationFailed,
-    CancelTask,
-    CloseIteration,
-    Hello,
-    NextBatch,
-    RunTask,
-    WireAMP,
-    checkProof,
-    nonce,
-    proof,
-    secretBytes,
-)
+from ._calls import IDEMPOTENT, checkDescription, wireCall
+from ._connector import Connector, Link
+from ._protocol import CancelTask, CloseIteration, NextBatch, RunTask, secretBytes
 
 log = Logger()
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-#: The attribute L{idempotent} sets on a callable.
-IDEMPOTENT = "wireIdempotent"
-
-
-def idempotent(f: F) -> F:
-    """
-    Mark C{f} as safe to run twice: if its server is lost while it runs,
-    a L{WireWorker} sends it again once it has reconnected, instead of
-    failing it with L{ServerLost<asynqueue.wire.ServerLost>}. Use as a
-    decorator on a function at the top level of a module.
-
-    @raise TypeError: C{f} takes no attributes (a builtin).
-    """
-    try:
-        setattr(f, IDEMPOTENT, True)
-    except (AttributeError, TypeError) as e:
-        raise TypeError(
-            f"{callableName(f)} can't be marked idempotent (it takes no"
-            " attributes): wrap it in a function of your own"
-        ) from e
-    return f
-
-
-#: The errors of an attempt to connect that another attempt may not meet:
-#: the server is down or restarting, the network or the handshake failed.
-_TRANSIENT = (
-    ConnectError,
-    ConnectionClosed,
-    OSError,
-    TimeoutError,
-    defer.TimeoutError,
-)
-
-
-def checkDescription(description: object) -> None:
-    """
-    @raise TypeError: C{description} is not a string.
-    @raise ValueError: it is no client endpoint description (the message
-        says why).
-    """
-    from twisted.internet.endpoints import clientFromString
-
-    if not isinstance(description, str):
-        raise TypeError(
-            "a WireWorker's description must be a client endpoint"
-            " description string such as 'tcp:127.0.0.1:8790', not"
-            f" {description!r}"
-        )
-    try:
-        # Parsed only (with no reactor): nothing connects.
-        clientFromString(object(), description)  # type: ignore[no-untyped-call]
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(
-            f"{description!r} is not a client endpoint description such as"
-            f" 'tcp:127.0.0.1:8790' ({e})"
-        ) from e
-
-
-def wireCall(f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> bytes:
-    """
-    The call C{f(*args, **kw)}, pickled for a server.
-
-    @raise TypeError: C{f} is not importable by its module and qualified
-        name (a lambda, a closure, a bound method, a callable object, or
-        anything in C{__main__}), or it or its arguments can't be pickled.
-    """
-    name = callableName(f)
-    module = getattr(f, "__module__", None)
-    qualname = getattr(f, "__qualname__", None)
-    found: Any = None
-    if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
-        try:
-            found = importlib.import_module(module)
-            for part in qualname.split("."):
-                found = getattr(found, part)
-        except Exception:
-            found = None
-    if found is not f or module == "__main__":
-        where = " (it is in __main__, which the server can't import)" * (
-            module == "__main__"
-        )
-        raise TypeError(
-            f"{name} can't run on a remote worker{where}: a task must be"
-            " importable by name on the server, as a function (or class) at"
-            " the top level of a module, not a lambda, closure, bound method"
-            " or callable object: move it to a module the server can import"
-        )
-    return pickleCall(f, args, kw)
-
-
-class _Link(WireAMP):
-    """
-    The worker's end of one connection to a server.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.alive = True
-        self.closed: Deferred[None] = Deferred()
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        # Marked dead before AMP fails the requests on their way, so that
-        # their errbacks know why they fail.
-        self.alive = False
-        super().connectionLost(reason)
-        self.closed.callback(None)
 
 
 class _Call:
@@ -168,7 +41,7 @@ class _Call:
         self.payload = payload
         self.freed = freed
         self.idempotent = bool(getattr(task.f, IDEMPOTENT, False))
-        self.link: _Link | None = None
+        self.link: Link | None = None
         self.rid = 0
         self.done = False
         # Set when the caller asked the server to stop it.
@@ -248,27 +121,30 @@ class WireWorker:
         """
         checkDescription(description)
         self.description = description
-        self._secret = secretBytes(secret, "a WireWorker's secret")
         self.iQualified = list(series)
-        self.tls = tls
         self.batchSize = checkBatchSize(batchSize)
-        self.connectTimeout = checkNumber(
-            connectTimeout, "connectTimeout (seconds)", positive=True
-        )
         self.cancelGrace = checkNumber(
             cancelGrace, "cancelGrace (seconds)", positive=True
         )
         first, longest = backoff
         checkNumber(first, "backoff's first delay (seconds)", positive=True)
         checkNumber(longest, "backoff's longest delay (seconds)", low=first)
-        self.backoff = (first, longest)
-        self._reactor = reactor
+        self._connector = Connector(
+            description,
+            secretBytes(secret, "a WireWorker's secret"),
+            tls=tls,
+            connectTimeout=checkNumber(
+                connectTimeout, "connectTimeout (seconds)", positive=True
+            ),
+            backoff=(first, longest),
+            # A call may still need a connection while the worker stops.
+            wanted=lambda: self._stopping is None or self._call is not None,
+            who=self,
+            reactor=reactor,
+        )
         #: The task running now, or None.
         self.task: Task[Any] | None = None
         self._call: _Call | None = None
-        self._link: _Link | None = None
-        self._connecting = False
-        self._connected = Waiters()
         self._rids = itertools.count(1)
         self._stopping: Deferred[None] | None = None
         self._idle = Waiters()
@@ -286,122 +162,15 @@ class WireWorker:
         """
         The reactor, resolved lazily.
         """
-        if self._reactor is None:
-            self._reactor = globalReactor()
-        return self._reactor
+        return self._connector.reactor
 
     @property
     def connected(self) -> bool:
         """
         Whether the worker holds an authenticated connection now.
         """
-        return self._link is not None and self._link.alive
-
-    # The connection ----------------------------------------------------------
-
-    def _connection(self) -> Deferred[_Link]:
-        # The authenticated connection: at once, or once (re)made.
-        link = self._link
-        if link is not None and link.alive:
-            return succeed(link)
-        waiting = self._connected.wait()
-        if not self._connecting:
-            self._connecting = True
-            Deferred.fromCoroutine(self._connect()).addBoth(self._madeConnection)
-
-        def ready(_: None) -> _Link:
-            assert self._link is not None
-            return self._link
-
-        return waiting.addCallback(ready)
-
-    def _madeConnection(self, result: _Link | Failure) -> None:
-        self._connecting = False
-        if isinstance(result, Failure):
-            self._connected.fail(result)
-            return
-        if self._stopping is not None and self._call is None:
-            result.connection.loseConnection()
-            self._connected.fail(Failure(WorkerError(f"{self!r} has stopped")))  # type: ignore[no-untyped-call]
-            return
-        self._link = result
-        self._connected.fire()
-
-    async def _connect(self) -> _Link:
-        clock: IReactorTime = self.reactor
-        deadline = clock.seconds() + self.connectTimeout
-        delay, longest = self.backoff
-        while True:
-            try:
-                return await self._connectOnce()
-            except _TRANSIENT as e:
-                why = f"{type(e).__name__}: {e}"
-            if self._stopping is not None:
-                raise WorkerError(f"{self!r} has stopped")
-            if clock.seconds() + delay > deadline:
-                raise ServerLost(
-                    f"{self!r} could not reach its server within"
-                    f" {self.connectTimeout:g} s (last: {why})"
-                )
-            log.info(
-                "{worker}: can't reach the server ({why}); again in {delay:g} s",
-                worker=self,
-                why=why,
-                delay=delay,
-            )
-            await deferLater(clock, delay)
-            delay = min(delay * 2, longest)
-
-    async def _connectOnce(self) -> _Link:
-        from twisted.internet.endpoints import (
-            clientFromString,
-            connectProtocol,
-            wrapClientTLS,
-        )
-
-        endpoint = clientFromString(self.reactor, self.description)  # type: ignore[no-untyped-call]
-        if self.tls:
-            from ._tls import clientCreator
-
-            endpoint = wrapClientTLS(clientCreator(), endpoint)
-        link: _Link = await connectProtocol(endpoint, _Link())  # type: ignore[no-untyped-call]
-        try:
-            await self._authenticate(link)
-        except BaseException:
-            link.connection.abortConnection()
-            raise
-        return link
-
-    async def _authenticate(self, link: _Link) -> None:
-        mine = nonce()
-        answer = await link.call(Hello, version=VERSION, nonce=mine).addTimeout(
-            self.connectTimeout, self.reactor
-        )
-        theirs = answer["nonce"]
-        binding = b""
-        peer = getattr(link.connection, "getPeerCertificate", None)
-        if self.tls and peer is not None:
-            from ._tls import fingerprint
-
-            binding = fingerprint(peer())
-        secret = self._secret
-        try:
-            answer = await link.call(
-                Authenticate, proof=proof(secret, b"worker", mine, theirs, binding)
-            ).addTimeout(self.connectTimeout, self.reactor)
-        except AuthenticationFailed:
-            raise AuthenticationError(
-                f"the server at {self.description} refused the secret of"
-                f" {self!r}: the secrets differ (or something between them"
-                " presented another TLS certificate)"
-            ) from None
-        if not checkProof(
-            proof(secret, b"server", theirs, mine, binding), answer["proof"]
-        ):
-            raise AuthenticationError(
-                f"the server at {self.description} could not prove that it"
-                f" knows the secret of {self!r}"
-            )
+        link = self._connector.link
+        return link is not None and link.alive
 
     # IWorker -------------------------------------------------------------------
 
@@ -434,9 +203,11 @@ class WireWorker:
         def failed(failure: Failure) -> None:
             self._end(call, failure)
 
-        self._connection().addCallbacks(lambda link: self._runOn(link, call), failed)
+        self._connector.connection().addCallbacks(
+            lambda link: self._runOn(link, call), failed
+        )
 
-    def _runOn(self, link: _Link, call: _Call) -> None:
+    def _runOn(self, link: Link, call: _Call) -> None:
         if call.done:
             return
         task = call.task
@@ -455,7 +226,7 @@ class WireWorker:
         )
 
     def _replied(
-        self, call: _Call, link: _Link, rid: int, answer: dict[str, Any]
+        self, call: _Call, link: Link, rid: int, answer: dict[str, Any]
     ) -> None:
         if call.done or call.rid != rid:
             return
@@ -476,7 +247,7 @@ class WireWorker:
             ),
         )
 
-    def _sendFailed(self, call: _Call, link: _Link, rid: int, failure: Failure) -> None:
+    def _sendFailed(self, call: _Call, link: Link, rid: int, failure: Failure) -> None:
         if call.done or call.rid != rid:
             return
         call.link = None
@@ -489,8 +260,7 @@ class WireWorker:
             )
             self._end(call, Failure(error))  # type: ignore[no-untyped-call]
             return
-        if self._link is link:
-            self._link = None
+        self._connector.forget(link)
         if call.idempotent and not task.stopRequested:
             log.info(
                 "{worker} lost its server while {task} ran there: it is"
@@ -573,7 +343,7 @@ class WireWorker:
         link.tell(CancelTask, rid=call.rid)
         call.giveUp = self.reactor.callLater(self.cancelGrace, self._giveUp, call, link)
 
-    def _giveUp(self, call: _Call, link: _Link) -> None:
+    def _giveUp(self, call: _Call, link: Link) -> None:
         # The server did not stop the task in time: drop the connection (the
         # server abandons what it runs for it), and fail the task.
         if call.done:
@@ -585,13 +355,12 @@ class WireWorker:
             task=call.task.info,
             grace=self.cancelGrace,
         )
-        if self._link is link:
-            self._link = None
+        self._connector.forget(link)
         link.connection.abortConnection()
         self._end(call, Failure(call.task.stopReason))  # type: ignore[no-untyped-call]
 
     def _deferator(
-        self, link: _Link, iterID: int, items: list[Any], exhausted: bool
+        self, link: Link, iterID: int, items: list[Any], exhausted: bool
     ) -> Deferator[Any]:
         gone = f"{self!r} lost the server holding this iteration"
 
@@ -631,7 +400,9 @@ class WireWorker:
     async def _stop(self) -> None:
         if self._call is not None:
             await self._idle.wait()
-        link, self._link = self._link, None
+        link = self._connector.link
+        if link is not None:
+            self._connector.forget(link)
         if link is not None and link.alive:
             link.connection.loseConnection()
             await link.closed
@@ -645,7 +416,9 @@ class WireWorker:
         self.task = None
         if self._stopping is None:
             self._stopping = succeed(None)
-        link, self._link = self._link, None
+        link = self._connector.link
+        if link is not None:
+            self._connector.forget(link)
         if link is not None and link.alive:
             link.connection.abortConnection()
         if call is None:

@@ -10,7 +10,7 @@ import sys
 
 import asynqueue
 import asynqueue.wire
-from asynqueue.wire import _interrupt, _queue, _server, _worker
+from asynqueue.wire import _calls, _interrupt, _queue, _server, _worker
 
 
 def test_realObjects() -> None:
@@ -25,7 +25,7 @@ def test_realObjects() -> None:
         "WireQueue": _queue,
         "WireServer": _server,
         "WireWorker": _worker,
-        "idempotent": _worker,
+        "idempotent": _calls,
     }
     assert sorted(asynqueue.wire.__all__) == sorted(homes)
     for name, home in homes.items():

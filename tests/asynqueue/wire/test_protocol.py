@@ -27,6 +27,8 @@ from asynqueue.wire import (
     idempotent,
 )
 from asynqueue.wire import __main__ as cli
+from asynqueue.wire._calls import wireCall
+from asynqueue.wire._connector import Link
 from asynqueue.wire._interrupt import Interruptible
 from asynqueue.wire._protocol import (
     BigBytes,
@@ -39,7 +41,6 @@ from asynqueue.wire._protocol import (
     secretBytes,
 )
 from asynqueue.wire._server import _ServerLink, isLoopback
-from asynqueue.wire._worker import _Link, wireCall
 
 from . import tasks
 
@@ -57,7 +58,7 @@ class FakeReactor(Clock):
 
 def connect(
     serverSecret: str = SECRET, workerSecret: str = SECRET, binding: bytes = b""
-) -> tuple[WireWorker, _Link, _ServerLink, Any, FakeReactor]:
+) -> tuple[WireWorker, Link, _ServerLink, Any, FakeReactor]:
     """
     A worker's link and a server's, connected in memory.
     """
@@ -68,13 +69,13 @@ def connect(
         "tcp:127.0.0.1:1", secret=workerSecret, tls=False, reactor=reactor
     )
     client, serverLink, pump = connectedServerAndClient(
-        lambda: _ServerLink(server), _Link
+        lambda: _ServerLink(server), Link
     )
     return worker, client, serverLink, pump, reactor
 
 
-def authenticate(worker: WireWorker, client: _Link, pump: Any) -> Deferred[None]:
-    d = Deferred.fromCoroutine(worker._authenticate(client))
+def authenticate(worker: WireWorker, client: Link, pump: Any) -> Deferred[None]:
+    d = Deferred.fromCoroutine(worker._connector._authenticate(client))
     pump.flush()
     return d
 
