@@ -54,8 +54,7 @@ class WireWorker:
     """
     Runs tasks one at a time on a L{WireServer<asynqueue.wire.WireServer>}
     reached through a Twisted client endpoint description, such as
-    C{"tcp:127.0.0.1:8790"} (or C{"tcp:host=server.example:port=8790"},
-    C{"unix:/run/wire.sock"}).
+    C{"tcp:127.0.0.1:8790"} (or C{"tcp:host=server.example:port=8790"}).
 
     A task is a callable importable by name on the server (a function at
     the top level of a module), with picklable arguments; others fail at
