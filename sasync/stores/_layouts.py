@@ -28,6 +28,7 @@ Worker thread only: this runs on a worker's connection, as a setup job.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -163,12 +164,14 @@ def _build(connection: Connection, target: SA.Table, plan: _Plan) -> tuple[str, 
     building.drop(connection, checkfirst=True)
     building.create(connection)
     source = SA.Table(plan.source, SA.MetaData(), autoload_with=connection)
-    result = connection.execute(SA.select(source))
     rows = 0
-    while chunk := result.fetchmany(COPY_CHUNK):
-        converted = [dict(plan.layout.convert(row)) for row in chunk]
-        connection.execute(building.insert(), converted)
-        rows += len(chunk)
+    # Closed whatever happens: on SQLite a statement left open keeps the
+    # write lock past the rollback.
+    with contextlib.closing(connection.execute(SA.select(source))) as result:
+        while chunk := result.fetchmany(COPY_CHUNK):
+            converted = [dict(plan.layout.convert(row)) for row in chunk]
+            connection.execute(building.insert(), converted)
+            rows += len(chunk)
     return building.name, rows
 
 

@@ -23,7 +23,6 @@ L{WritesLost<sasync.errors.WritesLost>} naming its key.
 
 from __future__ import annotations
 
-from collections.abc import ItemsView as ItemsViewABC
 from collections.abc import (
     Hashable,
     Iterator,
@@ -32,6 +31,7 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
+from collections.abc import ItemsView as ItemsViewABC
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -39,8 +39,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from ..errors import SAsyncError
-from ._storage import StoreID, checkName
 from ._layouts import Import
+from ._storage import StoreID, checkName
 from .items import ORIGINAL_ITEMS, Items, ItemsBroker, Missing
 
 _MISSING: Any = object()
