@@ -377,3 +377,27 @@ async def test_firstArray(dbURL: str) -> None:
         await a.set("x", "y", "z", "new")
         assert await a.get("x", "y", "z") == "new"
     assert tableState(dbURL, "sasync_array_v1") == before
+
+
+async def test_upgradesAtOnce(dbURL: str) -> None:
+    """
+    Stores on engines of their own starting at once on the original's
+    database take turns: one upgrades, the others find it done, and all
+    find their items.
+    """
+    rows = makeOriginalItems(dbURL, extra=3 * _layouts.COPY_CHUNK)
+    made = [
+        Items(123, dbURL),
+        Items(125, dbURL, pool_recycle=3600),
+        Items(124, dbURL, pool_recycle=3601),
+        PersistentDict(124, dbURL, pool_recycle=3602),
+    ]
+    async with stores(*made):
+        first, many, other, d = made
+        assert await first.loadAll() == expectedValues()
+        assert len(await many.names()) == 3 * _layouts.COPY_CHUNK
+        assert await other.load("foo") == "bogus"
+        assert await d.get("foo") == "bogus"
+    assert len(tableState(dbURL, "sasync_items")[1]) == len(rows)
+    assert len(tableState(dbURL, "sasync_dict")[1]) == len(rows)
+    assert len(tableState(dbURL, "sasync_items_sasync09")[1]) == len(rows)
