@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine, Row
 from sqlalchemy.pool import NullPool
 
 from sasync.errors import StartupError
-from sasync.stores import _layouts
+from sasync.stores import _layouts, originalHash
 from sasync.stores.items import ORIGINAL_ITEMS, Items, ItemsBroker
 from sasync.stores.parray import PersistentArray
 from sasync.stores.pdict import PersistentDict
@@ -401,3 +401,44 @@ async def test_upgradesAtOnce(dbURL: str) -> None:
     assert len(tableState(dbURL, "sasync_items")[1]) == len(rows)
     assert len(tableState(dbURL, "sasync_dict")[1]) == len(rows)
     assert len(tableState(dbURL, "sasync_items_sasync09")[1]) == len(rows)
+
+
+async def test_originalStrIDs(sqliteURL: str) -> None:
+    """
+    A group the original stored under a str ID's Python 2 C{hash()} (64
+    bits: SQLite held it, the servers' INTEGER did not) is found with
+    L{originalHash}, and so is an array element at str coordinates.
+    """
+    with plainEngine(sqliteURL) as engine:
+        metadata = SA.MetaData()
+        items = originalItemsTable(metadata)
+        array = SA.Table(
+            "sasync_array",
+            metadata,
+            *[SA.Column(c, SA.Integer) for c in ("group_id", "x", "y", "z")],
+            SA.Column("value", SA.PickleType, nullable=False),
+        )
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            # Python 2.7's hash("prefs"), hash("a"), hash(("a", 1)).
+            conn.execute(
+                items.insert(),
+                [{"group_id": -1221839637565758149, "name": "color", "value": "blue"}],
+            )
+            conn.execute(
+                array.insert(),
+                [
+                    {
+                        "group_id": -3828833845468547008,
+                        "x": 12416037344,
+                        "y": 0,
+                        "z": 0,
+                        "value": "at a",
+                    }
+                ],
+            )
+    prefs = Items(originalHash("prefs"), sqliteURL)
+    board = PersistentArray(originalHash(("a", 1)), sqliteURL)
+    async with stores(prefs, board):
+        assert await prefs.loadAll() == {"color": "blue"}
+        assert await board.get(originalHash("a"), 0, 0) == "at a"
