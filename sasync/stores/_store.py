@@ -82,10 +82,16 @@ class Store(Generic[K]):
             reported lost.
         @param kw: engine keywords, as for L{AccessBroker
             <sasync.broker.AccessBroker>}.
-        @raise TypeError: C{ID} is unhashable or has no stable stored form.
-        @raise ValueError: C{ID} holds a NaN.
-        @raise ValueError: a bad C{writeRetryTime}.
+        @raise TypeError: C{ID} is unhashable or has no stable stored form;
+            or C{nameType=}, the original sAsync's keyword, was given.
+        @raise ValueError: C{ID} holds a NaN, or a bad C{writeRetryTime}.
         """
+        if "nameType" in kw:
+            raise TypeError(
+                "nameType= (the original sAsync's) is gone: names come back as"
+                " the type they were written with; convert names an upgraded"
+                " table of the original holds (text) yourself"
+            )
         checkRetryTime(writeRetryTime)  # (Before the broker takes resources.)
         self.ID = ID
         broker: StoreBroker[K] = self.brokerClass(ID, url, **kw)

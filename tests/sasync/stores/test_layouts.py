@@ -442,3 +442,13 @@ async def test_originalStrIDs(sqliteURL: str) -> None:
     async with stores(prefs, board):
         assert await prefs.loadAll() == {"color": "blue"}
         assert await board.get(originalHash("a"), 0, 0) == "at a"
+
+
+def test_nameTypeRefused(sqliteURL: str) -> None:
+    """
+    The original's C{nameType=} is refused with a C{TypeError} saying it is
+    gone and why, before anything is made.
+    """
+    for make in (Items, PersistentDict):
+        with pytest.raises(TypeError, match=r"nameType= \(the original sAsync's\)"):
+            make(5, sqliteURL, nameType=int)
