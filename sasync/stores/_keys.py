@@ -119,6 +119,19 @@ def decodeKey(text: str) -> Hashable:
     return _rebuild(json.loads(text))
 
 
+#: How a typed form begins, but for the whole words below.
+_TYPED_STARTS: Final = frozenset('"[{-0123456789')
+_TYPED_WORDS: Final = frozenset({"null", "true", "false", "Infinity"})
+
+
+def mayBeTyped(text: str) -> bool:
+    """
+    @return: whether C{text} could be a typed form (C{False} for most
+        names: those that begin with a letter, but a few words).
+    """
+    return text[:1] in _TYPED_STARTS or text in _TYPED_WORDS
+
+
 def _rebuild(value: Any) -> Hashable:
     if isinstance(value, list):
         return tuple(_rebuild(v) for v in value)
@@ -159,6 +172,7 @@ __all__ = [
     "canonicalInt",
     "canonicalText",
     "decodeKey",
+    "mayBeTyped",
     "sortedKeys",
     "typedText",
 ]

@@ -10,10 +10,16 @@ Row layout (one table per kind of store)::
     ...extra columns...   e.g. the key's readable text
     value      BLOB       the pickled value
 
-IDs and str keys are stored as SHA-256 hex digests rather than as text,
+IDs and keys are stored as SHA-256 hex digests rather than as text,
 because MySQL/MariaDB's default collations compare text case- and
 trailing-space-insensitively (C{"A"} would overwrite C{"a"}) and index key
-lengths are limited; lowercase hex compares the same everywhere.
+lengths are limited; lowercase hex compares the same everywhere. What is
+digested is a key's canonical form (L{sasync.stores._keys}), so that keys
+equal in Python find one row; a plain str key and a str or int ID are
+digested as the first versions did, so their rows read back the same.
+
+At start-up, a table of an earlier layout is upgraded first (see
+L{sasync.stores._layouts}).
 
 Trust boundary: values are pickles, and unpickling runs code. Only the
 application (through these stores) may write these tables; never store a
@@ -163,7 +169,7 @@ def nameFromRow(name: str, key: str) -> Hashable:
         C{name} and C{key}: a plain str if C{key} is its digest, else the
         key C{name} is the typed form of.
     """
-    if digest(name) == key:
+    if not _keys.mayBeTyped(name) or digest(name) == key:
         return name
     return _keys.decodeKey(name)
 
