@@ -165,9 +165,15 @@ def _build(connection: Connection, target: SA.Table, plan: _Plan) -> tuple[str, 
     building.create(connection)
     source = SA.Table(plan.source, SA.MetaData(), autoload_with=connection)
     rows = 0
+    select = SA.select(source)
+    if connection.dialect.name == "postgresql":
+        # A server-side cursor: memory stays bounded. (SQLite reads as it
+        # goes; MySQL drivers read the result whole, as a streaming one
+        # would block the inserts on this connection.)
+        select = select.execution_options(stream_results=True)
     # Closed whatever happens: on SQLite a statement left open keeps the
     # write lock past the rollback.
-    with contextlib.closing(connection.execute(SA.select(source))) as result:
+    with contextlib.closing(connection.execute(select)) as result:
         while chunk := result.fetchmany(COPY_CHUNK):
             converted = [dict(plan.layout.convert(row)) for row in chunk]
             connection.execute(building.insert(), converted)
