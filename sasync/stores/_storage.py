@@ -60,8 +60,9 @@ The pickle protocol values are written with (readable by Python >= 3.8).
 
 MAX_NAME_LENGTH: Final = 16000
 """
-The longest str key allowed, in characters (it fits a MySQL TEXT column in
-utf8mb4, four bytes a character at worst).
+The longest stored text of a key (a str key itself, another key's typed
+form) allowed, in characters (it fits a MySQL TEXT column in utf8mb4, four
+bytes a character at worst).
 """
 
 DELETE_CHUNK: Final = 500
