@@ -154,7 +154,7 @@ def sortedKeys(keys: Iterable[Hashable]) -> list[Any]:
     keys = list(keys)
     if not any(_holdsSet(k) for k in keys):
         try:
-            return sorted(keys)  # type: ignore[type-var]
+            return sorted(keys)
         except TypeError:
             pass
     return sorted(keys, key=canonicalText)

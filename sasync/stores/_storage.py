@@ -133,7 +133,7 @@ def checkName(name: object) -> Hashable:
             f"key {_short(name)} is {len(text)} characters long stored;"
             f" at most {MAX_NAME_LENGTH} are allowed"
         )
-    return name  # type: ignore[return-value]
+    return name
 
 
 def _short(key: object) -> str:

@@ -58,7 +58,7 @@ def checkIndex(x: object, y: object, z: object) -> Index:
                 f"array coordinate of type {type(i).__name__} is longer than"
                 f" {MAX_NAME_LENGTH} characters stored"
             )
-    return (x, y, z)  # type: ignore[return-value]
+    return (x, y, z)
 
 
 def _cellRow(group: str, x: int, y: int, z: int, value: Any) -> dict[str, Any]:
