@@ -18,7 +18,8 @@ The layers, lowest first (see C{docs/contributing.md}):
   6. C{sasync.broker}: C{AccessBroker}.
   7. C{sasync.stores}: C{Items}, C{PersistentArray}, C{PersistentDict}.
   8. C{sasync} itself: the public API (its C{__init__}).
-  9. C{sasync.demo} and C{sasync.__main__}: a program using that API.
+  9. C{sasync.testing}: fixtures for tests of programs using that API.
+  10. C{sasync.demo} and C{sasync.__main__}: a program using that API.
 
 Importing a package's module runs the package's C{__init__} first; that
 implicit import is not counted (only import statements are).
@@ -60,6 +61,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sasync.broker", ("sasync.broker",)),
     ("sasync.stores", ("sasync.stores",)),
     ("sasync (public API)", ("sasync",)),
+    ("sasync.testing", ("sasync.testing",)),
     ("demo", ("sasync.demo", "sasync.__main__")),
 )
 
