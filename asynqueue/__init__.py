@@ -11,6 +11,7 @@ returns L{AsIs}C{(iterator)}).
 
 from __future__ import annotations
 
+from ._version import __version__ as __version__
 from .deferator import Deferator as Deferator
 from .delay import Delay as Delay
 from .errors import IterationStopped as IterationStopped
@@ -63,6 +64,7 @@ __all__ = [
     "ThreadWorker",
     "UnknownSeries",
     "WorkerError",
+    "__version__",
     "currentTask",
     "iteratorToProducer",
 ]

@@ -57,6 +57,4 @@ class Brokers:
         """
         made, self._made = self._made, []
         shutdowns = [broker.shutdown(timeout=timeout) for broker in made]
-        return DeferredList(shutdowns, consumeErrors=True).addCallback(
-            lambda _: None
-        )
+        return DeferredList(shutdowns, consumeErrors=True).addCallback(lambda _: None)
