@@ -52,8 +52,9 @@ class Brokers:
 
         @param timeout: Seconds each broker's accepted work may still run;
             then it is cancelled (see L{AccessBroker.shutdown}).
-        @return: A L{Deferred} firing with C{None} when all have stopped;
-            a failed shutdown is ignored (the test's own outcome matters).
+        @return: A L{Deferred<twisted.internet.defer.Deferred>} firing with C{None}
+            when all have stopped; a failed shutdown is ignored (the test's
+            own outcome matters).
         """
         made, self._made = self._made, []
         shutdowns = [broker.shutdown(timeout=timeout) for broker in made]

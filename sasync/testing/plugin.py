@@ -8,8 +8,8 @@ Tests:
   - C{async def test_...} runs in the reactor thread (see
     L{sasync.testing.reactor}) and may await Deferreds and coroutines.
   - A plain C{def} test marked C{@pytest.mark.inReactor} is called in the
-    reactor thread too, and the L{Deferred} it returns (e.g. from an
-    C{inlineCallbacks} function) is waited for.
+    reactor thread too, and the L{Deferred<twisted.internet.defer.Deferred>}
+    it returns (e.g. from an C{inlineCallbacks} function) is waited for.
   - Either is cancelled and fails after 60 s; C{@pytest.mark.reactorTimeout
     (seconds)} changes that.
   - Other tests run in pytest's thread, as usual, and may call

@@ -4,8 +4,8 @@ The global Twisted reactor, running in a daemon thread for a test session.
 A test runner such as pytest runs tests in its main thread; everything
 Twisted runs in the reactor thread. L{runInReactor} is the one bridge
 between them: it calls a function in the reactor thread, waits for its
-result (a plain value, a L{Deferred} or a coroutine) and returns it, or
-raises its exception with the real traceback.
+result (a plain value, a L{Deferred<twisted.internet.defer.Deferred>} or a
+coroutine) and returns it, or raises its exception with the real traceback.
 
 The reactor starts on first use and cannot be restarted once stopped
 (the pytest plugin, L{sasync.testing.plugin}, calls L{stopReactor} at the
@@ -111,15 +111,19 @@ def runInReactor(
     """
     Call C{f(*args, **kw)} in the reactor thread and wait for its result.
 
-    C{f} may return a plain value, a L{Deferred} or a coroutine (run with
-    L{Deferred.fromCoroutine}). Call this from a test's thread, never from the
-    reactor thread (that would deadlock; it raises C{RuntimeError} instead).
+    C{f} may return a plain value, a L{Deferred<twisted.internet.defer.Deferred>} or
+    a coroutine (run with
+    L{Deferred.fromCoroutine<twisted.internet.defer.Deferred.fromCoroutine>}).
+    Call this from a test's thread, never from the reactor thread (that
+    would deadlock; it raises C{RuntimeError} instead).
 
-    @param timeout: seconds to wait; then the L{Deferred} is cancelled and
+    @param timeout: seconds to wait; then the
+        L{Deferred<twisted.internet.defer.Deferred>} is cancelled and
         L{ReactorTimeoutError} raised.
     @return: the result.
-    @raise BaseException: whatever C{f} raised or its L{Deferred} failed
-        with, with its original traceback.
+    @raise BaseException: whatever C{f} raised or its
+        L{Deferred<twisted.internet.defer.Deferred>} failed with, with its
+        original traceback.
     """
     __tracebackhide__ = True
     if inReactorThread():

@@ -3,9 +3,9 @@ Trial support: a L{twisted.trial.unittest.TestCase} whose tests get new
 databases and brokers that are shut down after each test.
 
 Trial runs the global reactor itself, in its main thread, and waits for the
-L{Deferred} or coroutine a test returns; don't mix these tests with the
-pytest plugin's reactor thread in one process (run them with C{trial} or
-C{python -m twisted.trial}).
+L{Deferred<twisted.internet.defer.Deferred>} or coroutine a test returns;
+don't mix these tests with the pytest plugin's reactor thread in one
+process (run them with C{trial} or C{python -m twisted.trial}).
 """
 
 from __future__ import annotations
