@@ -35,41 +35,35 @@ def test_docsShowTheExamples() -> None:
     assert shown == files
 
 
+#: How to run each example, and what it prints when it passes.
+_RUNS = {
+    "pytest": (
+        ("-m", "pytest", "-p", "sasync.testing", "-p", "no:cacheprovider"),
+        ("-q", "test_notes_pytest.py"),
+        r"3 passed",
+    ),
+    "trial": (
+        ("-m", "twisted.trial"),
+        ("test_notes_trial",),
+        r"PASSED \(successes=3\)",
+    ),
+}
+
+
 @pytest.mark.parametrize("kind", KIND_NAMES)
-def test_pytestExample(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+@pytest.mark.parametrize("runner", sorted(_RUNS))
+def test_example(
+    runner: str, kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """
-    The pytest example passes with C{-p sasync.testing}, on the database
-    C{SASYNC_TEST_DATABASE} names.
+    The pytest example passes with C{-p sasync.testing}, and the trial one
+    under trial, on the database C{SASYNC_TEST_DATABASE} names.
     """
     request.getfixturevalue(f"{kind}URL")  # skipped, or failed, without one
     _copyExamples(tmp_path)
-    done = runChild(
-        tmp_path,
-        *("-m", "pytest", "-p", "sasync.testing", "-p", "no:cacheprovider"),
-        *("-q", "test_notes_pytest.py"),
-        env={"SASYNC_TEST_DATABASE": kind},
-    )
+    command, names, passed = _RUNS[runner]
+    done = runChild(tmp_path, *command, *names, env={"SASYNC_TEST_DATABASE": kind})
     assert done.returncode == 0, done.stdout
-    assert "3 passed" in done.stdout
-    assert re.search(rf"test databases made: .*\b{kind} 3\b", done.stdout)
-
-
-@pytest.mark.parametrize("kind", KIND_NAMES)
-def test_trialExample(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    """
-    The trial example passes under trial, on the database
-    C{SASYNC_TEST_DATABASE} names.
-    """
-    request.getfixturevalue(f"{kind}URL")
-    _copyExamples(tmp_path)
-    done = runChild(
-        tmp_path,
-        *("-m", "twisted.trial", "test_notes_trial"),
-        env={"SASYNC_TEST_DATABASE": kind},
-    )
-    assert done.returncode == 0, done.stdout
-    assert "PASSED (successes=3)" in done.stdout
+    assert re.search(passed, done.stdout), done.stdout
+    if runner == "pytest":
+        assert re.search(rf"test databases made: .*\b{kind} 3\b", done.stdout)
