@@ -64,7 +64,6 @@ __all__ = [
     "ThreadWorker",
     "UnknownSeries",
     "WorkerError",
-    "__version__",
     "currentTask",
     "iteratorToProducer",
 ]

@@ -67,7 +67,6 @@ __all__ = [
     "TransactionTimeout",
     "WritesLost",
     "WrongThread",
-    "__version__",
     "setup",
     "transact",
     "wait",
