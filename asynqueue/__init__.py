@@ -11,6 +11,7 @@ C{IConsumer} with backpressure (unless it returns L{AsIs}C{(iterator)}).
 
 from __future__ import annotations
 
+from ._version import __version__ as __version__
 from .deferator import Deferator as Deferator
 from .delay import Delay as Delay
 from .errors import AuthenticationError as AuthenticationError

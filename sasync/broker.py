@@ -1113,8 +1113,12 @@ class AccessBroker:
             self._accepting = False
             if self._startupWait is not None:
                 self._startupWait.stop()
+            # Armed first: an idle broker's _shutdown() runs past the drain
+            # at once, and must see the deadline.
+            if timeout is not None:
+                self._armDrainTimer(timeout)
             self._shutdownDone = Deferred.fromCoroutine(self._shutdown())
-        if timeout is not None and not self._shutdownDone.called:
+        elif timeout is not None and not self._shutdownDone.called:
             self._armDrainTimer(timeout)
         d: Deferred[None] = Deferred()
 
@@ -1157,6 +1161,16 @@ class AccessBroker:
                 d.cancel()
 
     async def _shutdown(self) -> None:
+        try:
+            await self._stop()
+        finally:
+            # A timer armed by a later shutdown(timeout) call, after the
+            # drain: nothing is left for it, and no call may outlive us.
+            timer, self._drainTimer = self._drainTimer, None
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    async def _stop(self) -> None:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             # (Already fired or removed.)
             self._getReactor().removeSystemEventTrigger(self._triggerID)
