@@ -38,7 +38,10 @@ setup(
         "migrations": ["alembic>=1.13"],
         "metrics": ["prometheus_client>=0.20"],
         "otel": ["opentelemetry-api>=1.20"],
+        # asynqueue.wire's TLS (pyOpenSSL, service_identity).
+        "wire": ["twisted[tls]"],
         "test": [
+            "twisted[tls]",
             "pymysql>=1.1",
             "alembic>=1.13",
             "prometheus_client>=0.20",
