@@ -43,6 +43,12 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--items", type=int, default=d.items, help="iterator items")
     p.add_argument("--selects", type=int, default=d.selects, help="SELECT 1 txns")
     p.add_argument("--idle", type=float, default=d.idle, help="idle probe, s")
+    p.add_argument(
+        "--open-seconds",
+        type=float,
+        default=d.openSeconds,
+        help="seconds per offered rate (openloop)",
+    )
     p.add_argument("--repeat", type=int, default=d.repeat, help="runs per variant")
     p.add_argument(
         "--concurrency",
@@ -78,6 +84,7 @@ def configFrom(args: argparse.Namespace) -> BenchConfig:
         items=args.items,
         selects=args.selects,
         idle=args.idle,
+        openSeconds=args.open_seconds,
         repeat=args.repeat,
         concurrency=args.concurrency,
         host=args.host,

@@ -65,6 +65,12 @@ WORKLOADS = [
     Workload(
         "select1", "Micro: sequential SELECT 1 transactions", "txns", "select1-adbapi"
     ),
+    Workload(
+        "openloop",
+        "Open loop: latency at fixed arrival rates (SQL workload)",
+        "ops",
+        "openloop-adbapi",
+    ),
 ]
 
 _O, _S, _T, _M = (
@@ -75,6 +81,7 @@ _O, _S, _T, _M = (
 )
 _SA, _AQ = "bench.sasync_variants", "bench.asynqueue_variants"
 _OB = "bench.observability_variants"
+_OL = "bench.openloop"
 
 VARIANTS = [
     Variant(
@@ -211,6 +218,16 @@ VARIANTS = [
         "sAsync @transact + self.conn",
         loop="reactor",
         needs="sasync",
+    ),
+    Variant(
+        "sql-sasync-processes",
+        "sql",
+        "bench.multicore_variant:sqlSasyncProcesses",
+        "sAsync @transact + self.conn, processes=2 (2 connections each)",
+        loop="reactor",
+        connections="2x2",
+        needs="sasync",
+        processes=2,
     ),
     Variant(
         "sql-sasync-split",
@@ -367,6 +384,28 @@ VARIANTS = [
         "sAsync @transact, OpenTelemetry no-op provider",
         loop="reactor",
         connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "openloop-adbapi",
+        "openloop",
+        f"{_OL}:openAdbapi",
+        "twisted.enterprise.adbapi (psycopg2)",
+        loop="reactor",
+    ),
+    Variant(
+        "openloop-asyncpg",
+        "openloop",
+        f"{_OL}:openAsyncpg",
+        "asyncpg pool (asyncio)",
+        loop="asyncio",
+    ),
+    Variant(
+        "openloop-sasync",
+        "openloop",
+        f"{_OL}:openSasync",
+        "sAsync @transact + self.conn, maxPending 4 per connection",
+        loop="reactor",
         needs="sasync",
     ),
 ]
