@@ -84,11 +84,13 @@ def levels(config: BenchConfig, maximum: float) -> list[Level]:
     return out
 
 
-def result(maximum: float, seconds: float, done: list[Level]) -> dict[str, Any]:
+def result(
+    maximum: float, seconds: float, done: list[Level], **extra: Any
+) -> dict[str, Any]:
     """
     The run's record: its closed-loop maximum as the rate, and each level.
     """
-    return {
+    return extra | {
         "unit": "ops",
         "count": sum(level.count for level in done),
         "seconds": round(seconds, 3),
@@ -185,9 +187,13 @@ def runOpenTwisted(
     """
 
     async def main(reactor: Any) -> dict[str, Any]:
+        from bench.lag import ReactorLagProbe
+
         call, close = await setUp(reactor)
         plan = opPlan(config.ops, config.seed)
+        probe = ReactorLagProbe(reactor)
         began = time.perf_counter()
+        probe.start()
         try:
             window = 2 * config.concurrency
             await closedLoopTwisted(call, [None] * window, window)
@@ -197,8 +203,9 @@ def runOpenTwisted(
                 await offerTwisted(reactor, call, plan, level)
                 done.append(level)
         finally:
+            lag = probe.stop()
             await close()
-        return result(maximum, time.perf_counter() - began, done)
+        return result(maximum, time.perf_counter() - began, done, lag=lag)
 
     return runTwisted(main)
 

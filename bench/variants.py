@@ -220,6 +220,14 @@ VARIANTS = [
         needs="sasync",
     ),
     Variant(
+        "sql-sasync-dbapi",
+        "sql",
+        f"{_SA}:sqlSasyncDbapi",
+        "sAsync @transact + the raw DB-API cursor (what adbapi runs)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
         "sql-sasync-processes",
         "sql",
         "bench.multicore_variant:sqlSasyncProcesses",

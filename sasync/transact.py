@@ -269,6 +269,12 @@ def noteCall(exception: BaseException, description: str) -> None:
         exception.add_detail(note)
 
 
+def _driverCode(e: BaseException) -> str | None:
+    # A DB-API driver's own exception's SQLSTATE (psycopg2, psycopg 3).
+    code = getattr(e, "pgcode", None) or getattr(e, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
 class TransactionCall:
     """
     The callable a transaction's task runs: C{call(*args, **kw)} runs C{f}
@@ -386,6 +392,17 @@ class TransactionCall:
             elif retry.retryReason(e) == retry.READ_ONLY_SERVER:
                 # Connect again: the server may be a standby now.
                 worker.replaceConnection()
+            raise
+        except Exception as e:
+            if (
+                readOnly
+                and wrote is not None
+                and _driverCode(e) == retry.READ_ONLY_SQLSTATE
+            ):
+                # The same from the driver itself (a raw DB-API cursor, which
+                # SQLAlchemy neither wraps nor sees write): run it again.
+                wrote[self.f] = True
+                retry.markRetryable(e, retry.WROTE_READ_ONLY)
             raise
         finally:
             canceller.leave()
