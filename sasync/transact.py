@@ -269,12 +269,6 @@ def noteCall(exception: BaseException, description: str) -> None:
         exception.add_detail(note)
 
 
-def _driverCode(e: BaseException) -> str | None:
-    # A DB-API driver's own exception's SQLSTATE (psycopg2, psycopg 3).
-    code = getattr(e, "pgcode", None) or getattr(e, "sqlstate", None)
-    return code if isinstance(code, str) else None
-
-
 class TransactionCall:
     """
     The callable a transaction's task runs: C{call(*args, **kw)} runs C{f}
@@ -397,7 +391,7 @@ class TransactionCall:
             if (
                 readOnly
                 and wrote is not None
-                and _driverCode(e) == retry.READ_ONLY_SQLSTATE
+                and retry.sqlState(e) == retry.READ_ONLY_SQLSTATE
             ):
                 # The same from the driver itself (a raw DB-API cursor, which
                 # SQLAlchemy neither wraps nor sees write): run it again.

@@ -197,6 +197,41 @@ async def test_rawCursorWriteGuessedReadOnly(postgresqlURL: str, brokers: Any) -
     assert handle.retries["a write in a transaction guessed read-only"] == 1
 
 
+class RawConflictBroker(AccessBroker):
+    """
+    A transaction whose first attempt fails, through the raw DB-API cursor,
+    with a serialization failure raised by the database.
+    """
+
+    attempts = 0
+
+    @transact
+    def conflictOnce(self) -> int:
+        type(self).attempts += 1
+        cursor = self.conn.connection.dbapi_connection.cursor()
+        try:
+            if self.attempts == 1:
+                cursor.execute(
+                    "DO $$ BEGIN RAISE EXCEPTION 'conflict'"
+                    " USING ERRCODE = '40001'; END $$"
+                )
+            cursor.execute("SELECT 1")
+            return int(cursor.fetchone()[0])
+        finally:
+            cursor.close()
+
+
+async def test_rawCursorConflictRetried(postgresqlURL: str, brokers: Any) -> None:
+    """
+    PostgreSQL: a serialization failure on the raw DB-API cursor (the
+    driver's own exception) is retried as one through SQLAlchemy is.
+    """
+    broker = brokers(RawConflictBroker, postgresqlURL)
+    assert await broker.conflictOnce() == 1
+    assert RawConflictBroker.attempts == 2
+    assert broker._handle.retries["serialization failure"] == 1
+
+
 async def test_noGuessWithoutRetries(postgresqlURL: str, brokers: Any) -> None:
     """
     With retries=0 (nothing may run twice) and with READ COMMITTED (nothing
