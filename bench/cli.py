@@ -169,7 +169,7 @@ def runAll(
             database.fillStream(config, config.rows)
         for rep in range(config.repeat):
             for variant in group:
-                if workload.name in ("orm", "sql"):
+                if workload.name in ("orm", "sql", "openloop", "connections"):
                     database.resetOps(config)  # fresh tables for every run
                 loadBefore = os.getloadavg()[0]
                 record = runChild(variant, config, timeout)

@@ -145,3 +145,32 @@ def plotOpenLoop(summary: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def plotSweep(summary: dict[str, Any], path: Path) -> bool:
+    """
+    Connection sweep: throughput (left) and p99 latency (right) against the
+    number of connections; False if the workload was not run.
+    """
+    block = summary.get("connections")
+    if not block:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in _ordered(summary, "connections"):
+        points = block["variants"][name].get("sweep") or []
+        xs = [point["connections"] for point in points]
+        style = {"marker": "o", "label": name}
+        left.plot(xs, [point["rate"] for point in points], **style)
+        right.plot(xs, [max(0.01, point["p99Ms"]) for point in points], **style)
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("connections")
+    left.set_ylabel("ops/s")
+    right.set_ylabel("p99 latency from submission, ms (log)")
+    right.set_yscale("log")
+    left.legend(fontsize=8)
+    fig.suptitle(WORKLOAD_BY_NAME["connections"].title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import median, rssGrowthMb
-from bench.plots import plotLag, plotOpenLoop, plotStreaming, plotThroughput
+from bench.plots import (
+    plotLag,
+    plotOpenLoop,
+    plotStreaming,
+    plotSweep,
+    plotThroughput,
+)
 from bench.statements import pgbenchScript
 from bench.targets import TARGETS, check
 from bench.variants import BY_NAME, WORKLOADS
@@ -44,10 +50,10 @@ Running it (PostgreSQL on 127.0.0.1:5432, user `postgres`, trust auth):
 ./scripts/bench report        # bench/results/latest.json -> this page and plots
 ```
 
-Other options: `--rows`, `--calls`, `--items`, `--selects`, `--concurrency`
-(connections for every pooled variant), `--out FILE`, `--keep-db`. The
-sAsync/AsynQueue variants are skipped, with the import error, while those
-packages do not import.
+Other options: `--rows`, `--calls`, `--items`, `--selects`,
+`--open-seconds`, `--concurrency` (connections for every pooled variant),
+`--out FILE`, `--keep-db`. The sAsync/AsynQueue variants are skipped, with
+the import error, while those packages do not import.
 
 How it measures:
 
@@ -262,6 +268,39 @@ def openLoopTable(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+SWEEP_TEXT = """## 6. How cost grows with connections
+
+The SQL workload's plan, every op at once, on a pool of 1, 2, 4, 8, 16 and
+32 connections in turn (a new pool each time, in one process); latency is
+each op's, from its submission. sAsync runs twice: with its default
+SERIALIZABLE (conflicting transactions run again, so their cost grows with
+concurrency) and with the READ COMMITTED opt-out, adbapi's isolation."""
+
+
+def sweepTable(summary: dict[str, Any]) -> str:
+    """
+    One row per variant: ops/s and p99 at each pool size.
+    """
+    variants = summary["connections"]["variants"]
+    names = [v.name for v in BY_NAME.values() if v.name in variants]
+    sizes = sorted(
+        {p["connections"] for n in names for p in variants[n].get("sweep", [])}
+    )
+    rows = [
+        "| variant | " + " | ".join(f"{n} conns: ops/s, p99 ms" for n in sizes) + " |",
+        "|---|" + "--:|" * len(sizes),
+    ]
+    for name in names:
+        byN = {p["connections"]: p for p in variants[name].get("sweep", [])}
+        cells = [
+            f"{byN[n]['rate']:,.0f}, {byN[n]['p99Ms']:.0f}" if n in byN else "-"
+            for n in sizes
+        ]
+        shown = f"**{name}**" if BY_NAME[name].needs else name
+        rows.append(f"| {shown} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
     """
     The whole of docs/benchmarks.md.
@@ -368,6 +407,10 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
         parts += [OPEN_LOOP_TEXT, "", openLoopTable(summary), ""]
         if "openloop" in plots:
             parts += [f"![openloop]({plots['openloop']})", ""]
+    if "connections" in summary:
+        parts += [SWEEP_TEXT, "", sweepTable(summary), ""]
+        if "connections" in plots:
+            parts += [f"![connections]({plots['connections']})", ""]
     micro = [n for n in ("dispatch", "iterate", "select1") if n in summary]
     if micro:
         parts += ["## Micro benchmarks (issues 3 and 4)", ""]
@@ -417,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         plots["lag"] = f"{rel}/lag.png"
     if plotOpenLoop(summary, args.plots / "openloop.png"):
         plots["openloop"] = f"{rel}/openloop.png"
+    if plotSweep(summary, args.plots / "connections.png"):
+        plots["connections"] = f"{rel}/connections.png"
     try:
         shown = str(args.results.resolve().relative_to(ROOT))
     except ValueError:

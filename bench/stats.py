@@ -25,6 +25,10 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if withLevels:
         # Open loop: the levels of the run with the median maximum.
         summary["levels"] = withLevels[len(withLevels) // 2]["levels"]
+    withSweep = sorted((r for r in runs if r.get("sweep")), key=lambda r: r["rate"])
+    if withSweep:
+        # Connection sweep: the points of the run with the median best rate.
+        summary["sweep"] = withSweep[len(withSweep) // 2]["sweep"]
     lags = [r["lag"] for r in runs if r.get("lag")]
     if lags:
         summary["lag"] = {

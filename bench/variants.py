@@ -71,6 +71,12 @@ WORKLOADS = [
         "ops",
         "openloop-adbapi",
     ),
+    Workload(
+        "connections",
+        "Scaling: the SQL workload on 1 to 32 connections",
+        "ops",
+        "connections-adbapi",
+    ),
 ]
 
 _O, _S, _T, _M = (
@@ -82,6 +88,7 @@ _O, _S, _T, _M = (
 _SA, _AQ = "bench.sasync_variants", "bench.asynqueue_variants"
 _OB = "bench.observability_variants"
 _OL = "bench.openloop"
+_SW = "bench.sweep"
 
 VARIANTS = [
     Variant(
@@ -414,6 +421,29 @@ VARIANTS = [
         f"{_OL}:openSasync",
         "sAsync @transact + self.conn, maxPending 4 per connection",
         loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "connections-adbapi",
+        "connections",
+        f"{_SW}:sweepAdbapi",
+        "twisted.enterprise.adbapi (psycopg2)",
+        connections="1-32",
+    ),
+    Variant(
+        "connections-sasync",
+        "connections",
+        f"{_SW}:sweepSasync",
+        "sAsync @transact + self.conn (SERIALIZABLE)",
+        connections="1-32",
+        needs="sasync",
+    ),
+    Variant(
+        "connections-sasync-readcommitted",
+        "connections",
+        f"{_SW}:sweepSasyncReadCommitted",
+        "sAsync @transact + self.conn, READ COMMITTED (opt-out)",
+        connections="1-32",
         needs="sasync",
     ),
 ]
