@@ -4,11 +4,14 @@ whether or not the earlier ones are done, and each call's latency is
 measured from the moment it was meant to arrive (so a late driver or a
 blocked loop counts against the variant: no coordinated omission).
 
-Each run first measures the variant's closed-loop maximum (every op of a
-short plan at once), then offers L{FRACTIONS} of it, one level after the
-other, for C{config.openSeconds} each. The sAsync variant has C{maxPending}
-set, so that above its maximum it refuses calls at once with C{Overloaded}
-instead of letting the queue (and every accepted call's latency) grow.
+Each run first measures the variant's closed-loop maximum (C{2 x
+concurrency} callers, each calling again as soon as its last call is
+done), then offers L{FRACTIONS} of it, one level after the other, for
+C{config.openSeconds} each, every one from freshly seeded tables (as the
+maximum: the reads scan tables that the writes grow). The sAsync variant
+has C{maxPending} set, so that above its maximum it refuses calls at once
+with C{Overloaded} instead of letting the queue (and every accepted call's
+latency) grow.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.config import BenchConfig
+from bench.database import resetOps
 from bench.harness import runAsyncio, runTwisted
 from bench.measure import percentile
 from bench.workload import Op, opPlan
@@ -187,6 +191,8 @@ def runOpenTwisted(
     """
 
     async def main(reactor: Any) -> dict[str, Any]:
+        from twisted.internet.threads import deferToThread
+
         from bench.lag import ReactorLagProbe
 
         call, close = await setUp(reactor)
@@ -197,9 +203,12 @@ def runOpenTwisted(
         try:
             window = 2 * config.concurrency
             await closedLoopTwisted(call, [None] * window, window)
+            await deferToThread(resetOps, config)
             maximum = await closedLoopTwisted(call, plan, window)
             done = []
             for level in levels(config, maximum):
+                # Every level starts from the same tables as the maximum.
+                await deferToThread(resetOps, config)
                 await offerTwisted(reactor, call, plan, level)
                 done.append(level)
         finally:
@@ -302,11 +311,13 @@ def openAsyncpg(config: BenchConfig) -> dict[str, Any]:
                 for op in ops:
                     await asyncpgOp(pool, op)
 
+            await asyncio.to_thread(resetOps, config)
             t = time.perf_counter()
             await asyncio.gather(*(caller(plan[i::window]) for i in range(window)))
             maximum = len(plan) / (time.perf_counter() - t)
             done = []
             for level in levels(config, maximum):
+                await asyncio.to_thread(resetOps, config)
                 await offer(pool, plan, level)
                 done.append(level)
         finally:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.config import BenchConfig
+from bench.database import resetOps
 from bench.harness import runTwisted
 from bench.measure import percentile
 from bench.workload import Op, opPlan
@@ -56,6 +57,8 @@ def _sweep(
     """
 
     async def main(reactor: Any) -> dict[str, Any]:
+        from twisted.internet.threads import deferToThread
+
         plan = opPlan(config.ops, config.seed)
         points = []
         began = time.perf_counter()
@@ -63,6 +66,9 @@ def _sweep(
             call, close = await makePool(n)
             try:
                 await _timedPlan(call, [None] * (2 * n))  # connect them all
+                # Each size from the same tables (the reads scan what the
+                # writes grow).
+                await deferToThread(resetOps, config)
                 point = await _timedPlan(call, plan)
             finally:
                 await close()
