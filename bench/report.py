@@ -235,8 +235,9 @@ intended time whether or not earlier ones are done (as real clients do),
 and its latency measured from that intended time, so a late driver or a
 blocked loop counts too (no coordinated omission). Each variant's rates are
 fractions of its own closed-loop maximum, measured first in the same
-process (16 callers, each calling again as soon as its last call is done);
-each rate lasts `--open-seconds`. `openloop-sasync` has
+process (2 x `--concurrency` callers, each calling again as soon as its
+last call is done); each rate lasts `--open-seconds`, and starts, as the
+maximum did, from freshly seeded tables. `openloop-sasync` has
 `maxPending=4 x connections`: above its maximum it refuses calls at once
 with `Overloaded` (the refused column; their p99 beside it), so the calls
 it accepts keep a bounded latency; the peers have no such limit, and their
@@ -271,7 +272,8 @@ def openLoopTable(summary: dict[str, Any]) -> str:
 SWEEP_TEXT = """## 6. How cost grows with connections
 
 The SQL workload's plan, every op at once, on a pool of 1, 2, 4, 8, 16 and
-32 connections in turn (a new pool each time, in one process); latency is
+32 connections in turn (a new pool each time, in one process, from freshly
+seeded tables); latency is
 each op's, from its submission. sAsync runs twice: with its default
 SERIALIZABLE (conflicting transactions run again, so their cost grows with
 concurrency) and with the READ COMMITTED opt-out, adbapi's isolation."""
