@@ -89,6 +89,22 @@ def test_classify() -> None:
     assert classify(ValueError("40001"), commitSent=False, autocommit=False) is None
 
 
+def test_classifyRawDriverError() -> None:
+    """
+    A PostgreSQL driver's own conflict (from a raw DB-API cursor, which
+    SQLAlchemy does not wrap) is retried like a wrapped one; its other
+    errors, and anything in AUTOCOMMIT mode, are not.
+    """
+    classify = retry.classify
+    raw = FakeDriverError("could not serialize", pgcode="40001")
+    assert classify(raw, commitSent=True, autocommit=False) == retry.SERIALIZATION
+    deadlock = FakeDriverError("deadlock detected", pgcode="40P01")
+    assert classify(deadlock, commitSent=False, autocommit=False) == retry.DEADLOCK
+    assert classify(raw, commitSent=False, autocommit=True) is None
+    duplicate = FakeDriverError("duplicate key", pgcode="23505")
+    assert classify(duplicate, commitSent=False, autocommit=False) is None
+
+
 def test_backoff() -> None:
     """
     Each wait lies between half and all of an exponentially growing ceiling
