@@ -3,10 +3,10 @@ AsynQueue: asynchronous task queueing with Twisted, threaded and multicore.
 
 A L{TaskQueue} runs calls on its workers in priority order and gives you a
 Deferred for each. Workers run them in the reactor (L{AsyncWorker}), in a
-dedicated thread (L{ThreadWorker}), or in another process
-(L{ProcessWorker}). A call that returns an iterator gives a L{Deferator},
-or writes its items to an C{IConsumer} with backpressure (unless it
-returns L{AsIs}C{(iterator)}).
+dedicated thread (L{ThreadWorker}), in another process (L{ProcessWorker}),
+or on a server in another process or machine (C{asynqueue.wire}). A call
+that returns an iterator gives a L{Deferator}, or writes its items to an
+C{IConsumer} with backpressure (unless it returns L{AsIs}C{(iterator)}).
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from ._util import Waiters as Waiters
 from ._util import checkNumber as checkNumber
 from ._util import follow as follow
 from ._util import globalReactor as globalReactor
+from ._version import __version__ as __version__
 from .deferator import Deferator as Deferator
 from .delay import Delay as Delay
+from .errors import AuthenticationError as AuthenticationError
 from .errors import IterationStopped as IterationStopped
 from .errors import QueueError as QueueError
 from .errors import QueueStopped as QueueStopped
 from .errors import RemoteTaskError as RemoteTaskError
+from .errors import ServerLost as ServerLost
 from .errors import TaskTimeout as TaskTimeout
 from .errors import UnknownSeries as UnknownSeries
 from .errors import WorkerError as WorkerError
@@ -45,6 +48,7 @@ from .workers import ThreadWorker as ThreadWorker
 __all__ = [
     "AsIs",
     "AsyncWorker",
+    "AuthenticationError",
     "Deferator",
     "DeferredLock",
     "DeferredTracker",
@@ -60,6 +64,7 @@ __all__ = [
     "QueueError",
     "QueueStopped",
     "RemoteTaskError",
+    "ServerLost",
     "Task",
     "TaskQueue",
     "TaskTimeout",

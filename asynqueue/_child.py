@@ -173,7 +173,7 @@ class ChildServer:
             )
             return failureReply(rid, error)
         try:
-            result = f(*args, **kw)
+            result = self.invoke(rid, f, args, kw)
             if not raw and isinstance(result, Iterator):
                 taker: BatchTaker[Any] = BatchTaker(result, batchSize)
                 items, exhausted = taker.takeFinished()
@@ -185,6 +185,15 @@ class ChildServer:
         except BaseException as e:
             # Even SystemExit: a task must not end the worker process.
             return failureReply(rid, e)
+
+    def invoke(
+        self, rid: int, f: Any, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> Any:
+        """
+        Call C{f(*args, **kw)} for request C{rid}; a subclass may wrap the
+        call (asynqueue.wire makes it interruptible).
+        """
+        return f(*args, **kw)
 
     def _next(self, rid: int, iterID: int) -> tuple[Any, ...]:
         taker = self.iterators.get(iterID)

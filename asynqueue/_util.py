@@ -40,6 +40,25 @@ def reactorClock() -> IReactorTime:
     return clock
 
 
+class LazyReactor:
+    """
+    A base for objects given a C{reactor=} that may be C{None}: their
+    C{reactor} is the one given, else the global one, looked up on first
+    use (so that making the object installs no reactor).
+    """
+
+    _reactor: Any = None
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor, resolved lazily.
+        """
+        if self._reactor is None:
+            self._reactor = globalReactor()
+        return self._reactor
+
+
 # Deferreds -------------------------------------------------------------------
 
 
@@ -176,6 +195,7 @@ def _wanted(
 
 
 __all__ = [
+    "LazyReactor",
     "Waiters",
     "checkNumber",
     "follow",

@@ -86,46 +86,65 @@ class Delay:
         """
         if not callable(check):
             raise TypeError(f"check must be callable, not {check!r}")
-        clock = self.clock
-        deadline = None if self.timeout is None else clock.seconds() + self.timeout
-        state: dict[str, Any] = {"interval": self.interval, "call": None}
+        return _Polling(
+            check, self.clock, self.interval, self.backoff, self.timeout
+        ).result
 
-        def cancel(_: Deferred[bool]) -> None:
-            call = state["call"]
-            if call is not None and call.active():
-                call.cancel()
 
-        result: Deferred[bool] = Deferred(cancel)
+class _Polling:
+    """
+    One L{Delay.untilEvent}: calls C{check} until it is true, the timeout
+    runs out, or C{result} is cancelled.
+    """
 
-        def poll() -> None:
-            state["call"] = None
-            if result.called:
-                return
-            maybeDeferred(check).addCallbacks(checked, failed)
+    def __init__(
+        self,
+        check: Callable[[], Any],
+        clock: IReactorTime,
+        interval: float,
+        backoff: float,
+        timeout: float | None,
+    ) -> None:
+        self.check = check
+        self.clock = clock
+        self.interval = interval
+        self.backoff = backoff
+        self.deadline = None if timeout is None else clock.seconds() + timeout
+        self.call: IDelayedCall | None = None
+        self.result: Deferred[bool] = Deferred(self._cancel)
+        self._poll()
 
-        def checked(value: object) -> None:
-            if result.called:
-                return
-            if value:
-                result.callback(True)
-                return
-            now = clock.seconds()
-            if deadline is not None and now >= deadline:
-                result.callback(False)
-                return
-            wait = state["interval"]
-            state["interval"] = wait * self.backoff
-            if deadline is not None:
-                # The last check falls on the deadline, not after it.
-                wait = min(wait, deadline - now)
-            state["call"] = clock.callLater(wait, poll)
+    def _cancel(self, _: Deferred[bool]) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
 
-        def failed(failure: Failure) -> None:
-            if not result.called:
-                result.errback(failure)
+    def _poll(self) -> None:
+        self.call = None
+        if self.result.called:
+            return
+        maybeDeferred(self.check).addCallbacks(self._checked, self._failed)
 
-        poll()
-        return result
+    def _checked(self, value: object) -> None:
+        if self.result.called:
+            return
+        if value:
+            self.result.callback(True)
+            return
+        now = self.clock.seconds()
+        deadline = self.deadline
+        if deadline is not None and now >= deadline:
+            self.result.callback(False)
+            return
+        wait = self.interval
+        self.interval = wait * self.backoff
+        if deadline is not None:
+            # The last check falls on the deadline, not after it.
+            wait = min(wait, deadline - now)
+        self.call = self.clock.callLater(wait, self._poll)
+
+    def _failed(self, failure: Failure) -> None:
+        if not self.result.called:
+            self.result.errback(failure)
 
 
 __all__ = ["Delay"]

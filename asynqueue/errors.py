@@ -61,3 +61,21 @@ class RemoteTaskError(QueueError):
         super().__init__(f"{remoteType}: {message}\n{remoteTraceback}")
         self.remoteType = remoteType
         self.remoteTraceback = remoteTraceback
+
+
+class ServerLost(WorkerError):
+    """
+    A remote worker (L{asynqueue.wire.WireWorker}) lost its server, or could
+    not reach it in time, while a task was on its way or running there: the
+    task may or may not have run. Tasks marked
+    L{idempotent<asynqueue.wire.idempotent>} are sent again instead, once
+    the worker has reconnected.
+    """
+
+
+class AuthenticationError(QueueError):
+    """
+    A remote worker and its server do not share the same secret (or a
+    third party sits between them): the connection was refused before
+    any task was sent.
+    """

@@ -13,8 +13,9 @@ through Twisted's process support, never through a thread of ours.
 
 The wire format (L{encode}, L{decodeFrames}, L{dumps}, L{failureReply}) and
 the parent's side of a child (L{ChildProcessProtocol}, L{Requests},
-L{finishFromReply}, L{remoteDeferator}) are public too: they are the parts
-a pool of processes of one's own is built from (as sAsync's C{processes=N}).
+L{decodeReply}, L{finishFromReply}, L{remoteDeferator}) are public too:
+they are the parts a pool of processes of one's own is built from (as
+sAsync's C{processes=N}, and asynqueue.wire's remote workers).
 """
 
 from __future__ import annotations
@@ -115,6 +116,16 @@ def rebuildFailure(
     return Failure(error)  # type: ignore[no-untyped-call]
 
 
+def decodeReply(message: tuple[Any, ...]) -> tuple[str, Any, bool]:
+    """
+    A child's reply (see L{asynqueue._child}) as a L{ReplyHandler} takes
+    it: C{(kind, body, exhausted)}, a failure rebuilt (L{rebuildFailure}).
+    """
+    if message[0] == "failure":
+        return "failure", rebuildFailure(*message[2:]), False
+    return message[0], message[2], message[3] if len(message) > 3 else True
+
+
 class Requests:
     """
     The requests sent to a child process that still wait for their
@@ -149,10 +160,7 @@ class Requests:
         handle = self._handlers.pop(message[1], None)
         if handle is None:
             return
-        if message[0] == "failure":
-            handle("failure", rebuildFailure(*message[2:]), False)
-        else:
-            handle(message[0], message[2], message[3] if len(message) > 3 else True)
+        handle(*decodeReply(message))
 
     def failAll(self, text: str) -> None:
         """
@@ -632,6 +640,7 @@ __all__ = [
     "ReplyHandler",
     "Requests",
     "decodeFrames",
+    "decodeReply",
     "dumps",
     "encode",
     "failureReply",

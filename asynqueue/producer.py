@@ -4,7 +4,7 @@ Producing the items of a L{Deferator} to an C{IConsumer}, with backpressure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -112,41 +112,45 @@ class IterationProducer(Generic[T]):
 
     def _produce(self) -> None:
         dr = self.deferator
-        write = self.consumer.write
         while not self._halted:
             items, finish = dr.lend()
-            if items:
-                rest = iter(items)
-                try:
-                    # The hot loop: an item at a time, stopping right after
-                    # the write during which the consumer paused or stopped us.
-                    if finish is None:
-                        for item in rest:
-                            write(item)
-                            if self._halted:
-                                break
-                    else:
-                        for item in rest:
-                            write(finish(item))
-                            if self._halted:
-                                break
-                except Exception:
-                    # A broken consumer ends the production, with its error.
-                    self._fail(Failure())  # type: ignore[no-untyped-call]
-                    return
-                if self._halted:
-                    # Put back what the consumer is not ready for.
-                    if not self.stopped:
-                        dr.putBack(list(rest), finished=finish is None)
-                    return
-                continue
-            if dr.done:
-                self._finish(None)
+            if not items:
+                if dr.done:
+                    self._finish(None)
+                elif not self._waiting:
+                    self._waiting = True
+                    dr.fetchMore().addCallbacks(self._fetched, self._finish)
                 return
-            if not self._waiting:
-                self._waiting = True
-                dr.fetchMore().addCallbacks(self._fetched, self._finish)
-            return
+            if not self._write(items, finish):
+                return
+
+    def _write(self, items: list[Any], finish: Callable[[Any], Any] | None) -> bool:
+        # One lent batch to the consumer; whether production goes on.
+        write = self.consumer.write
+        rest = iter(items)
+        try:
+            # The hot loop: an item at a time, stopping right after the
+            # write during which the consumer paused or stopped us.
+            if finish is None:
+                for item in rest:
+                    write(item)
+                    if self._halted:
+                        break
+            else:
+                for item in rest:
+                    write(finish(item))
+                    if self._halted:
+                        break
+        except Exception:
+            # A broken consumer ends the production, with its error.
+            self._fail(Failure())  # type: ignore[no-untyped-call]
+            return False
+        if self._halted:
+            # Put back what the consumer is not ready for.
+            if not self.stopped:
+                self.deferator.putBack(list(rest), finished=finish is None)
+            return False
+        return True
 
     def _fetched(self, _: None) -> None:
         self._waiting = False

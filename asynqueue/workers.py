@@ -317,81 +317,23 @@ class ThreadWorker:
                 stop=taker.close,
                 finish=finish,
             )
-        held = self.holdIterations
-        freedYet = False
-
-        def free(_: object = None) -> None:
-            # Reactor thread, once: the worker can take another task.
-            nonlocal freedYet
-            if freedYet:
-                return
-            freedYet = True
-            if held:
-                self._letGo = None
-                self.lettingGo = False
-            onFreed(self, task)
-            if held:
-                self.holdChanged(False)
-
-        released = False
-        # Reactor thread: the rest of the items, once letGo was asked.
-        rest: Remainder[Any] | None = None
-
-        def release() -> None:
-            # Reactor thread. Close the source in its own thread, then free.
-            nonlocal released
-            if released:
-                return
-            released = True
-            if rest is not None:
-                rest.clear()
-            if taker.done:
-                free()
-            else:
-                self.call(taker.close).addBoth(free)
-
-        def take() -> Batch[Any]:
-            # Worker thread: a fetch queued before the release finds it done
-            # (reading the reactor's flag is safe; at worst it reads once more).
-            if released:
-                return [], True
-            return taker.take()
-
-        def fetch() -> Deferred[Batch[Any]]:
-            if rest is not None:
-                return rest.fetch()
-            return self.call(take)
-
-        def letGo() -> None:
-            # Reactor thread. The thread reads the rest after the fetches
-            # already asked for (one thread, in order), handing each batch
-            # over as it is read (callFromThread keeps the order): the
-            # consumer may use them meanwhile, and a stop ends the reading.
-            nonlocal rest
-            remainder = rest = Remainder()
-            callFromThread = self._callFromThread
-
-            def deliver(items: list[Any]) -> None:
-                callFromThread(remainder.add, items)
-
-            d = self.call(lambda: taker.takeRest(deliver, lambda: released))
-            d.addCallbacks(lambda _: remainder.end(), remainder.end)
-            d.addBoth(free)
-
-        dr: Deferator[Any] = Deferator(items, fetch, stop=release, finish=finish)
+        source = _ThreadSource(self, taker, onFreed, task)
+        dr: Deferator[Any] = Deferator(
+            items, source.fetch, stop=source.release, finish=finish
+        )
         # A Deferator dropped unfinished must not hold its source (or, with
         # holdIterations, the worker) forever. The finalizer may run in any
         # thread, so it goes through callFromThread.
-        finalizer = weakref.finalize(dr, self._callFromThread, release)
+        finalizer = weakref.finalize(dr, self._callFromThread, source.release)
         finalizer.atexit = False
-        if held:
+        if source.held:
             # The worker stays busy until the iteration ends (or is dropped,
             # or lets go). letGo first: the owner may call it at once.
-            self._letGo = letGo
+            self._letGo = source.letGo
             self.holdChanged(True)
-            dr.whenDone().addCallback(free)
+            dr.whenDone().addCallback(source.free)
         else:
-            free()
+            source.free()
         dr.whenDone().addCallback(lambda _: finalizer.detach())
         return dr
 
@@ -415,6 +357,86 @@ class ThreadWorker:
         if self._stopping is None:
             self.stop()
         return tasks
+
+
+class _ThreadSource:
+    """
+    Reactor thread (but L{take}): the source of one iteration a
+    L{ThreadWorker} reads in its thread, batch by batch: what its
+    L{Deferator} fetches from, stops, and how it lets go of the worker.
+    It never refers to the Deferator (whose finalizer calls L{release}).
+    """
+
+    def __init__(
+        self,
+        worker: ThreadWorker,
+        taker: BatchTaker[Any],
+        onFreed: _OnFreed,
+        task: Task[Any],
+    ) -> None:
+        self.worker = worker
+        self.taker = taker
+        self.onFreed = onFreed
+        self.task = task
+        self.held = worker.holdIterations
+        self.freedYet = False
+        self.released = False
+        # The rest of the items, once letGo was asked.
+        self.rest: Remainder[Any] | None = None
+
+    def free(self, _: object = None) -> None:
+        # Once: the worker can take another task.
+        if self.freedYet:
+            return
+        self.freedYet = True
+        worker = self.worker
+        if self.held:
+            worker._letGo = None
+            worker.lettingGo = False
+        self.onFreed(worker, self.task)
+        if self.held:
+            worker.holdChanged(False)
+
+    def release(self) -> None:
+        # Close the source in its own thread, then free.
+        if self.released:
+            return
+        self.released = True
+        if self.rest is not None:
+            self.rest.clear()
+        if self.taker.done:
+            self.free()
+        else:
+            self.worker.call(self.taker.close).addBoth(self.free)
+
+    def take(self) -> Batch[Any]:
+        # Worker thread: a fetch queued before the release finds it done
+        # (reading the reactor's flag is safe; at worst it reads once more).
+        if self.released:
+            return [], True
+        return self.taker.take()
+
+    def fetch(self) -> Deferred[Batch[Any]]:
+        if self.rest is not None:
+            return self.rest.fetch()
+        return self.worker.call(self.take)
+
+    def letGo(self) -> None:
+        # The thread reads the rest after the fetches already asked for
+        # (one thread, in order), handing each batch over as it is read
+        # (callFromThread keeps the order): the consumer may use them
+        # meanwhile, and a stop ends the reading.
+        remainder = self.rest = Remainder()
+        callFromThread = self.worker._callFromThread
+
+        def deliver(items: list[Any]) -> None:
+            callFromThread(remainder.add, items)
+
+        d = self.worker.call(
+            lambda: self.taker.takeRest(deliver, lambda: self.released)
+        )
+        d.addCallbacks(lambda _: remainder.end(), remainder.end)
+        d.addBoth(self.free)
 
 
 @implementer(IWorker)
@@ -461,7 +483,7 @@ class AsyncWorker:
             if isinstance(value, Failure):
                 task.fail(value)
             elif not task.raw and isinstance(value, Iterator):
-                taker: BatchTaker[Any] = BatchTaker(value, self.batchSize)  # type: ignore[arg-type]
+                taker: BatchTaker[Any] = BatchTaker(value, self.batchSize)
                 items, exhausted = taker.take()
                 fetch = None if exhausted else (lambda: succeed(taker.take()))
                 task.finish(

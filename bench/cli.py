@@ -43,6 +43,12 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--items", type=int, default=d.items, help="iterator items")
     p.add_argument("--selects", type=int, default=d.selects, help="SELECT 1 txns")
     p.add_argument("--idle", type=float, default=d.idle, help="idle probe, s")
+    p.add_argument(
+        "--open-seconds",
+        type=float,
+        default=d.openSeconds,
+        help="seconds per offered rate (openloop)",
+    )
     p.add_argument("--repeat", type=int, default=d.repeat, help="runs per variant")
     p.add_argument(
         "--concurrency",
@@ -78,6 +84,7 @@ def configFrom(args: argparse.Namespace) -> BenchConfig:
         items=args.items,
         selects=args.selects,
         idle=args.idle,
+        openSeconds=args.open_seconds,
         repeat=args.repeat,
         concurrency=args.concurrency,
         host=args.host,
@@ -162,7 +169,7 @@ def runAll(
             database.fillStream(config, config.rows)
         for rep in range(config.repeat):
             for variant in group:
-                if workload.name in ("orm", "sql"):
+                if workload.name in ("orm", "sql", "openloop", "connections"):
                     database.resetOps(config)  # fresh tables for every run
                 loadBefore = os.getloadavg()[0]
                 record = runChild(variant, config, timeout)

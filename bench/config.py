@@ -14,6 +14,7 @@ SMOKE: dict[str, Any] = {
     "items": 20_000,
     "selects": 200,
     "idle": 0.5,
+    "openSeconds": 0.3,
 }
 
 
@@ -32,6 +33,8 @@ class BenchConfig:
     items: int = 1_000_000
     selects: int = 10_000
     idle: float = 5.0
+    #: Seconds each offered rate of the open-loop workload lasts.
+    openSeconds: float = 3.0
     repeat: int = 3
     concurrency: int = 8
     chunk: int = 40

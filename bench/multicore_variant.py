@@ -27,10 +27,11 @@ PROCESSES = 2
 CONNECTIONS = 2
 
 
-async def _allAtOnce(broker: BenchBroker, ops: list[Op]) -> None:
+async def _allAtOnce(broker: BenchBroker, ops: list[Op], method: str) -> None:
     from twisted.internet.defer import gatherResults
 
-    await gatherResults([broker.ormOp(op) for op in ops])
+    call = getattr(broker, method)
+    await gatherResults([call(op) for op in ops])
 
 
 def ormSasyncProcesses(config: BenchConfig) -> dict[str, Any]:
@@ -38,6 +39,18 @@ def ormSasyncProcesses(config: BenchConfig) -> dict[str, Any]:
     Workload 1 through C{@transact} with C{self.session}, all ops at once,
     run by C{PROCESSES} worker processes of C{CONNECTIONS} connections each.
     """
+    return _processesVariant(config, "ormOp")
+
+
+def sqlSasyncProcesses(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 through C{@transact} with C{self.conn} (SQLAlchemy Core
+    C{text()}), as L{ormSasyncProcesses}.
+    """
+    return _processesVariant(config, "sqlOp")
+
+
+def _processesVariant(config: BenchConfig, method: str) -> dict[str, Any]:
 
     async def main(reactor: Any) -> dict[str, Any]:
         broker = BenchBroker(
@@ -47,10 +60,10 @@ def ormSasyncProcesses(config: BenchConfig) -> dict[str, Any]:
         )
         await broker.waitUntilRunning()
         plan = opPlan(config.ops, config.seed)
-        await _allAtOnce(broker, [None] * (2 * config.concurrency))
+        await _allAtOnce(broker, [None] * (2 * config.concurrency), method)
         try:
             return await timedInReactor(
-                reactor, "ops", len(plan), lambda: _allAtOnce(broker, plan)
+                reactor, "ops", len(plan), lambda: _allAtOnce(broker, plan, method)
             )
         finally:
             await broker.shutdown()

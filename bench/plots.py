@@ -108,3 +108,69 @@ def plotLag(summary: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def plotOpenLoop(summary: dict[str, Any], path: Path) -> bool:
+    """
+    Open loop: p50 (dashed) and p99 (solid) latency against the offered
+    load, one line per variant; False if the workload was not run.
+    """
+    block = summary.get("openloop")
+    if not block:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in _ordered(summary, "openloop"):
+        levels = block["variants"][name].get("levels") or []
+        if not levels:
+            continue
+        xs = [100 * level["fraction"] for level in levels]
+        color = OURS if BY_NAME[name].needs else None
+        (line,) = ax.plot(
+            xs, [max(0.01, lv["p99Ms"]) for lv in levels], marker="o", color=color
+        )
+        line.set_label(f"{name} p99")
+        ax.plot(
+            xs,
+            [max(0.01, lv["p50Ms"]) for lv in levels],
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{name} p50",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load, % of the variant's closed-loop maximum")
+    ax.set_ylabel("latency from intended arrival, ms (log)")
+    ax.set_title(WORKLOAD_BY_NAME["openloop"].title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plotSweep(summary: dict[str, Any], path: Path) -> bool:
+    """
+    Connection sweep: throughput (left) and p99 latency (right) against the
+    number of connections; False if the workload was not run.
+    """
+    block = summary.get("connections")
+    if not block:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in _ordered(summary, "connections"):
+        points = block["variants"][name].get("sweep") or []
+        xs = [point["connections"] for point in points]
+        style = {"marker": "o", "label": name}
+        left.plot(xs, [point["rate"] for point in points], **style)
+        right.plot(xs, [max(0.01, point["p99Ms"]) for point in points], **style)
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("connections")
+    left.set_ylabel("ops/s")
+    right.set_ylabel("p99 latency from submission, ms (log)")
+    right.set_yscale("log")
+    left.legend(fontsize=8)
+    fig.suptitle(WORKLOAD_BY_NAME["connections"].title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import median, rssGrowthMb
-from bench.plots import plotLag, plotStreaming, plotThroughput
+from bench.plots import (
+    plotLag,
+    plotOpenLoop,
+    plotStreaming,
+    plotSweep,
+    plotThroughput,
+)
 from bench.statements import pgbenchScript
 from bench.targets import TARGETS, check
 from bench.variants import BY_NAME, WORKLOADS
@@ -44,10 +50,10 @@ Running it (PostgreSQL on 127.0.0.1:5432, user `postgres`, trust auth):
 ./scripts/bench report        # bench/results/latest.json -> this page and plots
 ```
 
-Other options: `--rows`, `--calls`, `--items`, `--selects`, `--concurrency`
-(connections for every pooled variant), `--out FILE`, `--keep-db`. The
-sAsync/AsynQueue variants are skipped, with the import error, while those
-packages do not import.
+Other options: `--rows`, `--calls`, `--items`, `--selects`,
+`--open-seconds`, `--concurrency` (connections for every pooled variant),
+`--out FILE`, `--keep-db`. The sAsync/AsynQueue variants are skipped, with
+the import error, while those packages do not import.
 
 How it measures:
 
@@ -222,6 +228,81 @@ def _pgbenchCommand(data: dict[str, Any]) -> str:
     return str(runs[0].get("command", "(pgbench not run)"))
 
 
+OPEN_LOOP_TEXT = """## 5. Latency under open-loop load
+
+The SQL workload's ops arrive at fixed rates, each call issued at its
+intended time whether or not earlier ones are done (as real clients do),
+and its latency measured from that intended time, so a late driver or a
+blocked loop counts too (no coordinated omission). Each variant's rates are
+fractions of its own closed-loop maximum, measured first in the same
+process (2 x `--concurrency` callers, each calling again as soon as its
+last call is done); each rate lasts `--open-seconds`, and starts, as the
+maximum did, from freshly seeded tables. `openloop-sasync` has
+`maxPending=4 x connections`: above its maximum it refuses calls at once
+with `Overloaded` (the refused column; their p99 beside it), so the calls
+it accepts keep a bounded latency; the peers have no such limit, and their
+queue grows for as long as the overload lasts."""
+
+
+def openLoopTable(summary: dict[str, Any]) -> str:
+    """
+    One row per variant and offered rate.
+    """
+    rows = [
+        "| variant | load | offered/s | achieved/s | p50 ms | p99 ms | p99.9 ms"
+        " | refused (p99 ms) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    variants = summary["openloop"]["variants"]
+    names = [v.name for v in BY_NAME.values() if v.name in variants]
+    for name in names:
+        shown = f"**{name}**" if BY_NAME[name].needs else name
+        for level in variants[name].get("levels", []):
+            refused = str(level["refused"])
+            if level["refused"]:
+                refused += f" ({level['refusalP99Ms']:.1f})"
+            rows.append(
+                f"| {shown} | {100 * level['fraction']:.0f}% | {level['offered']:,.0f}"
+                f" | {level['achieved']:,.0f} | {level['p50Ms']:.1f}"
+                f" | {level['p99Ms']:.1f} | {level['p999Ms']:.1f} | {refused} |"
+            )
+    return "\n".join(rows)
+
+
+SWEEP_TEXT = """## 6. How cost grows with connections
+
+The SQL workload's plan, every op at once, on a pool of 1, 2, 4, 8, 16 and
+32 connections in turn (a new pool each time, in one process, from freshly
+seeded tables); latency is
+each op's, from its submission. sAsync runs twice: with its default
+SERIALIZABLE (conflicting transactions run again, so their cost grows with
+concurrency) and with the READ COMMITTED opt-out, adbapi's isolation."""
+
+
+def sweepTable(summary: dict[str, Any]) -> str:
+    """
+    One row per variant: ops/s and p99 at each pool size.
+    """
+    variants = summary["connections"]["variants"]
+    names = [v.name for v in BY_NAME.values() if v.name in variants]
+    sizes = sorted(
+        {p["connections"] for n in names for p in variants[n].get("sweep", [])}
+    )
+    rows = [
+        "| variant | " + " | ".join(f"{n} conns: ops/s, p99 ms" for n in sizes) + " |",
+        "|---|" + "--:|" * len(sizes),
+    ]
+    for name in names:
+        byN = {p["connections"]: p for p in variants[name].get("sweep", [])}
+        cells = [
+            f"{byN[n]['rate']:,.0f}, {byN[n]['p99Ms']:.0f}" if n in byN else "-"
+            for n in sizes
+        ]
+        shown = f"**{name}**" if BY_NAME[name].needs else name
+        rows.append(f"| {shown} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
     """
     The whole of docs/benchmarks.md.
@@ -324,6 +405,14 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
     ]
     if "lag" in plots:
         parts += [f"![lag]({plots['lag']})", ""]
+    if "openloop" in summary:
+        parts += [OPEN_LOOP_TEXT, "", openLoopTable(summary), ""]
+        if "openloop" in plots:
+            parts += [f"![openloop]({plots['openloop']})", ""]
+    if "connections" in summary:
+        parts += [SWEEP_TEXT, "", sweepTable(summary), ""]
+        if "connections" in plots:
+            parts += [f"![connections]({plots['connections']})", ""]
     micro = [n for n in ("dispatch", "iterate", "select1") if n in summary]
     if micro:
         parts += ["## Micro benchmarks (issues 3 and 4)", ""]
@@ -371,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         plots["stream"] = f"{rel}/stream.png"
     if plotLag(summary, args.plots / "lag.png"):
         plots["lag"] = f"{rel}/lag.png"
+    if plotOpenLoop(summary, args.plots / "openloop.png"):
+        plots["openloop"] = f"{rel}/openloop.png"
+    if plotSweep(summary, args.plots / "connections.png"):
+        plots["connections"] = f"{rel}/connections.png"
     try:
         shown = str(args.results.resolve().relative_to(ROOT))
     except ValueError:

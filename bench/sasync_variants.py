@@ -21,6 +21,7 @@ from bench.harness import runTwisted, timedInReactor
 from bench.orm_ops import ormOp
 from bench.statements import STREAM_QUERY
 from bench.workload import Op, opPlan
+from bench.workload import sqlOp as dbapiOp
 from sasync import AccessBroker, transact
 
 _STREAM = SA.text(STREAM_QUERY)
@@ -44,6 +45,18 @@ class BenchBroker(AccessBroker):
         Workload 2: the same statements as every SQL-level variant.
         """
         coreOp(self.conn, op)
+
+    @transact
+    def dbapiOp(self, op: Op) -> None:
+        """
+        Workload 2 on the transaction's raw DB-API cursor: what adbapi's
+        C{runInteraction} runs, so that only the machinery differs.
+        """
+        cursor = self.conn.connection.dbapi_connection.cursor()
+        try:
+            dbapiOp(cursor, op)
+        finally:
+            cursor.close()
 
     @transact
     def ormRead(self) -> None:
@@ -141,6 +154,13 @@ def sqlSasync(config: BenchConfig) -> dict[str, Any]:
     Workload 2 through C{@transact} with C{self.conn}, all ops at once.
     """
     return _opsVariant(config, "sqlOp")
+
+
+def sqlSasyncDbapi(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 through C{@transact} on the raw DB-API cursor, all ops at once.
+    """
+    return _opsVariant(config, "dbapiOp")
 
 
 def ormSasyncReadCommitted(config: BenchConfig) -> dict[str, Any]:

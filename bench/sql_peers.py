@@ -122,25 +122,31 @@ def sqlTxpostgres(config: BenchConfig) -> dict[str, Any]:
     return runTwisted(main)
 
 
+_INSERT_A_NUMBERED, _NAMES_A = numbered(INSERT_A)
+_INSERT_B_NUMBERED, _NAMES_B = numbered(INSERT_B)
+
+
+async def asyncpgOp(pool: Any, op: Op) -> None:
+    """
+    One op of the plan on a connection of asyncpg pool C{pool}, in a
+    transaction.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if op is None:
+            await conn.fetch(READ_A)
+            await conn.fetch(READ_B)
+            return
+        row = await conn.fetchrow(NEXTVAL)
+        params = writeParams((row[0], row[1], row[2]), op)
+        await conn.execute(_INSERT_A_NUMBERED, *(params[n] for n in _NAMES_A))
+        await conn.execute(_INSERT_B_NUMBERED, *(params[n] for n in _NAMES_B))
+
+
 def sqlAsyncpg(config: BenchConfig) -> dict[str, Any]:
     """
     An asyncpg pool under asyncio, all ops at once.
     """
     import asyncpg
-
-    insertA, namesA = numbered(INSERT_A)
-    insertB, namesB = numbered(INSERT_B)
-
-    async def oneOp(pool: Any, op: Op) -> None:
-        async with pool.acquire() as conn, conn.transaction():
-            if op is None:
-                await conn.fetch(READ_A)
-                await conn.fetch(READ_B)
-                return
-            row = await conn.fetchrow(NEXTVAL)
-            params = writeParams((row[0], row[1], row[2]), op)
-            await conn.execute(insertA, *(params[n] for n in namesA))
-            await conn.execute(insertB, *(params[n] for n in namesB))
 
     async def main() -> dict[str, Any]:
         pool = await asyncpg.create_pool(
@@ -149,7 +155,7 @@ def sqlAsyncpg(config: BenchConfig) -> dict[str, Any]:
         plan = opPlan(config.ops, config.seed)
 
         async def runAll(ops: list[Op]) -> None:
-            await asyncio.gather(*(oneOp(pool, op) for op in ops))
+            await asyncio.gather(*(asyncpgOp(pool, op) for op in ops))
 
         await runAll(_warm(config))
         try:

@@ -21,6 +21,14 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if all(r.get("peakRssMb") is not None for r in runs):
         summary["peakRssMb"] = median([r["peakRssMb"] for r in runs])
         summary["baselineRssMb"] = median([r.get("baselineRssMb", 0.0) for r in runs])
+    withLevels = sorted((r for r in runs if r.get("levels")), key=lambda r: r["rate"])
+    if withLevels:
+        # Open loop: the levels of the run with the median maximum.
+        summary["levels"] = withLevels[len(withLevels) // 2]["levels"]
+    withSweep = sorted((r for r in runs if r.get("sweep")), key=lambda r: r["rate"])
+    if withSweep:
+        # Connection sweep: the points of the run with the median best rate.
+        summary["sweep"] = withSweep[len(withSweep) // 2]["sweep"]
     lags = [r["lag"] for r in runs if r.get("lag")]
     if lags:
         summary["lag"] = {

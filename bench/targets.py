@@ -75,6 +75,13 @@ TARGETS = [
     Target(17, "select1-sasync-metrics", "ratio", 0.97, "select1-sasync"),
     Target(17, "select1-sasync-tracing", "ratio", 0.97, "select1-sasync"),
     Target(13, "sql-sasync", "ratio", 0.9, "sql-sasync-readcommitted"),
+    # Issue 21: sAsync's machinery no dearer than adbapi's; Core text() close.
+    Target(21, "sql-sasync-dbapi", "ratio", 1.0, "sql-adbapi"),
+    Target(21, "sql-sasync", "ratio", 0.85, "sql-adbapi"),
+    Target(21, "select1-sasync", "ratio", 1.0, "select1-adbapi"),
+    # Two cores: Core text() under processes=2 no slower than one process.
+    Target(21, "sql-sasync-processes", "ratio", 1.0, "sql-sasync"),
+    Target(21, "sql-sasync-processes", "ratio", 1.3, "sql-adbapi"),
 ]
 
 

@@ -65,6 +65,18 @@ WORKLOADS = [
     Workload(
         "select1", "Micro: sequential SELECT 1 transactions", "txns", "select1-adbapi"
     ),
+    Workload(
+        "openloop",
+        "Open loop: latency at fixed arrival rates (SQL workload)",
+        "ops",
+        "openloop-adbapi",
+    ),
+    Workload(
+        "connections",
+        "Scaling: the SQL workload on 1 to 32 connections",
+        "ops",
+        "connections-adbapi",
+    ),
 ]
 
 _O, _S, _T, _M = (
@@ -75,6 +87,8 @@ _O, _S, _T, _M = (
 )
 _SA, _AQ = "bench.sasync_variants", "bench.asynqueue_variants"
 _OB = "bench.observability_variants"
+_OL = "bench.openloop"
+_SW = "bench.sweep"
 
 VARIANTS = [
     Variant(
@@ -211,6 +225,24 @@ VARIANTS = [
         "sAsync @transact + self.conn",
         loop="reactor",
         needs="sasync",
+    ),
+    Variant(
+        "sql-sasync-dbapi",
+        "sql",
+        f"{_SA}:sqlSasyncDbapi",
+        "sAsync @transact + the raw DB-API cursor (what adbapi runs)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "sql-sasync-processes",
+        "sql",
+        "bench.multicore_variant:sqlSasyncProcesses",
+        "sAsync @transact + self.conn, processes=2 (2 connections each)",
+        loop="reactor",
+        connections="2x2",
+        needs="sasync",
+        processes=2,
     ),
     Variant(
         "sql-sasync-split",
@@ -367,6 +399,51 @@ VARIANTS = [
         "sAsync @transact, OpenTelemetry no-op provider",
         loop="reactor",
         connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "openloop-adbapi",
+        "openloop",
+        f"{_OL}:openAdbapi",
+        "twisted.enterprise.adbapi (psycopg2)",
+        loop="reactor",
+    ),
+    Variant(
+        "openloop-asyncpg",
+        "openloop",
+        f"{_OL}:openAsyncpg",
+        "asyncpg pool (asyncio)",
+        loop="asyncio",
+    ),
+    Variant(
+        "openloop-sasync",
+        "openloop",
+        f"{_OL}:openSasync",
+        "sAsync @transact + self.conn, maxPending 4 per connection",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "connections-adbapi",
+        "connections",
+        f"{_SW}:sweepAdbapi",
+        "twisted.enterprise.adbapi (psycopg2)",
+        connections="1-32",
+    ),
+    Variant(
+        "connections-sasync",
+        "connections",
+        f"{_SW}:sweepSasync",
+        "sAsync @transact + self.conn (SERIALIZABLE)",
+        connections="1-32",
+        needs="sasync",
+    ),
+    Variant(
+        "connections-sasync-readcommitted",
+        "connections",
+        f"{_SW}:sweepSasyncReadCommitted",
+        "sAsync @transact + self.conn, READ COMMITTED (opt-out)",
+        connections="1-32",
         needs="sasync",
     ),
 ]

@@ -9,6 +9,11 @@ database connection.
 
 from __future__ import annotations
 
+# First: fails at once, saying what to do, if asynqueue is not ours.
+from ._version import __version__ as __version__
+
+# isort: split
+
 from ._stats import BrokerStats as BrokerStats
 from ._stats import ServerStats as ServerStats
 from .broker import AccessBroker as AccessBroker

@@ -329,6 +329,21 @@ class Lifecycle:
         close: Callable[[], Deferred[None]],
         abandon: Callable[[], None],
     ) -> None:
+        try:
+            await self._drainAndClose(before, close, abandon)
+        finally:
+            # A timer armed by a later stop(timeout) call, after the drain:
+            # nothing is left for it, and no call may outlive the broker.
+            timer, self._drainTimer = self._drainTimer, None
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    async def _drainAndClose(
+        self,
+        before: Callable[[], Awaitable[None]],
+        close: Callable[[], Deferred[None]],
+        abandon: Callable[[], None],
+    ) -> None:
         await before()
         if self.phase is Phase.NEW and self._waitingTasks:
             # Calls accepted before the start-up ran: start, so that they run.

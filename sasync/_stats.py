@@ -288,7 +288,7 @@ class CallStats:
 
     def _ended(self, result: object, method: str, record: CallRecord | None) -> object:
         if result.__class__ is Failure:
-            error = result.value  # type: ignore[attr-defined]
+            error = result.value
             if isinstance(error, TransactionTimeout):
                 outcome = TIMEOUT
             elif isinstance(error, CancelledError):

@@ -78,7 +78,7 @@ def startSpan(
     """
     parent = None
     if carrier is not None:
-        parent = TraceContextTextMapPropagator().extract(carrier)  # type: ignore[misc]
+        parent = TraceContextTextMapPropagator().extract(carrier)
     return _tracer.start_span(
         name,
         context=parent,
@@ -94,7 +94,7 @@ def carrier(span: Any) -> dict[str, str]:
     then its child.
     """
     headers: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(  # type: ignore[misc]
+    TraceContextTextMapPropagator().inject(
         headers,
         context=_trace.set_span_in_context(span),
     )

@@ -94,7 +94,7 @@ def upgrade(connection: Connection, scriptLocation: str, revision: str) -> str:
     config.set_main_option("script_location", scriptLocation)
     config.attributes["connection"] = connection
     script = ScriptDirectory.from_config(config)
-    with _inProcess, _migrationLock(connection):
+    with _inProcess, migrationLock(connection):
         try:
             with connection.begin():
                 if connection.dialect.name == "sqlite":
@@ -119,7 +119,14 @@ def _current(connection: Connection) -> str:
 
 
 @contextlib.contextmanager
-def _migrationLock(connection: Connection) -> Iterator[None]:
+def migrationLock(connection: Connection) -> Iterator[None]:
+    """
+    Worker thread: hold the database's migration lock in the block (on
+    SQLite nothing: there the migration's transaction must begin with
+    C{BEGIN IMMEDIATE}). C{connection} must be outside any transaction.
+
+    @raise MigrationFailed: MySQL/MariaDB did not give the lock.
+    """
     # Session locks, taken and let go in transactions of their own, so
     # that the migration's transaction (and its snapshot) starts only once
     # the lock is held.
@@ -203,4 +210,4 @@ def _failingRevision(
     return str(found.revision), str(found.doc or "")
 
 
-__all__ = ["LOCK_NAME", "requireAlembic", "upgrade"]
+__all__ = ["LOCK_NAME", "migrationLock", "requireAlembic", "upgrade"]

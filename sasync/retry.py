@@ -104,15 +104,24 @@ RETRIED_BY_DEFAULT = CONFLICTS | {WROTE_READ_ONLY}
 CONFLICT_RETRIES = 20
 
 
+def sqlState(e: BaseException | None) -> str | None:
+    """
+    The SQLSTATE a PostgreSQL driver's own exception carries (psycopg2's
+    C{pgcode}, psycopg 3's C{sqlstate}), or C{None}.
+    """
+    code = getattr(e, "pgcode", None) or getattr(e, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
 def errorCode(e: DBAPIError) -> str | int | None:
     """
     The driver's error code: a SQLSTATE string (psycopg2), an error number
     (PyMySQL, sqlite3), or C{None}.
     """
     orig = e.orig
-    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    code = sqlState(orig)
     if code:
-        return str(code)
+        return code
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int):
         return args[0]
@@ -128,24 +137,36 @@ def classify(e: BaseException, *, commitSent: bool, autocommit: bool) -> str | N
         raised.
     @param autocommit: Whether the connection was in AUTOCOMMIT mode.
     """
-    if autocommit or not isinstance(e, DBAPIError):
+    if autocommit:
         return None
+    if not isinstance(e, DBAPIError):
+        # A driver's own error, from a raw DB-API cursor: SQLAlchemy did not
+        # wrap it, but a conflict is a conflict.
+        return _conflict(sqlState(e), str(e))
     args = getattr(e.orig, "args", ())
     if args and args[0] in RETRY_MYSQL_ERRORS:
         return DEADLOCK  # (Its SQLSTATE is 40001, too.)
     if args and args[0] == MYSQL_LOCK_WAIT_TIMEOUT:
         return LOCK_TIMEOUT
     code = errorCode(e)
-    if code in RETRY_SQLSTATES:
-        return DEADLOCK if code == "40P01" else SERIALIZATION
-    if code == "53200" and any(word in str(e.orig) for word in _SSI_EXHAUSTED):
-        # PostgreSQL ran out of room to track serializable transactions:
-        # the statement failed, nothing committed; fewer at once will do.
-        return SERIALIZATION
+    conflict = _conflict(code, str(e.orig))
+    if conflict is not None:
+        return conflict
     if e.connection_invalidated and not commitSent:
         return LOST
     if code == READ_ONLY_SQLSTATE and not commitSent:
         return READ_ONLY_SERVER
+    return None
+
+
+def _conflict(code: str | int | None, message: str) -> str | None:
+    # The conflict a driver's error code (and message) says, if any.
+    if code in RETRY_SQLSTATES:
+        return DEADLOCK if code == "40P01" else SERIALIZATION
+    if code == "53200" and any(word in message for word in _SSI_EXHAUSTED):
+        # PostgreSQL ran out of room to track serializable transactions:
+        # the statement failed, nothing committed; fewer at once will do.
+        return SERIALIZATION
     return None
 
 

@@ -395,6 +395,17 @@ class TransactionCall:
                 # Connect again: the server may be a standby now.
                 worker.replaceConnection()
             raise
+        except Exception as e:
+            if (
+                readOnly
+                and wrote is not None
+                and retry.sqlState(e) == retry.READ_ONLY_SQLSTATE
+            ):
+                # The same from the driver itself (a raw DB-API cursor, which
+                # SQLAlchemy neither wraps nor sees write): run it again.
+                wrote[self.f] = True
+                retry.markRetryable(e, retry.WROTE_READ_ONLY)
+            raise
         finally:
             canceller.leave()
             if record is not None:

@@ -8,8 +8,8 @@ The layers, lowest first (see C{docs/contributing.md}):
 
   1. C{asynqueue}: the task queue, knows nothing of databases.
   2. sasync's base: C{sasync.errors}, C{sasync.retry} (an engine spec
-     carries its broker's C{Backoff}) and C{sasync._protocols} (what a part
-     needs from its owner).
+     carries its broker's C{Backoff}), C{sasync._protocols} (what a part
+     needs from its owner) and C{sasync._version} (checks asynqueue's).
   3. C{sasync.connection}: engines, connection workers, thread state.
   4. transactions: C{sasync.transact} (and its types), C{sasync.statements},
      C{sasync.tables} (and C{sasync._evolve}), C{sasync.migrations},
@@ -18,7 +18,8 @@ The layers, lowest first (see C{docs/contributing.md}):
   6. C{sasync.broker}: C{AccessBroker}.
   7. C{sasync.stores}: C{Items}, C{PersistentArray}, C{PersistentDict}.
   8. C{sasync} itself: the public API (its C{__init__}).
-  9. C{sasync.demo} and C{sasync.__main__}: a program using that API.
+  9. C{sasync.testing}: fixtures for tests of programs using that API.
+  10. C{sasync.demo} and C{sasync.__main__}: a program using that API.
 
 Importing a package's module runs the package's C{__init__} first; that
 implicit import is not counted (only import statements are).
@@ -38,7 +39,10 @@ PACKAGES = ("asynqueue", "sasync")
 #: name names only its C{__init__}.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("asynqueue", ("asynqueue", "asynqueue.")),
-    ("sasync base", ("sasync._protocols", "sasync.errors", "sasync.retry")),
+    (
+        "sasync base",
+        ("sasync._protocols", "sasync._version", "sasync.errors", "sasync.retry"),
+    ),
     ("sasync.connection", ("sasync.connection",)),
     (
         "transactions",
@@ -64,6 +68,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sasync.broker", ("sasync.broker",)),
     ("sasync.stores", ("sasync.stores",)),
     ("sasync (public API)", ("sasync",)),
+    ("sasync.testing", ("sasync.testing",)),
     ("demo", ("sasync.demo", "sasync.__main__")),
 )
 

@@ -598,7 +598,7 @@ def _executionContext(base: type[Any]) -> type[Any]:
         statement it sees.)
     """
 
-    class SAsyncExecutionContext(base):  # type: ignore[misc,valid-type]
+    class SAsyncExecutionContext(base):  # type: ignore[misc]
         def create_cursor(self) -> Any:
             # Worker thread: this transaction's thread state decides.
             task = currentTask()

@@ -223,3 +223,6 @@ class LogFile:
                 yield line.rstrip("\r\n")
         finally:
             text.close()
+            # A GzipFile leaves open the file it was handed.
+            if self._raw is not None:
+                self._raw.close()

@@ -362,7 +362,7 @@ def main() -> None:
     stdio.StandardIO(  # type: ignore[no-untyped-call,call-arg]
         server, stdin=wireIn, stdout=quiet, reactor=reactor
     )
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     sys.stdout.flush()
     sys.stderr.flush()
 

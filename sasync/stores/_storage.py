@@ -10,10 +10,16 @@ Row layout (one table per kind of store)::
     ...extra columns...   e.g. the key's readable text
     value      BLOB       the pickled value
 
-IDs and str keys are stored as SHA-256 hex digests rather than as text,
+IDs and keys are stored as SHA-256 hex digests rather than as text,
 because MySQL/MariaDB's default collations compare text case- and
 trailing-space-insensitively (C{"A"} would overwrite C{"a"}) and index key
-lengths are limited; lowercase hex compares the same everywhere.
+lengths are limited; lowercase hex compares the same everywhere. What is
+digested is a key's canonical form (L{sasync.stores._keys}), so that keys
+equal in Python find one row; a plain str key and a str or int ID are
+digested as the first versions did, so their rows read back the same.
+
+At start-up, a table of an earlier layout is upgraded first (see
+L{sasync.stores._layouts}).
 
 Trust boundary: values are pickles, and unpickling runs code. Only the
 application (through these stores) may write these tables; never store a
@@ -22,9 +28,10 @@ row that came from someone else.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Final, Generic, TypeAlias
 
 import sqlalchemy as SA
@@ -33,13 +40,16 @@ from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from .._schema import SetupJob
 from ..broker import AccessBroker
 from ..transact import transact
+from . import _keys, _layouts
 from ._writes import K
 
-StoreID: TypeAlias = "str | int"
+StoreID: TypeAlias = Hashable
 """
-What identifies a store's group: a str or an int (1 and "1" differ).
+What identifies a store's group: any key of L{sasync.stores._keys} (C{1}
+and C{"1"} differ; C{1}, C{1.0} and C{True} are one group).
 """
 
 PICKLE_PROTOCOL: Final = 5
@@ -49,8 +59,9 @@ The pickle protocol values are written with (readable by Python >= 3.8).
 
 MAX_NAME_LENGTH: Final = 16000
 """
-The longest str key allowed, in characters (it fits a MySQL TEXT column in
-utf8mb4, four bytes a character at worst).
+The longest stored text of a key (a str key itself, another key's typed
+form) allowed, in characters (it fits a MySQL TEXT column in utf8mb4, four
+bytes a character at worst).
 """
 
 DELETE_CHUNK: Final = 500
@@ -68,52 +79,99 @@ Reads run before writes: a lower niceness runs first.
 # --- Keys and values ---------------------------------------------------------
 
 
-def _digest(text: str) -> str:
+def digest(text: str) -> str:
+    """
+    @return: the SHA-256 hex digest of C{text} (lone surrogates kept).
+    """
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def groupKey(ID: object) -> str:
     """
-    @return: the C{group_key} column value of store C{ID}.
-    @raise TypeError: C{ID} is not a str or an int.
+    @return: the C{group_key} column value of store C{ID}: the digest of
+        C{"s:"} and a str, of C{"i:"} and the int a number equals (as the
+        first versions wrote them), else of C{"k:"} and its canonical form.
+    @raise TypeError: C{ID} is not a key of L{sasync.stores._keys}.
+    @raise ValueError: C{ID} is or holds a NaN.
     """
     if isinstance(ID, str):
-        return _digest(f"s:{ID}")
-    if isinstance(ID, int) and not isinstance(ID, bool):
-        return _digest(f"i:{ID}")
-    raise TypeError(f"a store ID must be a str or an int, not {type(ID).__name__}")
+        return digest(f"s:{ID}")
+    number = _keys.canonicalInt(ID)
+    if number is not None:
+        return digest(f"i:{number}")
+    return digest(f"k:{_keys.canonicalText(ID)}")
 
 
-def checkName(name: object) -> str:
+def _plainName(key: object) -> bool:
+    # A str the first versions stored as itself: no NUL (PostgreSQL text
+    # cannot hold one) and valid Unicode.
+    if not isinstance(key, str) or "\x00" in key:
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def checkName(name: object) -> Hashable:
     """
-    Check a str key: at most L{MAX_NAME_LENGTH} characters, encodable as
-    UTF-8 (no lone surrogates), without NUL characters (PostgreSQL text
-    cannot hold them).
+    Check a key of L{Items<sasync.stores.items.Items>} or
+    L{PersistentDict<sasync.stores.pdict.PersistentDict>}: one of
+    L{sasync.stores._keys}, whose stored text (a str itself, another key
+    its typed form) is at most L{MAX_NAME_LENGTH} characters.
 
     @return: C{name}.
-    @raise TypeError: C{name} is not a str.
-    @raise ValueError: C{name} is a str these stores cannot keep.
+    @raise TypeError: C{name} is unhashable, or has no stable stored form
+        (the message names it).
+    @raise ValueError: C{name} is too long, or holds a NaN.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"keys must be str, not {type(name).__name__}: {name!r}")
-    if len(name) > MAX_NAME_LENGTH:
+    text = nameText(name)
+    if len(text) > MAX_NAME_LENGTH:
         raise ValueError(
-            f"key of {len(name)} characters is longer than {MAX_NAME_LENGTH}"
+            f"key {_short(name)} is {len(text)} characters long stored;"
+            f" at most {MAX_NAME_LENGTH} are allowed"
         )
-    if "\x00" in name:
-        raise ValueError(f"key {name!r} contains a NUL character")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"key {name!r} is not valid Unicode text: {e}") from None
     return name
 
 
-def nameKey(name: str) -> str:
+def _short(key: object) -> str:
+    text = repr(key)
+    return text if len(text) <= 80 else f"{text[:60]}...{text[-15:]}"
+
+
+def nameText(key: object) -> str:
     """
-    @return: the C{name_key} column value of the (checked) str key C{name}.
+    @return: the C{name} column value of a key: a plain str as it is,
+        any other key its typed form.
+    @raise TypeError: as for L{checkName}.
     """
-    return _digest(name)
+    if _plainName(key):
+        return key  # type: ignore[return-value]
+    return _keys.typedText(key)
+
+
+def nameKey(key: object) -> str:
+    """
+    @return: the C{name_key} column value of a (checked) key: for a plain
+        str the digest of the str (as the first versions wrote it), else the
+        digest of a NUL and its canonical form (no plain str holds a NUL,
+        so the two never meet).
+    """
+    if _plainName(key):
+        return digest(key)  # type: ignore[arg-type]
+    return digest("\x00" + _keys.canonicalText(key))
+
+
+def nameFromRow(name: str, key: str) -> Hashable:
+    """
+    @return: the key of a row whose C{name} and C{name_key} columns are
+        C{name} and C{key}: a plain str if C{key} is its digest, else the
+        key C{name} is the typed form of.
+    """
+    if not _keys.mayBeTyped(name) or digest(name) == key:
+        return name
+    return _keys.decodeKey(name)
 
 
 def dumpValue(key: object, value: object) -> bytes:
@@ -134,9 +192,16 @@ def dumpValue(key: object, value: object) -> bytes:
 
 def loadValue(data: bytes) -> Any:
     """
-    Unpickle a stored value (see the trust boundary above).
+    Unpickle a stored value (see the trust boundary above). A Python 2
+    C{str} in a pickle the original sAsync wrote comes back as a str: as
+    ASCII where it is, else decoded as Latin-1 (one character per byte:
+    C{.encode("latin-1")} gives the bytes back).
     """
-    return pickle.loads(data)
+    try:
+        return pickle.loads(data)
+    except UnicodeDecodeError:
+        # Only Python 2's str opcodes decode text with the encoding.
+        return pickle.loads(data, encoding="latin-1")
 
 
 def loadValues(rows: Iterable[tuple[K, bytes]]) -> dict[K, Any]:
@@ -246,6 +311,13 @@ class StoreBroker(AccessBroker, Generic[K]):
 
     tableName = ""
 
+    #: The earlier layouts of the table, brought to the current one at
+    #: start-up.
+    oldLayouts: Sequence[_layouts.OldLayout] = ()
+
+    #: Where a missing table is filled from (see L{_layouts.Import}).
+    imports: Sequence[_layouts.Import] = ()
+
     def __init__(self, ID: object, url: str | None = None, **kw: Any) -> None:
         # Set before the broker starts: startup() needs them.
         self.groupKey = groupKey(ID)
@@ -303,17 +375,36 @@ class StoreBroker(AccessBroker, Generic[K]):
 
     # Table and transactions.
 
-    def startup(self) -> Deferred[Any]:
+    def columns(self) -> list[SA.Column[Any]]:
         """
-        Create the table if missing.
+        @return: the table's columns, new ones at every call.
         """
-        return self.table(
-            self.tableName,
+        return [
             SA.Column("group_key", SA.String(64), primary_key=True),
             *self.keyColumns(),
             *self.extraColumns(),
             SA.Column("value", valueType(), nullable=False),
+        ]
+
+    async def startup(self) -> None:
+        """
+        Bring the table from an earlier layout to the current one (see
+        L{sasync.stores._layouts}), then create it if missing.
+        """
+        target = SA.Table(self.tableName, SA.MetaData(), *self.columns())
+        job = SetupJob(
+            functools.partial(
+                _layouts.upgrade,
+                target=target,
+                layouts=self.oldLayouts,
+                imports=self.imports,
+            ),
+            f"{type(self).__name__}: upgrading {self.tableName}",
         )
+        # Only a missing or lost connection makes it run again: an upgrade
+        # interrupted anywhere leaves the old table whole.
+        await self._calls.setupJob(job, job.description)
+        await self.table(self.tableName, *self.columns())
 
     def _table(self) -> SA.Table:
         table: SA.Table = getattr(self, self.tableName)
@@ -414,7 +505,9 @@ class StoreBroker(AccessBroker, Generic[K]):
             t,
             rows,
             ["group_key", *(c.name for c in self.keyColumns())],
-            [*(c.name for c in self.extraColumns()), "value"],
+            # The extra columns stay as first written: a dict keeps the
+            # first of equal keys (1, then True: 1).
+            ["value"],
         )
 
 

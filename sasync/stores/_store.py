@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from ..connection import checkReactorThread
 from ..errors import WritesLost
+from ._keys import sortedKeys
 from ._landing import WRITE_RETRY_TIME, Lander, checkRetryTime
 from ._storage import (
     READ_NICENESS,
@@ -69,8 +70,9 @@ class Store(Generic[K]):
         **kw: Any,
     ) -> None:
         """
-        @param ID: the store's group: a str or an int (C{1} and C{"1"} are
-            two groups).
+        @param ID: the store's group: a str, an int, or any other key of
+            L{sasync.stores._keys} (C{1} and C{"1"} are two groups; C{1},
+            C{1.0} and C{True} are one).
         @param url: an SQLAlchemy URL; without one, the global engine of
             L{sasync.setup}. Stores and brokers with the same URL and
             keywords share one engine and queue.
@@ -80,9 +82,16 @@ class Store(Generic[K]):
             reported lost.
         @param kw: engine keywords, as for L{AccessBroker
             <sasync.broker.AccessBroker>}.
-        @raise TypeError: C{ID} is not a str or an int.
-        @raise ValueError: a bad C{writeRetryTime}.
+        @raise TypeError: C{ID} is unhashable or has no stable stored form;
+            or C{nameType=}, the original sAsync's keyword, was given.
+        @raise ValueError: C{ID} holds a NaN, or a bad C{writeRetryTime}.
         """
+        if "nameType" in kw:
+            raise TypeError(
+                "nameType= (the original sAsync's) is gone: names come back as"
+                " the type they were written with; convert names an upgraded"
+                " table of the original holds (text) yourself"
+            )
         checkRetryTime(writeRetryTime)  # (Before the broker takes resources.)
         self.ID = ID
         broker: StoreBroker[K] = self.brokerClass(ID, url, **kw)
@@ -221,8 +230,10 @@ class Store(Generic[K]):
             stored = dict(rows)
             state = self._seq.foldAll(capture, dict(stored))
             return {
-                key: values[key] if data is stored.get(key) else loadValue(data)
-                for key, data in sorted(state.items())
+                key: values[key]
+                if state[key] is stored.get(key)
+                else loadValue(state[key])
+                for key in sortedKeys(state)
             }
 
         d = read.addCallback(unpickled).addCallback(folded)

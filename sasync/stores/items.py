@@ -8,28 +8,63 @@ L{Items}: a persistent store of named Python objects, in groups::
     yield items.shutdown()
 
 Values are pickled: only your application may write the store's table
-(unpickling runs code). Names are str (see L{checkName
-<sasync.stores._storage.checkName>}). Writes run at a lower priority than reads,
-in issue order, and a read reflects every write issued before it.
+(unpickling runs code). Names are str, or any other key of
+L{sasync.stores._keys} (see L{checkName<sasync.stores._storage.checkName>}).
+Writes run at a lower priority than reads, in issue order, and a read
+reflects every write issued before it.
+
+A C{sasync_items} table the original sAsync 0.9 wrote (columns
+C{group_id}, C{name}, C{value}) is upgraded at start-up (see
+L{sasync.stores._layouts}): the original's group C{hash(ID)} becomes the
+int ID of the same number, which for an int ID is the ID itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import sqlalchemy as SA
+from sqlalchemy.engine import Row
 from twisted.internet.defer import Deferred
 
+from ._keys import sortedKeys
+from ._layouts import OldLayout
 from ._storage import (
     StoreBroker,
     StoreID,
     checkName,
     dumpValue,
+    groupKey,
     loadValue,
+    nameFromRow,
     nameKey,
+    nameText,
     textType,
 )
 from ._store import Store as _Store
+
+
+def _fromOriginal(row: Row[Any]) -> dict[str, Any]:
+    # The original's group_id is hash(ID); its names are text.
+    return {
+        "group_key": groupKey(int(row.group_id)),
+        "name_key": nameKey(row.name),
+        "name": nameText(row.name),
+        "value": bytes(row.value),
+    }
+
+
+ORIGINAL_ITEMS = OldLayout(
+    "the original sAsync 0.9 (Items and PersistentDict)",
+    frozenset({"group_id", "name", "value"}),
+    "sasync09",
+    _fromOriginal,
+)
+"""
+The original sAsync's C{sasync_items}: C{group_id INTEGER} (C{hash(ID)}),
+C{name VARCHAR(40)}, C{value} (a pickle), the first two the primary key.
+"""
 
 
 class Missing:
@@ -40,7 +75,7 @@ class Missing:
 
     __slots__ = ("group", "name")
 
-    def __init__(self, group: StoreID, name: str) -> None:
+    def __init__(self, group: StoreID, name: Hashable) -> None:
         self.group = group
         self.name = name
 
@@ -59,13 +94,15 @@ class Missing:
         return f"Missing(group={self.group!r}, name={self.name!r})"
 
 
-class ItemsBroker(StoreBroker[str]):
+class ItemsBroker(StoreBroker[Hashable]):
     """
     The transactions of an L{Items} store: rows keyed by the SHA-256 of the
-    name, with the name itself beside it.
+    name, with the name itself beside it (see L{nameKey
+    <sasync.stores._storage.nameKey>}).
     """
 
     tableName = "sasync_items"
+    oldLayouts: Sequence[OldLayout] = (ORIGINAL_ITEMS,)
 
     def keyColumns(self) -> list[SA.Column[Any]]:
         return [SA.Column("name_key", SA.String(64), primary_key=True)]
@@ -73,28 +110,29 @@ class ItemsBroker(StoreBroker[str]):
     def extraColumns(self) -> list[SA.Column[Any]]:
         return [SA.Column("name", textType(), nullable=False)]
 
-    def keyRow(self, key: str) -> dict[str, Any]:
+    def keyRow(self, key: Hashable) -> dict[str, Any]:
         return {"name_key": nameKey(key)}
 
-    def extraRow(self, key: str) -> dict[str, Any]:
-        return {"name": key}
+    def extraRow(self, key: Hashable) -> dict[str, Any]:
+        return {"name": nameText(key)}
 
-    def rowKey(self, row: Any) -> str:
-        name: str = row.name
-        return name
+    def rowKey(self, row: Any) -> Hashable:
+        return nameFromRow(row.name, row.name_key)
 
 
-class Items(_Store[str]):
+class Items(_Store[Hashable]):
     """
     Name -> value items of one group, kept in a database table.
 
     C{Items(ID, url=None, *, writeRetryTime=60, **kw)}: the group C{ID} is
-    a str or an int (C{1} and C{"1"} are two groups); groups on one
-    database never see each other's items. See L{Store.__init__
+    any key of L{sasync.stores._keys} (C{1} and C{"1"} are two groups,
+    C{1}, C{1.0} and C{True} one); groups on one database never see each
+    other's items. See L{Store.__init__
     <sasync.stores._store.Store.__init__>}.
 
-    Every method returns a Deferred. Argument errors (a name that is not a
-    str, a value that cannot be pickled) raise at the call, before
+    Names are str or other hashable keys: equal names (by C{==}) are one
+    item. Every method returns a Deferred. Argument errors (an unhashable
+    name, a value that cannot be pickled) raise at the call, before
     anything is queued, and leave the stored value as it was.
 
     @cvar brokerClass: the broker (and so the table) this store uses.
@@ -105,7 +143,7 @@ class Items(_Store[str]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.ID!r}>"
 
-    def load(self, name: str) -> Deferred[Any]:
+    def load(self, name: Hashable) -> Deferred[Any]:
         """
         @return: a Deferred firing with the value of item C{name}, or with
             a L{Missing} if there is none.
@@ -115,42 +153,42 @@ class Items(_Store[str]):
         d = self._readOne(name)
         return d.addCallback(self._loaded, name)
 
-    def _loaded(self, data: bytes | None, name: str) -> Any:
+    def _loaded(self, data: bytes | None, name: Hashable) -> Any:
         if data is None:
             return Missing(self.ID, name)
         return loadValue(data)
 
-    def loadAll(self) -> Deferred[dict[str, Any]]:
+    def loadAll(self) -> Deferred[dict[Any, Any]]:
         """
         @return: a Deferred firing with a dict of all the group's items,
             by name (in name order).
         """
         return self._loadAll()
 
-    def names(self) -> Deferred[list[str]]:
+    def names(self) -> Deferred[list[Any]]:
         """
         @return: a Deferred firing with the sorted names of the group's
-            items.
+            items (see L{sortedKeys<sasync.stores._keys.sortedKeys>}).
         """
         self._checkThread("names")
-        return self._readKeys().addCallback(sorted)
+        return self._readKeys().addCallback(sortedKeys)
 
-    def update(self, name: str, value: object) -> Deferred[None]:
+    def update(self, name: Hashable, value: object) -> Deferred[None]:
         """
         Set item C{name} to C{value}, adding it if it does not exist. The
         value is pickled now: changing it afterwards changes nothing stored.
 
         @return: a Deferred that fires when the write has landed.
-        @raise TypeError: C{name} is not a str, or C{value} cannot be
-            pickled.
-        @raise ValueError: C{name} is a str that cannot be a key.
+        @raise TypeError: C{name} is unhashable or has no stable stored
+            form, or C{value} cannot be pickled.
+        @raise ValueError: C{name} is too long, or holds a NaN.
         @raise BrokerStopped: after C{shutdown()}.
         """
         self._checkThread("update")
         data = dumpValue(checkName(name), value)
         return self._seq.put([(name, data)])
 
-    def insert(self, name: str, value: object) -> Deferred[None]:
+    def insert(self, name: Hashable, value: object) -> Deferred[None]:
         """
         Add a new item C{name}.
 
@@ -163,13 +201,13 @@ class Items(_Store[str]):
         data = dumpValue(checkName(name), value)
         return self._seq.insert(name, data)
 
-    def delete(self, *names: str) -> Deferred[None]:
+    def delete(self, *names: Hashable) -> Deferred[None]:
         """
         Delete the named items, in one transaction; names without an item
         are ignored.
 
         @return: a Deferred that fires when the deletion has landed.
-        @raise TypeError: a name is not a str.
+        @raise TypeError: a name is not a key (see L{update}).
         """
         self._checkThread("delete")
         for name in names:
@@ -186,4 +224,4 @@ class Items(_Store[str]):
         return self._seq.clear()
 
 
-__all__ = ["Items", "ItemsBroker", "Missing"]
+__all__ = ["ORIGINAL_ITEMS", "Items", "ItemsBroker", "Missing"]

@@ -23,8 +23,15 @@ L{WritesLost<sasync.errors.WritesLost>} naming its key.
 
 from __future__ import annotations
 
+from collections.abc import (
+    Hashable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from collections.abc import ItemsView as ItemsViewABC
-from collections.abc import Iterator, KeysView, Mapping, MutableMapping, ValuesView
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -32,8 +39,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from ..errors import SAsyncError
+from ._layouts import Import
 from ._storage import StoreID, checkName
-from .items import Items, ItemsBroker, Missing
+from .items import ORIGINAL_ITEMS, Items, ItemsBroker, Missing
 
 _MISSING: Any = object()
 
@@ -51,10 +59,18 @@ class NotPreloaded(SAsyncError, RuntimeError):
 class DictBroker(ItemsBroker):
     """
     The transactions of a L{PersistentDict}: the L{Items} layout, in a table
-    of its own.
+    of its own. The original sAsync kept its C{PersistentDict}s in
+    C{sasync_items}: a missing C{sasync_dict} is first filled from the
+    original's table there (or from its copy kept once L{Items} upgraded
+    it), which stays as it is.
     """
 
     tableName = "sasync_dict"
+    oldLayouts = ()
+    imports = (
+        Import("sasync_items", ORIGINAL_ITEMS),
+        Import(f"sasync_items_{ORIGINAL_ITEMS.suffix}", ORIGINAL_ITEMS),
+    )
 
 
 class _DictItems(Items):
@@ -66,14 +82,15 @@ class _DictItems(Items):
         return f"<PersistentDict {self.ID!r}>"
 
 
-class PersistentDict(MutableMapping[str, Any]):
+class PersistentDict(MutableMapping[Hashable, Any]):
     """
-    A C{MutableMapping} of str keys to picklable values, persisted as one
-    group (C{ID}) of a database table.
+    A C{MutableMapping} of hashable keys to picklable values, persisted as
+    one group (C{ID}) of a database table.
 
-    Keys are str (C{TypeError} at the call otherwise; see
-    L{checkName<sasync.stores._storage.checkName>} for the few str that are
-    refused). Values are pickled when written: a value that cannot be
+    Keys are str, int, float, bool, None, bytes, and tuples and frozensets
+    of those, compared as a dict does (C{1}, C{1.0} and C{True} are one
+    key; see L{sasync.stores._keys}); other keys raise C{TypeError} at the
+    call, naming them. Values are pickled when written: a value that cannot be
     pickled raises C{TypeError} at the call and changes nothing.
 
     Writes (C{d[k] = v}, C{del d[k]}, C{update}, C{clear}, and the writing
@@ -104,7 +121,8 @@ class PersistentDict(MutableMapping[str, Any]):
 
     def __init__(self, ID: StoreID, url: str | None = None, **kw: Any) -> None:
         """
-        @param ID: the dict's group: a str or an int.
+        @param ID: the dict's group: a str, an int, or another key of
+            L{sasync.stores._keys}.
         @param url: an SQLAlchemy URL; without one, the global engine of
             L{sasync.setup}.
         @param kw: C{writeRetryTime} (for how many seconds of failed
@@ -116,7 +134,7 @@ class PersistentDict(MutableMapping[str, Any]):
         self.ID = ID
         self._items = _DictItems(ID, url, **kw)
         # The cache of preload mode: None until preloaded.
-        self._data: dict[str, Any] | None = None
+        self._data: dict[Hashable, Any] | None = None
 
     def __repr__(self) -> str:
         mode = "preloaded" if self._data is not None else "deferred"
@@ -139,7 +157,7 @@ class PersistentDict(MutableMapping[str, Any]):
         @return: a Deferred that fires when preload mode is on.
         """
 
-        def loaded(values: dict[str, Any]) -> None:
+        def loaded(values: dict[Hashable, Any]) -> None:
             self._data = values
 
         # Unbounded: the cache must include writes issued during the read.
@@ -179,7 +197,7 @@ class PersistentDict(MutableMapping[str, Any]):
 
     # --- The abstract methods of MutableMapping -------------------------------
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: Hashable) -> Any:
         """
         The value of C{key}: at once in preload mode, else a Deferred (that
         fails with C{KeyError} for a missing key).
@@ -189,7 +207,7 @@ class PersistentDict(MutableMapping[str, Any]):
             return self._data[key]
         return self._items.load(key).addCallback(_orKeyError, key)
 
-    def __setitem__(self, key: str, value: Any) -> None:
+    def __setitem__(self, key: Hashable, value: Any) -> None:
         """
         Set C{key} to C{value}; the write starts now (pickling C{value}
         now: a later change to it is not stored).
@@ -199,7 +217,7 @@ class PersistentDict(MutableMapping[str, Any]):
             self._data[key] = value
         self._track(d)
 
-    def __delitem__(self, key: str) -> None:
+    def __delitem__(self, key: Hashable) -> None:
         """
         Delete C{key}; the write starts now. In preload mode a missing key
         raises C{KeyError}; in default mode it is silently nothing.
@@ -211,7 +229,7 @@ class PersistentDict(MutableMapping[str, Any]):
             del self._data[key]
         self._track(self._items.delete(key))
 
-    def _preloaded(self, what: str, instead: str) -> dict[str, Any]:
+    def _preloaded(self, what: str, instead: str) -> dict[Hashable, Any]:
         if self._data is None:
             raise NotPreloaded(
                 f"{what} of a PersistentDict needs preload() first; without it,"
@@ -225,7 +243,7 @@ class PersistentDict(MutableMapping[str, Any]):
         """
         return len(self._preloaded("len()", "d.length()"))
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Hashable]:
         """
         Preload mode only (L{NotPreloaded} otherwise; see C{keys()}).
         """
@@ -255,7 +273,7 @@ class PersistentDict(MutableMapping[str, Any]):
 
     # --- Deferred alternatives ------------------------------------------------
 
-    def has(self, key: str) -> Deferred[bool]:
+    def has(self, key: Hashable) -> Deferred[bool]:
         """
         @return: a Deferred firing with whether C{key} has an item.
         """
@@ -310,7 +328,7 @@ class PersistentDict(MutableMapping[str, Any]):
             return dict(self._data)
         return self._items.loadAll()
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: Hashable, default: Any = None) -> Any:
         """
         @return: the value of C{key}, or C{default}; through a Deferred in
             default mode.
@@ -322,7 +340,7 @@ class PersistentDict(MutableMapping[str, Any]):
             lambda v: default if isinstance(v, Missing) else v
         )
 
-    def setdefault(self, key: str, default: Any = None) -> Any:
+    def setdefault(self, key: Hashable, default: Any = None) -> Any:
         """
         The value of C{key}, after setting it to C{default} if it has none;
         through a Deferred in default mode (where it is one atomic insert:
@@ -338,7 +356,7 @@ class PersistentDict(MutableMapping[str, Any]):
         # The read folds the pending insert over what it finds.
         return self._items.load(key)
 
-    def pop(self, key: str, default: Any = _MISSING) -> Any:
+    def pop(self, key: Hashable, default: Any = _MISSING) -> Any:
         """
         Remove C{key} and return its value (or C{default}, else
         C{KeyError}); through a Deferred in default mode.
@@ -369,7 +387,7 @@ class PersistentDict(MutableMapping[str, Any]):
             key = next(iter(self._data))
             return key, self.pop(key)
 
-        def gotNames(names: list[str]) -> Deferred[tuple[str, Any]]:
+        def gotNames(names: list[Any]) -> Deferred[tuple[Any, Any]]:
             if not names:
                 raise KeyError("popitem(): the PersistentDict is empty")
             key = names[0]
@@ -395,13 +413,13 @@ def _existed(failure: Failure) -> Failure | None:
     return failure
 
 
-def _orKeyError(value: Any, key: str) -> Any:
+def _orKeyError(value: Any, key: Hashable) -> Any:
     if isinstance(value, Missing):
         raise KeyError(key)
     return value
 
 
-def _orDefault(value: Any, key: str, default: Any) -> Any:
+def _orDefault(value: Any, key: Hashable, default: Any) -> Any:
     if isinstance(value, Missing):
         if default is _MISSING:
             raise KeyError(key)

@@ -13,6 +13,7 @@ import asynqueue
 HOMES = {
     "AsIs": "task",
     "AsyncWorker": "workers",
+    "AuthenticationError": "errors",
     "Deferator": "deferator",
     "DeferredLock": "lock",
     "DeferredTracker": "tracker",
@@ -28,6 +29,7 @@ HOMES = {
     "QueueError": "errors",
     "QueueStopped": "errors",
     "RemoteTaskError": "errors",
+    "ServerLost": "errors",
     "Task": "task",
     "TaskQueue": "taskqueue",
     "TaskTimeout": "errors",

@@ -11,7 +11,14 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from asynqueue._util import Waiters, checkNumber, follow, globalReactor, reactorClock
+from asynqueue._util import (
+    LazyReactor,
+    Waiters,
+    checkNumber,
+    follow,
+    globalReactor,
+    reactorClock,
+)
 
 
 class FollowTests(SynchronousTestCase):
@@ -192,3 +199,17 @@ class ReactorTests(SynchronousTestCase):
 
         self.assertIs(globalReactor(), reactor)
         self.assertIs(reactorClock(), reactor)
+
+    def test_lazyReactor(self) -> None:
+        """
+        A L{LazyReactor}'s C{reactor} is the one it was given, else the
+        global one once asked for.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.task import Clock
+
+        given = LazyReactor()
+        clock = Clock()
+        given._reactor = clock
+        self.assertIs(given.reactor, clock)
+        self.assertIs(LazyReactor().reactor, reactor)

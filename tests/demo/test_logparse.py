@@ -112,5 +112,6 @@ def test_plainAndGzippedFiles(tmp_path: Path) -> None:
         assert f.fraction == 0.0
         lines = list(f.lines())
         assert lines == [COMBINED] * 100
+        assert f._raw is not None and f._raw.closed, "the file was left open"
         records = list(LogParser().parse(LogFile(path).lines()))
         assert len(records) == 100

@@ -27,36 +27,37 @@ def test_kill9WhileIngesting(dbURL: str) -> None:
     Run the ingesting process, kill -9 it once 20 batches were
     acknowledged (more are in flight), then look at the table.
     """
-    child = subprocess.Popen(
+    acked: set[int] = set()
+    started = time.monotonic()
+    # The with block closes the child's pipes.
+    with subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.ingest", dbURL],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    acked: set[int] = set()
-    started = time.monotonic()
-    try:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line.startswith("ack "):
-                acked.add(int(line.split()[1]))
-                if len(acked) >= 20:
+    ) as child:
+        try:
+            assert child.stdout is not None
+            for line in child.stdout:
+                if line.startswith("ack "):
+                    acked.add(int(line.split()[1]))
+                    if len(acked) >= 20:
+                        break
+                if time.monotonic() - started > 60:
                     break
-            if time.monotonic() - started > 60:
-                break
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(30)
-        # What it printed before it died counts as acknowledged too.
-        for line in child.stdout:
-            if line.startswith("ack "):
-                acked.add(int(line.split()[1]))
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
-    assert len(acked) >= 20, child.stderr.read() if child.stderr else ""
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(30)
+            # What it printed before it died counts as acknowledged too.
+            for line in child.stdout:
+                if line.startswith("ack "):
+                    acked.add(int(line.split()[1]))
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert child.returncode == -signal.SIGKILL
+        assert len(acked) >= 20, child.stderr.read() if child.stderr else ""
     engine = SA.create_engine(dbURL, poolclass=NullPool)
     try:
         with engine.connect() as conn:

@@ -200,3 +200,33 @@ async def test_laterTimeoutShortensWait(dbURL: str, brokers: Any) -> None:
     assert time.monotonic() - started < 8
     with pytest.raises(defer.CancelledError):
         await sleeper
+
+
+def _drainTimers(broker: Any) -> list[Any]:
+    from twisted.internet import reactor
+
+    return [
+        call
+        for call in reactor.getDelayedCalls()
+        # (The drain timer is the broker's lifecycle's.)
+        if getattr(call.func, "__self__", None) in (broker, broker._life)
+    ]
+
+
+async def test_noTimerLeft(sqliteURL: str, brokers: Any) -> None:
+    """
+    C{shutdown(timeout=...)} leaves no delayed call behind once it is done,
+    whether the broker was idle or a second call came during the shutdown:
+    trial's TestCase (and L{sasync.testing.trial}) finds a leftover one
+    and fails the test with "Reactor was unclean".
+    """
+    idle = brokers(Ledger, sqliteURL)
+    await idle.waitUntilRunning()
+    await idle.shutdown(timeout=10)
+    assert _drainTimers(idle) == []
+    busy = brokers(Ledger, sqliteURL)
+    await busy.write("w")
+    first = busy.shutdown()
+    await busy.shutdown(timeout=10)
+    await first
+    assert _drainTimers(busy) == []

@@ -142,7 +142,9 @@ async def test_promotionUnderWriters(pair: Pair) -> None:
 
     writers = gatherResults([Deferred.fromCoroutine(writer(w)) for w in range(8)])
     try:
-        await sleep(1.0)
+        # Writes flow (some acknowledged) before the primary stops.
+        while len(acknowledged) < 100:
+            await sleep(0.05)
         before = len(acknowledged)
         await deferToThread(pair.primary.stop, "fast")
         await deferToThread(pair.standby.promote)

@@ -53,6 +53,12 @@ class ListenerTests(SynchronousTestCase):
             startThread=lambda f, name: self.started.append((f, name)),
         )
 
+    def tearDown(self) -> None:
+        # What the listener thread closes as it ends (no thread ran here).
+        self.listener._wakeReader.close()
+        self.listener._wakeWriter.close()
+        self.listener._engine.dispose()
+
     def test_firesOnceListening(self) -> None:
         """
         start() starts one named thread; its Deferred fires with the

@@ -18,10 +18,10 @@ from twisted.internet.defer import (
     DeferredList,
     gatherResults,
 )
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from sasync import AccessBroker, transact
+from tests.reliability.helpers import until
 
 from .brokers import LogBroker
 
@@ -164,6 +164,74 @@ async def test_readersRunReadOnly(postgresqlURL: str, brokers: Any) -> None:
     assert await broker.setNameValue("url", "w2")
 
 
+class RawCursorBroker(GuessBroker):
+    """
+    A method that writes, when it writes, through the raw DB-API cursor,
+    which SQLAlchemy neither sees write nor wraps the errors of.
+    """
+
+    @transact
+    def rawWriter(self, value: str | None) -> bool:
+        readOnly = self._readOnly()
+        if value is not None:
+            cursor = self.conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute("INSERT INTO url (value) VALUES (%s)", (value,))
+            finally:
+                cursor.close()
+        return readOnly
+
+
+async def test_rawCursorWriteGuessedReadOnly(postgresqlURL: str, brokers: Any) -> None:
+    """
+    PostgreSQL: a method guessed READ ONLY that then writes through the raw
+    DB-API cursor (the driver's own error, not SQLAlchemy's) runs again at
+    once, read-write, as one writing through SQLAlchemy does.
+    """
+    broker = brokers(RawCursorBroker, postgresqlURL, connections=1)
+    assert await broker.rawWriter(None) is False
+    assert await broker.rawWriter(None) is True
+    assert await broker.rawWriter("raw1") is False
+    assert (await broker.valueCounts())["raw1"] == 1
+    handle = broker._handle
+    assert handle.retries["a write in a transaction guessed read-only"] == 1
+
+
+class RawConflictBroker(AccessBroker):
+    """
+    A transaction whose first attempt fails, through the raw DB-API cursor,
+    with a serialization failure raised by the database.
+    """
+
+    attempts = 0
+
+    @transact
+    def conflictOnce(self) -> int:
+        type(self).attempts += 1
+        cursor = self.conn.connection.dbapi_connection.cursor()
+        try:
+            if self.attempts == 1:
+                cursor.execute(
+                    "DO $$ BEGIN RAISE EXCEPTION 'conflict'"
+                    " USING ERRCODE = '40001'; END $$"
+                )
+            cursor.execute("SELECT 1")
+            return int(cursor.fetchone()[0])
+        finally:
+            cursor.close()
+
+
+async def test_rawCursorConflictRetried(postgresqlURL: str, brokers: Any) -> None:
+    """
+    PostgreSQL: a serialization failure on the raw DB-API cursor (the
+    driver's own exception) is retried as one through SQLAlchemy is.
+    """
+    broker = brokers(RawConflictBroker, postgresqlURL)
+    assert await broker.conflictOnce() == 1
+    assert RawConflictBroker.attempts == 2
+    assert broker._handle.retries["serialization failure"] == 1
+
+
 async def test_noGuessWithoutRetries(postgresqlURL: str, brokers: Any) -> None:
     """
     With retries=0 (nothing may run twice) and with READ COMMITTED (nothing
@@ -205,8 +273,8 @@ async def test_shutdownCancelsConflictRetries(postgresqlURL: str, brokers: Any) 
     await broker.waitUntilRunning()
     failures: list[Failure] = []
     broker.collide().addErrback(failures.append)
-    await deferLater(reactor, 0.3)
-    assert broker._handle.retries["serialization failure"] >= 1
+    # Retried at least once (the retry counter says so), then shut down.
+    await until(lambda: broker._handle.retries["serialization failure"] >= 1)
     started = reactor.seconds()
     await broker.shutdown(timeout=0.5)
     assert reactor.seconds() - started < 5

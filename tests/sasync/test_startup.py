@@ -20,8 +20,8 @@ from sasync import StartupError, retry
 from sasync.connection._engines import DEFAULT_STARTUP_TIMEOUT, EngineSpec
 from sasync.retry import Backoff
 from sasync.startup import StartupWait, startupError
-from tests.reliability.test_units import Attempted, dbapiError, retryable
 from tests.sasync.brokers import LogBroker
+from tests.sasync.test_retry import Attempted, dbapiError, retryable
 
 
 def test_startupTimeoutOption() -> None:

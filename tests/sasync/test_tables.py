@@ -19,7 +19,7 @@ import sqlalchemy as SA
 from twisted.internet import defer
 
 from sasync import AccessBroker, TableNameError, transact
-from sasync.tables import MAX_NAME, indexName, splitIndexKeywords
+from sasync.tables import MAX_NAME, checkTableName, indexName, splitIndexKeywords
 
 from .brokers import LogBroker
 
@@ -368,3 +368,33 @@ def test_splitIndexKeywords() -> None:
         splitIndexKeywords("t", {"index_a": [1]})
     with pytest.raises(ValueError, match="names no index"):
         splitIndexKeywords("t", {"unique_": ["x"]})
+
+
+# Tables ------------------------------------------------------------------------
+
+
+class Broker:
+    indexedValues = ("a",)
+
+    def method(self) -> None: ...
+
+
+def test_checkTableName() -> None:
+    """
+    Names of methods, class attributes, instance attributes and private
+    names are refused; plain words are fine.
+    """
+    broker = Broker()
+    broker.__dict__["pending"] = {}
+    for name, match in [
+        ("method", "shadow the method"),
+        ("indexedValues", "shadow the attribute"),
+        ("pending", "overwrite the attribute"),
+        ("_x", "starts with '_'"),
+        ("", "non-empty"),
+    ]:
+        with pytest.raises(TableNameError, match=match):
+            checkTableName(broker, name, {})
+    checkTableName(broker, "url", {})
+    broker.__dict__["url"] = SA.Table("url", SA.MetaData())
+    checkTableName(broker, "url", {"url": broker.url})

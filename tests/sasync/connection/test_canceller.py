@@ -150,15 +150,20 @@ def test_cutAfterGrace(socketPair: tuple[socket.socket, socket.socket]) -> None:
     """
     ours, server = socketPair
     connection = FakeServerConnection(ours)
-    _canceller, sent, _task, clock = interrupted(connection)
-    while clock.seconds() + RESEND_INTERVAL < CUT_AFTER:
+    canceller, sent, _task, clock = interrupted(connection)
+    try:
+        while clock.seconds() + RESEND_INTERVAL < CUT_AFTER:
+            clock.advance(RESEND_INTERVAL)
+            with pytest.raises(BlockingIOError):
+                server.recv(1)
         clock.advance(RESEND_INTERVAL)
-        with pytest.raises(BlockingIOError):
-            server.recv(1)
-    clock.advance(RESEND_INTERVAL)
-    assert server.recv(1) == b""
-    assert not clock.getDelayedCalls()
-    assert sent.run() == CUT_AFTER / RESEND_INTERVAL
+        assert server.recv(1) == b""
+        assert not clock.getDelayedCalls()
+        assert sent.run() == CUT_AFTER / RESEND_INTERVAL
+    finally:
+        # As the worker does when it replaces the connection: the
+        # canceller's duplicate of the socket is closed.
+        canceller.detach()
 
 
 def test_noCutAfterLeaving(socketPair: tuple[socket.socket, socket.socket]) -> None:
@@ -226,3 +231,53 @@ def test_psycopg3UsesCancelSafe() -> None:
     assert sent.run() == 1
     assert connection.stopped == 1
     assert connection.timeouts == [CANCEL_TIMEOUT]
+
+
+# Cancelling ----------------------------------------------------------------------
+
+
+class FakePG:
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    def cancel(self) -> None:
+        self.cancels += 1
+
+
+def test_cancellerTargetsItsTask() -> None:
+    """
+    A cancel is sent only while the task it is for runs on the connection.
+    """
+    target = FakePG()
+    canceller = Canceller("postgresql", None)
+    canceller.attach(target)
+    task: Task[Any] = Task(lambda: None)
+    other: Task[Any] = Task(lambda: None)
+    canceller.sendCancel(task)
+    assert target.cancels == 0
+    canceller.enter(task)
+    canceller.sendCancel(other)
+    assert target.cancels == 0
+    canceller.sendCancel(task)
+    assert target.cancels == 1
+    canceller.leave()
+    canceller.sendCancel(task)
+    assert target.cancels == 1
+
+
+def test_cancellerMySQL() -> None:
+    """
+    On MySQL the cancel is KILL QUERY of the connection's thread id.
+    """
+    killed: list[int] = []
+
+    class FakeMySQL:
+        def thread_id(self) -> int:
+            return 42
+
+    canceller = Canceller("mysql", killed.append)
+    canceller.attach(FakeMySQL())
+    task: Task[Any] = Task(lambda: None)
+    canceller.enter(task)
+    canceller.sendCancel(task)
+    assert killed == [42]

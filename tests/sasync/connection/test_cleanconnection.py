@@ -59,7 +59,7 @@ async def test_failedTableLeavesConnectionClean(dbURL: str, brokers: Any) -> Non
     assert [r for ok, r in results if not ok] == []
 
 
-class Deferred_(AccessBroker):
+class DeferredCheck(AccessBroker):
     """
     PostgreSQL: a deferred foreign key, checked only at COMMIT, so that
     COMMIT itself fails.
@@ -93,7 +93,7 @@ async def test_failedCommitLeavesConnectionClean(
     A COMMIT that fails (a deferred constraint) leaves the one connection
     ready for the next transaction.
     """
-    broker = brokers(Deferred_, postgresqlURL, connections=1, retries=0)
+    broker = brokers(DeferredCheck, postgresqlURL, connections=1, retries=0)
     with pytest.raises(IntegrityError):
         await broker.orphan()
     assert await broker.children() == 0

@@ -232,7 +232,8 @@ async def test_priorities(serverURL: str, brokers: Any) -> None:
     """
     broker = brokers(MultiBroker, serverURL, processes=1, connections=1)
     await broker.pid()
-    blocker = broker.sleep(0.5)
+    # Holds the one worker until the test cancels it, with every call queued.
+    blocker = broker.sleep(30)
     order: list[str] = []
 
     def call(name: str, **kw: Any) -> Deferred[Any]:
@@ -246,7 +247,11 @@ async def test_priorities(serverURL: str, brokers: Any) -> None:
         call("n10b", niceness=10),
         call("next", doNext=True),
     ]
-    await blocker
+    await until(lambda: activeSleeps(serverURL) == 1)
+    assert order == []
+    blocker.cancel()
+    with pytest.raises(CancelledError):
+        await blocker
     await gatherResults(ds)
     assert order == ["next", "n-10", "n0", "n10a", "n10b", "last"]
 
@@ -308,7 +313,8 @@ async def test_shutdownStopsEveryProcess(serverURL: str) -> None:
     await broker.waitUntilRunning()
     pids = broker._pool.pids()
     assert len(pids) == 2
-    d = broker.sleepThenPid(0.3)
+    d = broker.sleepThenPid(1)
+    await until(lambda: activeSleeps(serverURL) == 1)
     await broker.shutdown()
     assert await d in pids
     alive = [p for p in pids if psutil.pid_exists(p)]

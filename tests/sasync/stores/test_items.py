@@ -312,27 +312,126 @@ async def test_mutatingAfterWriteChangesNothing(dbURL: str) -> None:
 
 async def test_badKeys(dbURL: str) -> None:
     """
-    Non-str names raise C{TypeError} at the call; str names a database
-    cannot keep raise C{ValueError}; bad IDs raise C{TypeError}.
+    Unhashable names, and hashable ones without a stable stored form,
+    raise C{TypeError} naming them at the call; a NaN or a name too long
+    C{ValueError}; bad IDs the same.
     """
     items = Items("bad", dbURL)
     async with stores(items):
-        for bad in (5, None, b"bytes", ("a",)):
-            with pytest.raises(TypeError, match="str"):
-                items.load(bad)  # type: ignore[arg-type]
-            with pytest.raises(TypeError, match="str"):
-                items.update(bad, 1)  # type: ignore[arg-type]
-            with pytest.raises(TypeError, match="str"):
-                items.insert(bad, 1)  # type: ignore[arg-type]
-            with pytest.raises(TypeError, match="str"):
-                items.delete("ok", bad)  # type: ignore[arg-type]
-        for bad in ("nul\x00", "x" * (MAX_NAME_LENGTH + 1), "\ud800"):
+        for bad, named in (
+            ([1], "list is unhashable"),
+            ({"a": 1}, "dict is unhashable"),
+            (("t", [1]), r"its part \[1\]"),
+            (object(), "object has no stable stored form"),
+        ):
+            with pytest.raises(TypeError, match=named):
+                items.load(bad)
+            with pytest.raises(TypeError, match=named):
+                items.update(bad, 1)
+            with pytest.raises(TypeError, match=named):
+                items.insert(bad, 1)
+            with pytest.raises(TypeError, match=named):
+                items.delete("ok", bad)
+        for bad in ("x" * (MAX_NAME_LENGTH + 1), float("nan"), (1, float("nan"))):
             with pytest.raises(ValueError):
                 items.update(bad, 1)
         assert await items.names() == []
-    for badID in (1.5, True, None, ("t",)):
-        with pytest.raises(TypeError, match="str or an int"):
-            Items(badID, dbURL)  # type: ignore[arg-type]
+    for badID in ([1], object()):
+        with pytest.raises(TypeError, match=r"unhashable|no stable stored form"):
+            Items(badID, dbURL)
+    with pytest.raises(ValueError, match="NaN"):
+        Items(float("nan"), dbURL)
+
+
+KEYS: list[Any] = [
+    "plain",
+    "[1,2]",  # a str that reads like the stored form of (1, 2)
+    (1, 2),
+    7,
+    2**70,
+    0.5,
+    None,
+    b"\x00\xff",
+    ("nested", (1, None), frozenset({"a", 3})),
+    "nul\x00 inside",
+    "lone \ud800 surrogate",
+    float("inf"),
+]
+
+
+async def test_anyHashableKeys(dbURL: str) -> None:
+    """
+    Names may be any supported hashable key, and come back as written, in a
+    new store object too; equal keys (1, 1.0, True) are one item, which
+    keeps the first key written, as a dict does.
+    """
+    items = Items(("any", 1), dbURL)
+    async with stores(items):
+        for i, key in enumerate(KEYS):
+            items.update(key, i)
+        items.update(True, "first")
+        items.update(1.0, "second")
+        assert await items.load(1) == "second"
+        assert await items.load((1.0, 2.0)) == 2
+    again = Items(("any", True), dbURL)
+    async with stores(again):
+        everything = await again.loadAll()
+        assert everything == {**{k: i for i, k in enumerate(KEYS)}, 1: "second"}
+        assert [type(k) for k in everything if k == 1] == [bool]
+        assert set(await again.names()) == set(everything)
+        for i, key in enumerate(KEYS):
+            assert await again.load(key) == i
+        await again.delete((1.0, 2), 1)
+        assert (1, 2) not in await again.loadAll()
+        assert isinstance(await again.load(True), Missing)
+        assert await again.load("[1,2]") == 1
+
+
+async def test_earlierRowsReadBack(dbURL: str) -> None:
+    """
+    Rows the first versions wrote (written here by hand, with their
+    digests: SHA-256 of C{"s:"}/C{"i:"} and the ID, and of the str name)
+    read back with the same names, and are overwritten, not duplicated.
+    """
+    import hashlib
+    import pickle
+
+    import sqlalchemy as SA
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    first = Items("old", dbURL)
+    async with stores(first):
+        await first.waitUntilRunning()
+    engine = SA.create_engine(dbURL)
+    table = SA.Table("sasync_items", SA.MetaData(), autoload_with=engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {
+                    "group_key": sha(f"s:{ID}")
+                    if isinstance(ID, str)
+                    else sha(f"i:{ID}"),
+                    "name_key": sha(name),
+                    "name": name,
+                    "value": pickle.dumps(value),
+                }
+                for ID, name, value in [
+                    ("old", "a", 1),
+                    ("old", "ü", [2]),
+                    (42, "b", 3),
+                ]
+            ],
+        )
+    engine.dispose()
+    old, byInt = Items("old", dbURL), Items(42.0, dbURL)
+    async with stores(old, byInt):
+        assert await old.loadAll() == {"a": 1, "ü": [2]}
+        assert await byInt.names() == ["b"]
+        await old.update("a", "new")
+        assert await old.loadAll() == {"a": "new", "ü": [2]}
 
 
 @pytest.mark.reactorTimeout(120)

@@ -1,8 +1,8 @@
 """
-Ad-hoc performance check for AsynQueue (not a test; pytest doesn't collect
-it). Run from the repository root:
+Ad-hoc performance check for AsynQueue (not one of ./scripts/bench's
+workloads). Run from the repository root:
 
-    .venv/bin/python -m tests.asynqueue.perf_queue [--rounds 5] [--calls 20000]
+    .venv/bin/python -m bench.measure_queue [--rounds 5] [--calls 20000]
 
 It prints, in the same run:
   - sequential dispatch: C{await ThreadQueue(1).call(noop)} one after another
@@ -31,24 +31,6 @@ def noop() -> None:
     """
 
 
-class CountingConsumer:
-    """
-    An IConsumer that only counts what it gets.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def write(self, data: Any) -> None:
-        self.count += 1
-
-
 async def timed(work: Callable[[], Coroutine[Any, Any, None]]) -> float:
     t0 = time.perf_counter()
     await work()
@@ -56,11 +38,10 @@ async def timed(work: Callable[[], Coroutine[Any, Any, None]]) -> float:
 
 
 async def main(reactor: Any, rounds: int, calls: int, items: int) -> None:
-    from twisted.internet.interfaces import IConsumer
     from twisted.internet.threads import deferToThread
-    from zope.interface import directlyProvides
 
     from asynqueue import ThreadQueue
+    from bench.consumer import CountingConsumer
 
     reactor.suggestThreadPoolSize(8)
     q1 = ThreadQueue(1)
@@ -93,21 +74,24 @@ async def main(reactor: Any, rounds: int, calls: int, items: int) -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     ratios = [q / t for q, t in zip(results["sq"], results["st"], strict=True)]
     bratios = [q / t for q, t in zip(results["bq"], results["bt"], strict=True)]
-    print(f"sequential: ThreadQueue.call {med['sq']:9,.0f}/s  "
-          f"deferToThread {med['st']:9,.0f}/s  ratio {statistics.median(ratios):.2f}x")
-    print(f"burst(8):   ThreadQueue.call {med['bq']:9,.0f}/s  "
-          f"deferToThread {med['bt']:9,.0f}/s  ratio {statistics.median(bratios):.2f}x")
+    print(
+        f"sequential: ThreadQueue.call {med['sq']:9,.0f}/s  "
+        f"deferToThread {med['st']:9,.0f}/s  ratio {statistics.median(ratios):.2f}x"
+    )
+    print(
+        f"burst(8):   ThreadQueue.call {med['bq']:9,.0f}/s  "
+        f"deferToThread {med['bt']:9,.0f}/s  ratio {statistics.median(bratios):.2f}x"
+    )
 
     rates = []
     for _ in range(max(1, rounds // 2)):
         consumer = CountingConsumer()
-        directlyProvides(consumer, IConsumer)
 
         async def stream(consumer: Any = consumer) -> None:
             await q1.call(lambda: iter(range(items)), consumer=consumer)
 
         rates.append(items / await timed(stream))
-        assert consumer.count == items
+        assert consumer.writes == items
     print(f"consumer=:  {items:,} items  {statistics.median(rates):12,.0f} items/s")
     await q1.shutdown()
     await q8.shutdown()

@@ -8,7 +8,7 @@ Replica figures on this machine, with a primary and two standbys of its own
     against eventual (p50/p99), and how many of those reads were stale;
   - what learning C{writePosition} costs a write transaction.
 
-    PYTHONPATH=. .venv/bin/python -m tests.replicas.measure [--reads N]
+    .venv/bin/python -m bench.measure_replicas [--reads N]
 
 All servers share this machine's cores, so throughput does not grow with
 standbys here: see docs/scaling.md for how it scales on separate machines.

@@ -1,14 +1,11 @@
 """
-Deterministic unit tests of the reliability pieces: which failures are
-retried, the backoff, the attempts driver (with a L{Clock} and tasks the
-test finishes by hand), noticing a connection the server closed, and
-looking up a lost COMMIT. No reactor, no threads, no sleeps.
+L{sasync.retry}, deterministic: which failures are retried, the backoff,
+and the attempts driver (with a L{Clock} and tasks the test finishes by
+hand). No reactor, no threads, no sleeps.
 """
 
 from __future__ import annotations
 
-import socket
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,9 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from asynqueue import Task, TaskTimeout
 from asynqueue.task import TaskState
 from sasync import Backoff, TransactionTimeout, retry
-from sasync.connection import _outcome as outcome
 from sasync.connection._engines import EngineSpec
-from sasync.connection._workers import SocketWatch
 
 
 class FakeDriverError(Exception):
@@ -92,6 +87,22 @@ def test_classify() -> None:
     assert classify(dbapiError("40001"), commitSent=False, autocommit=True) is None
     assert classify(dbapiError("23505"), commitSent=False, autocommit=False) is None
     assert classify(ValueError("40001"), commitSent=False, autocommit=False) is None
+
+
+def test_classifyRawDriverError() -> None:
+    """
+    A PostgreSQL driver's own conflict (from a raw DB-API cursor, which
+    SQLAlchemy does not wrap) is retried like a wrapped one; its other
+    errors, and anything in AUTOCOMMIT mode, are not.
+    """
+    classify = retry.classify
+    raw = FakeDriverError("could not serialize", pgcode="40001")
+    assert classify(raw, commitSent=True, autocommit=False) == retry.SERIALIZATION
+    deadlock = FakeDriverError("deadlock detected", pgcode="40P01")
+    assert classify(deadlock, commitSent=False, autocommit=False) == retry.DEADLOCK
+    assert classify(raw, commitSent=False, autocommit=True) is None
+    duplicate = FakeDriverError("duplicate key", pgcode="23505")
+    assert classify(duplicate, commitSent=False, autocommit=False) is None
 
 
 def test_backoff() -> None:
@@ -373,178 +384,3 @@ class AttemptsTests(SynchronousTestCase):
         made.succeed("ok")
         self.assertEqual(self.successResultOf(attempts.d), "ok")
         self.assertFalse(clock.getDelayedCalls())
-
-
-class FakeTransaction:
-    """
-    A transaction that records whether it was committed.
-    """
-
-    committed = False
-
-    def commit(self) -> None:
-        self.committed = True
-
-
-def commitAs(task: Task[Any]) -> tuple[FakeTransaction, BaseException | None]:
-    """
-    Run TransactionCall._commit as C{task}'s worker thread would.
-
-    @return: The transaction, and what C{_commit} raised.
-    """
-    from asynqueue.task import setCurrentTask
-    from sasync.transact import CallOptions, TransactionCall
-
-    handle = SimpleNamespace(guessesReadOnly=False, dialectName="sqlite")
-    call = TransactionCall(object(), handle, commitAs, CallOptions())  # type: ignore[arg-type]
-    transaction = FakeTransaction()
-    setCurrentTask(task)
-    try:
-        call._commit(object(), transaction)
-    except BaseException as e:
-        return transaction, e
-    finally:
-        setCurrentTask(None)
-    return transaction, None
-
-
-def test_commitRefusedAfterStop() -> None:
-    """
-    A stop requested before the worker reached COMMIT: COMMIT is not sent,
-    the call raises CancelledError (and rolls back), though its caller was
-    already told (the task is abandonable).
-    """
-    task: Task[Any] = Task(lambda: None)
-    task.abandonable = True
-    task.onInterrupt(lambda reason: None)
-    assert not task.requestStop(CancelledError())
-    transaction, error = commitAs(task)
-    assert isinstance(error, CancelledError)
-    assert not transaction.committed
-
-
-def test_commitMarkedBeforeSent() -> None:
-    """
-    COMMIT is sent only once marked: a stop after that waits for the outcome.
-    """
-    task: Task[Any] = Task(lambda: None)
-    task.abandonable = True
-    task.onInterrupt(lambda reason: None)
-    transaction, error = commitAs(task)
-    assert error is None and transaction.committed
-    assert task.requestStop(CancelledError())
-
-
-def test_serverClosedNoticed() -> None:
-    """
-    The socket watch says nothing while the peer is quiet or sends what a
-    driver handles itself (a PostgreSQL ParameterStatus), and tells once
-    the peer sends an error message or closes the connection.
-    """
-
-    class FakeConnection:
-        def __init__(self, sock: socket.socket) -> None:
-            self.sock = sock
-
-        def fileno(self) -> int:
-            return self.sock.fileno()
-
-    ours, theirs = socket.socketpair()
-    try:
-        watch = SocketWatch.of(FakeConnection(ours), "postgresql")
-        assert watch is not None
-        assert not watch.serverClosed()
-        theirs.sendall(b"S\x00\x00\x00\x08ab")
-        assert not watch.serverClosed()
-        ours.recv(100)
-        theirs.sendall(b"E\x00\x00\x00\x08FATAL")
-        assert watch.serverClosed()
-    finally:
-        ours.close()
-        theirs.close()
-    ours, theirs = socket.socketpair()
-    try:
-        watch = SocketWatch.of(FakeConnection(ours), "mysql")
-        assert watch is not None
-        theirs.sendall(b"\x05\x00\x00\x01\x03abcd")  # a row
-        assert not watch.serverClosed()
-        ours.recv(100)
-        theirs.close()
-        assert watch.serverClosed()
-    finally:
-        ours.close()
-    assert SocketWatch.of(object(), "sqlite") is None
-
-
-class FakeResult:
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def scalar(self) -> object:
-        return self.value
-
-
-class FakeLookupEngine:
-    """
-    Answers C{txid_status} from a script; C{None} in the script: the server
-    cannot be reached.
-    """
-
-    def __init__(self, statuses: list[str | None]) -> None:
-        self.statuses = statuses
-        self.terminated = 0
-
-    def connect(self) -> Any:
-        status = self.statuses.pop(0)
-        if status is None:
-            raise OperationalError("connect", {}, Exception("refused"))
-        engine = self
-
-        class Connection:
-            def __enter__(self) -> Connection:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                pass
-
-            def execute(self, statement: Any, params: Any) -> FakeResult:
-                if "terminate" in str(statement):
-                    engine.terminated += 1
-                return FakeResult(status)
-
-            def rollback(self) -> None:
-                pass
-
-        return Connection()
-
-
-def test_lostCommitOutcome() -> None:
-    """
-    The outcome of a COMMIT whose answer was lost: asked until the database
-    says committed or aborted (terminating the old backend while it still
-    runs the transaction); unknown if it cannot say in time; nothing to ask
-    if the transaction wrote nothing.
-    """
-    now = [0.0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    def ask(statuses: list[str | None], xid: int | None = 7) -> tuple[str, Any]:
-        engine = FakeLookupEngine(statuses)
-        verdict = outcome.lostCommitOutcome(
-            engine,  # type: ignore[arg-type]
-            xid,
-            123,
-            seconds=1.0,
-            sleep=sleep,
-            clock=lambda: now[0],
-        )
-        return verdict, engine
-
-    assert ask(["committed"])[0] == outcome.COMMITTED
-    verdict, engine = ask([None, "in progress", "aborted"])
-    assert verdict == outcome.ABORTED
-    assert engine.terminated == 1
-    assert ask([], xid=None)[0] == outcome.NOTHING_WRITTEN
-    assert ask([None] * 20)[0] == outcome.UNKNOWN

@@ -2,7 +2,7 @@
 Ad hoc measurements of the sasync core (not a test; the numbers go into
 the notes). Needs the PostgreSQL test server::
 
-    .venv/bin/python -m tests.sasync.measure_core [URL]
+    .venv/bin/python -m bench.measure_core [URL]
 
 1. Sequential trivial transactions (SELECT 1) per second: through a broker
    (sql(), and a @transact method) against Twisted's adbapi ConnectionPool
@@ -25,9 +25,8 @@ import sqlalchemy as SA
 from sqlalchemy.engine import make_url
 from twisted.enterprise import adbapi
 from twisted.internet import defer, reactor
-from twisted.internet.interfaces import IConsumer
-from zope.interface import implementer
 
+from bench.consumer import CountingConsumer
 from sasync import AccessBroker, transact
 
 ROUNDS = 5
@@ -50,20 +49,6 @@ class Bench(AccessBroker):
     @transact
     def everything(self) -> Any:
         return self.conn.execute(SA.select(self.big))
-
-
-@implementer(IConsumer)
-class Counter:
-    count = 0
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def write(self, data: Any) -> None:
-        self.count += 1
 
 
 class PeakRSS:
@@ -220,14 +205,14 @@ async def main(url: str) -> None:
         )
         results["  + consumer.write"].append(
             await defer.Deferred.fromCoroutine(
-                _inThread(rawNamedCursor, url, Counter())
+                _inThread(rawNamedCursor, url, CountingConsumer())
             )
         )
         with PeakRSS() as rss:
             started = time.perf_counter()
-            consumer = await broker.everything(consumer=Counter())
+            consumer = await broker.everything(consumer=CountingConsumer())
             elapsed = time.perf_counter() - started
-        assert consumer.count == ROWS
+        assert consumer.writes == ROWS
         results["broker consumer"].append((ROWS / elapsed, rss.grown))
     base = statistics.median(r for r, _ in results["psycopg2 named cursor"])
     for name, values in results.items():

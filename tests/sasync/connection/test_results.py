@@ -1,0 +1,72 @@
+"""
+Row streams, deterministic (SQLite in memory at most).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as SA
+from twisted.internet.defer import CancelledError
+
+from sasync.connection._results import RowStream, grouped, rowsInTransaction
+
+
+def test_rowStream() -> None:
+    """
+    A RowStream hands out the rows of its batches; closing it unstarted
+    runs the cleanup the generator never would.
+    """
+
+    def batches() -> Any:
+        yield [1, 2]
+        yield [3]
+
+    assert list(RowStream(batches())) == [1, 2, 3]
+    cleaned: list[bool] = []
+    stream = RowStream(batches(), lambda: cleaned.append(True))
+    stream.close()
+    assert cleaned == [True]
+    started = RowStream(batches(), lambda: cleaned.append(False))
+    assert started.__next__() == 1
+    started.close()
+    assert cleaned == [True]
+
+
+def test_rowsInTransactionStoppedBeforeCommit() -> None:
+    """
+    Rows read inside their transaction end it with COMMIT, unless the
+    check before COMMIT refuses (the task was stopped while it still ran:
+    the rows fitted in its first batch): then it rolls back, and the
+    iteration fails with the check's error.
+    """
+    engine = SA.create_engine("sqlite://")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            conn.commit()
+            transaction = conn.begin()
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            result = conn.exec_driver_sql("SELECT x FROM t")
+
+            def refuse() -> None:
+                raise CancelledError("stopped before COMMIT")
+
+            def leave() -> None:
+                if transaction.is_active:
+                    transaction.rollback()
+
+            with pytest.raises(CancelledError):
+                list(rowsInTransaction(result, transaction, 10, refuse, leave))
+            assert not transaction.is_active
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_grouped() -> None:
+    """
+    Rows in lists of N, the last one shorter.
+    """
+    assert list(grouped(iter([1, 2, 3, 4, 5]), 2)) == [[1, 2], [3, 4], [5]]  # type: ignore[arg-type]
