@@ -11,6 +11,10 @@ C{IConsumer} with backpressure (unless it returns L{AsIs}C{(iterator)}).
 
 from __future__ import annotations
 
+from ._util import Waiters as Waiters
+from ._util import checkNumber as checkNumber
+from ._util import follow as follow
+from ._util import globalReactor as globalReactor
 from ._version import __version__ as __version__
 from .deferator import Deferator as Deferator
 from .delay import Delay as Delay
@@ -67,7 +71,11 @@ __all__ = [
     "ThreadQueue",
     "ThreadWorker",
     "UnknownSeries",
+    "Waiters",
     "WorkerError",
+    "checkNumber",
     "currentTask",
+    "follow",
+    "globalReactor",
     "iteratorToProducer",
 ]

@@ -40,6 +40,13 @@ class DeferredTracker:
         """
         return len(self._pending)
 
+    def pending(self) -> list[Deferred[Any]]:
+        """
+        The tracked Deferreds that have not fired yet, oldest first (to
+        cancel those left when a wait runs out, say).
+        """
+        return list(self._pending.values())
+
     def put(self, d: Deferred[T]) -> Deferred[T]:
         """
         Track C{d} until it fires. A Deferred that has already fired is not

@@ -9,8 +9,9 @@ This is the bottom of sasync: it imports no other sasync module.
     finds as its worker (C{sasync.connection._threadstate.state.worker}).
   - L{WorkQueue}: what a broker hands its tasks to: the engine handle of
     its engine or, under C{processes=N}, its pool of worker processes.
-  - L{TransactionOwner}: what a C{@transact} method needs from the object
-    it is a method of (an L{AccessBroker<sasync.broker.AccessBroker>}).
+  - L{TransactionSite}: where a C{@transact} method hands its calls, and
+    L{TransactionOwner}: the object it is a method of, which has one.
+  - L{CreateWorker}: how an engine handle makes its connection workers.
   - L{ProcessOwner}: what a worker process needs from its pool.
 """
 
@@ -20,10 +21,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Engine
     from twisted.internet.defer import Deferred
 
-    from asynqueue import Task, TaskQueue
+    from asynqueue import IWorker, Task, TaskQueue
 
 
 class StatementCanceller(Protocol):
@@ -107,42 +108,84 @@ class WorkQueue(Protocol):
         """
 
 
-class TransactionOwner(Protocol):
+class TransactionSite(Protocol):
     """
-    What the methods C{@transact} and C{@wait} make call on the object they
-    are methods of (reactor thread).
+    Where the methods C{@transact} and C{@wait} make hand their calls
+    (reactor thread): a broker's admission of calls
+    (C{sasync._admission.Admission}).
     """
 
-    #: Its call counters (a C{sasync._stats.CallStats}).
-    _callStats: Any
+    #: Call counters (a C{sasync._stats.CallStats}).
+    stats: Any
 
-    def _engineHandle(self) -> object:
+    @property
+    def handle(self) -> object:
         """
         Where its transactions run, to recognize a nested call (one made
         from inside a running transaction of the same engine).
         """
 
-    def _transact(
+    def transact(
         self,
+        owner: object,
         f: Callable[..., Any],
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: Any,
     ) -> Deferred[Any]:
         """
-        Queue C{f} as a transaction with the call options C{options} (a
-        C{sasync.transact.CallOptions}).
+        Queue C{f(owner, *args, **kw)} as a transaction with the call
+        options C{options} (a C{sasync.transact.CallOptions}).
         """
 
-    def _track(self, d: Deferred[Any]) -> None:
+    def track(self, d: Deferred[Any]) -> None:
         """
         Make shutdown wait for C{d}.
         """
 
-    def _checkThread(self, method: str) -> None:
+    def checkThread(self, method: str) -> None:
         """
         Refuse a call of C{method} from a thread other than the reactor's
         (raise C{sasync.errors.WrongThread}).
+        """
+
+
+class TransactionOwner(Protocol):
+    """
+    What C{@transact} and C{@wait} need of the object they are methods of
+    (an L{AccessBroker<sasync.broker.AccessBroker>}): its
+    L{TransactionSite}.
+    """
+
+    @property
+    def _calls(self) -> TransactionSite:
+        """
+        Where its calls go.
+        """
+
+
+class CreateWorker(Protocol):
+    """
+    Makes a connection worker for an engine handle (the C{createWorker=}
+    broker option; by default C{sasync.connection.ConnectionWorker}
+    itself). Tests pass one making fake workers, which never connect.
+    """
+
+    def __call__(
+        self,
+        engine: Engine,
+        *,
+        holdIterations: bool,
+        batchSize: int,
+        name: str,
+        overflow: bool = False,
+        killQuery: Callable[[int], None] | None = None,
+        sendCancel: Callable[..., Any] | None = None,
+        onHeld: Callable[[Any, bool], None] | None = None,
+        callFromThread: Callable[..., object] | None = None,
+    ) -> IWorker:
+        """
+        A worker for C{engine}: see C{ConnectionWorker} for the keywords.
         """
 
 
@@ -169,9 +212,11 @@ class ProcessOwner(Protocol):
 
 
 __all__ = [
+    "CreateWorker",
     "ProcessOwner",
     "StatementCanceller",
     "TransactionOwner",
+    "TransactionSite",
     "WorkQueue",
     "WorkerThread",
 ]

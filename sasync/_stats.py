@@ -34,6 +34,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from asynqueue import checkNumber
+
 from . import _tracing as tracing
 from .errors import TransactionTimeout
 
@@ -185,10 +187,8 @@ def checkSlowTransaction(value: object) -> float | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(
-            f"slowTransaction={value!r}: a positive number of seconds, or None"
-        )
+    checkNumber(value, "slowTransaction", positive=True, typeError=ValueError)
+    assert isinstance(value, int | float)
     return float(value)
 
 

@@ -10,124 +10,43 @@ work, lets accepted work finish, and lets go of the engine.
 The broker's own attributes all start with C{_} (besides its methods and
 the few public properties), so that tables can be plain words: the table
 C{url} is C{self.url}.
+
+Its jobs are done by parts of their own, each handed what it needs (values
+and callables, never the broker): L{sasync._lifecycle} (phases, start-up,
+shutdown), L{sasync._admission} (refusals, retries, routing: what
+C{@transact} calls), L{sasync._schema} (L{table}, L{migrate}) and
+L{sasync._conveniences}.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import dataclasses
 import functools
 import inspect
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from twisted.internet import defer
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred, fail
 
-from asynqueue.task import Task, TaskState
+from asynqueue import checkNumber, globalReactor
 
-from . import _stats, migrations, multicore, notifications, retry, startup, tables
+from . import _conveniences, _stats, multicore, notifications, tables
+from ._admission import Admission
+from ._lifecycle import Lifecycle, Phase
 from ._protocols import WorkQueue
-from .connection import (
-    ConnectionWorker,
-    checkReactorThread,
-    currentConnection,
-    currentSession,
-    state,
-)
+from ._schema import Schema
 from .connection import _engines as engines
 from .connection import _positions as positions
 from .connection import _replicas as replicas
-from .errors import BrokerStopped, Overloaded
+from .connection import currentConnection, currentSession
+from .errors import BrokerStopped
 from .statements import SelectHolder, StatementCache, selectHolder
-from .transact import (
-    ALWAYS_STREAM,
-    CallOptions,
-    TransactionCall,
-    describeCall,
-    transact,
-)
-
-T = TypeVar("T")
-
-log = Logger()
-
-#: The broker whose startup() is running in this context (its calls are
-#: queued at once instead of waiting for the startup to finish).
-_starting: contextvars.ContextVar[AccessBroker | None] = contextvars.ContextVar(
-    "sasyncStarting", default=None
-)
-
-#: Per @transact function: did its last call return rows? (Worker threads
-#: write it, one item at a time.) Decides server-side cursor streaming.
-_returnsRows: dict[Callable[..., Any], bool] = {}
-#: Per @transact function: was it seen writing (True) or only reading
-#: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
-_wrote: dict[Callable[..., Any], bool] = {}
-
-#: Seconds C{shutdown(timeout=...)} waits for the workers to close once
-#: every caller has heard, before it leaves the ones still busy to finish
-#: by themselves.
-SHUTDOWN_GRACE = 1.0
-
-_NEW, _STARTING, _RUNNING, _FAILED, _STOPPED = (
-    "new",
-    "starting",
-    "running",
-    "failed",
-    "stopped",
-)
-
-
-@functools.lru_cache(maxsize=512)
-def _text(sql: str) -> SA.TextClause:
-    # The same SQL text, the same (immutable) TextClause: parsed once.
-    return SA.text(sql)
-
-
-def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
-    # Reactor thread, when a running task is cancelled or times out.
-    worker = task.worker
-    if isinstance(worker, ConnectionWorker):
-        worker.canceller.interrupt(task, reactor)
-
-
-def _inWorker(setup: Callable[[Connection], T]) -> Callable[[], T]:
-    # A setup job (table creation): runs in a worker thread, outside any
-    # user transaction, on that thread's connection. Setup jobs are
-    # idempotent, so a missing or lost connection allows running it again.
-    def job() -> T:
-        worker = state.worker
-        assert worker is not None, "setup jobs run in sAsync worker threads"
-        try:
-            connection = worker.connection()
-        except DBAPIError as e:
-            retry.markRetryable(e, retry.NO_CONNECTION)
-            raise
-        try:
-            return setup(connection)
-        except DBAPIError as e:
-            if e.connection_invalidated:
-                # (The worker replaces the connection before its next job.)
-                retry.markRetryable(e, retry.LOST)
-            raise
-        finally:
-            # Whatever it raised: the connection is shared by every broker
-            # on this database, and must not stay inside a transaction.
-            worker.leaveTransaction()
-
-    job.__qualname__ = getattr(setup, "__qualname__", "setup")
-    return job
+from .transact import ALWAYS_STREAM, CallOptions, checkOptions, transact
 
 
 class AccessBroker:
@@ -182,94 +101,84 @@ class AccessBroker:
         )
         replicaOptions = replicas.ReplicaOptions.take(engineKw, url)
         self._reactor = reactor
-        self._spec = engines.resolveSpec(url, engineKw)
-        # The last write this broker committed (a WAL position), if known.
-        self._writePosition: int | None = None
-        self._metadata = SA.MetaData()
-        self._tables: dict[str, SA.Table] = {}
-        self._tablesPending: dict[str, Deferred[SA.Table]] = {}
+        self._spec = spec = engines.resolveSpec(url, engineKw)
+        name = type(self).__name__
         self._statements = StatementCache()
-        self._phase = _NEW
-        self._accepting = True
-        self._startupFailure: Failure | None = None
-        self._startupDone: Deferred[None] | None = None
-        self._startupWait: startup.StartupWait | None = None
-        self._waitingTasks: list[tuple[Task[Any], float | None]] = []
-        self._runningWaiters: list[Deferred[None]] = []
-        self._tracked: set[Deferred[Any]] = set()
-        self._drainTimer: Any = None
-        # When shutdown's timeout runs out (reactor.seconds()), if given.
-        self._drainDeadline: float | None = None
-        self._idleWaiters: list[Deferred[None]] = []
-        self._shutdownDone: Deferred[None] | None = None
         self._listeners = notifications.ListenerSet()
+        self._schema = Schema(
+            name=name,
+            checkName=functools.partial(tables.checkTableName, self),
+            publish=functools.partial(setattr, self),
+            refusal=self._refusal,
+            run=lambda job: self._calls.setupJob(job, job.description),
+        )
         # A worker process's own broker leaves first() to the parent's.
         self._runsFirst = not multicore.isMakingChildBroker()
         self._pool = multicore.attach(
             type(self),
             self._madeWith,
             processes,
-            self._spec,
+            spec,
             reactor=reactor,
-            onTables=self._learnTables,
+            onTables=self._schema.learnTables,
         )
         self._engine: engines.EngineHandle | None = None
         self._handle: WorkQueue
         if self._pool is None:
-            self._engine = self._handle = engines.acquire(
-                self._spec, self, reactor=reactor
-            )
+            self._engine = self._handle = engines.acquire(spec, self, reactor=reactor)
         else:
             # The pool stands in for the engine handle (submit, queue, close).
             self._handle = self._pool
-        self._callStats = _stats.CallStats(
-            type(self).__name__,
-            self._spec.url.render_as_string(hide_password=True),
-            self._handle,
-            slowTransaction,
-        )
+        url = spec.url.render_as_string(hide_password=True)
+        stats = _stats.CallStats(name, url, self._handle, slowTransaction)
         self._replicas = replicas.attach(
-            replicaOptions, self._spec, self, processes, reactor=reactor
+            replicaOptions, spec, self, processes, reactor=reactor
         )
         if self._replicas is not None and self._engine is not None:
             # Session consistency needs each write's position.
             self._engine.trackWritePositions()
+        self._life = Lifecycle(
+            name=name,
+            url=url,
+            startupTimeout=spec.startupWait,
+            describe=self.__repr__,
+            getReactor=self._getReactor,
+            runStartup=self._runStartup,
+            submit=self._handle.submit,
+        )
+        self._calls = Admission(
+            name=name,
+            spec=spec,
+            handle=self._handle,
+            engine=self._engine,
+            replicaSet=self._replicas,
+            lifecycle=self._life,
+            stats=stats,
+            getReactor=self._getReactor,
+        )
         r = self._getReactor()
         self._triggerID = r.addSystemEventTrigger("before", "shutdown", self.shutdown)
         # Next turn: a subclass's __init__ finishes before startup() runs.
-        r.callLater(0, self._start)
+        r.callLater(0, self._life.start)
 
     def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} {self._spec.url.render_as_string()} {self._phase}>"
-        )
+        url = self._spec.url.render_as_string()
+        life = getattr(self, "_life", None)  # (None while __init__ runs.)
+        phase = Phase.NEW if life is None else life.phase
+        return f"<{type(self).__name__} {url} {phase.value}>"
 
     def _getReactor(self) -> Any:
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = globalReactor()
         return self._reactor
 
-    def _engineHandle(self) -> WorkQueue:
-        return self._handle
-
-    def _learnTables(self, tables: dict[str, SA.Table]) -> None:
-        # Under processes=N: the tables a worker process's broker made, set
-        # here too (self.entries) for building statements in the reactor
-        # thread. The first process to run tells.
-        if self._tables:
-            return
-        for name, table in tables.items():
-            self._tables[name] = table
-            setattr(self, name, table)
-
-    def _checkThread(self, method: str) -> None:
-        # Deferreds live in the reactor thread: a call of a public method
-        # from any other thread (while the reactor runs) is refused.
-        checkReactorThread(
-            self._getReactor(), lambda: f"{type(self).__name__}.{method}"
-        )
+    def _refusal(self, what: str) -> Deferred[Any] | None:
+        # Work of the broker's own (tables, ...) refused now, if it is.
+        if self._life.refusing():
+            return fail(BrokerStopped(f"{what} was called after shutdown()"))
+        if self._life.phase is Phase.FAILED:
+            return fail(self._life.startupError())
+        return None
 
     @classmethod
     def setup(cls, url: str | SA.URL, **kw: Any) -> None:
@@ -297,84 +206,29 @@ class AccessBroker:
         """
         return None
 
-    # Starting -----------------------------------------------------------------
+    # Starting and running -----------------------------------------------------
 
-    def _start(self) -> None:
-        if self._phase != _NEW:
-            return
-        self._phase = _STARTING
-        self._startupWait = startup.StartupWait(
-            self._spec.startupWait, self._getReactor(), self
-        )
-        if not self._accepting:
-            # Started by shutdown() for the calls waiting: don't wait long.
-            self._startupWait.stop()
-        token = _starting.set(self)
-        try:
-            self._startupDone = Deferred.fromCoroutine(self._startup())
-        finally:
-            _starting.reset(token)
-
-    async def _startup(self) -> None:
-        try:
-            # processes=N: startup() runs in each worker process instead.
-            result = self.startup() if self._pool is None else self._pool.start()
-            if inspect.isawaitable(result):
-                await result
-            cls = type(self)
-            if cls.first is not AccessBroker.first and self._runsFirst:
-                first = getattr(cls.first, "__sasyncTransaction__", cls.first)
-                await self._attempts(
-                    first, (), {}, CallOptions(doNext=True), self._retries(), None
-                )
-        except BaseException:
-            failure = Failure()  # type: ignore[no-untyped-call]
-            if self._startupWait is not None:
-                self._startupWait.end()
-            self._phase = _FAILED
-            self._startupFailure = failure
-            log.failure("{broker} failed to start", failure, broker=self)
-            waiting, self._waitingTasks = self._waitingTasks, []
-            for task, _ in waiting:
-                if not task.d.called:
-                    task.d.errback(self._startupError())
-            self._fireRunningWaiters()
-            return
-        if self._phase == _STARTING:
-            self._phase = _RUNNING
-        waiting, self._waitingTasks = self._waitingTasks, []
-        for task, timeout in waiting:
-            if task.state is TaskState.QUEUED:  # (not cancelled meanwhile)
-                self._handle.submit(task, timeout)
-        self._fireRunningWaiters()
-
-    def _startupError(self) -> Failure:
-        assert self._startupFailure is not None
-        return startup.startupError(
-            type(self).__name__,
-            self._spec.url.render_as_string(hide_password=True),
-            self._startupFailure,
-            self._startupWait,
-        )
-
-    def _inStartup(self) -> bool:
-        # Work of the start-up itself (it waits for a missing database).
-        return self._phase == _STARTING and _starting.get() is self
-
-    def _fireRunningWaiters(self) -> None:
-        waiters, self._runningWaiters = self._runningWaiters, []
-        for d in waiters:
-            if self._phase == _FAILED:
-                d.errback(self._startupError())
-            else:
-                d.callback(None)
+    async def _runStartup(self) -> None:
+        # The start-up's body (the lifecycle runs it, in its context).
+        # processes=N: startup() runs in each worker process instead.
+        result = self.startup() if self._pool is None else self._pool.start()
+        if inspect.isawaitable(result):
+            await result
+        cls = type(self)
+        if cls.first is not AccessBroker.first and self._runsFirst:
+            first = getattr(cls.first, "__sasyncTransaction__", cls.first)
+            calls = self._calls
+            options = CallOptions(doNext=True)
+            await calls.attempts(
+                self, first, (), {}, options, calls.startupRetries(), None
+            )
 
     @property
     def running(self) -> bool:
         """
         True once startup (and L{first}) finished, until L{shutdown}.
         """
-        return self._phase == _RUNNING and self._accepting
+        return self._life.running
 
     def waitUntilRunning(self) -> Deferred[None]:
         """
@@ -383,16 +237,8 @@ class AccessBroker:
 
         @raise WrongThread: called from a thread other than the reactor's.
         """
-        self._checkThread("waitUntilRunning")
-        if self._phase == _RUNNING:
-            return succeed(None)
-        if self._phase == _STOPPED:
-            return fail(BrokerStopped(f"{type(self).__name__} is shut down"))
-        if self._phase == _FAILED:
-            return fail(self._startupError())
-        d: Deferred[None] = Deferred()
-        self._runningWaiters.append(d)
-        return d
+        self._calls.checkThread("waitUntilRunning")
+        return self._life.waitUntilRunning()
 
     def callWhenRunning(
         self, f: Callable[..., Any], *args: Any, **kw: Any
@@ -404,7 +250,7 @@ class AccessBroker:
             Deferred or coroutine).
         @raise WrongThread: called from a thread other than the reactor's.
         """
-        self._checkThread("callWhenRunning")
+        self._calls.checkThread("callWhenRunning")
 
         def call(_: None) -> Any:
             result = f(*args, **kw)
@@ -419,278 +265,7 @@ class AccessBroker:
         A snapshot of this broker: its queue, connections and call counts;
         cheap (a few counters read). See L{sasync._stats.BrokerStats}.
         """
-        return self._callStats.snapshot(len(self._waitingTasks))
-
-    # Transactions -------------------------------------------------------------
-
-    def _newTask(
-        self,
-        f: Callable[..., Any],
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-        options: CallOptions,
-        mayGuessReadOnly: bool = False,
-    ) -> Task[Any]:
-        # mayGuessReadOnly: the call runs again after a wrong read-only guess.
-        call = TransactionCall(
-            self,
-            options.target or self._engine,
-            f,
-            options,
-            _returnsRows,
-            _wrote if mayGuessReadOnly else None,
-        )
-        task: Task[Any] = Task(
-            call,
-            args,
-            kw,
-            niceness=options.niceness,
-            doNext=options.doNext,
-            doLast=options.doLast,
-            raw=options.raw,
-            consumer=options.consumer,
-        )
-        # A stop (cancel, timeout) interrupts it at the driver. Its caller
-        # hears at once while COMMIT was not sent (then it cannot commit),
-        # and waits for the worker only once COMMIT was sent: see
-        # transact._commitPoint. (Worker processes decide in their own
-        # process: the caller waits for them.)
-        task.abandonable = self._pool is None
-        if not options.readOnly and self._engine and self._engine.tracksWritePosition:
-            task.d.addCallback(self._wrotePosition, call)
-        task.onInterrupt(functools.partial(_interrupt, task, self._getReactor()))
-        return task
-
-    def _transact(
-        self,
-        f: Callable[..., Any],
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-        options: CallOptions,
-    ) -> Deferred[Any]:
-        """
-        Reactor thread: queue C{f} as a transaction; see L{transact}.
-        """
-        if self._refusing() and options.target is None:
-            return fail(
-                BrokerStopped(
-                    f"{describeCall(self, f, args, kw)} was called after"
-                    f" {type(self).__name__}.shutdown(): the broker takes no new work"
-                )
-            )
-        spec = self._spec
-        if spec.maxPending is not None:
-            pending = self._pendingCount()
-            if pending >= spec.maxPending:
-                return fail(
-                    Overloaded(
-                        f"{describeCall(self, f, args, kw)} was refused at once:"
-                        f" {pending} transactions already wait for a connection"
-                        f" (maxPending={spec.maxPending})"
-                    )
-                )
-        if (
-            self._replicas is not None
-            and options.readOnly
-            and options.target is None
-            and not self._inStartup()
-        ):
-            # It may run on a replica (see sasync.connection._replicas).
-            d = self._replicas.route(
-                self._writePosition,
-                None if options.after is None else positions.parseLSN(options.after),
-                lambda h: self._transact(
-                    f, args, kw, dataclasses.replace(options, target=h or self._engine)
-                ),
-            )
-            self._track(d)
-            return d
-        retries = spec.retries if options.retries is None else options.retries
-        timeout = spec.timeout if options.timeout is None else options.timeout
-        reasons = None
-        if retries is None:
-            if self._pool is None and not self._spec.isSQLite:
-                # The default: conflicts of serializable transactions run
-                # again (worker processes do that themselves; SQLite has
-                # none).
-                retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
-                if timeout is None and not self._inStartup():
-                    return self._retryingConflicts(f, args, kw, options)
-            else:
-                retries = 0
-        if not retries and timeout is None and not self._inStartup():
-            return self._submit(self._newTask(f, args, kw, options), None)
-        if self._inStartup():
-            # The start-up's own work: its policy decides (sasync.startup).
-            reasons = None
-        return self._attempts(f, args, kw, options, retries, timeout, reasons)
-
-    def _retries(self) -> int:
-        # The broker's retries for its start-up work (conflicts only by
-        # default: sasync.startup waits for a missing database by time).
-        retries = self._spec.retries
-        return retry.CONFLICT_RETRIES if retries is None else retries
-
-    def _retryingConflicts(
-        self,
-        f: Callable[..., Any],
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-        options: CallOptions,
-    ) -> Deferred[Any]:
-        # The common case, kept as cheap as a call without retries: one task,
-        # and only if it fails with a conflict does retry.Attempts take over
-        # (its Deferred chained into the task's, which shutdown tracks).
-        task = self._newTask(f, args, kw, options, True)
-        now = _starting.get() is self
-
-        def conflicted(failure: Failure) -> Any:
-            error = failure.value
-            reason = None if error is None else retry.retryReason(error)
-            if reason not in retry.RETRIED_BY_DEFAULT:
-                return failure
-            attempts = self._newAttempts(
-                lambda: self._newTask(f, args, kw, options, True),
-                lambda task: self._submit(task, None, now, track=False),
-                describeCall(self, f, args, kw),
-                retry.CONFLICT_RETRIES,
-                None,
-                retry.RETRIED_BY_DEFAULT,
-            )
-            # Tracked too: shutdown(timeout=) cancels what is not called yet,
-            # and task.d is (it waits for this one).
-            self._track(attempts.d)
-            return attempts.adopt(task, failure)
-
-        task.d.addErrback(conflicted)
-        return self._submit(task, None, now)
-
-    def _attempts(
-        self,
-        f: Callable[..., Any],
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-        options: CallOptions,
-        retries: int,
-        timeout: float | None,
-        reasons: frozenset[str] | None = None,
-    ) -> Deferred[Any]:
-        # A call with retries or a timeout, or made by the start-up: driven
-        # by retry.Attempts, which makes a new task for each attempt.
-        if reasons is None and options.retries != retries:
-            # (Seen by the transaction: it prepares the COMMIT lookup when
-            # lost connections may be retried.)
-            options = dataclasses.replace(options, retries=retries)
-        now = _starting.get() is self  # (Retries run outside this context.)
-
-        def makeTask() -> Task[Any]:
-            return self._newTask(f, args, kw, options, retries > 0)
-
-        def submit(task: Task[Any]) -> Deferred[Any]:
-            return self._submit(task, None, now, track=False)
-
-        return self._retrying(
-            makeTask, submit, describeCall(self, f, args, kw), retries, timeout, reasons
-        )
-
-    def _retrying(
-        self,
-        makeTask: Callable[[], Task[Any]],
-        submit: Callable[[Task[Any]], Deferred[Any]],
-        description: str,
-        retries: int,
-        timeout: float | None,
-        reasons: frozenset[str] | None = None,
-    ) -> Deferred[Any]:
-        # Its Deferred is the one tracked.
-        attempts = self._newAttempts(
-            makeTask, submit, description, retries, timeout, reasons
-        )
-        self._track(attempts.d)
-        return attempts.start()
-
-    def _newAttempts(
-        self,
-        makeTask: Callable[[], Task[Any]],
-        submit: Callable[[Task[Any]], Deferred[Any]],
-        description: str,
-        retries: int,
-        timeout: float | None,
-        reasons: frozenset[str] | None,
-    ) -> retry.Attempts:
-        # The start-up's own work waits for a missing database by time (see
-        # sasync.startup), not by count.
-        handle = self._handle
-        mayRetry = None
-        wait = self._startupWait
-        if wait is not None and self._inStartup():
-            mayRetry = wait.policy(retries)
-            retries = sys.maxsize
-
-        def counted(reason: str) -> None:
-            self._callStats.retry(reason)
-            counter = getattr(handle, "retries", None)
-            if counter is not None:
-                counter[reason] += 1
-
-        return retry.Attempts(
-            makeTask,
-            submit,
-            retries=retries,
-            timeout=timeout,
-            backoff=self._spec.backoff,
-            clock=self._getReactor(),
-            description=description,
-            onRetry=counted,
-            mayRetry=mayRetry,
-            reasons=reasons,
-        )
-
-    def _pendingCount(self) -> int:
-        # Transactions waiting for a connection on this broker's engine:
-        # queued, or handed to a busy worker to run after its current one
-        # (running() counts those too, beyond one per worker).
-        queue = getattr(self._handle, "queue", None)
-        if queue is None:
-            return len(self._waitingTasks)
-        handedAhead = max(0, int(queue.running()) - len(queue.workers))
-        return int(queue.pending()) + handedAhead + len(self._waitingTasks)
-
-    def _refusing(self) -> bool:
-        # After shutdown() only the broker's own startup may still add work.
-        return not self._accepting and _starting.get() is not self
-
-    def _submit(
-        self,
-        task: Task[Any],
-        timeout: float | None,
-        now: bool = False,
-        track: bool = True,
-    ) -> Deferred[Any]:
-        if track:
-            self._track(task.d)
-        if now or self._phase == _RUNNING or _starting.get() is self:
-            target = getattr(task.f, "_handle", None) or self._handle
-            return target.submit(task, timeout)
-        if self._phase == _FAILED:
-            task.d.errback(self._startupError())
-            return task.d
-        if self._phase == _STOPPED:
-            stopped = BrokerStopped(f"{task.info} was refused: the broker is shut down")
-            task.d.errback(Failure(stopped))  # type: ignore[no-untyped-call]
-            return task.d
-        # Startup is not done yet: queue it when it is.
-        self._waitingTasks.append((task, timeout))
-        return task.d
-
-    def _wrotePosition(self, result: T, call: TransactionCall) -> T:
-        # Reactor thread: the call's write committed at call.writePosition.
-        position = call.writePosition
-        if position is not None and (
-            self._writePosition is None or position > self._writePosition
-        ):
-            self._writePosition = position
-        return result
+        return self._calls.stats.snapshot(self._life.waiting)
 
     @property
     def writePosition(self) -> str | None:
@@ -705,31 +280,8 @@ class AccessBroker:
         """
         if self._engine is not None and not self._engine.tracksWritePosition:
             self._engine.trackWritePositions()
-        p = self._writePosition
+        p = self._calls.writePosition
         return None if p is None else positions.formatLSN(p)
-
-    def _track(self, d: Deferred[Any]) -> None:
-        # Reactor thread: shutdown waits until every tracked Deferred fired
-        # (and, given a timeout, cancels those left).
-        tracked = self._tracked
-        tracked.add(d)
-
-        def landed(result: object) -> object:
-            tracked.discard(d)
-            if not tracked and self._idleWaiters:
-                waiters, self._idleWaiters = self._idleWaiters, []
-                for w in waiters:
-                    w.callback(None)
-            return result
-
-        d.addBoth(landed)
-
-    def _whenIdle(self) -> Deferred[None]:
-        if not self._tracked:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idleWaiters.append(d)
-        return d
 
     # Inside a transaction -----------------------------------------------------
 
@@ -789,52 +341,8 @@ class AccessBroker:
         @raise SchemaMismatch: (in the Deferred) the database's table
             differs from the declaration in a way not added by itself.
         """
-        self._checkThread("table")
-        if name in self._tables:
-            return succeed(self._tables[name])
-        if name in self._tablesPending:
-            d: Deferred[SA.Table] = Deferred()
-
-            def passOn(t: SA.Table) -> SA.Table:
-                d.callback(t)
-                return t
-
-            self._tablesPending[name].addCallback(passOn)
-            return d
-        if self._refusing():
-            return fail(BrokerStopped(f"table({name!r}) was called after shutdown()"))
-        if self._phase == _FAILED:
-            return fail(self._startupError())
-        tables.checkTableName(self, name, self._tables)
-        indexes, tableKw = tables.splitIndexKeywords(name, kw)
-        table = tables.defineTable(self._metadata, name, columns, indexes, tableKw)
-        create = _inWorker(functools.partial(tables.createTable, table=table))
-
-        def makeTask() -> Task[None]:
-            return Task(create, niceness=-20)
-
-        # Only a missing or lost connection makes it run again (see _inWorker).
-        done = self._retrying(
-            makeTask,
-            self._handle.submit,
-            f"{type(self).__name__}.table({name!r})",
-            self._retries(),
-            None,
-        )
-
-        def created(_: None) -> SA.Table:
-            del self._tablesPending[name]
-            self._tables[name] = table
-            setattr(self, name, table)
-            return table
-
-        def failed(failure: Failure) -> Failure:
-            del self._tablesPending[name]
-            self._metadata.remove(table)
-            return failure
-
-        pending = self._tablesPending[name] = done.addCallbacks(created, failed)
-        return pending
+        self._calls.checkThread("table")
+        return self._schema.table(name, columns, kw)
 
     def migrate(
         self, scriptLocation: str | os.PathLike[str], revision: str = "head"
@@ -854,28 +362,7 @@ class AccessBroker:
         @raise MigrationFailed: (in the Deferred) a migration failed; it
             names the revision.
         """
-        if self._refusing():
-            return fail(BrokerStopped("migrate() was called after shutdown()"))
-        if self._phase == _FAILED:
-            return fail(self._startupError())
-        try:
-            migrations.requireAlembic()
-        except ImportError:
-            return fail()
-        job = _inWorker(
-            functools.partial(
-                migrations.upgrade,
-                scriptLocation=os.fspath(scriptLocation),
-                revision=revision,
-            )
-        )
-        return self._retrying(
-            lambda: Task(job, niceness=-20),
-            self._handle.submit,
-            f"{type(self).__name__}.migrate({os.fspath(scriptLocation)!r})",
-            self._retries(),
-            None,
-        )
+        return self._schema.migrate(scriptLocation, revision)
 
     # Conveniences -------------------------------------------------------------
 
@@ -918,24 +405,15 @@ class AccessBroker:
         written to it. C{de}, if given, fires once the statement has run,
         before the iteration.
         """
-        self._checkThread("selectorator")
-        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-            raise ValueError(f"selectorator(N={N!r}): N must be a positive int")
+        self._calls.checkThread("selectorator")
+        _conveniences.checkGroupSize(N)
         options = CallOptions(consumer=consumer, groupSize=N)
         if consumer is not None:
-            from .transact import checkOptions
-
             checkOptions("selectorator", options)
         fn = type(self)._selectRows.__sasyncTransaction__  # type: ignore[attr-defined]
-        d = self._transact(fn, (statement,), {}, options)
+        d = self._calls.transact(self, fn, (statement,), {}, options)
         if de is not None:
-
-            def executed(result: Any) -> Any:
-                if not de.called:
-                    de.callback(None)
-                return result
-
-            d.addCallback(executed)
+            d.addCallback(_conveniences.fireFirst, de)
         return d
 
     @transact
@@ -947,7 +425,7 @@ class AccessBroker:
         a list with C{asList=True}, ...).
         """
         if isinstance(statement, str):
-            statement = _text(statement)
+            statement = _conveniences.sqlText(statement)
         if kw:
             return self.conn.execute(statement, kw)
         return self.conn.execute(statement, *args)
@@ -960,7 +438,7 @@ class AccessBroker:
         """
         if "consumer" not in params and "raw" not in params:
             params.setdefault("asList", True)
-        return self.execute(_text(text), **params)
+        return self.execute(_conveniences.sqlText(text), **params)
 
     @transact
     def produceRows(
@@ -985,24 +463,9 @@ class AccessBroker:
         if isinstance(table, str):
             table = getattr(self, table)
         assert isinstance(table, SA.Table)
-        conn = self.conn
-        keys = []
-        for item in iterator:
-            value = item if f is None else f(item)
-            if isinstance(value, Deferred) or inspect.isawaitable(value):
-                raise TypeError(
-                    f"produceRows: {f!r} returned {value!r} for {item!r}; f runs in"
-                    " a worker thread and must return the value: resolve the"
-                    " values first and pass f=None (see docs/originals.md)"
-                )
-            result = conn.execute(table.insert().values({colName: value, **constants}))
-            primaryKey = result.inserted_primary_key
-            keys.append(
-                primaryKey[0]
-                if primaryKey is not None and len(primaryKey) == 1
-                else primaryKey
-            )
-        return keys
+        return _conveniences.insertRows(
+            self.conn, f, iterator, table, colName, constants
+        )
 
     def listen(
         self, channel: str, callback: Callable[[str], object]
@@ -1021,8 +484,8 @@ class AccessBroker:
             PostgreSQL.
         @raise WrongThread: called from a thread other than the reactor's.
         """
-        self._checkThread("listen")
-        if self._refusing():
+        self._calls.checkThread("listen")
+        if self._life.refusing():
             return fail(
                 BrokerStopped(f"listen({channel!r}) was called after shutdown()")
             )
@@ -1059,22 +522,22 @@ class AccessBroker:
 
         @raise WrongThread: called from a thread other than the reactor's.
         """
-        self._checkThread("deferToQueue")
-        if self._refusing():
+        self._calls.checkThread("deferToQueue")
+        if self._life.refusing():
             return fail(
                 BrokerStopped(f"deferToQueue({func!r}) was called after shutdown()")
             )
         queue = self._handle.queue
 
         def call(_: None) -> Deferred[Any]:
-            d = queue.call(func, *args, niceness=niceness, **kw)
-            return d
+            return queue.call(func, *args, niceness=niceness, **kw)
 
-        if self._phase == _RUNNING or _starting.get() is self:
+        life = self._life
+        if life.phase is Phase.RUNNING or life.inStartupContext():
             d = call(None)
         else:
             d = self.waitUntilRunning().addCallback(call)
-        self._track(d)
+        self._calls.track(d)
         return d
 
     # Shutting down ------------------------------------------------------------
@@ -1094,116 +557,44 @@ class AccessBroker:
             background), except a transaction whose COMMIT was already
             sent, whose outcome is waited for. Either way each caller hears
             how its call ended; nothing is dropped silently. Then the
-            workers get L{SHUTDOWN_GRACE} more seconds to close; any still
-            busy (in code of yours that never returns to the database, or
-            on a server that does not answer) is left to end by itself,
-            and logged. A later call with a timeout may shorten the wait of
-            an earlier one.
+            workers get L{sasync._lifecycle.SHUTDOWN_GRACE} more seconds
+            to close; any still busy (in code of yours that never returns
+            to the database, or on a server that does not answer) is left
+            to end by itself, and logged. A later call with a timeout may
+            shorten the wait of an earlier one.
         @raise ValueError: C{timeout} is not a number >= 0.
         @raise WrongThread: called from a thread other than the reactor's.
         """
-        self._checkThread("shutdown")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or timeout < 0
-        ):
-            raise ValueError(f"shutdown(timeout={timeout!r}): not a number >= 0")
-        if self._shutdownDone is None:
-            self._accepting = False
-            if self._startupWait is not None:
-                self._startupWait.stop()
-            # Armed first: an idle broker's _shutdown() runs past the drain
-            # at once, and must see the deadline.
-            if timeout is not None:
-                self._armDrainTimer(timeout)
-            self._shutdownDone = Deferred.fromCoroutine(self._shutdown())
-        elif timeout is not None and not self._shutdownDone.called:
-            self._armDrainTimer(timeout)
-        d: Deferred[None] = Deferred()
+        self._calls.checkThread("shutdown")
+        checkNumber(
+            timeout, "shutdown()'s timeout", low=0, noneOk=True, typeError=ValueError
+        )
+        return self._life.stop(
+            timeout,
+            before=self._stopListening,
+            close=self._close,
+            abandon=self._abandon,
+        )
 
-        def passOn(result: object) -> object:
-            if isinstance(result, Failure):
-                d.errback(result)
-                return None
-            d.callback(None)
-            return result
-
-        self._shutdownDone.addBoth(passOn)
-        return d
-
-    def _armDrainTimer(self, timeout: float) -> None:
-        reactor = self._getReactor()
-        deadline = reactor.seconds() + timeout
-        if self._drainDeadline is None or deadline < self._drainDeadline:
-            self._drainDeadline = deadline
-        timer = self._drainTimer
-        if timer is not None and timer.active():
-            if timer.getTime() <= reactor.seconds() + timeout:
-                return
-            timer.cancel()
-        self._drainTimer = reactor.callLater(timeout, self._cancelLeft)
-
-    def _cancelLeft(self) -> None:
-        # Reactor thread: the drain timeout ran out. A Deferred already
-        # called here waits for an honest stop: leave it be (cancelling it
-        # again would stop waiting for the worker).
-        self._drainTimer = None
-        left = [d for d in self._tracked if not d.called]
-        if left:
-            log.info(
-                "{broker}: shutdown's timeout ran out; cancelling {n} calls",
-                broker=self,
-                n=len(left),
-            )
-        for d in left:
-            if not d.called:
-                d.cancel()
-
-    async def _shutdown(self) -> None:
-        try:
-            await self._stop()
-        finally:
-            # A timer armed by a later shutdown(timeout) call, after the
-            # drain: nothing is left for it, and no call may outlive us.
-            timer, self._drainTimer = self._drainTimer, None
-            if timer is not None and timer.active():
-                timer.cancel()
-
-    async def _stop(self) -> None:
+    async def _stopListening(self) -> None:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             # (Already fired or removed.)
             self._getReactor().removeSystemEventTrigger(self._triggerID)
         await self._listeners.stopAll()
-        if self._phase == _NEW and self._waitingTasks:
-            # Calls accepted before startup ran: start, so that they run.
-            self._start()
-        if self._phase == _STARTING and self._startupDone is not None:
-            await self._startupDone
-        await self._whenIdle()
-        timer, self._drainTimer = self._drainTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-        if self._phase != _FAILED:
-            self._phase = _STOPPED
+
+    def _close(self) -> Deferred[None]:
+        # Every call has ended: let go of the engine (and the replicas').
         closing = engines.release(self._handle, self)
         if self._replicas is not None:
             closing = replicas.closeBoth(closing, self._replicas)
-        if self._drainDeadline is None:
-            await closing
-            return
-        # With a timeout: every caller has heard by now; wait a little for
-        # the workers to finish and close, but not for ones stuck (in code
-        # that never returns to the database, or on a server that does not
-        # answer: those are cut, see sasync.connection._cancel).
-        reactor = self._getReactor()
-        wait = max(self._drainDeadline - reactor.seconds(), 0.0) + SHUTDOWN_GRACE
-        try:
-            await closing.addTimeout(wait, reactor)
-        except defer.TimeoutError:
-            abandon = getattr(self._handle, "abandon", None)
-            if abandon is not None:
-                abandon()
+        return closing
+
+    def _abandon(self) -> None:
+        # shutdown(timeout=) stopped waiting for busy workers (see
+        # EngineHandle.abandon).
+        abandon = getattr(self._handle, "abandon", None)
+        if abandon is not None:
+            abandon()
 
 
 for _method in (AccessBroker.execute, AccessBroker._selectRows):

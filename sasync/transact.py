@@ -35,6 +35,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 
+from asynqueue import checkNumber
 from asynqueue.deferator import Deferator
 from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
 
@@ -200,18 +201,21 @@ def checkOptions(name: str, o: CallOptions) -> CallOptions:
             " twisted.internet.interfaces.IConsumer (registerProducer,"
             " unregisterProducer, write)"
         )
-    if o.timeout is not None and (
-        isinstance(o.timeout, bool)
-        or not isinstance(o.timeout, int | float)
-        or not o.timeout > 0
-    ):
-        raise ValueError(
-            f"{name}(timeout={o.timeout!r}): a timeout is a positive number of seconds"
-        )
-    if o.retries is not None and (
-        isinstance(o.retries, bool) or not isinstance(o.retries, int) or o.retries < 0
-    ):
-        raise ValueError(f"{name}(retries={o.retries!r}): retries is an int >= 0")
+    checkNumber(
+        o.timeout,
+        f"{name}()'s timeout",
+        positive=True,
+        noneOk=True,
+        typeError=ValueError,
+    )
+    checkNumber(
+        o.retries,
+        f"{name}()'s retries",
+        integer=True,
+        low=0,
+        noneOk=True,
+        typeError=ValueError,
+    )
     if sum(bool(x) for x in (o.asList, o.consumer is not None, o.raw)) > 1:
         raise ValueError(f"{name}(): asList, consumer and raw exclude each other")
     if o.doNext and o.doLast:
@@ -284,6 +288,7 @@ class TransactionCall:
         options: CallOptions,
         learned: dict[Callable[..., Any], bool] | None = None,
         wrote: dict[Callable[..., Any], bool] | None = None,
+        countRows: Callable[[int], object] | None = None,
     ) -> None:
         """
         @param broker: The object C{f} is a method of.
@@ -293,12 +298,15 @@ class TransactionCall:
         @param learned: Per method, whether it returned rows (streaming).
         @param wrote: Per method, whether it was seen writing; given only
             if a wrong READ ONLY guess will run the call again.
+        @param countRows: Counts the rows a stream hands out, per batch
+            (worker threads call it).
         """
         self.broker = broker
         self._handle = handle
         self.f = f
         self.options = options
         self._learned = learned
+        self._countRows = countRows
         guesses = handle is not None and handle.guessesReadOnly
         self._wrote = wrote if guesses else None
         # How AsynQueue's Info names the task (in CancelledError messages).
@@ -456,7 +464,7 @@ class TransactionCall:
                         # that a write in the loop would wait for. Only the
                         # list of the rows is added.
                         rows = results.rowsInMemory(
-                            result, worker.batchSize, self._countRows()
+                            result, worker.batchSize, self._countRows
                         )
                         self._commit(connection, transaction)
                     elif self.handle.holdIterations:
@@ -468,12 +476,12 @@ class TransactionCall:
                             worker.batchSize,
                             _commitPoint,
                             worker.leaveTransaction,
-                            self._countRows(),
+                            self._countRows,
                         )
                     else:
                         self._commit(connection, transaction)
                         rows = results.rowsAfterCommit(
-                            result, worker.batchSize, self._countRows()
+                            result, worker.batchSize, self._countRows
                         )
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)
@@ -502,12 +510,6 @@ class TransactionCall:
         finally:
             if not handedOver:
                 self._endTransactionState()
-
-    def _countRows(self) -> Callable[[int], object] | None:
-        # Worker thread: what counts the rows of a stream (the broker's
-        # stats), per batch.
-        stats = getattr(self.broker, "_callStats", None)
-        return None if stats is None else stats.addRows
 
     #: Worker thread: set once COMMIT may have been sent (a lost connection
     #: after that is no reason to run the transaction again).
@@ -735,9 +737,10 @@ def _decorate(
 
     @functools.wraps(f)
     def call(self: B, *args: P.args, **kw: P.kwargs) -> Deferred[Any]:
+        site = self._calls
         if state.worker is not None:
-            return runInline(self._engineHandle(), f, self, args, kw, accepts)  # type: ignore[no-any-return]
-        self._checkThread(name)
+            return runInline(site.handle, f, self, args, kw, accepts)  # type: ignore[no-any-return]
+        site.checkThread(name)
         options, own = splitKeywords(accepts, name, kw)
         if readOnlyDefault is not None and options.readOnly is None:
             if options is _DEFAULT_OPTIONS:
@@ -745,11 +748,11 @@ def _decorate(
             else:
                 options = dataclasses.replace(options, readOnly=True)
         # Counted where the call ends, whichever way (sasync._stats).
-        stats: CallStats = self._callStats
+        stats: CallStats = site.stats
         record = stats.begin(name, options.niceness)
         if record is not None:
             options = dataclasses.replace(options, record=record)
-        return stats.watch(name, self._transact(f, args, own, options), record)
+        return stats.watch(name, site.transact(self, f, args, own, options), record)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
     call.__sasyncReadOnly__ = readOnly  # type: ignore[attr-defined]
@@ -772,7 +775,7 @@ def wait(
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
         if isinstance(result, Deferred):
-            self._track(result)
+            self._calls.track(result)
         return result
 
     return cast("Callable[Concatenate[B, P], Any]", call)

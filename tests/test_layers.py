@@ -49,6 +49,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "sasync._tracing",
             "sasync._stats",
+            "sasync._lifecycle",
+            "sasync._admission",
+            "sasync._schema",
+            "sasync._conveniences",
             "sasync.metrics",
             "sasync.transactiontypes",
             "sasync.transact",

@@ -22,6 +22,11 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
     transaction started inside an iteration loop never deadlocks.
   - C{batchSize}: rows fetched per hop between worker and reactor
     (default L{DEFAULT_BATCH_SIZE}).
+  - C{createWorker}: makes the connection workers (see
+    L{sasync._protocols.CreateWorker}); L{ConnectionWorker} by default.
+    Unit tests pass one making fake workers, so that a broker runs with
+    no database; a handle made with another one is never shared with
+    brokers that use the default.
 
 Call policies, per broker (brokers sharing an engine may differ in them),
 also taken out of the keywords (see C{docs/reliability.md}):
@@ -56,7 +61,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as SA
 from sqlalchemy.engine import URL, Engine, make_url
@@ -65,11 +70,12 @@ from sqlalchemy.sql.expression import Selectable
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 
+from asynqueue import checkNumber, follow, globalReactor
 from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
 from asynqueue.workers import JobThread
 
-from .._protocols import WorkQueue
+from .._protocols import CreateWorker, WorkQueue
 from ..errors import NoEngineError
 from ..retry import DEFAULT_BACKOFF, Backoff
 from ._threadstate import state
@@ -93,17 +99,6 @@ DEFAULT_STARTUP_TIMEOUT = 30.0
 #: The isolation level of server databases unless C{isolation_level=}.
 DEFAULT_ISOLATION = "SERIALIZABLE"
 SERIALIZABLE_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
-
-BROKER_OPTIONS = (
-    "connections",
-    "overflowConnections",
-    "batchSize",
-    "retries",
-    "timeout",
-    "maxPending",
-    "backoff",
-    "startupTimeout",
-)
 
 _SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 #: SQL text that only reads (a wrong guess costs one more attempt).
@@ -143,6 +138,8 @@ class EngineSpec:
     maxPending: int | None = field(default=None, compare=False)
     backoff: Backoff = field(default=DEFAULT_BACKOFF, compare=False)
     startupTimeout: float | None = field(default=None, compare=False)
+    #: Makes the handle's connection workers (tests: fakes).
+    createWorker: CreateWorker = ConnectionWorker
 
     @classmethod
     def fromArgs(cls, url: str | URL, kw: Mapping[str, Any]) -> EngineSpec:
@@ -155,33 +152,41 @@ class EngineSpec:
         connections = engineKw.pop("connections", None)
         overflow = engineKw.pop("overflowConnections", DEFAULT_OVERFLOW)
         batchSize = engineKw.pop("batchSize", DEFAULT_BATCH_SIZE)
+        createWorker = engineKw.pop("createWorker", ConnectionWorker)
+        if not callable(createWorker):
+            raise ValueError(
+                f"createWorker must be a callable making workers, not {createWorker!r}"
+            )
         policies = _callPolicies(engineKw)
         parsed = withDefaultDriver(url)
         if connections is not None:
-            if (
-                isinstance(connections, bool)
-                or not isinstance(connections, int)
-                or connections < 1
-            ):
-                raise ValueError(
-                    f"connections must be a positive int, not {connections!r}"
-                )
+            checkNumber(
+                connections,
+                "connections",
+                integer=True,
+                positive=True,
+                typeError=ValueError,
+            )
             if parsed.get_backend_name() == "sqlite" and connections != 1:
                 raise ValueError(
                     "SQLite has one writer: a broker on SQLite uses exactly one"
                     f" connection, not connections={connections}"
                 )
-        if isinstance(overflow, bool) or not isinstance(overflow, int) or overflow < 0:
-            raise ValueError(
-                f"overflowConnections must be an int >= 0, not {overflow!r}"
-            )
-        if (
-            isinstance(batchSize, bool)
-            or not isinstance(batchSize, int)
-            or batchSize < 1
-        ):
-            raise ValueError(f"batchSize must be a positive int, not {batchSize!r}")
-        return cls(parsed, engineKw, connections, overflow, batchSize, **policies)
+        checkNumber(
+            overflow, "overflowConnections", integer=True, low=0, typeError=ValueError
+        )
+        checkNumber(
+            batchSize, "batchSize", integer=True, positive=True, typeError=ValueError
+        )
+        return cls(
+            parsed,
+            engineKw,
+            connections,
+            overflow,
+            batchSize,
+            **policies,
+            createWorker=createWorker,
+        )
 
     @property
     def backend(self) -> str:
@@ -213,18 +218,21 @@ class EngineSpec:
         The registry key: equal for brokers that share a handle.
         """
         database = self.url.database or ""
+        # Workers of another kind (a test's fakes) never share.
+        workers = () if self.createWorker is ConnectionWorker else (self.createWorker,)
         if (
             self.isSQLite
             and database not in ("", ":memory:")
             and not database.startswith("file:")
         ):
-            return ("sqlite", os.path.realpath(database))
+            return ("sqlite", os.path.realpath(database), *workers)
         return (
             self.url.render_as_string(hide_password=False),
             _freeze(self.engineKw),
             self.connections,
             self.overflowConnections,
             self.batchSize,
+            *workers,
         )
 
 
@@ -237,34 +245,31 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
     """
     policies: dict[str, Any] = {}
     if "retries" in kw:
-        retries = kw.pop("retries")
-        if retries is not None and (
-            isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
-        ):
-            raise ValueError(f"retries must be an int >= 0 or None, not {retries!r}")
-        policies["retries"] = retries
+        policies["retries"] = checkNumber(
+            kw.pop("retries"),
+            "retries",
+            integer=True,
+            low=0,
+            noneOk=True,
+            typeError=ValueError,
+        )
     if "timeout" in kw:
-        timeout = kw.pop("timeout")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not timeout > 0
-        ):
-            raise ValueError(
-                f"timeout must be a positive number of seconds or None, not {timeout!r}"
-            )
-        policies["timeout"] = timeout
+        policies["timeout"] = checkNumber(
+            kw.pop("timeout"),
+            "timeout",
+            positive=True,
+            noneOk=True,
+            typeError=ValueError,
+        )
     if "maxPending" in kw:
-        maxPending = kw.pop("maxPending")
-        if maxPending is not None and (
-            isinstance(maxPending, bool)
-            or not isinstance(maxPending, int)
-            or maxPending < 1
-        ):
-            raise ValueError(
-                f"maxPending must be a positive int or None, not {maxPending!r}"
-            )
-        policies["maxPending"] = maxPending
+        policies["maxPending"] = checkNumber(
+            kw.pop("maxPending"),
+            "maxPending",
+            integer=True,
+            positive=True,
+            noneOk=True,
+            typeError=ValueError,
+        )
     if "backoff" in kw:
         backoff = kw.pop("backoff")
         if not isinstance(backoff, Backoff):
@@ -272,15 +277,7 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
         policies["backoff"] = backoff
     if "startupTimeout" in kw:
         startupTimeout = kw.pop("startupTimeout")
-        if (
-            isinstance(startupTimeout, bool)
-            or not isinstance(startupTimeout, int | float)
-            or not startupTimeout >= 0
-        ):
-            raise ValueError(
-                "startupTimeout must be a number of seconds >= 0 (0: don't wait"
-                f" for the database), not {startupTimeout!r}"
-            )
+        checkNumber(startupTimeout, "startupTimeout", low=0, typeError=ValueError)
         policies["startupTimeout"] = float(startupTimeout)
     return policies
 
@@ -385,9 +382,7 @@ class EngineHandle:
         The reactor, resolved lazily.
         """
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = globalReactor()
         return self._reactor
 
     def _threadPrefix(self) -> str:
@@ -397,7 +392,8 @@ class EngineHandle:
     def _newWorker(self, *, overflow: bool) -> ConnectionWorker:
         self._serial += 1
         name = f"{self._threadPrefix()}-{self._serial}"
-        return ConnectionWorker(
+        # (A test's createWorker makes fakes that stand in for one.)
+        worker = self.spec.createWorker(
             self.engine,
             holdIterations=self.holdIterations,
             batchSize=self.batchSize,
@@ -412,6 +408,7 @@ class EngineHandle:
             if self._reactor is None
             else self._reactor.callFromThread,
         )
+        return cast("ConnectionWorker", worker)
 
     def _killQuery(self, threadID: int) -> None:
         # Cancel thread: a short DBAPI connection of its own, made past the
@@ -561,14 +558,7 @@ class EngineHandle:
         """
         if self.closing is None:
             self.closing = Deferred.fromCoroutine(self._close())
-        d: Deferred[None] = Deferred()
-
-        def passOn(result: object) -> object:
-            d.callback(None)
-            return result
-
-        self.closing.addBoth(passOn)
-        return d
+        return follow(self.closing)
 
     async def _close(self) -> None:
         _unregister(self)

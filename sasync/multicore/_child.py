@@ -171,7 +171,9 @@ class BrokerServer(Protocol):
 
         def running(_: None) -> None:
             try:
-                tables: bytes | None = pickle.dumps(self.broker._tables, PROTOCOL)
+                tables: bytes | None = pickle.dumps(
+                    self.broker._schema.tables, PROTOCOL
+                )
             except Exception:
                 tables = None
             self.send(("ready", rid, tables))
@@ -190,11 +192,14 @@ class BrokerServer(Protocol):
             f = getattr(method, "__sasyncTransaction__", method)
             # The parent's record came as trace context headers: this
             # process's span of the call joins the parent's trace.
-            stats = self.broker._callStats
+            calls = self.broker._calls
+            stats = calls.stats
             record = stats.begin(name, options.niceness, options.record)
             if record is not None or options.record is not None:
                 options = dataclasses.replace(options, record=record)
-            d = stats.watch(name, self.broker._transact(f, args, kw, options), record)
+            d = stats.watch(
+                name, calls.transact(self.broker, f, args, kw, options), record
+            )
         except BaseException as e:
             self.send(failureReply(rid, e))
             return

@@ -36,10 +36,12 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from asynqueue import checkNumber, follow, globalReactor
 from asynqueue.process import dumps, pickleCall
 from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
 
+from .._schema import SetupJob
 from ..connection import DEFAULT_CONNECTIONS
 from ..transact import TransactionCall
 from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Slot, WorkerProcess
@@ -96,8 +98,10 @@ class ResultSummary:
 
 
 def _checkProcesses(processes: object, spec: EngineSpec) -> int:
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"processes must be a positive int, not {processes!r}")
+    checkNumber(
+        processes, "processes", integer=True, positive=True, typeError=ValueError
+    )
+    assert isinstance(processes, int)
     if spec.isSQLite:
         raise ValueError(
             "processes=N needs a server database (PostgreSQL, MySQL/MariaDB):"
@@ -256,9 +260,7 @@ class ProcessPool:
         The reactor, resolved lazily.
         """
         if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+            self._reactor = globalReactor()
         return self._reactor
 
     def pids(self) -> list[int]:
@@ -325,10 +327,11 @@ class ProcessPool:
         """
         call = task.f
         if not isinstance(call, TransactionCall):
-            if getattr(call, "__qualname__", "").startswith("_inWorker."):
+            if isinstance(call, SetupJob):
                 raise TypeError(
-                    "under processes=N, tables are made by each worker process's"
-                    " broker in its startup(): table() can't be called in the parent"
+                    f"{call.description}: under processes=N, each worker"
+                    " process's broker makes its tables (and migrates) in its"
+                    " startup(); table() and migrate() can't be called in the parent"
                 )
             return ("run", pickleCall(call, task.args, task.kw), task.raw)
         name = self._methodName(type(call.broker), call.f)
@@ -376,14 +379,7 @@ class ProcessPool:
         """
         if self.closing is None:
             self.closing = Deferred.fromCoroutine(self._close())
-        d: Deferred[None] = Deferred()
-
-        def passOn(result: object) -> object:
-            d.callback(None)
-            return result
-
-        self.closing.addBoth(passOn)
-        return d
+        return follow(self.closing)
 
     async def _close(self) -> None:
         await self.queue.shutdown()

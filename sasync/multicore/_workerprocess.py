@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from asynqueue import Waiters
 from asynqueue.deferator import Deferator
 from asynqueue.errors import WorkerError
 from asynqueue.interfaces import IWorker
@@ -162,7 +163,7 @@ class WorkerProcess:
         self.protocol: WorkerProtocol | None = None
         self.pipe: RequestPipe | None = None
         self.ready = False
-        self._readyWaiters: list[Deferred[None]] = []
+        self._readyWaiters = Waiters()
         self._requests = Requests()
         self._stopping = False
 
@@ -191,8 +192,7 @@ class WorkerProcess:
         """
         if self.ready:
             return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._readyWaiters.append(d)
+        d = self._readyWaiters.wait()
         if self.protocol is None:
             self._spawn()
         return d
@@ -225,18 +225,17 @@ class WorkerProcess:
         self.request(("start", self.pool.recipe, list(sys.path)), self._started)
 
     def _started(self, kind: str, body: Any, exhausted: bool) -> None:
-        waiters, self._readyWaiters = self._readyWaiters, []
+        waiters, self._readyWaiters = self._readyWaiters, Waiters()
         if kind == "failure":
             # Its broker did not start: let this process go; the next call
             # tries a new one.
             self.stop()
-            for d in waiters:
-                d.errback(body)
+            failure = body if isinstance(body, Failure) else Failure(body)  # type: ignore[no-untyped-call]
+            waiters.fail(failure)
             return
         self.ready = True
         self.pool.learnTables(body)
-        for d in waiters:
-            d.callback(None)
+        waiters.fire()
 
     # Requests -----------------------------------------------------------------
 
@@ -311,7 +310,8 @@ class WorkerProcess:
             self.pipe.close()
             self.pipe = None
         self.ready = False
-        waiters, self._readyWaiters = self._readyWaiters, []
+        # (Taken now: failing the requests below calls _started.)
+        waiters, self._readyWaiters = self._readyWaiters, Waiters()
         text = reason.getErrorMessage()
         if not self._stopping:
             log.warn(
@@ -321,10 +321,8 @@ class WorkerProcess:
             )
         self._stopping = False
         self._requests.failAll(f"the {name} (pid {pid}) ended: {text}")
-        for d in waiters:
-            d.errback(
-                WorkerError(f"the {name} (pid {pid}) ended before its broker started")
-            )
+        ended = WorkerError(f"the {name} (pid {pid}) ended before its broker started")
+        waiters.fail(Failure(ended))  # type: ignore[no-untyped-call]
 
     # Iterations ---------------------------------------------------------------
 

@@ -40,9 +40,8 @@ from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from asynqueue.task import Task
-
-from ..broker import AccessBroker, _inWorker
+from .._schema import SetupJob
+from ..broker import AccessBroker
 from ..transact import transact
 from . import _keys, _layouts
 from ._writes import K
@@ -393,23 +392,18 @@ class StoreBroker(AccessBroker, Generic[K]):
         L{sasync.stores._layouts}), then create it if missing.
         """
         target = SA.Table(self.tableName, SA.MetaData(), *self.columns())
-        job = _inWorker(
+        job = SetupJob(
             functools.partial(
                 _layouts.upgrade,
                 target=target,
                 layouts=self.oldLayouts,
                 imports=self.imports,
-            )
+            ),
+            f"{type(self).__name__}: upgrading {self.tableName}",
         )
         # Only a missing or lost connection makes it run again: an upgrade
         # interrupted anywhere leaves the old table whole.
-        await self._retrying(
-            lambda: Task(job, niceness=-20),
-            self._handle.submit,
-            f"{type(self).__name__}: upgrading {self.tableName}",
-            self._retries(),
-            None,
-        )
+        await self._calls.setupJob(job, job.description)
         await self.table(self.tableName, *self.columns())
 
     def _table(self) -> SA.Table:

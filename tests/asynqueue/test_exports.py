@@ -39,6 +39,11 @@ HOMES = {
     "WorkerError": "errors",
     "currentTask": "task",
     "iteratorToProducer": "producer",
+    # Small helpers, public so that sasync has one of each.
+    "Waiters": "_util",
+    "checkNumber": "_util",
+    "follow": "_util",
+    "globalReactor": "_util",
 }
 
 

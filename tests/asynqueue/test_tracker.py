@@ -62,6 +62,22 @@ class DeferredTrackerTests(SynchronousTestCase):
         d.callback(None)
         self.assertEqual(len(self.tracker), 0)
 
+    def test_pending(self) -> None:
+        """
+        C{pending} lists the tracked Deferreds not fired yet, oldest first,
+        as a copy (cancelling them while looping over it is safe).
+        """
+        a: Deferred[None] = Deferred()
+        b: Deferred[None] = Deferred()
+        self.tracker.put(a)
+        self.tracker.put(b)
+        self.assertEqual(self.tracker.pending(), [a, b])
+        for d in self.tracker.pending():
+            d.cancel()
+        self.failureResultOf(a, CancelledError)
+        self.failureResultOf(b, CancelledError)
+        self.assertEqual(self.tracker.pending(), [])
+
     def test_putNonDeferred(self) -> None:
         """
         Only Deferreds can be tracked.

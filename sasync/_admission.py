@@ -1,0 +1,418 @@
+"""
+How a broker's calls get in: refused after shutdown or while too many wait
+(C{maxPending}), routed to a replica, run again after failures that allow
+it (L{sasync.retry}), held back until the start-up is done, and tracked
+for shutdown.
+
+L{Admission} holds no broker: the object whose method a call runs is
+passed with each call (C{owner}), and the rest (the engine handle, the
+broker's L{Lifecycle}, its counters) are handed in. It is what
+C{@transact} calls (L{sasync._protocols.TransactionSite}). Reactor thread
+only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+
+from asynqueue import Task
+
+from . import retry
+from ._lifecycle import Lifecycle
+from ._protocols import WorkQueue
+from ._stats import CallStats
+from .connection import ConnectionWorker, checkReactorThread
+from .connection import _engines as engines
+from .connection import _positions as positions
+from .connection import _replicas as replicas
+from .errors import BrokerStopped, Overloaded
+from .transact import CallOptions, TransactionCall, describeCall
+
+T = TypeVar("T")
+
+#: Per @transact function: did its last call return rows? (Worker threads
+#: write it, one item at a time.) Decides server-side cursor streaming.
+_returnsRows: dict[Callable[..., Any], bool] = {}
+#: Per @transact function: was it seen writing (True) or only reading
+#: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
+_wrote: dict[Callable[..., Any], bool] = {}
+
+
+def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
+    # Reactor thread, when a running task is cancelled or times out.
+    worker = task.worker
+    if isinstance(worker, ConnectionWorker):
+        worker.canceller.interrupt(task, reactor)
+
+
+class Admission:
+    """
+    A broker's calls on their way to its queue.
+
+    @ivar handle: Where its tasks go: the engine handle, or under
+        C{processes=N} its pool of worker processes.
+    @ivar stats: Its call counters.
+    @ivar writePosition: The WAL position of the last write it committed,
+        if known.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        spec: engines.EngineSpec,
+        handle: WorkQueue,
+        engine: engines.EngineHandle | None,
+        replicaSet: replicas.ReplicaSet | None,
+        lifecycle: Lifecycle,
+        stats: CallStats,
+        getReactor: Callable[[], Any],
+    ) -> None:
+        """
+        @param name: The broker's class name, for messages.
+        @param engine: The engine handle (C{None} under C{processes=N}).
+        @param replicaSet: Its replicas, if any.
+        """
+        self._name = name
+        self._spec = spec
+        self.handle = handle
+        self._engine = engine
+        self._replicas = replicaSet
+        self._life = lifecycle
+        self.stats = stats
+        self._getReactor = getReactor
+        self._inPool = engine is None
+        self.writePosition: int | None = None
+
+    # What @transact calls (sasync._protocols.TransactionSite) -----------------
+
+    def checkThread(self, method: str) -> None:
+        """
+        Deferreds live in the reactor thread: a call of a public method
+        from any other thread (while the reactor runs) is refused.
+        """
+        checkReactorThread(self._getReactor(), lambda: f"{self._name}.{method}")
+
+    def track(self, d: Deferred[Any]) -> None:
+        """
+        Make shutdown wait for C{d}.
+        """
+        self._life.track(d)
+
+    def transact(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+    ) -> Deferred[Any]:
+        """
+        Queue C{f(owner, *args, **kw)} as a transaction; see
+        L{sasync.transact.transact}.
+        """
+        life = self._life
+        if life.refusing() and options.target is None:
+            return fail(
+                BrokerStopped(
+                    f"{describeCall(owner, f, args, kw)} was called after"
+                    f" {self._name}.shutdown(): the broker takes no new work"
+                )
+            )
+        spec = self._spec
+        if spec.maxPending is not None:
+            pending = self.pendingCount()
+            if pending >= spec.maxPending:
+                return fail(
+                    Overloaded(
+                        f"{describeCall(owner, f, args, kw)} was refused at once:"
+                        f" {pending} transactions already wait for a connection"
+                        f" (maxPending={spec.maxPending})"
+                    )
+                )
+        inStartup = life.inStartup()
+        if (
+            self._replicas is not None
+            and options.readOnly
+            and options.target is None
+            and not inStartup
+        ):
+            # It may run on a replica (see sasync.connection._replicas).
+            d = self._replicas.route(
+                self.writePosition,
+                None if options.after is None else positions.parseLSN(options.after),
+                lambda h: self.transact(
+                    owner,
+                    f,
+                    args,
+                    kw,
+                    dataclasses.replace(options, target=h or self._engine),
+                ),
+            )
+            self.track(d)
+            return d
+        retries = spec.retries if options.retries is None else options.retries
+        timeout = spec.timeout if options.timeout is None else options.timeout
+        reasons = None
+        if retries is None:
+            if not self._inPool and not spec.isSQLite:
+                # The default: conflicts of serializable transactions run
+                # again (worker processes do that themselves; SQLite has
+                # none).
+                retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
+                if timeout is None and not inStartup:
+                    return self._retryingConflicts(owner, f, args, kw, options)
+            else:
+                retries = 0
+        if not retries and timeout is None and not inStartup:
+            return self.submit(self._newTask(owner, f, args, kw, options), None)
+        if inStartup:
+            # The start-up's own work: its policy decides (sasync.startup).
+            reasons = None
+        return self.attempts(owner, f, args, kw, options, retries, timeout, reasons)
+
+    # Tasks --------------------------------------------------------------------
+
+    def _newTask(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        mayGuessReadOnly: bool = False,
+    ) -> Task[Any]:
+        # mayGuessReadOnly: the call runs again after a wrong read-only guess.
+        call = TransactionCall(
+            owner,
+            options.target or self._engine,
+            f,
+            options,
+            _returnsRows,
+            _wrote if mayGuessReadOnly else None,
+            self.stats.addRows,
+        )
+        task: Task[Any] = Task(
+            call,
+            args,
+            kw,
+            niceness=options.niceness,
+            doNext=options.doNext,
+            doLast=options.doLast,
+            raw=options.raw,
+            consumer=options.consumer,
+        )
+        # A stop (cancel, timeout) interrupts it at the driver. Its caller
+        # hears at once while COMMIT was not sent (then it cannot commit),
+        # and waits for the worker only once COMMIT was sent: see
+        # transact._commitPoint. (Worker processes decide in their own
+        # process: the caller waits for them.)
+        task.abandonable = not self._inPool
+        engine = self._engine
+        if not options.readOnly and engine is not None and engine.tracksWritePosition:
+            task.d.addCallback(self._wrotePosition, call)
+        task.onInterrupt(functools.partial(_interrupt, task, self._getReactor()))
+        return task
+
+    def submit(
+        self,
+        task: Task[Any],
+        timeout: float | None,
+        now: bool = False,
+        track: bool = True,
+    ) -> Deferred[Any]:
+        """
+        Queue C{task} (tracked for shutdown unless C{track} is false): now
+        if the broker runs (or C{now}, for the start-up's work), else once
+        its start-up is done.
+        """
+        if track:
+            self.track(task.d)
+        if self._life.submit(task, timeout, now):
+            target = getattr(task.f, "_handle", None) or self.handle
+            return target.submit(task, timeout)
+        return task.d
+
+    def _wrotePosition(self, result: T, call: TransactionCall) -> T:
+        # The call's write committed at call.writePosition.
+        position = call.writePosition
+        if position is not None and (
+            self.writePosition is None or position > self.writePosition
+        ):
+            self.writePosition = position
+        return result
+
+    def pendingCount(self) -> int:
+        """
+        Transactions waiting for a connection on this broker's engine:
+        queued, or handed to a busy worker to run after its current one
+        (C{running()} counts those too, beyond one per worker), or waiting
+        for the start-up.
+        """
+        waiting = self._life.waiting
+        queue = getattr(self.handle, "queue", None)
+        if queue is None:
+            return waiting
+        handedAhead = max(0, int(queue.running()) - len(queue.workers))
+        return int(queue.pending()) + handedAhead + waiting
+
+    # Retries ------------------------------------------------------------------
+
+    def startupRetries(self) -> int:
+        """
+        The broker's retries for its start-up work (conflicts only by
+        default: L{sasync.startup} waits for a missing database by time).
+        """
+        retries = self._spec.retries
+        return retry.CONFLICT_RETRIES if retries is None else retries
+
+    def _retryingConflicts(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+    ) -> Deferred[Any]:
+        # The common case, kept as cheap as a call without retries: one task,
+        # and only if it fails with a conflict does retry.Attempts take over
+        # (its Deferred chained into the task's, which shutdown tracks).
+        task = self._newTask(owner, f, args, kw, options, True)
+        now = self._life.inStartupContext()
+
+        def conflicted(failure: Failure) -> Any:
+            error = failure.value
+            reason = None if error is None else retry.retryReason(error)
+            if reason not in retry.RETRIED_BY_DEFAULT:
+                return failure
+            attempts = self._newAttempts(
+                lambda: self._newTask(owner, f, args, kw, options, True),
+                lambda task: self.submit(task, None, now, track=False),
+                describeCall(owner, f, args, kw),
+                retry.CONFLICT_RETRIES,
+                None,
+                retry.RETRIED_BY_DEFAULT,
+            )
+            # Tracked too: shutdown(timeout=) cancels what is not called yet,
+            # and task.d is (it waits for this one).
+            self.track(attempts.d)
+            return attempts.adopt(task, failure)
+
+        task.d.addErrback(conflicted)
+        return self.submit(task, None, now)
+
+    def attempts(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        retries: int,
+        timeout: float | None,
+        reasons: frozenset[str] | None = None,
+    ) -> Deferred[Any]:
+        """
+        A call with retries or a timeout, or made by the start-up: driven
+        by L{retry.Attempts}, which makes a new task for each attempt.
+        """
+        if reasons is None and options.retries != retries:
+            # (Seen by the transaction: it prepares the COMMIT lookup when
+            # lost connections may be retried.)
+            options = dataclasses.replace(options, retries=retries)
+        now = self._life.inStartupContext()  # (Retries run outside it.)
+
+        def makeTask() -> Task[Any]:
+            return self._newTask(owner, f, args, kw, options, retries > 0)
+
+        def submit(task: Task[Any]) -> Deferred[Any]:
+            return self.submit(task, None, now, track=False)
+
+        return self.retrying(
+            makeTask,
+            submit,
+            describeCall(owner, f, args, kw),
+            retries,
+            timeout,
+            reasons,
+        )
+
+    def retrying(
+        self,
+        makeTask: Callable[[], Task[Any]],
+        submit: Callable[[Task[Any]], Deferred[Any]],
+        description: str,
+        retries: int,
+        timeout: float | None,
+        reasons: frozenset[str] | None = None,
+    ) -> Deferred[Any]:
+        """
+        Run tasks made by C{makeTask} until one succeeds or may not run
+        again (see L{retry.Attempts}); the Deferred returned is tracked.
+        """
+        attempts = self._newAttempts(
+            makeTask, submit, description, retries, timeout, reasons
+        )
+        self.track(attempts.d)
+        return attempts.start()
+
+    def _newAttempts(
+        self,
+        makeTask: Callable[[], Task[Any]],
+        submit: Callable[[Task[Any]], Deferred[Any]],
+        description: str,
+        retries: int,
+        timeout: float | None,
+        reasons: frozenset[str] | None,
+    ) -> retry.Attempts:
+        # The start-up's own work waits for a missing database by time (see
+        # sasync.startup), not by count.
+        handle = self.handle
+        mayRetry = None
+        wait = self._life.startupWait
+        if wait is not None and self._life.inStartup():
+            mayRetry = wait.policy(retries)
+            retries = sys.maxsize
+
+        def counted(reason: str) -> None:
+            self.stats.retry(reason)
+            counter = getattr(handle, "retries", None)
+            if counter is not None:
+                counter[reason] += 1
+
+        return retry.Attempts(
+            makeTask,
+            submit,
+            retries=retries,
+            timeout=timeout,
+            backoff=self._spec.backoff,
+            clock=self._getReactor(),
+            description=description,
+            onRetry=counted,
+            mayRetry=mayRetry,
+            reasons=reasons,
+        )
+
+    def setupJob(self, job: Callable[[], T], description: str) -> Deferred[T]:
+        """
+        Run C{job} (table creation, a migration: idempotent, outside any
+        transaction) first thing in a worker thread, again after a missing
+        or lost connection.
+        """
+        return self.retrying(
+            lambda: Task(job, niceness=-20),
+            self.handle.submit,
+            description,
+            self.startupRetries(),
+            None,
+        )
+
+
+__all__ = ["Admission"]
