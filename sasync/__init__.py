@@ -9,6 +9,8 @@ database connection.
 
 from __future__ import annotations
 
+from asynqueue.moved import movedNames
+
 from ._stats import BrokerStats as BrokerStats
 from ._stats import ServerStats as ServerStats
 from .broker import AccessBroker as AccessBroker
@@ -36,6 +38,9 @@ from .stores import PersistentArray as PersistentArray
 from .stores import PersistentDict as PersistentDict
 from .transact import transact as transact
 from .transact import wait as wait
+
+# The original's sasync.engine(url, ...) is sasync.setup.
+__getattr__ = movedNames(__name__, {"engine": "sasync.setup"})
 
 __all__ = [
     "AccessBroker",
