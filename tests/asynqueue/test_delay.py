@@ -90,6 +90,7 @@ class DelayTests(SynchronousTestCase):
         """
         A check may be a coroutine function.
         """
+
         async def check() -> bool:
             return True
 
@@ -99,6 +100,7 @@ class DelayTests(SynchronousTestCase):
         """
         A check that raises fails the Deferred and stops the polling.
         """
+
         def check() -> bool:
             raise OSError("gone")
 

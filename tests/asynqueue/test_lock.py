@@ -82,6 +82,7 @@ class DeferredLockTests(SynchronousTestCase):
         """
         A failing call still releases the lock.
         """
+
         def boom() -> None:
             raise ValueError("boom")
 

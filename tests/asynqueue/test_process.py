@@ -143,6 +143,7 @@ class PickleCallTests(SynchronousTestCase):
         """
         A function of C{__main__} is refused: the child can't import it.
         """
+
         def f() -> None:
             pass
 

@@ -64,9 +64,7 @@ class LogBroker(AccessBroker):
     @transact
     def entriesSince(self, dt: datetime.datetime) -> Any:
         t = self.entries
-        return self.conn.execute(
-            SA.select(t.c.ip).where(t.c.dt >= dt).order_by(t.c.id)
-        )
+        return self.conn.execute(SA.select(t.c.ip).where(t.c.dt >= dt).order_by(t.c.id))
 
     @transact
     def purgeBefore(self, dt: datetime.datetime) -> int:
