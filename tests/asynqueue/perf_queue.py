@@ -93,14 +93,10 @@ async def main(reactor: Any, rounds: int, calls: int, items: int) -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     ratios = [q / t for q, t in zip(results["sq"], results["st"], strict=True)]
     bratios = [q / t for q, t in zip(results["bq"], results["bt"], strict=True)]
-    print(
-        f"sequential: ThreadQueue.call {med['sq']:9,.0f}/s  "
-        f"deferToThread {med['st']:9,.0f}/s  ratio {statistics.median(ratios):.2f}x"
-    )
-    print(
-        f"burst(8):   ThreadQueue.call {med['bq']:9,.0f}/s  "
-        f"deferToThread {med['bt']:9,.0f}/s  ratio {statistics.median(bratios):.2f}x"
-    )
+    print(f"sequential: ThreadQueue.call {med['sq']:9,.0f}/s  "
+          f"deferToThread {med['st']:9,.0f}/s  ratio {statistics.median(ratios):.2f}x")
+    print(f"burst(8):   ThreadQueue.call {med['bq']:9,.0f}/s  "
+          f"deferToThread {med['bt']:9,.0f}/s  ratio {statistics.median(bratios):.2f}x")
 
     rates = []
     for _ in range(max(1, rounds // 2)):

@@ -204,9 +204,8 @@ class TwoWorkerTests(SynchronousTestCase):
         self.q.call(self.rec, "c")
         self.assertEqual(len(self.r1.jobs) + len(self.r2.jobs), 3)
         # The worker with one job runs it and falls idle.
-        short, long = (
-            (self.r1, self.r2) if len(self.r1.jobs) == 1 else (self.r2, self.r1)
-        )
+        short, long = (self.r1, self.r2) if len(self.r1.jobs) == 1 else (
+            self.r2, self.r1)
         short.performAll()
         # The call that waited behind the other worker's ran here.
         self.assertEqual(len(self.rec.calls), 2)

@@ -82,9 +82,9 @@ class ConsumerErrorTestsBase(SynchronousTestCase):
         self.q.attachWorker(self.worker)
         self.perform = runner.performAll
 
-    def produce(
-        self, consumer: FaultyConsumer, n: int = 100
-    ) -> tuple[Source, Deferred[Any]]:
+    def produce(self, consumer: FaultyConsumer, n: int = 100) -> tuple[
+        Source, Deferred[Any]
+    ]:
         source = Source(n)
         d = self.q.call(lambda: source, consumer=consumer)
         self.perform()
@@ -163,7 +163,9 @@ class ConsumerErrorTestsBase(SynchronousTestCase):
         failure = self.failureResultOf(d, Boom)
         self.assertIn("write", str(failure.value))
         logged = self.flushLoggedErrors(Boom)
-        self.assertEqual([str(f.value) for f in logged], ["boom in unregisterProducer"])
+        self.assertEqual(
+            [str(f.value) for f in logged], ["boom in unregisterProducer"]
+        )
         self.assertWorkerFree(source)
 
     def test_cancelWhileProducingUnregisterRaises(self) -> None:

@@ -90,7 +90,6 @@ class DelayTests(SynchronousTestCase):
         """
         A check may be a coroutine function.
         """
-
         async def check() -> bool:
             return True
 
@@ -100,7 +99,6 @@ class DelayTests(SynchronousTestCase):
         """
         A check that raises fails the Deferred and stops the polling.
         """
-
         def check() -> bool:
             raise OSError("gone")
 

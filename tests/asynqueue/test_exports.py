@@ -64,9 +64,8 @@ def test_noReactorImport() -> None:
     import sys
 
     code = "import sys, asynqueue; print('twisted.internet.reactor' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
@@ -75,12 +74,7 @@ def test_errorHierarchy() -> None:
     Every error AsynQueue raises is a L{asynqueue.QueueError}; a timeout is
     also a C{TimeoutError}.
     """
-    for name in (
-        "QueueStopped",
-        "TaskTimeout",
-        "WorkerError",
-        "IterationStopped",
-        "RemoteTaskError",
-    ):
+    for name in ("QueueStopped", "TaskTimeout", "WorkerError", "IterationStopped",
+                 "RemoteTaskError"):
         assert issubclass(getattr(asynqueue, name), asynqueue.QueueError)
     assert issubclass(asynqueue.TaskTimeout, TimeoutError)

@@ -82,7 +82,6 @@ class DeferredLockTests(SynchronousTestCase):
         """
         A failing call still releases the lock.
         """
-
         def boom() -> None:
             raise ValueError("boom")
 

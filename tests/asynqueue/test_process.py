@@ -143,7 +143,6 @@ class PickleCallTests(SynchronousTestCase):
         """
         A function of C{__main__} is refused: the child can't import it.
         """
-
         def f() -> None:
             pass
 

@@ -168,11 +168,7 @@ class QueueMachine(RuleBasedStateMachine):
         timeout=st.sampled_from([None, None, 1.0, 2.5]),
     )
     def call(
-        self,
-        niceness: int,
-        band: str,
-        honest: bool,
-        series: str | None,
+        self, niceness: int, band: str, honest: bool, series: str | None,
         timeout: float | None,
     ) -> None:
         label = len(self.calls)
@@ -182,17 +178,14 @@ class QueueMachine(RuleBasedStateMachine):
         self.rank[label] = documentedRank(band, niceness, label)
         self.outcomes[label] = []
         d = self.q.call(
-            self.job,
-            label,
-            niceness=niceness,
-            doNext=band == "next",
-            doLast=band == "last",
-            series=series,
-            timeout=timeout,
+            self.job, label, niceness=niceness, doNext=band == "next",
+            doLast=band == "last", series=series, timeout=timeout,
         )
         d.addBoth(self.outcomes[label].append)
         self.calls.append(d)
-        if series is not None and not any(series in w.iQualified for w in self.workers):
+        if series is not None and not any(
+            series in w.iQualified for w in self.workers
+        ):
             # Documented: a series no attached worker runs fails at once.
             [outcome] = self.outcomes[label]
             assert isinstance(outcome, Failure) and outcome.check(UnknownSeries)
@@ -233,8 +226,7 @@ class QueueMachine(RuleBasedStateMachine):
         # When it fires, every call made has its outcome (or is the one
         # being delivered right now) and no worker runs one.
         unanswered = [
-            label
-            for label, outcomes in self.outcomes.items()
+            label for label, outcomes in self.outcomes.items()
             if not outcomes and label != self.delivering
         ]
         busy = [w for w in self.workers + self.detached if w.current is not None]

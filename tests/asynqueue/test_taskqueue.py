@@ -42,15 +42,8 @@ class OrderingTests(SynchronousTestCase):
         """
         q = TaskQueue()
         rec = Recorder()
-        for label, nice in [
-            ("a", 0),
-            ("b", 5),
-            ("c", -5),
-            ("d", 0),
-            ("e", -20),
-            ("f", 20),
-            ("g", 5),
-        ]:
+        for label, nice in [("a", 0), ("b", 5), ("c", -5), ("d", 0), ("e", -20),
+                            ("f", 20), ("g", 5)]:
             q.call(rec, label, niceness=nice)
         self.runAll(q)
         self.assertEqual(rec.calls, ["e", "c", "a", "d", "b", "g", "f"])
@@ -118,9 +111,8 @@ class OrderingTests(SynchronousTestCase):
         worker.succeed()
         worker.succeed()
         worker.succeed()
-        self.assertEqual(
-            [t.args[0] for t in worker.received], ["first", "urgent", "slow"]
-        )
+        self.assertEqual([t.args[0] for t in worker.received],
+                         ["first", "urgent", "slow"])
 
 
 class SeriesTests(SynchronousTestCase):
@@ -658,7 +650,6 @@ class IterationResultTests(SynchronousTestCase):
         An iterator failing midway fails the Deferred with its exception,
         after the items before it were written.
         """
-
         def gen() -> Any:
             yield 1
             yield 2

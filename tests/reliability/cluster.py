@@ -104,19 +104,12 @@ class Cluster:
             self.runAs = [runuser, "-u", user, "--"]
         self.data = self.dir / "data"
         # The driver the suite runs on (SASYNC_TEST_PG_DRIVER).
-        self.url = f"postgresql+{pgDriver()}://postgres@127.0.0.1:{self.port}/postgres"
+        self.url = (
+            f"postgresql+{pgDriver()}://postgres@127.0.0.1:{self.port}/postgres"
+        )
         self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--locale=C",
-            "-E",
-            "UTF8",
-            "--no-sync",
+            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+            "--locale=C", "-E", "UTF8", "--no-sync",
         )
         self.start()
 
@@ -147,17 +140,8 @@ class Cluster:
             f"{self.extraOptions}"
         )
         self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.dir / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            options,
-            "start",
+            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"),
+            "-w", "-t", "60", "-o", options, "start",
         )
 
     def stop(self, mode: str = "fast") -> None:

@@ -144,7 +144,9 @@ async def test_deadlockRetried(serverURL: str, brokers: Any) -> None:
     """
     broker = brokers(Transfers, serverURL, connections=2, retries=3)
     await broker.setUp()
-    await defer.gatherResults([broker.transfer(1, 2, 10), broker.transfer(2, 1, 3)])
+    await defer.gatherResults(
+        [broker.transfer(1, 2, 10), broker.transfer(2, 1, 3)]
+    )
     assert await broker.values() == [93, 107]
     assert broker._handle.retries[DEADLOCK] == 1
     assert len(broker.attempts) == 3

@@ -97,8 +97,7 @@ async def test_consumerErrorFailsTheCall(dbURL: str, brokers: Any, where: str) -
     stopped and its connection released), and shutdown completes.
     """
     oneConnection = (
-        {}
-        if dbURL.startswith("sqlite")
+        {} if dbURL.startswith("sqlite")
         else {"connections": 1, "overflowConnections": 0}
     )
     broker = brokers(Numbers, dbURL, batchSize=10, **oneConnection)

@@ -36,7 +36,9 @@ def _samples(family: Any, **labels: str) -> list[Any]:
 
 
 def _value(family: Any, suffix: str = "", **labels: str) -> float:
-    [sample] = [s for s in _samples(family, **labels) if s.name == family.name + suffix]
+    [sample] = [
+        s for s in _samples(family, **labels) if s.name == family.name + suffix
+    ]
     return float(sample.value)
 
 
@@ -85,12 +87,9 @@ async def test_exposition(dbURL: str, request: pytest.FixtureRequest) -> None:
         if s.name == "sasync_transactions_total"
     }
     assert found == expected
-    assert (
-        _value(
-            after["sasync_retries"], "_total", broker=name, reason=retry.SERIALIZATION
-        )
-        == 1
-    )
+    assert _value(
+        after["sasync_retries"], "_total", broker=name, reason=retry.SERIALIZATION
+    ) == 1
     assert _value(after["sasync_rows_streamed"], "_total", broker=name) == ROWS
 
     wait = after["sasync_queue_wait_seconds"]
