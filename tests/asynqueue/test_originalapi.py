@@ -111,6 +111,8 @@ class MovedModuleTests(SynchronousTestCase):
             ("asynqueue.iteration", "isIterator"),
             ("asynqueue.base", "Priority"),
             ("asynqueue.info", "whichThread"),
+            ("asynqueue.threads", "deferToThread"),
+            ("asynqueue.threads", "Consumerator"),
         ):
             with self.assertRaises(Gone):
                 getattr(importlib.import_module(module), name)
