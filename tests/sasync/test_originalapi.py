@@ -186,3 +186,19 @@ def test_verboseNotABool() -> None:
     """
     with pytest.raises(TypeError, match=r"spew='yes'"):
         AccessBroker("sqlite://", spew="yes")
+
+
+async def test_engineUnderProcesses(postgresqlURL: str, brokers: Any) -> None:
+    """
+    Under C{processes=N} the parent has no engine: C{broker.engine} says
+    so; C{singleton} still answers (from the URL).
+    """
+    from sasync import NotSupported
+    from tests.sasync.multicore.brokers import MultiBroker
+
+    broker = brokers(MultiBroker, postgresqlURL, processes=1)
+    with pytest.raises(NotSupported, match="processes=N"):
+        broker.engine  # noqa: B018
+    with pytest.warns(DeprecationWarning):
+        assert broker.singleton is False
+    await broker.waitUntilRunning()
