@@ -10,6 +10,7 @@ tuple whose first item names its kind.
 
 Requests::
     ("init", sysPath)
+    ("main", location, argv)                     (no reply; see _mainmodule)
     ("call", rid, pickledCall, raw, batchSize)   -> value | iter | failure
     ("next", rid, iterID)                        -> batch | failure
     ("close", iterID)                            (no reply)
@@ -39,6 +40,7 @@ import types
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from ._mainmodule import loadMain
 from .deferator import BatchTaker
 from .info import callableName
 
@@ -125,6 +127,8 @@ class ChildServer:
 
     def __init__(self) -> None:
         self.iterators: dict[int, BatchTaker[Any]] = {}
+        #: Why the parent's main module could not be run here, if it failed.
+        self.mainError: str | None = None
 
     def handle(self, message: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """
@@ -144,6 +148,14 @@ class ChildServer:
             for entry in reversed(message[1]):
                 if entry not in sys.path:
                     sys.path.insert(0, entry)
+            return []
+        if kind == "main":
+            try:
+                loadMain(message[1], message[2])
+            except BaseException as e:
+                # The calls that need it say so (see _call).
+                self.mainError = f"{typeName(e)}: {e}"
+                traceback.print_exc()
             return []
         if kind == "quit":
             self.closeAll()
@@ -167,9 +179,11 @@ class ChildServer:
         try:
             f, args, kw = pickle.loads(pickledCall)
         except Exception as e:
+            why = f"{typeName(e)}: {e}"
+            if self.mainError is not None:
+                why += f" (running the main script here failed: {self.mainError})"
             error = TypeError(
-                f"the call could not be unpickled in the worker process: "
-                f"{typeName(e)}: {e}"
+                f"the call could not be unpickled in the worker process: {why}"
             )
             return failureReply(rid, error)
         try:

@@ -4,9 +4,19 @@ Readable descriptions of calls, for error messages and logs.
 
 from __future__ import annotations
 
+import functools
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from .moved import deprecated, movedNames
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+log = Logger()
 
 _shortRepr = reprlib.Repr()
 _shortRepr.maxstring = 40
@@ -62,3 +72,37 @@ class Info:
 
     def __repr__(self) -> str:
         return f"<Info {self}>"
+
+
+def showResult(f: F) -> F:
+    """
+    Deprecated (the original's debugging decorator): log each call of C{f}
+    and its result, at level info in the C{asynqueue.info} namespace,
+    through C{twisted.logger}; a Deferred's result is logged when it fires
+    (and passed on unchanged). The original printed to stdout. Write a
+    C{Logger} call of your own instead, or use C{Info(f, args, kw)} to
+    describe the call.
+    """
+    deprecated("asynqueue.info.showResult", "twisted.logger and asynqueue.Info")
+
+    @functools.wraps(f)
+    def shown(*args: Any, **kw: Any) -> Any:
+        call = str(Info(f, args, kw))
+        result = f(*args, **kw)
+        if isinstance(result, Deferred):
+            return result.addBoth(_logResult, call)
+        return _logResult(result, call)
+
+    return cast(F, shown)
+
+
+def _logResult(result: object, call: str) -> object:
+    log.info("{call} -> {result!r}", call=call, result=result)
+    return result
+
+
+__getattr__ = movedNames(
+    __name__,
+    {},
+    {"whichThread": "log threading.current_thread().name yourself"},
+)

@@ -57,6 +57,17 @@ class DeferredLock:
         (self._vips if vip else self._others).append(d)
         return d
 
+    def acquireAndRelease(self, vip: bool = False) -> Deferred[None]:
+        """
+        Wait for the lock and let go of it at once: a Deferred firing (with
+        C{None}) once every holder and waiter ahead of the caller is done.
+
+        @param vip: As for L{acquire}.
+        """
+        d = self.acquire(vip)
+        d.addCallback(DeferredLock.release)
+        return d  # type: ignore[return-value]
+
     def _withdraw(self, d: Deferred[DeferredLock]) -> None:
         for waiters in (self._vips, self._others):
             if d in waiters:

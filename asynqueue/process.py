@@ -5,8 +5,12 @@ needs a core of its own; L{ProcessQueue}: a L{TaskQueue} of them.
 Calls, arguments, results and iterated items travel pickled over the
 child's stdin and stdout (see L{asynqueue._child}). So a callable must be
 picklable, which means importable by name: a function or class defined at
-the top level of a module (not in C{__main__}, not a lambda or closure), or
-a bound method of a picklable object.
+the top level of a module (not a lambda or closure), or a bound method of
+a picklable object. The top level of the script you run (C{__main__})
+counts: a worker process that gets a call naming it runs that script
+first as C{__mp_main__}, as multiprocessing does (keep the script's own
+work under C{if __name__ == "__main__":}); from an interactive session or
+C{python -c} there is no script to run, and such a call is refused.
 
 Everything here runs in the reactor thread: the child's output arrives
 through Twisted's process support, never through a thread of ours.
@@ -42,6 +46,7 @@ from ._child import decodeFrames as decodeFrames
 from ._child import dumps as dumps
 from ._child import encode as encode
 from ._child import failureReply as failureReply
+from ._mainmodule import aliasMain, mainLocation
 from ._util import checkNumber, follow, globalReactor
 from .deferator import DEFAULT_BATCH, Batch, Deferator, checkBatchSize
 from .errors import RemoteTaskError, WorkerError
@@ -67,14 +72,16 @@ def pickleCall(
     The call C{f(*args, **kw)}, pickled for a worker process.
 
     @raise TypeError: C{f} or its arguments can't be pickled, or C{f} lives
-        in C{__main__}, which the worker process can't import. The message
-        names the callable.
+        in a C{__main__} that the worker process can't run (an interactive
+        session, C{python -c}). The message names the callable.
     """
     name = callableName(f)
-    if getattr(f, "__module__", None) == "__main__" and not hasattr(f, "__self__"):
+    inMain = getattr(f, "__module__", None) == "__main__" and not hasattr(f, "__self__")
+    if inMain and mainLocation() is None:
         raise TypeError(
-            f"{name} is defined in __main__, which a worker process can't "
-            "import: move it to a module"
+            f"{name} is defined in __main__, and this __main__ is no script a"
+            " worker process can run (an interactive session or python -c):"
+            " move it to a module"
         )
     try:
         return dumps((f, args, kw))
@@ -82,6 +89,12 @@ def pickleCall(
         try:
             dumps(f)
         except Exception:
+            if inMain:
+                raise TypeError(
+                    f"{name} is defined in __main__ but not at its top level,"
+                    f" so a worker process can't find it ({e}): move it to a"
+                    " module"
+                ) from e
             raise TypeError(
                 f"{name} can't run in a worker process: it can't be pickled ({e})"
             ) from e
@@ -345,6 +358,8 @@ class _ChildProtocol(ChildProcessProtocol):
         self._clock = clock
         #: Names the child in the log (its str is taken when a line comes).
         self.who = who
+        #: Whether the child was told to run our __main__ (see _sendMain).
+        self.mainSent = False
 
     @property
     def clock(self) -> IReactorTime:
@@ -458,6 +473,14 @@ class ProcessWorker:
         self._send(("init", list(sys.path)))
         return protocol
 
+    def _sendMain(self, protocol: _ChildProtocol) -> None:
+        # Once per child process: run our __main__ there (see _mainmodule).
+        protocol.mainSent = True
+        location = mainLocation()
+        if location is not None:
+            aliasMain()
+            self._send(("main", location, list(sys.argv)))
+
     def _send(self, message: tuple[Any, ...]) -> None:
         assert self._protocol is not None and self._protocol.transport is not None
         self._protocol.transport.write(encode(message))
@@ -501,6 +524,10 @@ class ProcessWorker:
             task.fail(Failure())  # type: ignore[no-untyped-call]
             return succeed(None)
         generation = self._start()
+        if not generation.mainSent and b"__main__" in payload:
+            # The call names something of the script being run (or merely
+            # holds that string: then running the script is harmless).
+            self._sendMain(generation)
         freed: Deferred[None] = Deferred()
         self.task = task
         rid = 0

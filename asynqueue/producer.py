@@ -4,10 +4,11 @@ Producing the items of a L{Deferator} to an C{IConsumer}, with backpressure.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._util import reactorClock
+from ._util import Waiters, reactorClock
 from .deferator import DEFAULT_BATCH, BatchTaker, Deferator, checkBatchSize
 
 T = TypeVar("T")
@@ -50,21 +51,20 @@ class IterationProducer(Generic[T]):
     def __init__(
         self,
         deferator: Deferator[T],
-        consumer: Any,
+        consumer: Any = None,
         *,
         clock: IReactorTime | None = None,
     ) -> None:
         """
         @param consumer: provides C{IConsumer}; its C{write} gets one item at
             a time (rows, objects or bytes: whatever the iterator yields).
+            May be given later instead, with L{registerConsumer}.
         @param clock: Schedules the writing after C{resumeProducing}; the
             reactor by default (tests pass a C{twisted.internet.task.Clock}).
         @raise TypeError: C{consumer} does not provide C{IConsumer}.
         """
-        if not IConsumer.providedBy(consumer):
-            raise TypeError(f"consumer {consumer!r} does not provide IConsumer")
         self.deferator = deferator
-        self.consumer: Any = consumer
+        self.consumer: Any = None
         self.paused = False
         self.stopped = False
         # paused or stopped: the one flag the write loop checks.
@@ -77,6 +77,8 @@ class IterationProducer(Generic[T]):
         # Inside resumeProducing: a batch landing now must not be written now.
         self._resuming = False
         self._scheduled: IDelayedCall | None = None
+        if consumer is not None:
+            self.registerConsumer(consumer)
 
     @property
     def clock(self) -> IReactorTime:
@@ -86,6 +88,23 @@ class IterationProducer(Generic[T]):
         if self._clock is None:
             self._clock = reactorClock()
         return self._clock
+
+    def registerConsumer(self, consumer: Any) -> None:
+        """
+        Set the consumer to produce to, if none was given to the
+        constructor (the original AsynQueue's two-step start); L{run}
+        registers with it.
+
+        @raise TypeError: C{consumer} does not provide C{IConsumer}.
+        @raise RuntimeError: production has started already.
+        """
+        if not IConsumer.providedBy(consumer):
+            raise TypeError(f"consumer {consumer!r} does not provide IConsumer")
+        if self._done is not None:
+            raise RuntimeError(
+                "registerConsumer(): this IterationProducer runs already"
+            )
+        self.consumer = consumer
 
     def run(self) -> Deferred[Any]:
         """
@@ -98,6 +117,11 @@ class IterationProducer(Generic[T]):
         """
         if self._done is not None:
             raise RuntimeError("an IterationProducer runs only once")
+        if self.consumer is None:
+            raise RuntimeError(
+                "IterationProducer.run(): no consumer; give one to the"
+                " constructor or to registerConsumer() first"
+            )
         done = self._done = Deferred()
         self._registered = True
         try:
@@ -249,32 +273,155 @@ class IterationProducer(Generic[T]):
 @implementer(IConsumer)
 class ListConsumer:
     """
-    A consumer that keeps what is written to it in a list, C{items}.
+    A consumer that keeps what is written to it, in order, in a list,
+    C{items}. Each item first goes through L{processItem}, which a subclass
+    may override; it may return a Deferred (or be a coroutine function), and
+    while one is pending the producer is paused.
+
+    Calling the consumer gives a Deferred firing with C{items} once the
+    producer has unregistered and every item is processed::
+
+        consumer = ListConsumer()
+        yield broker.entriesSince(dt, consumer=consumer)
+        rows = yield consumer()
+
+    If L{processItem} fails, the producer is stopped (the item's error
+    reaches whoever runs it if L{processItem} raised, else only this
+    Deferred), and the Deferred from calling the consumer fails with that
+    error.
+
+    Reactor thread only.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, **attributes: Any) -> None:
+        """
+        @param attributes: Set as attributes of the consumer, for a
+            subclass's L{processItem} (the original AsynQueue's keywords).
+        @raise TypeError: one of them would replace an attribute or method
+            of the consumer.
+        """
         self.items: list[Any] = []
         self.producer: Any = None
+        self._streaming = False
+        self._pending = 0
+        # Whether we paused the producer (while an item is processed).
+        self._paused = False
+        self._unregistered = False
+        self._failure: Failure | None = None
+        self._done = Waiters()
+        # No processItem of a subclass: write keeps each item as it is.
+        self._keepsItems = type(self).processItem is ListConsumer.processItem
+        for name, value in attributes.items():
+            if hasattr(self, name):
+                raise TypeError(
+                    f"{type(self).__name__}({name}=...): {name!r} would replace"
+                    " an attribute of the consumer; choose another name"
+                )
+            setattr(self, name, value)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
-        Accept a producer. (L{ListConsumer} never pauses it.)
+        Accept a producer.
         """
         if self.producer is not None:
             raise RuntimeError("ListConsumer already has a producer")
         self.producer = producer
+        self._streaming = bool(streaming)
+        self._unregistered = False
 
     def unregisterProducer(self) -> None:
         """
-        Let go of the producer.
+        Let go of the producer: no more items come.
         """
         self.producer = None
+        self._unregistered = True
+        self._check()
 
     def write(self, data: Any) -> None:
         """
-        Keep C{data}.
+        Keep L{processItem}C{(data)} in its place in C{items}.
+
+        @raise Exception: whatever L{processItem} raised.
         """
-        self.items.append(data)
+        if self._keepsItems:
+            self.items.append(data)
+            return
+        if self._failure is not None:
+            # Stopped by an earlier failure: drop what is still on its way.
+            return
+        index = len(self.items)
+        try:
+            result = self.processItem(data)
+            if inspect.iscoroutine(result):
+                result = Deferred.fromCoroutine(result)
+        except BaseException:
+            self._failure = Failure()  # type: ignore[no-untyped-call]
+            raise
+        if not isinstance(result, Deferred):
+            self.items.append(result)
+            return
+        self.items.append(None)
+        self._pending += 1
+        result.addCallbacks(self._processed, self._processFailed, (index,))
+        # Still processing: no more items until it is done.
+        if (
+            self._pending
+            and not self._paused
+            and self._streaming
+            and self.producer is not None
+        ):
+            self._paused = True
+            self.producer.pauseProducing()
+
+    def processItem(self, item: Any) -> Any:
+        """
+        Override: what to keep for C{item} (the item itself by default), or
+        a Deferred of it.
+        """
+        return item
+
+    def __call__(self) -> Deferred[list[Any]]:
+        """
+        @return: A Deferred firing with C{items} once the producer has
+            unregistered and every item is processed, or failing with the
+            error of L{processItem}.
+        """
+        if self._failure is not None and self._finished():
+            return fail(self._failure)
+        if self._finished():
+            return succeed(self.items)
+        return self._done.wait().addCallback(self._result)
+
+    def _result(self, _: None) -> list[Any]:
+        return self.items
+
+    def _finished(self) -> bool:
+        return self._unregistered and self._pending == 0
+
+    def _processed(self, value: object, index: int) -> None:
+        self.items[index] = value
+        self._pending -= 1
+        if self._pending == 0 and self._paused:
+            self._paused = False
+            if self.producer is not None:
+                self.producer.resumeProducing()
+        self._check()
+
+    def _processFailed(self, failure: Failure) -> None:
+        self._pending -= 1
+        if self._failure is None:
+            self._failure = failure
+            if self.producer is not None:
+                self.producer.stopProducing()
+        self._check()
+
+    def _check(self) -> None:
+        if not self._finished():
+            return
+        if self._failure is not None:
+            self._done.fail(self._failure)
+        else:
+            self._done.fire()
 
 
 def iteratorToProducer(

@@ -81,6 +81,22 @@ class TaskQueue:
         """
         return [slot.worker for slot in self._workers]
 
+    def __len__(self) -> int:
+        """
+        How many workers are attached, as in the original AsynQueue (not how
+        many calls wait: that is L{pending}).
+        """
+        return len(self._workers)
+
+    def __bool__(self) -> bool:
+        """
+        Always true, even with no worker attached: C{if queue:} tests
+        whether there is a queue, not whether it has workers (the original
+        was false without workers, or once shut down; test C{len(queue)} or
+        L{isRunning} for those).
+        """
+        return True
+
     def attachWorker(self, worker: Any) -> Any:
         """
         Add a worker providing L{IWorker}; it starts taking tasks at once.

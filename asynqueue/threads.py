@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ._util import checkNumber
 from .deferator import DEFAULT_BATCH
+from .moved import movedNames
 from .taskqueue import TaskQueue
 from .workers import ThreadWorker
 
@@ -61,3 +62,20 @@ class ThreadQueue(TaskQueue):
         L{call}, named after Twisted's C{deferToThread}.
         """
         return self.call(f, *args, **kw)
+
+
+# The original AsynQueue's other names here: gone, each lookup saying what
+# to use (see docs/originals.md).
+__getattr__ = movedNames(
+    __name__,
+    {},
+    {
+        "deferToThread": "use twisted.internet.threads.deferToThread, or"
+        " ThreadQueue(n).deferToThread(f, ...)",
+        "ThreadLooper": "a ThreadWorker runs its own thread",
+        "Consumerator": "a call returning an iterator gives a Deferator; give"
+        " consumer= to the call to have its items written to an IConsumer",
+        "Filerator": "iterate the file in a ThreadQueue call: it gives a Deferator",
+        "OrderedItemProducer": "give consumer= to a call returning an iterator",
+    },
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ._version import __version__ as __version__
 
 # isort: split
+from asynqueue.moved import movedNames
 
 from ._stats import BrokerStats as BrokerStats
 from ._stats import ServerStats as ServerStats
@@ -41,6 +42,9 @@ from .stores import PersistentArray as PersistentArray
 from .stores import PersistentDict as PersistentDict
 from .transact import transact as transact
 from .transact import wait as wait
+
+# The original's sasync.engine(url, ...) is sasync.setup.
+__getattr__ = movedNames(__name__, {"engine": "sasync.setup"})
 
 __all__ = [
     "AccessBroker",

@@ -36,6 +36,7 @@ from twisted.internet.defer import Deferred, fail
 from asynqueue import checkNumber, globalReactor
 
 from . import _conveniences, _stats, multicore, notifications, tables
+from . import _originals as originals
 from ._admission import Admission
 from ._lifecycle import Lifecycle, Phase
 from ._protocols import WorkQueue
@@ -44,7 +45,7 @@ from .connection import _engines as engines
 from .connection import _positions as positions
 from .connection import _replicas as replicas
 from .connection import currentConnection, currentSession
-from .errors import BrokerStopped
+from .errors import BrokerStopped, NotSupported
 from .statements import SelectHolder, StatementCache, selectHolder
 from .transact import ALWAYS_STREAM, CallOptions, checkOptions, transact
 
@@ -95,6 +96,7 @@ class AccessBroker:
             lazily).
         @raise NoEngineError: no URL and no global engine.
         """
+        originals.takeOptions(engineKw)  # the original's verbose=, spew=
         processes = engineKw.pop("processes", None)
         slowTransaction = _stats.checkSlowTransaction(
             engineKw.pop("slowTransaction", None)
@@ -187,6 +189,42 @@ class AccessBroker:
         L{sasync.setup}.
         """
         engines.setup(url, **kw)
+
+    # The engine, and the original sAsync's spellings of it --------------------
+
+    @property
+    def engine(self) -> SA.Engine:
+        """
+        The SQLAlchemy C{Engine} of the broker's database, read-only: its
+        C{url} and C{dialect} (C{broker.engine.dialect.name}) say where the
+        broker works. Brokers with the same URL and keywords share it. Run
+        statements in transactions (L{transact}), not on it directly.
+
+        @raise NotSupported: under C{processes=N}, where each worker
+            process has an engine of its own and the parent none.
+        """
+        if self._engine is None:
+            raise NotSupported(
+                f"{type(self).__name__}.engine: under processes=N each worker"
+                " process has its own engine; the parent has none"
+            )
+        return self._engine.engine
+
+    @property
+    def q(self) -> originals.OriginalQueue:
+        """
+        Deprecated (the original's queue): C{broker.q.engine} is
+        L{engine}; nothing else is left of it.
+        """
+        return originals.queue(lambda: self.engine)
+
+    @property
+    def singleton(self) -> bool:
+        """
+        Deprecated: whether the database is SQLite; write
+        C{broker.engine.dialect.name == "sqlite"}.
+        """
+        return originals.singleton(self._spec.isSQLite)
 
     # Overridables -------------------------------------------------------------
 
@@ -377,7 +415,9 @@ class AccessBroker:
         """
         A context manager yielding a placeholder for C{select(*args)}: call
         its generative methods (C{where}, C{order_by}, ...) inside the
-        block, then call it for the result. Inside a transaction that is the
+        block, then call it for the result. C{args} may also be a ready
+        statement, or a callable making one and its arguments:
+        C{selex(table.delete)}. Inside a transaction that is the
         C{Result}; outside, a Deferred from a transaction run with the
         call-time keywords C{kw}::
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from asynqueue.errors import QueueStopped, TaskTimeout
+from asynqueue.moved import movedNames
 
 
 class SAsyncError(Exception):
@@ -242,3 +243,18 @@ __all__ = [
     "WritesLost",
     "WrongThread",
 ]
+
+# The original sAsync's exceptions: gone, each lookup saying what to catch.
+__getattr__ = movedNames(
+    __name__,
+    {},
+    {
+        "AsyncError": "catch sasync.WrongThread (a call from the wrong"
+        " thread) or sasync.NotInTransaction",
+        "TransactionError": "a failed transaction fails with the exception it"
+        " raised (catch that, e.g. sqlalchemy.exc.IntegrityError)",
+        "DatabaseError": "the database's errors pass through as SQLAlchemy's"
+        " (catch sqlalchemy.exc.DBAPIError)",
+        "TransactIterationError": "catch asynqueue.IterationStopped",
+    },
+)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Result
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.dml import UpdateBase
 
 from .connection import currentConnection, inTransaction
 
@@ -114,11 +115,12 @@ class StatementCache:
 
 class SelectHolder:
     """
-    What C{broker.selex(...)} yields: a stand-in for a C{Select} whose
-    generative methods (C{where}, C{order_by}, ...) change the select it
-    holds. Call it for the result: inside a transaction, the C{Result};
-    outside, a Deferred from a transaction (the call-time keywords given to
-    C{selex} and to the call apply).
+    What C{broker.selex(...)} yields: a stand-in for a C{Select} (or
+    another statement, such as a C{Delete}) whose generative methods
+    (C{where}, C{order_by}, ...) change the statement it holds. Call it for
+    the result: inside a transaction, the C{Result}; outside, a Deferred
+    from a transaction (the call-time keywords given to C{selex} and to the
+    call apply).
     """
 
     def __init__(
@@ -163,15 +165,29 @@ def selectHolder(
     execute: Callable[..., Deferred[Any]], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> Iterator[SelectHolder]:
     """
-    The body of C{broker.selex(*args, **kw)}: C{args} are columns (or a
-    ready select), C{kw} call-time keywords for when it is called outside a
+    The body of C{broker.selex(*args, **kw)}: C{args} are columns, or a
+    ready statement (a select, insert, update or delete), or a callable
+    making one and its arguments (C{selex(table.delete)}, as in the original
+    sAsync); C{kw} call-time keywords for when it is called outside a
     transaction, by C{execute} (the broker's).
+
+    @raise TypeError: the callable returned something else than a
+        statement.
     """
-    if len(args) == 1 and isinstance(args[0], SA.Select):
-        select = args[0]
+    first = args[0] if args else None
+    statement: Any
+    if callable(first) and not isinstance(first, ClauseElement):
+        statement = first(*args[1:])
+        if not isinstance(statement, Executable):
+            raise TypeError(
+                f"selex({first!r}, ...): the callable returned {statement!r},"
+                " not a statement such as table.delete() or select(...)"
+            )
+    elif len(args) == 1 and isinstance(first, SA.Select | UpdateBase):
+        statement = first
     else:
-        select = SA.select(*args)
-    yield SelectHolder(execute, select, kw)
+        statement = SA.select(*args)
+    yield SelectHolder(execute, statement, kw)
 
 
 __all__ = ["CachedStatement", "SelectHolder", "StatementCache", "selectHolder"]

@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "transactions",
         (
+            "sasync._originals",
             "sasync._tracing",
             "sasync._stats",
             "sasync._lifecycle",
@@ -67,7 +68,18 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sasync.multicore", ("sasync.multicore",)),
     ("sasync.broker", ("sasync.broker",)),
     ("sasync.stores", ("sasync.stores",)),
-    ("sasync (public API)", ("sasync",)),
+    (
+        "sasync (public API)",
+        (
+            "sasync",
+            # The original sAsync's modules, re-exporting the public API.
+            "sasync.database",
+            "sasync.items",
+            "sasync.parray",
+            "sasync.queue",
+            "sasync.selex",
+        ),
+    ),
     ("sasync.testing", ("sasync.testing",)),
     ("demo", ("sasync.demo", "sasync.__main__")),
 )

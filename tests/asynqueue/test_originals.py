@@ -346,8 +346,9 @@ class CallTupleDeferatorTests(SynchronousTestCase):
 
 class MainFunctionTests(SynchronousTestCase):
     """
-    A C{ProcessQueue} refuses a function of C{__main__} at C{call()} time,
-    saying to move it to a module (the child process can't import it).
+    A C{ProcessQueue} refuses a function of C{__main__} that is not at its
+    top level at C{call()} time, saying to move it to a module (the child
+    process can't find it). Top-level ones run: see test_mainprocess.
     """
 
     def test_refusedAtCall(self) -> None:

@@ -216,7 +216,8 @@ class ShadowBroker(AccessBroker):
 
 
 @pytest.mark.parametrize(
-    "name", ["shutdown", "table", "s", "running", "conn", "_x", "tableName"]
+    "name",
+    ["shutdown", "table", "s", "running", "conn", "engine", "_x", "tableName"],
 )
 async def test_shadowingName(sqliteURL: str, brokers: Any, name: str) -> None:
     """
@@ -233,12 +234,12 @@ async def test_shadowingName(sqliteURL: str, brokers: Any, name: str) -> None:
 
 async def test_plainWordsAreFine(sqliteURL: str, brokers: Any) -> None:
     """
-    Table names like url, entries, engine, queue, metadata, tables are fine:
-    the broker keeps none of those as attributes.
+    Table names like url, entries, queue, metadata, tables are fine: the
+    broker keeps none of those as attributes. (Not engine: that is the
+    broker's SQLAlchemy engine.)
     """
     names = [
         "url",
-        "engine",
         "queue",
         "metadata",
         "tables",
