@@ -63,7 +63,7 @@ def movedNames(
     """
     goneNames = dict(gone or {})
 
-    def __getattr__(name: str) -> object:
+    def __getattr__(name: str) -> object:  # noqa: N807 (a module __getattr__)
         new = moved.get(name)
         if new is not None:
             deprecated(f"{module}.{name}", new)
