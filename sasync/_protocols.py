@@ -80,6 +80,12 @@ class WorkerThread(Protocol):
         Make the next transaction READ ONLY (PostgreSQL).
         """
 
+    def rowsOpened(self) -> Callable[[], None]:
+        """
+        A result is read on the connection after its COMMIT: keep the
+        connection open until the returned callable is called.
+        """
+
 
 class WorkQueue(Protocol):
     """

@@ -22,6 +22,12 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
     transaction started inside an iteration loop never deadlocks.
   - C{batchSize}: rows fetched per hop between worker and reactor
     (default L{DEFAULT_BATCH_SIZE}).
+  - C{idleTimeout}: seconds after which a connection left idle is closed
+    (in its worker thread), to be opened again by the next transaction
+    (default C{None}: kept open). See L{ConnectionWorker}.
+  - C{pool_size}, C{max_overflow}: SQLAlchemy's names for C{connections}
+    and C{overflowConnections}; other pool keywords are refused unless a
+    pool is named (see L{sasync.connection._pooloptions}).
 
 Call policies, per broker (brokers sharing an engine may differ in them),
 also taken out of the keywords (see C{docs/reliability.md}):
@@ -72,6 +78,7 @@ from asynqueue.workers import JobThread
 from .._protocols import WorkQueue
 from ..errors import NoEngineError
 from ..retry import DEFAULT_BACKOFF, Backoff
+from ._pooloptions import translatePoolOptions
 from ._threadstate import state
 from ._workers import ConnectionWorker
 
@@ -98,6 +105,7 @@ BROKER_OPTIONS = (
     "connections",
     "overflowConnections",
     "batchSize",
+    "idleTimeout",
     "retries",
     "timeout",
     "maxPending",
@@ -137,6 +145,7 @@ class EngineSpec:
     connections: int | None = None
     overflowConnections: int = DEFAULT_OVERFLOW
     batchSize: int = DEFAULT_BATCH_SIZE
+    idleTimeout: float | None = None
     # Call policies: per broker, so not part of what makes brokers share.
     retries: int | None = field(default=None, compare=False)
     timeout: float | None = field(default=None, compare=False)
@@ -152,11 +161,16 @@ class EngineSpec:
         @raise ValueError: an option has a bad value.
         """
         engineKw = dict(kw)
+        # (pool_size and max_overflow: SQLAlchemy's names for the next two.)
+        givenAs = translatePoolOptions(engineKw)
+        connectionsName = givenAs.get("connections", "connections")
+        overflowName = givenAs.get("overflowConnections", "overflowConnections")
         connections = engineKw.pop("connections", None)
         overflow = engineKw.pop("overflowConnections", DEFAULT_OVERFLOW)
         batchSize = engineKw.pop("batchSize", DEFAULT_BATCH_SIZE)
-        policies = _callPolicies(engineKw)
         parsed = withDefaultDriver(url)
+        idleTimeout = _idleTimeout(engineKw.pop("idleTimeout", None), parsed)
+        policies = _callPolicies(engineKw)
         if connections is not None:
             if (
                 isinstance(connections, bool)
@@ -164,24 +178,30 @@ class EngineSpec:
                 or connections < 1
             ):
                 raise ValueError(
-                    f"connections must be a positive int, not {connections!r}"
+                    f"{connectionsName} must be a positive int, not {connections!r}"
                 )
             if parsed.get_backend_name() == "sqlite" and connections != 1:
                 raise ValueError(
                     "SQLite has one writer: a broker on SQLite uses exactly one"
-                    f" connection, not connections={connections}"
+                    f" connection, not {connectionsName}={connections}"
                 )
         if isinstance(overflow, bool) or not isinstance(overflow, int) or overflow < 0:
-            raise ValueError(
-                f"overflowConnections must be an int >= 0, not {overflow!r}"
-            )
+            raise ValueError(f"{overflowName} must be an int >= 0, not {overflow!r}")
         if (
             isinstance(batchSize, bool)
             or not isinstance(batchSize, int)
             or batchSize < 1
         ):
             raise ValueError(f"batchSize must be a positive int, not {batchSize!r}")
-        return cls(parsed, engineKw, connections, overflow, batchSize, **policies)
+        return cls(
+            parsed,
+            engineKw,
+            connections,
+            overflow,
+            batchSize,
+            idleTimeout,
+            **policies,
+        )
 
     @property
     def backend(self) -> str:
@@ -225,7 +245,36 @@ class EngineSpec:
             self.connections,
             self.overflowConnections,
             self.batchSize,
+            self.idleTimeout,
         )
+
+
+def _idleTimeout(value: Any, url: URL) -> float | None:
+    """
+    The C{idleTimeout} option, checked.
+
+    @raise ValueError: not a positive number of seconds or C{None}, or the
+        database is SQLite's in memory (which closing its one connection
+        would lose).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(
+            "idleTimeout must be a positive number of seconds or None (keep"
+            f" connections open), not {value!r}"
+        )
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or url.query.get("mode") == "memory"
+    ):
+        raise ValueError(
+            f"idleTimeout={value!r} on an in-memory SQLite database: closing its"
+            " connection would lose the database; use a file, or no idleTimeout"
+        )
+    return float(value)
 
 
 def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
@@ -408,6 +457,8 @@ class EngineHandle:
             else None,
             sendCancel=None if self.isSQLite else self._cancels.do,
             onHeld=self._heldChanged,
+            idleTimeout=self.spec.idleTimeout,
+            clock=self._reactor,
             callFromThread=None
             if self._reactor is None
             else self._reactor.callFromThread,
@@ -440,6 +491,13 @@ class EngineHandle:
         if self._holders:
             self._checkOverflow()
         return d
+
+    def idleClosedConnections(self) -> int:
+        """
+        How many connections the attached workers have closed because they
+        were idle for C{idleTimeout} (for tests and diagnostics).
+        """
+        return sum(w.idleClosed for w in self.queue.workers)
 
     def replacedConnections(self) -> int:
         """
