@@ -236,10 +236,13 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
         lines: Iterator[str] = logFile.lines()
         total: int | None = None
         source = f"{args.log} ({logFile.size / 1e6:,.1f} MB)"
+        # The same file, as long as it has not changed size.
+        resumeKey = f"log {os.path.realpath(args.log)} {logFile.size}"
     else:
         lines = iter(LogGenerator(args.lines, seed=args.seed, days=args.days))
         total = args.lines
         source = f"{args.lines:,} generated log lines (seed {args.seed})"
+        resumeKey = f"generated {args.lines} seed {args.seed} days {args.days}"
         if args.save_log is not None:
             lines = _savingLines(lines, Path(args.save_log))
     # Run by hand: an unreachable database is reported at once, not waited
@@ -252,13 +255,21 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
             broker.forgetIDs()
         before = (await broker.summary())["entries"]
         out.write(f"sAsync demo: {source} -> {_displayURL(args.url)}\n")
-        if before:
+        resumeAt = await broker.resumePoint(resumeKey)
+        if resumeAt:
+            out.write(
+                f"(an earlier run was interrupted after committing {resumeAt:,}"
+                " entries of this log: carrying on from there)\n"
+            )
+        elif before:
             out.write(
                 f"(the database already holds {before:,} entries; they stay:"
                 " --fresh empties it first)\n"
             )
         out.flush()
         parser = LogParser()
+        if total is not None:
+            total = max(0, total - resumeAt)
         progress = Progress(total, enabled=not args.quiet)
 
         def onProgress(rows: int) -> None:
@@ -273,6 +284,8 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
                 batchSize=args.batch,
                 onProgress=onProgress,
                 shouldStop=lambda: interrupt.requested,
+                source=resumeKey,
+                resumeAt=resumeAt,
             )
         finally:
             close = getattr(lines, "close", None)

@@ -311,3 +311,44 @@ def test_plot(tmp_path: Path, sqliteURL: str) -> None:
                        "--plot", "hours.png")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "hours.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_nextRunResumes(tmp_path: Path, sqliteURL: str) -> None:
+    """
+    After Ctrl-C, the same command carries on where the interrupted run
+    stopped: it adds only the entries that run did not commit, and the
+    database holds each line of the log once.
+    """
+    args = ["demo", "--url", sqliteURL, "--lines", "100000", "--batch", "1000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sasync", *args, "-q"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            try:
+                if _consistency(sqliteURL)[0] >= 3000:
+                    break
+            except SA.exc.SQLAlchemyError:
+                continue
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, (out, err)
+    committed, dangling = _consistency(sqliteURL)
+    assert 3000 <= committed < 100_000 and dangling == 0
+    again = runSasync(tmp_path, *args, "-q")
+    assert again.returncode == 0, again.stderr
+    assert f"after committing {committed:,} entries" in again.stdout
+    assert f"Ingested {100_000 - committed:,} entries" in again.stdout
+    assert "100,000 requests" in again.stdout
+    assert _consistency(sqliteURL) == (100_000, 0)
