@@ -33,6 +33,9 @@ SERVE_FETCH = 100
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit status once stdout's reader is gone (128 + SIGPIPE, as for
+#: C{yes | head -1}).
+EXIT_PIPE_CLOSED = 141
 
 
 def _displayURL(url: str) -> str:
@@ -176,7 +179,12 @@ def runReactor(work: Work, *, verbose: bool = False) -> int:
             status[0] = code
 
         def failed(failure: Failure) -> None:
-            sys.stdout.flush()
+            if failure.check(BrokenPipeError):  # type: ignore[no-untyped-call]
+                # (| head -1): a reader that stopped reading is no error.
+                _dropStdout()
+                status[0] = EXIT_PIPE_CLOSED
+                return
+            _flushStdout()
             sys.stderr.write(f"error: {_describe(failure)}\n")
             if verbose:
                 failure.printTraceback(sys.stderr)  # type: ignore[no-untyped-call]
@@ -187,8 +195,26 @@ def runReactor(work: Work, *, verbose: bool = False) -> int:
 
     reactor.callWhenRunning(start)
     reactor.run()
-    sys.stdout.flush()
+    _flushStdout()
     return status[0]
+
+
+def _flushStdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _dropStdout()
+
+
+def _dropStdout() -> None:
+    # Nobody reads stdout any more: what is left in its buffer, and what
+    # the interpreter flushes at exit, goes nowhere instead of failing
+    # with another BrokenPipeError.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _describe(failure: Failure) -> str:
@@ -326,8 +352,10 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
             out.write(f"\nRequests per hour plotted to {args.plot}\n")
         return 0
     finally:
-        out.flush()
-        await broker.shutdown()
+        try:
+            out.flush()
+        finally:
+            await broker.shutdown()
 
 
 # serve -----------------------------------------------------------------------
@@ -529,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     Run the C{sasync} command.
 
     @return: The exit status: 0 when done, 1 on an error, 2 for bad usage,
-        130 after Ctrl-C.
+        130 after Ctrl-C, 141 once nobody reads its output (C{| head}).
     """
     parser = buildParser()
     args = parser.parse_args(argv)
@@ -540,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
         args.url = normalizeURL(args.url)
     except Exception as e:
         parser.error(f"--url: not a database URL: {e}")
+    if args.command == "serve":
+        missing = _missingDatabase(args.url)
+        if missing is not None:
+            sys.stderr.write(f"error: {missing}\n")
+            return 1
     if args.command == "demo":
         if args.plot is not None:
             _checkPlotting(parser)
@@ -553,6 +586,27 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     return runReactor(run, verbose=args.verbose)
+
+
+def _missingDatabase(url: str) -> str | None:
+    """
+    Why C{sasync serve} can't serve C{url}: a SQLite file that does not
+    exist (opening it would make an empty database, and serve nothing).
+    C{None}: it exists, or the database is a server's.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:") or Path(database).exists():
+        return None
+    return (
+        f"no database {database} in {os.getcwd()}: serve shows what the demo"
+        " wrote, so run the demo first (python -m sasync demo), here or with"
+        " the same --url"
+    )
 
 
 def _checkPlotting(parser: argparse.ArgumentParser) -> None:

@@ -352,3 +352,47 @@ def test_nextRunResumes(tmp_path: Path, sqliteURL: str) -> None:
     assert f"Ingested {100_000 - committed:,} entries" in again.stdout
     assert "100,000 requests" in again.stdout
     assert _consistency(sqliteURL) == (100_000, 0)
+
+
+def test_outputReaderGone(tmp_path: Path) -> None:
+    """
+    C{sasync demo | head -1}: once the reader of its output is gone, the
+    demo ends quietly with status 141 (128 + SIGPIPE, as a shell reports
+    C{yes | head -1}), without a BrokenPipeError, and its database is left
+    consistent.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sasync", "demo", "--lines", "5000", "-q"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        header = process.stdout.readline()
+        assert header.startswith("sAsync demo:"), header
+        process.stdout.close()
+        err = process.stderr.read()
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 141, err
+    assert "BrokenPipe" not in err and "Traceback" not in err, err
+    assert err == ""
+    assert _consistency(f"sqlite:///{tmp_path / 'sasync-demo.db'}") == (5000, 0)
+
+
+def test_serveNeedsTheDemoFirst(tmp_path: Path) -> None:
+    """
+    C{sasync serve} in a folder without the demo's database says to run the
+    demo first, and makes no empty database.
+    """
+    result = runSasync(tmp_path, "serve", "--port", "0")
+    assert result.returncode == 1
+    assert "run the demo first" in result.stderr
+    assert "sasync-demo.db" in result.stderr
+    assert list(tmp_path.iterdir()) == []
