@@ -161,14 +161,12 @@ class EngineSpec:
         @raise ValueError: an option has a bad value.
         """
         engineKw = dict(kw)
+        parsed = withDefaultDriver(url)
         # (pool_size and max_overflow: SQLAlchemy's names for the next two.)
-        givenAs = translatePoolOptions(engineKw)
-        connectionsName = givenAs.get("connections", "connections")
-        overflowName = givenAs.get("overflowConnections", "overflowConnections")
+        translatePoolOptions(engineKw, parsed.get_backend_name() == "sqlite")
         connections = engineKw.pop("connections", None)
         overflow = engineKw.pop("overflowConnections", DEFAULT_OVERFLOW)
         batchSize = engineKw.pop("batchSize", DEFAULT_BATCH_SIZE)
-        parsed = withDefaultDriver(url)
         idleTimeout = _idleTimeout(engineKw.pop("idleTimeout", None), parsed)
         policies = _callPolicies(engineKw)
         if connections is not None:
@@ -178,30 +176,25 @@ class EngineSpec:
                 or connections < 1
             ):
                 raise ValueError(
-                    f"{connectionsName} must be a positive int, not {connections!r}"
+                    f"connections must be a positive int, not {connections!r}"
                 )
             if parsed.get_backend_name() == "sqlite" and connections != 1:
                 raise ValueError(
                     "SQLite has one writer: a broker on SQLite uses exactly one"
-                    f" connection, not {connectionsName}={connections}"
+                    f" connection, not connections={connections}"
                 )
         if isinstance(overflow, bool) or not isinstance(overflow, int) or overflow < 0:
-            raise ValueError(f"{overflowName} must be an int >= 0, not {overflow!r}")
+            raise ValueError(
+                f"overflowConnections must be an int >= 0, not {overflow!r}"
+            )
         if (
             isinstance(batchSize, bool)
             or not isinstance(batchSize, int)
             or batchSize < 1
         ):
             raise ValueError(f"batchSize must be a positive int, not {batchSize!r}")
-        return cls(
-            parsed,
-            engineKw,
-            connections,
-            overflow,
-            batchSize,
-            idleTimeout,
-            **policies,
-        )
+        policies["idleTimeout"] = idleTimeout
+        return cls(parsed, engineKw, connections, overflow, batchSize, **policies)
 
     @property
     def backend(self) -> str:

@@ -45,23 +45,21 @@ REFUSED = {
 }
 
 
-def translatePoolOptions(kw: dict[str, Any]) -> dict[str, str]:
+def translatePoolOptions(kw: dict[str, Any], sqlite: bool) -> None:
     """
     Rewrite C{kw} in place: C{pool_size} and C{max_overflow} become
     C{connections} and C{overflowConnections}; the pool keywords that would
     do nothing are refused. Nothing changes if C{kw} names a pool
     (C{poolclass} or C{pool}).
 
-    @return: The broker's option -> the name it was given under, for those
-        given under SQLAlchemy's name (so that errors name what the user
-        wrote).
-
+    @param sqlite: Whether the database is SQLite (one connection).
     @raise ValueError: a keyword is refused; one is given under both names
-        with different values; or a value means something the broker can't
-        do (C{pool_size=0} or C{max_overflow=-1}: no limit).
+        with different values; or a value the broker's option would refuse,
+        named as given (C{pool_size=0} and C{max_overflow=-1}, SQLAlchemy's
+        "no limit", among them).
     """
     if "poolclass" in kw or "pool" in kw:
-        return {}
+        return
     refused = sorted(name for name in REFUSED if name in kw)
     if refused:
         name = refused[0]
@@ -69,7 +67,6 @@ def translatePoolOptions(kw: dict[str, Any]) -> dict[str, str]:
             f"{name}={kw[name]!r} is a keyword of SQLAlchemy's connection pool,"
             f" which a broker does not use: {REFUSED[name]}"
         )
-    givenAs = {}
     for theirs, ours in SAME_AS.items():
         if theirs not in kw:
             continue
@@ -80,22 +77,30 @@ def translatePoolOptions(kw: dict[str, Any]) -> dict[str, str]:
                 f" ({theirs} is SQLAlchemy's name for the broker's {ours}):"
                 " give one of them"
             )
-        _checkUnlimited(theirs, ours, value)
+        _check(theirs, ours, value, sqlite)
         kw[ours] = value
-        givenAs[ours] = theirs
-    return givenAs
 
 
-def _checkUnlimited(theirs: str, ours: str, value: object) -> None:
-    # SQLAlchemy's "no limit" values: a broker always has a bound.
-    if theirs == "pool_size" and value == 0 and not isinstance(value, bool):
+def _check(theirs: str, ours: str, value: object, sqlite: bool) -> None:
+    # The broker's checks of its option, in words naming SQLAlchemy's.
+    if isinstance(value, bool) or not isinstance(value, int):
+        wanted = "a positive int" if theirs == "pool_size" else "an int >= 0"
+        raise ValueError(f"{theirs} must be {wanted}, not {value!r}")
+    if theirs == "pool_size":
+        if value < 1:
+            raise ValueError(
+                f"pool_size={value} means no limit to SQLAlchemy; a broker has a"
+                f" fixed number of connections (worker threads): give {ours}=N,"
+                " N >= 1"
+            )
+        if sqlite and value != 1:
+            raise ValueError(
+                "SQLite has one writer: a broker on SQLite uses exactly one"
+                f" connection, not pool_size={value}"
+            )
+    elif value < 0:
         raise ValueError(
-            "pool_size=0 means no limit to SQLAlchemy; a broker has a fixed"
-            f" number of connections (worker threads): give {ours}=N, N >= 1"
-        )
-    if theirs == "max_overflow" and isinstance(value, int) and value < 0:
-        raise ValueError(
-            f"max_overflow={value!r} means no limit to SQLAlchemy; a broker adds"
+            f"max_overflow={value} means no limit to SQLAlchemy; a broker adds"
             f" at most {ours} extra connections: give {ours}=N, N >= 0"
         )
 
