@@ -178,6 +178,9 @@ class ConnectionWorker(ThreadWorker):
         # Worker thread only: result streams still read on the connection
         # after their COMMIT (SQLite), which closing it would break.
         self._openRows = 0
+        if idleTimeout is not None:
+            # (Without, give stays ThreadWorker's: nothing added per task.)
+            self.give = self._giveNotingIdle  # type: ignore[method-assign]
         self.runner.do(self._bind)
 
     def __repr__(self) -> str:
@@ -398,17 +401,11 @@ class ConnectionWorker(ThreadWorker):
             self.runner.do(self._close)
         return super().stop()
 
-    def give(
+    def _giveNotingIdle(
         self, task: Task[Any], onFreed: Callable[[Any, Task[Any]], object]
     ) -> None:
-        """
-        See L{ThreadWorker.give}; with C{idleTimeout}, the worker also
-        notes when it becomes idle.
-        """
-        if self.idleTimeout is None:
-            super().give(task, onFreed)
-            return
-
+        # With idleTimeout, this is the worker's give (see __init__): the
+        # worker also notes when it becomes idle.
         def freed(worker: Any, task: Task[Any]) -> None:
             onFreed(worker, task)
             self._becameIdle()
