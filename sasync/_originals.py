@@ -7,14 +7,27 @@ C{DeprecationWarning} naming what to write instead.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from asynqueue.moved import Gone, deprecated
 
-#: Where the warnings point: deprecated() <- this module's function <- the
-#: broker's __init__ or property <- the user's code.
-_CALLER = 4
+#: sAsync's own folder: warnings point at the first frame outside it.
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _callerLevel() -> int:
+    # The stacklevel of the user's code making the broker: deprecated() is
+    # 1, its caller here 2, ...; the broker's __init__ may be wrapped any
+    # number of times (sasync.multicore._madewith, subclasses' own).
+    frame = sys._getframe(2)
+    level = 3
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_HERE):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _flag(name: str, value: object) -> bool:
@@ -39,7 +52,7 @@ def takeOptions(engineKw: dict[str, Any]) -> None:
         deprecated(
             "AccessBroker(verbose=...)",
             "nothing: failures always name the call they come from",
-            _CALLER,
+            _callerLevel(),
         )
     if "spew" in engineKw:
         if _flag("spew", engineKw.pop("spew")):
@@ -47,7 +60,7 @@ def takeOptions(engineKw: dict[str, Any]) -> None:
         deprecated(
             "AccessBroker(spew=...)",
             "echo=True, which logs every statement through SQLAlchemy's logger",
-            _CALLER,
+            _callerLevel(),
         )
 
 
@@ -85,7 +98,7 @@ def queue(engine: Callable[[], Any]) -> OriginalQueue:
     """
     The deprecated C{broker.q}, warning.
     """
-    deprecated("broker.q.engine", "broker.engine", _CALLER)
+    deprecated("broker.q.engine", "broker.engine", _callerLevel())
     return OriginalQueue(engine)
 
 
@@ -94,7 +107,9 @@ def singleton(isSQLite: bool) -> bool:
     The deprecated C{broker.singleton}, warning: whether the database is
     SQLite (the original's meaning: one connection only).
     """
-    deprecated("broker.singleton", 'broker.engine.dialect.name == "sqlite"', _CALLER)
+    deprecated(
+        "broker.singleton", 'broker.engine.dialect.name == "sqlite"', _callerLevel()
+    )
     return isSQLite
 
 

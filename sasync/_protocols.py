@@ -81,6 +81,12 @@ class WorkerThread(Protocol):
         Make the next transaction READ ONLY (PostgreSQL).
         """
 
+    def rowsOpened(self) -> Callable[[], None]:
+        """
+        A result is read on the connection after its COMMIT: keep the
+        connection open until the returned callable is called.
+        """
+
 
 class WorkQueue(Protocol):
     """
@@ -182,6 +188,8 @@ class CreateWorker(Protocol):
         killQuery: Callable[[int], None] | None = None,
         sendCancel: Callable[..., Any] | None = None,
         onHeld: Callable[[Any, bool], None] | None = None,
+        idleTimeout: float | None = None,
+        clock: Any = None,
         callFromThread: Callable[..., object] | None = None,
     ) -> IWorker:
         """

@@ -26,7 +26,7 @@ import inspect
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Self
+from typing import Any
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection, Row
@@ -80,21 +80,32 @@ class AccessBroker:
     _runsFirst = True
     _madeWith: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
 
-    def __new__(cls, *args: Any, **kw: Any) -> Self:
-        self = super().__new__(cls)
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """
+        A subclass's own C{__init__} is wrapped to record what each
+        instance was made with (its signature and docstring stay its own).
+        """
+        super().__init_subclass__(**kw)
         # What it was made with: under processes=N each worker process makes
         # its own instance the same way (see sasync.multicore).
-        self._madeWith = (args, kw)
-        return self
+        multicore.recordArgsOfSubclass(cls)
 
+    @multicore.recordsArgs
     def __init__(
         self, url: str | SA.URL | None = None, *, reactor: Any = None, **engineKw: Any
     ) -> None:
         """
+        Make a broker on the database at C{url}; its start-up begins on
+        the next reactor turn.
+
         @param url: The database URL; C{None} for the global engine.
         @param reactor: The reactor (the global one by default, resolved
             lazily).
+        @param engineKw: Keywords for C{sqlalchemy.create_engine}, and the
+            broker's options (see the class docstring and
+            C{docs/concepts/broker.md}).
         @raise NoEngineError: no URL and no global engine.
+        @raise ValueError: a broker option has a bad value.
         """
         originals.takeOptions(engineKw)  # the original's verbose=, spew=
         processes = engineKw.pop("processes", None)

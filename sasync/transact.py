@@ -481,7 +481,11 @@ class TransactionCall:
                     else:
                         self._commit(connection, transaction)
                         rows = results.rowsAfterCommit(
-                            result, worker.batchSize, self._countRows
+                            result,
+                            worker.batchSize,
+                            self._countRows,
+                            # (Its connection stays open while it reads.)
+                            worker.rowsOpened(),
                         )
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)

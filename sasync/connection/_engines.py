@@ -27,6 +27,12 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
     Unit tests pass one making fake workers, so that a broker runs with
     no database; a handle made with another one is never shared with
     brokers that use the default.
+  - C{idleTimeout}: seconds after which a connection left idle is closed
+    (in its worker thread), to be opened again by the next transaction
+    (default C{None}: kept open). See L{ConnectionWorker}.
+  - C{pool_size}, C{max_overflow}: SQLAlchemy's names for C{connections}
+    and C{overflowConnections}; other pool keywords are refused unless a
+    pool is named (see L{sasync.connection._pooloptions}).
 
 Call policies, per broker (brokers sharing an engine may differ in them),
 also taken out of the keywords (see C{docs/reliability.md}):
@@ -78,6 +84,7 @@ from asynqueue.workers import JobThread
 from .._protocols import CreateWorker, WorkQueue
 from ..errors import NoEngineError
 from ..retry import DEFAULT_BACKOFF, Backoff
+from ._pooloptions import translatePoolOptions
 from ._threadstate import state
 from ._workers import ConnectionWorker
 
@@ -132,6 +139,7 @@ class EngineSpec:
     connections: int | None = None
     overflowConnections: int = DEFAULT_OVERFLOW
     batchSize: int = DEFAULT_BATCH_SIZE
+    idleTimeout: float | None = None
     # Call policies: per broker, so not part of what makes brokers share.
     retries: int | None = field(default=None, compare=False)
     timeout: float | None = field(default=None, compare=False)
@@ -149,6 +157,9 @@ class EngineSpec:
         @raise ValueError: an option has a bad value.
         """
         engineKw = dict(kw)
+        parsed = withDefaultDriver(url)
+        # (pool_size and max_overflow: SQLAlchemy's names for the next two.)
+        translatePoolOptions(engineKw, parsed.get_backend_name() == "sqlite")
         connections = engineKw.pop("connections", None)
         overflow = engineKw.pop("overflowConnections", DEFAULT_OVERFLOW)
         batchSize = engineKw.pop("batchSize", DEFAULT_BATCH_SIZE)
@@ -157,8 +168,8 @@ class EngineSpec:
             raise ValueError(
                 f"createWorker must be a callable making workers, not {createWorker!r}"
             )
+        idleTimeout = _idleTimeout(engineKw.pop("idleTimeout", None), parsed)
         policies = _callPolicies(engineKw)
-        parsed = withDefaultDriver(url)
         if connections is not None:
             checkNumber(
                 connections,
@@ -185,6 +196,7 @@ class EngineSpec:
             overflow,
             batchSize,
             **policies,
+            idleTimeout=idleTimeout,
             createWorker=createWorker,
         )
 
@@ -232,8 +244,37 @@ class EngineSpec:
             self.connections,
             self.overflowConnections,
             self.batchSize,
+            self.idleTimeout,
             *workers,
         )
+
+
+def _idleTimeout(value: Any, url: URL) -> float | None:
+    """
+    The C{idleTimeout} option, checked.
+
+    @raise ValueError: not a positive number of seconds or C{None}, or the
+        database is SQLite's in memory (which closing its one connection
+        would lose).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(
+            "idleTimeout must be a positive number of seconds or None (keep"
+            f" connections open), not {value!r}"
+        )
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or url.query.get("mode") == "memory"
+    ):
+        raise ValueError(
+            f"idleTimeout={value!r} on an in-memory SQLite database: closing its"
+            " connection would lose the database; use a file, or no idleTimeout"
+        )
+    return float(value)
 
 
 def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
@@ -404,6 +445,8 @@ class EngineHandle:
             else None,
             sendCancel=None if self.isSQLite else self._cancels.do,
             onHeld=self._heldChanged,
+            idleTimeout=self.spec.idleTimeout,
+            clock=self._reactor,
             callFromThread=None
             if self._reactor is None
             else self._reactor.callFromThread,
@@ -437,6 +480,13 @@ class EngineHandle:
         if self._holders:
             self._checkOverflow()
         return d
+
+    def idleClosedConnections(self) -> int:
+        """
+        How many connections the attached workers have closed because they
+        were idle for C{idleTimeout} (for tests and diagnostics).
+        """
+        return sum(w.idleClosed for w in self.queue.workers)
 
     def replacedConnections(self) -> int:
         """

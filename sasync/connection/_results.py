@@ -243,24 +243,34 @@ def rowsAfterCommit(
     result: AnyResult,
     batchSize: int,
     onBatch: Callable[[int], object] | None = None,
+    onClose: Callable[[], None] | None = None,
 ) -> RowStream:
     """
     SQLite: the rows of C{result}, read after its transaction committed.
     Other transactions may run on the connection between batches.
 
     @param onBatch: Called with the size of each batch fetched (counters).
+    @param onClose: Called once C{result} is closed (read to its end, or
+        stopped), whether or not a row was read.
     """
     source, makeRow = _batchesOf(result, batchSize)
     if onBatch is not None:
         source = _counted(source, onBatch)
 
+    def close() -> None:
+        try:
+            result.close()
+        finally:
+            if onClose is not None:
+                onClose()
+
     def batches() -> Generator[Sequence[Any], None, None]:
         try:
             yield from source
         finally:
-            result.close()
+            close()
 
-    return RowStream(batches(), finishItem=makeRow)
+    return RowStream(batches(), close, finishItem=makeRow)
 
 
 def isStreamed(result: AnyResult) -> bool:

@@ -4,8 +4,9 @@ its whole life.
 
 The connection is opened in the worker's thread (on its first transaction),
 used only there, replaced there if it was lost, and closed there when the
-worker stops. No other thread ever touches it; the reactor thread may only
-ask the L{Canceller} to interrupt it.
+worker stops, or when it was left idle for C{idleTimeout} seconds (the next
+transaction opens another). No other thread ever touches it; the reactor
+thread may only ask the L{Canceller} to interrupt it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import select
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from asynqueue.errors import WorkerError
 from asynqueue.workers import JobThread, MemoryJobRunner, ThreadWorker
 
 from ._cancel import Canceller, Send, socketFD
@@ -25,6 +28,9 @@ from ._threadstate import state
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+    from asynqueue.task import Task
 
 log = Logger()
 #: Structured events for operators (see C{docs/observability.md}).
@@ -120,6 +126,8 @@ class ConnectionWorker(ThreadWorker):
         killQuery: Callable[[int], None] | None = None,
         sendCancel: Send | None = None,
         onHeld: Callable[[ConnectionWorker, bool], None] | None = None,
+        idleTimeout: float | None = None,
+        clock: IReactorTime | None = None,
         callFromThread: Callable[..., object] | None = None,
         runner: JobThread | MemoryJobRunner | None = None,
     ) -> None:
@@ -129,6 +137,10 @@ class ConnectionWorker(ThreadWorker):
             sends cancels, see L{Canceller}.
         @param onHeld: Called (reactor thread) with C{(worker, held)} when
             an iteration starts or stops holding the worker.
+        @param idleTimeout: Seconds after which a connection that no task,
+            transaction or open iteration used is closed, in the worker's
+            thread; the next transaction opens a new one. C{None}: never.
+        @param clock: For C{idleTimeout}; the reactor by default.
         @param runner: Where jobs run (tests pass a C{MemoryJobRunner}).
         """
         super().__init__(
@@ -154,6 +166,21 @@ class ConnectionWorker(ThreadWorker):
         # Worker thread only: whether the connection is set READ ONLY.
         self._readOnly = False
         self._closing = False
+        self.idleTimeout = idleTimeout
+        self._clock = clock
+        # Reactor thread: when the worker last became idle, and the call
+        # that looks at it idleTimeout later.
+        self._idleSince = 0.0
+        self._idleCall: IDelayedCall | None = None
+        #: How many connections this worker closed after C{idleTimeout}
+        #: (written by its thread).
+        self.idleClosed = 0
+        # Worker thread only: result streams still read on the connection
+        # after their COMMIT (SQLite), which closing it would break.
+        self._openRows = 0
+        if idleTimeout is not None:
+            # (Without, give stays ThreadWorker's: nothing added per task.)
+            self.give = self._giveNotingIdle  # type: ignore[method-assign]
         self.runner.do(self._bind)
 
     def __repr__(self) -> str:
@@ -304,6 +331,51 @@ class ConnectionWorker(ThreadWorker):
         except Exception:
             log.failure("Could not discard a broken connection")
 
+    def rowsOpened(self) -> Callable[[], None]:
+        """
+        Worker thread: a result is read on the connection outside any
+        transaction (SQLite, after COMMIT), so an idle connection must not
+        be closed until the returned callable (worker thread, once) says
+        that the result is closed.
+        """
+        self._openRows += 1
+        closed = False
+
+        def rowsClosed() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                self._openRows -= 1
+
+        return rowsClosed
+
+    def _closeIdle(self) -> bool:
+        # Worker thread, after idleTimeout seconds without a task: close the
+        # connection unless something still uses it (a task queued after
+        # this job opens a new one). False: it is still in use.
+        connection = self._connection
+        if connection is None:
+            return True
+        if self._openRows or connection.in_transaction():
+            # An open iteration reads on it (or holds its transaction).
+            return False
+        self._connection = None
+        self._watch = None
+        self._readOnly = False
+        self.canceller.detach()
+        try:
+            connection.close()
+        except Exception:
+            log.failure("Could not close {worker}'s idle connection", worker=self)
+        self.idleClosed += 1
+        connectionLog.info(
+            "{worker}: closed its connection, idle for {idleTimeout} s;"
+            " the next transaction opens another",
+            worker=repr(self),
+            idleTimeout=self.idleTimeout,
+        )
+        return True
+
     def _close(self) -> None:
         # Worker thread, the last job: close the connection here, where it lives.
         connection, self._connection = self._connection, None
@@ -323,8 +395,60 @@ class ConnectionWorker(ThreadWorker):
         """
         if not self._closing:
             self._closing = True
+            if self._idleCall is not None:
+                self._idleCall.cancel()
+                self._idleCall = None
             self.runner.do(self._close)
         return super().stop()
+
+    def _giveNotingIdle(
+        self, task: Task[Any], onFreed: Callable[[Any, Task[Any]], object]
+    ) -> None:
+        # With idleTimeout, this is the worker's give (see __init__): the
+        # worker also notes when it becomes idle.
+        def freed(worker: Any, task: Task[Any]) -> None:
+            onFreed(worker, task)
+            self._becameIdle()
+
+        super().give(task, freed)
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The clock of C{idleTimeout}, resolved lazily.
+        """
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = cast("IReactorTime", reactor)
+        return self._clock
+
+    def _becameIdle(self) -> None:
+        # Reactor thread: a task, or an iteration holding the worker, ended.
+        # One delayed call at a time, pushed on when it finds work done
+        # since (cheaper than one per task).
+        timeout = self.idleTimeout
+        if timeout is None or self.task is not None or self.held or self._closing:
+            return
+        self._idleSince = self.clock.seconds()
+        if self._idleCall is None:
+            self._idleCall = self.clock.callLater(timeout, self._idleCheck)
+
+    def _idleCheck(self) -> None:
+        # Reactor thread, idleTimeout after the worker became idle.
+        self._idleCall = None
+        timeout = self.idleTimeout
+        if timeout is None or self.task is not None or self.held or self._closing:
+            # Busy: the end of that work arms this again.
+            return
+        left = self._idleSince + timeout - self.clock.seconds()
+        if left > 0:
+            self._idleCall = self.clock.callLater(left, self._idleCheck)
+            return
+        d = self.call(self._closeIdle)
+        # Still in use: look again idleTimeout after now. (A stopped worker
+        # closes its connection anyway.)
+        d.addCallbacks(lambda closed: None if closed else self._becameIdle(), _stopped)
 
     def holdChanged(self, held: bool) -> None:
         """
@@ -335,6 +459,15 @@ class ConnectionWorker(ThreadWorker):
         self.held = held
         if self._onHeld is not None:
             self._onHeld(self, held)
+        if not held:
+            self._becameIdle()
+
+
+def _stopped(failure: Failure) -> None:
+    # An idle check that found the worker stopped (which closes its
+    # connection anyway); anything else is a bug worth a log line.
+    if not isinstance(failure.value, WorkerError):
+        log.failure("Closing an idle connection failed", failure)
 
 
 __all__ = ["ConnectionWorker", "SocketWatch"]

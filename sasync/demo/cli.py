@@ -17,10 +17,13 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from .logparse import LogFile
 
 #: Where the demo's database is, unless told otherwise.
 DEFAULT_URL = "sqlite:///sasync-demo.db"
@@ -33,6 +36,9 @@ SERVE_FETCH = 100
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit status once stdout's reader is gone (128 + SIGPIPE, as for
+#: C{yes | head -1}).
+EXIT_PIPE_CLOSED = 141
 
 
 def _displayURL(url: str) -> str:
@@ -176,7 +182,12 @@ def runReactor(work: Work, *, verbose: bool = False) -> int:
             status[0] = code
 
         def failed(failure: Failure) -> None:
-            sys.stdout.flush()
+            if failure.check(BrokenPipeError):  # type: ignore[no-untyped-call]
+                # (| head -1): a reader that stopped reading is no error.
+                _dropStdout()
+                status[0] = EXIT_PIPE_CLOSED
+                return
+            _flushStdout()
             sys.stderr.write(f"error: {_describe(failure)}\n")
             if verbose:
                 failure.printTraceback(sys.stderr)  # type: ignore[no-untyped-call]
@@ -187,8 +198,26 @@ def runReactor(work: Work, *, verbose: bool = False) -> int:
 
     reactor.callWhenRunning(start)
     reactor.run()
-    sys.stdout.flush()
+    _flushStdout()
     return status[0]
+
+
+def _flushStdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _dropStdout()
+
+
+def _dropStdout() -> None:
+    # Nobody reads stdout any more: what is left in its buffer, and what
+    # the interpreter flushes at exit, goes nowhere instead of failing
+    # with another BrokenPipeError.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _describe(failure: Failure) -> str:
@@ -217,6 +246,33 @@ def _savingLines(lines: Iterator[str], path: Path) -> Iterator[str]:
             yield line
 
 
+def _logSource(
+    args: argparse.Namespace,
+) -> tuple[LogFile | None, Iterator[str], int | None, str, str]:
+    """
+    The demo's log lines: the file of C{--log}, or generated ones. Returns
+    the file (or C{None}), the lines, their number if known, how to name
+    them, and the key an interrupted run of the same lines resumes by.
+    """
+    from .loggen import LogGenerator
+    from .logparse import LogFile
+
+    if args.log is not None:
+        logFile = LogFile(args.log)
+        source = f"{args.log} ({logFile.size / 1e6:,.1f} MB)"
+        # The same file, as long as it has not changed size.
+        resumeKey = f"log {os.path.realpath(args.log)} {logFile.size}"
+        return logFile, logFile.lines(), None, source, resumeKey
+    lines: Iterator[str] = iter(
+        LogGenerator(args.lines, seed=args.seed, days=args.days)
+    )
+    if args.save_log is not None:
+        lines = _savingLines(lines, Path(args.save_log))
+    source = f"{args.lines:,} generated log lines (seed {args.seed})"
+    resumeKey = f"generated {args.lines} seed {args.seed} days {args.days}"
+    return None, lines, args.lines, source, resumeKey
+
+
 async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) -> int:
     """
     Ingest a log through the broker, then print the report read back
@@ -224,24 +280,12 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
     """
     from .ingest import ingest
     from .logbroker import LogBroker
-    from .loggen import LogGenerator
-    from .logparse import LogFile, LogParser
+    from .logparse import LogParser
     from .progress import Progress
     from .report import PlotUnavailable, buildReport, formatReport, plotReport
 
     out = sys.stdout
-    logFile: LogFile | None = None
-    if args.log is not None:
-        logFile = LogFile(args.log)
-        lines: Iterator[str] = logFile.lines()
-        total: int | None = None
-        source = f"{args.log} ({logFile.size / 1e6:,.1f} MB)"
-    else:
-        lines = iter(LogGenerator(args.lines, seed=args.seed, days=args.days))
-        total = args.lines
-        source = f"{args.lines:,} generated log lines (seed {args.seed})"
-        if args.save_log is not None:
-            lines = _savingLines(lines, Path(args.save_log))
+    logFile, lines, total, source, resumeKey = _logSource(args)
     # Run by hand: an unreachable database is reported at once, not waited
     # for (the server, a service, waits: the broker's default).
     broker = LogBroker(args.url, startupTimeout=0)
@@ -252,13 +296,21 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
             broker.forgetIDs()
         before = (await broker.summary())["entries"]
         out.write(f"sAsync demo: {source} -> {_displayURL(args.url)}\n")
-        if before:
+        resumeAt = await broker.resumePoint(resumeKey)
+        if resumeAt:
+            out.write(
+                f"(an earlier run was interrupted after committing {resumeAt:,}"
+                " entries of this log: carrying on from there)\n"
+            )
+        elif before:
             out.write(
                 f"(the database already holds {before:,} entries; they stay:"
                 " --fresh empties it first)\n"
             )
         out.flush()
         parser = LogParser()
+        if total is not None:
+            total = max(0, total - resumeAt)
         progress = Progress(total, enabled=not args.quiet)
 
         def onProgress(rows: int) -> None:
@@ -273,6 +325,8 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
                 batchSize=args.batch,
                 onProgress=onProgress,
                 shouldStop=lambda: interrupt.requested,
+                source=resumeKey,
+                resumeAt=resumeAt,
             )
         finally:
             close = getattr(lines, "close", None)
@@ -313,8 +367,10 @@ async def runDemo(reactor: Any, interrupt: Interrupt, args: argparse.Namespace) 
             out.write(f"\nRequests per hour plotted to {args.plot}\n")
         return 0
     finally:
-        out.flush()
-        await broker.shutdown()
+        try:
+            out.flush()
+        finally:
+            await broker.shutdown()
 
 
 # serve -----------------------------------------------------------------------
@@ -516,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     Run the C{sasync} command.
 
     @return: The exit status: 0 when done, 1 on an error, 2 for bad usage,
-        130 after Ctrl-C.
+        130 after Ctrl-C, 141 once nobody reads its output (C{| head}).
     """
     parser = buildParser()
     args = parser.parse_args(argv)
@@ -527,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
         args.url = normalizeURL(args.url)
     except Exception as e:
         parser.error(f"--url: not a database URL: {e}")
+    if args.command == "serve":
+        missing = _missingDatabase(args.url)
+        if missing is not None:
+            sys.stderr.write(f"error: {missing}\n")
+            return 1
     if args.command == "demo":
         if args.plot is not None:
             _checkPlotting(parser)
@@ -540,6 +601,27 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     return runReactor(run, verbose=args.verbose)
+
+
+def _missingDatabase(url: str) -> str | None:
+    """
+    Why C{sasync serve} can't serve C{url}: a SQLite file that does not
+    exist (opening it would make an empty database, and serve nothing).
+    C{None}: it exists, or the database is a server's.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:") or Path(database).exists():
+        return None
+    return (
+        f"no database {database} in {os.getcwd()}: serve shows what the demo"
+        " wrote, so run the demo first (python -m sasync demo), here or with"
+        " the same --url"
+    )
 
 
 def _checkPlotting(parser: argparse.ArgumentParser) -> None:

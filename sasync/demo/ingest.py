@@ -5,7 +5,10 @@ Each batch is one transaction, L{LogBroker.setEntries}: the entries, and the
 indexed values among them that the broker's id cache does not know yet
 (fewer and fewer as the common values get known). Batches commit in order,
 so an interrupted ingestion leaves a prefix of the log committed and nothing
-half-written.
+half-written. With a C{source}, each batch also records how many records of
+that source are committed (L{LogBroker.resumePoint}), in its own
+transaction: the next ingestion of the same source skips them and carries
+on.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ class IngestResult:
     @ivar rows: Entries committed.
     @ivar batches: Transactions of entries committed.
     @ivar interrupted: Whether it stopped before the end of the records.
+    @ivar resumedAt: Records skipped, committed by an earlier run.
     """
 
     rows: int = 0
     batches: int = 0
     interrupted: bool = False
+    resumedAt: int = 0
 
 
 def prepareBatch(
@@ -83,6 +88,8 @@ async def ingest(
     batchSize: int = DEFAULT_BATCH,
     onProgress: Callable[[int], None] | None = None,
     shouldStop: Callable[[], bool] = lambda: False,
+    source: str | None = None,
+    resumeAt: int | None = None,
 ) -> IngestResult:
     """
     Write C{records} to the database in batches of C{batchSize}, one
@@ -96,16 +103,30 @@ async def ingest(
     @param onProgress: Called with the rows committed after each batch.
     @param shouldStop: Asked before each batch; C{True} ends the ingestion
         there (what was committed stays).
+    @param source: What C{records} are (the same for the same records in
+        the same order): if an earlier ingestion of it was interrupted, the
+        records it committed are skipped.
+    @param resumeAt: How many that is, if the caller asked already
+        (L{LogBroker.resumePoint}).
     """
     result = IngestResult()
+    if source is not None:
+        if resumeAt is None:
+            resumeAt = await broker.resumePoint(source)
+        result.resumedAt = resumeAt
+        records = itertools.islice(records, result.resumedAt, None)
     for batch in _batches(records, batchSize):
         if shouldStop():
             result.interrupted = True
             break
         entries, newValues = prepareBatch(broker, batch)
-        broker.rememberIDs(await broker.setEntries(entries, newValues))
+        done = result.resumedAt + result.rows + len(entries)
+        progress = None if source is None else (source, done)
+        broker.rememberIDs(await broker.setEntries(entries, newValues, progress))
         result.rows += len(entries)
         result.batches += 1
         if onProgress is not None:
             onProgress(result.rows)
+    if source is not None and not result.interrupted:
+        await broker.finishIngest(source)
     return result

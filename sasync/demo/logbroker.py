@@ -79,6 +79,7 @@ class LogBroker(AccessBroker):
     url: SA.Table
     referrer: SA.Table
     useragent: SA.Table
+    ingests: SA.Table
 
     def __init__(self, url: str | None = None, **engineKw: Any) -> None:
         """
@@ -120,6 +121,15 @@ class LogBroker(AccessBroker):
                 SA.Column("value", _valueType(), nullable=False),
                 unique_value=["value"],
             )
+        # Unfinished ingestions: how many records of each source (a log
+        # file, a generated log) are committed, so the next run carries on.
+        await self.table(
+            "ingests",
+            SA.Column("id", SA.Integer, primary_key=True),
+            SA.Column("source", _valueType(), nullable=False),
+            SA.Column("records", SA.Integer, nullable=False),
+            unique_source=["source"],
+        )
 
     def first(self) -> None:
         """
@@ -216,6 +226,7 @@ class LogBroker(AccessBroker):
         self,
         entries: Sequence[dict[str, Any]],
         newValues: Mapping[str, Sequence[str]] | None = None,
+        progress: tuple[str, int] | None = None,
     ) -> dict[str, dict[str, int]]:
         """
         Add many entries in one transaction (one C{executemany}).
@@ -228,6 +239,9 @@ class LogBroker(AccessBroker):
 
         @param entries: Made for this call; the ids are filled in here.
         @param newValues: Table name -> values whose ids are not known.
+        @param progress: C{(source, records)}: how many records of that
+            source are committed with this batch (see L{resumePoint}),
+            written in the same transaction as the entries.
         @return: Table name -> value -> id for the C{newValues}, for the
             caller's cache.
         """
@@ -243,7 +257,39 @@ class LogBroker(AccessBroker):
                         entry[f"id_{name}"] = ids[entry.pop(name)]
         if entries:
             self.conn.execute(self.entries.insert(), list(entries))
+        if progress is not None:
+            self._setProgress(*progress)
         return found
+
+    def _setProgress(self, source: str, records: int) -> None:
+        # Inside a transaction (worker thread).
+        t = self.ingests
+        updated = self.conn.execute(
+            t.update().where(t.c.source == source).values(records=records)
+        )
+        if not updated.rowcount:
+            self.conn.execute(t.insert().values(source=source, records=records))
+
+    @transact
+    def resumePoint(self, source: str) -> int:
+        """
+        How many records of C{source} an unfinished ingestion committed (0:
+        none, or it finished).
+        """
+        t = self.ingests
+        found = self.conn.execute(
+            SA.select(t.c.records).where(t.c.source == source)
+        ).scalar()
+        return int(found or 0)
+
+    @transact
+    def finishIngest(self, source: str) -> None:
+        """
+        The ingestion of C{source} is complete: a later run starts it over
+        (adding its entries again).
+        """
+        t = self.ingests
+        self.conn.execute(t.delete().where(t.c.source == source))
 
     @transact
     def clear(self) -> None:
@@ -251,6 +297,7 @@ class LogBroker(AccessBroker):
         Delete every entry and every indexed value.
         """
         self.conn.execute(self.entries.delete())
+        self.conn.execute(self.ingests.delete())
         for name in INDEXED_VALUES:
             self.conn.execute(self._valueTable(name).delete())
 

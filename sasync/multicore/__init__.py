@@ -6,6 +6,7 @@ each running its own instance of the broker's class.
   - L{_workerprocess}: one worker process, seen from the parent.
   - L{_child}: the program a worker process runs
     (C{python -m sasync.multicore._child}).
+  - L{_madewith}: what a broker was made with, for making it again there.
 
 It imports the connection layer and L{sasync.transact}; the broker imports
 it, never the other way.
@@ -13,6 +14,8 @@ it, never the other way.
 
 from __future__ import annotations
 
+from ._madewith import recordArgsOfSubclass as recordArgsOfSubclass
+from ._madewith import recordsArgs as recordsArgs
 from ._pool import ProcessPool as ProcessPool
 from ._pool import ResultSummary as ResultSummary
 from ._pool import attach as attach
@@ -25,4 +28,6 @@ __all__ = [
     "attach",
     "isMakingChildBroker",
     "makingChildBroker",
+    "recordArgsOfSubclass",
+    "recordsArgs",
 ]

@@ -311,3 +311,89 @@ def test_plot(tmp_path: Path, sqliteURL: str) -> None:
                        "--plot", "hours.png")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "hours.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_nextRunResumes(tmp_path: Path, sqliteURL: str) -> None:
+    """
+    After Ctrl-C, the same command carries on where the interrupted run
+    stopped: it adds only the entries that run did not commit, and the
+    database holds each line of the log once.
+    """
+    args = ["demo", "--url", sqliteURL, "--lines", "100000", "--batch", "1000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sasync", *args, "-q"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            try:
+                if _consistency(sqliteURL)[0] >= 3000:
+                    break
+            except SA.exc.SQLAlchemyError:
+                continue
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, (out, err)
+    committed, dangling = _consistency(sqliteURL)
+    assert 3000 <= committed < 100_000 and dangling == 0
+    again = runSasync(tmp_path, *args, "-q")
+    assert again.returncode == 0, again.stderr
+    assert f"after committing {committed:,} entries" in again.stdout
+    assert f"Ingested {100_000 - committed:,} entries" in again.stdout
+    assert "100,000 requests" in again.stdout
+    assert _consistency(sqliteURL) == (100_000, 0)
+
+
+def test_outputReaderGone(tmp_path: Path) -> None:
+    """
+    C{sasync demo | head -1}: once the reader of its output is gone, the
+    demo ends quietly with status 141 (128 + SIGPIPE, as a shell reports
+    C{yes | head -1}), without a BrokenPipeError, and its database is left
+    consistent.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sasync", "demo", "--lines", "5000", "-q"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        header = process.stdout.readline()
+        assert header.startswith("sAsync demo:"), header
+        process.stdout.close()
+        err = process.stderr.read()
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    assert process.returncode == 141, err
+    assert "BrokenPipe" not in err and "Traceback" not in err, err
+    assert err == ""
+    assert _consistency(f"sqlite:///{tmp_path / 'sasync-demo.db'}") == (5000, 0)
+
+
+def test_serveNeedsTheDemoFirst(tmp_path: Path) -> None:
+    """
+    C{sasync serve} in a folder without the demo's database says to run the
+    demo first, and makes no empty database.
+    """
+    result = runSasync(tmp_path, "serve", "--port", "0")
+    assert result.returncode == 1
+    assert "run the demo first" in result.stderr
+    assert "sasync-demo.db" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -148,3 +148,43 @@ async def test_entryLinesMatchEntries(dbURL: str) -> None:
         assert json.loads(lines[0][0])["url"] == '/q?a="b"&c=ü'
     finally:
         await broker.shutdown()
+
+
+async def test_interruptedIngestResumes(dbURL: str) -> None:
+    """
+    An ingestion of a source stopped after some batches leaves its count,
+    committed with them; the next ingestion of the same source skips those
+    records and adds the rest, so each record is in once. Once complete,
+    the source starts over (entries accumulate), and another source is
+    not affected.
+    """
+    records = [record(size=n) for n in range(25)]
+    broker = LogBroker(dbURL)
+    try:
+        batches = 0
+
+        def stopAfterTwo() -> bool:
+            nonlocal batches
+            batches += 1
+            return batches > 2
+
+        first = await ingest(
+            broker, records, batchSize=4, shouldStop=stopAfterTwo, source="log A"
+        )
+        assert (first.rows, first.interrupted) == (8, True)
+        assert await broker.resumePoint("log A") == 8
+        assert await broker.resumePoint("log B") == 0
+    finally:
+        await broker.shutdown()
+    broker = LogBroker(dbURL)
+    try:
+        second = await ingest(broker, records, batchSize=4, source="log A")
+        assert (second.resumedAt, second.rows, second.interrupted) == (8, 17, False)
+        sizes = [r.size for r in await broker.entriesSince(asList=True)]
+        assert sorted(sizes) == list(range(25))
+        assert await broker.resumePoint("log A") == 0
+        third = await ingest(broker, records[:3], source="log A")
+        assert (third.resumedAt, third.rows) == (0, 3)
+        assert (await broker.summary())["entries"] == 28
+    finally:
+        await broker.shutdown()

@@ -123,6 +123,8 @@ class Cluster:
     def _run(self, tool: str, *args: str) -> None:
         result = subprocess.run(
             [*self.runAs, str(self.bin / tool), *args],
+            # (A folder the server's user can read: not root's own.)
+            cwd=self.dir,
             capture_output=True,
             text=True,
             timeout=120,
@@ -180,6 +182,7 @@ class Cluster:
         """
         result = subprocess.run(
             [*self.runAs, str(self.bin / "pg_ctl"), "-D", str(self.data), "status"],
+            cwd=self.dir,
             capture_output=True,
         )
         return result.returncode == 0
