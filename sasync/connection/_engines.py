@@ -22,6 +22,11 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
     transaction started inside an iteration loop never deadlocks.
   - C{batchSize}: rows fetched per hop between worker and reactor
     (default L{DEFAULT_BATCH_SIZE}).
+  - C{pooled} (PostgreSQL): the URL is a transaction-mode pooler
+    (PgBouncer, pgcat), and C{poolerConnections}: how many server
+    connections the pooler has for this database and user (its pool size;
+    default: C{connections}). See
+    L{sasync.connection._pooler}.
 
 Call policies, per broker (brokers sharing an engine may differ in them),
 also taken out of the keywords (see C{docs/reliability.md}):
@@ -72,6 +77,7 @@ from asynqueue.workers import JobThread
 from .._protocols import WorkQueue
 from ..errors import NoEngineError
 from ..retry import DEFAULT_BACKOFF, Backoff
+from ._pooler import PoolerOptions
 from ._threadstate import state
 from ._workers import ConnectionWorker
 
@@ -103,6 +109,8 @@ BROKER_OPTIONS = (
     "maxPending",
     "backoff",
     "startupTimeout",
+    "pooled",
+    "poolerConnections",
 )
 
 _SELECT_RE = re.compile(r"\s*SELECT\b", re.IGNORECASE)
@@ -137,6 +145,7 @@ class EngineSpec:
     connections: int | None = None
     overflowConnections: int = DEFAULT_OVERFLOW
     batchSize: int = DEFAULT_BATCH_SIZE
+    pooler: PoolerOptions | None = None
     # Call policies: per broker, so not part of what makes brokers share.
     retries: int | None = field(default=None, compare=False)
     timeout: float | None = field(default=None, compare=False)
@@ -157,6 +166,7 @@ class EngineSpec:
         batchSize = engineKw.pop("batchSize", DEFAULT_BATCH_SIZE)
         policies = _callPolicies(engineKw)
         parsed = withDefaultDriver(url)
+        pooler = PoolerOptions.take(engineKw, parsed)
         if connections is not None:
             if (
                 isinstance(connections, bool)
@@ -181,7 +191,9 @@ class EngineSpec:
             or batchSize < 1
         ):
             raise ValueError(f"batchSize must be a positive int, not {batchSize!r}")
-        return cls(parsed, engineKw, connections, overflow, batchSize, **policies)
+        return cls(
+            parsed, engineKw, connections, overflow, batchSize, pooler, **policies
+        )
 
     @property
     def backend(self) -> str:
@@ -225,6 +237,7 @@ class EngineSpec:
             self.connections,
             self.overflowConnections,
             self.batchSize,
+            self.pooler,
         )
 
 
@@ -312,6 +325,8 @@ class EngineHandle:
         if "poolclass" not in kw and "pool" not in kw:
             # Each worker keeps its one connection for life: no pool needed.
             kw["poolclass"] = NullPool
+        if spec.pooler is not None:
+            spec.pooler.engineKeywords(spec.url, kw)
         if spec.backend in SERIALIZABLE_BACKENDS:
             # As if one at a time, as the original's single connection was;
             # set per connection (psycopg2 sends it with BEGIN; PyMySQL once
@@ -320,6 +335,8 @@ class EngineHandle:
         self.engine: Engine = SA.create_engine(spec.url, **kw)
         self.dialectName = self.engine.dialect.name
         self.isSQLite = spec.isSQLite
+        #: Whether the URL is a transaction-mode pooler (C{pooled=True}).
+        self.pooled = spec.pooler is not None
         self.holdIterations = not self.isSQLite
         #: PostgreSQL at SERIALIZABLE: transactions of methods seen only
         #: reading run READ ONLY, which keeps them out of serialization
@@ -478,8 +495,14 @@ class EngineHandle:
     def maxHeld(self) -> int:
         """
         How many workers open iterations may hold at once (see above).
+        Behind a pooler (C{pooled=True}), also one less than its server
+        connections (C{poolerConnections}, default C{connections}).
         """
-        return self.connections + self.spec.overflowConnections - 1
+        held = self.connections + self.spec.overflowConnections - 1
+        pooler = self.spec.pooler
+        if pooler is not None:
+            held = min(held, (pooler.connections or self.connections) - 1)
+        return held
 
     def _heldChanged(self, worker: ConnectionWorker, held: bool) -> None:
         if held:
