@@ -21,6 +21,14 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if all(r.get("peakRssMb") is not None for r in runs):
         summary["peakRssMb"] = median([r["peakRssMb"] for r in runs])
         summary["baselineRssMb"] = median([r.get("baselineRssMb", 0.0) for r in runs])
+    reads = [r["readMs"] for r in runs if r.get("readMs")]
+    if reads:
+        # The replicas workload: one read right after each write.
+        summary["readMs"] = {
+            "p50": median([x["p50"] for x in reads]),
+            "p99": median([x["p99"] for x in reads]),
+        }
+        summary["stale"] = sum(r.get("stale", 0) for r in runs)
     lags = [r["lag"] for r in runs if r.get("lag")]
     if lags:
         summary["lag"] = {
@@ -70,6 +78,12 @@ def formatTable(summary: dict[str, Any]) -> str:
             growth = rssGrowthMb(v)
             rss = f" rss {v['peakRssMb']:.0f} MB" if "peakRssMb" in v else ""
             rss += f" (+{growth:.1f})" if growth is not None else ""
+            read = v.get("readMs")
+            if read:
+                lagText += (
+                    f" read after write p50/p99 {read['p50']:.1f}/{read['p99']:.1f}"
+                    f" ms, {v['stale']} stale"
+                )
             if workload.name == "idle":  # only its lag means anything
                 lines.append(f"  {name:28s} {v['seconds']:.1f} s{lagText}")
                 continue

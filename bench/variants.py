@@ -65,6 +65,12 @@ WORKLOADS = [
     Workload(
         "select1", "Micro: sequential SELECT 1 transactions", "txns", "select1-adbapi"
     ),
+    Workload(
+        "replicas",
+        "Replicas: reads with 0, 1, 2 standbys; a read after a write",
+        "reads",
+        "replicas-reads-primary",
+    ),
 ]
 
 _O, _S, _T, _M = (
@@ -367,6 +373,52 @@ VARIANTS = [
         "sAsync @transact, OpenTelemetry no-op provider",
         loop="reactor",
         connections="1",
+        needs="sasync",
+    ),
+]
+
+_R = "bench.replicas"
+VARIANTS += [
+    Variant(
+        "replicas-reads-primary",
+        "replicas",
+        f"{_R}:readsPrimaryOnly",
+        "sAsync read-only calls, no standby (all on the primary)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "replicas-reads-1standby",
+        "replicas",
+        f"{_R}:readsOneStandby",
+        "sAsync read-only calls, replicas=[1 standby], eventual",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "replicas-reads-2standbys",
+        "replicas",
+        f"{_R}:readsTwoStandbys",
+        "sAsync read-only calls, replicas=[2 standbys], eventual",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "replicas-after-write-session",
+        "replicas",
+        f"{_R}:readAfterWriteSession",
+        "write then read, one pair at a time, 2 standbys, session (rate: pairs)",
+        loop="reactor",
+        connections="N",
+        needs="sasync",
+    ),
+    Variant(
+        "replicas-after-write-eventual",
+        "replicas",
+        f"{_R}:readAfterWriteEventual",
+        "write then read, one pair at a time, 2 standbys, eventual (rate: pairs)",
+        loop="reactor",
+        connections="N",
         needs="sasync",
     ),
 ]

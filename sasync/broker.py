@@ -48,7 +48,7 @@ from .connection import (
 from .connection import _engines as engines
 from .connection import _positions as positions
 from .connection import _replicas as replicas
-from .errors import BrokerStopped, Overloaded
+from .errors import BrokerStopped, NotSupported, Overloaded
 from .statements import SelectHolder, StatementCache, selectHolder
 from .transact import (
     ALWAYS_STREAM,
@@ -867,6 +867,7 @@ class AccessBroker:
                 migrations.upgrade,
                 scriptLocation=os.fspath(scriptLocation),
                 revision=revision,
+                pooled=self._spec.pooler is not None,
             )
         )
         return self._retrying(
@@ -1018,13 +1019,23 @@ class AccessBroker:
 
         @return: Fires with the L{sasync.Listener} once C{LISTEN} is
             active; fails with L{sasync.errors.NotSupported} elsewhere than
-            PostgreSQL.
+            PostgreSQL, and behind a transaction-mode pooler (C{pooled=True}).
         @raise WrongThread: called from a thread other than the reactor's.
         """
         self._checkThread("listen")
         if self._refusing():
             return fail(
                 BrokerStopped(f"listen({channel!r}) was called after shutdown()")
+            )
+        if self._spec.pooler is not None:
+            # LISTEN stays on the server connection it ran on, which a
+            # transaction-mode pooler lends to others after each statement.
+            return fail(
+                NotSupported(
+                    f"listen({channel!r}): LISTEN needs a connection of its own,"
+                    " which a transaction-mode pooler (pooled=True) can't keep:"
+                    " listen through a broker on a direct URL"
+                )
             )
         return notifications.listen(
             self._spec.url,

@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThread
 
 from sasync import AccessBroker, transact
 from sasync.connection import _outcome as outcome
-from sasync.errors import TransactionTimeout
+from sasync.errors import NotSupported, TransactionTimeout
 from tests.pooler.bouncer import POOL_SIZE
 from tests.reliability.helpers import activeSleeps, adminEngine, retriedCount, until
 
@@ -110,8 +110,8 @@ def serverPIDs(url: str) -> set[int]:
         with engine.connect() as conn:
             return set(
                 conn.exec_driver_sql(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND pid <> pg_backend_pid()"
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 ).scalars()
             )
     finally:
@@ -271,3 +271,36 @@ async def test_conflictsRetried(pooledURL: str, brokers: Any) -> None:
     await gatherResults([broker.increment() for _ in range(6)])
     assert await broker.counterValue() == 6
     assert retriedCount(broker) > 0
+
+
+@pytest.mark.reactorTimeout(90)
+async def test_concurrentMigrate(pooledURL: str, brokers: Any, tmp_path: Any) -> None:
+    """
+    Three brokers migrate one database at once through the pooler (2
+    server connections): each revision runs once, all see head, and the
+    lock is let go (a session lock would stay on a server connection the
+    pooler lends on, and the next migrate() would wait for it forever).
+    """
+    from tests.sasync.test_migrations import REVISIONS, Things, scriptDirectory
+
+    scripts = scriptDirectory(tmp_path, REVISIONS)
+    many = [
+        brokers(Things, pooledURL, scripts, pooled=True, batchSize=50 + i)
+        for i in range(3)
+    ]
+    await gatherResults([b.waitUntilRunning() for b in many])
+    assert [b.migrated for b in many] == ["b2"] * 3
+    assert await many[0].applied() == ["a1", "b2"]
+    for broker in many:
+        assert await broker.migrate(scripts) == "b2"
+
+
+async def test_listenRefused(pooledURL: str, brokers: Any) -> None:
+    """
+    listen() behind a transaction-mode pooler fails with NotSupported,
+    saying why and what to do; notify() works.
+    """
+    broker = brokers(Pooled, pooledURL, pooled=True)
+    with pytest.raises(NotSupported, match="direct URL"):
+        await broker.listen("news", print)
+    await broker.notify("news", "hello")

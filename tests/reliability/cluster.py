@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import pytest
 import sqlalchemy as SA
 from sqlalchemy.pool import NullPool
 
@@ -42,6 +41,8 @@ def madeOrSkipped(make: Callable[[], T]) -> T:
     C{make()}, for a fixture: with no PostgreSQL binaries here the test is
     skipped (or fails, when every database is required).
     """
+    import pytest  # (Here: the benchmarks import this module without it.)
+
     try:
         return make()
     except NoCluster as e:
@@ -113,12 +114,19 @@ class Cluster:
         self.runAs = runAsServerUser(self.dir)
         self.data = self.dir / "data"
         # The driver the suite runs on (SASYNC_TEST_PG_DRIVER).
-        self.url = (
-            f"postgresql+{pgDriver()}://postgres@127.0.0.1:{self.port}/postgres"
-        )
+        self.url = f"postgresql+{pgDriver()}://postgres@127.0.0.1:{self.port}/postgres"
         self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
-            "--locale=C", "-E", "UTF8", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--locale=C",
+            "-E",
+            "UTF8",
+            "--no-sync",
         )
         self.start()
 
@@ -149,8 +157,17 @@ class Cluster:
             f"{self.extraOptions}"
         )
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"),
-            "-w", "-t", "60", "-o", options, "start",
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
