@@ -196,10 +196,10 @@ def _replicaServers(
     config: BenchConfig, runnable: list[Variant], skips: dict[str, str]
 ) -> tuple[BenchConfig, replicas.Servers | None]:
     """
-    Start the C{replicas} workload's servers if any of its variants runs;
-    if they can't be made here, its variants join C{skips}.
+    Start the servers of the C{replicas} workloads if any of their
+    variants runs; if they can't be made here, those join C{skips}.
     """
-    wanted = [v.name for v in runnable if v.workload == "replicas"]
+    wanted = [v.name for v in runnable if v.workload.startswith("replicas")]
     if not wanted:
         return config, None
     print("starting a primary and two standbys for the replicas workload", flush=True)

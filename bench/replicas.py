@@ -101,6 +101,8 @@ def _broker(config: BenchConfig, standbys: int, **kw: Any) -> Any:
     primary, *others = config.replicaURLs
     if standbys:
         kw["replicas"] = others[:standbys]
+    else:
+        kw.pop("consistency", None)  # (A replica option.)
     return KeyValues(primary, connections=config.concurrency, **kw)
 
 

@@ -47,7 +47,10 @@ Running it (PostgreSQL on 127.0.0.1:5432, user `postgres`, trust auth):
 Other options: `--rows`, `--calls`, `--items`, `--selects`, `--concurrency`
 (connections for every pooled variant), `--out FILE`, `--keep-db`. The
 sAsync/AsynQueue variants are skipped, with the import error, while those
-packages do not import.
+packages do not import. The `replicas` and `replicas-consistency` workloads
+(`--only 'replicas*'`) start a primary and two hot standbys of their own
+(`initdb`, `pg_basebackup`: the PostgreSQL server binaries), and are
+skipped, with the reason, where those are missing.
 
 How it measures:
 
@@ -117,6 +120,43 @@ def workloadTable(summary: dict[str, Any], name: str, memory: bool = False) -> s
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Reference (1.00x): `{block['reference']}`. Bold: our code.")
+    return "\n".join(lines)
+
+
+REPLICAS_TEXT = (
+    "A primary and two hot standbys of the benchmark's own (the replica "
+    "tests' fixture, no replay delay), all on this machine. Reads: "
+    "read-only calls of one indexed row, all in flight at once, "
+    "`--concurrency` connections per server. Read after write: one "
+    "`UPDATE` then one read-only call of that row, one pair at a time; "
+    "the latency is the read's, and a stale read is one that did not see "
+    "the write. The servers share this machine's cores, so reads don't "
+    "scale with standbys here (see `docs/scaling.md`)."
+)
+
+
+def readAfterWriteTable(summary: dict[str, Any]) -> str:
+    """
+    The read-after-write variants: pairs/s, the read's latency and the
+    stale reads.
+    """
+    block = summary["replicas-consistency"]["variants"]
+    lines = [
+        "| variant | what | pairs/s | read p50 ms | read p99 ms | stale | runs |",
+        "|---|---|--:|--:|--:|--:|---|",
+    ]
+    for variant in (
+        v for v in BY_NAME.values() if v.workload == "replicas-consistency"
+    ):
+        v = block.get(variant.name)
+        if v is None:
+            continue
+        read = v.get("readMs", {})
+        lines.append(
+            f"| **{variant.name}** | {variant.label} | {_fmtRate(v['rate'])}"
+            f" | {read.get('p50', 0):.1f} | {read.get('p99', 0):.1f}"
+            f" | {v.get('stale', 0)} | {', '.join(_fmtRate(r) for r in v['rates'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -335,6 +375,12 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
                 workloadTable(summary, name),
                 "",
             ]
+    if "replicas" in summary or "replicas-consistency" in summary:
+        parts += ["## Replicas (issue 16)", "", REPLICAS_TEXT, ""]
+        if "replicas" in summary:
+            parts += [workloadTable(summary, "replicas"), ""]
+        if "replicas-consistency" in summary:
+            parts += [readAfterWriteTable(summary), ""]
     parts += ["## Targets", "", targetTable(summary), ""]
     skipped, errors = data.get("skipped", {}), data.get("errors", {})
     if skipped or errors:

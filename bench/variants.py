@@ -67,9 +67,15 @@ WORKLOADS = [
     ),
     Workload(
         "replicas",
-        "Replicas: reads with 0, 1, 2 standbys; a read after a write",
+        "Replicas: read-only calls with 0, 1 and 2 standbys",
         "reads",
         "replicas-reads-primary",
+    ),
+    Workload(
+        "replicas-consistency",
+        "Replicas: a read right after a write, session against eventual",
+        "pairs",
+        "replicas-after-write-eventual",
     ),
 ]
 
@@ -405,18 +411,18 @@ VARIANTS += [
     ),
     Variant(
         "replicas-after-write-session",
-        "replicas",
+        "replicas-consistency",
         f"{_R}:readAfterWriteSession",
-        "write then read, one pair at a time, 2 standbys, session (rate: pairs)",
+        "write then read, one pair at a time, 2 standbys, session",
         loop="reactor",
         connections="N",
         needs="sasync",
     ),
     Variant(
         "replicas-after-write-eventual",
-        "replicas",
+        "replicas-consistency",
         f"{_R}:readAfterWriteEventual",
-        "write then read, one pair at a time, 2 standbys, eventual (rate: pairs)",
+        "write then read, one pair at a time, 2 standbys, eventual",
         loop="reactor",
         connections="N",
         needs="sasync",
