@@ -106,6 +106,12 @@ def _broker(config: BenchConfig, standbys: int, **kw: Any) -> Any:
     return KeyValues(primary, connections=config.concurrency, **kw)
 
 
+def _onStandbys(broker: Any) -> int:
+    # How many read-only calls were sent to a standby (private, as above).
+    replicaSet = broker._replicas
+    return 0 if replicaSet is None else sum(r.calls for r in replicaSet.replicas)
+
+
 async def _healthy(broker: Any, standbys: int) -> None:
     # The replicas are probed in the background: wait for the first probes.
     # (No public view of their health yet: stats().servers lists only the
@@ -131,13 +137,16 @@ def _reads(standbys: int) -> Any:
             await broker.waitUntilRunning()
             await _healthy(broker, standbys)
             await gatherResults([broker.read(k) for k in keys[: config.concurrency]])
+            before = _onStandbys(broker)
             try:
-                return await timedInReactor(
+                result = await timedInReactor(
                     reactor,
                     "reads",
                     len(keys),
                     lambda: gatherResults([broker.read(k) for k in keys]),
                 )
+                result["onStandbys"] = _onStandbys(broker) - before
+                return result
             finally:
                 await broker.shutdown()
 
@@ -165,6 +174,7 @@ def _readAfterWrite(consistency: str) -> Any:
             latencies: list[float] = []
             stale = 0
             measurement = Measurement("pairs")
+            before = _onStandbys(broker)
             measurement.start()
             try:
                 for i in range(pairs):
@@ -174,10 +184,12 @@ def _readAfterWrite(consistency: str) -> Any:
                     value = await broker.read(k)
                     latencies.append(time.perf_counter() - started)
                     stale += value != i + 1
+                onStandbys = _onStandbys(broker) - before
             finally:
                 await broker.shutdown()
             return measurement.stop(
                 pairs,
+                onStandbys=onStandbys,
                 readMs={
                     "p50": round(percentile(latencies, 50) * 1000, 3),
                     "p99": round(percentile(latencies, 99) * 1000, 3),

@@ -142,8 +142,9 @@ def readAfterWriteTable(summary: dict[str, Any]) -> str:
     """
     block = summary["replicas-consistency"]["variants"]
     lines = [
-        "| variant | what | pairs/s | read p50 ms | read p99 ms | stale | runs |",
-        "|---|---|--:|--:|--:|--:|---|",
+        "| variant | what | pairs/s | read p50 ms | read p99 ms | stale"
+        " | reads on standbys | runs |",
+        "|---|---|--:|--:|--:|--:|--:|---|",
     ]
     for variant in (
         v for v in BY_NAME.values() if v.workload == "replicas-consistency"
@@ -155,7 +156,8 @@ def readAfterWriteTable(summary: dict[str, Any]) -> str:
         lines.append(
             f"| **{variant.name}** | {variant.label} | {_fmtRate(v['rate'])}"
             f" | {read.get('p50', 0):.1f} | {read.get('p99', 0):.1f}"
-            f" | {v.get('stale', 0)} | {', '.join(_fmtRate(r) for r in v['rates'])} |"
+            f" | {v.get('stale', 0)} | {v.get('onStandbys', 0):.0%}"
+            f" | {', '.join(_fmtRate(r) for r in v['rates'])} |"
         )
     return "\n".join(lines)
 

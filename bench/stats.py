@@ -21,6 +21,11 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if all(r.get("peakRssMb") is not None for r in runs):
         summary["peakRssMb"] = median([r["peakRssMb"] for r in runs])
         summary["baselineRssMb"] = median([r.get("baselineRssMb", 0.0) for r in runs])
+    if any("onStandbys" in r for r in runs):
+        # The replicas workloads: the share of reads that ran on a standby.
+        summary["onStandbys"] = sum(r.get("onStandbys", 0) for r in runs) / max(
+            1, sum(r["count"] for r in runs)
+        )
     reads = [r["readMs"] for r in runs if r.get("readMs")]
     if reads:
         # The replicas workload: one read right after each write.
@@ -78,6 +83,8 @@ def formatTable(summary: dict[str, Any]) -> str:
             growth = rssGrowthMb(v)
             rss = f" rss {v['peakRssMb']:.0f} MB" if "peakRssMb" in v else ""
             rss += f" (+{growth:.1f})" if growth is not None else ""
+            if "onStandbys" in v:
+                lagText += f" on standbys {v['onStandbys']:.0%}"
             read = v.get("readMs")
             if read:
                 lagText += (
