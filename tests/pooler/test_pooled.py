@@ -229,17 +229,42 @@ async def test_commitLookUpAsksTheServer(
     assert await broker.count() == 1
 
 
+def cursorStatements(url: str) -> list[str]:
+    """
+    The last statements of the backends of the database of C{url} that are
+    inside a transaction (or running) and ran a server-side cursor's
+    statement.
+    """
+    engine = adminEngine(url)
+    try:
+        with engine.connect() as conn:
+            return list(
+                conn.exec_driver_sql(
+                    "SELECT query FROM pg_stat_activity"
+                    " WHERE datname = current_database()"
+                    " AND state <> 'idle'"
+                    " AND (query LIKE 'FETCH%%' OR query LIKE 'DECLARE%%')"
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.reactorTimeout(60)
-async def test_streaming(pooledURL: str, brokers: Any) -> None:
+async def test_streaming(pooledURL: str, postgresqlURL: str, brokers: Any) -> None:
     """
     Rows stream through the pooler (a server-side cursor, inside one
-    transaction), in batches, while other transactions run between them.
+    transaction: the server shows its backend in the transaction, having
+    fetched a batch), in batches, while other transactions run between
+    them.
     """
     broker = brokers(Pooled, pooledURL, pooled=True, batchSize=BATCH)
     await broker.fill(ROWS)
     seen = []
     async for row in await broker.rows():
         seen.append(row.n)
+        if row.n == BATCH * 3:
+            assert len(await deferToThread(cursorStatements, postgresqlURL)) == 1
         if row.n % 50 == 0:
             assert await broker.count() == ROWS
     assert seen == list(range(ROWS))
