@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import availability, database
+from bench import availability, database, replicas
 from bench.config import BenchConfig
 from bench.machine import describe
 from bench.stats import formatTable, summarise
@@ -199,6 +199,25 @@ def runAll(
     return runs, errors
 
 
+def _replicaServers(
+    config: BenchConfig, runnable: list[Variant], skips: dict[str, str]
+) -> tuple[BenchConfig, replicas.Servers | None]:
+    """
+    Start the servers of the C{replicas} workloads if any of their
+    variants runs; if they can't be made here, those join C{skips}.
+    """
+    wanted = [v.name for v in runnable if v.workload.startswith("replicas")]
+    if not wanted:
+        return config, None
+    print("starting a primary and two standbys for the replicas workload", flush=True)
+    config, servers, reason = replicas.startServers(config)
+    if servers is None:
+        for name in wanted:
+            skips[name] = reason
+            print(f"skipping {name}: {reason}", flush=True)
+    return config, servers
+
+
 def main(argv: list[str] | None = None) -> int:
     """
     Run the suite; exit status 1 if any variant failed (skips are not failures).
@@ -215,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in skips.items():
         print(f"skipping {name}: {reason}", flush=True)
     runnable = [v for v in variants if v.name not in skips]
+    config, servers = _replicaServers(config, runnable, skips)
+    runnable = [v for v in runnable if v.name not in skips]
     started = time.time()
     database.createDatabase(config)
     try:
@@ -227,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         runs, errors = runAll(config, runnable, args.timeout)
     finally:
+        if servers is not None:
+            servers.close()
         if not args.keep_db:
             database.dropDatabase(config)
     meta["seconds"] = round(time.time() - started, 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 # Scales for --smoke: just enough work to prove every variant runs end to end.
@@ -25,6 +25,9 @@ class BenchConfig:
 
     @ivar concurrency: connections (and threads) every concurrent variant
         may use, so that all of them load the server equally.
+    @ivar replicaURLs: the C{replicas} workload's servers, started by the
+        runner (see L{bench.replicas}): the primary's database, then each
+        standby's.
     """
 
     ops: int = 35_000
@@ -44,6 +47,7 @@ class BenchConfig:
     user: str = "postgres"
     database: str = "sasync_bench"
     smoke: bool = False
+    replicaURLs: list[str] = field(default_factory=list)
 
     def smokeScaled(self) -> BenchConfig:
         """

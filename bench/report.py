@@ -54,6 +54,10 @@ Other options: `--rows`, `--calls`, `--items`, `--selects`,
 `--open-seconds`, `--concurrency` (connections for every pooled variant),
 `--out FILE`, `--keep-db`. The sAsync/AsynQueue variants are skipped, with
 the import error, while those packages do not import.
+The `replicas` and `replicas-consistency` workloads
+(`--only 'replicas*'`) start a primary and two hot standbys of their own
+(`initdb`, `pg_basebackup`: the PostgreSQL server binaries), and are
+skipped, with the reason, where those are missing.
 
 How it measures:
 
@@ -123,6 +127,45 @@ def workloadTable(summary: dict[str, Any], name: str, memory: bool = False) -> s
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Reference (1.00x): `{block['reference']}`. Bold: our code.")
+    return "\n".join(lines)
+
+
+REPLICAS_TEXT = (
+    "A primary and two hot standbys of the benchmark's own (the replica "
+    "tests' fixture, no replay delay), all on this machine. Reads: "
+    "read-only calls of one indexed row, all in flight at once, "
+    "`--concurrency` connections per server. Read after write: one "
+    "`UPDATE` then one read-only call of that row, one pair at a time; "
+    "the latency is the read's, and a stale read is one that did not see "
+    "the write. The servers share this machine's cores, so reads don't "
+    "scale with standbys here (see `docs/scaling.md`)."
+)
+
+
+def readAfterWriteTable(summary: dict[str, Any]) -> str:
+    """
+    The read-after-write variants: pairs/s, the read's latency and the
+    stale reads.
+    """
+    block = summary["replicas-consistency"]["variants"]
+    lines = [
+        "| variant | what | pairs/s | read p50 ms | read p99 ms | stale"
+        " | reads on standbys | runs |",
+        "|---|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for variant in (
+        v for v in BY_NAME.values() if v.workload == "replicas-consistency"
+    ):
+        v = block.get(variant.name)
+        if v is None:
+            continue
+        read = v.get("readMs", {})
+        lines.append(
+            f"| **{variant.name}** | {variant.label} | {_fmtRate(v['rate'])}"
+            f" | {read.get('p50', 0):.1f} | {read.get('p99', 0):.1f}"
+            f" | {v.get('stale', 0)} | {v.get('onStandbys', 0):.0%}"
+            f" | {', '.join(_fmtRate(r) for r in v['rates'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -303,6 +346,32 @@ def sweepTable(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _scalingSections(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    # The open-loop and connection-sweep sections, where they ran.
+    parts: list[str] = []
+    for name, text, table in (
+        ("openloop", OPEN_LOOP_TEXT, openLoopTable),
+        ("connections", SWEEP_TEXT, sweepTable),
+    ):
+        if name in summary:
+            parts += [text, "", table(summary), ""]
+            if name in plots:
+                parts += [f"![{name}]({plots[name]})", ""]
+    return parts
+
+
+def _replicasSection(summary: dict[str, Any]) -> list[str]:
+    # The replicas workloads, where they ran.
+    if "replicas" not in summary and "replicas-consistency" not in summary:
+        return []
+    parts = ["## Replicas (issue 16)", "", REPLICAS_TEXT, ""]
+    if "replicas" in summary:
+        parts += [workloadTable(summary, "replicas"), ""]
+    if "replicas-consistency" in summary:
+        parts += [readAfterWriteTable(summary), ""]
+    return parts
+
+
 def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
     """
     The whole of docs/benchmarks.md.
@@ -405,14 +474,7 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
     ]
     if "lag" in plots:
         parts += [f"![lag]({plots['lag']})", ""]
-    if "openloop" in summary:
-        parts += [OPEN_LOOP_TEXT, "", openLoopTable(summary), ""]
-        if "openloop" in plots:
-            parts += [f"![openloop]({plots['openloop']})", ""]
-    if "connections" in summary:
-        parts += [SWEEP_TEXT, "", sweepTable(summary), ""]
-        if "connections" in plots:
-            parts += [f"![connections]({plots['connections']})", ""]
+    parts += _scalingSections(summary, plots)
     micro = [n for n in ("dispatch", "iterate", "select1") if n in summary]
     if micro:
         parts += ["## Micro benchmarks (issues 3 and 4)", ""]
@@ -424,6 +486,7 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
                 workloadTable(summary, name),
                 "",
             ]
+    parts += _replicasSection(summary)
     parts += ["## Targets", "", targetTable(summary), ""]
     skipped, errors = data.get("skipped", {}), data.get("errors", {})
     if skipped or errors:

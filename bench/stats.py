@@ -29,6 +29,19 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if withSweep:
         # Connection sweep: the points of the run with the median best rate.
         summary["sweep"] = withSweep[len(withSweep) // 2]["sweep"]
+    if any("onStandbys" in r for r in runs):
+        # The replicas workloads: the share of reads that ran on a standby.
+        summary["onStandbys"] = sum(r.get("onStandbys", 0) for r in runs) / max(
+            1, sum(r["count"] for r in runs)
+        )
+    reads = [r["readMs"] for r in runs if r.get("readMs")]
+    if reads:
+        # The replicas workload: one read right after each write.
+        summary["readMs"] = {
+            "p50": median([x["p50"] for x in reads]),
+            "p99": median([x["p99"] for x in reads]),
+        }
+        summary["stale"] = sum(r.get("stale", 0) for r in runs)
     lags = [r["lag"] for r in runs if r.get("lag")]
     if lags:
         summary["lag"] = {
@@ -78,6 +91,14 @@ def formatTable(summary: dict[str, Any]) -> str:
             growth = rssGrowthMb(v)
             rss = f" rss {v['peakRssMb']:.0f} MB" if "peakRssMb" in v else ""
             rss += f" (+{growth:.1f})" if growth is not None else ""
+            if "onStandbys" in v:
+                lagText += f" on standbys {v['onStandbys']:.0%}"
+            read = v.get("readMs")
+            if read:
+                lagText += (
+                    f" read after write p50/p99 {read['p50']:.1f}/{read['p99']:.1f}"
+                    f" ms, {v['stale']} stale"
+                )
             if workload.name == "idle":  # only its lag means anything
                 lines.append(f"  {name:28s} {v['seconds']:.1f} s{lagText}")
                 continue

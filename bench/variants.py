@@ -77,6 +77,18 @@ WORKLOADS = [
         "ops",
         "connections-adbapi",
     ),
+    Workload(
+        "replicas",
+        "Replicas: read-only calls with 0, 1 and 2 standbys",
+        "reads",
+        "replicas-reads-primary",
+    ),
+    Workload(
+        "replicas-consistency",
+        "Replicas: a read right after a write, session against eventual",
+        "pairs",
+        "replicas-after-write-eventual",
+    ),
 ]
 
 _O, _S, _T, _M = (
@@ -444,6 +456,52 @@ VARIANTS = [
         f"{_SW}:sweepSasyncReadCommitted",
         "sAsync @transact + self.conn, READ COMMITTED (opt-out)",
         connections="1-32",
+        needs="sasync",
+    ),
+]
+
+_R = "bench.replicas"
+VARIANTS += [
+    Variant(
+        "replicas-reads-primary",
+        "replicas",
+        f"{_R}:readsPrimaryOnly",
+        "sAsync read-only calls, no standby (all on the primary)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "replicas-reads-1standby",
+        "replicas",
+        f"{_R}:readsOneStandby",
+        "sAsync read-only calls, replicas=[1 standby], eventual",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "replicas-reads-2standbys",
+        "replicas",
+        f"{_R}:readsTwoStandbys",
+        "sAsync read-only calls, replicas=[2 standbys], eventual",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "replicas-after-write-session",
+        "replicas-consistency",
+        f"{_R}:readAfterWriteSession",
+        "write then read, one pair at a time, 2 standbys, session",
+        loop="reactor",
+        connections="N",
+        needs="sasync",
+    ),
+    Variant(
+        "replicas-after-write-eventual",
+        "replicas-consistency",
+        f"{_R}:readAfterWriteEventual",
+        "write then read, one pair at a time, 2 standbys, eventual",
+        loop="reactor",
+        connections="N",
         needs="sasync",
     ),
 ]

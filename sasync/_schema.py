@@ -81,6 +81,7 @@ class Schema:
         publish: Callable[[str, SA.Table], None],
         refusal: Callable[[str], Deferred[Any] | None],
         run: Callable[[SetupJob[Any]], Deferred[Any]],
+        pooled: bool = False,
     ) -> None:
         """
         @param name: The broker's class name, for descriptions.
@@ -90,12 +91,15 @@ class Schema:
             refused now (after shutdown, or a failed start-up), else
             C{None}.
         @param run: Runs a setup job in a worker thread.
+        @param pooled: The broker's URL is a transaction-mode pooler (the
+            migration lock must be a transaction's).
         """
         self._name = name
         self._checkName = checkName
         self._publish = publish
         self._refusal = refusal
         self._run = run
+        self._pooled = pooled
         self._metadata = SA.MetaData()
         self.tables: dict[str, SA.Table] = {}
         self._pending: dict[str, Deferred[SA.Table]] = {}
@@ -163,7 +167,10 @@ class Schema:
         except ImportError:
             return fail()
         upgrade = functools.partial(
-            migrations.upgrade, scriptLocation=location, revision=revision
+            migrations.upgrade,
+            scriptLocation=location,
+            revision=revision,
+            pooled=self._pooled,
         )
         return self._run(SetupJob(upgrade, f"{self._name}.migrate({location!r})"))
 

@@ -124,6 +124,7 @@ class AccessBroker:
             publish=functools.partial(setattr, self),
             refusal=self._refusal,
             run=lambda job: self._calls.setupJob(job, job.description),
+            pooled=self._spec.pooler is not None,
         )
         # A worker process's own broker leaves first() to the parent's.
         self._runsFirst = not multicore.isMakingChildBroker()
@@ -532,13 +533,23 @@ class AccessBroker:
 
         @return: Fires with the L{sasync.Listener} once C{LISTEN} is
             active; fails with L{sasync.errors.NotSupported} elsewhere than
-            PostgreSQL.
+            PostgreSQL, and behind a transaction-mode pooler (C{pooled=True}).
         @raise WrongThread: called from a thread other than the reactor's.
         """
         self._calls.checkThread("listen")
         if self._life.refusing():
             return fail(
                 BrokerStopped(f"listen({channel!r}) was called after shutdown()")
+            )
+        if self._spec.pooler is not None:
+            # LISTEN stays on the server connection it ran on, which a
+            # transaction-mode pooler lends to others after each statement.
+            return fail(
+                NotSupported(
+                    f"listen({channel!r}): LISTEN needs a connection of its own,"
+                    " which a transaction-mode pooler (pooled=True) can't keep:"
+                    " listen through a broker on a direct URL"
+                )
             )
         return notifications.listen(
             self._spec.url,

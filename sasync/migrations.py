@@ -14,7 +14,9 @@ recipe Alembic documents for sharing a connection::
 
 Brokers and processes migrating one database at once take turns: the first
 to get the database's lock migrates, the others wait for it and then find
-nothing left to do. The lock: on PostgreSQL a session advisory lock, on
+nothing left to do. The lock: on PostgreSQL a session advisory lock (behind
+a transaction-mode pooler, C{pooled=True}, a transaction advisory lock held
+by a transaction of its own on a second connection), on
 MySQL/MariaDB C{GET_LOCK()} (named after the database), on SQLite the
 write lock of the migration's own transaction (C{BEGIN IMMEDIATE}).
 
@@ -34,6 +36,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -61,6 +64,8 @@ _inProcess = threading.Lock()
 #: Seconds MySQL/MariaDB wait for the lock: a week (MariaDB takes no
 #: "forever").
 MYSQL_LOCK_WAIT = 7 * 24 * 3600
+#: Seconds between tries of the lock behind a transaction-mode pooler.
+POOLED_LOCK_POLL = 0.1
 
 
 def requireAlembic() -> None:
@@ -77,10 +82,15 @@ def requireAlembic() -> None:
         ) from e
 
 
-def upgrade(connection: Connection, scriptLocation: str, revision: str) -> str:
+def upgrade(
+    connection: Connection, scriptLocation: str, revision: str, pooled: bool = False
+) -> str:
     """
     Worker thread: upgrade the database to C{revision} with the Alembic
     script directory at C{scriptLocation}, holding the migration lock.
+
+    @param pooled: Whether the connection goes through a transaction-mode
+        pooler (the lock then lives in a transaction, see above).
 
     @return: The revision the database is at now (heads joined with
         C{","}; C{""} if none).
@@ -94,7 +104,7 @@ def upgrade(connection: Connection, scriptLocation: str, revision: str) -> str:
     config.set_main_option("script_location", scriptLocation)
     config.attributes["connection"] = connection
     script = ScriptDirectory.from_config(config)
-    with _inProcess, migrationLock(connection):
+    with _inProcess, migrationLock(connection, pooled):
         try:
             with connection.begin():
                 if connection.dialect.name == "sqlite":
@@ -119,12 +129,15 @@ def _current(connection: Connection) -> str:
 
 
 @contextlib.contextmanager
-def migrationLock(connection: Connection) -> Iterator[None]:
+def migrationLock(connection: Connection, pooled: bool = False) -> Iterator[None]:
     """
     Worker thread: hold the database's migration lock in the block (on
     SQLite nothing: there the migration's transaction must begin with
     C{BEGIN IMMEDIATE}). C{connection} must be outside any transaction.
 
+    @param pooled: C{connection} goes through a transaction-mode pooler
+        (PostgreSQL: a transaction lock on a second connection instead of
+        a session lock).
     @raise MigrationFailed: MySQL/MariaDB did not give the lock.
     """
     # Session locks, taken and let go in transactions of their own, so
@@ -135,6 +148,10 @@ def migrationLock(connection: Connection) -> Iterator[None]:
         key = int.from_bytes(
             hashlib.sha1(LOCK_NAME.encode()).digest()[:8], "big", signed=True
         )
+        if pooled:
+            with _transactionLock(connection, key):
+                yield
+            return
         take = SA.text("SELECT pg_advisory_lock(:key)").bindparams(key=key)
         let = SA.text("SELECT pg_advisory_unlock(:key)").bindparams(key=key)
     elif name in ("mysql", "mariadb"):
@@ -169,6 +186,29 @@ def migrationLock(connection: Connection) -> Iterator[None]:
         except DBAPIError:
             # A lost connection let go of its lock with it.
             log.failure("Could not release the migration lock")
+
+
+@contextlib.contextmanager
+def _transactionLock(connection: Connection, key: int) -> Iterator[None]:
+    # Behind a transaction-mode pooler a session lock would stay on
+    # whichever server connection the pooler lent: a transaction lock, in a
+    # transaction on a connection of its own (so that the migration's
+    # snapshot starts once the lock is held) that lasts as long as the
+    # migration. Tried, not waited for: a waiting migrator would hold one
+    # of the pooler's few server connections, maybe the one the lock
+    # holder's migration needs.
+    tryLock = SA.text("SELECT pg_try_advisory_xact_lock(:key)").bindparams(key=key)
+    with connection.engine.connect() as holder:
+        while True:
+            holder.begin()
+            if holder.execute(tryLock).scalar():
+                break
+            holder.rollback()
+            time.sleep(POOLED_LOCK_POLL)
+        try:
+            yield
+        finally:
+            holder.rollback()
 
 
 def _failed(

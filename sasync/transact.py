@@ -533,7 +533,7 @@ class TransactionCall:
             # PostgreSQL with retries: learn the transaction's ID first, so
             # that a COMMIT whose answer is lost can be looked up.
             state.stream = False  # (One row: no server-side cursor.)
-            xid, pid = outcome.transactionID(connection)
+            xid, pid = outcome.transactionID(connection, self.handle.pooled)
         serverClosed = getattr(worker, "serverClosed", None)
         if serverClosed is not None and serverClosed():
             # Known before COMMIT is sent: nothing was committed.

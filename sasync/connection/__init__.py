@@ -14,6 +14,8 @@ worker's thread.
   - L{_positions}: WAL positions, and the one a write committed at.
   - L{_replicas}, L{_replicaoptions}: read replicas, probed in the
     background, and which one a read-only call runs on.
+  - L{_pooler}: the options of a broker behind a transaction-mode pooler
+    (C{pooled=True}).
 
 It imports only asynqueue and the bottom of sasync (L{sasync.errors},
 L{sasync.retry}); the layers above import from here, never the other way.

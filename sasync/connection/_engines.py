@@ -33,6 +33,11 @@ Broker options, taken out of the keywords before C{create_engine} sees them:
   - C{pool_size}, C{max_overflow}: SQLAlchemy's names for C{connections}
     and C{overflowConnections}; other pool keywords are refused unless a
     pool is named (see L{sasync.connection._pooloptions}).
+  - C{pooled} (PostgreSQL): the URL is a transaction-mode pooler
+    (PgBouncer, pgcat), and C{poolerConnections}: how many server
+    connections the pooler has for this database and user (its pool size;
+    default: C{connections}). See
+    L{sasync.connection._pooler}.
 
 Call policies, per broker (brokers sharing an engine may differ in them),
 also taken out of the keywords (see C{docs/reliability.md}):
@@ -84,6 +89,7 @@ from asynqueue.workers import JobThread
 from .._protocols import CreateWorker, WorkQueue
 from ..errors import NoEngineError
 from ..retry import DEFAULT_BACKOFF, Backoff
+from ._pooler import PoolerOptions
 from ._pooloptions import translatePoolOptions
 from ._threadstate import state
 from ._workers import ConnectionWorker
@@ -140,6 +146,7 @@ class EngineSpec:
     overflowConnections: int = DEFAULT_OVERFLOW
     batchSize: int = DEFAULT_BATCH_SIZE
     idleTimeout: float | None = None
+    pooler: PoolerOptions | None = None
     # Call policies: per broker, so not part of what makes brokers share.
     retries: int | None = field(default=None, compare=False)
     timeout: float | None = field(default=None, compare=False)
@@ -170,6 +177,7 @@ class EngineSpec:
             )
         idleTimeout = _idleTimeout(engineKw.pop("idleTimeout", None), parsed)
         policies = _callPolicies(engineKw)
+        pooler = PoolerOptions.take(engineKw, parsed)
         if connections is not None:
             checkNumber(
                 connections,
@@ -197,6 +205,7 @@ class EngineSpec:
             batchSize,
             **policies,
             idleTimeout=idleTimeout,
+            pooler=pooler,
             createWorker=createWorker,
         )
 
@@ -245,6 +254,7 @@ class EngineSpec:
             self.overflowConnections,
             self.batchSize,
             self.idleTimeout,
+            self.pooler,
             *workers,
         )
 
@@ -350,6 +360,8 @@ class EngineHandle:
         if "poolclass" not in kw and "pool" not in kw:
             # Each worker keeps its one connection for life: no pool needed.
             kw["poolclass"] = NullPool
+        if spec.pooler is not None:
+            spec.pooler.engineKeywords(spec.url, kw)
         if spec.backend in SERIALIZABLE_BACKENDS:
             # As if one at a time, as the original's single connection was;
             # set per connection (psycopg2 sends it with BEGIN; PyMySQL once
@@ -358,6 +370,8 @@ class EngineHandle:
         self.engine: Engine = SA.create_engine(spec.url, **kw)
         self.dialectName = self.engine.dialect.name
         self.isSQLite = spec.isSQLite
+        #: Whether the URL is a transaction-mode pooler (C{pooled=True}).
+        self.pooled = spec.pooler is not None
         self.holdIterations = not self.isSQLite
         #: PostgreSQL at SERIALIZABLE: transactions of methods seen only
         #: reading run READ ONLY, which keeps them out of serialization
@@ -525,8 +539,14 @@ class EngineHandle:
     def maxHeld(self) -> int:
         """
         How many workers open iterations may hold at once (see above).
+        Behind a pooler (C{pooled=True}), also one less than its server
+        connections (C{poolerConnections}, default C{connections}).
         """
-        return self.connections + self.spec.overflowConnections - 1
+        held = self.connections + self.spec.overflowConnections - 1
+        pooler = self.spec.pooler
+        if pooler is not None:
+            held = min(held, (pooler.connections or self.connections) - 1)
+        return held
 
     def _heldChanged(self, worker: ConnectionWorker, held: bool) -> None:
         if held:

@@ -5,7 +5,9 @@ When the connection dies while COMMIT is in flight, the client cannot tell
 whether the server committed. A transaction that may be retried learns its
 transaction ID just before COMMIT (C{txid_current_if_assigned()}: C{NULL}
 if it wrote nothing), and after such a loss L{lostCommitOutcome} asks the
-database, on a new connection, with C{txid_status()}. If the old backend
+database, on a new connection, with C{txid_status()}. Behind a
+transaction-mode pooler the backend's process ID is asked in the same
+statement (the one the driver knows is made up by the pooler). If the old backend
 still runs the transaction (a network cut it has not noticed), it is
 terminated first, which settles the outcome either way (a backend finishes
 a commit it has started before it dies).
@@ -43,6 +45,8 @@ _verdictsLock = threading.Lock()
 
 #: Asked just before COMMIT (C{NULL}: the transaction wrote nothing).
 XID_SQL = "SELECT txid_current_if_assigned()"
+#: The same behind a pooler, with the server process's ID.
+XID_PID_SQL = "SELECT txid_current_if_assigned(), pg_backend_pid()"
 _STATUS_SQL = SA.text("SELECT txid_status(:xid)")
 # Only the backend still running this very transaction (its 32-bit xid).
 _TERMINATE_SQL = SA.text(
@@ -51,16 +55,24 @@ _TERMINATE_SQL = SA.text(
 )
 
 
-def transactionID(connection: Connection) -> tuple[int | None, int | None]:
+def transactionID(
+    connection: Connection, pooled: bool = False
+) -> tuple[int | None, int | None]:
     """
     Worker thread, just before COMMIT: the running transaction's ID (C{None}
-    if it has written nothing) and the backend's process ID (known to the
-    driver: not asked).
+    if it has written nothing) and the backend's process ID.
+
+    @param pooled: Whether the connection goes through a transaction-mode
+        pooler: then the process ID is asked in the same statement; else
+        the driver knows it (nothing more is asked).
     """
-    xid = connection.exec_driver_sql(XID_SQL).scalar()
-    return (None if xid is None else int(xid)), backendPID(
-        connection.connection.dbapi_connection
-    )
+    if pooled:
+        row = connection.exec_driver_sql(XID_PID_SQL).one()
+        xid, pid = row[0], int(row[1])
+    else:
+        xid = connection.exec_driver_sql(XID_SQL).scalar()
+        pid = backendPID(connection.connection.dbapi_connection)
+    return (None if xid is None else int(xid)), pid
 
 
 def backendPID(dbapiConnection: Any) -> int:
@@ -135,6 +147,7 @@ __all__ = [
     "COMMITTED",
     "NOTHING_WRITTEN",
     "UNKNOWN",
+    "XID_PID_SQL",
     "XID_SQL",
     "backendPID",
     "lostCommitOutcome",

@@ -111,6 +111,10 @@ class ReplicaSet:
             kw["isolation_level"] = "REPEATABLE READ"
         if primary.connections is not None:
             kw["connections"] = primary.connections
+        if primary.pooler is not None:
+            # Behind poolers too, of the same size.
+            kw["pooled"] = True
+            kw["poolerConnections"] = primary.pooler.connections
         self.replicas: list[Replica] = []
         for url in options.urls:
             spec = EngineSpec.fromArgs(url, kw)

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import pytest
 import sqlalchemy as SA
 from sqlalchemy.pool import NullPool
 
@@ -42,6 +41,8 @@ def madeOrSkipped(make: Callable[[], T]) -> T:
     C{make()}, for a fixture: with no PostgreSQL binaries here the test is
     skipped (or fails, when every database is required).
     """
+    import pytest  # (Here: the benchmarks import this module without it.)
+
     try:
         return make()
     except NoCluster as e:
@@ -78,6 +79,24 @@ def _freePort() -> int:
         return int(s.getsockname()[1])
 
 
+def runAsServerUser(folder: Path) -> list[str]:
+    """
+    The command prefix that runs a server program as user C{postgres} (or
+    C{nobody}) when the tests run as root (PostgreSQL and PgBouncer refuse
+    to run as root), giving C{folder} to that user; C{[]} otherwise.
+    """
+    if os.geteuid() != 0:
+        return []
+    user = "postgres"
+    try:
+        subprocess.run(["id", user], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        user = "nobody"
+    shutil.chown(folder, user)
+    runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+    return [runuser, "-u", user, "--"]
+
+
 class Cluster:
     """
     One throwaway cluster, listening on 127.0.0.1 and a unix socket in its
@@ -92,16 +111,7 @@ class Cluster:
         self.bin = findPostgresBin()
         self.dir = Path(tempfile.mkdtemp(prefix="sasync-reliability-pg."))
         self.port = _freePort()
-        self.runAs: list[str] = []
-        if os.geteuid() == 0:
-            user = "postgres"
-            try:
-                subprocess.run(["id", user], check=True, capture_output=True)
-            except subprocess.CalledProcessError:
-                user = "nobody"
-            shutil.chown(self.dir, user)
-            runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-            self.runAs = [runuser, "-u", user, "--"]
+        self.runAs = runAsServerUser(self.dir)
         self.data = self.dir / "data"
         # The driver the suite runs on (SASYNC_TEST_PG_DRIVER).
         self.url = f"postgresql+{pgDriver()}://postgres@127.0.0.1:{self.port}/postgres"

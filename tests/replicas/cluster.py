@@ -72,15 +72,19 @@ class Standby(Cluster):
 
 class ReplicatedCluster:
     """
-    A primary and two standbys (the second one delayed).
+    A primary and its standbys: by default two, the second one delayed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, applyDelaysMS: tuple[int, ...] = (0, APPLY_DELAY_MS)) -> None:
+        """
+        @param applyDelaysMS: One standby for each, replaying the WAL that
+            many milliseconds late.
+        """
         self.primary = Cluster()
         self.standbys: list[Standby] = []
         try:
-            self.standbys.append(Standby(self.primary))
-            self.standbys.append(Standby(self.primary, APPLY_DELAY_MS))
+            for delay in applyDelaysMS:
+                self.standbys.append(Standby(self.primary, delay))
         except BaseException:
             self.close()
             raise
@@ -125,7 +129,7 @@ class ReplicatedCluster:
 
     def close(self) -> None:
         """
-        Stop and remove all three servers.
+        Stop and remove every server.
         """
         for standby in self.standbys:
             with contextlib.suppress(Exception):
