@@ -24,6 +24,7 @@ import contextlib
 import functools
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -639,8 +640,12 @@ class AccessBroker:
         )
 
     async def _stopListening(self) -> None:
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            # (Already fired or removed.)
+        with (
+            contextlib.suppress(ValueError, KeyError, TypeError),
+            warnings.catch_warnings(),
+        ):
+            # (Already fired or removed: Twisted warns of the former.)
+            warnings.simplefilter("ignore", DeprecationWarning)
             self._getReactor().removeSystemEventTrigger(self._triggerID)
         await self._listeners.stopAll()
 

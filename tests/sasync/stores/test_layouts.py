@@ -390,9 +390,9 @@ async def test_upgradesAtOnce(dbURL: str) -> None:
     rows = makeOriginalItems(dbURL, extra=3 * _layouts.COPY_CHUNK)
     made = [
         Items(123, dbURL),
-        Items(125, dbURL, pool_recycle=3600),
-        Items(124, dbURL, pool_recycle=3601),
-        PersistentDict(124, dbURL, pool_recycle=3602),
+        Items(125, dbURL, logging_name="many"),
+        Items(124, dbURL, logging_name="other"),
+        PersistentDict(124, dbURL, logging_name="dict"),
     ]
     async with stores(*made):
         first, many, other, d = made
