@@ -25,7 +25,7 @@ import time
 import weakref
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -52,7 +52,6 @@ BUCKETS: tuple[float, ...] = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 
-serverLog = Logger(namespace="sasync.server")
 slowLog = Logger(namespace="sasync.slow")
 
 
@@ -208,8 +207,9 @@ class CallStats:
     A broker's counters. Reactor thread only (except L{addRows}).
 
     @ivar broker: The broker's name (its class's), a metric label.
-    @ivar servers: URL (password hidden) -> L{ServerStats}, set by whoever
-        watches servers (replicas); the primary's entry is made here.
+    @ivar describeServers: What watches the broker's other servers (its
+        replicas): URL (password hidden) -> C{calls}, C{healthy},
+        C{lagSeconds}; read for each snapshot. C{None}: no other servers.
     @ivar slowTransaction: Seconds; a call that takes longer is logged
         (C{sasync.slow}), or C{None}.
     """
@@ -244,7 +244,9 @@ class CallStats:
         self._rowsLock = threading.Lock()
         self.queueWait: dict[str, Histogram] = {}
         self.transactionTime: dict[str, Histogram] = {}
-        self.servers: dict[str, ServerStats] = {}
+        self.describeServers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = (
+            None
+        )
         _live.add(self)
 
     @classmethod
@@ -348,28 +350,16 @@ class CallStats:
         with self._rowsLock:
             self.rowsStreamed += n
 
-    def setServer(
-        self, url: str, *, healthy: bool, lagSeconds: float | None = None
-    ) -> None:
-        """
-        The hook for whoever watches a server (replicas): record its health
-        and lag; a change of health is logged (C{sasync.server}, C{down} or
-        C{up}).
-
-        @param url: The server's URL, its password hidden.
-        """
-        before = self.servers.get(url)
-        calls = 0 if before is None else before.calls
-        self.servers[url] = ServerStats(calls, healthy, lagSeconds)
-        if before is not None and before.healthy != healthy:
-            serverLog.info(
-                "{broker}: server {url} is {state}",
-                broker=self.broker,
-                url=url,
-                state="up" if healthy else "down",
-                healthy=healthy,
-                lagSeconds=lagSeconds,
-            )
+    def _servers(self) -> dict[str, ServerStats]:
+        # The primary, then each replica; a read a replica served counts
+        # there, not on the primary.
+        others = {} if self.describeServers is None else self.describeServers()
+        servers = {
+            url: ServerStats(int(d["calls"]), bool(d["healthy"]), d["lagSeconds"])
+            for url, d in others.items()
+        }
+        elsewhere = sum(s.calls for s in servers.values())
+        return {self.url: ServerStats(max(0, self.calls() - elsewhere)), **servers}
 
     def calls(self) -> int:
         """
@@ -393,8 +383,7 @@ class CallStats:
             if getattr(w, "task", None) is None and not getattr(w, "held", False)
         )
         counts = self.counts
-        servers = dict(self.servers)
-        servers[self.url] = ServerStats(self.calls())
+        servers = self._servers()
         pending = running = 0
         if queue is not None:
             # A task handed to a busy worker, to run after its current one,

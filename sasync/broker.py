@@ -149,9 +149,12 @@ class AccessBroker:
         self._replicas = replicas.attach(
             replicaOptions, spec, self, processes, reactor=reactor
         )
-        if self._replicas is not None and self._engine is not None:
-            # Session consistency needs each write's position.
-            self._engine.trackWritePositions()
+        if self._replicas is not None:
+            # broker.stats().servers: each replica's calls, health and lag.
+            stats.describeServers = self._replicas.describe
+            if self._engine is not None:
+                # Session consistency needs each write's position.
+                self._engine.trackWritePositions()
         self._life = Lifecycle(
             name=name,
             url=url,

@@ -310,6 +310,7 @@ class ReplicaSet:
                     replica=replica.name,
                     replayed=replayed,
                     lag=lag,
+                    state="up",
                 )
         self._wake()
         waiting = replica.healthy and bool(self._waiters)
@@ -324,6 +325,7 @@ class ReplicaSet:
             error=str(error).strip().splitlines()[0]
             if str(error).strip()
             else repr(error),
+            state="down",
         )
         self._wake()
 

@@ -114,6 +114,17 @@ async def test_routingShare(
         print(f"\nrouting share over 200 reads: {dict(served)} (primary {primary})")
         assert served[primary] == 0
         assert served[first] > 20 and served[second] > 20
+        # stats().servers: the primary first, then each standby with the
+        # reads it served, its health and its lag.
+        servers = broker.stats().servers
+        assert len(servers) == 3
+        [primaryStats, *standbyStats] = servers.values()
+        assert sum(s.calls for s in standbyStats) >= 200
+        assert all(s.calls > 20 for s in standbyStats)
+        assert all(s.healthy and s.lagSeconds is not None for s in standbyStats)
+        # (The write, and the start-up's own work.)
+        assert primaryStats.calls >= 1
+        assert all(SA.make_url(u).password in (None, "***") for u in servers)
     finally:
         await broker.shutdown()
 
