@@ -71,6 +71,7 @@ class Server:
         env.pop("ASYNQUEUE_WIRE_SECRET", None)
         deadline = time.monotonic() + timeout
         while True:
+            self._closePipe()  # (A restart: the killed process's pipe.)
             with open(self.log, "ab") as log:
                 self.process = subprocess.Popen(
                     command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log
@@ -115,6 +116,7 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+        self._closePipe()
 
     def stop(self) -> None:
         """
@@ -126,6 +128,9 @@ class Server:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._closePipe()
+
+    def _closePipe(self) -> None:
         if self.process is not None and self.process.stdout is not None:
             self.process.stdout.close()
 
