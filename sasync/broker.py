@@ -265,7 +265,7 @@ class AccessBroker:
         A snapshot of this broker: its queue, connections and call counts;
         cheap (a few counters read). See L{sasync._stats.BrokerStats}.
         """
-        return self._calls.stats.snapshot(self._life.waiting)
+        return self._calls.stats.snapshot(self._calls.waiting())
 
     @property
     def writePosition(self) -> str | None:
