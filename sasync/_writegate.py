@@ -44,6 +44,7 @@ from . import retry
 #: Below one place the gate would let nothing in.
 _EPSILON = 1e-9
 
+
 class _Entry:
     """
     One task at the gate: waiting, let in, or done.

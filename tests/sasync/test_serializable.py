@@ -53,10 +53,7 @@ async def race(
     value (named C{prefix} and a number); the failures.
     """
     results = await DeferredList(
-        [
-            broker.setNameValue("url", f"{prefix}{i // perValue}")
-            for i in range(calls)
-        ],
+        [broker.setNameValue("url", f"{prefix}{i // perValue}") for i in range(calls)],
         consumeErrors=True,
     )
     return [r for ok, r in results if not ok]

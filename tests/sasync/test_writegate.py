@@ -283,7 +283,7 @@ class BrokerGateTests(SynchronousTestCase):
         calls of a method known to only read don't wait at the gate.
         """
         broker, _, workers = self.makeBroker(connections=4, writers=1)
-        learned = getattr(_Broker.learned, "__sasyncTransaction__")
+        learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
         _wrote[learned] = False
         self.addCleanup(_wrote.pop, learned, None)
         calls = [broker.work(1), broker.work(2)]
@@ -388,7 +388,7 @@ class BrokerGateTests(SynchronousTestCase):
         shutdown(timeout=) cancels the calls still waiting at the gate when
         the timeout runs out.
         """
-        broker, reactor, workers = self.makeBroker(connections=2, writers=1)
+        broker, reactor, _ = self.makeBroker(connections=2, writers=1)
         first, second = broker.work(1), broker.work(2)
         broker.shutdown(timeout=3)
         reactor.advance(3)
