@@ -92,6 +92,9 @@ class Admission:
         self._inPool = engine is None
         self.writePosition: int | None = None
         self.gate = _writerGate(spec, engine)
+        # Whether methods learned to only read pass the gate: where they
+        # run READ ONLY (what _wrote says is learned on PostgreSQL only).
+        self._readersKnown = engine is not None and engine.guessesReadOnly
 
     # What @transact calls (sasync._protocols.TransactionSite) -----------------
 
@@ -332,7 +335,7 @@ class Admission:
         return (
             self.gate is not None
             and not options.readOnly
-            and _wrote.get(f) is not False
+            and not (self._readersKnown and _wrote.get(f) is False)
         )
 
     def _submitWriter(
