@@ -294,6 +294,22 @@ class BrokerGateTests(SynchronousTestCase):
             self.end(workers, x)
         self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3, 4, 5])
 
+    def test_learnedReadersOnlyWherePostgreSQL(self) -> None:
+        """
+        On MySQL/MariaDB (where nothing runs READ ONLY by guess) a method
+        learned to only read elsewhere still passes the gate.
+        """
+        mysql = "mysql+pymysql://nobody@127.0.0.1:1/never"
+        broker, _, workers = self.makeBroker(mysql, connections=2, writers=1)
+        learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
+        _wrote[learned] = False
+        self.addCleanup(_wrote.pop, learned, None)
+        calls = [broker.learned(1), broker.learned(2)]
+        self.assertEqual(self.running(workers), [1])
+        self.end(workers, 1)
+        self.end(workers, 2)
+        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2])
+
     def test_cancelWhileWaiting(self) -> None:
         """
         A call cancelled while it waits at the gate fails at once with
