@@ -331,10 +331,14 @@ class Admission:
         return self.submit(task, None, now)
 
     def _gates(self, f: Callable[..., Any], options: CallOptions) -> bool:
-        # Whether a call of f may write, and passes the writer gate.
+        # Whether a call of f may write, and passes the writer gate. A call
+        # with a consumer passes it by: its Deferred fires only once every
+        # row was written, and a consumer may pause for good (it would hold
+        # its place as long, as an iteration handed back does not).
         return (
             self.gate is not None
             and not options.readOnly
+            and options.consumer is None
             and not (self._readersKnown and _wrote.get(f) is False)
         )
 

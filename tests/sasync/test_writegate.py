@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -293,6 +294,21 @@ class BrokerGateTests(SynchronousTestCase):
         for x in (1, 2, 3, 4, 5):
             self.end(workers, x)
         self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3, 4, 5])
+
+    def test_consumersBypass(self) -> None:
+        """
+        A call with a C{consumer} (whose Deferred fires only once every row
+        was written, maybe never if the consumer stays paused) doesn't hold
+        a place at the gate.
+        """
+        broker, _, workers = self.makeBroker(connections=2, writers=1)
+        streamed = broker.work(1, consumer=StringTransport())
+        plain = broker.work(2)
+        self.assertEqual(self.running(workers), [1, 2])
+        self.end(workers, 2)
+        self.successResultOf(plain)
+        streamed.cancel()
+        self.failureResultOf(streamed, CancelledError)
 
     def test_learnedReadersOnlyWherePostgreSQL(self) -> None:
         """
