@@ -1,8 +1,8 @@
 """
 How a broker's calls get in: refused after shutdown or while too many wait
 (C{maxPending}), routed to a replica, run again after failures that allow
-it (L{sasync.retry}), held back until the start-up is done, and tracked
-for shutdown.
+it (L{sasync.retry}), held at the writer gate (L{sasync._writegate}) or
+until the start-up is done, and tracked for shutdown.
 
 L{Admission} holds no broker: the object whose method a call runs is
 passed with each call (C{owner}), and the rest (the engine handle, the
@@ -62,6 +62,7 @@ class Admission:
     @ivar stats: Its call counters.
     @ivar writePosition: The WAL position of the last write it committed,
         if known.
+    @ivar gate: Its writer gate (L{sasync._writegate}), or C{None}.
     """
 
     def __init__(
