@@ -186,6 +186,21 @@ def sqlSasyncSplit(config: BenchConfig) -> dict[str, Any]:
     return _opsVariant(config, "sqlSplit")
 
 
+def ormSasyncNoGate(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 1 as L{ormSasync}, SERIALIZABLE without the writer gate
+    (C{writers=0}): every writer runs as soon as a connection is free.
+    """
+    return _opsVariant(config, "ormOp", writers=0)
+
+
+def sqlSasyncNoGate(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 as L{sqlSasync}, without the writer gate (C{writers=0}).
+    """
+    return _opsVariant(config, "sqlOp", writers=0)
+
+
 def sqlSasyncReadCommitted(config: BenchConfig) -> dict[str, Any]:
     """
     Workload 2 as L{sqlSasync}, opting out of the default SERIALIZABLE.

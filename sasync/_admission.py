@@ -1,8 +1,8 @@
 """
 How a broker's calls get in: refused after shutdown or while too many wait
 (C{maxPending}), routed to a replica, run again after failures that allow
-it (L{sasync.retry}), held back until the start-up is done, and tracked
-for shutdown.
+it (L{sasync.retry}), held at the writer gate (L{sasync._writegate}) or
+until the start-up is done, and tracked for shutdown.
 
 L{Admission} holds no broker: the object whose method a call runs is
 passed with each call (C{owner}), and the rest (the engine handle, the
@@ -28,6 +28,7 @@ from . import retry
 from ._lifecycle import Lifecycle
 from ._protocols import WorkQueue
 from ._stats import CallStats
+from ._writegate import WriterGate
 from .connection import ConnectionWorker, checkReactorThread
 from .connection import _engines as engines
 from .connection import _positions as positions
@@ -61,6 +62,7 @@ class Admission:
     @ivar stats: Its call counters.
     @ivar writePosition: The WAL position of the last write it committed,
         if known.
+    @ivar gate: Its writer gate (L{sasync._writegate}), or C{None}.
     """
 
     def __init__(
@@ -90,6 +92,10 @@ class Admission:
         self._getReactor = getReactor
         self._inPool = engine is None
         self.writePosition: int | None = None
+        self.gate = _writerGate(spec, engine)
+        # Whether methods learned to only read pass the gate: where they
+        # run READ ONLY (what _wrote says is learned on PostgreSQL only).
+        self._readersKnown = engine is not None and engine.guessesReadOnly
 
     # What @transact calls (sasync._protocols.TransactionSite) -----------------
 
@@ -168,7 +174,8 @@ class Admission:
                 # none).
                 retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
                 if timeout is None and not inStartup:
-                    return self._retryingConflicts(owner, f, args, kw, options)
+                    gated = self._gates(f, options)
+                    return self._retryingConflicts(owner, f, args, kw, options, gated)
             else:
                 retries = 0
         if not retries and timeout is None and not inStartup:
@@ -249,14 +256,22 @@ class Admission:
             self.writePosition = position
         return result
 
+    def waiting(self) -> int:
+        """
+        Transactions waiting before the engine's queue: for the start-up,
+        or at the writer gate.
+        """
+        gate = self.gate
+        return self._life.waiting + (0 if gate is None else gate.waiting)
+
     def pendingCount(self) -> int:
         """
         Transactions waiting for a connection on this broker's engine:
         queued, or handed to a busy worker to run after its current one
         (C{running()} counts those too, beyond one per worker), or waiting
-        for the start-up.
+        for the start-up or at the writer gate.
         """
-        waiting = self._life.waiting
+        waiting = self.waiting()
         queue = getattr(self.handle, "queue", None)
         if queue is None:
             return waiting
@@ -280,12 +295,18 @@ class Admission:
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: CallOptions,
+        gated: bool = False,
     ) -> Deferred[Any]:
         # The common case, kept as cheap as a call without retries: one task,
         # and only if it fails with a conflict does retry.Attempts take over
         # (its Deferred chained into the task's, which shutdown tracks).
+        # gated: it may write, and passes the writer gate (each attempt).
         task = self._newTask(owner, f, args, kw, options, True)
         now = self._life.inStartupContext()
+        gate = self.gate
+        if gated and gate is not None:
+            # (Before the retry is chained: the gate hears how it ended.)
+            gate.watch(task)
 
         def conflicted(failure: Failure) -> Any:
             error = failure.value
@@ -294,7 +315,7 @@ class Admission:
                 return failure
             attempts = self._newAttempts(
                 lambda: self._newTask(owner, f, args, kw, options, True),
-                lambda task: self.submit(task, None, now, track=False),
+                lambda task: self._submitWriter(task, f, options, now, False),
                 describeCall(owner, f, args, kw),
                 retry.CONFLICT_RETRIES,
                 None,
@@ -306,7 +327,39 @@ class Admission:
             return attempts.adopt(task, failure)
 
         task.d.addErrback(conflicted)
+        if gated:
+            return self._submitWriter(task, f, options, now, True)
         return self.submit(task, None, now)
+
+    def _gates(self, f: Callable[..., Any], options: CallOptions) -> bool:
+        # Whether a call of f may write, and passes the writer gate. A call
+        # with a consumer passes it by: its Deferred fires only once every
+        # row was written, and a consumer may pause for good (it would hold
+        # its place as long, as an iteration handed back does not).
+        return (
+            self.gate is not None
+            and not options.readOnly
+            and options.consumer is None
+            and not (self._readersKnown and _wrote.get(f) is False)
+        )
+
+    def _submitWriter(
+        self,
+        task: Task[Any],
+        f: Callable[..., Any],
+        options: CallOptions,
+        now: bool,
+        track: bool,
+    ) -> Deferred[Any]:
+        # Submit an attempt of a call with the default conflict retries:
+        # through the writer gate unless it only reads. (A retry after a
+        # wrong read-only guess finds f known as a writer now.)
+        gate = self.gate
+        if gate is None or not self._gates(f, options):
+            return self.submit(task, None, now, track)
+        if track:
+            self.track(task.d)
+        return gate.submit(task, lambda t: self.submit(t, None, now, track=False))
 
     def attempts(
         self,
@@ -328,11 +381,15 @@ class Admission:
             # lost connections may be retried.)
             options = dataclasses.replace(options, retries=retries)
         now = self._life.inStartupContext()  # (Retries run outside it.)
+        # The default conflict retries: the writer gate applies.
+        gated = reasons is retry.RETRIED_BY_DEFAULT
 
         def makeTask() -> Task[Any]:
             return self._newTask(owner, f, args, kw, options, retries > 0)
 
         def submit(task: Task[Any]) -> Deferred[Any]:
+            if gated:
+                return self._submitWriter(task, f, options, now, False)
             return self.submit(task, None, now, track=False)
 
         return self.retrying(
@@ -413,6 +470,30 @@ class Admission:
             self.startupRetries(),
             None,
         )
+
+
+def _writerGate(
+    spec: engines.EngineSpec, engine: engines.EngineHandle | None
+) -> WriterGate | None:
+    """
+    The writer gate of a broker (see L{sasync._writegate}): where its
+    default conflict retries apply (SERIALIZABLE on a server database, in
+    the process that runs the transactions), unless C{writers=0}.
+    """
+    writers = spec.writers
+    if (
+        engine is None
+        or not engine.serializable
+        or spec.retries is not None
+        or writers == 0
+    ):
+        return None
+    if writers is not None:
+        return WriterGate(start=writers, maximum=writers, fixed=True)
+    return WriterGate(
+        start=engine.connections,
+        maximum=engine.connections + spec.overflowConnections,
+    )
 
 
 __all__ = ["Admission"]

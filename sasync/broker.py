@@ -64,8 +64,11 @@ class AccessBroker:
     Reliability options, also keywords, for every call of this broker:
     C{retries} and C{timeout} (the defaults of the call-time keywords),
     C{maxPending} (refuse calls with L{sasync.errors.Overloaded} while that
-    many wait), C{backoff}, and C{startupTimeout} (how long the start-up
-    waits for a database that is not up yet; see L{sasync.startup}). See
+    many wait), C{backoff}, C{startupTimeout} (how long the start-up
+    waits for a database that is not up yet; see L{sasync.startup}), and
+    C{writers} (how many transactions that may write run at once at
+    SERIALIZABLE: C{None}, the default, an adaptive limit; C{N} a fixed
+    one; C{0} none; see C{docs/concepts/transactions.md}). See
     L{sasync.connection} and C{docs/reliability.md}. C{slowTransaction}
     (seconds): a call that takes longer is logged (C{docs/observability.md}).
 
@@ -319,7 +322,7 @@ class AccessBroker:
         A snapshot of this broker: its queue, connections and call counts;
         cheap (a few counters read). See L{sasync._stats.BrokerStats}.
         """
-        return self._calls.stats.snapshot(self._life.waiting)
+        return self._calls.stats.snapshot(self._calls.waiting())
 
     @property
     def writePosition(self) -> str | None:

@@ -52,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "sasync._stats",
             "sasync._lifecycle",
             "sasync._admission",
+            "sasync._writegate",
             "sasync._schema",
             "sasync._conveniences",
             "sasync.metrics",

@@ -61,6 +61,9 @@ transactions ran one at a time (see C{docs/concepts/transactions.md}).
     its database to accept connections (default: L{DEFAULT_STARTUP_TIMEOUT}
     for server databases, 0 for SQLite; C{0}: not at all). See
     L{sasync.startup}.
+  - C{writers}: how many transactions that may write run at once at
+    SERIALIZABLE, by default (C{None}) an adaptive limit; an C{int} fixes
+    it, C{0} or C{False} lifts it. See C{docs/concepts/transactions.md}.
 
 Everything here runs in the reactor thread unless a docstring says so.
 """
@@ -153,6 +156,9 @@ class EngineSpec:
     maxPending: int | None = field(default=None, compare=False)
     backoff: Backoff = field(default=DEFAULT_BACKOFF, compare=False)
     startupTimeout: float | None = field(default=None, compare=False)
+    #: How many transactions that may write run at once: C{None} adaptive,
+    #: C{0} no limit (see C{sasync._writegate}).
+    writers: int | None = field(default=None, compare=False)
     #: Makes the handle's connection workers (tests: fakes).
     createWorker: CreateWorker = ConnectionWorker
 
@@ -290,7 +296,7 @@ def _idleTimeout(value: Any, url: URL) -> float | None:
 def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
     """
     Take the call policies (C{retries}, C{timeout}, C{maxPending},
-    C{backoff}, C{startupTimeout}) out of C{kw}, checked.
+    C{backoff}, C{startupTimeout}, C{writers}) out of C{kw}, checked.
 
     @raise ValueError: a bad value.
     """
@@ -330,7 +336,28 @@ def _callPolicies(kw: dict[str, Any]) -> dict[str, Any]:
         startupTimeout = kw.pop("startupTimeout")
         checkNumber(startupTimeout, "startupTimeout", low=0, typeError=ValueError)
         policies["startupTimeout"] = float(startupTimeout)
+    if "writers" in kw:
+        policies["writers"] = _checkWriters(kw.pop("writers"))
     return policies
+
+
+def _checkWriters(writers: object) -> int | None:
+    """
+    The option C{writers}: C{None} (adaptive), a fixed C{int} limit, or
+    C{0}/C{False} (no limit), as C{None} or an C{int}.
+
+    @raise ValueError: anything else, named.
+    """
+    if writers is None or writers is False:
+        return None if writers is None else 0
+    if writers is True:
+        raise ValueError(
+            "writers=True: give None (the default, an adaptive limit), a number"
+            " of transactions that may write at once, or 0/False (no limit)"
+        )
+    checkNumber(writers, "writers", integer=True, low=0, typeError=ValueError)
+    assert isinstance(writers, int)
+    return writers
 
 
 def _freeze(value: Any) -> Any:
@@ -376,10 +403,13 @@ class EngineHandle:
         #: PostgreSQL at SERIALIZABLE: transactions of methods seen only
         #: reading run READ ONLY, which keeps them out of serialization
         #: conflicts (see sasync.transact.TransactionCall).
-        self.guessesReadOnly = (
-            self.dialectName == "postgresql"
+        #: Whether its transactions run SERIALIZABLE (a server database
+        #: without another isolation_level).
+        self.serializable = (
+            spec.backend in SERIALIZABLE_BACKENDS
             and kw.get("isolation_level") == DEFAULT_ISOLATION
         )
+        self.guessesReadOnly = self.dialectName == "postgresql" and self.serializable
         #: Whether a write transaction learns the WAL position its COMMIT
         #: reached (PostgreSQL primaries: C{broker.writePosition}). It costs
         #: one short query per write: off until a broker with replicas, or

@@ -20,7 +20,7 @@ from twisted.internet.defer import (
 )
 from twisted.python.failure import Failure
 
-from sasync import AccessBroker, transact
+from sasync import AccessBroker, retry, transact
 from tests.reliability.helpers import until
 
 from .brokers import LogBroker
@@ -45,13 +45,15 @@ class ValueBroker(LogBroker):
         return str(self.conn.exec_driver_sql(sql).scalar()).upper().replace("-", " ")
 
 
-async def race(broker: ValueBroker, calls: int = 400, perValue: int = 8) -> list[Any]:
+async def race(
+    broker: ValueBroker, calls: int = 400, perValue: int = 8, prefix: str = "x"
+) -> list[Any]:
     """
     C{calls} concurrent calls of C{setNameValue}, C{perValue} for each
-    value; the failures.
+    value (named C{prefix} and a number); the failures.
     """
     results = await DeferredList(
-        [broker.setNameValue("url", f"x{i // perValue}") for i in range(calls)],
+        [broker.setNameValue("url", f"{prefix}{i // perValue}") for i in range(calls)],
         consumeErrors=True,
     )
     return [r for ok, r in results if not ok]
@@ -71,6 +73,27 @@ async def test_raceLosesNothing(serverURL: str, brokers: Any) -> None:
     assert [f.value for f in failures] == []
     counts = await broker.valueCounts()
     assert counts == Counter({f"x{i}": 1 for i in range(50)})
+
+
+@pytest.mark.reactorTimeout(240)
+async def test_writerGateLowersRetries(postgresqlURL: str, brokers: Any) -> None:
+    """
+    The same race on 8 connections, with the writer gate off
+    (C{writers=0}), adaptive (the default) and fixed at one writer: no call
+    fails either way; the adaptive gate retries fewer conflicts than no
+    gate, and one writer at a time none.
+    """
+    conflicts = {}
+    for writers in (0, None, 1):
+        broker = brokers(ValueBroker, postgresqlURL, connections=8, writers=writers)
+        await broker.waitUntilRunning()
+        failures = await race(broker, prefix=f"w{writers}-")
+        assert [f.value for f in failures] == []
+        retried = broker.stats().retried
+        conflicts[writers] = sum(retried.get(reason, 0) for reason in retry.CONFLICTS)
+        await broker.shutdown()
+    assert conflicts[1] == 0, conflicts
+    assert conflicts[None] < conflicts[0], conflicts
 
 
 @pytest.mark.reactorTimeout(120)
