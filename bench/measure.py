@@ -34,14 +34,22 @@ def currentRssMb() -> float:
     return pages * resource.getpagesize() / 1048576.0
 
 
+def _processCpu() -> float:
+    # User + system seconds of this process, all its threads.
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Measurement:
     """
-    Wall time and memory of one timed section; C{start}, then C{stop(count)}.
+    Wall time, CPU time and memory of one timed section; C{start}, then
+    C{stop(count)}.
     """
 
     def __init__(self, unit: str) -> None:
         self.unit = unit
         self.began = 0.0
+        self.cpuBegan = 0.0
         self.baselineRss = 0.0
         self.result: dict[str, Any] = {}
 
@@ -50,6 +58,7 @@ class Measurement:
         Note RSS before the work (imports, pools) and start the clock.
         """
         self.baselineRss = currentRssMb()
+        self.cpuBegan = _processCpu()
         self.began = time.perf_counter()
 
     def stop(self, count: int, **extra: Any) -> dict[str, Any]:
@@ -57,11 +66,15 @@ class Measurement:
         Stop the clock; C{count} units were done. Returns the result record.
         """
         seconds = time.perf_counter() - self.began
+        cpu = _processCpu() - self.cpuBegan
         self.result = {
             "unit": self.unit,
             "count": count,
             "seconds": seconds,
             "rate": count / seconds if seconds > 0 else 0.0,
+            # The variant's own process, every thread (not the server's):
+            # unlike wall time, barely moved by what else the machine runs.
+            "cpuUsPerUnit": 1e6 * cpu / count if count else 0.0,
             "baselineRssMb": round(self.baselineRss, 1),
             **extra,
         }
