@@ -56,7 +56,10 @@ def _importWithFake(tmp_path: Path, init: str, code: str = "import sasync") -> s
         # The original AsynQueue 0.9.9 has no __version__.
         ("class VA:\n    pass\n", "has no __version__"),
         # One that fails to import, as when half of it was uninstalled.
-        ("from .base import TaskQueue\n", "importing it failed (ModuleNotFoundError"),
+        (
+            "from .halfuninstalled import TaskQueue\n",
+            "importing it failed (ModuleNotFoundError",
+        ),
     ],
     ids=["otherVersion", "noVersion", "broken"],
 )
