@@ -65,6 +65,31 @@ ReplyHandler = Callable[[str, Any, bool], None]
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def payloadOrFail(
+    task: Task[Any],
+    encode: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], bytes],
+) -> bytes | None:
+    """
+    The bytes that carry C{task} to another process: its C{payload} if it
+    has them, else C{encode(f, args, kw)}. C{None} when the task ended here
+    instead: a stop was already asked for, or C{encode} refused the call
+    (C{TypeError}); its Deferred has failed with the reason.
+    """
+    if task.stopRequested:
+        task.fail(Failure(task.stopReason))  # type: ignore[no-untyped-call]
+        return None
+    try:
+        payload = task.payload
+        return (
+            payload
+            if isinstance(payload, bytes)
+            else encode(task.f, task.args, task.kw)
+        )
+    except TypeError:
+        task.fail(Failure())  # type: ignore[no-untyped-call]
+        return None
+
+
 def pickleCall(
     f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> bytes:
@@ -513,15 +538,8 @@ class ProcessWorker:
         """
         if self._stopping is not None:
             raise RuntimeError(f"{self!r} is stopped")
-        if task.stopRequested:
-            task.fail(Failure(task.stopReason))  # type: ignore[no-untyped-call]
-            return succeed(None)
-        try:
-            payload = task.payload
-            if not isinstance(payload, bytes):
-                payload = pickleCall(task.f, task.args, task.kw)
-        except TypeError:
-            task.fail(Failure())  # type: ignore[no-untyped-call]
+        payload = payloadOrFail(task, pickleCall)
+        if payload is None:
             return succeed(None)
         generation = self._start()
         if not generation.mainSent and b"__main__" in payload:
@@ -672,6 +690,7 @@ __all__ = [
     "encode",
     "failureReply",
     "finishFromReply",
+    "payloadOrFail",
     "pickleCall",
     "remoteDeferator",
 ]

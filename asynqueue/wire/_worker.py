@@ -22,7 +22,7 @@ from .._util import Waiters, checkNumber, follow
 from ..deferator import DEFAULT_BATCH, Deferator, checkBatchSize
 from ..errors import ServerLost, WorkerError
 from ..interfaces import IWorker
-from ..process import decodeReply, finishFromReply, remoteDeferator
+from ..process import decodeReply, finishFromReply, payloadOrFail, remoteDeferator
 from ..task import Task
 from ._calls import IDEMPOTENT, checkDescription, wireCall
 from ._connector import Connector, Link
@@ -181,15 +181,8 @@ class WireWorker:
         """
         if self._stopping is not None:
             raise RuntimeError(f"{self!r} is stopped")
-        if task.stopRequested:
-            task.fail(Failure(task.stopReason))  # type: ignore[no-untyped-call]
-            return succeed(None)
-        try:
-            payload = task.payload
-            if not isinstance(payload, bytes):
-                payload = wireCall(task.f, task.args, task.kw)
-        except TypeError:
-            task.fail(Failure())  # type: ignore[no-untyped-call]
+        payload = payloadOrFail(task, wireCall)
+        if payload is None:
             return succeed(None)
         freed: Deferred[None] = Deferred()
         call = self._call = _Call(task, payload, freed)
