@@ -469,6 +469,7 @@ class TransactionCall:
                         self._commit(connection, transaction)
                     elif self.handle.holdIterations:
                         handedOver = True
+                        cursors = results.takeCursors()
                         self._endTransactionState()
                         rows = results.rowsInTransaction(
                             result,
@@ -477,6 +478,7 @@ class TransactionCall:
                             _commitPoint,
                             worker.leaveTransaction,
                             self._countRows,
+                            cursors,
                         )
                     else:
                         self._commit(connection, transaction)
@@ -599,6 +601,9 @@ class TransactionCall:
         state.connection = None
         state.handle = None
         state.stream = False
+        if state.serverCursors is not None:
+            # (Handed over to a stream, they were taken already.)
+            results.closeCursors(results.takeCursors())
         if session is not None:
             session.close()
 

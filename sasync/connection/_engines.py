@@ -94,6 +94,7 @@ from ..errors import NoEngineError
 from ..retry import DEFAULT_BACKOFF, Backoff
 from ._pooler import PoolerOptions
 from ._pooloptions import translatePoolOptions
+from ._results import keepCursor
 from ._threadstate import state
 from ._workers import ConnectionWorker
 
@@ -685,7 +686,7 @@ class EngineHandle:
         self._cancels.quit()
 
 
-def _executionContext(base: type[Any]) -> type[Any]:
+def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]:
     """
     The dialect's execution context, changed in two ways, both decided when
     a statement's cursor is made (no engine events, which would slow every
@@ -696,6 +697,11 @@ def _executionContext(base: type[Any]) -> type[Any]:
         (The C{stream_results} option would apply to every statement,
         INSERTs too, and an event cannot change the options of the
         statement it sees.)
+
+    With C{closesCursors}, a transaction's server-side cursors are closed
+    when it ends: psycopg 3 warns when one is deleted open, even once the
+    server dropped it with its transaction (one never read, one whose
+    transaction failed).
     """
 
     class SAsyncExecutionContext(base):  # type: ignore[misc]
@@ -718,6 +724,10 @@ def _executionContext(base: type[Any]) -> type[Any]:
                         "max_row_buffer": worker.batchSize if worker else 1000,
                     }
                 )
+                cursor = super().create_cursor()
+                if closesCursors and context._is_server_side:
+                    keepCursor(cursor)
+                return cursor
             return super().create_cursor()
 
     return SAsyncExecutionContext
@@ -734,7 +744,9 @@ def _isSelect(context: Any) -> bool:
 def _instrument(engine: Engine) -> None:
     # This engine's dialect only: other engines keep their own.
     dialect = engine.dialect
-    dialect.execution_ctx_cls = _executionContext(dialect.execution_ctx_cls)
+    dialect.execution_ctx_cls = _executionContext(
+        dialect.execution_ctx_cls, closesCursors=dialect.driver == "psycopg"
+    )
 
 
 # The registry (reactor thread only) -----------------------------------------

@@ -44,6 +44,8 @@ from sqlalchemy.engine import (
 )
 from twisted.logger import Logger
 
+from ._threadstate import state
+
 log = Logger()
 
 
@@ -305,6 +307,54 @@ def rowsInMemory(
     return RowStream((b for b in batches), finishItem=makeRow, inMemory=True)
 
 
+#: How many cursors a transaction keeps (L{keepCursor}) before it first
+#: lets go of those closed already.
+PRUNE_CURSORS = 64
+
+
+def keepCursor(cursor: Any) -> None:
+    """
+    Worker thread: C{cursor}, a server-side cursor of the transaction
+    running in this thread, is to be closed when that transaction ends
+    (L{takeCursors}, L{closeCursors}).
+    """
+    cursors = state.serverCursors
+    if cursors is None:
+        state.serverCursors = [cursor]
+        return
+    n = len(cursors)
+    if n >= PRUNE_CURSORS and not n & (n - 1):
+        # A transaction that runs many SELECTs: let go of the cursors
+        # closed already (read to their end), at each power of two, so
+        # that memory stays bounded at O(1) per cursor.
+        cursors[:] = [c for c in cursors if not getattr(c, "closed", False)]
+    cursors.append(cursor)
+
+
+def takeCursors() -> list[Any] | None:
+    """
+    Worker thread: the server-side cursors the transaction running in this
+    thread kept (L{keepCursor}), now its caller's to close; C{None} if none.
+    """
+    cursors = state.serverCursors
+    state.serverCursors = None
+    return cursors
+
+
+def closeCursors(cursors: list[Any] | None) -> None:
+    """
+    Worker thread, once their transaction ended (committed, rolled back, or
+    its connection lost): close the DBAPI cursors still open. The server
+    dropped them with the transaction, so psycopg 3 sends nothing; this only
+    keeps it from warning when they are deleted.
+    """
+    for cursor in cursors or ():
+        try:
+            cursor.close()
+        except Exception:
+            log.failure("Closing a cursor of an ended transaction failed")
+
+
 def rowsInTransaction(
     result: AnyResult,
     transaction: RootTransaction,
@@ -312,6 +362,7 @@ def rowsInTransaction(
     beforeCommit: Callable[[], None],
     leave: Callable[[], None],
     onBatch: Callable[[int], object] | None = None,
+    cursors: list[Any] | None = None,
 ) -> RowStream:
     """
     Server databases: the rows of C{result}, read inside its still open
@@ -326,10 +377,18 @@ def rowsInTransaction(
         <sasync.connection._workers.ConnectionWorker.leaveTransaction>}), so that a
         failed fetch or COMMIT can't leave it in this one.
     @param onBatch: Called with the size of each batch fetched (counters).
+    @param cursors: The transaction's server-side cursors (L{takeCursors}),
+        closed once it ended.
     """
     source, makeRow = _batchesOf(result, batchSize)
     if onBatch is not None:
         source = _counted(source, onBatch)
+
+    def finish() -> None:
+        try:
+            leave()
+        finally:
+            closeCursors(cursors)
 
     def end(check: bool = True) -> None:
         try:
@@ -338,7 +397,7 @@ def rowsInTransaction(
                 beforeCommit()
             transaction.commit()
         finally:
-            leave()
+            finish()
 
     def batches() -> Generator[Sequence[Any], None, None]:
         ended = False
@@ -357,7 +416,7 @@ def rowsInTransaction(
                     result.close()
                 except Exception:
                     log.failure("Closing the result of a failed iteration failed")
-                leave()
+                finish()
 
     return RowStream(batches(), end, makeRow)
 
@@ -404,8 +463,11 @@ def connectionOf(result: AnyResult) -> Connection | None:
 
 __all__ = [
     "bufferedResult",
+    "closeCursors",
     "grouped",
+    "keepCursor",
     "returnsRows",
     "rowsAfterCommit",
     "rowsInTransaction",
+    "takeCursors",
 ]

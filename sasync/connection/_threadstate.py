@@ -42,6 +42,10 @@ class _ThreadState(threading.local):
     #: Whether row-returning SELECTs of this transaction use server-side
     #: cursors (read by the engine's before_execute hook).
     stream: bool = False
+    #: The server-side cursors this transaction opened, on a driver that
+    #: wants them closed even after their transaction ended (psycopg 3):
+    #: closed once it ends (see L{sasync.connection._results.closeCursors}).
+    serverCursors: list[Any] | None = None
     #: Whether the current transaction ran a statement other than a SELECT
     #: (learned per method: see L{sasync.transact.TransactionCall}).
     wrote: bool = False

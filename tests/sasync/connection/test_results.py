@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as SA
 from twisted.internet.defer import CancelledError
 
+from sasync.connection import _results as results
 from sasync.connection._results import RowStream, grouped, rowsInTransaction
 
 
@@ -70,3 +71,38 @@ def test_grouped() -> None:
     Rows in lists of N, the last one shorter.
     """
     assert list(grouped(iter([1, 2, 3, 4, 5]), 2)) == [[1, 2], [3, 4], [5]]  # type: ignore[arg-type]
+
+
+class FakeCursor:
+    """
+    A DB-API cursor that only knows whether it is closed.
+    """
+
+    def __init__(self, closed: bool = False) -> None:
+        self.closed = closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_keptCursorsBounded() -> None:
+    """
+    A transaction's kept cursors let go of the closed ones as they grow
+    (a transaction of many SELECTs read to their end keeps few); the open
+    ones are all kept, and closed by closeCursors.
+    """
+    openOnes = [FakeCursor() for _ in range(10)]
+    try:
+        for i in range(10_000):
+            results.keepCursor(FakeCursor(closed=True))
+            if i % 1000 == 0:
+                results.keepCursor(openOnes[i // 1000])
+        kept = results.takeCursors()
+        assert kept is not None
+        assert len(kept) < 2 * results.PRUNE_CURSORS + 10
+        assert all(c in kept for c in openOnes)
+        assert results.takeCursors() is None
+        results.closeCursors(kept)
+        assert all(c.closed for c in openOnes)
+    finally:
+        results.takeCursors()
