@@ -21,7 +21,9 @@ drops the half-built one and begins again.
 
 Stores and processes starting at once take turns on the database's
 migration lock (L{sasync.migrations.migrationLock}): the first upgrades,
-the others find it done.
+the others find it done. Behind a transaction-mode pooler (a broker made
+with C{pooled=True}) that lock is a transaction's, as for C{migrate()}: a
+session's would stay on whichever server connection the pooler lent.
 
 Worker thread only: this runs on a worker's connection, as a setup job.
 """
@@ -87,6 +89,7 @@ def upgrade(
     target: SA.Table,
     layouts: Sequence[OldLayout],
     imports: Sequence[Import] = (),
+    pooled: bool = False,
 ) -> None:
     """
     Worker thread: bring table C{target.name} to C{target}'s layout if it
@@ -97,13 +100,16 @@ def upgrade(
     <sasync.broker.AccessBroker.table>} tells about that one).
 
     @param connection: a connection outside any transaction.
+    @param pooled: C{connection} goes through a transaction-mode pooler
+        (the migration lock is then a transaction's, see
+        L{sasync.migrations.migrationLock}).
     @raise SchemaMismatch: the name the old table is to be kept under is
         taken.
     """
     with connection.begin():
         if _plan(connection, target, layouts, imports) is None:
             return
-    with migrationLock(connection):
+    with migrationLock(connection, pooled):
         if connection.dialect.name in ("mysql", "mariadb"):
             _upgradeMySQL(connection, target, layouts, imports)
             return

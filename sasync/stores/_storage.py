@@ -398,6 +398,7 @@ class StoreBroker(AccessBroker, Generic[K]):
                 target=target,
                 layouts=self.oldLayouts,
                 imports=self.imports,
+                pooled=self._spec.pooler is not None,
             ),
             f"{type(self).__name__}: upgrading {self.tableName}",
         )

@@ -405,6 +405,48 @@ async def test_upgradesAtOnce(dbURL: str) -> None:
     assert len(tableState(dbURL, "sasync_items_sasync09")[1]) == len(rows)
 
 
+#: The advisory locks held in the current database (other tests' databases
+#: on the same server may hold theirs).
+ADVISORY_LOCKS = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND database ="
+    " (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["direct", "pooled"])
+async def test_pooledUpgradeLock(
+    postgresqlURL: str, monkeypatch: pytest.MonkeyPatch, pooled: bool
+) -> None:
+    """
+    Behind a transaction-mode pooler (C{pooled=True}) the upgrade's
+    migration lock is a transaction's, held on a connection of its own (a
+    session lock would stay on whichever server connection the pooler
+    lent); on a direct URL it is the upgrading connection's session lock.
+    Either way no lock is left once the store runs.
+    """
+    makeOriginalItems(postgresqlURL)
+    held: list[tuple[int, list[int]]] = []
+    build = _layouts._build
+
+    def watched(connection: Any, target: SA.Table, plan: Any) -> Any:
+        # Worker thread, the lock held: who holds it?
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        holders = connection.exec_driver_sql(ADVISORY_LOCKS + " AND granted").scalars()
+        held.append((int(pid), [int(h) for h in holders]))
+        return build(connection, target, plan)
+
+    monkeypatch.setattr(_layouts, "_build", watched)
+    items = Items(123, postgresqlURL, pooled=pooled)
+    async with stores(items):
+        assert await items.loadAll() == expectedValues()
+        [(pid, holders)] = held
+        assert len(holders) == 1
+        assert (holders[0] == pid) is not pooled
+    with plainEngine(postgresqlURL) as engine, engine.connect() as conn:
+        left = conn.exec_driver_sql(ADVISORY_LOCKS).all()
+    assert left == []
+
+
 async def test_originalStrIDs(sqliteURL: str) -> None:
     """
     A group the original stored under a str ID's Python 2 C{hash()} (64
