@@ -248,12 +248,14 @@ class BackendKiller:
     C{KILL CONNECTION}.
 
     @ivar kills: How many backends it terminated.
+    @ivar killed: Their IDs.
     """
 
     def __init__(self, url: str, interval: float, seed: int = 8) -> None:
         self.url = url
         self.interval = interval
         self.kills = 0
+        self.killed: list[int] = []
         self._random = random.Random(seed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backend-killer")
@@ -300,13 +302,43 @@ class BackendKiller:
         if self.url.startswith("postgresql"):
             query = f"SELECT pg_terminate_backend({int(target)})"
             if conn.exec_driver_sql(query).scalar_one():
+                self.killed.append(target)
                 self.kills += 1
             return
         try:
             conn.exec_driver_sql(f"KILL CONNECTION {int(target)}")
         except SA.exc.OperationalError:
             return  # (Gone already: "Unknown thread id".)
+        self.killed.append(target)
         self.kills += 1
+
+    def waitUntilGone(self, timeout: float = 30.0) -> None:
+        """
+        Once stopped: wait until the server has let go of every connection
+        this killer ended. Their clients' sockets then hold the server's
+        goodbye (or end of file), so a worker sees its connection is
+        closed before it uses it again, and replaces it.
+        """
+        if self.url.startswith("postgresql"):
+            query = "SELECT count(*) FROM pg_stat_activity WHERE pid IN ({ids})"
+        else:
+            query = (
+                "SELECT count(*) FROM information_schema.processlist"
+                " WHERE id IN ({ids})"
+            )
+        if not self.killed:
+            return
+        ids = ", ".join(str(int(i)) for i in set(self.killed))
+        engine = adminEngine(self.url)
+        try:
+            with engine.connect() as conn:
+                deadline = time.monotonic() + timeout
+                while conn.exec_driver_sql(query.format(ids=ids)).scalar_one():
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("killed connections still listed")
+                    time.sleep(0.01)
+        finally:
+            engine.dispose()
 
 
 def sasyncThreads() -> set[Any]:

@@ -100,13 +100,18 @@ async def test_serializableCounter(serverURL: str, brokers: Any) -> None:
 class Transfers(Ledger):
     """
     Two rows updated in either order, with a barrier that makes the first
-    attempts of two transfers deadlock.
+    attempts of two transfers deadlock. The attempt that runs again waits
+    until the other transfer's call has ended: on PostgreSQL, a retry that
+    overlapped the winner's transaction would fail again at SERIALIZABLE (a
+    serialization failure) whenever the winner is slow to commit.
     """
 
     def __init__(self, url: str, **kw: Any) -> None:
         super().__init__(url, **kw)
-        self.barrier = threading.Barrier(2, timeout=10)
+        self.barrier = threading.Barrier(2, timeout=30)
         self.attempts: list[str] = []
+        #: Set (reactor thread) once each direction's call has ended.
+        self.ended = {"1->2": threading.Event(), "2->1": threading.Event()}
 
     @transact
     def setUp(self) -> None:
@@ -115,10 +120,26 @@ class Transfers(Ledger):
         rows = [{"id": 1, "value": 100}, {"id": 2, "value": 100}]
         self.conn.execute(t.insert(), rows)
 
+    def transferred(
+        self, source: int, target: int, amount: int
+    ) -> defer.Deferred[None]:
+        """
+        L{transfer}, whose end (committed or failed) is marked in C{ended}.
+        """
+        ended = self.ended[f"{source}->{target}"]
+
+        def mark(result: Any) -> Any:
+            ended.set()
+            return result
+
+        return self.transfer(source, target, amount).addBoth(mark)
+
     @transact
     def transfer(self, source: int, target: int, amount: int) -> None:
         first = f"{source}->{target}" not in self.attempts
         self.attempts.append(f"{source}->{target}")
+        if not first and not self.ended[f"{target}->{source}"].wait(30):
+            raise RuntimeError("the other transfer never ended")
         t = self.counter
         self.conn.execute(
             t.update().where(t.c.id == source).values(value=t.c.value - amount)
@@ -144,7 +165,9 @@ async def test_deadlockRetried(serverURL: str, brokers: Any) -> None:
     """
     broker = brokers(Transfers, serverURL, connections=2, retries=3)
     await broker.setUp()
-    await defer.gatherResults([broker.transfer(1, 2, 10), broker.transfer(2, 1, 3)])
+    await defer.gatherResults(
+        [broker.transferred(1, 2, 10), broker.transferred(2, 1, 3)]
+    )
     assert await broker.values() == [93, 107]
     assert broker._handle.retries[DEADLOCK] == 1
     assert len(broker.attempts) == 3
