@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+
+from .moved import goneAttributes
 
 
 class DeferredLock:
@@ -24,6 +26,19 @@ class DeferredLock:
 
     Not reentrant: a holder that acquires again waits for itself forever.
     """
+
+    if not TYPE_CHECKING:  # (mypy would take any attribute then.)
+        __getattr__ = goneAttributes(
+            "DeferredLock",
+            {
+                "addStopper": "run the clean-up with lock.run(f, *args, **kw),"
+                " which calls it once every holder and waiter ahead is done,"
+                " holding the lock",
+                "stop": "lock.run(f) runs a clean-up once every holder and"
+                " waiter ahead is done (what stop() did with the stoppers);"
+                " lock.acquireAndRelease() only waits for them",
+            },
+        )
 
     def __init__(self) -> None:
         self.locked = False

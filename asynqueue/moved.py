@@ -3,7 +3,9 @@ The original AsynQueue's and sAsync's module paths, kept working: a module
 that only stands for names now spelled elsewhere gets its C{__getattr__}
 from L{movedNames}. Looking up a moved name warns (C{DeprecationWarning},
 naming the new spelling) and returns the real object; looking up a name
-that is gone raises L{Gone}, whose message says what to write instead.
+that is gone raises L{Gone}, whose message says what to write instead. A
+class whose original had methods that are gone gets its C{__getattr__}
+from L{goneAttributes}, to the same end.
 
 See C{docs/originals.md} for every old spelling and its replacement.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Callable, Mapping
+from typing import Any
 
 
 class Gone(ImportError):
@@ -76,4 +79,29 @@ def movedNames(
     return __getattr__
 
 
-__all__ = ["Gone", "deprecated", "movedNames", "resolve"]
+def goneAttributes(owner: str, gone: Mapping[str, str]) -> Callable[[Any, str], Any]:
+    """
+    A class's C{__getattr__} for the original's methods that did not come
+    back: looking one up raises L{Gone} naming what to do instead; any
+    other missing attribute is the usual C{AttributeError}. (Called only
+    for attributes the object lacks: the others cost nothing more.)
+
+    @param owner: The class's name, for the messages.
+    @param gone: Old method name -> what to do instead, a sentence.
+    """
+    goneNames = dict(gone)
+
+    def __getattr__(self: Any, name: str) -> Any:  # noqa: N807 (a __getattr__)
+        why = goneNames.get(name)
+        if why is not None:
+            raise Gone(f"{owner}.{name}() is gone: {why}", name=name)
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}",
+            name=name,
+            obj=self,
+        )
+
+    return __getattr__
+
+
+__all__ = ["Gone", "deprecated", "goneAttributes", "movedNames", "resolve"]

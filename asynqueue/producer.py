@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from ._util import Waiters, reactorClock
 from .deferator import DEFAULT_BATCH, BatchTaker, Deferator, checkBatchSize
+from .moved import goneAttributes
 
 T = TypeVar("T")
 
@@ -47,6 +48,15 @@ class IterationProducer(Generic[T]):
 
     Reactor thread only.
     """
+
+    if not TYPE_CHECKING:  # (mypy would take any attribute then.)
+        __getattr__ = goneAttributes(
+            "IterationProducer",
+            {
+                "deferUntilDone": "run() returns that Deferred: it fires with"
+                " the consumer once every item has been written",
+            },
+        )
 
     def __init__(
         self,

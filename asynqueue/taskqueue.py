@@ -4,6 +4,7 @@ L{TaskQueue}: a prioritized queue of calls, run by the workers attached to it.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from ._slots import WorkerSlot, WorkerSlots
 from ._util import Waiters, checkNumber, follow, reactorClock
 from .errors import QueueStopped, UnknownSeries, WorkerError
 from .interfaces import IWorker
+from .moved import deprecated
 from .task import Task, TaskState
 
 T = TypeVar("T")
@@ -36,10 +38,24 @@ class TaskQueue:
     Everything here happens in the reactor thread.
     """
 
-    def __init__(self, *, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime | None = None,
+        warn: bool | None = None,
+        spew: bool | None = None,
+        returnFailure: bool | None = None,
+    ) -> None:
         """
         @param clock: For timeouts; the reactor by default (tests pass a
             C{twisted.internet.task.Clock}).
+        @param warn: The original AsynQueue's: log every failed call (the
+            original stopped the reactor otherwise). Deprecated.
+        @param spew: The original's: log every call with its result.
+            Deprecated.
+        @param returnFailure: The original's: a failed call fails its
+            Deferred. Deprecated: that is what always happens.
+        @raise TypeError: one of the original's keywords is not a bool.
         """
         self._clock = clock
         # Entries are Task.sortKey (band, rank, sequence) and the task:
@@ -62,6 +78,49 @@ class TaskQueue:
         self._removedCallback = self._removed
         self._takeBackCallback = self._takeBack
         self._freedCallback = self._freedBy
+        if warn is not None or spew is not None or returnFailure is not None:
+            self._originalOptions(warn, spew, returnFailure)
+
+    def _originalOptions(
+        self, warn: bool | None, spew: bool | None, returnFailure: bool | None
+    ) -> None:
+        # The original AsynQueue's keywords (see docs/originals.md), each
+        # deprecated: warn=True and spew=True log calls as it did.
+        # (stacklevel 4: deprecated(), here, __init__, its caller.)
+        for name, value in (
+            ("warn", warn),
+            ("spew", spew),
+            ("returnFailure", returnFailure),
+        ):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"TaskQueue({name}={value!r}): {name} must be a bool")
+        if returnFailure is not None:
+            deprecated("TaskQueue(returnFailure=...)", _RETURN_FAILURE, 4)
+        if warn is not None:
+            deprecated(
+                "TaskQueue(warn=...)",
+                "an errback of your own that logs, if you want failures logged:"
+                " a failed call fails its Deferred, and never stops the reactor",
+                4,
+            )
+        if spew is not None:
+            deprecated(
+                "TaskQueue(spew=...)",
+                "callbacks of your own that log, if you want every call logged",
+                4,
+            )
+        if warn or spew:
+            # An instance attribute: queues without them pay nothing per call.
+            self.submit = functools.partial(  # type: ignore[method-assign]
+                self._submitLogged, spew=bool(spew)
+            )
+
+    def _submitLogged(
+        self, task: Task[T], *, timeout: float | None = None, spew: bool
+    ) -> Deferred[T]:
+        # submit() of a queue made with the original's warn or spew.
+        d = type(self).submit(self, task, timeout=timeout)
+        return d.addBoth(_logOutcome, task, spew)
 
     @property
     def clock(self) -> IReactorTime:
@@ -188,6 +247,10 @@ class TaskQueue:
             raise TypeError(f"consumer {consumer!r} does not provide IConsumer")
         if timeout is not None:
             checkNumber(timeout, "timeout (seconds)", positive=True)
+        if kw and "returnFailure" in kw:
+            # The original's, for the queue's own use: not for f.
+            kw.pop("returnFailure")
+            deprecated("TaskQueue.call(..., returnFailure=...)", _RETURN_FAILURE)
         task: Task[Any] = Task(
             f,
             args,
@@ -535,6 +598,19 @@ def _unknownSeries(task: Task[Any], why: str) -> UnknownSeries:
         f"{task.info} names series {task.series!r}, and {why} (name the"
         " series in a worker's series, or leave series out)"
     )
+
+
+#: What to write instead of the original's returnFailure.
+_RETURN_FAILURE = "nothing: a failed call always fails its Deferred with its exception"
+
+
+def _logOutcome(result: Any, task: Task[Any], spew: bool) -> Any:
+    # A queue made with the original's warn or spew logs as it did.
+    if isinstance(result, Failure):
+        log.failure("{task} failed", result, task=task.info)
+    elif spew:
+        log.info("{task} -> {result!r}", task=task.info, result=result)
+    return result
 
 
 def _updateFailed(failure: Failure, f: object, worker: object) -> None:

@@ -231,6 +231,131 @@ class LockTests(SynchronousTestCase):
         self.assertFalse(lock.locked)
 
 
+class OriginalKeywordTests(SynchronousTestCase):
+    """
+    The original C{TaskQueue}'s keywords C{warn}, C{spew} and
+    C{returnFailure} are accepted, each with a C{DeprecationWarning} naming
+    what to do instead: C{warn=True} logs every failed call, C{spew=True}
+    every call with its result, as the original did; a failed call fails
+    its Deferred either way (the original's C{returnFailure}, now always).
+    """
+
+    def queue(self, **kw: Any) -> tuple[TaskQueue, list[warnings.WarningMessage]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            q = TaskQueue(clock=Clock(), **kw)
+        q.attachWorker(AsyncWorker())
+        return q, caught
+
+    def outcomes(self, q: TaskQueue) -> list[str]:
+        """
+        Run a call that succeeds and one that fails; what was logged.
+        """
+
+        def fails() -> None:
+            raise ValueError("nope")
+
+        with capturedLogs() as events:
+            self.assertEqual(self.successResultOf(q.call(lambda: 7)), 7)
+            self.failureResultOf(q.call(fails), ValueError)
+        self.flushLoggedErrors(ValueError)
+        return [e["log_format"].format(**e) for e in events]
+
+    def assertDeprecated(
+        self, caught: list[warnings.WarningMessage], *names: str
+    ) -> None:
+        self.assertEqual(
+            [(w.category, w.filename) for w in caught],
+            [(DeprecationWarning, __file__)] * len(names),
+        )
+        for warning, name in zip(caught, names, strict=True):
+            self.assertIn(f"TaskQueue({name}=...) is deprecated", str(warning.message))
+
+    def test_warn(self) -> None:
+        """
+        C{warn=True} logs each failed call (naming it), and only those.
+        """
+        q, caught = self.queue(warn=True)
+        self.assertDeprecated(caught, "warn")
+        [logged] = self.outcomes(q)
+        self.assertIn("fails", logged)
+        self.assertIn("failed", logged)
+
+    def test_spew(self) -> None:
+        """
+        C{spew=True} logs every call, with its result.
+        """
+        q, caught = self.queue(spew=True)
+        self.assertDeprecated(caught, "spew")
+        done, failed = self.outcomes(q)
+        self.assertTrue(done.endswith("-> 7"), done)
+        self.assertIn("failed", failed)
+
+    def test_nothingLogged(self) -> None:
+        """
+        C{warn=False}, C{spew=False}, C{returnFailure} (either value) log
+        nothing: a failed call fails its Deferred, as always.
+        """
+        q, caught = self.queue(warn=False, spew=False, returnFailure=True)
+        self.assertDeprecated(caught, "returnFailure", "warn", "spew")
+        self.assertEqual(self.outcomes(q), [])
+        self.assertNotIn("submit", vars(q))
+
+    def test_callReturnFailure(self) -> None:
+        """
+        C{call(..., returnFailure=...)} is the queue's keyword, never
+        passed to the function.
+        """
+        q, _ = self.queue()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            d = q.call(lambda **kw: kw, returnFailure=True, x=1)
+        self.assertEqual(self.successResultOf(d), {"x": 1})
+        [warning] = caught
+        self.assertIs(warning.category, DeprecationWarning)
+        self.assertEqual(warning.filename, __file__)
+        self.assertIn("returnFailure", str(warning.message))
+
+    def test_notABool(self) -> None:
+        """
+        Anything but a bool is a TypeError naming the keyword.
+        """
+        with self.assertRaises(TypeError) as cm:
+            TaskQueue(clock=Clock(), warn="yes")  # type: ignore[arg-type]
+        self.assertIn("warn='yes'", str(cm.exception))
+
+
+class GoneMethodTests(SynchronousTestCase):
+    """
+    The original's methods that are gone raise L{Gone} naming what to use
+    instead; any other missing attribute is a plain AttributeError.
+    """
+
+    def test_lock(self) -> None:
+        """
+        C{DeferredLock.addStopper} and C{stop}: C{lock.run}.
+        """
+        lock = DeferredLock()
+        for name in ("addStopper", "stop"):
+            with self.assertRaises(Gone) as cm:
+                getattr(lock, name)
+            self.assertIn(f"DeferredLock.{name}() is gone", str(cm.exception))
+            self.assertIn("lock.run(f", str(cm.exception))
+        self.assertFalse(hasattr(lock, "nope"))
+
+    def test_producer(self) -> None:
+        """
+        C{IterationProducer.deferUntilDone}: C{run()}'s Deferred.
+        """
+        producer = IterationProducer(Deferator([1]), clock=Clock())
+        with self.assertRaises(Gone) as cm:
+            producer.deferUntilDone()  # type: ignore[attr-defined]
+        self.assertIn("run() returns that Deferred", str(cm.exception))
+        with self.assertRaises(AttributeError) as cm2:
+            producer.nope  # type: ignore[attr-defined]  # noqa: B018
+        self.assertIn("'IterationProducer' object has no attribute", str(cm2.exception))
+
+
 class LengthTests(SynchronousTestCase):
     """
     C{len(queue)} is its number of workers, as in the original.
