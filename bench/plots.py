@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on CI or servers
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.variants import BY_NAME, WORKLOAD_BY_NAME
 
@@ -213,12 +214,18 @@ def plotTxSize(summary: dict[str, Any], path: Path) -> bool:
     )
     for ax in axes:
         ax.set_xscale("log")
+        ax.set_xticks([1, 10, 100], ["1", "10", "100"])
         ax.set_xlabel("statements per transaction")
     rate.set_ylabel("statements/s")
     p99.set_ylabel("p99 transaction latency from its call, ms (log)")
     p99.set_yscale("log")
     cpu.set_ylabel("client CPU per statement, µs (log)")
     cpu.set_yscale("log")
+    for ax in (p99, cpu):
+        # Plain numbers at 1, 2 and 5 of each decade, not powers of ten.
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     rate.legend(fontsize=7)
     fig.suptitle(WORKLOAD_BY_NAME["txsize"].title)
     fig.tight_layout()
@@ -242,6 +249,8 @@ def plotStreamMemory(summary: dict[str, Any], path: Path) -> bool:
         ax.set_xscale("log")
         ax.set_xlabel("rows streamed (a fresh process per size)")
         ax.set_ylim(bottom=0)
+    # At least 5 MB high, so that a flat line looks flat.
+    growth.set_ylim(0, max(5.0, growth.get_ylim()[1]))
     peak.set_ylabel("peak RSS, MB")
     growth.set_ylabel("peak RSS less RSS before streaming, MB")
     peak.legend(fontsize=8)

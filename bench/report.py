@@ -369,7 +369,7 @@ process, on `--concurrency` connections. Every statement is one single-row
 `INSERT` into a table of its own (a server-made key, no foreign key, no
 read: blind writes, which give PostgreSQL's serializable mode nothing to
 conflict on), each its own round trip: a batch write split into
-statements. Each size runs `--ops` statements (at least 4 x
+statements. Each size runs `--ops` statements (at least 2 x
 `--concurrency` transactions) by 2 x `--concurrency` callers, each calling
 again as soon as its last transaction is done; latency is each
 transaction's, from its call (so it includes waiting behind at most one

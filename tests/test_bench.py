@@ -66,12 +66,14 @@ def test_resultSizes() -> None:
 
 def test_transactionsPerSize() -> None:
     """
-    Each transaction size runs C{--ops} statements, and at least two
-    transactions per caller (2 x C{--concurrency} callers).
+    Each transaction size runs C{--ops} statements, and at least one
+    transaction per caller (2 x C{--concurrency} callers).
     """
     config = BenchConfig(ops=2000, concurrency=8)
     counts = [txsize.transactions(config, size) for size in txsize.SIZES]
-    assert counts == [2000, 200, 32]
+    assert counts == [2000, 200, 20]
+    smoke = config.smokeScaled()
+    assert [txsize.transactions(smoke, size) for size in txsize.SIZES] == [40, 16, 16]
     assert txsize.SIZES == (1, 10, 100)
 
 
