@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on CI or servers
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.variants import BY_NAME, WORKLOAD_BY_NAME
 
@@ -170,6 +171,90 @@ def plotSweep(summary: dict[str, Any], path: Path) -> bool:
     right.set_yscale("log")
     left.legend(fontsize=8)
     fig.suptitle(WORKLOAD_BY_NAME["connections"].title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# How cost grows: transaction size and result size (issue 21) ----------------
+
+
+def _sweepLines(
+    summary: dict[str, Any], workload: str, x: str, panels: list[tuple[Any, str]]
+) -> None:
+    # One line per variant on each (axes, metric) panel; peers dashed.
+    block = summary[workload]
+    for name in _ordered(summary, workload):
+        points = block["variants"][name].get("sweep") or []
+        style = {
+            "marker": "o",
+            "label": name,
+            "linestyle": "-" if BY_NAME[name].needs else "--",
+        }
+        for ax, metric in panels:
+            values = [max(0.01, point[metric]) for point in points]
+            ax.plot([point[x] for point in points], values, **style)
+
+
+def plotTxSize(summary: dict[str, Any], path: Path) -> bool:
+    """
+    Transaction size: statements/s, p99 latency and client CPU per
+    statement against statements per transaction; False if not run.
+    """
+    if "txsize" not in summary:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    rate, p99, cpu = axes
+    _sweepLines(
+        summary,
+        "txsize",
+        "statements",
+        [(rate, "rate"), (p99, "p99Ms"), (cpu, "cpuUsPerStatement")],
+    )
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks([1, 10, 100], ["1", "10", "100"])
+        ax.set_xlabel("statements per transaction")
+    rate.set_ylabel("statements/s")
+    p99.set_ylabel("p99 transaction latency from its call, ms (log)")
+    p99.set_yscale("log")
+    cpu.set_ylabel("client CPU per statement, µs (log)")
+    cpu.set_yscale("log")
+    for ax in (p99, cpu):
+        # Plain numbers at 1, 2 and 5 of each decade, not powers of ten.
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    rate.legend(fontsize=7)
+    fig.suptitle(WORKLOAD_BY_NAME["txsize"].title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plotStreamMemory(summary: dict[str, Any], path: Path) -> bool:
+    """
+    Memory against result size: peak RSS and its growth over RSS before
+    streaming, per number of rows streamed; False if not run.
+    """
+    if "streammemory" not in summary:
+        return False
+    fig, (peak, growth) = plt.subplots(1, 2, figsize=(11, 4.2))
+    _sweepLines(
+        summary, "streammemory", "rows", [(peak, "peakRssMb"), (growth, "growthMb")]
+    )
+    for ax in (peak, growth):
+        ax.set_xscale("log")
+        ax.set_xlabel("rows streamed (a fresh process per size)")
+        ax.set_ylim(bottom=0)
+    # At least 5 MB high, so that a flat line looks flat.
+    growth.set_ylim(0, max(5.0, growth.get_ylim()[1]))
+    peak.set_ylabel("peak RSS, MB")
+    growth.set_ylabel("peak RSS less RSS before streaming, MB")
+    peak.legend(fontsize=8)
+    fig.suptitle(WORKLOAD_BY_NAME["streammemory"].title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

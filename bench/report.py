@@ -15,8 +15,10 @@ from bench.plots import (
     plotLag,
     plotOpenLoop,
     plotStreaming,
+    plotStreamMemory,
     plotSweep,
     plotThroughput,
+    plotTxSize,
 )
 from bench.statements import pgbenchScript
 from bench.targets import TARGETS, check
@@ -360,6 +362,110 @@ def _scalingSections(summary: dict[str, Any], plots: dict[str, str]) -> list[str
     return parts
 
 
+TXSIZE_TEXT = """## 7. How cost grows with transaction size
+
+Transactions of 1, 10 and 100 statements, one size after the other in one
+process, on `--concurrency` connections. Every statement is one single-row
+`INSERT` into a table of its own (a server-made key, no foreign key, no
+read: blind writes, which give PostgreSQL's serializable mode nothing to
+conflict on), each its own round trip: a batch write split into
+statements. Each size runs `--ops` statements (at least 2 x
+`--concurrency` transactions) by 2 x `--concurrency` callers, each calling
+again as soon as its last transaction is done; latency is each
+transaction's, from its call (so it includes waiting behind at most one
+other transaction for a connection). What a transaction costs once (the
+hand-off to a worker thread, `BEGIN`, `COMMIT` and its WAL flush, the
+result back to the reactor) is paid once per statement at size 1 and once
+per 100 at size 100; what a statement costs (SQLAlchemy's `execute` on
+`self.conn`, or the bare cursor's) stays: how the columns move from 1 to
+100 tells the two apart. sAsync runs with `self.conn` and with the raw
+DB-API cursor, each at its default SERIALIZABLE and at READ COMMITTED
+(adbapi's level); `txsize-sasync-dbapi-readcommitted` runs adbapi's very
+statements at its isolation, so only the machinery differs. "vs ref" is
+statements/s against `txsize-adbapi` at the same size; CPU is the client
+process's (every thread) per statement, which the machine's load moves
+far less than wall time. Every size starts from an empty table, and the
+rows it left must match the statements run (a transaction run again after
+a conflict must not have written twice)."""
+
+
+def txsizeTable(summary: dict[str, Any]) -> str:
+    """
+    One row per variant and transaction size.
+    """
+    rows = [
+        "| variant | stmts/txn | txns/s | stmts/s | vs ref | p50 ms | p99 ms"
+        " | CPU µs/stmt | retries |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    variants = summary["txsize"]["variants"]
+    reference = {
+        p["statements"]: p["rate"]
+        for p in variants.get(summary["txsize"]["reference"], {}).get("sweep", [])
+    }
+    for name in (v.name for v in BY_NAME.values() if v.name in variants):
+        shown = f"**{name}**" if BY_NAME[name].needs else name
+        for p in variants[name].get("sweep", []):
+            ref = reference.get(p["statements"])
+            ratio = f"{p['rate'] / ref:.2f}x" if ref else "-"
+            retries = str(p["retries"]) if BY_NAME[name].needs else "-"
+            rows.append(
+                f"| {shown} | {p['statements']} | {p['txnRate']:,.0f}"
+                f" | {p['rate']:,.0f} | {ratio} | {p['p50Ms']:.1f}"
+                f" | {p['p99Ms']:.1f} | {p['cpuUsPerStatement']:.0f} | {retries} |"
+            )
+    return "\n".join(rows)
+
+
+STREAMMEMORY_TEXT = """## 8. Memory against result size
+
+The first n rows of the streaming table (as in 3.), for n from 1,000 by
+powers of ten up to 10 x `--rows` (10,000,000 at full scale), each size in
+a fresh process of its own (each variant's child starts one per size), so
+that each size's peak RSS (`VmHWM`) is that size's alone. The table is
+filled once, up to the largest size, and each size reads `LIMIT n` of it.
+"Before" is RSS after imports and connecting, "growth" the peak less that.
+A stream that keeps only a bounded window of rows peaks at the same RSS
+whatever n: the target (under *Targets*) bounds sAsync's peak RSS at the
+largest size against its peak at the smallest, and psycopg2's named cursor
+(2,000 rows a fetch, no event loop) is the peer to compare with. Rows/s is
+per size, and at small sizes mostly set-up."""
+
+
+def streamMemoryTable(summary: dict[str, Any]) -> str:
+    """
+    One row per variant and result size.
+    """
+    rows = [
+        "| variant | rows | rows/s | peak RSS MB | RSS before MB | growth MB |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    variants = summary["streammemory"]["variants"]
+    for name in (v.name for v in BY_NAME.values() if v.name in variants):
+        shown = f"**{name}**" if BY_NAME[name].needs else name
+        for p in variants[name].get("sweep", []):
+            rows.append(
+                f"| {shown} | {p['rows']:,} | {p['rate']:,.0f}"
+                f" | {p['peakRssMb']:.1f} | {p['baselineRssMb']:.1f}"
+                f" | {p['growthMb']:.1f} |"
+            )
+    return "\n".join(rows)
+
+
+def _growthSections(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    # The transaction-size and result-size sections, where they ran.
+    parts: list[str] = []
+    for name, text, table in (
+        ("txsize", TXSIZE_TEXT, txsizeTable),
+        ("streammemory", STREAMMEMORY_TEXT, streamMemoryTable),
+    ):
+        if name in summary:
+            parts += [text, "", table(summary), ""]
+            if name in plots:
+                parts += [f"![{name}]({plots[name]})", ""]
+    return parts
+
+
 def _replicasSection(summary: dict[str, Any]) -> list[str]:
     # The replicas workloads, where they ran.
     if "replicas" not in summary and "replicas-consistency" not in summary:
@@ -475,6 +581,7 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
     if "lag" in plots:
         parts += [f"![lag]({plots['lag']})", ""]
     parts += _scalingSections(summary, plots)
+    parts += _growthSections(summary, plots)
     micro = [n for n in ("dispatch", "iterate", "select1") if n in summary]
     if micro:
         parts += ["## Micro benchmarks (issues 3 and 4)", ""]
@@ -527,6 +634,10 @@ def main(argv: list[str] | None = None) -> int:
         plots["openloop"] = f"{rel}/openloop.png"
     if plotSweep(summary, args.plots / "connections.png"):
         plots["connections"] = f"{rel}/connections.png"
+    if plotTxSize(summary, args.plots / "txsize.png"):
+        plots["txsize"] = f"{rel}/txsize.png"
+    if plotStreamMemory(summary, args.plots / "streammemory.png"):
+        plots["streammemory"] = f"{rel}/streammemory.png"
     try:
         shown = str(args.results.resolve().relative_to(ROOT))
     except ValueError:

@@ -522,6 +522,89 @@ VARIANTS += [
     ),
 ]
 
+# How cost grows (issue 21): transaction size, and memory against result size.
+WORKLOADS += [
+    Workload(
+        "txsize",
+        "Scaling: transactions of 1, 10 and 100 INSERTs",
+        "stmts",
+        "txsize-adbapi",
+    ),
+    Workload(
+        "streammemory",
+        "Scaling: memory against rows streamed (1k to 10 x --rows)",
+        "rows",
+        "streammemory-psycopg2-named",
+    ),
+]
+_TX, _SM = "bench.txsize", "bench.streammemory"
+VARIANTS += [
+    Variant(
+        "txsize-adbapi",
+        "txsize",
+        f"{_TX}:txsizeAdbapi",
+        "twisted.enterprise.adbapi runInteraction (psycopg2)",
+        loop="reactor",
+    ),
+    Variant(
+        "txsize-sasync",
+        "txsize",
+        f"{_TX}:txsizeSasync",
+        "sAsync @transact + self.conn (SERIALIZABLE)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "txsize-sasync-readcommitted",
+        "txsize",
+        f"{_TX}:txsizeSasyncReadCommitted",
+        "sAsync @transact + self.conn, READ COMMITTED (opt-out)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "txsize-sasync-dbapi",
+        "txsize",
+        f"{_TX}:txsizeSasyncDbapi",
+        "sAsync @transact + the raw DB-API cursor (SERIALIZABLE)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "txsize-sasync-dbapi-readcommitted",
+        "txsize",
+        f"{_TX}:txsizeSasyncDbapiReadCommitted",
+        "sAsync @transact + the raw DB-API cursor, READ COMMITTED (as adbapi)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "streammemory-psycopg2-named",
+        "streammemory",
+        f"{_SM}:memoryPsycopg2",
+        "psycopg2 named cursor, a process per size",
+        connections="1",
+    ),
+    Variant(
+        "streammemory-sasync-deferator",
+        "streammemory",
+        f"{_SM}:memorySasyncDeferator",
+        "sAsync Deferator (async for), a process per size",
+        loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "streammemory-sasync-consumer",
+        "streammemory",
+        f"{_SM}:memorySasyncConsumer",
+        "sAsync consumer=, a process per size",
+        loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+]
+
 BY_NAME = {v.name: v for v in VARIANTS}
 WORKLOAD_BY_NAME = {w.name: w for w in WORKLOADS}
 
