@@ -198,8 +198,8 @@ def lagTable(summary: dict[str, Any]) -> str:
     """
     lines = [
         "| variant | loop | p50 ms | p99 ms (median run) | p99 ms (worst run) "
-        "| max ms | ticks |",
-        "|---|---|--:|--:|--:|--:|--:|",
+        "| max ms | ticks | p99 ms net of CPU wait | full GCs (longest ms) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for variant in BY_NAME.values():
         block = summary.get(variant.workload, {"variants": {}})
@@ -211,9 +211,20 @@ def lagTable(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {bold}{variant.name}{bold} | {variant.loop} | {lag['p50Ms']:.1f} | "
             f"{lag['p99Ms']:.1f} | {lag['p99WorstMs']:.1f} | {lag['maxMs']:.1f} | "
-            f"{lag.get('samples', 0):.0f} |"
+            f"{lag.get('samples', 0):.0f} | {_netCell(lag)} | {_gcCell(lag)} |"
         )
     return "\n".join(lines)
+
+
+def _netCell(lag: dict[str, Any]) -> str:
+    net = lag.get("p99NetMs")
+    return "-" if net is None else f"{net:.1f}"
+
+
+def _gcCell(lag: dict[str, Any]) -> str:
+    if "gcFull" not in lag:
+        return "-"
+    return f"{lag['gcFull']:.0f} ({lag['gcFullMaxMs']:.0f})"
 
 
 def targetTable(summary: dict[str, Any]) -> str:
@@ -573,7 +584,11 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
         "every op at once blocks the loop once, which shows in max, not p99. "
         "`idle-reactor` runs the probe alone: the noise floor this shared "
         "machine sets (its load average is under *This run*). Few ticks "
-        "mean a blocked reactor, and p50 and p99 are then the same sample.",
+        "mean a blocked reactor, and p50 and p99 are then the same sample. "
+        "Two columns tell the machine's share from the process's own (Linux): "
+        "p99 net of the time the reactor's thread waited for a CPU that other "
+        "processes had, and the garbage collector's full collections during "
+        "the run (median count, longest pause), which stop every thread.",
         "",
         lagTable(summary),
         "",

@@ -51,6 +51,13 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "maxMs": max(x["maxMs"] for x in lags),
             "samples": median([x["samples"] for x in lags]),
         }
+        nets = [x["p99NetMs"] for x in lags if "p99NetMs" in x]
+        if len(nets) == len(lags):
+            # Net of the loop thread's wait for a CPU (Linux only).
+            summary["lag"]["p99NetMs"] = median(nets)
+        if all("gcFull" in x for x in lags):
+            summary["lag"]["gcFull"] = median([x["gcFull"] for x in lags])
+            summary["lag"]["gcFullMaxMs"] = max(x["gcFullMaxMs"] for x in lags)
     return summary
 
 

@@ -180,6 +180,14 @@ VARIANTS = [
         needs="sasync",
     ),
     Variant(
+        "orm-sasync-tuned",
+        "orm",
+        f"{_SA}:ormSasyncTuned",
+        "sAsync @transact + self.session, docs/latency.md's settings applied",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
         "orm-sasync-processes",
         "orm",
         "bench.multicore_variant:ormSasyncProcesses",

@@ -96,6 +96,11 @@ class Admission:
         # Whether methods learned to only read pass the gate: where they
         # run READ ONLY (what _wrote says is learned on PostgreSQL only).
         self._readersKnown = engine is not None and engine.guessesReadOnly
+        # Bound once: every call waiting in the queue would hold its own.
+        self._countRows = stats.addRows
+        self._onConflict = self._conflicted
+        self._letIn = self._submitLetIn
+        self._letInNow = self._submitLetInNow
 
     # What @transact calls (sasync._protocols.TransactionSite) -----------------
 
@@ -204,7 +209,7 @@ class Admission:
             options,
             _returnsRows,
             _wrote if mayGuessReadOnly else None,
-            self.stats.addRows,
+            self._countRows,
         )
         task: Task[Any] = Task(
             call,
@@ -307,29 +312,43 @@ class Admission:
         if gated and gate is not None:
             # (Before the retry is chained: the gate hears how it ended.)
             gate.watch(task)
-
-        def conflicted(failure: Failure) -> Any:
-            error = failure.value
-            reason = None if error is None else retry.retryReason(error)
-            if reason not in retry.RETRIED_BY_DEFAULT:
-                return failure
-            attempts = self._newAttempts(
-                lambda: self._newTask(owner, f, args, kw, options, True),
-                lambda task: self._submitWriter(task, f, options, now, False),
-                describeCall(owner, f, args, kw),
-                retry.CONFLICT_RETRIES,
-                None,
-                retry.RETRIED_BY_DEFAULT,
-            )
-            # Tracked too: shutdown(timeout=) cancels what is not called yet,
-            # and task.d is (it waits for this one).
-            self.track(attempts.d)
-            return attempts.adopt(task, failure)
-
-        task.d.addErrback(conflicted)
+        # A bound method and its arguments, not a closure: every call waiting
+        # in the queue holds this, and a closure's cells are that many more
+        # objects for the garbage collector (see docs/benchmarks.md, lag).
+        task.d.addErrback(self._onConflict, task, owner, f, args, kw, options, now)
         if gated:
             return self._submitWriter(task, f, options, now, True)
         return self.submit(task, None, now)
+
+    def _conflicted(
+        self,
+        failure: Failure,
+        task: Task[Any],
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        now: bool,
+    ) -> Any:
+        # The first attempt of a call with the default conflict retries
+        # failed: run it again if the failure was a conflict.
+        error = failure.value
+        reason = None if error is None else retry.retryReason(error)
+        if reason not in retry.RETRIED_BY_DEFAULT:
+            return failure
+        attempts = self._newAttempts(
+            lambda: self._newTask(owner, f, args, kw, options, True),
+            lambda task: self._submitWriter(task, f, options, now, False),
+            describeCall(owner, f, args, kw),
+            retry.CONFLICT_RETRIES,
+            None,
+            retry.RETRIED_BY_DEFAULT,
+        )
+        # Tracked too: shutdown(timeout=) cancels what is not called yet,
+        # and task.d is (it waits for this one).
+        self.track(attempts.d)
+        return attempts.adopt(task, failure)
 
     def _gates(self, f: Callable[..., Any], options: CallOptions) -> bool:
         # Whether a call of f may write, and passes the writer gate. A call
@@ -359,7 +378,15 @@ class Admission:
             return self.submit(task, None, now, track)
         if track:
             self.track(task.d)
-        return gate.submit(task, lambda t: self.submit(t, None, now, track=False))
+        return gate.submit(task, self._letInNow if now else self._letIn)
+
+    def _submitLetIn(self, task: Task[Any]) -> Deferred[Any]:
+        # A task the writer gate lets in (tracked already).
+        return self.submit(task, None, False, track=False)
+
+    def _submitLetInNow(self, task: Task[Any]) -> Deferred[Any]:
+        # The same, for the start-up's own work.
+        return self.submit(task, None, True, track=False)
 
     def attempts(
         self,

@@ -242,6 +242,9 @@ class CallStats:
         self.retried: Counter[str] = Counter()
         self.rowsStreamed = 0
         self._rowsLock = threading.Lock()
+        # Bound once: every call would make its own (and hold it while it
+        # waits in the queue).
+        self._endedBound = self._ended
         self.queueWait: dict[str, Histogram] = {}
         self.transactionTime: dict[str, Histogram] = {}
         self.describeServers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = (
@@ -285,7 +288,7 @@ class CallStats:
 
         @return: C{d}.
         """
-        d.addBoth(self._ended, method, record)
+        d.addBoth(self._endedBound, method, record)
         return d
 
     def _ended(self, result: object, method: str, record: CallRecord | None) -> object:

@@ -78,6 +78,8 @@ class WriterGate:
         self.limit = float(start)
         self._maximum = float(max(start, maximum))
         self._fixed = fixed
+        # Bound once: watch() adds it to every task let through.
+        self._endedBound = self._ended
         self.running = 0
         self.waiting = 0
         self._entries: dict[Task[Any], _Entry] = {}
@@ -102,7 +104,7 @@ class WriterGate:
         """
         if task not in self._entries and not task.d.called:
             entry = self._entries[task] = _Entry(task)
-            task.d.addBoth(self._ended, entry)
+            task.d.addBoth(self._endedBound, entry)
 
     def submit(
         self, task: Task[Any], submit: Callable[[Task[Any]], Deferred[Any]]

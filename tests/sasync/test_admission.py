@@ -8,6 +8,7 @@ sleeps (a server URL makes an engine, which connects only when used).
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -234,3 +235,27 @@ class AdmissionTests(SynchronousTestCase):
         workers.only.succeed(None)
         workers.only.succeed(2)
         self.assertEqual(self.successResultOf(long), 2)
+
+    def test_waitingCallObjects(self) -> None:
+        """
+        A call waiting in the queue (default conflict retries, the writer
+        gate) holds few objects the garbage collector tracks: all of them
+        are traversed by every full collection, which stops the reactor.
+        Calls made all at once used to hold 43 each (closures and bound
+        methods made per call); now 24.
+        """
+        broker, _, workers = self.makeBroker(SERVER, connections=1)
+        self.assertIsNotNone(broker._calls.gate)
+        first = [broker.work(n) for n in range(20)]
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        before = len(gc.get_objects())
+        calls = [broker.work(n) for n in range(1000)]
+        perCall = (len(gc.get_objects()) - before) / len(calls)
+        gc.enable()
+        self.assertLessEqual(perCall, 28)
+        self.assertEqual(len(workers.only.received), 1)
+        for n in range(len(first) + len(calls)):
+            workers.only.succeed(n)
+        self.assertEqual(self.successResultOf(calls[-1]), 1019)
