@@ -27,6 +27,7 @@ from asynqueue import Task
 from . import retry
 from ._lifecycle import Lifecycle
 from ._protocols import WorkQueue
+from ._readguess import CallGuess, methodMix
 from ._stats import CallStats
 from ._writegate import WriterGate
 from .connection import ConnectionWorker, checkReactorThread
@@ -44,6 +45,11 @@ _returnsRows: dict[Callable[..., Any], bool] = {}
 #: Per @transact function: was it seen writing (True) or only reading
 #: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
 _wrote: dict[Callable[..., Any], bool] = {}
+
+
+#: Experiment switch: whether a writer gives its place at the gate up as it
+#: sends COMMIT (else once its Deferred fired).
+RELEASE_AT_COMMIT = True
 
 
 def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
@@ -93,8 +99,8 @@ class Admission:
         self._inPool = engine is None
         self.writePosition: int | None = None
         self.gate = _writerGate(spec, engine)
-        # Whether methods learned to only read pass the gate: where they
-        # run READ ONLY (what _wrote says is learned on PostgreSQL only).
+        # Whether calls may run READ ONLY by guess (and then pass the gate
+        # by): PostgreSQL at SERIALIZABLE (see sasync._readguess).
         self._readersKnown = engine is not None and engine.guessesReadOnly
 
     # What @transact calls (sasync._protocols.TransactionSite) -----------------
@@ -174,8 +180,7 @@ class Admission:
                 # none).
                 retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
                 if timeout is None and not inStartup:
-                    gated = self._gates(f, options)
-                    return self._retryingConflicts(owner, f, args, kw, options, gated)
+                    return self._retryingConflicts(owner, f, args, kw, options)
             else:
                 retries = 0
         if not retries and timeout is None and not inStartup:
@@ -195,8 +200,10 @@ class Admission:
         kw: dict[str, Any],
         options: CallOptions,
         mayGuessReadOnly: bool = False,
+        guess: CallGuess | None = None,
     ) -> Task[Any]:
-        # mayGuessReadOnly: the call runs again after a wrong read-only guess.
+        # mayGuessReadOnly: the call runs again after a wrong read-only guess;
+        # guess: whether it runs READ ONLY by guess, and learns what it did.
         call = TransactionCall(
             owner,
             options.target or self._engine,
@@ -222,6 +229,9 @@ class Admission:
         # transact._commitPoint. (Worker processes decide in their own
         # process: the caller waits for them.)
         task.abandonable = not self._inPool
+        if guess is not None and mayGuessReadOnly:
+            call.guess = guess.readOnly
+            task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
@@ -295,15 +305,16 @@ class Admission:
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: CallOptions,
-        gated: bool = False,
     ) -> Deferred[Any]:
         # The common case, kept as cheap as a call without retries: one task,
         # and only if it fails with a conflict does retry.Attempts take over
         # (its Deferred chained into the task's, which shutdown tracks).
-        # gated: it may write, and passes the writer gate (each attempt).
-        task = self._newTask(owner, f, args, kw, options, True)
+        # Each attempt that may write passes the writer gate.
+        guess = self._guessFor(f, options)
+        task = self._newTask(owner, f, args, kw, options, True, guess)
         now = self._life.inStartupContext()
         gate = self.gate
+        gated = self._gated(task, options)
         if gated and gate is not None:
             # (Before the retry is chained: the gate hears how it ended.)
             gate.watch(task)
@@ -314,8 +325,8 @@ class Admission:
             if reason not in retry.RETRIED_BY_DEFAULT:
                 return failure
             attempts = self._newAttempts(
-                lambda: self._newTask(owner, f, args, kw, options, True),
-                lambda task: self._submitWriter(task, f, options, now, False),
+                lambda: self._newTask(owner, f, args, kw, options, True, guess),
+                lambda task: self._submitWriter(task, options, now, False),
                 describeCall(owner, f, args, kw),
                 retry.CONFLICT_RETRIES,
                 None,
@@ -328,38 +339,57 @@ class Admission:
 
         task.d.addErrback(conflicted)
         if gated:
-            return self._submitWriter(task, f, options, now, True)
+            return self._submitWriter(task, options, now, True)
         return self.submit(task, None, now)
 
-    def _gates(self, f: Callable[..., Any], options: CallOptions) -> bool:
-        # Whether a call of f may write, and passes the writer gate. A call
-        # with a consumer passes it by: its Deferred fires only once every
-        # row was written, and a consumer may pause for good (it would hold
-        # its place as long, as an iteration handed back does not).
+    def _guessFor(
+        self, f: Callable[..., Any], options: CallOptions
+    ) -> CallGuess | None:
+        # Whether a call of f runs READ ONLY by guess (see sasync._readguess),
+        # where that is done; None where it is not.
+        if not self._readersKnown or options.readOnly:
+            return None
+        return CallGuess(methodMix.guess(f, _wrote.get(f)))
+
+    def _gated(self, task: Task[Any], options: CallOptions) -> bool:
+        # Whether an attempt may write, and passes the writer gate. One run
+        # READ ONLY (declared or guessed) passes it by. A call with a
+        # consumer passes it by too: its Deferred fires only once every row
+        # was written, and a consumer may pause for good (it would hold its
+        # place as long, as an iteration handed back does not).
         return (
             self.gate is not None
             and not options.readOnly
             and options.consumer is None
-            and not (self._readersKnown and _wrote.get(f) is False)
+            and getattr(task.f, "guess", None) is not True
         )
 
     def _submitWriter(
         self,
         task: Task[Any],
-        f: Callable[..., Any],
         options: CallOptions,
         now: bool,
         track: bool,
     ) -> Deferred[Any]:
         # Submit an attempt of a call with the default conflict retries:
-        # through the writer gate unless it only reads. (A retry after a
-        # wrong read-only guess finds f known as a writer now.)
+        # through the writer gate unless it runs READ ONLY. (A retry after a
+        # wrong read-only guess is not guessed again.)
         gate = self.gate
-        if gate is None or not self._gates(f, options):
+        if gate is None or not self._gated(task, options):
             return self.submit(task, None, now, track)
         if track:
             self.track(task.d)
-        return gate.submit(task, lambda t: self.submit(t, None, now, track=False))
+        return gate.submit(task, lambda t: self._submitGated(t, gate, now))
+
+    def _submitGated(
+        self, task: Task[Any], gate: WriterGate, now: bool
+    ) -> Deferred[Any]:
+        # A task let in by the gate: it gives its place up as it sends COMMIT.
+        call = task.f
+        if RELEASE_AT_COMMIT and isinstance(call, TransactionCall):
+            callFromThread = self._getReactor().callFromThread
+            call.onCommit = functools.partial(callFromThread, gate.committing, task)
+        return self.submit(task, None, now, track=False)
 
     def attempts(
         self,
@@ -383,13 +413,14 @@ class Admission:
         now = self._life.inStartupContext()  # (Retries run outside it.)
         # The default conflict retries: the writer gate applies.
         gated = reasons is retry.RETRIED_BY_DEFAULT
+        guess = self._guessFor(f, options) if retries > 0 else None
 
         def makeTask() -> Task[Any]:
-            return self._newTask(owner, f, args, kw, options, retries > 0)
+            return self._newTask(owner, f, args, kw, options, retries > 0, guess)
 
         def submit(task: Task[Any]) -> Deferred[Any]:
             if gated:
-                return self._submitWriter(task, f, options, now, False)
+                return self._submitWriter(task, options, now, False)
             return self.submit(task, None, now, track=False)
 
         return self.retrying(

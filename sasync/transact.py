@@ -365,7 +365,10 @@ class TransactionCall:
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
             )
         wrote = None if declared else self._wrote
-        readOnly = wrote is not None and wrote.get(self.f) is False
+        guess = self.guess
+        readOnly = wrote is not None and (
+            wrote.get(self.f) is False if guess is None else guess
+        )
         if readOnly:
             # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
             # ONLY, so it can't take part in serialization failures.
@@ -433,6 +436,7 @@ class TransactionCall:
                 raise CancelledError(
                     f"{describeCall(self.broker, self.f, args, kw)} was stopped"
                 )
+            self.wroteNow = state.wrote
             if self._wrote is not None and self._wrote.get(self.f) is not True:
                 # One dict item set: atomic under the GIL.
                 self._wrote[self.f] = state.wrote
@@ -519,6 +523,20 @@ class TransactionCall:
     #: after that is no reason to run the transaction again).
     _commitSent = False
 
+    #: Set in the reactor thread before the call runs (with C{wrote}): run
+    #: it READ ONLY by guess (C{True}), not (C{False}), or as C{wrote}
+    #: says of its method (C{None}). See L{sasync._readguess}.
+    guess: bool | None = None
+
+    #: Set in the reactor thread before the call runs: called in the worker
+    #: thread right before COMMIT is sent (the writer gate lets the next
+    #: writer in then: see L{sasync._writegate}).
+    onCommit: Callable[[], object] | None = None
+
+    #: Worker thread, once the body returned: whether this call wrote (as
+    #: far as SQLAlchemy saw); read in the reactor once its Deferred fired.
+    wroteNow: bool | None = None
+
     def _commit(self, connection: Any, transaction: Any) -> None:
         # Worker thread.
         worker = state.worker
@@ -540,6 +558,8 @@ class TransactionCall:
             raise _closedBeforeCommit(connection)
         _commitPoint()
         self._commitSent = True
+        if self.onCommit is not None:
+            self.onCommit()
         if not lookUp:
             transaction.commit()
         else:

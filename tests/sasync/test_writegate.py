@@ -18,6 +18,7 @@ from asynqueue import Task
 from sasync import AccessBroker, retry, transact
 from sasync._admission import _wrote
 from sasync._lifecycle import SHUTDOWN_GRACE
+from sasync._readguess import GUESS_SHARE, MethodMix, methodMix
 from sasync._writegate import WriterGate
 from sasync.errors import Overloaded, TransactionTimeout
 from sasync.retry import Backoff
@@ -155,6 +156,29 @@ class GateTests(SynchronousTestCase):
         self.assertEqual(self.submitted, [running, waiting])
         running.finish(None)
         self.assertEqual((gate.running, gate.waiting), (1, 0))
+
+    def test_placeGivenUpAtCommit(self) -> None:
+        """
+        A task that sends its COMMIT gives its place to the next waiter at
+        once, only once; a conflict in answer to that COMMIT still halves
+        the limit.
+        """
+        gate = WriterGate(start=1, maximum=2)
+        first, second, third = self.tasks(gate, 3)
+        self.assertEqual(self.submitted, [first])
+        gate.committing(first)
+        gate.committing(first)
+        self.assertEqual(self.submitted, [first, second])
+        self.assertEqual((gate.running, gate.waiting), (1, 1))
+        first.fail(failing(retry.SERIALIZATION))
+        self.failureResultOf(first.d)
+        self.assertEqual((gate.running, gate.waiting), (1, 1))
+        self.assertEqual(gate.limit, 1)
+        # (Ended already: nothing to give up.)
+        gate.committing(first)
+        self.assertEqual(self.submitted, [first, second])
+        second.finish(None)
+        self.assertEqual(self.submitted, [first, second, third])
 
     def test_refusedSubmission(self) -> None:
         """
@@ -295,6 +319,117 @@ class BrokerGateTests(SynchronousTestCase):
             self.end(workers, x)
         self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3, 4, 5])
 
+    def learnedAs(self, share: float) -> None:
+        """
+        Make C{_Broker.learned} a method seen writing, C{share} of whose
+        recent calls only read.
+        """
+        learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
+        _wrote[learned] = True
+        methodMix._reads[learned] = share
+        self.addCleanup(_wrote.pop, learned, None)
+        self.addCleanup(methodMix._reads.pop, learned, None)
+
+    def guessed(self, workers: Workers) -> dict[int, bool | None]:
+        """
+        Per call running now (by its argument): whether it runs READ ONLY by
+        guess.
+        """
+        return {
+            w.current.args[0]: w.current.f.guess
+            for w in workers.made
+            if w.current is not None
+        }
+
+    def test_mixedMethodGuessedCallByCall(self) -> None:
+        """
+        Calls of a method seen writing, but mostly only reading lately, run
+        READ ONLY by guess and pass the gate by; one that writes after all
+        runs again at once, read-write and through the gate, and is not
+        guessed again.
+        """
+        self.learnedAs(0.5)
+        broker, reactor, workers = self.makeBroker(connections=4, writers=1)
+        calls = [broker.work(1), broker.learned(2), broker.learned(3)]
+        self.assertEqual(self.guessed(workers), {1: False, 2: True, 3: True})
+        wrote = failing(retry.WROTE_READ_ONLY)
+        self.end(workers, 2, wrote)
+        reactor.advance(0)
+        # Its retry waits at the gate behind the writer already in.
+        self.assertEqual(self.guessed(workers), {1: False, 3: True})
+        self.end(workers, 1)
+        self.assertEqual(self.guessed(workers), {2: False, 3: True})
+        # One more guessed call, while the retry holds the gate's place.
+        calls.append(broker.learned(4))
+        self.assertEqual(self.guessed(workers), {2: False, 3: True, 4: True})
+        for x in (2, 3, 4):
+            self.end(workers, x)
+        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3, 4])
+        self.assertEqual(dict(broker.stats().retried), {retry.WROTE_READ_ONLY: 1})
+
+    def test_writingMethodNotGuessed(self) -> None:
+        """
+        Calls of a method that mostly wrote lately run read-write and wait
+        at the gate.
+        """
+        self.learnedAs(GUESS_SHARE / 2)
+        broker, _, workers = self.makeBroker(connections=4, writers=1)
+        calls = [broker.learned(1), broker.learned(2)]
+        self.assertEqual(self.guessed(workers), {1: False})
+        self.end(workers, 1)
+        self.end(workers, 2)
+        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2])
+
+    def test_outcomesLearned(self) -> None:
+        """
+        What calls did moves their method's share: reads up, writes and
+        wrong guesses down, until its calls are guessed no more.
+        """
+        self.learnedAs(GUESS_SHARE + 0.01)
+        learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
+        broker, reactor, workers = self.makeBroker(connections=2, writers=0)
+        d = broker.learned(1)
+        self.assertEqual(self.guessed(workers), {1: True})
+        self.end(workers, 1, failing(retry.WROTE_READ_ONLY))
+        reactor.advance(0)
+        self.assertEqual(self.guessed(workers), {1: False})
+        self.endHaving(workers, 1, wrote=True)
+        self.successResultOf(d)
+        share = methodMix.share(learned)
+        assert share is not None
+        self.assertLess(share, GUESS_SHARE)
+        d = broker.learned(2)
+        self.assertEqual(self.guessed(workers), {2: False})
+        self.endHaving(workers, 2, wrote=False)
+        self.successResultOf(d)
+        after = methodMix.share(learned)
+        assert after is not None
+        self.assertGreater(after, share)
+
+    def endHaving(self, workers: Workers, x: int, wrote: bool) -> None:
+        """
+        The call with argument C{x} ends, having written or only read.
+        """
+        for w in workers.made:
+            if w.current is not None and w.current.args[0] == x:
+                w.current.f.wroteNow = wrote
+        self.end(workers, x)
+
+    def test_nextWriterInAtCommit(self) -> None:
+        """
+        A writer let in gives its place to the next one as it sends COMMIT
+        (its worker calls C{onCommit}), not only once its result arrived.
+        """
+        broker, _, workers = self.makeBroker(connections=4, writers=1)
+        calls = [broker.work(1), broker.work(2), broker.work(3)]
+        self.assertEqual(self.running(workers), [1])
+        (first,) = [w.current for w in workers.made if w.current is not None]
+        first.f.onCommit()
+        self.assertEqual(self.running(workers), [1, 2])
+        for x in (1, 2, 3):
+            self.end(workers, x)
+        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3])
+
     def test_consumersBypass(self) -> None:
         """
         A call with a C{consumer} (whose Deferred fires only once every row
@@ -429,3 +564,29 @@ class BrokerGateTests(SynchronousTestCase):
         assert gate is not None
         self.assertEqual(gate.waiting, 0)
         self.failureResultOf(first, CancelledError)
+
+
+class MethodMixTests(SynchronousTestCase):
+    """
+    L{MethodMix} on its own.
+    """
+
+    def test_guess(self) -> None:
+        """
+        A method not seen yet is not guessed; one seen only reading is; one
+        seen writing is while at least L{GUESS_SHARE} of its recent calls
+        only read.
+        """
+        mix = MethodMix()
+        self.assertFalse(mix.guess(_noop, None))
+        self.assertTrue(mix.guess(_noop, False))
+        self.assertFalse(mix.guess(_noop, True))
+        mix.ended(_noop, False)
+        self.assertEqual(mix.share(_noop), 1.0)
+        self.assertTrue(mix.guess(_noop, True))
+        while mix.guess(_noop, True):
+            mix.ended(_noop, True)
+        share = mix.share(_noop)
+        assert share is not None
+        self.assertLess(share, GUESS_SHARE)
+        self.assertGreater(share, GUESS_SHARE * 0.9)
