@@ -95,6 +95,36 @@ READ_ONLY_SQLSTATE = "25006"
 #: read-write (see L{sasync.transact.TransactionCall}).
 WROTE_READ_ONLY = "a write in a transaction guessed read-only"
 
+#: What L{SwallowedError} says.
+SWALLOWED = (
+    "the transaction, run READ ONLY by guess, failed, but its function caught"
+    " the error and returned (a write refused, most likely): it runs again,"
+    " read-write"
+)
+
+
+class SwallowedError(Exception):
+    """
+    Raised (worker thread) instead of sending COMMIT for a transaction run
+    READ ONLY by guess that is in a failed state although its function
+    returned: it caught the database's refusal of a write (SQLSTATE
+    C{25006}, which this carries too) and went on. COMMIT would have rolled
+    back in silence; the transaction runs again, read-write.
+    """
+
+    pgcode = READ_ONLY_SQLSTATE
+
+
+def inFailedTransaction(dbapiConnection: Any) -> bool:
+    """
+    Worker thread: whether a PostgreSQL DB-API connection (psycopg2 or
+    psycopg 3) is in a failed transaction, read locally (nothing is sent).
+    """
+    info = getattr(dbapiConnection, "info", None)
+    # libpq's PQTRANS_INERROR.
+    return getattr(info, "transaction_status", None) == 3
+
+
 #: The failures that serializable transactions produce when they collide:
 #: retried by default (the broker's C{retries=None}).
 CONFLICTS = frozenset({SERIALIZATION, DEADLOCK, LOCK_TIMEOUT})

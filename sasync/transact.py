@@ -373,6 +373,7 @@ class TransactionCall:
             # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
             # ONLY, so it can't take part in serialization failures.
             worker.readOnlyNext()
+            self._guessedReadOnly = True
         record = self.options.record
         # (Timing, and the call's span made current in this thread.)
         token = None if record is None else record.start()
@@ -519,6 +520,9 @@ class TransactionCall:
             if not handedOver:
                 self._endTransactionState()
 
+    #: Worker thread: whether it runs READ ONLY by guess.
+    _guessedReadOnly = False
+
     #: Worker thread: set once COMMIT may have been sent (a lost connection
     #: after that is no reason to run the transaction again).
     _commitSent = False
@@ -540,6 +544,12 @@ class TransactionCall:
     def _commit(self, connection: Any, transaction: Any) -> None:
         # Worker thread.
         worker = state.worker
+        if self._guessedReadOnly and retry.inFailedTransaction(
+            getattr(worker, "dbapiConnection", None)
+        ):
+            # The body caught the refusal of its write and went on: COMMIT
+            # would roll back in silence. Run it again, read-write.
+            raise retry.SwallowedError(f"{self.__qualname__}: {retry.SWALLOWED}")
         lookUp = (
             bool(self.options.retries)
             and self.handle.dialectName == "postgresql"

@@ -222,6 +222,37 @@ async def test_rawCursorWriteGuessedReadOnly(postgresqlURL: str, brokers: Any) -
     assert handle.retries["a write in a transaction guessed read-only"] == 1
 
 
+class SwallowingBroker(GuessBroker):
+    """
+    A method that catches the error of its write and returns.
+    """
+
+    @transact
+    def swallowing(self, value: str | None) -> bool:
+        readOnly = self._readOnly()
+        if value is not None:
+            try:
+                self.conn.execute(self.url.insert().values(value=value))
+            except SA.exc.DBAPIError:
+                pass
+        return readOnly
+
+
+async def test_swallowedWriteRunsAgain(postgresqlURL: str, brokers: Any) -> None:
+    """
+    PostgreSQL: a call guessed READ ONLY whose body catches the refusal of
+    its write and returns runs again read-write (COMMIT would have rolled
+    back in silence), and its write is there.
+    """
+    broker = brokers(SwallowingBroker, postgresqlURL, connections=1)
+    assert await broker.swallowing(None) is False
+    assert await broker.swallowing(None) is True
+    assert await broker.swallowing("swallowed") is False
+    assert (await broker.valueCounts())["swallowed"] == 1
+    handle = broker._handle
+    assert handle.retries["a write in a transaction guessed read-only"] == 1
+
+
 class RawConflictBroker(AccessBroker):
     """
     A transaction whose first attempt fails, through the raw DB-API cursor,
