@@ -7,6 +7,7 @@ back, which shows these tests can fail).
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -231,10 +232,8 @@ class SwallowingBroker(GuessBroker):
     def swallowing(self, value: str | None) -> bool:
         readOnly = self._readOnly()
         if value is not None:
-            try:
+            with contextlib.suppress(SA.exc.DBAPIError):
                 self.conn.execute(self.url.insert().values(value=value))
-            except SA.exc.DBAPIError:
-                pass
         return readOnly
 
 
