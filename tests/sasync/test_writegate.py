@@ -257,6 +257,7 @@ class BrokerGateTests(SynchronousTestCase):
         gate = broker._calls.gate
         assert gate is not None
         self.assertEqual((gate.limit, gate.places), (3, 3))
+        self.assertEqual(broker.stats().writers, 3)
         broker, _, _ = self.makeBroker(connections=3, writers=2)
         gate = broker._calls.gate
         assert gate is not None
@@ -269,6 +270,7 @@ class BrokerGateTests(SynchronousTestCase):
         ):
             broker, _, _ = self.makeBroker(**kw)
             self.assertIsNone(broker._calls.gate, kw)
+            self.assertIsNone(broker.stats().writers, kw)
         broker, _, _ = self.makeBroker("sqlite://")
         self.assertIsNone(broker._calls.gate)
 
@@ -293,6 +295,7 @@ class BrokerGateTests(SynchronousTestCase):
         gate = broker._calls.gate
         assert gate is not None
         self.assertEqual(gate.places, 1)
+        self.assertEqual(broker.stats().writers, 1)
         reactor.advance(1)
         self.assertEqual(self.running(workers), [2])
         self.assertEqual(broker.stats().queued, 1)
