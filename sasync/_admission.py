@@ -47,11 +47,6 @@ _returnsRows: dict[Callable[..., Any], bool] = {}
 _wrote: dict[Callable[..., Any], bool] = {}
 
 
-#: Experiment switch: whether a writer gives its place at the gate up as it
-#: sends COMMIT (else once its Deferred fired).
-RELEASE_AT_COMMIT = True
-
-
 def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
     # Reactor thread, when a running task is cancelled or times out.
     worker = task.worker
@@ -379,17 +374,7 @@ class Admission:
             return self.submit(task, None, now, track)
         if track:
             self.track(task.d)
-        return gate.submit(task, lambda t: self._submitGated(t, gate, now))
-
-    def _submitGated(
-        self, task: Task[Any], gate: WriterGate, now: bool
-    ) -> Deferred[Any]:
-        # A task let in by the gate: it gives its place up as it sends COMMIT.
-        call = task.f
-        if RELEASE_AT_COMMIT and isinstance(call, TransactionCall):
-            callFromThread = self._getReactor().callFromThread
-            call.onCommit = functools.partial(callFromThread, gate.committing, task)
-        return self.submit(task, None, now, track=False)
+        return gate.submit(task, lambda t: self.submit(t, None, now, track=False))
 
     def attempts(
         self,

@@ -144,26 +144,14 @@ class WriterGate:
         if not task.d.called:
             task.stopEarly(failure.value or Exception(str(failure)))
 
-    def committing(self, task: Task[Any]) -> None:
-        """
-        C{task} is sending its COMMIT: its place goes to the next task now
-        (the limit still learns how it ends).
-        """
-        entry = self._entries.get(task)
-        if entry is not None and entry.state == "running":
-            entry.state = "committing"
-            self.running -= 1
-            self._pump()
-
     def _ended(self, result: object, entry: _Entry) -> object:
         self._entries.pop(entry.task, None)
         state, entry.state = entry.state, "done"
         if state == "waiting":
             # Cancelled or timed out while waiting: it leaves the heap later.
             self.waiting -= 1
-        elif state in ("running", "committing"):
-            if state == "running":
-                self.running -= 1
+        elif state == "running":
+            self.running -= 1
             self._learn(result, entry.number)
             self._pump()
         return result

@@ -532,11 +532,6 @@ class TransactionCall:
     #: says of its method (C{None}). See L{sasync._readguess}.
     guess: bool | None = None
 
-    #: Set in the reactor thread before the call runs: called in the worker
-    #: thread right before COMMIT is sent (the writer gate lets the next
-    #: writer in then: see L{sasync._writegate}).
-    onCommit: Callable[[], object] | None = None
-
     #: Worker thread, once the body returned: whether this call wrote (as
     #: far as SQLAlchemy saw); read in the reactor once its Deferred fired.
     wroteNow: bool | None = None
@@ -568,8 +563,6 @@ class TransactionCall:
             raise _closedBeforeCommit(connection)
         _commitPoint()
         self._commitSent = True
-        if self.onCommit is not None:
-            self.onCommit()
         if not lookUp:
             transaction.commit()
         else:

@@ -157,29 +157,6 @@ class GateTests(SynchronousTestCase):
         running.finish(None)
         self.assertEqual((gate.running, gate.waiting), (1, 0))
 
-    def test_placeGivenUpAtCommit(self) -> None:
-        """
-        A task that sends its COMMIT gives its place to the next waiter at
-        once, only once; a conflict in answer to that COMMIT still halves
-        the limit.
-        """
-        gate = WriterGate(start=1, maximum=2)
-        first, second, third = self.tasks(gate, 3)
-        self.assertEqual(self.submitted, [first])
-        gate.committing(first)
-        gate.committing(first)
-        self.assertEqual(self.submitted, [first, second])
-        self.assertEqual((gate.running, gate.waiting), (1, 1))
-        first.fail(failing(retry.SERIALIZATION))
-        self.failureResultOf(first.d)
-        self.assertEqual((gate.running, gate.waiting), (1, 1))
-        self.assertEqual(gate.limit, 1)
-        # (Ended already: nothing to give up.)
-        gate.committing(first)
-        self.assertEqual(self.submitted, [first, second])
-        second.finish(None)
-        self.assertEqual(self.submitted, [first, second, third])
-
     def test_refusedSubmission(self) -> None:
         """
         A task let in whose submission is refused (another Deferred, failed)
@@ -417,21 +394,6 @@ class BrokerGateTests(SynchronousTestCase):
             if w.current is not None and w.current.args[0] == x:
                 w.current.f.wroteNow = wrote
         self.end(workers, x)
-
-    def test_nextWriterInAtCommit(self) -> None:
-        """
-        A writer let in gives its place to the next one as it sends COMMIT
-        (its worker calls C{onCommit}), not only once its result arrived.
-        """
-        broker, _, workers = self.makeBroker(connections=4, writers=1)
-        calls = [broker.work(1), broker.work(2), broker.work(3)]
-        self.assertEqual(self.running(workers), [1])
-        (first,) = [w.current for w in workers.made if w.current is not None]
-        first.f.onCommit()
-        self.assertEqual(self.running(workers), [1, 2])
-        for x in (1, 2, 3):
-            self.end(workers, x)
-        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3])
 
     def test_consumersBypass(self) -> None:
         """
