@@ -35,26 +35,30 @@ from . import retry
 #: short failed attempt; each right one lets a reader run at once, out of
 #: the writers' conflicts.)
 GUESS_SHARE = 0.25
-#: How much each call's outcome moves a method's share (about the last 16
-#: calls count).
-WEIGHT = 1 / 16
+#: About how many of a method's last calls its share counts: once this
+#: many were counted, the counts are halved.
+WINDOW = 128
 
 
 class MethodMix:
     """
-    Per method: the share of its recent calls that only read (an
-    exponentially weighted average), learned from the calls' outcomes.
+    Per method: the share of its recent calls that only read, learned from
+    the calls' outcomes. Counts halved now and then, rather than an average
+    weighted by recency: calls made at once end in no telling order (the
+    readers of a burst first, often), which would sway such an average.
     """
 
     def __init__(self) -> None:
-        self._reads: dict[Callable[..., Any], float] = {}
+        # f -> [calls that only read, calls] (halved at WINDOW calls).
+        self._counts: dict[Callable[..., Any], list[float]] = {}
 
     def share(self, f: Callable[..., Any]) -> float | None:
         """
         The share of C{f}'s recent calls that only read, or C{None} if none
         of its calls ended yet.
         """
-        return self._reads.get(f)
+        counts = self._counts.get(f)
+        return None if counts is None else counts[0] / counts[1]
 
     def guess(self, f: Callable[..., Any], wrote: bool | None) -> bool:
         """
@@ -67,7 +71,7 @@ class MethodMix:
             return False
         if wrote is False:
             return True
-        share = self._reads.get(f)
+        share = self.share(f)
         return share is not None and share >= GUESS_SHARE
 
     def ended(self, f: Callable[..., Any], wrote: bool) -> None:
@@ -75,9 +79,27 @@ class MethodMix:
         A call of C{f} ended: it wrote (or tried to, guessed READ ONLY) or
         only read.
         """
-        share = self._reads.get(f)
-        sample = 0.0 if wrote else 1.0
-        self._reads[f] = sample if share is None else share + WEIGHT * (sample - share)
+        counts = self._counts.get(f)
+        if counts is None:
+            counts = self._counts[f] = [0.0, 0.0]
+        if not wrote:
+            counts[0] += 1
+        counts[1] += 1
+        if counts[1] >= WINDOW:
+            counts[0] /= 2
+            counts[1] /= 2
+
+    def forget(self, f: Callable[..., Any]) -> None:
+        """
+        Forget what calls of C{f} did (for tests).
+        """
+        self._counts.pop(f, None)
+
+    def learned(self, f: Callable[..., Any], share: float, calls: int = 16) -> None:
+        """
+        Set C{f}'s share as if C{calls} calls had ended (for tests).
+        """
+        self._counts[f] = [share * calls, float(calls)]
 
 
 class CallGuess:

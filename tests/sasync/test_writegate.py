@@ -18,7 +18,7 @@ from asynqueue import Task
 from sasync import AccessBroker, retry, transact
 from sasync._admission import _wrote
 from sasync._lifecycle import SHUTDOWN_GRACE
-from sasync._readguess import GUESS_SHARE, MethodMix, methodMix
+from sasync._readguess import GUESS_SHARE, WINDOW, MethodMix, methodMix
 from sasync._writegate import WriterGate
 from sasync.errors import Overloaded, TransactionTimeout
 from sasync.retry import Backoff
@@ -306,9 +306,9 @@ class BrokerGateTests(SynchronousTestCase):
         """
         learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
         _wrote[learned] = True
-        methodMix._reads[learned] = share
+        methodMix.learned(learned, share)
         self.addCleanup(_wrote.pop, learned, None)
-        self.addCleanup(methodMix._reads.pop, learned, None)
+        self.addCleanup(methodMix.forget, learned)
 
     def guessed(self, workers: Workers) -> dict[int, bool | None]:
         """
@@ -549,9 +549,25 @@ class MethodMixTests(SynchronousTestCase):
         mix.ended(_noop, False)
         self.assertEqual(mix.share(_noop), 1.0)
         self.assertTrue(mix.guess(_noop, True))
-        while mix.guess(_noop, True):
+        for _ in range(3):
+            mix.ended(_noop, True)
+        self.assertEqual(mix.share(_noop), 0.25)
+        self.assertTrue(mix.guess(_noop, True))
+        mix.ended(_noop, True)
+        self.assertFalse(mix.guess(_noop, True))
+
+    def test_window(self) -> None:
+        """
+        The counts are halved once they reach L{WINDOW} calls: what the
+        method does now soon outweighs what it did long ago.
+        """
+        mix = MethodMix()
+        for _ in range(WINDOW - 1):
+            mix.ended(_noop, False)
+        mix.ended(_noop, True)
+        self.assertEqual(mix.share(_noop), (WINDOW - 1) / WINDOW)
+        for _ in range(WINDOW):
             mix.ended(_noop, True)
         share = mix.share(_noop)
         assert share is not None
         self.assertLess(share, GUESS_SHARE)
-        self.assertGreater(share, GUESS_SHARE * 0.9)
