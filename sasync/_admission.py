@@ -47,6 +47,14 @@ _returnsRows: dict[Callable[..., Any], bool] = {}
 _wrote: dict[Callable[..., Any], bool] = {}
 
 
+def _stillGuessed(f: Callable[..., Any]) -> bool:
+    # Worker thread, as a guessed call starts: whether calls of f are still
+    # guessed READ ONLY (it reads what the reactor thread learned: a dict
+    # item, two floats). A burst of calls made at once is guessed when
+    # made; the first of them that write stop the guesses of the rest.
+    return methodMix.guess(f, _wrote.get(f))
+
+
 def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
     # Reactor thread, when a running task is cancelled or times out.
     worker = task.worker
@@ -226,6 +234,8 @@ class Admission:
         task.abandonable = not self._inPool
         if guess is not None and mayGuessReadOnly:
             call.guess = guess.readOnly
+            if guess.readOnly:
+                call.stillGuessed = functools.partial(_stillGuessed, f)
             task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:

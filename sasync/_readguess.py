@@ -34,7 +34,7 @@ from . import retry
 #: its calls to be guessed READ ONLY. (Each wrong guess costs a writer one
 #: short failed attempt; each right one lets a reader run at once, out of
 #: the writers' conflicts.)
-GUESS_SHARE = 0.25
+GUESS_SHARE = 2 / 3
 #: About how many of a method's last calls its share counts: once this
 #: many were counted, the counts are halved.
 WINDOW = 128
@@ -110,10 +110,13 @@ class CallGuess:
     @ivar readOnly: Whether the next attempt runs READ ONLY by guess.
     """
 
-    __slots__ = ("readOnly",)
+    __slots__ = ("counted", "readOnly")
 
     def __init__(self, readOnly: bool) -> None:
         self.readOnly = readOnly
+        #: Whether what the call did was counted already (at once, by a
+        #: wrong guess: its later attempts are not counted again).
+        self.counted = False
 
     def ended(self, result: object, mix: MethodMix, call: Any) -> object:
         """
@@ -123,10 +126,16 @@ class CallGuess:
         f = call.f
         if isinstance(result, Failure):
             error = result.value
-            if error is not None and retry.retryReason(error) == retry.WROTE_READ_ONLY:
+            reason = None if error is None else retry.retryReason(error)
+            if reason == retry.WROTE_READ_ONLY:
                 self.readOnly = False
-                mix.ended(f, True)
-        elif call.wroteNow is not None:
+                if not self.counted:
+                    self.counted = True
+                    mix.ended(f, True)
+            elif reason == retry.GUESS_WITHDRAWN:
+                self.readOnly = False
+        elif call.wroteNow is not None and not self.counted:
+            self.counted = True
             mix.ended(f, bool(call.wroteNow))
         return result
 

@@ -95,6 +95,20 @@ READ_ONLY_SQLSTATE = "25006"
 #: read-write (see L{sasync.transact.TransactionCall}).
 WROTE_READ_ONLY = "a write in a transaction guessed read-only"
 
+#: A call guessed READ ONLY when it was made (so it passed the writer gate
+#: by) was not guessed any more when it started: nothing was sent; it goes
+#: back through the gate at once (see L{sasync._readguess}).
+GUESS_WITHDRAWN = "a read-only guess withdrawn before the transaction began"
+
+
+class GuessWithdrawn(Exception):
+    """
+    Raised (worker thread) instead of beginning a transaction that was
+    guessed READ ONLY when its call was made but not as it starts: see
+    L{GUESS_WITHDRAWN}.
+    """
+
+
 #: What L{SwallowedError} says.
 SWALLOWED = (
     "the transaction, run READ ONLY by guess, failed, but its function caught"
@@ -128,8 +142,9 @@ def inFailedTransaction(dbapiConnection: Any) -> bool:
 #: The failures that serializable transactions produce when they collide:
 #: retried by default (the broker's C{retries=None}).
 CONFLICTS = frozenset({SERIALIZATION, DEADLOCK, LOCK_TIMEOUT})
-#: What the default retries: the conflicts, and a wrong read-only guess.
-RETRIED_BY_DEFAULT = CONFLICTS | {WROTE_READ_ONLY}
+#: What the default retries: the conflicts, and read-only guesses gone
+#: wrong.
+RETRIED_BY_DEFAULT = CONFLICTS | {WROTE_READ_ONLY, GUESS_WITHDRAWN}
 #: How many times a transaction may run again after conflicts, by default.
 CONFLICT_RETRIES = 20
 
@@ -266,7 +281,7 @@ class Backoff:
         Seconds to wait before retry number C{retry} (1 for the first) of a
         transaction that failed because of C{reason}.
         """
-        if reason == WROTE_READ_ONLY:
+        if reason in (WROTE_READ_ONLY, GUESS_WITHDRAWN):
             return 0.0  # (Nobody to get out of the way of.)
         # (A restarting server, or a promotion, needs longer.)
         slow = reason in (NO_CONNECTION, READ_ONLY_SERVER)

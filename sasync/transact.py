@@ -365,7 +365,15 @@ class TransactionCall:
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
             )
         wrote = None if declared else self._wrote
-        guess = self.guess
+        guess, still = self.guess, self.stillGuessed
+        if guess and wrote is not None and still is not None and not still():
+            # Guessed when made (it passed the writer gate by), but calls
+            # that ended since show its method writing: back to the gate.
+            withdrawn = retry.GuessWithdrawn(
+                f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
+            )
+            retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
+            raise withdrawn
         readOnly = wrote is not None and (
             wrote.get(self.f) is False if guess is None else guess
         )
@@ -531,6 +539,11 @@ class TransactionCall:
     #: it READ ONLY by guess (C{True}), not (C{False}), or as C{wrote}
     #: says of its method (C{None}). See L{sasync._readguess}.
     guess: bool | None = None
+
+    #: Set with C{guess=True}: asked in the worker thread whether the
+    #: guess still holds when the call starts (if not, the call fails with
+    #: L{retry.GuessWithdrawn}, retried at once).
+    stillGuessed: Callable[[], bool] | None = None
 
     #: Worker thread, once the body returned: whether this call wrote (as
     #: far as SQLAlchemy saw); read in the reactor once its Deferred fired.

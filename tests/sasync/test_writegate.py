@@ -328,7 +328,7 @@ class BrokerGateTests(SynchronousTestCase):
         runs again at once, read-write and through the gate, and is not
         guessed again.
         """
-        self.learnedAs(0.5)
+        self.learnedAs(0.9)
         broker, reactor, workers = self.makeBroker(connections=4, writers=1)
         calls = [broker.work(1), broker.learned(2), broker.learned(3)]
         self.assertEqual(self.guessed(workers), {1: False, 2: True, 3: True})
@@ -346,6 +346,39 @@ class BrokerGateTests(SynchronousTestCase):
             self.end(workers, x)
         self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3, 4])
         self.assertEqual(dict(broker.stats().retried), {retry.WROTE_READ_ONLY: 1})
+
+    def test_guessRecheckedAtStart(self) -> None:
+        """
+        A call guessed when made asks again as it starts (worker thread):
+        calls that ended meanwhile may have shown its method writing.
+        """
+        self.learnedAs(0.9)
+        broker, _, workers = self.makeBroker(connections=2, writers=1)
+        broker.learned(1).addErrback(lambda f: None)
+        (call,) = [w.current.f for w in workers.made if w.current is not None]
+        self.assertTrue(call.guess)
+        self.assertTrue(call.stillGuessed())
+        learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
+        methodMix.learned(learned, GUESS_SHARE / 2)
+        self.assertFalse(call.stillGuessed())
+
+    def test_withdrawnGuessBackToGate(self) -> None:
+        """
+        A call whose guess was withdrawn as it started (it passed the gate
+        by) runs again at once, read-write and through the gate.
+        """
+        self.learnedAs(0.9)
+        broker, reactor, workers = self.makeBroker(connections=4, writers=1)
+        calls = [broker.work(1), broker.learned(2)]
+        self.assertEqual(self.guessed(workers), {1: False, 2: True})
+        self.end(workers, 2, failing(retry.GUESS_WITHDRAWN))
+        reactor.advance(0)
+        self.assertEqual(self.guessed(workers), {1: False})
+        self.end(workers, 1)
+        self.assertEqual(self.guessed(workers), {2: False})
+        self.end(workers, 2)
+        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2])
+        self.assertEqual(dict(broker.stats().retried), {retry.GUESS_WITHDRAWN: 1})
 
     def test_writingMethodNotGuessed(self) -> None:
         """
@@ -549,9 +582,9 @@ class MethodMixTests(SynchronousTestCase):
         mix.ended(_noop, False)
         self.assertEqual(mix.share(_noop), 1.0)
         self.assertTrue(mix.guess(_noop, True))
-        for _ in range(3):
-            mix.ended(_noop, True)
-        self.assertEqual(mix.share(_noop), 0.25)
+        mix.ended(_noop, False)
+        mix.ended(_noop, True)
+        self.assertEqual(mix.share(_noop), GUESS_SHARE)
         self.assertTrue(mix.guess(_noop, True))
         mix.ended(_noop, True)
         self.assertFalse(mix.guess(_noop, True))
