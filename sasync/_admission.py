@@ -233,9 +233,15 @@ class Admission:
         # process: the caller waits for them.)
         task.abandonable = not self._inPool
         if guess is not None and mayGuessReadOnly:
-            call.guess = guess.readOnly
-            if guess.readOnly:
+            if not guess.readOnly:
+                call.guess = False
+            elif _wrote.get(f) is not False:
+                # A method seen writing: a guess withdrawn by the time the
+                # call starts sends it back through the gate.
+                call.guess = True
                 call.stillGuessed = functools.partial(_stillGuessed, f)
+            # (A method seen only reading: the worker decides as it starts,
+            # from what the method did by then.)
             task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
@@ -319,7 +325,7 @@ class Admission:
         task = self._newTask(owner, f, args, kw, options, True, guess)
         now = self._life.inStartupContext()
         gate = self.gate
-        gated = self._gated(task, options)
+        gated = self._gated(guess, options)
         if gated and gate is not None:
             # (Before the retry is chained: the gate hears how it ended.)
             gate.watch(task)
@@ -331,7 +337,7 @@ class Admission:
                 return failure
             attempts = self._newAttempts(
                 lambda: self._newTask(owner, f, args, kw, options, True, guess),
-                lambda task: self._submitWriter(task, options, now, False),
+                lambda task: self._submitWriter(task, guess, options, now, False),
                 describeCall(owner, f, args, kw),
                 retry.CONFLICT_RETRIES,
                 None,
@@ -344,7 +350,7 @@ class Admission:
 
         task.d.addErrback(conflicted)
         if gated:
-            return self._submitWriter(task, options, now, True)
+            return self._submitWriter(task, guess, options, now, True)
         return self.submit(task, None, now)
 
     def _guessFor(
@@ -356,9 +362,9 @@ class Admission:
             return None
         return CallGuess(methodMix.guess(f, _wrote.get(f)))
 
-    def _gated(self, task: Task[Any], options: CallOptions) -> bool:
-        # Whether an attempt may write, and passes the writer gate. One run
-        # READ ONLY (declared or guessed) passes it by. A call with a
+    def _gated(self, guess: CallGuess | None, options: CallOptions) -> bool:
+        # Whether an attempt may write, and passes the writer gate. One
+        # declared or guessed READ ONLY passes it by. A call with a
         # consumer passes it by too: its Deferred fires only once every row
         # was written, and a consumer may pause for good (it would hold its
         # place as long, as an iteration handed back does not).
@@ -366,12 +372,13 @@ class Admission:
             self.gate is not None
             and not options.readOnly
             and options.consumer is None
-            and getattr(task.f, "guess", None) is not True
+            and not (guess is not None and guess.readOnly)
         )
 
     def _submitWriter(
         self,
         task: Task[Any],
+        guess: CallGuess | None,
         options: CallOptions,
         now: bool,
         track: bool,
@@ -380,7 +387,7 @@ class Admission:
         # through the writer gate unless it runs READ ONLY. (A retry after a
         # wrong read-only guess is not guessed again.)
         gate = self.gate
-        if gate is None or not self._gated(task, options):
+        if gate is None or not self._gated(guess, options):
             return self.submit(task, None, now, track)
         if track:
             self.track(task.d)
@@ -415,7 +422,7 @@ class Admission:
 
         def submit(task: Task[Any]) -> Deferred[Any]:
             if gated:
-                return self._submitWriter(task, options, now, False)
+                return self._submitWriter(task, guess, options, now, False)
             return self.submit(task, None, now, track=False)
 
         return self.retrying(
