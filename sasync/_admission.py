@@ -233,6 +233,10 @@ class Admission:
         # process: the caller waits for them.)
         task.abandonable = not self._inPool
         if guess is not None and mayGuessReadOnly:
+            if guess.readOnly and not methodMix.guess(f, _wrote.get(f)):
+                # (A retry: what calls did since the last attempt was made
+                # says no more.)
+                guess.readOnly = False
             if not guess.readOnly:
                 call.guess = False
             elif _wrote.get(f) is not False:

@@ -72,7 +72,9 @@ class MethodMix:
         if wrote is False:
             return True
         share = self.share(f)
-        return share is not None and share >= GUESS_SHARE
+        # (A share of 1: its writes were not counted yet, only seen by the
+        # worker thread that ran one.)
+        return share is not None and GUESS_SHARE <= share < 1
 
     def ended(self, f: Callable[..., Any], wrote: bool) -> None:
         """
