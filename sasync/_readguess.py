@@ -10,13 +10,18 @@ then runs again at once, read-write and through the gate, and is not
 guessed again (L{CallGuess}).
 
   - A method seen only reading so far (never writing) is guessed READ
-    ONLY; a method not seen yet is not.
+    ONLY; a method not seen yet is not. The call passes the gate by, and
+    its worker decides as it starts, from what the method did by then (as
+    before there were mixed guesses).
   - A method seen writing is guessed READ ONLY, call by call, while at
-    least L{GUESS_SHARE} of its recent calls only read (L{MethodMix}): one
-    method that reads or writes depending on its arguments, as the seed's
-    benchmark op does, would otherwise hold its readers at the gate behind
-    its writers, and run them as serializable readers that take part in
-    the writers' conflicts.
+    least L{GUESS_SHARE} of its recent calls only read (L{MethodMix}), once
+    its writes were counted: one method that reads or writes depending on
+    its arguments would otherwise hold its readers at the gate behind its
+    writers, and run them as serializable readers that take part in the
+    writers' conflicts. The guess is made with the call (it passes the
+    gate by) and checked again as it starts: withdrawn by calls that ended
+    meanwhile, the call goes back through the gate before anything is sent
+    (L{retry.GUESS_WITHDRAWN}); a retry decides again.
 
 Reactor thread only.
 """
