@@ -27,6 +27,7 @@ from asynqueue import Task
 from . import retry
 from ._lifecycle import Lifecycle
 from ._protocols import WorkQueue
+from ._readguess import CallGuess, methodMix
 from ._stats import CallStats
 from ._writegate import WriterGate
 from .connection import ConnectionWorker, checkReactorThread
@@ -44,6 +45,14 @@ _returnsRows: dict[Callable[..., Any], bool] = {}
 #: Per @transact function: was it seen writing (True) or only reading
 #: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
 _wrote: dict[Callable[..., Any], bool] = {}
+
+
+def _stillGuessed(f: Callable[..., Any]) -> bool:
+    # Worker thread, as a guessed call starts: whether calls of f are still
+    # guessed READ ONLY (it reads what the reactor thread learned: a dict
+    # item, two floats). A burst of calls made at once is guessed when
+    # made; the first of them that write stop the guesses of the rest.
+    return methodMix.guess(f, _wrote.get(f))
 
 
 def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
@@ -93,8 +102,8 @@ class Admission:
         self._inPool = engine is None
         self.writePosition: int | None = None
         self.gate = _writerGate(spec, engine)
-        # Whether methods learned to only read pass the gate: where they
-        # run READ ONLY (what _wrote says is learned on PostgreSQL only).
+        # Whether calls may run READ ONLY by guess (and then pass the gate
+        # by): PostgreSQL at SERIALIZABLE (see sasync._readguess).
         self._readersKnown = engine is not None and engine.guessesReadOnly
         # Bound once: every call waiting in the queue would hold its own.
         self._countRows = stats.addRows
@@ -179,8 +188,7 @@ class Admission:
                 # none).
                 retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
                 if timeout is None and not inStartup:
-                    gated = self._gates(f, options)
-                    return self._retryingConflicts(owner, f, args, kw, options, gated)
+                    return self._retryingConflicts(owner, f, args, kw, options)
             else:
                 retries = 0
         if not retries and timeout is None and not inStartup:
@@ -200,8 +208,10 @@ class Admission:
         kw: dict[str, Any],
         options: CallOptions,
         mayGuessReadOnly: bool = False,
+        guess: CallGuess | None = None,
     ) -> Task[Any]:
-        # mayGuessReadOnly: the call runs again after a wrong read-only guess.
+        # mayGuessReadOnly: the call runs again after a wrong read-only guess;
+        # guess: whether it runs READ ONLY by guess, and learns what it did.
         call = TransactionCall(
             owner,
             options.target or self._engine,
@@ -227,6 +237,21 @@ class Admission:
         # transact._commitPoint. (Worker processes decide in their own
         # process: the caller waits for them.)
         task.abandonable = not self._inPool
+        if guess is not None and mayGuessReadOnly:
+            if guess.readOnly and not methodMix.guess(f, _wrote.get(f)):
+                # (A retry: what calls did since the last attempt was made
+                # says no more.)
+                guess.readOnly = False
+            if not guess.readOnly:
+                call.guess = False
+            elif _wrote.get(f) is not False:
+                # A method seen writing: a guess withdrawn by the time the
+                # call starts sends it back through the gate.
+                call.guess = True
+                call.stillGuessed = functools.partial(_stillGuessed, f)
+            # (A method seen only reading: the worker decides as it starts,
+            # from what the method did by then.)
+            task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
@@ -300,24 +325,27 @@ class Admission:
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: CallOptions,
-        gated: bool = False,
     ) -> Deferred[Any]:
         # The common case, kept as cheap as a call without retries: one task,
         # and only if it fails with a conflict does retry.Attempts take over
         # (its Deferred chained into the task's, which shutdown tracks).
-        # gated: it may write, and passes the writer gate (each attempt).
-        task = self._newTask(owner, f, args, kw, options, True)
+        # Each attempt that may write passes the writer gate.
+        guess = self._guessFor(f, options)
+        task = self._newTask(owner, f, args, kw, options, True, guess)
         now = self._life.inStartupContext()
         gate = self.gate
+        gated = self._gated(guess, options)
         if gated and gate is not None:
             # (Before the retry is chained: the gate hears how it ended.)
             gate.watch(task)
         # A bound method and its arguments, not a closure: every call waiting
         # in the queue holds this, and a closure's cells are that many more
         # objects for the garbage collector (see docs/benchmarks.md, lag).
-        task.d.addErrback(self._onConflict, task, owner, f, args, kw, options, now)
+        task.d.addErrback(
+            self._onConflict, task, owner, f, args, kw, options, now, guess
+        )
         if gated:
-            return self._submitWriter(task, f, options, now, True)
+            return self._submitWriter(task, guess, options, now, True)
         return self.submit(task, None, now)
 
     def _conflicted(
@@ -330,6 +358,7 @@ class Admission:
         kw: dict[str, Any],
         options: CallOptions,
         now: bool,
+        guess: CallGuess | None,
     ) -> Any:
         # The first attempt of a call with the default conflict retries
         # failed: run it again if the failure was a conflict.
@@ -338,8 +367,8 @@ class Admission:
         if reason not in retry.RETRIED_BY_DEFAULT:
             return failure
         attempts = self._newAttempts(
-            lambda: self._newTask(owner, f, args, kw, options, True),
-            lambda task: self._submitWriter(task, f, options, now, False),
+            lambda: self._newTask(owner, f, args, kw, options, True, guess),
+            lambda task: self._submitWriter(task, guess, options, now, False),
             describeCall(owner, f, args, kw),
             retry.CONFLICT_RETRIES,
             None,
@@ -350,31 +379,41 @@ class Admission:
         self.track(attempts.d)
         return attempts.adopt(task, failure)
 
-    def _gates(self, f: Callable[..., Any], options: CallOptions) -> bool:
-        # Whether a call of f may write, and passes the writer gate. A call
-        # with a consumer passes it by: its Deferred fires only once every
-        # row was written, and a consumer may pause for good (it would hold
-        # its place as long, as an iteration handed back does not).
+    def _guessFor(
+        self, f: Callable[..., Any], options: CallOptions
+    ) -> CallGuess | None:
+        # Whether a call of f runs READ ONLY by guess (see sasync._readguess),
+        # where that is done; None where it is not.
+        if not self._readersKnown or options.readOnly:
+            return None
+        return CallGuess(methodMix.guess(f, _wrote.get(f)))
+
+    def _gated(self, guess: CallGuess | None, options: CallOptions) -> bool:
+        # Whether an attempt may write, and passes the writer gate. One
+        # declared or guessed READ ONLY passes it by. A call with a
+        # consumer passes it by too: its Deferred fires only once every row
+        # was written, and a consumer may pause for good (it would hold its
+        # place as long, as an iteration handed back does not).
         return (
             self.gate is not None
             and not options.readOnly
             and options.consumer is None
-            and not (self._readersKnown and _wrote.get(f) is False)
+            and not (guess is not None and guess.readOnly)
         )
 
     def _submitWriter(
         self,
         task: Task[Any],
-        f: Callable[..., Any],
+        guess: CallGuess | None,
         options: CallOptions,
         now: bool,
         track: bool,
     ) -> Deferred[Any]:
         # Submit an attempt of a call with the default conflict retries:
-        # through the writer gate unless it only reads. (A retry after a
-        # wrong read-only guess finds f known as a writer now.)
+        # through the writer gate unless it runs READ ONLY. (A retry after a
+        # wrong read-only guess is not guessed again.)
         gate = self.gate
-        if gate is None or not self._gates(f, options):
+        if gate is None or not self._gated(guess, options):
             return self.submit(task, None, now, track)
         if track:
             self.track(task.d)
@@ -410,13 +449,14 @@ class Admission:
         now = self._life.inStartupContext()  # (Retries run outside it.)
         # The default conflict retries: the writer gate applies.
         gated = reasons is retry.RETRIED_BY_DEFAULT
+        guess = self._guessFor(f, options) if retries > 0 else None
 
         def makeTask() -> Task[Any]:
-            return self._newTask(owner, f, args, kw, options, retries > 0)
+            return self._newTask(owner, f, args, kw, options, retries > 0, guess)
 
         def submit(task: Task[Any]) -> Deferred[Any]:
             if gated:
-                return self._submitWriter(task, f, options, now, False)
+                return self._submitWriter(task, guess, options, now, False)
             return self.submit(task, None, now, track=False)
 
         return self.retrying(

@@ -95,6 +95,9 @@ class BrokerStats:
     @ivar rowsStreamed: Rows handed out by row iterations (a L{Deferator}
         or a consumer).
     @ivar servers: Database URL (its password hidden) -> L{ServerStats}.
+    @ivar writers: How many transactions that may write its writer gate
+        lets run at once now (see L{sasync._writegate}); C{None} without a
+        gate.
     """
 
     queued: int
@@ -110,6 +113,7 @@ class BrokerStats:
     retried: Mapping[str, int]
     rowsStreamed: int
     servers: Mapping[str, ServerStats]
+    writers: int | None = None
 
 
 @dataclass(slots=True)
@@ -370,12 +374,13 @@ class CallStats:
         """
         return sum(self.counts.values())
 
-    def snapshot(self, waiting: int = 0) -> BrokerStats:
+    def snapshot(self, waiting: int = 0, writers: int | None = None) -> BrokerStats:
         """
         The broker's stats now.
 
         @param waiting: Calls waiting for the broker's start-up (counted as
             queued).
+        @param writers: Its writer gate's places now, if it has a gate.
         """
         queue = getattr(self.queue, "queue", None)
         workers: list[Any] = [] if queue is None else list(queue.workers)
@@ -411,6 +416,7 @@ class CallStats:
             retried=MappingProxyType(dict(self.retried)),
             rowsStreamed=self.rowsStreamed,
             servers=MappingProxyType(servers),
+            writers=writers,
         )
 
 

@@ -322,7 +322,11 @@ class AccessBroker:
         A snapshot of this broker: its queue, connections and call counts;
         cheap (a few counters read). See L{sasync._stats.BrokerStats}.
         """
-        return self._calls.stats.snapshot(self._calls.waiting())
+        calls = self._calls
+        gate = calls.gate
+        return calls.stats.snapshot(
+            calls.waiting(), None if gate is None else gate.places
+        )
 
     @property
     def writePosition(self) -> str | None:

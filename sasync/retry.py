@@ -95,11 +95,56 @@ READ_ONLY_SQLSTATE = "25006"
 #: read-write (see L{sasync.transact.TransactionCall}).
 WROTE_READ_ONLY = "a write in a transaction guessed read-only"
 
+#: A call guessed READ ONLY when it was made (so it passed the writer gate
+#: by) was not guessed any more when it started: nothing was sent; it goes
+#: back through the gate at once (see L{sasync._readguess}).
+GUESS_WITHDRAWN = "a read-only guess withdrawn before the transaction began"
+
+
+class GuessWithdrawn(Exception):
+    """
+    Raised (worker thread) instead of beginning a transaction that was
+    guessed READ ONLY when its call was made but not as it starts: see
+    L{GUESS_WITHDRAWN}.
+    """
+
+
+#: What L{SwallowedError} says.
+SWALLOWED = (
+    "the transaction, run READ ONLY by guess, failed, but its function caught"
+    " the error and returned (a write refused, most likely): it runs again,"
+    " read-write"
+)
+
+
+class SwallowedError(Exception):
+    """
+    Raised (worker thread) instead of sending COMMIT for a transaction run
+    READ ONLY by guess that is in a failed state although its function
+    returned: it caught the database's refusal of a write (SQLSTATE
+    C{25006}, which this carries too) and went on. COMMIT would have rolled
+    back in silence; the transaction runs again, read-write.
+    """
+
+    pgcode = READ_ONLY_SQLSTATE
+
+
+def inFailedTransaction(dbapiConnection: Any) -> bool:
+    """
+    Worker thread: whether a PostgreSQL DB-API connection (psycopg2 or
+    psycopg 3) is in a failed transaction, read locally (nothing is sent).
+    """
+    info = getattr(dbapiConnection, "info", None)
+    # libpq's PQTRANS_INERROR.
+    return getattr(info, "transaction_status", None) == 3
+
+
 #: The failures that serializable transactions produce when they collide:
 #: retried by default (the broker's C{retries=None}).
 CONFLICTS = frozenset({SERIALIZATION, DEADLOCK, LOCK_TIMEOUT})
-#: What the default retries: the conflicts, and a wrong read-only guess.
-RETRIED_BY_DEFAULT = CONFLICTS | {WROTE_READ_ONLY}
+#: What the default retries: the conflicts, and read-only guesses gone
+#: wrong.
+RETRIED_BY_DEFAULT = CONFLICTS | {WROTE_READ_ONLY, GUESS_WITHDRAWN}
 #: How many times a transaction may run again after conflicts, by default.
 CONFLICT_RETRIES = 20
 
@@ -236,7 +281,7 @@ class Backoff:
         Seconds to wait before retry number C{retry} (1 for the first) of a
         transaction that failed because of C{reason}.
         """
-        if reason == WROTE_READ_ONLY:
+        if reason in (WROTE_READ_ONLY, GUESS_WITHDRAWN):
             return 0.0  # (Nobody to get out of the way of.)
         # (A restarting server, or a promotion, needs longer.)
         slow = reason in (NO_CONNECTION, READ_ONLY_SERVER)

@@ -365,11 +365,23 @@ class TransactionCall:
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
             )
         wrote = None if declared else self._wrote
-        readOnly = wrote is not None and wrote.get(self.f) is False
+        guess, still = self.guess, self.stillGuessed
+        if guess and wrote is not None and still is not None and not still():
+            # Guessed when made (it passed the writer gate by), but calls
+            # that ended since show its method writing: back to the gate.
+            withdrawn = retry.GuessWithdrawn(
+                f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
+            )
+            retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
+            raise withdrawn
+        readOnly = wrote is not None and (
+            wrote.get(self.f) is False if guess is None else guess
+        )
         if readOnly:
             # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
             # ONLY, so it can't take part in serialization failures.
             worker.readOnlyNext()
+            self._guessedReadOnly = True
         record = self.options.record
         # (Timing, and the call's span made current in this thread.)
         token = None if record is None else record.start()
@@ -433,6 +445,7 @@ class TransactionCall:
                 raise CancelledError(
                     f"{describeCall(self.broker, self.f, args, kw)} was stopped"
                 )
+            self.wroteNow = state.wrote
             if self._wrote is not None and self._wrote.get(self.f) is not True:
                 # One dict item set: atomic under the GIL.
                 self._wrote[self.f] = state.wrote
@@ -517,13 +530,36 @@ class TransactionCall:
             if not handedOver:
                 self._endTransactionState()
 
+    #: Worker thread: whether it runs READ ONLY by guess.
+    _guessedReadOnly = False
+
     #: Worker thread: set once COMMIT may have been sent (a lost connection
     #: after that is no reason to run the transaction again).
     _commitSent = False
 
+    #: Set in the reactor thread before the call runs (with C{wrote}): run
+    #: it READ ONLY by guess (C{True}), not (C{False}), or as C{wrote}
+    #: says of its method (C{None}). See L{sasync._readguess}.
+    guess: bool | None = None
+
+    #: Set with C{guess=True}: asked in the worker thread whether the
+    #: guess still holds when the call starts (if not, the call fails with
+    #: L{retry.GuessWithdrawn}, retried at once).
+    stillGuessed: Callable[[], bool] | None = None
+
+    #: Worker thread, once the body returned: whether this call wrote (as
+    #: far as SQLAlchemy saw); read in the reactor once its Deferred fired.
+    wroteNow: bool | None = None
+
     def _commit(self, connection: Any, transaction: Any) -> None:
         # Worker thread.
         worker = state.worker
+        if self._guessedReadOnly and retry.inFailedTransaction(
+            getattr(worker, "dbapiConnection", None)
+        ):
+            # The body caught the refusal of its write and went on: COMMIT
+            # would roll back in silence. Run it again, read-write.
+            raise retry.SwallowedError(f"{self.__qualname__}: {retry.SWALLOWED}")
         lookUp = (
             bool(self.options.retries)
             and self.handle.dialectName == "postgresql"

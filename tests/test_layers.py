@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "sasync._lifecycle",
             "sasync._admission",
             "sasync._writegate",
+            "sasync._readguess",
             "sasync._schema",
             "sasync._conveniences",
             "sasync.metrics",

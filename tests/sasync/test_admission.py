@@ -16,7 +16,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sasync import AccessBroker, retry, transact
+from sasync._admission import _wrote
 from sasync._lifecycle import SHUTDOWN_GRACE
+from sasync._readguess import methodMix
+from sasync._stats import CallStats
 from sasync.connection import EngineSpec, openHandles
 from sasync.errors import Overloaded, TransactionTimeout
 from sasync.retry import Backoff
@@ -242,8 +245,17 @@ class AdmissionTests(SynchronousTestCase):
         gate) holds few objects the garbage collector tracks: all of them
         are traversed by every full collection, which stops the reactor.
         Calls made all at once used to hold 43 each (closures and bound
-        methods made per call); now 24.
+        methods made per call); 24 after that was cut, 29 with the read-only
+        guess each call carries (sasync._readguess).
         """
+        # What earlier tests taught about methods (global, as methods are)
+        # changes which path a call takes: none known here.
+        for learned in (_wrote, methodMix._counts):
+            saved = dict(learned)
+            learned.clear()
+            self.addCleanup(learned.update, saved)
+        # Nor timings kept (a collector another test left alive).
+        self.patch(CallStats, "_timingUsers", 0)
         broker, _, workers = self.makeBroker(SERVER, connections=1)
         self.assertIsNotNone(broker._calls.gate)
         first = [broker.work(n) for n in range(20)]
@@ -254,7 +266,10 @@ class AdmissionTests(SynchronousTestCase):
         calls = [broker.work(n) for n in range(1000)]
         perCall = (len(gc.get_objects()) - before) / len(calls)
         gc.enable()
-        self.assertLessEqual(perCall, 28)
+        # (29 here; 30 once an earlier test has given instances of one of
+        # these classes attributes beyond their shared keys: CPython then
+        # makes each instance a dict of its own.)
+        self.assertLessEqual(perCall, 31)
         self.assertEqual(len(workers.only.received), 1)
         for n in range(len(first) + len(calls)):
             workers.only.succeed(n)

@@ -7,6 +7,7 @@ back, which shows these tests can fail).
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -165,9 +166,11 @@ class GuessBroker(ValueBroker):
 async def test_readersRunReadOnly(postgresqlURL: str, brokers: Any) -> None:
     """
     PostgreSQL: a method seen only reading runs READ ONLY from its second
-    call on (out of serialization conflicts); one that then writes runs
-    again at once, read-write, and stays read-write; the guess never leaks
-    into other work on the connection.
+    call on (out of serialization conflicts); a call that then writes runs
+    again at once, read-write, while the method's next calls are still
+    guessed READ ONLY as long as most of them only read (see
+    L{sasync._readguess}); the guess never leaks into other work on the
+    connection.
     """
     broker = brokers(GuessBroker, postgresqlURL, connections=1)
     assert await broker.reader() is False
@@ -176,7 +179,7 @@ async def test_readersRunReadOnly(postgresqlURL: str, brokers: Any) -> None:
     assert await broker.sometimesWriter(None) is True
     # Guessed read-only, but writes: run again, read-write.
     assert await broker.sometimesWriter("w1") is False
-    assert await broker.sometimesWriter(None) is False
+    assert await broker.sometimesWriter(None) is True
     assert (await broker.valueCounts())["w1"] == 1
     handle = broker._handle
     assert handle.retries["a write in a transaction guessed read-only"] == 1
@@ -216,6 +219,35 @@ async def test_rawCursorWriteGuessedReadOnly(postgresqlURL: str, brokers: Any) -
     assert await broker.rawWriter(None) is True
     assert await broker.rawWriter("raw1") is False
     assert (await broker.valueCounts())["raw1"] == 1
+    handle = broker._handle
+    assert handle.retries["a write in a transaction guessed read-only"] == 1
+
+
+class SwallowingBroker(GuessBroker):
+    """
+    A method that catches the error of its write and returns.
+    """
+
+    @transact
+    def swallowing(self, value: str | None) -> bool:
+        readOnly = self._readOnly()
+        if value is not None:
+            with contextlib.suppress(SA.exc.DBAPIError):
+                self.conn.execute(self.url.insert().values(value=value))
+        return readOnly
+
+
+async def test_swallowedWriteRunsAgain(postgresqlURL: str, brokers: Any) -> None:
+    """
+    PostgreSQL: a call guessed READ ONLY whose body catches the refusal of
+    its write and returns runs again read-write (COMMIT would have rolled
+    back in silence), and its write is there.
+    """
+    broker = brokers(SwallowingBroker, postgresqlURL, connections=1)
+    assert await broker.swallowing(None) is False
+    assert await broker.swallowing(None) is True
+    assert await broker.swallowing("swallowed") is False
+    assert (await broker.valueCounts())["swallowed"] == 1
     handle = broker._handle
     assert handle.retries["a write in a transaction guessed read-only"] == 1
 

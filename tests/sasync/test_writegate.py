@@ -18,6 +18,7 @@ from asynqueue import Task
 from sasync import AccessBroker, retry, transact
 from sasync._admission import _wrote
 from sasync._lifecycle import SHUTDOWN_GRACE
+from sasync._readguess import GUESS_SHARE, WINDOW, MethodMix, methodMix
 from sasync._writegate import WriterGate
 from sasync.errors import Overloaded, TransactionTimeout
 from sasync.retry import Backoff
@@ -233,6 +234,7 @@ class BrokerGateTests(SynchronousTestCase):
         gate = broker._calls.gate
         assert gate is not None
         self.assertEqual((gate.limit, gate.places), (3, 3))
+        self.assertEqual(broker.stats().writers, 3)
         broker, _, _ = self.makeBroker(connections=3, writers=2)
         gate = broker._calls.gate
         assert gate is not None
@@ -245,6 +247,7 @@ class BrokerGateTests(SynchronousTestCase):
         ):
             broker, _, _ = self.makeBroker(**kw)
             self.assertIsNone(broker._calls.gate, kw)
+            self.assertIsNone(broker.stats().writers, kw)
         broker, _, _ = self.makeBroker("sqlite://")
         self.assertIsNone(broker._calls.gate)
 
@@ -269,6 +272,7 @@ class BrokerGateTests(SynchronousTestCase):
         gate = broker._calls.gate
         assert gate is not None
         self.assertEqual(gate.places, 1)
+        self.assertEqual(broker.stats().writers, 1)
         reactor.advance(1)
         self.assertEqual(self.running(workers), [2])
         self.assertEqual(broker.stats().queued, 1)
@@ -294,6 +298,135 @@ class BrokerGateTests(SynchronousTestCase):
         for x in (1, 2, 3, 4, 5):
             self.end(workers, x)
         self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3, 4, 5])
+
+    def learnedAs(self, share: float) -> None:
+        """
+        Make C{_Broker.learned} a method seen writing, C{share} of whose
+        recent calls only read.
+        """
+        learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
+        _wrote[learned] = True
+        methodMix.learned(learned, share)
+        self.addCleanup(_wrote.pop, learned, None)
+        self.addCleanup(methodMix.forget, learned)
+
+    def guessed(self, workers: Workers) -> dict[int, bool | None]:
+        """
+        Per call running now (by its argument): whether it runs READ ONLY by
+        guess.
+        """
+        return {
+            w.current.args[0]: w.current.f.guess
+            for w in workers.made
+            if w.current is not None
+        }
+
+    def test_mixedMethodGuessedCallByCall(self) -> None:
+        """
+        Calls of a method seen writing, but mostly only reading lately, run
+        READ ONLY by guess and pass the gate by; one that writes after all
+        runs again at once, read-write and through the gate, and is not
+        guessed again.
+        """
+        self.learnedAs(0.9)
+        broker, reactor, workers = self.makeBroker(connections=4, writers=1)
+        calls = [broker.work(1), broker.learned(2), broker.learned(3)]
+        self.assertEqual(self.guessed(workers), {1: False, 2: True, 3: True})
+        wrote = failing(retry.WROTE_READ_ONLY)
+        self.end(workers, 2, wrote)
+        reactor.advance(0)
+        # Its retry waits at the gate behind the writer already in.
+        self.assertEqual(self.guessed(workers), {1: False, 3: True})
+        self.end(workers, 1)
+        self.assertEqual(self.guessed(workers), {2: False, 3: True})
+        # One more guessed call, while the retry holds the gate's place.
+        calls.append(broker.learned(4))
+        self.assertEqual(self.guessed(workers), {2: False, 3: True, 4: True})
+        for x in (2, 3, 4):
+            self.end(workers, x)
+        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2, 3, 4])
+        self.assertEqual(dict(broker.stats().retried), {retry.WROTE_READ_ONLY: 1})
+
+    def test_guessRecheckedAtStart(self) -> None:
+        """
+        A call guessed when made asks again as it starts (worker thread):
+        calls that ended meanwhile may have shown its method writing.
+        """
+        self.learnedAs(0.9)
+        broker, _, workers = self.makeBroker(connections=2, writers=1)
+        broker.learned(1).addErrback(lambda f: None)
+        (call,) = [w.current.f for w in workers.made if w.current is not None]
+        self.assertTrue(call.guess)
+        self.assertTrue(call.stillGuessed())
+        learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
+        methodMix.learned(learned, GUESS_SHARE / 2)
+        self.assertFalse(call.stillGuessed())
+
+    def test_withdrawnGuessBackToGate(self) -> None:
+        """
+        A call whose guess was withdrawn as it started (it passed the gate
+        by) runs again at once, read-write and through the gate.
+        """
+        self.learnedAs(0.9)
+        broker, reactor, workers = self.makeBroker(connections=4, writers=1)
+        calls = [broker.work(1), broker.learned(2)]
+        self.assertEqual(self.guessed(workers), {1: False, 2: True})
+        self.end(workers, 2, failing(retry.GUESS_WITHDRAWN))
+        reactor.advance(0)
+        self.assertEqual(self.guessed(workers), {1: False})
+        self.end(workers, 1)
+        self.assertEqual(self.guessed(workers), {2: False})
+        self.end(workers, 2)
+        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2])
+        self.assertEqual(dict(broker.stats().retried), {retry.GUESS_WITHDRAWN: 1})
+
+    def test_writingMethodNotGuessed(self) -> None:
+        """
+        Calls of a method that mostly wrote lately run read-write and wait
+        at the gate.
+        """
+        self.learnedAs(GUESS_SHARE / 2)
+        broker, _, workers = self.makeBroker(connections=4, writers=1)
+        calls = [broker.learned(1), broker.learned(2)]
+        self.assertEqual(self.guessed(workers), {1: False})
+        self.end(workers, 1)
+        self.end(workers, 2)
+        self.assertEqual([self.successResultOf(d) for d in calls], [1, 2])
+
+    def test_outcomesLearned(self) -> None:
+        """
+        What calls did moves their method's share: reads up, writes and
+        wrong guesses down, until its calls are guessed no more.
+        """
+        self.learnedAs(GUESS_SHARE + 0.01)
+        learned = _Broker.learned.__sasyncTransaction__  # type: ignore[attr-defined]
+        broker, reactor, workers = self.makeBroker(connections=2, writers=0)
+        d = broker.learned(1)
+        self.assertEqual(self.guessed(workers), {1: True})
+        self.end(workers, 1, failing(retry.WROTE_READ_ONLY))
+        reactor.advance(0)
+        self.assertEqual(self.guessed(workers), {1: False})
+        self.endHaving(workers, 1, wrote=True)
+        self.successResultOf(d)
+        share = methodMix.share(learned)
+        assert share is not None
+        self.assertLess(share, GUESS_SHARE)
+        d = broker.learned(2)
+        self.assertEqual(self.guessed(workers), {2: False})
+        self.endHaving(workers, 2, wrote=False)
+        self.successResultOf(d)
+        after = methodMix.share(learned)
+        assert after is not None
+        self.assertGreater(after, share)
+
+    def endHaving(self, workers: Workers, x: int, wrote: bool) -> None:
+        """
+        The call with argument C{x} ends, having written or only read.
+        """
+        for w in workers.made:
+            if w.current is not None and w.current.args[0] == x:
+                w.current.f.wroteNow = wrote
+        self.end(workers, x)
 
     def test_consumersBypass(self) -> None:
         """
@@ -429,3 +562,46 @@ class BrokerGateTests(SynchronousTestCase):
         assert gate is not None
         self.assertEqual(gate.waiting, 0)
         self.failureResultOf(first, CancelledError)
+
+
+class MethodMixTests(SynchronousTestCase):
+    """
+    L{MethodMix} on its own.
+    """
+
+    def test_guess(self) -> None:
+        """
+        A method not seen yet is not guessed; one seen only reading is; one
+        seen writing is while at least L{GUESS_SHARE} of its recent calls
+        only read, once its writes were counted.
+        """
+        mix = MethodMix()
+        self.assertFalse(mix.guess(_noop, None))
+        self.assertTrue(mix.guess(_noop, False))
+        self.assertFalse(mix.guess(_noop, True))
+        mix.ended(_noop, False)
+        self.assertEqual(mix.share(_noop), 1.0)
+        # Seen writing, but no write counted yet: the count is behind.
+        self.assertFalse(mix.guess(_noop, True))
+        mix.ended(_noop, False)
+        mix.ended(_noop, True)
+        self.assertEqual(mix.share(_noop), GUESS_SHARE)
+        self.assertTrue(mix.guess(_noop, True))
+        mix.ended(_noop, True)
+        self.assertFalse(mix.guess(_noop, True))
+
+    def test_window(self) -> None:
+        """
+        The counts are halved once they reach L{WINDOW} calls: what the
+        method does now soon outweighs what it did long ago.
+        """
+        mix = MethodMix()
+        for _ in range(WINDOW - 1):
+            mix.ended(_noop, False)
+        mix.ended(_noop, True)
+        self.assertEqual(mix.share(_noop), (WINDOW - 1) / WINDOW)
+        for _ in range(WINDOW):
+            mix.ended(_noop, True)
+        share = mix.share(_noop)
+        assert share is not None
+        self.assertLess(share, GUESS_SHARE)
