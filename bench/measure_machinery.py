@@ -6,7 +6,7 @@ C{./scripts/bench}'s workloads; the numbers go into notes. Run from the
 repository root::
 
     .venv-bench/bin/python -m bench.measure_machinery [--calls 300]
-        [--only select1-adbapi,select1-sasync] [--callgrind] [--strace]
+        [--only select1-adbapi,select1-sasync] [--callgrind] [--strace] [--perf]
 
 Each variant runs in a child process twice, with C{calls} and with three
 times as many calls after the same warm-up, and the difference divided by
@@ -15,6 +15,8 @@ C{2 * calls} is the cost of one call, whatever start-up and shutdown cost:
   - C{--callgrind}: instructions executed (every thread; valgrind's
     callgrind), which load does not move;
   - C{--strace}: system calls (C{strace -c -f}), by kind;
+  - C{--perf}: context switches (C{perf stat}; each is a thread that
+    blocked, so about one per thread wake-up) and task-clock microseconds;
   - always: CPU microseconds (user + system), and C{callFromThread} calls
     (thread-to-reactor hand-offs), per call.
 
@@ -24,6 +26,8 @@ C{./scripts/bench}'s C{select1-sasync}), C{dbapi1-adbapi} and
 C{dbapi1-sasync} (C{SELECT 1} on the raw DB-API cursor, in
 C{runInteraction} and in C{@transact}), and the C{-readcommitted} forms of
 the sAsync ones (C{isolation_level="READ COMMITTED"}, as adbapi runs).
+A C{burst-} prefix makes all the calls at once (every connection busy) in
+place of one after another.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ VARIANTS = (
     "dbapi1-adbapi",
     "dbapi1-sasync",
     "dbapi1-sasync-readcommitted",
+    "burst-dbapi1-adbapi",
+    "burst-dbapi1-sasync-readcommitted",
 )
 WARM = 50
 
@@ -86,7 +92,7 @@ def _adbapi(config: BenchConfig, variant: str, calls: int) -> Any:
             cp_noisy=False,
             cp_reactor=reactor,
         )
-        if variant.startswith("select1"):
+        if "select1" in variant:
 
             def one() -> Any:
                 return pool.runQuery("SELECT 1")
@@ -96,7 +102,7 @@ def _adbapi(config: BenchConfig, variant: str, calls: int) -> Any:
                 return pool.runInteraction(interaction)
 
         try:
-            return await _timed(reactor, one, calls)
+            return await _timed(reactor, one, calls, variant.startswith("burst"))
         finally:
             pool.close()
 
@@ -131,22 +137,30 @@ def _sasync(config: BenchConfig, variant: str, calls: int) -> Any:
     async def main(reactor: Any) -> dict[str, Any]:
         broker = Broker(config.url("psycopg2"), **kw)
         await broker.waitUntilRunning()
-        one = broker.selectOne if variant.startswith("select1") else broker.dbapiOne
+        one = broker.selectOne if "select1" in variant else broker.dbapiOne
         try:
-            return await _timed(reactor, one, calls)
+            return await _timed(reactor, one, calls, variant.startswith("burst"))
         finally:
             await broker.shutdown()
 
     return main
 
 
-async def _timed(reactor: Any, one: Any, calls: int) -> dict[str, Any]:
+async def _timed(
+    reactor: Any, one: Any, calls: int, burst: bool = False
+) -> dict[str, Any]:
+    from twisted.internet.defer import gatherResults
+
     for _ in range(WARM):
         await one()
     handOffs = _countHandOffs(reactor)
     cpu0, t0 = _cpuSeconds(), time.perf_counter()
-    for _ in range(calls):
-        await one()
+    if burst:
+        # All at once: every connection busy, the queue never empty.
+        await gatherResults([one() for _ in range(calls)])
+    else:
+        for _ in range(calls):
+            await one()
     cpu, wall = _cpuSeconds() - cpu0, time.perf_counter() - t0
     return {
         "calls": calls,
@@ -207,10 +221,24 @@ def _syscalls(text: str) -> dict[str, int]:
     return counts
 
 
+_PERF_EVENTS = "task-clock,context-switches,cpu-migrations"
+
+
+def _perfCounts(text: str) -> dict[str, float]:
+    # perf stat -x, lines: value,unit,event,... (task-clock in msec).
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in _PERF_EVENTS.split(","):
+            value = float(fields[0])
+            counts[fields[2]] = value * 1000 if fields[2] == "task-clock" else value
+    return counts
+
+
 def measure(config: BenchConfig, variant: str, calls: int, tool: str) -> dict[str, Any]:
     """
-    One variant's per-call figures: C{tool} is C{"cpu"}, C{"callgrind"} or
-    C{"strace"}.
+    One variant's per-call figures: C{tool} is C{"cpu"}, C{"callgrind"},
+    C{"strace"} or C{"perf"}.
     """
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,12 +249,17 @@ def measure(config: BenchConfig, variant: str, calls: int, tool: str) -> dict[st
                 prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
             elif tool == "strace":
                 prefix = ["strace", "-c", "-f", "-o", out]
+            elif tool == "perf":
+                prefix = ["perf", "stat", "-x,", "-o", out, "-e", _PERF_EVENTS]
             result = _run(prefix, config, variant, n)
             if tool == "callgrind":
                 result["instructions"] = _instructions(out)
             elif tool == "strace":
                 with open(out) as f:
                     result["syscalls"] = _syscalls(f.read())
+            elif tool == "perf":
+                with open(out) as f:
+                    result["perf"] = _perfCounts(f.read())
             runs.append(result)
     small, big = runs
     per: dict[str, Any] = {
@@ -244,6 +277,9 @@ def measure(config: BenchConfig, variant: str, calls: int, tool: str) -> dict[st
         }
         per["syscallsPerCall"] = perKind.pop("total", sum(perKind.values()))
         per["syscallKinds"] = {k: round(v, 2) for k, v in perKind.items() if v >= 0.05}
+    if tool == "perf":
+        a, b = small["perf"], big["perf"]
+        per["perfPerCall"] = {k: (b[k] - a[k]) / (2 * calls) for k in a}
     return per
 
 
@@ -258,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=",".join(VARIANTS))
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--strace", action="store_true")
+    parser.add_argument("--perf", action="store_true")
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = BenchConfig(database=args.database, concurrency=args.concurrency)
@@ -271,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         tools.append("callgrind")
     if args.strace:
         tools.append("strace")
+    if args.perf:
+        tools.append("perf")
     for variant in args.only.split(","):
         for tool in tools:
             figures = measure(config, variant, args.calls, tool)

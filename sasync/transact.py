@@ -18,6 +18,7 @@ import inspect
 import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from threading import get_ident
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -34,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
+from twisted.python import threadable
 
 from asynqueue import checkNumber
 from asynqueue.deferator import Deferator
@@ -343,39 +345,39 @@ class TransactionCall:
         task = currentTask()
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
+        wrote = None if declared else self._wrote
+        # PostgreSQL SERIALIZABLE: a method seen only reading runs READ ONLY,
+        # so it can't take part in serialization failures.
+        readOnly = wrote is not None and wrote.get(self.f) is False
         try:
-            connection = worker.connection(declared)
+            # (Set to the mode wanted at once: no undo-and-redo per call.)
+            connection = worker.connection(declared or readOnly)
         except BaseException as e:
             if isinstance(e, DBAPIError):
                 # Nothing was sent: safe to run again.
                 retry.markRetryable(e, retry.NO_CONNECTION)
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
+        # Read now, once: after a failure the DBAPI connection may be closed.
+        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
         if task is not None and (
             task.stopRequested
             or (
                 # AUTOCOMMIT: each statement commits by itself, so a stop
                 # must wait for the worker from the start.
-                retry.isAutocommit(getattr(worker, "dbapiConnection", None))
-                and not task.passPointOfNoReturn()
+                autocommit and not task.passPointOfNoReturn()
             )
         ):
             # Cancelled between dispatch and start: don't even begin.
             raise CancelledError(
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
             )
-        wrote = None if declared else self._wrote
-        readOnly = wrote is not None and wrote.get(self.f) is False
-        if readOnly:
-            # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
-            # ONLY, so it can't take part in serialization failures.
-            worker.readOnlyNext()
         record = self.options.record
         # (Timing, and the call's span made current in this thread.)
         token = None if record is None else record.start()
         canceller.enter(task)
         try:
-            return self._run(worker, connection, task, args, kw)
+            return self._run(worker, connection, task, autocommit, args, kw)
         except DBAPIError as e:
             if declared and isReadOnlyViolation(e):
                 # The same error type on every database.
@@ -412,12 +414,16 @@ class TransactionCall:
                 record.stop(token)
 
     def _run(
-        self, worker: Any, connection: Any, task: Task[Any] | None, args: Any, kw: Any
+        self,
+        worker: Any,
+        connection: Any,
+        task: Task[Any] | None,
+        autocommit: bool,
+        args: Any,
+        kw: Any,
     ) -> Any:
         o = self.options
         stream = self._wantsStream()
-        # Read now: after a failure the DBAPI connection may be closed.
-        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
         transaction = connection.begin()
         state.connection = connection
         state.handle = self.handle
@@ -744,8 +750,13 @@ def _decorate(
         site = self._calls
         if state.worker is not None:
             return runInline(site.handle, f, self, args, kw, accepts)  # type: ignore[no-any-return]
-        site.checkThread(name)
-        options, own = splitKeywords(accepts, name, kw)
+        ioThread = threadable.ioThread
+        if ioThread is not None and ioThread != get_ident():
+            # (Only off the reactor's thread is there anything to check.)
+            site.checkThread(name)
+        options, own = (
+            splitKeywords(accepts, name, kw) if kw else (_DEFAULT_OPTIONS, kw)
+        )
         if readOnlyDefault is not None and options.readOnly is None:
             if options is _DEFAULT_OPTIONS:
                 options = readOnlyDefault
