@@ -123,6 +123,10 @@ class CallOptions:
 
 _DEFAULT_OPTIONS = CallOptions()
 
+#: What a transaction's function may return that is surely not a result.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, tuple, dict})
+_RESULTS = (Result, FilterResult)
+
 #: Methods (like C{AccessBroker.execute}) whose result is iterated whenever
 #: it has rows: they stream on PostgreSQL without learning from past calls.
 ALWAYS_STREAM: set[Callable[..., Any]] = set()
@@ -309,11 +313,17 @@ class TransactionCall:
         self.options = options
         self._learned = learned
         self._countRows = countRows
-        guesses = handle is not None and handle.guessesReadOnly
-        self._wrote = wrote if guesses else None
-        # How AsynQueue's Info names the task (in CancelledError messages).
-        self.__qualname__ = f"{type(broker).__name__}.{f.__name__}"
+        self._wrote = wrote if handle is not None and handle.guessesReadOnly else None
+        # How AsynQueue's Info names the task (in CancelledError messages),
+        # with __qualname__ (made only when asked, see __getattr__).
         self.__module__ = type(broker).__module__
+
+    def __getattr__(self, name: str) -> str:
+        # Only what normal lookup did not find: the task's name, made when
+        # a message needs it (a string per call would cost every call).
+        if name == "__qualname__":
+            return f"{type(self.broker).__name__}.{self.f.__name__}"
+        raise AttributeError(name)
 
     @property
     def handle(self) -> EngineHandle:
@@ -324,9 +334,10 @@ class TransactionCall:
             raise RuntimeError(f"{self.__qualname__} runs in a worker process")
         return self._handle
 
-    def _wantsStream(self) -> bool:
+    def _wantsStream(self, handle: EngineHandle | None = None) -> bool:
         o = self.options
-        handle = self.handle
+        if handle is None:
+            handle = self.handle
         if o.asList or o.raw or handle.isSQLite or not handle.supportsStreaming:
             return False
         if o.stream is not None:
@@ -423,10 +434,11 @@ class TransactionCall:
         kw: Any,
     ) -> Any:
         o = self.options
-        stream = self._wantsStream()
+        handle = self.handle
+        stream = self._wantsStream(handle)
         transaction = connection.begin()
         state.connection = connection
-        state.handle = self.handle
+        state.handle = handle
         state.stream = stream
         state.wrote = False
         handedOver = False
@@ -442,7 +454,8 @@ class TransactionCall:
             if self._wrote is not None and self._wrote.get(self.f) is not True:
                 # One dict item set: atomic under the GIL.
                 self._wrote[self.f] = state.wrote
-            hasRows = results.returnsRows(result)
+            # (A plain value, the common case, needs no closer look.)
+            hasRows = result.__class__ not in _PLAIN and results.returnsRows(result)
             if self._learned is not None and o.stream is None:
                 # One dict item set: atomic under the GIL.
                 self._learned[self.f] = hasRows
@@ -457,7 +470,7 @@ class TransactionCall:
                         # An ORM result loads objects through its session,
                         # which ends with the transaction: read it all now.
                         rows = iter(result.all())
-                        self._commit(connection, transaction)
+                        self._commit(connection, transaction, worker, task, autocommit)
                     elif (
                         self.handle.holdIterations
                         and self.handle.readsWholeAsRows
@@ -472,7 +485,7 @@ class TransactionCall:
                         rows = results.rowsInMemory(
                             result, worker.batchSize, self._countRows
                         )
-                        self._commit(connection, transaction)
+                        self._commit(connection, transaction, worker, task, autocommit)
                     elif self.handle.holdIterations:
                         handedOver = True
                         self._endTransactionState()
@@ -485,7 +498,7 @@ class TransactionCall:
                             self._countRows,
                         )
                     else:
-                        self._commit(connection, transaction)
+                        self._commit(connection, transaction, worker, task, autocommit)
                         rows = results.rowsAfterCommit(
                             result,
                             worker.batchSize,
@@ -496,12 +509,12 @@ class TransactionCall:
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)
                     return rows
-            elif isinstance(result, Result | FilterResult):
+            elif isinstance(result, _RESULTS):
                 # A result without rows (INSERT ...) is delivered as it is,
                 # not iterated.
-                self._commit(connection, transaction)
+                self._commit(connection, transaction, worker, task, autocommit)
                 return AsIs(result)
-            self._commit(connection, transaction)
+            self._commit(connection, transaction, worker, task, autocommit)
             return result
         except BaseException as e:
             handedOver = False
@@ -525,26 +538,34 @@ class TransactionCall:
     #: after that is no reason to run the transaction again).
     _commitSent = False
 
-    def _commit(self, connection: Any, transaction: Any) -> None:
+    def _commit(
+        self,
+        connection: Any,
+        transaction: Any,
+        worker: Any,
+        task: Task[Any] | None,
+        autocommit: bool,
+    ) -> None:
         # Worker thread.
-        worker = state.worker
+        handle = self.handle
         lookUp = (
             bool(self.options.retries)
-            and self.handle.dialectName == "postgresql"
-            and worker is not None
-            and not retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+            and not autocommit
+            and handle.dialectName == "postgresql"
         )
         xid = pid = None
         if lookUp:
             # PostgreSQL with retries: learn the transaction's ID first, so
             # that a COMMIT whose answer is lost can be looked up.
             state.stream = False  # (One row: no server-side cursor.)
-            xid, pid = outcome.transactionID(connection, self.handle.pooled)
+            xid, pid = outcome.transactionID(connection, handle.pooled)
         serverClosed = getattr(worker, "serverClosed", None)
         if serverClosed is not None and serverClosed():
             # Known before COMMIT is sent: nothing was committed.
             raise _closedBeforeCommit(connection)
-        _commitPoint()
+        if task is not None and not task.passPointOfNoReturn():
+            # (What _commitPoint does, with the task at hand.)
+            raise CancelledError(f"{task.info} was stopped before COMMIT")
         self._commitSent = True
         if not lookUp:
             transaction.commit()
@@ -555,7 +576,7 @@ class TransactionCall:
                 if not e.connection_invalidated:
                     raise
                 self._lostCommit(e, xid, pid)
-        if state.wrote and self.handle.tracksWritePosition and worker is not None:
+        if state.wrote and handle.tracksWritePosition:
             # Read by the broker in the reactor thread once the call's
             # Deferred fires (callFromThread orders it after this write).
             driverConnection: Any = getattr(worker, "dbapiConnection", None)
