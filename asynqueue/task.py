@@ -418,25 +418,32 @@ class Task(Generic[T]):
         self.state = TaskState.DONE
         if result.__class__ is AsIs:
             result = result.value
-        if self.consumer is not None:
-            from .deferator import Deferator
-            from .producer import IterationProducer
+        if self.consumer is None:
+            if not (self._waiting or self._delivered):
+                # The common case of _deliver, without the call.
+                self._delivered = True
+                self._fire(result)
+            else:
+                self._deliver(result)
+            return
+        from .deferator import Deferator
+        from .producer import IterationProducer
 
-            if isinstance(result, Deferator) and not self._delivered:
-                try:
-                    producer = self._producer = IterationProducer(
-                        result, self.consumer, clock=self.clock
-                    )
-                    producing = producer.run()
-                except Exception:
-                    # Never lost in the worker's delivery: the caller hears
-                    # of it, and the iteration lets go of its worker.
-                    self._producer = None
-                    result.stop()
-                    self._deliver(Failure())  # type: ignore[no-untyped-call]
-                    return
-                producing.addCallbacks(self._produced, self._produced)
+        if isinstance(result, Deferator) and not self._delivered:
+            try:
+                producer = self._producer = IterationProducer(
+                    result, self.consumer, clock=self.clock
+                )
+                producing = producer.run()
+            except Exception:
+                # Never lost in the worker's delivery: the caller hears
+                # of it, and the iteration lets go of its worker.
+                self._producer = None
+                result.stop()
+                self._deliver(Failure())  # type: ignore[no-untyped-call]
                 return
+            producing.addCallbacks(self._produced, self._produced)
+            return
         self._deliver(result)
 
     def _produced(self, result: Any) -> None:

@@ -75,8 +75,11 @@ class DeferredTracker:
     def _fired(self, key: int) -> None:
         if self._pending.pop(key, None) is None:
             return
-        self._waitingAny.fire()
-        self._checkFewer()
+        # (Most Deferreds fire with nobody waiting: skip the calls then.)
+        if self._waitingAny:
+            self._waitingAny.fire()
+        if self._waitingFewer:
+            self._checkFewer()
 
     def _checkFewer(self) -> None:
         n = len(self._pending)

@@ -35,6 +35,7 @@ from .deferator import (
 from .errors import WorkerError
 from .interfaces import IWorker
 from .task import Task, setCurrentTask
+from .task import _local as _taskLocal
 
 #: What a worker calls (reactor thread) when it can take another task:
 #: C{onFreed(worker, task)}.
@@ -254,7 +255,8 @@ class ThreadWorker:
             stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
             callFromThread(self._ranCallback, task, (_FAILURE, stopped), onFreed)
             return
-        setCurrentTask(task)
+        # (setCurrentTask, inlined: this runs per task.)
+        _taskLocal.task = task
         try:
             kw = task.kw
             result = task.f(*task.args, **kw) if kw else task.f(*task.args)
@@ -269,7 +271,7 @@ class ThreadWorker:
                 outcome = (_ITER, taker, taker.take())
         except BaseException:
             outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
-        setCurrentTask(None)
+        _taskLocal.task = None
         callFromThread(self._ranCallback, task, outcome, onFreed)
 
     def _ran(

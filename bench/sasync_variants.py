@@ -173,6 +173,14 @@ def sqlSasyncDbapi(config: BenchConfig) -> dict[str, Any]:
     return _opsVariant(config, "dbapiOp")
 
 
+def sqlSasyncDbapiReadCommitted(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 as L{sqlSasyncDbapi}, at READ COMMITTED as adbapi runs: only
+    the machinery differs (no conflicts, no retries, no writer gate).
+    """
+    return _opsVariant(config, "dbapiOp", isolation_level="READ COMMITTED")
+
+
 def ormSasyncReadCommitted(config: BenchConfig) -> dict[str, Any]:
     """
     Workload 1 as L{ormSasync}, opting out of the default SERIALIZABLE.

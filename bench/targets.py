@@ -82,7 +82,10 @@ TARGETS = [
     Target(17, "select1-sasync-tracing", "ratio", 0.97, "select1-sasync"),
     Target(13, "sql-sasync", "ratio", 0.9, "sql-sasync-readcommitted"),
     # Issue 21: sAsync's machinery no dearer than adbapi's; Core text() close.
-    Target(21, "sql-sasync-dbapi", "ratio", 1.0, "sql-adbapi"),
+    # Like with like: adbapi runs READ COMMITTED, so the machinery target is
+    # on the READ COMMITTED raw-cursor variant (sql-sasync-dbapi, at the
+    # default SERIALIZABLE, is measured beside it).
+    Target(21, "sql-sasync-dbapi-readcommitted", "ratio", 1.0, "sql-adbapi"),
     Target(21, "sql-sasync", "ratio", 0.85, "sql-adbapi"),
     Target(21, "select1-sasync", "ratio", 1.0, "select1-adbapi"),
     # Two cores: Core text() under processes=2 no slower than one process.

@@ -263,6 +263,14 @@ VARIANTS = [
         needs="sasync",
     ),
     Variant(
+        "sql-sasync-dbapi-readcommitted",
+        "sql",
+        f"{_SA}:sqlSasyncDbapiReadCommitted",
+        "sAsync @transact + the raw DB-API cursor, READ COMMITTED (as adbapi)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
         "sql-sasync-processes",
         "sql",
         "bench.multicore_variant:sqlSasyncProcesses",

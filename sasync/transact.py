@@ -18,6 +18,7 @@ import inspect
 import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from threading import get_ident
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -34,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
+from twisted.python import threadable
 
 from asynqueue import checkNumber
 from asynqueue.deferator import Deferator
@@ -120,6 +122,10 @@ class CallOptions:
 
 
 _DEFAULT_OPTIONS = CallOptions()
+
+#: What a transaction's function may return that is surely not a result.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, tuple, dict})
+_RESULTS = (Result, FilterResult)
 
 #: Methods (like C{AccessBroker.execute}) whose result is iterated whenever
 #: it has rows: they stream on PostgreSQL without learning from past calls.
@@ -307,11 +313,17 @@ class TransactionCall:
         self.options = options
         self._learned = learned
         self._countRows = countRows
-        guesses = handle is not None and handle.guessesReadOnly
-        self._wrote = wrote if guesses else None
-        # How AsynQueue's Info names the task (in CancelledError messages).
-        self.__qualname__ = f"{type(broker).__name__}.{f.__name__}"
+        self._wrote = wrote if handle is not None and handle.guessesReadOnly else None
+        # How AsynQueue's Info names the task (in CancelledError messages),
+        # with __qualname__ (made only when asked, see __getattr__).
         self.__module__ = type(broker).__module__
+
+    def __getattr__(self, name: str) -> str:
+        # Only what normal lookup did not find: the task's name, made when
+        # a message needs it (a string per call would cost every call).
+        if name == "__qualname__":
+            return f"{type(self.broker).__name__}.{self.f.__name__}"
+        raise AttributeError(name)
 
     @property
     def handle(self) -> EngineHandle:
@@ -322,9 +334,10 @@ class TransactionCall:
             raise RuntimeError(f"{self.__qualname__} runs in a worker process")
         return self._handle
 
-    def _wantsStream(self) -> bool:
+    def _wantsStream(self, handle: EngineHandle | None = None) -> bool:
         o = self.options
-        handle = self.handle
+        if handle is None:
+            handle = self.handle
         if o.asList or o.raw or handle.isSQLite or not handle.supportsStreaming:
             return False
         if o.stream is not None:
@@ -343,27 +356,6 @@ class TransactionCall:
         task = currentTask()
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
-        try:
-            connection = worker.connection(declared)
-        except BaseException as e:
-            if isinstance(e, DBAPIError):
-                # Nothing was sent: safe to run again.
-                retry.markRetryable(e, retry.NO_CONNECTION)
-            noteCall(e, describeCall(self.broker, self.f, args, kw))
-            raise
-        if task is not None and (
-            task.stopRequested
-            or (
-                # AUTOCOMMIT: each statement commits by itself, so a stop
-                # must wait for the worker from the start.
-                retry.isAutocommit(getattr(worker, "dbapiConnection", None))
-                and not task.passPointOfNoReturn()
-            )
-        ):
-            # Cancelled between dispatch and start: don't even begin.
-            raise CancelledError(
-                f"{describeCall(self.broker, self.f, args, kw)} was stopped"
-            )
         wrote = None if declared else self._wrote
         guess, still = self.guess, self.stillGuessed
         if guess and wrote is not None and still is not None and not still():
@@ -374,20 +366,43 @@ class TransactionCall:
             )
             retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
             raise withdrawn
+        # PostgreSQL SERIALIZABLE: a method seen only reading (or guessed so,
+        # call by call) runs READ ONLY, so it can't take part in
+        # serialization failures.
         readOnly = wrote is not None and (
             wrote.get(self.f) is False if guess is None else guess
         )
         if readOnly:
-            # PostgreSQL SERIALIZABLE: a method seen only reading runs READ
-            # ONLY, so it can't take part in serialization failures.
-            worker.readOnlyNext()
             self._guessedReadOnly = True
+        try:
+            # (Set to the mode wanted at once: no undo-and-redo per call.)
+            connection = worker.connection(declared or readOnly)
+        except BaseException as e:
+            if isinstance(e, DBAPIError):
+                # Nothing was sent: safe to run again.
+                retry.markRetryable(e, retry.NO_CONNECTION)
+            noteCall(e, describeCall(self.broker, self.f, args, kw))
+            raise
+        # Read now, once: after a failure the DBAPI connection may be closed.
+        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+        if task is not None and (
+            task.stopRequested
+            or (
+                # AUTOCOMMIT: each statement commits by itself, so a stop
+                # must wait for the worker from the start.
+                autocommit and not task.passPointOfNoReturn()
+            )
+        ):
+            # Cancelled between dispatch and start: don't even begin.
+            raise CancelledError(
+                f"{describeCall(self.broker, self.f, args, kw)} was stopped"
+            )
         record = self.options.record
         # (Timing, and the call's span made current in this thread.)
         token = None if record is None else record.start()
         canceller.enter(task)
         try:
-            return self._run(worker, connection, task, args, kw)
+            return self._run(worker, connection, task, autocommit, args, kw)
         except DBAPIError as e:
             if declared and isReadOnlyViolation(e):
                 # The same error type on every database.
@@ -424,15 +439,20 @@ class TransactionCall:
                 record.stop(token)
 
     def _run(
-        self, worker: Any, connection: Any, task: Task[Any] | None, args: Any, kw: Any
+        self,
+        worker: Any,
+        connection: Any,
+        task: Task[Any] | None,
+        autocommit: bool,
+        args: Any,
+        kw: Any,
     ) -> Any:
         o = self.options
-        stream = self._wantsStream()
-        # Read now: after a failure the DBAPI connection may be closed.
-        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+        handle = self.handle
+        stream = self._wantsStream(handle)
         transaction = connection.begin()
         state.connection = connection
-        state.handle = self.handle
+        state.handle = handle
         state.stream = stream
         state.wrote = False
         handedOver = False
@@ -449,7 +469,8 @@ class TransactionCall:
             if self._wrote is not None and self._wrote.get(self.f) is not True:
                 # One dict item set: atomic under the GIL.
                 self._wrote[self.f] = state.wrote
-            hasRows = results.returnsRows(result)
+            # (A plain value, the common case, needs no closer look.)
+            hasRows = result.__class__ not in _PLAIN and results.returnsRows(result)
             if self._learned is not None and o.stream is None:
                 # One dict item set: atomic under the GIL.
                 self._learned[self.f] = hasRows
@@ -464,7 +485,7 @@ class TransactionCall:
                         # An ORM result loads objects through its session,
                         # which ends with the transaction: read it all now.
                         rows = iter(result.all())
-                        self._commit(connection, transaction)
+                        self._commit(connection, transaction, worker, task, autocommit)
                     elif (
                         self.handle.holdIterations
                         and self.handle.readsWholeAsRows
@@ -479,7 +500,7 @@ class TransactionCall:
                         rows = results.rowsInMemory(
                             result, worker.batchSize, self._countRows
                         )
-                        self._commit(connection, transaction)
+                        self._commit(connection, transaction, worker, task, autocommit)
                     elif self.handle.holdIterations:
                         handedOver = True
                         cursors = results.takeCursors()
@@ -494,7 +515,7 @@ class TransactionCall:
                             cursors,
                         )
                     else:
-                        self._commit(connection, transaction)
+                        self._commit(connection, transaction, worker, task, autocommit)
                         rows = results.rowsAfterCommit(
                             result,
                             worker.batchSize,
@@ -505,12 +526,12 @@ class TransactionCall:
                     if o.groupSize > 1:
                         rows = results.grouped(rows, o.groupSize)
                     return rows
-            elif isinstance(result, Result | FilterResult):
+            elif isinstance(result, _RESULTS):
                 # A result without rows (INSERT ...) is delivered as it is,
                 # not iterated.
-                self._commit(connection, transaction)
+                self._commit(connection, transaction, worker, task, autocommit)
                 return AsIs(result)
-            self._commit(connection, transaction)
+            self._commit(connection, transaction, worker, task, autocommit)
             return result
         except BaseException as e:
             handedOver = False
@@ -551,9 +572,16 @@ class TransactionCall:
     #: far as SQLAlchemy saw); read in the reactor once its Deferred fired.
     wroteNow: bool | None = None
 
-    def _commit(self, connection: Any, transaction: Any) -> None:
+    def _commit(
+        self,
+        connection: Any,
+        transaction: Any,
+        worker: Any,
+        task: Task[Any] | None,
+        autocommit: bool,
+    ) -> None:
         # Worker thread.
-        worker = state.worker
+        handle = self.handle
         if self._guessedReadOnly and retry.inFailedTransaction(
             getattr(worker, "dbapiConnection", None)
         ):
@@ -562,21 +590,22 @@ class TransactionCall:
             raise retry.SwallowedError(f"{self.__qualname__}: {retry.SWALLOWED}")
         lookUp = (
             bool(self.options.retries)
-            and self.handle.dialectName == "postgresql"
-            and worker is not None
-            and not retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+            and not autocommit
+            and handle.dialectName == "postgresql"
         )
         xid = pid = None
         if lookUp:
             # PostgreSQL with retries: learn the transaction's ID first, so
             # that a COMMIT whose answer is lost can be looked up.
             state.stream = False  # (One row: no server-side cursor.)
-            xid, pid = outcome.transactionID(connection, self.handle.pooled)
+            xid, pid = outcome.transactionID(connection, handle.pooled)
         serverClosed = getattr(worker, "serverClosed", None)
         if serverClosed is not None and serverClosed():
             # Known before COMMIT is sent: nothing was committed.
             raise _closedBeforeCommit(connection)
-        _commitPoint()
+        if task is not None and not task.passPointOfNoReturn():
+            # (What _commitPoint does, with the task at hand.)
+            raise CancelledError(f"{task.info} was stopped before COMMIT")
         self._commitSent = True
         if not lookUp:
             transaction.commit()
@@ -587,7 +616,7 @@ class TransactionCall:
                 if not e.connection_invalidated:
                     raise
                 self._lostCommit(e, xid, pid)
-        if state.wrote and self.handle.tracksWritePosition and worker is not None:
+        if state.wrote and handle.tracksWritePosition:
             # Read by the broker in the reactor thread once the call's
             # Deferred fires (callFromThread orders it after this write).
             driverConnection: Any = getattr(worker, "dbapiConnection", None)
@@ -785,8 +814,13 @@ def _decorate(
         site = self._calls
         if state.worker is not None:
             return runInline(site.handle, f, self, args, kw, accepts)  # type: ignore[no-any-return]
-        site.checkThread(name)
-        options, own = splitKeywords(accepts, name, kw)
+        ioThread = threadable.ioThread
+        if ioThread is not None and ioThread != get_ident():
+            # (Only off the reactor's thread is there anything to check.)
+            site.checkThread(name)
+        options, own = (
+            splitKeywords(accepts, name, kw) if kw else (_DEFAULT_OPTIONS, kw)
+        )
         if readOnlyDefault is not None and options.readOnly is None:
             if options is _DEFAULT_OPTIONS:
                 options = readOnlyDefault

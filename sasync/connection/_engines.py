@@ -713,10 +713,17 @@ def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]
             context: Any = self
             if state.connection is not context.root_connection:
                 return super().create_cursor()
-            isSelect = _isSelect(context)
-            if not isSelect and not _READS_RE.match(context.unicode_statement or ""):
+            compiled = context.compiled
+            # What the statement is, worked out once per compiled statement
+            # (SQLAlchemy caches those): the regexes cost each statement.
+            kind = None if compiled is None else compiled.__dict__.get(_KIND)
+            if kind is None:
+                kind = _statementKind(context)
+                if compiled is not None:
+                    setattr(compiled, _KIND, kind)
+            if kind is _WRITES:
                 state.wrote = True
-            if isSelect and state.stream:
+            elif kind is _SELECTS and state.stream:
                 worker = state.worker
                 context.execution_options = context.execution_options.union(
                     {
@@ -739,6 +746,21 @@ def _isSelect(context: Any) -> bool:
         return isinstance(compiled.statement, Selectable)
     statement = context.unicode_statement
     return bool(statement and _SELECT_RE.match(statement))
+
+
+#: What a statement is, for the execution context: a SELECT (it may
+#: stream), another statement that only reads (SHOW), or one that may
+#: write. Kept on SQLAlchemy's compiled statement, as its attribute _KIND.
+_SELECTS, _READS, _WRITES = "selects", "reads", "writes"
+_KIND = "_sasyncStatementKind"
+
+
+def _statementKind(context: Any) -> str:
+    if _isSelect(context):
+        return _SELECTS
+    if _READS_RE.match(context.unicode_statement or ""):
+        return _READS
+    return _WRITES
 
 
 def _instrument(engine: Engine) -> None:

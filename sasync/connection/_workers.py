@@ -71,6 +71,9 @@ class SocketWatch:
         self.dialectName = dialectName
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN | select.POLLPRI)
+        #: C{poll(0)}: a non-empty list if the socket is readable (or
+        #: closed): only then need L{serverClosed} look closer.
+        self.poll = self._poll.poll
 
     @classmethod
     def of(cls, dbapiConnection: Any, dialectName: str) -> SocketWatch | None:
@@ -207,7 +210,8 @@ class ConnectionWorker(ThreadWorker):
             and not connection.invalidated
             and not connection.closed
         ):
-            if self._watch is None or not self._watch.serverClosed():
+            watch = self._watch
+            if watch is None or not (watch.poll(0) and watch.serverClosed()):
                 if connection.get_transaction() is None:
                     if self._readOnly != readOnly:
                         self._setReadOnly(readOnly or None)
@@ -248,7 +252,8 @@ class ConnectionWorker(ThreadWorker):
         this worker's connection (known without sending anything).
         """
         watch = self._watch
-        return watch is not None and watch.serverClosed()
+        # (Nothing to read, the common case, is told by the poll alone.)
+        return watch is not None and bool(watch.poll(0)) and watch.serverClosed()
 
     def readOnlyNext(self) -> None:
         """

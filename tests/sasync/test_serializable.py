@@ -190,6 +190,52 @@ async def test_readersRunReadOnly(postgresqlURL: str, brokers: Any) -> None:
     assert await broker.setNameValue("url", "w2")
 
 
+async def test_readOnlyGuessSetOnce(
+    postgresqlURL: str, brokers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    PostgreSQL: a run of transactions guessed READ ONLY sets the
+    connection's mode once, when the run starts, not twice per transaction
+    (back to read-write, then read-only again); they still run READ ONLY,
+    and the next writer read-write.
+    """
+    from sasync.connection._workers import ConnectionWorker
+
+    modes: list[bool | None] = []
+    setMode = ConnectionWorker._setReadOnly
+
+    def counted(worker: ConnectionWorker, value: bool | None) -> None:
+        modes.append(value)
+        setMode(worker, value)
+
+    monkeypatch.setattr(ConnectionWorker, "_setReadOnly", counted)
+    broker = brokers(ModeBroker, postgresqlURL, connections=1)
+    assert await broker.justReads() is False
+    del modes[:]
+    for _ in range(5):
+        assert await broker.justReads() is True
+    assert modes == [True]
+    assert await broker.justWrites("m") is False
+    assert modes == [True, None]
+
+
+class ModeBroker(GuessBroker):
+    """
+    A reader and a writer that no other test teaches sAsync about (what it
+    learns of a method lasts for the process).
+    """
+
+    @transact
+    def justReads(self) -> bool:
+        self.conn.execute(SA.select(self.url.c.id)).all()
+        return self._readOnly()
+
+    @transact
+    def justWrites(self, value: str) -> bool:
+        self.conn.execute(self.url.insert().values(value=value))
+        return self._readOnly()
+
+
 class RawCursorBroker(GuessBroker):
     """
     A method that writes, when it writes, through the raw DB-API cursor,

@@ -112,6 +112,42 @@ def test_stoppedTaskStartsNoStatement() -> None:
     engine.dispose()
 
 
+def test_statementKindOncePerCompiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    What a statement is (a SELECT, a write) is worked out once per compiled
+    statement, not per execution; each execution of a write still marks
+    the transaction as having written.
+    """
+    from sasync.connection import _engines
+    from sasync.connection._threadstate import state
+
+    looks: list[object] = []
+    isSelect = _engines._isSelect
+
+    def counted(context: Any) -> bool:
+        looks.append(context.compiled)
+        return isSelect(context)
+
+    monkeypatch.setattr(_engines, "_isSelect", counted)
+    engine = SA.create_engine("sqlite://")
+    _engines._instrument(engine)
+    insert = SA.text("INSERT INTO t (n) VALUES (:n)")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+        state.connection = conn
+        try:
+            for n in range(4):
+                state.wrote = False
+                conn.execute(insert, {"n": n})
+                assert state.wrote
+                assert conn.execute(SA.text("SELECT count(*) FROM t")).scalar() == n + 1
+        finally:
+            state.connection = None
+            state.wrote = False
+    engine.dispose()
+    assert len(looks) == 2
+
+
 @pytest.mark.parametrize(
     ("url", "driver"),
     [

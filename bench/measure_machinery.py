@@ -1,0 +1,399 @@
+"""
+What one transaction costs the client process, machinery only: sequential
+calls, each a whole transaction, through sAsync and through
+C{twisted.enterprise.adbapi}, on the benchmarks' PostgreSQL. Not one of
+C{./scripts/bench}'s workloads; the numbers go into notes. Run from the
+repository root::
+
+    .venv-bench/bin/python -m bench.measure_machinery [--calls 300]
+        [--only select1-adbapi,select1-sasync] [--callgrind] [--strace] [--perf]
+        [--bytecodes [--top 40]]
+
+Each variant runs in a child process twice, with C{calls} and with three
+times as many calls after the same warm-up, and the difference divided by
+C{2 * calls} is the cost of one call, whatever start-up and shutdown cost:
+
+  - C{--callgrind}: instructions executed (every thread; valgrind's
+    callgrind), which load does not move;
+  - C{--strace}: system calls (C{strace -c -f}), by kind;
+  - C{--perf}: context switches (C{perf stat}; each is a thread that
+    blocked, so about one per thread wake-up) and task-clock microseconds;
+  - C{--bytecodes}: Python bytecodes executed per call, by function (a
+    tracer counts them in every thread: deterministic, and much faster
+    than callgrind; the calls run about 20 times slower meanwhile);
+  - always: CPU microseconds (user + system), and C{callFromThread} calls
+    (thread-to-reactor hand-offs), per call.
+
+Variants: C{select1-adbapi} (C{runQuery("SELECT 1")}), C{select1-sasync}
+(C{@transact} with C{self.conn} and C{text("SELECT 1")}, as
+C{./scripts/bench}'s C{select1-sasync}), C{dbapi1-adbapi} and
+C{dbapi1-sasync} (C{SELECT 1} on the raw DB-API cursor, in
+C{runInteraction} and in C{@transact}), and the C{-readcommitted} forms of
+the sAsync ones (C{isolation_level="READ COMMITTED"}, as adbapi runs).
+A C{burst-} prefix makes all the calls at once (every connection busy) in
+place of one after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from bench.config import BenchConfig
+
+VARIANTS = (
+    "select1-adbapi",
+    "select1-sasync",
+    "select1-sasync-readcommitted",
+    "dbapi1-adbapi",
+    "dbapi1-sasync",
+    "dbapi1-sasync-readcommitted",
+    "burst-dbapi1-adbapi",
+    "burst-dbapi1-sasync-readcommitted",
+)
+WARM = 50
+
+
+def _cpuSeconds() -> float:
+    # Every thread of the process, user and system.
+    return time.process_time()
+
+
+def _countHandOffs(reactor: Any) -> list[int]:
+    # Counts the reactor's callFromThread calls (from any thread): each
+    # calls wakeUp (workers may hold callFromThread itself, bound already).
+    counter = [0]
+    original = reactor.wakeUp
+
+    def counted() -> None:
+        counter[0] += 1
+        original()
+
+    reactor.wakeUp = counted
+    return counter
+
+
+def _adbapi(config: BenchConfig, variant: str, calls: int) -> Any:
+    from twisted.enterprise import adbapi
+
+    def interaction(cursor: Any) -> Any:
+        cursor.execute("SELECT 1")
+        return cursor.fetchall()
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        pool = adbapi.ConnectionPool(
+            "psycopg2",
+            config.psycopg2Dsn,
+            cp_min=config.concurrency,
+            cp_max=config.concurrency,
+            cp_noisy=False,
+            cp_reactor=reactor,
+        )
+        if "select1" in variant:
+
+            def one() -> Any:
+                return pool.runQuery("SELECT 1")
+        else:
+
+            def one() -> Any:
+                return pool.runInteraction(interaction)
+
+        try:
+            return await _timed(reactor, one, calls, variant.startswith("burst"))
+        finally:
+            pool.close()
+
+    return main
+
+
+def _sasync(config: BenchConfig, variant: str, calls: int) -> Any:
+    import sqlalchemy as SA
+
+    from sasync import AccessBroker, transact
+
+    select1 = SA.text("SELECT 1")
+
+    class Broker(AccessBroker):
+        @transact
+        def selectOne(self) -> Any:
+            return self.conn.execute(select1).scalar()
+
+        @transact
+        def dbapiOne(self) -> Any:
+            cursor = self.conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+
+    kw: dict[str, Any] = {"connections": config.concurrency}
+    if variant.endswith("-readcommitted"):
+        kw["isolation_level"] = "READ COMMITTED"
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        broker = Broker(config.url("psycopg2"), **kw)
+        await broker.waitUntilRunning()
+        one = broker.selectOne if "select1" in variant else broker.dbapiOne
+        try:
+            return await _timed(reactor, one, calls, variant.startswith("burst"))
+        finally:
+            await broker.shutdown()
+
+    return main
+
+
+class _BytecodeCounter:
+    """
+    Counts the bytecodes each Python function executes (itself, not its
+    callees), in every thread, while L{on}.
+    """
+
+    def __init__(self) -> None:
+        self.on = False
+        self.counts: collections.Counter[tuple[str, int, str]] = collections.Counter()
+
+    def trace(self, frame: FrameType, event: str, arg: object) -> Callable[..., Any]:
+        if self.on:
+            frame.f_trace_opcodes = True
+            if event == "opcode":
+                code = frame.f_code
+                self.counts[code.co_filename, code.co_firstlineno, code.co_name] += 1
+        return self.trace
+
+    def install(self) -> None:
+        threading.settrace(self.trace)
+        sys.settrace(self.trace)
+
+
+#: Set by L{child} when counting bytecodes.
+_counter: _BytecodeCounter | None = None
+
+
+async def _timed(
+    reactor: Any, one: Any, calls: int, burst: bool = False
+) -> dict[str, Any]:
+    from twisted.internet.defer import gatherResults
+
+    for _ in range(WARM):
+        await one()
+    handOffs = _countHandOffs(reactor)
+    if _counter is not None:
+        _counter.on = True
+    cpu0, t0 = _cpuSeconds(), time.perf_counter()
+    if burst:
+        # All at once: every connection busy, the queue never empty.
+        await gatherResults([one() for _ in range(calls)])
+    else:
+        for _ in range(calls):
+            await one()
+    cpu, wall = _cpuSeconds() - cpu0, time.perf_counter() - t0
+    if _counter is not None:
+        _counter.on = False
+    return {
+        "calls": calls,
+        "cpuUsPerCall": cpu / calls * 1e6,
+        "wallUsPerCall": wall / calls * 1e6,
+        "handOffsPerCall": handOffs[0] / calls,
+    }
+
+
+def child(config: BenchConfig, variant: str, calls: int, top: int = 0) -> None:
+    """
+    Run C{calls} calls of C{variant} after the warm-up; print the figures
+    as JSON (with C{top}, count bytecodes and print the C{top} functions
+    that execute most of them first).
+    """
+    global _counter
+    from bench.harness import runTwisted
+
+    if top:
+        _counter = _BytecodeCounter()
+        _counter.install()
+    make = _adbapi if variant.endswith("adbapi") else _sasync
+    result = runTwisted(make(config, variant, calls))
+    if _counter is not None:
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+        counts = _counter.counts
+        result["bytecodesPerCall"] = sum(counts.values()) / calls
+        for (path, line, name), n in counts.most_common(top):
+            short = path.split("site-packages/")[-1].split("python3.11/")[-1]
+            print(f"{n / calls:8.1f}  {os.path.relpath(short)}:{line}({name})")
+    print(json.dumps(result))
+
+
+def _run(
+    prefix: list[str], config: BenchConfig, variant: str, calls: int
+) -> dict[str, Any]:
+    # A prefix starting with an option is the child's own (--bytecodes):
+    # its output is printed as it is.
+    options = prefix if prefix[:1] == ["--bytecodes"] else []
+    command = [
+        *([] if options else prefix),
+        sys.executable,
+        "-m",
+        "bench.measure_machinery",
+        *options,
+        "--database",
+        config.database,
+        "--concurrency",
+        str(config.concurrency),
+        "child",
+        variant,
+        str(calls),
+    ]
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    if options:
+        print(out.stdout, end="", flush=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["stderr"] = out.stderr
+    return result
+
+
+def _instructions(path: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def _syscalls(text: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(fields) >= 5 and re.fullmatch(r"[\d.]+", fields[0]):
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+_PERF_EVENTS = "task-clock,context-switches,cpu-migrations"
+
+
+def _perfCounts(text: str) -> dict[str, float]:
+    # perf stat -x, lines: value,unit,event,... (task-clock in msec).
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in _PERF_EVENTS.split(","):
+            value = float(fields[0])
+            counts[fields[2]] = value * 1000 if fields[2] == "task-clock" else value
+    return counts
+
+
+def measure(config: BenchConfig, variant: str, calls: int, tool: str) -> dict[str, Any]:
+    """
+    One variant's per-call figures: C{tool} is C{"cpu"}, C{"callgrind"},
+    C{"strace"} or C{"perf"}.
+    """
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (calls, 3 * calls):
+            out = os.path.join(tmp, f"out.{n}")
+            prefix: list[str] = []
+            if tool == "callgrind":
+                prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+            elif tool == "strace":
+                prefix = ["strace", "-c", "-f", "-o", out]
+            elif tool == "perf":
+                prefix = ["perf", "stat", "-x,", "-o", out, "-e", _PERF_EVENTS]
+            result = _run(prefix, config, variant, n)
+            if tool == "callgrind":
+                result["instructions"] = _instructions(out)
+            elif tool == "strace":
+                with open(out) as f:
+                    result["syscalls"] = _syscalls(f.read())
+            elif tool == "perf":
+                with open(out) as f:
+                    result["perf"] = _perfCounts(f.read())
+            runs.append(result)
+    small, big = runs
+    per: dict[str, Any] = {
+        "cpuUsPerCall": big["cpuUsPerCall"],
+        "handOffsPerCall": big["handOffsPerCall"],
+    }
+    if tool == "callgrind":
+        per["instructionsPerCall"] = (big["instructions"] - small["instructions"]) / (
+            2 * calls
+        )
+    if tool == "strace":
+        a, b = small["syscalls"], big["syscalls"]
+        perKind = {
+            k: (b.get(k, 0) - a.get(k, 0)) / (2 * calls) for k in set(a) | set(b)
+        }
+        per["syscallsPerCall"] = perKind.pop("total", sum(perKind.values()))
+        per["syscallKinds"] = {k: round(v, 2) for k, v in perKind.items() if v >= 0.05}
+    if tool == "perf":
+        a, b = small["perf"], big["perf"]
+        per["perfPerCall"] = {k: (b[k] - a[k]) / (2 * calls) for k in a}
+    return per
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Measure the variants (or, with C{child}, run one: internal).
+    """
+    parser = argparse.ArgumentParser(prog="python -m bench.measure_machinery")
+    parser.add_argument("--database", default="bench_machinery")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--only", default=",".join(VARIANTS))
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--strace", action="store_true")
+    parser.add_argument("--perf", action="store_true")
+    parser.add_argument("--bytecodes", action="store_true")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    config = BenchConfig(database=args.database, concurrency=args.concurrency)
+    if args.rest:
+        _, variant, calls = args.rest
+        child(config, variant, int(calls), args.top if args.bytecodes else 0)
+        return
+    _ensureDatabase(config)
+    if args.bytecodes:
+        # One run each: the counts are deterministic, and only the timed
+        # calls are counted.
+        for variant in args.only.split(","):
+            print(f"== {variant}", flush=True)
+            _run(["--bytecodes", "--top", str(args.top)], config, variant, args.calls)
+        return
+    tools = ["cpu"]
+    if args.callgrind:
+        tools.append("callgrind")
+    if args.strace:
+        tools.append("strace")
+    if args.perf:
+        tools.append("perf")
+    for variant in args.only.split(","):
+        for tool in tools:
+            figures = measure(config, variant, args.calls, tool)
+            print(variant, tool, json.dumps(figures), flush=True)
+
+
+def _ensureDatabase(config: BenchConfig) -> None:
+    import psycopg2
+
+    try:
+        psycopg2.connect(config.psycopg2Dsn).close()
+    except psycopg2.OperationalError:
+        from bench.database import createDatabase
+
+        createDatabase(config)
+
+
+if __name__ == "__main__":
+    main()
