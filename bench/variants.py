@@ -66,6 +66,12 @@ WORKLOADS = [
         "select1", "Micro: sequential SELECT 1 transactions", "txns", "select1-adbapi"
     ),
     Workload(
+        "overhead",
+        "Observability overhead: CPU instructions per call (callgrind)",
+        "calls",
+        "overhead-select1",
+    ),
+    Workload(
         "openloop",
         "Open loop: latency at fixed arrival rates (SQL workload)",
         "ops",
@@ -426,6 +432,22 @@ VARIANTS = [
         f"{_OB}:select1SasyncTracing",
         "sAsync @transact, OpenTelemetry no-op provider",
         loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "overhead-select1",
+        "overhead",
+        "bench.measure_overhead:overheadSelect1",
+        "sAsync SELECT 1 calls, each observability mode under callgrind",
+        connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "overhead-orm",
+        "overhead",
+        "bench.measure_overhead:overheadOrm",
+        "sAsync ORM ops, each observability mode under callgrind",
         connections="1",
         needs="sasync",
     ),
