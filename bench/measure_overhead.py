@@ -4,27 +4,34 @@ the client process by valgrind's callgrind (the PostgreSQL server is not
 under valgrind), so that the figure does not depend on what else this
 shared machine runs::
 
-    python -m bench.measure_overhead [--calls 100,300] [--orm-calls 40,120]
+    python -m bench.measure_overhead [--calls 100,400] [--orm-calls 30,120]
         [--workloads select1,orm] [--modes plain,metrics,tracing,sdk]
-        [--repeat 1] [--database sasync_overhead] [--out FILE]
+        [--repeat 2] [--database sasync_overhead] [--out FILE]
 
-(Also run by C{./scripts/bench --only overhead}, as the variants
-C{overhead-select1} and C{overhead-orm}.)
+(C{./scripts/bench --only overhead} runs it too, as the variant
+C{overhead-callgrind}.)
 
-A child process, under callgrind, makes N sequential calls of a broker on
-one connection: C{SELECT 1} transactions, or the ORM workload's first N ops
-on freshly reset tables. It does so in each mode:
+One process, under callgrind, makes sequential calls of a broker on one
+connection: C{SELECT 1} transactions, or the ORM workload's first ops on
+freshly reset tables, in phases of a small and a big number of calls
+(after a warm-up), in each mode:
 
   - C{plain}: no collector, no tracer provider (counters only);
   - C{metrics}: a L{sasync.metrics.PrometheusCollector} registered (calls
     timed, two histograms observed per call);
-  - C{tracing}: OpenTelemetry's no-op tracer provider set;
-  - C{sdk} (for information): the OpenTelemetry SDK's C{TracerProvider},
-    no exporter (each call makes and ends a real span).
+  - C{tracing}: OpenTelemetry's no-op tracer provider set (last: a
+    provider is set for good);
+  - C{sdk} (for information, in a process of its own): the OpenTelemetry
+    SDK's C{TracerProvider}, no exporter (every call makes a real span).
 
-Each mode runs with a small and a big N; instructions per call are the
-difference of the two totals over the difference of the Ns, so start-up,
-imports and shutdown cancel out. The overhead of a mode is its
+The process calls C{os.getppid()} just before and just after each phase's
+calls, and callgrind (C{--dump-before=getppid}) writes the instructions
+counted since the previous call as a part of its own: start-up, resets and
+mode changes fall outside the phases. Instructions per call are the
+difference between a big and a small phase of a mode over the difference
+of their calls, so what a phase costs once cancels too. Before each phase
+the garbage collector runs and freezes what is alive, so that every phase
+starts from the same collector state. The overhead of a mode is its
 instructions per call over C{plain}'s, minus one.
 """
 
@@ -56,14 +63,19 @@ MODE_LABELS = {
 #: The modes issue 17's 3% limit applies to.
 TARGET_MODES = ("metrics", "tracing")
 WORKLOADS = ("select1", "orm")
-#: (small N, big N) per workload: enough calls that the difference is
-#: steady, few enough that a child under callgrind takes well under a
-#: minute on this machine.
-CALLS = {"select1": (100, 300), "orm": (40, 120)}
-#: Calls of each mode in a C{--smoke} run (natively, no callgrind).
-SMOKE_CALLS = 3
+#: (small, big) calls per phase: under callgrind a SELECT 1 call takes
+#: about 15 ms, and start-up about two minutes.
+CALLS = {"select1": (100, 400), "orm": (30, 120)}
+#: Calls before the first phase (caches, compiled statements, the writer
+#: gate's first guesses).
+WARM_UP = 20
+#: Calls per phase of a C{--smoke} run (natively: no callgrind).
+SMOKE_CALLS = (2, 3)
 
-_TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
+Phase = tuple[str, str, int]  # workload, mode, calls
+
+_PART = re.compile(rb"^part:\s*(\d+)", re.MULTILINE)
+_TOTAL = re.compile(rb"^summary:\s*(\d+)", re.MULTILINE)
 
 
 def valgrindMissing() -> str | None:
@@ -86,107 +98,172 @@ def sdkMissing() -> str | None:
     return None
 
 
-def _setUp(mode: str) -> Any:
-    # What the mode needs alive while the calls run.
-    if mode == "metrics":
-        from bench.observability_variants import collectorRegistered
-
-        return collectorRegistered()
-    if mode == "tracing":
-        from bench.observability_variants import noOpTracing
-
-        noOpTracing()
-    elif mode == "sdk":
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
-
-        trace.set_tracer_provider(TracerProvider())
-    return None
-
-
-def runCalls(workload: str, mode: str, n: int, config: BenchConfig) -> int:
+def plans(
+    workloads: tuple[str, ...],
+    modes: tuple[str, ...],
+    calls: dict[str, tuple[int, int]],
+    repeat: int,
+) -> list[list[Phase]]:
     """
-    In this process: C{n} sequential calls of C{workload} in C{mode} on a
-    broker of one connection. (The ORM workload wants freshly reset
-    tables.)
-
-    @return: How many calls the broker counted as committed.
+    The phases of each process to run: C{plain} and C{metrics} alternate,
+    then C{tracing}; C{sdk} in a process of its own.
     """
-    kept = _setUp(mode)
+    main: list[Phase] = []
+    sdk: list[Phase] = []
+    for group, plan in (
+        (("plain", "metrics"), main),
+        (("tracing",), main),
+        (("sdk",), sdk),
+    ):
+        for workload in workloads:
+            for _ in range(repeat):
+                for mode in (m for m in group if m in modes):
+                    plan += [(workload, mode, n) for n in calls[workload]]
+    return [plan for plan in (main, sdk) if plan]
+
+
+class _Mode:
+    """
+    The child's observability mode: what it set up, kept alive.
+    """
+
+    def __init__(self) -> None:
+        self.registry: Any = None
+        self.provider: str | None = None
+
+    def enter(self, mode: str) -> None:
+        import gc
+
+        from sasync._stats import CallStats
+
+        if mode != "metrics" and self.registry is not None:
+            self.registry = None
+            gc.collect()  # (The collector's finalizer stops the timings.)
+        if mode == "metrics" and self.registry is None:
+            from bench.observability_variants import collectorRegistered
+
+            self.registry = collectorRegistered()
+        elif mode in ("tracing", "sdk") and self.provider is None:
+            self._setProvider(mode)
+        if mode != self.provider and mode in ("tracing", "sdk"):
+            raise RuntimeError(f"{mode} after {self.provider}: one provider a process")
+        if mode == "plain" and (self.provider or CallStats._timingUsers):
+            raise RuntimeError("plain after a collector or a tracer provider")
+
+    def _setProvider(self, mode: str) -> None:
+        if mode == "tracing":
+            from bench.observability_variants import noOpTracing
+
+            noOpTracing()
+        else:
+            from opentelemetry import trace
+            from opentelemetry.sdk.trace import TracerProvider
+
+            trace.set_tracer_provider(TracerProvider())
+        self.provider = mode
+
+
+def runPhases(phases: list[Phase], config: BenchConfig) -> list[int]:
+    """
+    In this process: each phase's calls on a broker of one connection,
+    between two C{os.getppid()} calls (callgrind's marks).
+
+    @return: How many calls of each phase the broker counted as committed.
+    """
+    import gc
+
+    from bench.database import resetOps
     from bench.harness import runTwisted
     from bench.sasync_variants import BenchBroker
     from bench.workload import opPlan
 
-    plan = opPlan(n, config.seed)
+    mode = _Mode()
+    workloads = {w for w, _, _ in phases}
 
-    async def main(reactor: Any) -> int:
+    async def calls(broker: BenchBroker, workload: str, n: int) -> None:
+        if workload == "select1":
+            for _ in range(n):
+                await broker.selectOne()
+        else:
+            for op in opPlan(n, config.seed):
+                await broker.ormOp(op)
+
+    async def main(reactor: Any) -> list[int]:
         broker = BenchBroker(config.url("psycopg2"), connections=1)
+        counted = []
         try:
             await broker.waitUntilRunning()
-            if workload == "select1":
-                for _ in range(n):
-                    await broker.selectOne()
-            else:
-                for op in plan:
-                    await broker.ormOp(op)
-            return broker.stats().committed
+            for workload in sorted(workloads):
+                await calls(broker, workload, WARM_UP)
+            for workload, name, n in phases:
+                mode.enter(name)
+                if workload == "orm":
+                    resetOps(config)
+                gc.collect()
+                gc.freeze()
+                before = broker.stats().committed
+                os.getppid()  # (callgrind: the phase starts)
+                await calls(broker, workload, n)
+                os.getppid()  # (and ends)
+                counted.append(broker.stats().committed - before)
+            return counted
         finally:
             await broker.shutdown()
 
-    committed = runTwisted(main)
-    del kept
-    return committed
+    return runTwisted(main)
 
 
-def _childCommand(workload: str, mode: str, n: int, configPath: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "bench.measure_overhead",
-        "--child",
-        workload,
-        mode,
-        str(n),
-        str(configPath),
-    ]
+def _child(phases: list[Phase], config: BenchConfig, tmp: Path) -> list[str]:
+    path = tmp / "phases.json"
+    path.write_text(json.dumps({"phases": phases, "config": config.toJson()}))
+    return [sys.executable, "-m", "bench.measure_overhead", "--child", str(path)]
 
 
-def countInstructions(
-    workload: str, mode: str, n: int, config: BenchConfig, tmp: Path
-) -> int:
+def _checkCounted(phases: list[Phase], output: str) -> None:
+    counted = json.loads(output.strip().splitlines()[-1])
+    wanted = [n for _, _, n in phases]
+    if counted != wanted:
+        raise RuntimeError(f"committed {counted}, wanted {wanted}")
+
+
+def countPhases(phases: list[Phase], config: BenchConfig, tmp: Path) -> list[int]:
     """
-    Instructions the client process (every thread) ran, start to exit, for
-    C{n} calls of C{workload} in C{mode}, under callgrind.
+    Instructions the client process (every thread) ran in each phase,
+    under callgrind.
     """
-    configPath = tmp / "config.json"
-    configPath.write_text(config.toJson())
-    out = tmp / f"callgrind.{workload}.{mode}.{n}"
+    out = tmp / "callgrind.out"
     command = [
         "valgrind",
         "--tool=callgrind",
-        f"--callgrind-out-file={out}",
+        "--dump-before=getppid",
         "--dump-line=no",
-        *_childCommand(workload, mode, n, configPath),
+        f"--callgrind-out-file={out}",
+        *_child(phases, config, tmp),
     ]
-    # The same hash seed every run: dict layouts, so the work, are the same.
+    # The same hash seed every run: the same dict layouts, the same work.
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(command, capture_output=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(
-            f"{workload} {mode} n={n} under callgrind: exit {done.returncode}\n"
+            f"exit {done.returncode} under callgrind:\n"
             + done.stderr.decode(errors="replace")[-3000:]
         )
-    totals = [int(m) for m in _TOTALS.findall(out.read_bytes())]
-    if not totals:
-        raise RuntimeError(f"no totals in {out}")
-    return max(totals)
-
-
-def _reset(workload: str, config: BenchConfig) -> None:
-    if workload == "orm":
-        from bench.database import resetOps
-
-        resetOps(config)
+    _checkCounted(phases, done.stdout.decode())
+    parts: dict[int, int] = {}
+    for path in tmp.glob("callgrind.out*"):
+        text = path.read_bytes()
+        part, total = _PART.search(text), _TOTAL.search(text)
+        if part is None or total is None:
+            raise RuntimeError(f"no part or summary in {path}")
+        parts[int(part.group(1))] = int(total.group(1))
+        path.unlink()
+    # Part 1: start-up; then each phase's calls, and what came after them.
+    if sorted(parts) != list(range(1, 2 * len(phases) + 2)):
+        raise RuntimeError(
+            f"{len(parts)} callgrind parts for {len(phases)} phases:"
+            " did something else call getppid()?"
+        )
+    return [parts[2 * i + 2] for i in range(len(phases))]
 
 
 def measure(
@@ -194,44 +271,43 @@ def measure(
     workloads: tuple[str, ...] = WORKLOADS,
     modes: tuple[str, ...] = MODES,
     calls: dict[str, tuple[int, int]] | None = None,
-    repeat: int = 1,
+    repeat: int = 2,
 ) -> dict[str, Any]:
     """
     Instructions per call of each workload in each mode (the median over
-    C{repeat} pairs of runs), and each mode's overhead in percent over
+    C{repeat} pairs of phases), and each mode's overhead in percent over
     C{plain}. The database of C{config} must exist.
 
     @return: workload -> C{{"calls": [small, big], "instructions": {mode:
-        per call}, "overheadPct": {mode: %}, "skipped": {mode: why}}}.
+        per call}, "overheadPct": {mode: %}, "pairs": {mode: [per call of
+        each pair]}, "skipped": {mode: why}}}.
     """
     calls = calls or CALLS
     skipped: dict[str, str] = {}
-    if why := sdkMissing():
+    if "sdk" in modes and (why := sdkMissing()):
         skipped["sdk"] = why
-    results: dict[str, Any] = {}
+        modes = tuple(m for m in modes if m != "sdk")
+    perCall: dict[str, dict[str, list[float]]] = {w: {} for w in workloads}
     with tempfile.TemporaryDirectory(prefix="overhead-") as name:
-        tmp = Path(name)
-        for workload in workloads:
-            small, big = calls[workload]
-            perCall: dict[str, list[float]] = {}
-            for _ in range(repeat):
-                # Modes alternate, so any drift hits all of them alike.
-                for mode in modes:
-                    if mode in skipped:
-                        continue
-                    totals = []
-                    for n in (small, big):
-                        _reset(workload, config)
-                        totals.append(countInstructions(workload, mode, n, config, tmp))
-                    perCall.setdefault(mode, []).append(
-                        (totals[1] - totals[0]) / (big - small)
-                    )
-            results[workload] = summarise(
-                {m: median(v) for m, v in perCall.items()},
-                calls=[small, big],
-                skipped={m: why for m, why in skipped.items() if m in modes},
-            )
-    return results
+        for phases in plans(workloads, modes, calls, repeat):
+            counts = countPhases(phases, config, Path(name))
+            # Phases come in pairs: the small, then the big.
+            for i in range(0, len(phases), 2):
+                (workload, mode, small), (_, _, big) = phases[i : i + 2]
+                perCall[workload].setdefault(mode, []).append(
+                    (counts[i + 1] - counts[i]) / (big - small)
+                )
+    return {
+        w: {
+            **summarise(
+                {m: median(v) for m, v in perCall[w].items()},
+                list(calls[w]),
+                skipped,
+            ),
+            "pairs": {m: [round(x) for x in v] for m, v in perCall[w].items()},
+        }
+        for w in workloads
+    }
 
 
 def summarise(
@@ -252,63 +328,78 @@ def summarise(
             for m, v in instructions.items()
             if plain and m != "plain"
         },
-        "skipped": skipped or {},
+        "skipped": dict(skipped or {}),
     }
 
 
 def summariseRuns(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     The figures of a variant's runs (each record's C{"overhead"}): per
-    mode, the median of the runs' instructions per call; or why none was
-    measured.
+    workload and mode, the median of the runs' instructions per call; or
+    why none was measured (C{"why"}).
     """
-    measured = [r for r in runs if r.get("instructions")]
+    measured = [r for r in runs if "why" not in r]
     if not measured:
         return {"why": next((r["why"] for r in runs if r.get("why")), "not run")}
-    modes = {m for r in measured for m in r["instructions"]}
-    figures = summarise(
-        {
-            m: median(r["instructions"][m] for r in measured if m in r["instructions"])
-            for m in MODES
-            if m in modes
-        },
-        calls=measured[0]["calls"],
-        skipped=measured[0].get("skipped"),
-    )
-    figures["runs"] = len(measured)
+    figures: dict[str, Any] = {}
+    for workload in WORKLOADS:
+        mine = [r[workload] for r in measured if workload in r]
+        if not mine:
+            continue
+        figures[workload] = summarise(
+            {
+                m: median(r["instructions"][m] for r in mine if m in r["instructions"])
+                for m in MODES
+                if any(m in r["instructions"] for r in mine)
+            },
+            mine[0]["calls"],
+            mine[0]["skipped"],
+        )
+        figures[workload]["runs"] = len(mine)
     return figures
 
 
 def describe(figures: dict[str, Any]) -> str:
     """
-    A workload's figures in a line, for the terminal.
+    The figures in a line, for the terminal.
     """
-    if "instructions" not in figures:
-        return f"not measured: {figures.get('why')}"
-    parts = [f"plain {figures['instructions'].get('plain', 0):,} instructions/call"]
-    parts += [f"{m} {pct:+.2f}%" for m, pct in figures["overheadPct"].items()]
-    return ", ".join(parts)
+    if "why" in figures:
+        return f"not measured: {figures['why']}"
+    parts = []
+    for workload, f in figures.items():
+        plain = f["instructions"].get("plain", 0)
+        modes = " ".join(f"{m} {pct:+.2f}%" for m, pct in f["overheadPct"].items())
+        parts.append(f"{workload}: plain {plain:,} instructions/call, {modes}")
+    return "; ".join(parts)
 
 
-def _variant(workload: str, config: BenchConfig) -> dict[str, Any]:
-    # A bench variant's record: the figures under "overhead".
+def overheadCallgrind(config: BenchConfig) -> dict[str, Any]:
+    """
+    The bench variant C{overhead-callgrind}: instructions per call of each
+    workload in each mode (once each: the runner repeats the variant).
+    """
     began = time.perf_counter()
     if config.smoke:
-        # Proves each mode's calls run; callgrind would take minutes.
-        committed = 0
-        for mode in TARGET_MODES:
-            _reset(workload, config)
-            committed += _native(workload, mode, SMOKE_CALLS, config)
+        # Proves every phase runs; callgrind would take minutes.
+        modes = ("plain", "metrics", "tracing")
+        phases = plans(WORKLOADS, modes, dict.fromkeys(WORKLOADS, SMOKE_CALLS), 1)[0]
+        with tempfile.TemporaryDirectory(prefix="overhead-") as name:
+            done = subprocess.run(
+                _child(phases, config, Path(name)),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+        _checkCounted(phases, done.stdout)
+        count = sum(n for _, _, n in phases)
         figures: dict[str, Any] = {"why": "smoke run: callgrind not run"}
-        count = SMOKE_CALLS * len(TARGET_MODES)
-        if committed != count:
-            raise RuntimeError(f"{committed} of {count} calls committed")
     elif why := valgrindMissing():
         figures, count = {"why": why}, 0
     else:
-        figures = measure(config, (workload,))[workload]
-        small, big = figures["calls"]
-        count = (small + big) * (len(MODES) - len(figures["skipped"]))
+        figures = measure(config, repeat=1)
+        count = sum(sum(CALLS[w]) * len(f["instructions"]) for w, f in figures.items())
     seconds = time.perf_counter() - began
     return {
         "unit": "calls",
@@ -317,37 +408,6 @@ def _variant(workload: str, config: BenchConfig) -> dict[str, Any]:
         "rate": count / seconds if seconds > 0 else 0.0,
         "overhead": figures,
     }
-
-
-def _native(workload: str, mode: str, n: int, config: BenchConfig) -> int:
-    # Each mode in a process of its own (a tracer provider is set for good).
-    with tempfile.TemporaryDirectory(prefix="overhead-") as name:
-        configPath = Path(name, "config.json")
-        configPath.write_text(config.toJson())
-        done = subprocess.run(
-            _childCommand(workload, mode, n, configPath),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"{workload} {mode}: {done.stderr[-3000:]}")
-    return int(done.stdout.split()[-1])
-
-
-def overheadSelect1(config: BenchConfig) -> dict[str, Any]:
-    """
-    The bench variant C{overhead-select1}: instructions per C{SELECT 1}
-    call in each mode.
-    """
-    return _variant("select1", config)
-
-
-def overheadOrm(config: BenchConfig) -> dict[str, Any]:
-    """
-    The bench variant C{overhead-orm}: instructions per ORM op in each mode.
-    """
-    return _variant("orm", config)
 
 
 def _pair(text: str) -> tuple[int, int]:
@@ -362,16 +422,17 @@ def main(argv: list[str]) -> int:
     The command line (see the module's docstring).
     """
     if argv[:1] == ["--child"]:
-        workload, mode, n, configPath = argv[1:]
-        config = BenchConfig.fromJson(Path(configPath).read_text())
-        print(runCalls(workload, mode, int(n), config))
+        given = json.loads(Path(argv[1]).read_text())
+        phases = [tuple(p) for p in given["phases"]]
+        config = BenchConfig.fromJson(given["config"])
+        print(json.dumps(runPhases(phases, config)))  # type: ignore[arg-type]
         return 0
     p = argparse.ArgumentParser(prog="bench.measure_overhead", description=__doc__)
     p.add_argument("--calls", type=_pair, default=CALLS["select1"])
     p.add_argument("--orm-calls", type=_pair, default=CALLS["orm"])
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=2, help="pairs of phases per mode")
     p.add_argument("--database", default="sasync_overhead")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -395,13 +456,14 @@ def main(argv: list[str]) -> int:
         )
     finally:
         dropDatabase(config)
-    for workload, figures in results.items():
-        print(f"{workload} (calls {figures['calls'][0]} and {figures['calls'][1]}):")
-        for mode, n in figures["instructions"].items():
-            pct = figures["overheadPct"].get(mode)
-            extra = "" if pct is None else f"  {pct:+.2f}%"
-            print(f"  {mode:8s} {n:>12,} instructions per call{extra}")
-        for mode, why in figures["skipped"].items():
+    for workload, f in results.items():
+        print(f"{workload} ({f['calls'][0]} and {f['calls'][1]} calls a pair):")
+        for mode, n in f["instructions"].items():
+            pct = f["overheadPct"].get(mode)
+            extra = "" if pct is None else f" {pct:+6.2f}%"
+            pairs = ", ".join(f"{x:,}" for x in f["pairs"][mode])
+            print(f"  {mode:8s} {n:>10,} instructions per call{extra}  ({pairs})")
+        for mode, why in f["skipped"].items():
             print(f"  {mode:8s} skipped: {why}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

@@ -411,13 +411,12 @@ def overheadTable(data: dict[str, Any]) -> str:
     ]
     from bench.measure_overhead import MODE_LABELS
 
-    variants = summary["overhead"]["variants"]
+    measured = summary["overhead"]["variants"]["overhead-callgrind"]["overhead"]
+    if "why" in measured:
+        lines.append(f"| - | - | not measured: {measured['why']} | | | |")
     for workload in ("select1", "orm"):
-        figures = variants.get(f"overhead-{workload}", {}).get("overhead")
+        figures = measured.get(workload)
         if figures is None:
-            continue
-        if "instructions" not in figures:
-            lines.append(f"| {workload} | - | not measured: {figures['why']} | | | |")
             continue
         wall = summary.get(workload, {}).get("variants", {})
         plainRate = wall.get(f"{workload}-sasync", {}).get("rate")
@@ -438,15 +437,12 @@ def overheadTable(data: dict[str, Any]) -> str:
                 f" | {'-' if cpu is None else f'{cpu:,.0f}'} |"
             )
     calls = [
-        f"{w}: {f['calls'][0]} and {f['calls'][1]} calls"
-        for w, f in (
-            (w, variants.get(f"overhead-{w}", {}).get("overhead", {}))
-            for w in ("select1", "orm")
-        )
-        if f.get("calls")
+        f"{w}, {f['calls'][0]} and {f['calls'][1]} calls"
+        for w, f in measured.items()
+        if w != "why"
     ]
     if calls:
-        lines += ["", "Counted over " + "; ".join(calls) + "."]
+        lines += ["", "Phases of " + "; ".join(calls) + "."]
     return "\n".join(lines)
 
 
