@@ -378,15 +378,17 @@ What a registered Prometheus collector and OpenTelemetry tracing cost a
 call, in CPU instructions of the client process counted by valgrind's
 callgrind (the server is not under valgrind): sequential calls on one
 connection, `SELECT 1` transactions or the ORM workload's ops on freshly
-reset tables, a small and a big number of them in each mode, in a process
-of their own; instructions per call are the difference of the two totals
-over the difference of the counts, so start-up and shutdown cancel
-(`python -m bench.measure_overhead`, here the `overhead` workload). Unlike
-the wall-clock ratios beside them (the `select1` and `orm` workloads'
-`-metrics` and `-tracing` variants against the plain one, in this run),
-which spread by +-15% on this shared machine, the counts barely move from
-run to run. `sdk` (the OpenTelemetry SDK's `TracerProvider`, no exporter,
-so every call makes a real span) is for information: no target."""
+reset tables, in phases of a small and a big number of calls, every mode
+in one process (callgrind writes the count of each phase apart);
+instructions per call are the difference of the two phases' counts over
+the difference of their calls, so start-up and what a phase costs once
+cancel (`python -m bench.measure_overhead`, here the `overhead` workload).
+They move by about 1% from run to run (thread scheduling), where the
+wall-clock ratios beside them (the `select1` and `orm` workloads'
+`-metrics` and `-tracing` variants against the plain one, in this run)
+spread by +-15% on this shared machine. `sdk` (the OpenTelemetry SDK's
+`TracerProvider`, no exporter, so every call makes a real span; in a
+process of its own) is for information: no target."""
 
 #: Observability mode -> the wall-clock variant of a workload measuring it.
 _WALL_CLOCK = {"plain": "", "metrics": "-metrics", "tracing": "-tracing"}
