@@ -116,7 +116,7 @@ class BrokerStats:
 class Histogram:
     """
     Counts of observations per bucket of L{BUCKETS} (not cumulative), and
-    their sum (see L{CallStats._timed}). Reactor thread only.
+    their sum (see C{CallStats._timed}). Reactor thread only.
     """
 
     counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
