@@ -16,7 +16,11 @@ from bench.config import BenchConfig
 from bench.sasync_variants import ormSasync, select1Sasync
 
 
-def _collectorRegistered() -> Any:
+def collectorRegistered() -> Any:
+    """
+    A registry with a L{sasync.metrics.PrometheusCollector} registered and
+    scraped once; keep it alive while the calls run.
+    """
     from prometheus_client import CollectorRegistry, generate_latest
 
     from sasync.metrics import PrometheusCollector
@@ -27,7 +31,10 @@ def _collectorRegistered() -> Any:
     return registry
 
 
-def _noOpTracing() -> None:
+def noOpTracing() -> None:
+    """
+    Set OpenTelemetry's no-op tracer provider (for good, in this process).
+    """
     from opentelemetry import trace
 
     trace.set_tracer_provider(trace.NoOpTracerProvider())
@@ -37,7 +44,7 @@ def ormSasyncMetrics(config: BenchConfig) -> dict[str, Any]:
     """
     C{orm-sasync} with the Prometheus collector registered (calls timed).
     """
-    registry = _collectorRegistered()
+    registry = collectorRegistered()
     result = ormSasync(config)
     del registry
     return result
@@ -47,7 +54,7 @@ def select1SasyncMetrics(config: BenchConfig) -> dict[str, Any]:
     """
     C{select1-sasync} with the Prometheus collector registered.
     """
-    registry = _collectorRegistered()
+    registry = collectorRegistered()
     result = select1Sasync(config)
     del registry
     return result
@@ -57,7 +64,7 @@ def ormSasyncTracing(config: BenchConfig) -> dict[str, Any]:
     """
     C{orm-sasync} with OpenTelemetry's no-op tracer provider set.
     """
-    _noOpTracing()
+    noOpTracing()
     return ormSasync(config)
 
 
@@ -65,5 +72,5 @@ def select1SasyncTracing(config: BenchConfig) -> dict[str, Any]:
     """
     C{select1-sasync} with OpenTelemetry's no-op tracer provider set.
     """
-    _noOpTracing()
+    noOpTracing()
     return select1Sasync(config)

@@ -489,6 +489,82 @@ def _replicasSection(summary: dict[str, Any]) -> list[str]:
     return parts
 
 
+OVERHEAD_TEXT = """## Observability overhead (issue 17)
+
+What a registered Prometheus collector and OpenTelemetry tracing cost a
+call, in CPU instructions of the client process counted by valgrind's
+callgrind (the server is not under valgrind): sequential calls on one
+connection, `SELECT 1` transactions or the ORM workload's ops on freshly
+reset tables, in phases of a small and a big number of calls, every mode
+in one process (callgrind writes the count of each phase apart);
+instructions per call are the difference of the two phases' counts over
+the difference of their calls, so start-up and what a phase costs once
+cancel (`python -m bench.measure_overhead`, here the `overhead` workload).
+They move by about 1% from run to run (thread scheduling), where the
+wall-clock ratios beside them (the `select1` and `orm` workloads'
+`-metrics` and `-tracing` variants against the plain one, in this run)
+spread by +-15% on this shared machine. `sdk` (the OpenTelemetry SDK's
+`TracerProvider`, no exporter, so every call makes a real span; in a
+process of its own) is for information: no target."""
+
+#: Observability mode -> the wall-clock variant of a workload measuring it.
+_WALL_CLOCK = {"plain": "", "metrics": "-metrics", "tracing": "-tracing"}
+
+
+def _cpuPerCall(data: dict[str, Any], name: str) -> float | None:
+    runs = data["runs"].get(name, [])
+    cpu = [r["cpuUsPerUnit"] for r in runs if r.get("cpuUsPerUnit")]
+    return median(cpu) if cpu else None
+
+
+def overheadTable(data: dict[str, Any]) -> str:
+    """
+    Per workload and observability mode: instructions per call, the
+    difference to C{plain}, and the wall-clock figures of the same mode.
+    """
+    summary = data["summary"]
+    lines = [
+        "| workload | mode | instructions per call | vs plain"
+        " | throughput vs plain | CPU µs per call |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    from bench.measure_overhead import MODE_LABELS
+
+    measured = summary["overhead"]["variants"]["overhead-callgrind"]["overhead"]
+    if "why" in measured:
+        lines.append(f"| - | - | not measured: {measured['why']} | | | |")
+    for workload in ("select1", "orm"):
+        figures = measured.get(workload)
+        if figures is None:
+            continue
+        wall = summary.get(workload, {}).get("variants", {})
+        plainRate = wall.get(f"{workload}-sasync", {}).get("rate")
+        for mode, label in MODE_LABELS.items():
+            count = figures["instructions"].get(mode)
+            if count is None:
+                why = figures["skipped"].get(mode, "not run")
+                lines.append(f"| {workload} | {mode}: {label} | {why} | | | |")
+                continue
+            pct = figures["overheadPct"].get(mode)
+            name = f"{workload}-sasync{_WALL_CLOCK.get(mode, '?')}"
+            rate = wall.get(name, {}).get("rate")
+            cpu = _cpuPerCall(data, name)
+            lines.append(
+                f"| {workload} | {mode}: {label} | {count:,}"
+                f" | {'-' if pct is None else f'{pct:+.2f}%'}"
+                f" | {f'{rate / plainRate:.3f}x' if rate and plainRate else '-'}"
+                f" | {'-' if cpu is None else f'{cpu:,.0f}'} |"
+            )
+    calls = [
+        f"{w}, {f['calls'][0]} and {f['calls'][1]} calls"
+        for w, f in measured.items()
+        if w != "why"
+    ]
+    if calls:
+        lines += ["", "Phases of " + "; ".join(calls) + "."]
+    return "\n".join(lines)
+
+
 def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
     """
     The whole of docs/benchmarks.md.
@@ -608,6 +684,8 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
                 workloadTable(summary, name),
                 "",
             ]
+    if "overhead" in summary:
+        parts += [OVERHEAD_TEXT, "", overheadTable(data), ""]
     parts += _replicasSection(summary)
     parts += ["## Targets", "", targetTable(summary), ""]
     skipped, errors = data.get("skipped", {}), data.get("errors", {})

@@ -42,6 +42,11 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "p99": median([x["p99"] for x in reads]),
         }
         summary["stale"] = sum(r.get("stale", 0) for r in runs)
+    if any("overhead" in r for r in runs):
+        # Observability overhead: instructions per call per mode.
+        from bench.measure_overhead import summariseRuns
+
+        summary["overhead"] = summariseRuns([r["overhead"] for r in runs])
     lags = [r["lag"] for r in runs if r.get("lag")]
     if lags:
         summary["lag"] = {
@@ -106,6 +111,10 @@ def formatTable(summary: dict[str, Any]) -> str:
                     f" read after write p50/p99 {read['p50']:.1f}/{read['p99']:.1f}"
                     f" ms, {v['stale']} stale"
                 )
+            if "overhead" in v:
+                from bench.measure_overhead import describe
+
+                lagText += f" {describe(v['overhead'])}"
             if workload.name == "idle":  # only its lag means anything
                 lines.append(f"  {name:28s} {v['seconds']:.1f} s{lagText}")
                 continue

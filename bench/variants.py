@@ -66,6 +66,12 @@ WORKLOADS = [
         "select1", "Micro: sequential SELECT 1 transactions", "txns", "select1-adbapi"
     ),
     Workload(
+        "overhead",
+        "Observability overhead: CPU instructions per call (callgrind)",
+        "calls",
+        "overhead-callgrind",
+    ),
+    Workload(
         "openloop",
         "Open loop: latency at fixed arrival rates (SQL workload)",
         "ops",
@@ -442,6 +448,14 @@ VARIANTS = [
         f"{_OB}:select1SasyncTracing",
         "sAsync @transact, OpenTelemetry no-op provider",
         loop="reactor",
+        connections="1",
+        needs="sasync",
+    ),
+    Variant(
+        "overhead-callgrind",
+        "overhead",
+        "bench.measure_overhead:overheadCallgrind",
+        "sAsync SELECT 1 and ORM calls in each observability mode, callgrind",
         connections="1",
         needs="sasync",
     ),

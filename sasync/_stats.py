@@ -21,12 +21,12 @@ Reactor thread only, except L{CallStats.addRows} and L{CallRecord.start}
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from time import monotonic
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -119,21 +119,19 @@ class BrokerStats:
 @dataclass(slots=True)
 class Histogram:
     """
-    Counts of observations per bucket of L{BUCKETS} (not cumulative), their
-    sum and count. Reactor thread only.
+    Counts of observations per bucket of L{BUCKETS} (not cumulative), and
+    their sum (see C{CallStats._timed}). Reactor thread only.
     """
 
     counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     total: float = 0.0
-    count: int = 0
 
-    def observe(self, seconds: float) -> None:
+    @property
+    def count(self) -> int:
         """
-        Count one observation of C{seconds}.
+        How many observations were counted.
         """
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.total += seconds
-        self.count += 1
+        return sum(self.counts)
 
 
 class CallRecord:
@@ -141,13 +139,13 @@ class CallRecord:
     One transaction call, while it is timed (see L{CallStats.keepTimings}),
     or traced: when it was made, when its first attempt started in a
     worker, how many attempts started, and its span if it is traced.
+    (Made for every call while a collector is registered: keep it small.)
     """
 
-    __slots__ = ("attempts", "made", "method", "span", "started")
+    __slots__ = ("attempts", "made", "span", "started")
 
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.made = time.monotonic()
+    def __init__(self) -> None:
+        self.made = monotonic()
         self.started: float | None = None
         self.attempts = 0
         self.span: Any = None
@@ -162,7 +160,7 @@ class CallRecord:
         @return: What L{stop} needs.
         """
         if self.started is None:
-            self.started = time.monotonic()
+            self.started = monotonic()
         self.attempts += 1
         return None if self.span is None else tracing.enter(self.span)
 
@@ -175,10 +173,10 @@ class CallRecord:
 
     def stop(self, token: object) -> None:
         """
-        Worker thread: the attempt's transaction is over.
+        Worker thread: the attempt's transaction is over (called only if
+        L{start} returned something).
         """
-        if token is not None:
-            tracing.leave(token)
+        tracing.leave(token)
 
 
 def checkSlowTransaction(value: object) -> float | None:
@@ -249,8 +247,8 @@ class CallStats:
         # Bound once: every call would make its own (and hold it while it
         # waits in the queue).
         self._endedBound = self._ended
-        self.queueWait: dict[str, Histogram] = {}
-        self.transactionTime: dict[str, Histogram] = {}
+        #: Method -> its queue wait and transaction time histograms.
+        self.timings: dict[str, tuple[Histogram, Histogram]] = {}
         self.describeServers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = (
             None
         )
@@ -274,8 +272,8 @@ class CallStats:
         context headers from another process), else C{None}.
         """
         traced = tracing.active()
-        if CallStats._timingUsers > 0 or self.slowTransaction is not None or traced:
-            record = CallRecord(method)
+        if traced or CallStats._timingUsers > 0 or self.slowTransaction is not None:
+            record = CallRecord()
             if traced:
                 record.span = tracing.startSpan(
                     f"{self.broker}.{method}", self.system, niceness, parent
@@ -309,23 +307,30 @@ class CallStats:
         self.counts[outcome] += 1
         self.outcomes[method, outcome] += 1
         if record is not None:
-            self._timed(record, outcome, result)
+            self._timed(record, method, outcome, result)
         return result
 
-    def _timed(self, record: CallRecord, outcome: str, result: object) -> None:
-        now = time.monotonic()
+    def _timed(
+        self, record: CallRecord, method: str, outcome: str, result: object
+    ) -> None:
+        now = monotonic()
         started = record.started
-        wait = (now if started is None else started) - record.made
-        ran = 0.0 if started is None else now - started
+        if started is None:
+            wait, ran = now - record.made, 0.0
+        else:
+            wait, ran = started - record.made, now - started
         if CallStats._timingUsers > 0:
-            method = record.method
-            histogram = self.queueWait.get(method)
-            if histogram is None:
-                histogram = self.queueWait[method] = Histogram()
-                self.transactionTime[method] = Histogram()
-            histogram.observe(wait)
+            timings = self.timings.get(method)
+            if timings is None:
+                timings = self.timings[method] = (Histogram(), Histogram())
+            # An observation: its bucket's count, and the sum. (Inline, no
+            # method: this runs for every call.)
+            waits, took = timings
+            waits.counts[bisect_left(BUCKETS, wait)] += 1
+            waits.total += wait
             if started is not None:
-                self.transactionTime[method].observe(ran)
+                took.counts[bisect_left(BUCKETS, ran)] += 1
+                took.total += ran
         if record.span is not None:
             error = result.value if isinstance(result, Failure) else None
             tracing.endSpan(record.span, record.attempts, wait, error)
@@ -335,7 +340,7 @@ class CallStats:
                 "{broker}.{method} took {seconds:.3f} s ({queueWait:.3f} s of it"
                 " queued, {attempts} attempts): {outcome}",
                 broker=self.broker,
-                method=record.method,
+                method=method,
                 seconds=wait + ran,
                 queueWait=wait,
                 attempts=record.attempts,

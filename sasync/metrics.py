@@ -59,7 +59,6 @@ def _merged(histograms: list[Histogram]) -> Histogram:
         for i, n in enumerate(h.counts):
             total.counts[i] += n
         total.total += h.total
-        total.count += h.count
     return total
 
 
@@ -151,10 +150,9 @@ class PrometheusCollector:
                 outcomes.update(dict.copy(stats.outcomes))
                 retried.update(dict.copy(stats.retried))
                 streamed += stats.rowsStreamed
-                for method, h in list(stats.queueWait.items()):
-                    waits.setdefault(method, []).append(h)
-                for method, h in list(stats.transactionTime.items()):
-                    times.setdefault(method, []).append(h)
+                for method, (waited, took) in list(stats.timings.items()):
+                    waits.setdefault(method, []).append(waited)
+                    times.setdefault(method, []).append(took)
                 queues[id(stats.queue)] = stats
                 databases.setdefault(stats.url, stats)
             for (method, outcome), n in sorted(outcomes.items()):

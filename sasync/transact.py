@@ -120,6 +120,31 @@ class CallOptions:
     #: once routing chose it); C{None}: the broker's own.
     target: Any = None
 
+    def withRecord(self, record: Any) -> CallOptions:
+        """
+        A copy of these options, for a call that C{record} times or traces.
+        """
+        # Every call while a collector is registered: positional, since
+        # dataclasses.replace costs seven times the instructions, keywords
+        # twice (tests/sasync/test_transactcall.py checks every field is
+        # copied, in order).
+        return CallOptions(
+            self.niceness,
+            self.doNext,
+            self.doLast,
+            self.consumer,
+            self.asList,
+            self.raw,
+            self.timeout,
+            self.retries,
+            self.stream,
+            self.readOnly,
+            self.after,
+            self.groupSize,
+            record,
+            self.target,
+        )
+
 
 _DEFAULT_OPTIONS = CallOptions()
 
@@ -435,7 +460,7 @@ class TransactionCall:
             raise
         finally:
             canceller.leave()
-            if record is not None:
+            if token is not None:
                 record.stop(token)
 
     def _run(
@@ -830,7 +855,7 @@ def _decorate(
         stats: CallStats = site.stats
         record = stats.begin(name, options.niceness)
         if record is not None:
-            options = dataclasses.replace(options, record=record)
+            options = options.withRecord(record)
         return stats.watch(name, site.transact(self, f, args, own, options), record)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from sasync import AccessBroker, retry, transact
+from sasync import AccessBroker, _tracing, retry, transact
 from sasync._admission import _wrote
 from sasync._lifecycle import SHUTDOWN_GRACE
 from sasync._readguess import methodMix
@@ -254,8 +254,10 @@ class AdmissionTests(SynchronousTestCase):
             saved = dict(learned)
             learned.clear()
             self.addCleanup(learned.update, saved)
-        # Nor timings kept (a collector another test left alive).
+        # Nor timings kept (a collector another test left alive), nor calls
+        # traced (a tracer provider another test set, for good).
         self.patch(CallStats, "_timingUsers", 0)
+        self.patch(_tracing, "active", lambda: False)
         broker, _, workers = self.makeBroker(SERVER, connections=1)
         self.assertIsNotNone(broker._calls.gate)
         first = [broker.work(n) for n in range(20)]
