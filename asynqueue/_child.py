@@ -67,11 +67,20 @@ def dumps(obj: Any) -> bytes:
     return out.getvalue()
 
 
+#: What a message of the wire mostly holds: pickled by C{pickle.dumps}
+#: itself, without the reducers L{dumps} keeps out (none of these use them).
+_PLAIN = frozenset((bytes, str, int, bool, float, type(None)))
+
+
 def encode(message: tuple[Any, ...]) -> bytes:
     """
     One message, framed for the wire.
     """
-    data = dumps(message)
+    if all(type(item) in _PLAIN for item in message):
+        # (The common case: request and reply bodies are pickled already.)
+        data = pickle.dumps(message, PROTOCOL)
+    else:
+        data = dumps(message)
     return FRAME.pack(len(data)) + data
 
 
