@@ -2,7 +2,7 @@
 The child side of a L{asynqueue.process.ProcessWorker}: a loop that reads
 pickled requests from its stdin and writes pickled replies to its stdout.
 
-Run as C{python -m asynqueue._child}. One request is handled at a time, in
+Run as C{python -P -m asynqueue._child}. One request is handled at a time, in
 the order received, in the child's main thread.
 
 The wire: each message is a 4-byte big-endian length and a pickle of a

@@ -1,6 +1,6 @@
 """
 A worker process of a broker made with C{processes=N} (see
-L{sasync.multicore}): run as C{python -m sasync.multicore._child}.
+L{sasync.multicore}): run as C{python -P -m sasync.multicore._child}.
 
 It runs a Twisted reactor in its main thread and makes its own instance of
 the broker's class, which runs each transaction it is sent exactly as a
