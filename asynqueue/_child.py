@@ -2,7 +2,7 @@
 The child side of a L{asynqueue.process.ProcessWorker}: a loop that reads
 pickled requests from its stdin and writes pickled replies to its stdout.
 
-Run as C{python -m asynqueue._child}. One request is handled at a time, in
+Run as C{python -P -m asynqueue._child}. One request is handled at a time, in
 the order received, in the child's main thread.
 
 The wire: each message is a 4-byte big-endian length and a pickle of a
@@ -67,11 +67,20 @@ def dumps(obj: Any) -> bytes:
     return out.getvalue()
 
 
+#: What a message of the wire mostly holds: pickled by C{pickle.dumps}
+#: itself, without the reducers L{dumps} keeps out (none of these use them).
+_PLAIN = frozenset((bytes, str, int, bool, float, type(None)))
+
+
 def encode(message: tuple[Any, ...]) -> bytes:
     """
     One message, framed for the wire.
     """
-    data = dumps(message)
+    if all(type(item) in _PLAIN for item in message):
+        # (The common case: request and reply bodies are pickled already.)
+        data = pickle.dumps(message, PROTOCOL)
+    else:
+        data = dumps(message)
     return FRAME.pack(len(data)) + data
 
 

@@ -490,8 +490,15 @@ class ProcessWorker:
         env = dict(os.environ)
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+        # -P (Python 3.11+, so only for this interpreter): the current
+        # directory doesn't come first on the child's sys.path, so it runs
+        # this asynqueue even from a directory holding another.
+        safePath = ["-P"] if self.python == sys.executable else []
         self.reactor.spawnProcess(
-            protocol, self.python, [self.python, "-m", "asynqueue._child"], env=env
+            protocol,
+            self.python,
+            [self.python, *safePath, "-m", "asynqueue._child"],
+            env=env,
         )
         self._protocol = protocol
         # The child imports by name what the parent pickles by name.

@@ -5,7 +5,7 @@ each running its own instance of the broker's class.
   - L{_pool}: the pool a broker submits its transactions to.
   - L{_workerprocess}: one worker process, seen from the parent.
   - L{_child}: the program a worker process runs
-    (C{python -m sasync.multicore._child}).
+    (C{python -P -m sasync.multicore._child}).
   - L{_madewith}: what a broker was made with, for making it again there.
 
 It imports the connection layer and L{sasync.transact}; the broker imports

@@ -1,6 +1,6 @@
 """
 A worker process of a broker made with C{processes=N} (see
-L{sasync.multicore}): run as C{python -m sasync.multicore._child}.
+L{sasync.multicore}): run as C{python -P -m sasync.multicore._child}.
 
 It runs a Twisted reactor in its main thread and makes its own instance of
 the broker's class, which runs each transaction it is sent exactly as a
@@ -14,7 +14,8 @@ pickle of a tuple whose first item names its kind.
 
 Requests::
     ("start", rid, recipe, sysPath)      -> ready | failure
-    ("call", rid, pickledCall)           -> value | iter | failure
+    ("call", rid, pickledCall, pickledOptions)
+                                         -> value | iter | failure
     ("run", rid, pickledCall, raw)       -> value | iter | failure
     ("next", rid, iterID)                -> batch | failure
     ("close", iterID)                    (no reply)
@@ -49,6 +50,9 @@ from asynqueue.process import PROTOCOL, decodeFrames, encode, failureReply
 from asynqueue.task import Task
 
 from . import _pool as multicore
+
+#: Distinct call options kept unpickled (see L{BrokerServer.call}).
+OPTIONS_KEPT = 64
 
 
 def nextBatch(dr: Deferator[Any]) -> Deferred[Batch[Any]]:
@@ -99,6 +103,10 @@ class BrokerServer(Protocol):
         self.iterations: dict[int, Deferator[Any]] = {}
         self.quitting = False
         self.outgoing: list[bytes] = []
+        #: Per method name: the transaction function it runs.
+        self.methods: dict[str, Any] = {}
+        #: Call options by their pickle: most calls send the same few.
+        self.options: dict[bytes, Any] = {}
 
     def send(self, message: tuple[Any, ...]) -> None:
         """
@@ -131,7 +139,7 @@ class BrokerServer(Protocol):
         """
         kind = message[0]
         if kind == "call":
-            self.call(message[1], message[2])
+            self.call(message[1], message[2], message[3])
         elif kind == "next":
             self.next(message[1], message[2])
         elif kind == "cancel":
@@ -182,14 +190,25 @@ class BrokerServer(Protocol):
             running, lambda f: self.send(failureReply(rid, f.value))
         )
 
-    def call(self, rid: int, payload: bytes) -> None:
+    def call(self, rid: int, payload: bytes, pickledOptions: bytes) -> None:
         """
         Run a transaction, by method name.
         """
         try:
-            name, args, kw, options = pickle.loads(payload)
-            method = getattr(type(self.broker), name)
-            f = getattr(method, "__sasyncTransaction__", method)
+            name, args, kw = pickle.loads(payload)
+            options = self.options.get(pickledOptions)
+            if options is None:
+                options = pickle.loads(pickledOptions)
+                if options.record is None:
+                    if len(self.options) >= OPTIONS_KEPT:
+                        self.options.clear()
+                    self.options[pickledOptions] = options
+            f = self.methods.get(name)
+            if f is None:
+                method = getattr(type(self.broker), name)
+                f = self.methods[name] = getattr(
+                    method, "__sasyncTransaction__", method
+                )
             # The parent's record came as trace context headers: this
             # process's span of the call joins the parent's trace.
             calls = self.broker._calls

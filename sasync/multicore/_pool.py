@@ -43,13 +43,17 @@ from asynqueue.taskqueue import TaskQueue
 
 from .._schema import SetupJob
 from ..connection import DEFAULT_CONNECTIONS
-from ..transact import TransactionCall
+from ..transact import CallOptions, TransactionCall
 from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Slot, WorkerProcess
 
 if TYPE_CHECKING:
     from ..connection import EngineSpec
 
 log = Logger()
+
+#: Distinct call options whose pickles the parent keeps (see
+#: L{ProcessPool._wireOptions}); beyond that it starts again.
+_OPTIONS_KEPT = 64
 
 # Set by the child while it makes its broker: that broker runs in this
 # process (it makes no processes of its own) and leaves first() to the parent.
@@ -241,6 +245,7 @@ class ProcessPool:
         self._onTables = onTables
         self._reactor = reactor
         self._names: dict[Callable[..., Any], str] = {}
+        self._optionsSent: dict[int, tuple[CallOptions, bytes]] = {}
         #: Never anybody's but this broker's: L{sasync.connection.release} closes it.
         self.users: set[int] = set()
         self.closing: Deferred[None] | None = None
@@ -320,7 +325,8 @@ class ProcessPool:
     def message(self, task: Task[Any]) -> tuple[Any, ...]:
         """
         The request that runs C{task} in a worker process: a transaction
-        travels as (method name, arguments, call options), anything else
+        travels as (method name, arguments) and its call options, pickled
+        apart (see L{_wireOptions}), anything else
         (L{AccessBroker.deferToQueue}) as a pickled call.
 
         @raise TypeError: it can't be pickled.
@@ -335,29 +341,44 @@ class ProcessPool:
                 )
             return ("run", pickleCall(call, task.args, task.kw), task.raw)
         name = self._methodName(type(call.broker), call.f)
-        # The parent keeps the timeout, the consumer and the call's record;
-        # the rest goes along, and the record's trace context.
-        options = call.options
-        record = options.record
-        if (
-            options.consumer is not None
-            or options.timeout is not None
-            or record is not None
-        ):
-            options = dataclasses.replace(
-                options,
-                consumer=None,
-                timeout=None,
-                record=None if record is None else record.sendable(),
-            )
         try:
-            payload = dumps((name, task.args, task.kw, options))
+            payload = dumps((name, task.args, task.kw))
         except Exception as e:
             raise TypeError(
                 f"the arguments of {call.__qualname__} can't be pickled for a"
                 f" worker process: {e}"
             ) from e
-        return ("call", payload)
+        return ("call", payload, self._wireOptions(call.options))
+
+    def _wireOptions(self, options: CallOptions) -> bytes:
+        # The call options as they travel. Most calls share one options
+        # object (no call-time keywords, or a method's readOnly default):
+        # its pickle is made once, and the worker process unpickles it once.
+        # The parent keeps the timeout, the consumer and the call's record;
+        # the rest goes along, and the record's trace context.
+        if (
+            options.consumer is None
+            and options.timeout is None
+            and options.record is None
+        ):
+            known = self._optionsSent.get(id(options))
+            if known is not None and known[0] is options:
+                return known[1]
+            if len(self._optionsSent) >= _OPTIONS_KEPT:
+                self._optionsSent.clear()
+            pickled = dumps(options)
+            # (Kept with the object, so that its id isn't reused.)
+            self._optionsSent[id(options)] = (options, pickled)
+            return pickled
+        record = options.record
+        return dumps(
+            dataclasses.replace(
+                options,
+                consumer=None,
+                timeout=None,
+                record=None if record is None else record.sendable(),
+            )
+        )
 
     def submit(self, task: Task[Any], timeout: float | None = None) -> Deferred[Any]:
         """

@@ -210,7 +210,10 @@ class WorkerProcess:
             transport = self.reactor.spawnProcess(
                 protocol,
                 python,
-                [python, "-m", "sasync.multicore._child"],
+                # -P: the current directory doesn't come first on its
+                # sys.path, so it runs this sasync even from a directory
+                # holding another (a source checkout, a stray sasync.py).
+                [python, "-P", "-m", "sasync.multicore._child"],
                 env=env,
                 childFDs={0: readEnd, 1: "r", 2: "r"},
             )

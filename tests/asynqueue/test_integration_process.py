@@ -194,3 +194,21 @@ async def test_shutdownLeavesNothing() -> None:
     await q.shutdown()
     for pid in set(pids):
         assert await waitGone(pid), f"worker process {pid} is still there"
+
+
+async def test_childRunsThisAsynqueue(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The worker process runs the asynqueue the parent runs, even when the
+    current directory holds another one.
+    """
+    other = tmp_path / "asynqueue"
+    other.mkdir()
+    (other / "__init__.py").write_text("raise ImportError('another asynqueue')\n")
+    monkeypatch.chdir(tmp_path)
+    q = ProcessQueue(1)
+    try:
+        assert await q.call(pt.add, 2, 3) == 5
+    finally:
+        await q.shutdown()

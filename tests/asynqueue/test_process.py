@@ -98,7 +98,7 @@ class FakeReactor(Clock):
     def spawnProcess(
         self, protocol: Any, executable: str, args: list[str], env: Any = None
     ) -> FakeChild:
-        assert args[1:] == ["-m", "asynqueue._child"]
+        assert args[1:] == ["-P", "-m", "asynqueue._child"]
         child = FakeChild(self, protocol)
         self.children.append(child)
         protocol.makeConnection(child)

@@ -320,7 +320,7 @@ async def test_shutdownStopsEveryProcess(serverURL: str) -> None:
     alive = [p for p in pids if psutil.pid_exists(p)]
     assert alive == []
     children = psutil.Process().children(recursive=True)
-    assert not [c for c in children if "_multicorechild" in " ".join(c.cmdline())]
+    assert not [c for c in children if "multicore._child" in " ".join(c.cmdline())]
 
 
 async def test_startupFailsInTheWorkers(serverURL: str) -> None:
@@ -336,4 +336,19 @@ async def test_startupFailsInTheWorkers(serverURL: str) -> None:
     await broker.shutdown()
     assert broker._pool.pids() == []
     children = psutil.Process().children(recursive=True)
-    assert not [c for c in children if "_multicorechild" in " ".join(c.cmdline())]
+    assert not [c for c in children if "multicore._child" in " ".join(c.cmdline())]
+
+
+async def test_workersRunThisSasync(
+    serverURL: str, brokers: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The worker processes run the sasync the parent runs, even when the
+    current directory holds another one (a source checkout, say).
+    """
+    other = tmp_path / "sasync"
+    other.mkdir()
+    (other / "__init__.py").write_text("raise ImportError('another sasync')\n")
+    monkeypatch.chdir(tmp_path)
+    broker = brokers(MultiBroker, serverURL, processes=1)
+    assert await broker.echo("hello") == "hello"

@@ -27,8 +27,9 @@ from sasync.multicore._workerprocess import (
     RequestPipe,
     WorkerProtocol,
 )
+from sasync.transact import CallOptions, TransactionCall
 
-from .brokers import helperPid
+from .brokers import MultiBroker, helperPid
 
 
 class FakeTransport:
@@ -144,6 +145,28 @@ class PoolTests(SynchronousTestCase):
         assert pickle.loads(payload)[0] is helperPid
         reply(protocol, ("value", rid, pickle.dumps(42, PROTOCOL)))
         assert self.successResultOf(task.d) == 42
+
+    def test_optionsPickledOnce(self) -> None:
+        """
+        A transaction travels as (method name, arguments) and its call
+        options: calls that share an options object send the very same
+        pickle of it, made once; options of a call's own are pickled with
+        what the parent keeps (the timeout) left out.
+        """
+        broker = object.__new__(MultiBroker)
+        f = MultiBroker.echo.__sasyncTransaction__  # type: ignore[attr-defined]
+        shared = CallOptions(niceness=3)
+
+        def message(options: CallOptions) -> tuple[Any, ...]:
+            call = TransactionCall(broker, None, f, options)
+            return self.pool.message(Task(call, ("x",), {}))
+
+        first, second = message(shared), message(shared)
+        assert first[0] == "call" and pickle.loads(first[1]) == ("echo", ("x",), {})
+        assert first[2] is second[2]
+        assert pickle.loads(first[2]) == shared
+        timed = pickle.loads(message(CallOptions(niceness=3, timeout=5.0))[2])
+        assert timed == shared
 
     def test_deadProcess(self) -> None:
         """
