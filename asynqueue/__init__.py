@@ -11,6 +11,8 @@ C{IConsumer} with backpressure (unless it returns L{AsIs}C{(iterator)}).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._util import Waiters as Waiters
 from ._util import checkNumber as checkNumber
 from ._util import follow as follow
@@ -29,10 +31,9 @@ from .errors import UnknownSeries as UnknownSeries
 from .errors import WorkerError as WorkerError
 from .info import Info as Info
 from .interfaces import IWorker as IWorker
+from .lazy import lazyNames
 from .lock import DeferredLock as DeferredLock
 from .prefetch import Prefetcherator as Prefetcherator
-from .process import ProcessQueue as ProcessQueue
-from .process import ProcessWorker as ProcessWorker
 from .producer import IterationProducer as IterationProducer
 from .producer import ListConsumer as ListConsumer
 from .producer import iteratorToProducer as iteratorToProducer
@@ -44,6 +45,18 @@ from .threads import ThreadQueue as ThreadQueue
 from .tracker import DeferredTracker as DeferredTracker
 from .workers import AsyncWorker as AsyncWorker
 from .workers import ThreadWorker as ThreadWorker
+
+if TYPE_CHECKING:
+    from .process import ProcessQueue as ProcessQueue
+    from .process import ProcessWorker as ProcessWorker
+
+# Process workers (and the pickling and child-process code under them) load
+# when a program first asks for them: most queues run in one process.
+__getattr__, __dir__ = lazyNames(
+    globals(),
+    {"ProcessQueue": "asynqueue.process", "ProcessWorker": "asynqueue.process"},
+    submodules=("process",),
+)
 
 __all__ = [
     "AsIs",

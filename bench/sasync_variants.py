@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as SA
 
@@ -20,13 +20,27 @@ from bench.config import BenchConfig
 from bench.consumer import CountingConsumer
 from bench.core_ops import coreOp
 from bench.harness import runTwisted, timedInReactor
-from bench.orm_ops import ormOp
 from bench.statements import STREAM_QUERY
 from bench.workload import Op, opPlan
 from bench.workload import sqlOp as dbapiOp
 from sasync import AccessBroker, transact
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 _STREAM = SA.text(STREAM_QUERY)
+
+
+def ormOp(session: Session, op: Op) -> None:
+    """
+    L{bench.orm_ops.ormOp}, imported on the first call: the ORM and the
+    models (about 5 MB) load in the ORM variants' processes only (in their
+    warm-up, before the clock), not in the streaming and SQL ones, whose
+    peers don't load them either.
+    """
+    from bench.orm_ops import ormOp
+
+    ormOp(session, op)
 
 
 class BenchBroker(AccessBroker):

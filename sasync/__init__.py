@@ -9,10 +9,13 @@ database connection.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 # First: fails at once, saying what to do, if asynqueue is not ours.
 from ._version import __version__ as __version__
 
 # isort: split
+from asynqueue.lazy import lazyNames
 from asynqueue.moved import movedNames
 
 from ._stats import BrokerStats as BrokerStats
@@ -34,17 +37,31 @@ from .errors import TableNameError as TableNameError
 from .errors import TransactionTimeout as TransactionTimeout
 from .errors import WritesLost as WritesLost
 from .errors import WrongThread as WrongThread
-from .notifications import Listener as Listener
 from .retry import Backoff as Backoff
-from .stores import Items as Items
-from .stores import Missing as Missing
-from .stores import PersistentArray as PersistentArray
-from .stores import PersistentDict as PersistentDict
 from .transact import transact as transact
 from .transact import wait as wait
 
-# The original's sasync.engine(url, ...) is sasync.setup.
-__getattr__ = movedNames(__name__, {"engine": "sasync.setup"})
+if TYPE_CHECKING:
+    from .notifications import Listener as Listener
+    from .stores import Items as Items
+    from .stores import Missing as Missing
+    from .stores import PersistentArray as PersistentArray
+    from .stores import PersistentDict as PersistentDict
+
+# Imported when a program first asks for them: a broker needs neither.
+__getattr__, __dir__ = lazyNames(
+    globals(),
+    {
+        "Listener": "sasync.notifications",
+        "Items": "sasync.stores",
+        "Missing": "sasync.stores",
+        "PersistentArray": "sasync.stores",
+        "PersistentDict": "sasync.stores",
+    },
+    # The original's sasync.engine(url, ...) is sasync.setup.
+    fallback=movedNames(__name__, {"engine": "sasync.setup"}),
+    submodules=("stores",),
+)
 
 __all__ = [
     "AccessBroker",

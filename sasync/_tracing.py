@@ -25,16 +25,40 @@ from typing import Any
 _context: Any
 _trace: Any
 TraceContextTextMapPropagator: Any
-try:
-    from opentelemetry import context as _context
-    from opentelemetry import trace as _trace
-    from opentelemetry.trace.propagation.tracecontext import (
-        TraceContextTextMapPropagator,
-    )
-except ImportError:
-    _trace = None
-    _context = None
-    TraceContextTextMapPropagator = None
+
+
+def _importOpenTelemetry() -> None:
+    # Bind the names above to the API's modules, or to None without the extra.
+    global _context, _trace, TraceContextTextMapPropagator, _never
+    try:
+        from opentelemetry import context, trace
+        from opentelemetry.trace.propagation import tracecontext
+    except ImportError:
+        _context = _trace = TraceContextTextMapPropagator = None
+        _never = True
+    else:
+        _context, _trace = context, trace
+        TraceContextTextMapPropagator = tracecontext.TraceContextTextMapPropagator
+
+
+class _NotImported:
+    """
+    Stands for C{opentelemetry.trace} until L{active} first reads from it:
+    then imports the API and gives way to it, so that C{import sasync}
+    doesn't import OpenTelemetry, and the check on every call stays a read
+    of a module's global.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        _importOpenTelemetry()
+        return getattr(_trace, name)
+
+
+_trace = _NotImported()
+_context = TraceContextTextMapPropagator = None
+if "OTEL_PYTHON_TRACER_PROVIDER" in os.environ:
+    # A provider the environment names: L{active} asks the API from the start.
+    _importOpenTelemetry()
 
 _tracer: Any = None
 #: Set once the provider is known to be the API's no-op one (for good).

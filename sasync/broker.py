@@ -27,11 +27,10 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.orm import Session
 from twisted.internet.defer import Deferred, fail
 
 from asynqueue import checkNumber, globalReactor
@@ -49,6 +48,10 @@ from .connection import currentConnection, currentSession
 from .errors import BrokerStopped, NotSupported
 from .statements import SelectHolder, StatementCache, selectHolder
 from .transact import ALWAYS_STREAM, CallOptions, checkOptions, transact
+
+if TYPE_CHECKING:
+    # (The ORM loads when a transaction first asks for self.session.)
+    from sqlalchemy.orm import Session
 
 
 class AccessBroker:
