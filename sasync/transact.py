@@ -399,6 +399,7 @@ class TransactionCall:
         )
         if readOnly:
             self._guessedReadOnly = True
+        self._readOnlyRun = declared or readOnly
         try:
             # (Set to the mode wanted at once: no undo-and-redo per call.)
             connection = worker.connection(declared or readOnly)
@@ -579,6 +580,10 @@ class TransactionCall:
     #: Worker thread: whether it runs READ ONLY by guess.
     _guessedReadOnly = False
 
+    #: Worker thread: whether this attempt began READ ONLY (declared, or
+    #: guessed on PostgreSQL).
+    _readOnlyRun = False
+
     #: Worker thread: set once COMMIT may have been sent (a lost connection
     #: after that is no reason to run the transaction again).
     _commitSent = False
@@ -617,6 +622,10 @@ class TransactionCall:
             bool(self.options.retries)
             and not autocommit
             and handle.dialectName == "postgresql"
+            # A READ ONLY transaction has no ID to look up (the server
+            # refused its writes, bar temporary tables, which die with a lost
+            # connection): skip the statement, a round trip per read.
+            and not (self._readOnlyRun and not state.wrote)
         )
         xid = pid = None
         if lookUp:

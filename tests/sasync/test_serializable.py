@@ -219,6 +219,52 @@ async def test_readOnlyGuessSetOnce(
     assert modes == [True, None]
 
 
+async def test_readOnlyCommitsWithoutLookup(
+    postgresqlURL: str, brokers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    PostgreSQL, calls with C{retries}: a transaction that runs READ ONLY
+    (declared, or guessed) commits without first asking the server for its
+    transaction ID (a round trip per read: it has none, so a lost COMMIT
+    needs no lookup); one that writes still asks.
+    """
+    from sasync.connection import _outcome as outcome
+
+    asked: list[bool] = []
+    transactionID = outcome.transactionID
+
+    def counted(connection: Any, pooled: bool = False) -> Any:
+        asked.append(True)
+        return transactionID(connection, pooled)
+
+    monkeypatch.setattr(outcome, "transactionID", counted)
+    broker = brokers(LookupBroker, postgresqlURL, connections=1)
+    assert await broker.onlyReads(retries=2) is False
+    assert len(asked) == 1  # (Not known yet to only read.)
+    for _ in range(3):
+        assert await broker.onlyReads(retries=2) is True
+    assert await broker.onlyReads(retries=2, readOnly=True) is True
+    assert len(asked) == 1
+    assert await broker.onlyWrites("lookup", retries=2) is False
+    assert len(asked) == 2
+
+
+class LookupBroker(GuessBroker):
+    """
+    A reader and a writer no other test teaches sAsync about.
+    """
+
+    @transact
+    def onlyReads(self) -> bool:
+        self.conn.execute(SA.select(self.url.c.id)).all()
+        return self._readOnly()
+
+    @transact
+    def onlyWrites(self, value: str) -> bool:
+        self.conn.execute(self.url.insert().values(value=value))
+        return self._readOnly()
+
+
 class ModeBroker(GuessBroker):
     """
     A reader and a writer that no other test teaches sAsync about (what it
