@@ -107,8 +107,13 @@ def upgrade(
         taken.
     """
     with connection.begin():
-        if _plan(connection, target, layouts, imports) is None:
-            return
+        try:
+            if _plan(connection, target, layouts, imports) is None:
+                return
+        except SchemaMismatch:
+            # (Outside the lock, MySQL's tables can change between two looks:
+            # another store's upgrade renaming them. Decided under the lock.)
+            pass
     with migrationLock(connection, pooled):
         if connection.dialect.name in ("mysql", "mariadb"):
             _upgradeMySQL(connection, target, layouts, imports)
