@@ -6,10 +6,28 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from bench.config import BenchConfig
 from bench.lag import AsyncioLagProbe, ReactorLagProbe
 from bench.measure import Measurement
 
 T = TypeVar("T")
+
+
+def adbapiPool(
+    config: BenchConfig, reactor: Any = None, connections: int | None = None
+) -> Any:
+    """
+    The peer every adbapi variant runs: a C{twisted.enterprise.adbapi}
+    C{ConnectionPool} on psycopg2 of C{connections} connections
+    (C{--concurrency} by default), quiet.
+    """
+    from twisted.enterprise import adbapi
+
+    n = config.concurrency if connections is None else connections
+    options: dict[str, Any] = {"cp_min": n, "cp_max": n, "cp_noisy": False}
+    if reactor is not None:
+        options["cp_reactor"] = reactor
+    return adbapi.ConnectionPool("psycopg2", config.psycopg2Dsn, **options)
 
 
 def runTwisted(main: Callable[[Any], Coroutine[Any, Any, T]]) -> T:

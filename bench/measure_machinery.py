@@ -51,6 +51,7 @@ from types import FrameType
 from typing import Any
 
 from bench.config import BenchConfig
+from bench.harness import adbapiPool
 
 VARIANTS = (
     "select1-adbapi",
@@ -85,21 +86,13 @@ def _countHandOffs(reactor: Any) -> list[int]:
 
 
 def _adbapi(config: BenchConfig, variant: str, calls: int) -> Any:
-    from twisted.enterprise import adbapi
 
     def interaction(cursor: Any) -> Any:
         cursor.execute("SELECT 1")
         return cursor.fetchall()
 
     async def main(reactor: Any) -> dict[str, Any]:
-        pool = adbapi.ConnectionPool(
-            "psycopg2",
-            config.psycopg2Dsn,
-            cp_min=config.concurrency,
-            cp_max=config.concurrency,
-            cp_noisy=False,
-            cp_reactor=reactor,
-        )
+        pool = adbapiPool(config, reactor)
         if "select1" in variant:
 
             def one() -> Any:

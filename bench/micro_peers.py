@@ -11,7 +11,7 @@ import psycopg2
 
 from bench.config import BenchConfig
 from bench.consumer import CountingConsumer
-from bench.harness import runTwisted, timedInReactor, timedSync
+from bench.harness import adbapiPool, runTwisted, timedInReactor, timedSync
 
 
 def noop() -> None:
@@ -67,17 +67,9 @@ def select1Adbapi(config: BenchConfig) -> dict[str, Any]:
     """
     Sequential C{runQuery("SELECT 1")}: per-transaction overhead of adbapi.
     """
-    from twisted.enterprise import adbapi
 
     async def main(reactor: Any) -> dict[str, Any]:
-        pool = adbapi.ConnectionPool(
-            "psycopg2",
-            config.psycopg2Dsn,
-            cp_min=config.concurrency,
-            cp_max=config.concurrency,
-            cp_noisy=False,
-            cp_reactor=reactor,
-        )
+        pool = adbapiPool(config, reactor)
 
         async def work(n: int) -> None:
             for _ in range(n):

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.config import BenchConfig
 from bench.database import resetOps
-from bench.harness import runAsyncio, runTwisted
+from bench.harness import adbapiPool, runAsyncio, runTwisted
 from bench.measure import percentile
 from bench.workload import Op, opPlan
 
@@ -245,19 +245,11 @@ def openAdbapi(config: BenchConfig) -> dict[str, Any]:
     """
 
     async def setUp(reactor: Any) -> tuple[Callable[[Op], Any], Callable[[], Any]]:
-        from twisted.enterprise import adbapi
         from twisted.internet.defer import succeed
 
         from bench.workload import sqlOp
 
-        pool = adbapi.ConnectionPool(
-            "psycopg2",
-            config.psycopg2Dsn,
-            cp_min=config.concurrency,
-            cp_max=config.concurrency,
-            cp_noisy=False,
-            cp_reactor=reactor,
-        )
+        pool = adbapiPool(config, reactor)
 
         def close() -> Any:
             pool.close()

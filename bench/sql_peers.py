@@ -13,7 +13,14 @@ from typing import Any
 import psycopg2
 
 from bench.config import BenchConfig
-from bench.harness import runAsyncio, runTwisted, timedInLoop, timedInReactor, timedSync
+from bench.harness import (
+    adbapiPool,
+    runAsyncio,
+    runTwisted,
+    timedInLoop,
+    timedInReactor,
+    timedSync,
+)
 from bench.statements import (
     INSERT_A,
     INSERT_B,
@@ -54,18 +61,10 @@ def sqlAdbapi(config: BenchConfig) -> dict[str, Any]:
     """
     C{twisted.enterprise.adbapi.ConnectionPool} on psycopg2, all ops at once.
     """
-    from twisted.enterprise import adbapi
     from twisted.internet.defer import gatherResults
 
     async def main(reactor: Any) -> dict[str, Any]:
-        pool = adbapi.ConnectionPool(
-            "psycopg2",
-            config.psycopg2Dsn,
-            cp_min=config.concurrency,
-            cp_max=config.concurrency,
-            cp_noisy=False,
-            cp_reactor=reactor,
-        )
+        pool = adbapiPool(config, reactor)
         plan = opPlan(config.ops, config.seed)
 
         async def runAll(ops: list[Op]) -> None:

@@ -10,7 +10,14 @@ from typing import Any
 import psycopg2
 
 from bench.config import BenchConfig
-from bench.harness import runAsyncio, runTwisted, timedInLoop, timedInReactor, timedSync
+from bench.harness import (
+    adbapiPool,
+    runAsyncio,
+    runTwisted,
+    timedInLoop,
+    timedInReactor,
+    timedSync,
+)
 from bench.statements import STREAM_QUERY
 
 # Rows fetched per round trip by the cursor-based variants.
@@ -73,17 +80,9 @@ def streamAdbapi(config: BenchConfig) -> dict[str, Any]:
     C{adbapi.ConnectionPool.runQuery}: the whole result as one list (what
     adbapi offers), then iterated in the reactor.
     """
-    from twisted.enterprise import adbapi
 
     async def main(reactor: Any) -> dict[str, Any]:
-        pool = adbapi.ConnectionPool(
-            "psycopg2",
-            config.psycopg2Dsn,
-            cp_min=1,
-            cp_max=1,
-            cp_noisy=False,
-            cp_reactor=reactor,
-        )
+        pool = adbapiPool(config, reactor, 1)
         await pool.runQuery("SELECT 1")  # connect before the clock starts
         counted = [0]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.config import BenchConfig
 from bench.database import resetOps
-from bench.harness import runTwisted
+from bench.harness import adbapiPool, runTwisted
 from bench.measure import percentile
 from bench.workload import Op, opPlan
 
@@ -117,14 +117,11 @@ def sweepAdbapi(config: BenchConfig) -> dict[str, Any]:
     """
 
     async def makePool(n: int) -> tuple[Callable[[Op], Any], Callable[[], Any]]:
-        from twisted.enterprise import adbapi
         from twisted.internet.defer import succeed
 
         from bench.workload import sqlOp
 
-        pool = adbapi.ConnectionPool(
-            "psycopg2", config.psycopg2Dsn, cp_min=n, cp_max=n, cp_noisy=False
-        )
+        pool = adbapiPool(config, connections=n)
 
         def close() -> Any:
             pool.close()

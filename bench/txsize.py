@@ -30,7 +30,7 @@ from typing import Any
 import psycopg2
 
 from bench.config import BenchConfig
-from bench.harness import runTwisted
+from bench.harness import adbapiPool, runTwisted
 from bench.measure import Measurement, percentile
 from bench.workload import Cursor
 
@@ -202,17 +202,9 @@ def txsizeAdbapi(config: BenchConfig) -> dict[str, Any]:
     """
 
     async def setUp(reactor: Any) -> tuple[Call, Callable[[], Any], Callable[[], int]]:
-        from twisted.enterprise import adbapi
         from twisted.internet.defer import succeed
 
-        pool = adbapi.ConnectionPool(
-            "psycopg2",
-            config.psycopg2Dsn,
-            cp_min=config.concurrency,
-            cp_max=config.concurrency,
-            cp_noisy=False,
-            cp_reactor=reactor,
-        )
+        pool = adbapiPool(config, reactor)
 
         def close() -> Any:
             pool.close()

@@ -135,13 +135,18 @@ class AccessBroker:
         )
         # A worker process's own broker leaves first() to the parent's.
         self._runsFirst = not multicore.isMakingChildBroker()
-        self._pool = multicore.attach(
-            type(self),
-            self._madeWith,
-            processes,
-            spec,
-            reactor=reactor,
-            onTables=self._schema.learnTables,
+        # (One process: the pool is not even imported.)
+        self._pool = (
+            None
+            if processes is None
+            else multicore.attach(
+                type(self),
+                self._madeWith,
+                processes,
+                spec,
+                reactor=reactor,
+                onTables=self._schema.learnTables,
+            )
         )
         self._engine: engines.EngineHandle | None = None
         self._handle: WorkQueue

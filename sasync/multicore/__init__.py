@@ -15,8 +15,7 @@ it, never the other way.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from asynqueue.lazy import lazyNames
 
@@ -24,9 +23,9 @@ from ._madewith import recordArgsOfSubclass as recordArgsOfSubclass
 from ._madewith import recordsArgs as recordsArgs
 
 if TYPE_CHECKING:
-    from ..connection import EngineSpec
     from ._pool import ProcessPool as ProcessPool
     from ._pool import ResultSummary as ResultSummary
+    from ._pool import attach as attach
     from ._pool import makingChildBroker as makingChildBroker
 
 # The pool (and asynqueue's process workers under it) is imported only by a
@@ -36,6 +35,7 @@ __getattr__, __dir__ = lazyNames(
     {
         "ProcessPool": "sasync.multicore._pool",
         "ResultSummary": "sasync.multicore._pool",
+        "attach": "sasync.multicore._pool",
         "makingChildBroker": "sasync.multicore._pool",
     },
 )
@@ -49,27 +49,6 @@ def isMakingChildBroker() -> bool:
     # Only a worker process makes one, and it has imported the pool.
     pool = sys.modules.get(f"{__name__}._pool")
     return pool is not None and bool(pool.isMakingChildBroker())
-
-
-def attach(
-    cls: type,
-    made: tuple[tuple[Any, ...], dict[str, Any]],
-    processes: object,
-    spec: EngineSpec,
-    *,
-    reactor: Any,
-    onTables: Callable[[dict[str, Any]], None],
-) -> ProcessPool | None:
-    """
-    For C{AccessBroker.__init__}: the pool of worker processes of a broker
-    made with C{processes=N}, else C{None}; see L{_pool.attach}.
-    """
-    if processes is None:
-        # One process: no pool to import.
-        return None
-    from ._pool import attach
-
-    return attach(cls, made, processes, spec, reactor=reactor, onTables=onTables)
 
 
 __all__ = [
