@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -359,13 +360,15 @@ def sweepTable(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _scalingSections(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
-    # The open-loop and connection-sweep sections, where they ran.
+def _plottedSections(
+    summary: dict[str, Any],
+    plots: dict[str, str],
+    sections: list[tuple[str, str, Callable[[dict[str, Any]], str]]],
+) -> list[str]:
+    # Sections of a text, a table and a plot: (workload, text, table) each,
+    # where the workload ran.
     parts: list[str] = []
-    for name, text, table in (
-        ("openloop", OPEN_LOOP_TEXT, openLoopTable),
-        ("connections", SWEEP_TEXT, sweepTable),
-    ):
+    for name, text, table in sections:
         if name in summary:
             parts += [text, "", table(summary), ""]
             if name in plots:
@@ -461,20 +464,6 @@ def streamMemoryTable(summary: dict[str, Any]) -> str:
                 f" | {p['growthMb']:.1f} |"
             )
     return "\n".join(rows)
-
-
-def _growthSections(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
-    # The transaction-size and result-size sections, where they ran.
-    parts: list[str] = []
-    for name, text, table in (
-        ("txsize", TXSIZE_TEXT, txsizeTable),
-        ("streammemory", STREAMMEMORY_TEXT, streamMemoryTable),
-    ):
-        if name in summary:
-            parts += [text, "", table(summary), ""]
-            if name in plots:
-                parts += [f"![{name}]({plots[name]})", ""]
-    return parts
 
 
 def _replicasSection(summary: dict[str, Any]) -> list[str]:
@@ -671,8 +660,16 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
     ]
     if "lag" in plots:
         parts += [f"![lag]({plots['lag']})", ""]
-    parts += _scalingSections(summary, plots)
-    parts += _growthSections(summary, plots)
+    parts += _plottedSections(
+        summary,
+        plots,
+        [
+            ("openloop", OPEN_LOOP_TEXT, openLoopTable),
+            ("connections", SWEEP_TEXT, sweepTable),
+            ("txsize", TXSIZE_TEXT, txsizeTable),
+            ("streammemory", STREAMMEMORY_TEXT, streamMemoryTable),
+        ],
+    )
     micro = [n for n in ("dispatch", "iterate", "select1") if n in summary]
     if micro:
         parts += ["## Micro benchmarks (issues 3 and 4)", ""]
