@@ -36,6 +36,13 @@ def _ordered(summary: dict[str, Any], workload: str) -> list[str]:
     return [v.name for v in BY_NAME.values() if v.name in present]
 
 
+def _save(fig: Any, path: Path) -> None:
+    # Every plot's end: laid out, written at the page's resolution, freed.
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plotThroughput(summary: dict[str, Any], workload: str, path: Path) -> None:
     """
     Median throughput per variant of one workload (ours in red).
@@ -45,9 +52,7 @@ def plotThroughput(summary: dict[str, Any], workload: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
     _bars(ax, names, rates, f"{WORKLOAD_BY_NAME[workload].unit}/s (median)")
     ax.set_title(WORKLOAD_BY_NAME[workload].title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plotStreaming(summary: dict[str, Any], path: Path) -> None:
@@ -63,9 +68,7 @@ def plotStreaming(summary: dict[str, Any], path: Path) -> None:
     )
     right.set_yticklabels([])
     fig.suptitle(WORKLOAD_BY_NAME["stream"].title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plotLag(summary: dict[str, Any], path: Path) -> bool:
@@ -105,9 +108,7 @@ def plotLag(summary: dict[str, Any], path: Path) -> bool:
     ax.axvline(5, color=OURS, linestyle="--", linewidth=1)
     ax.set_xlabel("lag of a 10 ms periodic call, ms, log scale (dashed: 5 ms)")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -142,9 +143,7 @@ def plotOpenLoop(summary: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("latency from intended arrival, ms (log)")
     ax.set_title(WORKLOAD_BY_NAME["openloop"].title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -171,9 +170,7 @@ def plotSweep(summary: dict[str, Any], path: Path) -> bool:
     right.set_yscale("log")
     left.legend(fontsize=8)
     fig.suptitle(WORKLOAD_BY_NAME["connections"].title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -228,9 +225,7 @@ def plotTxSize(summary: dict[str, Any], path: Path) -> bool:
         ax.yaxis.set_minor_formatter(NullFormatter())
     rate.legend(fontsize=7)
     fig.suptitle(WORKLOAD_BY_NAME["txsize"].title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -255,7 +250,5 @@ def plotStreamMemory(summary: dict[str, Any], path: Path) -> bool:
     growth.set_ylabel("peak RSS less RSS before streaming, MB")
     peak.legend(fontsize=8)
     fig.suptitle(WORKLOAD_BY_NAME["streammemory"].title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
