@@ -81,20 +81,40 @@ async def test_writerGateLowersRetries(postgresqlURL: str, brokers: Any) -> None
     """
     The same race on 8 connections, with the writer gate off
     (C{writers=0}), adaptive (the default) and fixed at one writer: no call
-    fails either way; the adaptive gate retries fewer conflicts than no
-    gate, and one writer at a time none.
+    fails either way; without a gate the race conflicts, one writer at a
+    time never does, and the adaptive gate answers its conflicts by letting
+    fewer writers in (it halves its limit).
+
+    (Whether the adaptive gate retries fewer conflicts than no gate in one
+    run depends on the machine's load, so that is measured by the
+    benchmark, not asserted here; how the limit moves is tested
+    deterministically in C{test_writegate}.)
     """
     conflicts = {}
+    lowest: list[float] = []
     for writers in (0, None, 1):
         broker = brokers(ValueBroker, postgresqlURL, connections=8, writers=writers)
         await broker.waitUntilRunning()
+        gate = broker._calls.gate
+        if writers is None:
+            learn = gate._learn
+
+            def watched(
+                result: object, number: int, learn: Any = learn, gate: Any = gate
+            ) -> None:
+                learn(result, number)
+                lowest.append(gate.limit)
+
+            gate._learn = watched
         failures = await race(broker, prefix=f"w{writers}-")
         assert [f.value for f in failures] == []
         retried = broker.stats().retried
         conflicts[writers] = sum(retried.get(reason, 0) for reason in retry.CONFLICTS)
         await broker.shutdown()
+    assert conflicts[0] > 0, conflicts
     assert conflicts[1] == 0, conflicts
-    assert conflicts[None] < conflicts[0], conflicts
+    if conflicts[None]:
+        assert min(lowest) <= 4, (conflicts, min(lowest))
 
 
 @pytest.mark.reactorTimeout(120)
