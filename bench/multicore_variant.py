@@ -55,15 +55,40 @@ def sqlSasyncProcesses(config: BenchConfig) -> dict[str, Any]:
     return _processesVariant(config, "sqlOp", SQL_CONNECTIONS)
 
 
+def ormSasyncProcessesReadCommitted(config: BenchConfig) -> dict[str, Any]:
+    """
+    L{ormSasyncProcesses} at READ COMMITTED, as the peers run: what two
+    processes give when no serializable conflicts make the writers wait
+    for each other.
+    """
+    return _processesVariant(config, "ormOp", isolation_level="READ COMMITTED")
+
+
+def sqlSasyncProcessesReadCommitted(config: BenchConfig) -> dict[str, Any]:
+    """
+    L{sqlSasyncProcesses} at READ COMMITTED, as adbapi runs.
+    """
+    return _processesVariant(
+        config, "sqlOp", SQL_CONNECTIONS, isolation_level="READ COMMITTED"
+    )
+
+
 def _processesVariant(
-    config: BenchConfig, method: str, connections: int = CONNECTIONS
+    config: BenchConfig,
+    method: str,
+    connections: int = CONNECTIONS,
+    isolation_level: str | None = None,
 ) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if isolation_level is not None:
+        options["isolation_level"] = isolation_level
 
     async def main(reactor: Any) -> dict[str, Any]:
         broker = BenchBroker(
             config.url("psycopg2"),
             processes=PROCESSES,
             connections=connections,
+            **options,
         )
         await broker.waitUntilRunning()
         plan = opPlan(config.ops, config.seed)

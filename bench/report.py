@@ -590,9 +590,11 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
             "for 10 rows) and every pool holds `--concurrency` connections "
             "(the article's held up to 3,000; this server allows 100). "
             "`orm-sasync-processes` is the broker with `processes=2` "
-            "(`docs/multicore.md`); `orm-sync-2processes` splits the plan over "
+            "(`docs/multicore.md`), and `-readcommitted` the same at READ "
+            "COMMITTED, as the peers run (two cores without serializable "
+            "conflicts); `orm-sync-2processes` splits the plan over "
             "two plain sync processes, what two cores give this workload with "
-            "no Twisted at all. Neither counts as a single-process peer.",
+            "no Twisted at all. None counts as a single-process peer.",
         ),
         (
             "sql",

@@ -204,6 +204,17 @@ VARIANTS = [
         processes=2,
     ),
     Variant(
+        "orm-sasync-processes-readcommitted",
+        "orm",
+        "bench.multicore_variant:ormSasyncProcessesReadCommitted",
+        "sAsync @transact + self.session, processes=2 (2 connections each),"
+        " READ COMMITTED (as the peers)",
+        loop="reactor",
+        connections="2x2",
+        needs="sasync",
+        processes=2,
+    ),
+    Variant(
         "orm-sync-2processes",
         "orm",
         "bench.multicore_variant:ormSyncProcesses",
@@ -281,6 +292,17 @@ VARIANTS = [
         "sql",
         "bench.multicore_variant:sqlSasyncProcesses",
         "sAsync @transact + self.conn, processes=2 (4 connections each)",
+        loop="reactor",
+        connections="2x4",
+        needs="sasync",
+        processes=2,
+    ),
+    Variant(
+        "sql-sasync-processes-readcommitted",
+        "sql",
+        "bench.multicore_variant:sqlSasyncProcessesReadCommitted",
+        "sAsync @transact + self.conn, processes=2 (4 connections each),"
+        " READ COMMITTED (as adbapi)",
         loop="reactor",
         connections="2x4",
         needs="sasync",
