@@ -61,11 +61,13 @@ class TaskDeferred(Deferred[T]):
     nothing before then).
 
     Reactor thread only, like every Deferred.
+
+    @ivar task: The task, until the Deferred fires (set by the task: a
+        Deferred is made per call, and Deferred's own C{__init__} is all
+        it runs).
     """
 
-    def __init__(self, task: Task[T]) -> None:
-        super().__init__()
-        self.task: Task[T] | None = task
+    task: Task[T] | None = None
 
     def cancel(self) -> None:
         """
@@ -182,7 +184,9 @@ class Task(Generic[T]):
         band = 0 if doNext else (2 if doLast else 1)
         sequence = next(_sequence)
         self.sortKey = (band, sequence + NICENESS_STEP * niceness, sequence)
-        self.d: Deferred[T] = TaskDeferred(self)
+        d: TaskDeferred[T] = TaskDeferred()
+        d.task = self
+        self.d: Deferred[T] = d
 
     # Class-level defaults: most tasks never change these, and a task is
     # made per call, so each assignment saved counts.
@@ -507,8 +511,12 @@ class Task(Generic[T]):
         if isinstance(d, TaskDeferred):
             d.task = None
         if self._interrupters:
-            with _interruptLock:
+            if self.state is TaskState.DONE:
+                # Its worker is done with it: nothing registers any more.
                 self._interrupters = ()
+            else:
+                with _interruptLock:
+                    self._interrupters = ()
         if isinstance(result, Failure):
             d.errback(result)
         else:

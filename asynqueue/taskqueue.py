@@ -77,7 +77,6 @@ class TaskQueue:
         # Made once: a bound method per submitted task costs.
         self._removedCallback = self._removed
         self._takeBackCallback = self._takeBack
-        self._freedCallback = self._freedBy
         if warn is not None or spew is not None or returnFailure is not None:
             self._originalOptions(warn, spew, returnFailure)
 
@@ -168,7 +167,12 @@ class TaskQueue:
             raise TypeError(f"{worker!r} does not provide IWorker")
         if not self._accepting:
             raise QueueStopped("the queue is shut down: no worker can be attached")
-        if self._workers.attach(worker):
+        slot = self._workers.attach(worker)
+        if slot is not None:
+            if slot.gives:
+                # What the worker calls when it can take another task: bound
+                # to its slot once, so that nothing looks it up per task.
+                slot.onFreed = functools.partial(self._freedFrom, slot)
             for f, args, kw in self._updates:
                 # Nobody holds these Deferreds: a failure is logged.
                 self._pin(worker, f, args, kw).addErrback(_updateFailed, f, worker)
@@ -429,11 +433,14 @@ class TaskQueue:
             # Given ahead, to run after the worker's current task.
             task.start(worker, self._takeBackCallback)
         else:
-            task.start(worker)
+            # (Task.start, inlined: this runs per call.)
+            task.state = _RUNNING
+            task.worker = worker
         self._running.add(task)
         try:
-            if slot.gives:
-                worker.give(task, self._freedCallback)
+            onFreed = slot.onFreed
+            if onFreed is not None:
+                worker.give(task, onFreed)
                 return
             freed = worker.run(task)
         except Exception:
@@ -452,17 +459,22 @@ class TaskQueue:
             ahead.startedAhead()
 
     def _freed(self, result: object, worker: Any, task: Task[Any]) -> None:
-        # A worker's run() Deferred fired (workers that give() call _freedBy).
+        # A worker's run() Deferred fired (workers that give() call
+        # slot.onFreed).
         if isinstance(result, Failure):
             log.failure("Worker {worker} failed", result, worker=worker)
-        self._freedBy(worker, task)
+        slot = self._workers.get(worker)
+        if slot is not None:
+            self._freedFrom(slot, worker, task)
+        else:
+            self._running.discard(task)
 
-    def _freedBy(self, worker: Any, task: Task[Any]) -> None:
+    def _freedFrom(self, slot: WorkerSlot, worker: Any, task: Task[Any]) -> None:
+        # The worker of this slot is done with the task.
         self._running.discard(task)
         workers = self._workers
-        slot = workers.get(worker)
-        if slot is not None:
-            # (None: detached meanwhile.) One task less (_unload, inlined).
+        if slot.attached:
+            # (Not: detached meanwhile.) One task less (_unload, inlined).
             ahead = workers.release(slot)
             if ahead is not None:
                 ahead.startedAhead()
