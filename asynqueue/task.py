@@ -169,27 +169,30 @@ class Task(Generic[T]):
     ) -> None:
         if not callable(f):
             raise TypeError(f"a task must be callable, not {f!r}")
-        if niceness.__class__ is not int or not -20 <= niceness <= 20:
-            checkNiceness(niceness)
+        sequence = next(_sequence)
+        rank = sequence
+        if niceness or niceness.__class__ is not int:
+            if niceness.__class__ is not int or not -20 <= niceness <= 20:
+                checkNiceness(niceness)
+            self.niceness = niceness
+            rank += NICENESS_STEP * niceness
         self.f = f
         self.args = args
         self.kw = {} if kw is None else kw
-        self.niceness = niceness
         if series is not None:
             self.series = series
         if raw:
             self.raw = raw
         if consumer is not None:
             self.consumer = consumer
-        band = 0 if doNext else (2 if doLast else 1)
-        sequence = next(_sequence)
-        self.sortKey = (band, sequence + NICENESS_STEP * niceness, sequence)
+        self.sortKey = (0 if doNext else (2 if doLast else 1), rank, sequence)
         d: TaskDeferred[T] = TaskDeferred()
         d.task = self
-        self.d: Deferred[T] = d
+        self.d = d
 
     # Class-level defaults: most tasks never change these, and a task is
     # made per call, so each assignment saved counts.
+    niceness: int = 0
     series: str | None = None
     raw: bool = False
     consumer: Any = None
@@ -508,8 +511,7 @@ class Task(Generic[T]):
         # (and interrupters that hold the task) let go of each other first,
         # so that plain reference counting frees them.
         d = self.d
-        if isinstance(d, TaskDeferred):
-            d.task = None
+        d.task = None
         if self._interrupters:
             if self.state is TaskState.DONE:
                 # Its worker is done with it: nothing registers any more.

@@ -285,11 +285,12 @@ class TaskQueue:
                 # Deferred has failed already, and nothing is queued.
                 return task.d
             raise ValueError(f"{task!r} was submitted already")
+        series = task.series
         if (
-            task.series is not None
+            series is not None
             and task.pinnedTo is None
             and not any(
-                _qualifies(s.worker, task.series)
+                _qualifies(s.worker, series)
                 for s in self._workers
                 if s.detaching is None
             )
@@ -309,20 +310,22 @@ class TaskQueue:
         workers = self._workers
         if (
             not self._queued
+            and series is None
             and task.pinnedTo is None
-            and task.series is None
             and not workers.detachingCount
-            and (workers.idle or workers.spare)
         ):
-            # The common case, a free worker and nothing waiting: start now.
-            self._start(workers.idle[-1] if workers.idle else workers.spare[-1], task)
-        else:
-            self._queued += 1
-            band, rank, sequence = task.sortKey
-            heapq.heappush(self._heap, (band, rank, sequence, task))
-            if workers.aheadCount and not workers.idle:
-                self._takeBackWorse(task)
-            self._dispatch()
+            free = workers.idle or workers.spare
+            if free:
+                # The common case, a free worker and nothing waiting: start
+                # now (an idle worker first, else one that takes it ahead).
+                self._start(free[-1], task)
+                return task.d
+        self._queued += 1
+        band, rank, sequence = task.sortKey
+        heapq.heappush(self._heap, (band, rank, sequence, task))
+        if workers.aheadCount and not workers.idle:
+            self._takeBackWorse(task)
+        self._dispatch()
         return task.d
 
     def update(
