@@ -45,6 +45,9 @@ class JobThread:
                 target=self._loop, name=self.name, daemon=True
             )
             self._thread.start()
+            # From now on do() is the queue's put itself, until quit()
+            # (a call less per job).
+            self.do = self._jobs.put  # type: ignore[method-assign,assignment]
         self._jobs.put(job)
 
     def quit(self, then: Callable[[], object] | None = None) -> None:
@@ -53,6 +56,8 @@ class JobThread:
         in the thread (only the first call's C{then}: the thread ends there).
         """
         quitted, self.quitted = self.quitted, True
+        # do() refuses jobs again.
+        self.__dict__.pop("do", None)
         if self._thread is None:
             if then is not None:
                 then()

@@ -39,7 +39,14 @@ _sequence = itertools.count()
 #: C{NICENESS_STEP} of each other lower niceness always runs first. See
 #: docs/concepts/queue.md.
 NICENESS_STEP = 16
-_local = threading.local()
+
+
+class _TaskLocal(threading.local):
+    # The task running in this thread; None in every thread at first.
+    task: Task[Any] | None = None
+
+
+_local = _TaskLocal()
 _interruptLock = threading.Lock()
 
 
@@ -95,7 +102,7 @@ def currentTask() -> Task[Any] | None:
     (L{Task.stopRequested}) or to register an interrupter
     (L{Task.onInterrupt}).
     """
-    return getattr(_local, "task", None)
+    return _local.task
 
 
 def setCurrentTask(task: Task[Any] | None) -> None:
@@ -260,9 +267,10 @@ class Task(Generic[T]):
         """
         with _interruptLock:
             if not self.stopRequested:
-                if isinstance(self._interrupters, list):
+                if self._interrupters:
                     self._interrupters.append(interrupter)
                 else:
+                    # (The first: () until now.)
                     self._interrupters = [interrupter]
                 return
             reason = self.stopReason
