@@ -466,17 +466,13 @@ class TaskQueue:
         # slot.onFreed).
         if isinstance(result, Failure):
             log.failure("Worker {worker} failed", result, worker=worker)
-        slot = self._workers.get(worker)
-        if slot is not None:
-            self._freedFrom(slot, worker, task)
-        else:
-            self._running.discard(task)
+        self._freedFrom(self._workers.get(worker), worker, task)
 
-    def _freedFrom(self, slot: WorkerSlot, worker: Any, task: Task[Any]) -> None:
+    def _freedFrom(self, slot: WorkerSlot | None, worker: Any, task: Task[Any]) -> None:
         # The worker of this slot is done with the task.
         self._running.discard(task)
         workers = self._workers
-        if slot.attached:
+        if slot is not None and slot.attached:
             # (Not: detached meanwhile.) One task less (_unload, inlined).
             ahead = workers.release(slot)
             if ahead is not None:
