@@ -29,6 +29,8 @@ class JobThread:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.quitted = False
+        # What the thread calls last, set before _STOP is queued.
+        self._then: Callable[[], object] | None = None
 
     def do(self, job: Callable[[], object]) -> None:
         """
@@ -43,28 +45,34 @@ class JobThread:
                 target=self._loop, name=self.name, daemon=True
             )
             self._thread.start()
+            # From now on do() is the queue's put itself, until quit()
+            # (a call less per job).
+            self.do = self._jobs.put  # type: ignore[method-assign,assignment]
         self._jobs.put(job)
 
     def quit(self, then: Callable[[], object] | None = None) -> None:
         """
         End the thread after the jobs already given, calling C{then} last,
-        in the thread.
+        in the thread (only the first call's C{then}: the thread ends there).
         """
-        self.quitted = True
+        quitted, self.quitted = self.quitted, True
+        # do() refuses jobs again.
+        self.__dict__.pop("do", None)
         if self._thread is None:
             if then is not None:
                 then()
             return
-        self._jobs.put((_STOP, then))
+        if not quitted:
+            # (The queue makes the thread see _then once it gets _STOP.)
+            self._then = then
+            self._jobs.put(_STOP)
 
     def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if isinstance(job, tuple) and job[0] is _STOP:
-                if job[1] is not None:
-                    job[1]()
-                return
+        get = self._jobs.get
+        while (job := get()) is not _STOP:
             job()
+        if self._then is not None:
+            self._then()
 
     @property
     def thread(self) -> threading.Thread | None:

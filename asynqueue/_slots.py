@@ -6,7 +6,7 @@ worker from. Reactor thread only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,9 @@ class WorkerSlot:
     attached: bool = True
     #: The free list it is on (see L{WorkerSlots._place}), or None.
     freeList: list[WorkerSlot] | None = None
+    #: Set by the queue for a worker that L{gives}: what the worker calls,
+    #: C{onFreed(worker, task)}, when it is done with a task.
+    onFreed: Callable[[Any, Task[Any]], None] | None = None
 
 
 class WorkerSlots:
@@ -70,12 +73,13 @@ class WorkerSlots:
         """
         return self._byID.get(id(worker))
 
-    def attach(self, worker: Any) -> bool:
+    def attach(self, worker: Any) -> WorkerSlot | None:
         """
-        Give C{worker} a slot, idle. @return: False if it has one already.
+        Give C{worker} a slot, idle. @return: the slot; None if it has one
+        already.
         """
         if id(worker) in self._byID:
-            return False
+            return None
         slot = WorkerSlot(
             worker,
             takesAhead=bool(getattr(worker, "takesAhead", False)),
@@ -83,7 +87,7 @@ class WorkerSlots:
         )
         self._byID[id(worker)] = slot
         self._place(slot)
-        return True
+        return slot
 
     def startDetaching(self, slot: WorkerSlot) -> Deferred[None]:
         """
@@ -146,7 +150,10 @@ class WorkerSlots:
         """
         Forget every worker (the queue has stopped). @return: the workers.
         """
-        workers = [slot.worker for slot in self._byID.values()]
+        workers = []
+        for slot in self._byID.values():
+            workers.append(slot.worker)
+            slot.attached = False
         self._byID, self.idle, self.spare = {}, [], []
         self.aheadCount = self.detachingCount = 0
         return workers

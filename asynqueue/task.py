@@ -39,7 +39,14 @@ _sequence = itertools.count()
 #: C{NICENESS_STEP} of each other lower niceness always runs first. See
 #: docs/concepts/queue.md.
 NICENESS_STEP = 16
-_local = threading.local()
+
+
+class _TaskLocal(threading.local):
+    # The task running in this thread; None in every thread at first.
+    task: Task[Any] | None = None
+
+
+_local = _TaskLocal()
 _interruptLock = threading.Lock()
 
 
@@ -61,11 +68,13 @@ class TaskDeferred(Deferred[T]):
     nothing before then).
 
     Reactor thread only, like every Deferred.
+
+    @ivar task: The task, until the Deferred fires (set by the task: a
+        Deferred is made per call, and Deferred's own C{__init__} is all
+        it runs).
     """
 
-    def __init__(self, task: Task[T]) -> None:
-        super().__init__()
-        self.task: Task[T] | None = task
+    task: Task[T] | None = None
 
     def cancel(self) -> None:
         """
@@ -93,7 +102,7 @@ def currentTask() -> Task[Any] | None:
     (L{Task.stopRequested}) or to register an interrupter
     (L{Task.onInterrupt}).
     """
-    return getattr(_local, "task", None)
+    return _local.task
 
 
 def setCurrentTask(task: Task[Any] | None) -> None:
@@ -167,25 +176,30 @@ class Task(Generic[T]):
     ) -> None:
         if not callable(f):
             raise TypeError(f"a task must be callable, not {f!r}")
-        if niceness.__class__ is not int or not -20 <= niceness <= 20:
-            checkNiceness(niceness)
+        sequence = next(_sequence)
+        rank = sequence
+        if niceness or niceness.__class__ is not int:
+            if niceness.__class__ is not int or not -20 <= niceness <= 20:
+                checkNiceness(niceness)
+            self.niceness = niceness
+            rank += NICENESS_STEP * niceness
         self.f = f
         self.args = args
         self.kw = {} if kw is None else kw
-        self.niceness = niceness
         if series is not None:
             self.series = series
         if raw:
             self.raw = raw
         if consumer is not None:
             self.consumer = consumer
-        band = 0 if doNext else (2 if doLast else 1)
-        sequence = next(_sequence)
-        self.sortKey = (band, sequence + NICENESS_STEP * niceness, sequence)
-        self.d: Deferred[T] = TaskDeferred(self)
+        self.sortKey = (0 if doNext else (2 if doLast else 1), rank, sequence)
+        d: TaskDeferred[T] = TaskDeferred()
+        d.task = self
+        self.d = d
 
     # Class-level defaults: most tasks never change these, and a task is
     # made per call, so each assignment saved counts.
+    niceness: int = 0
     series: str | None = None
     raw: bool = False
     consumer: Any = None
@@ -253,9 +267,10 @@ class Task(Generic[T]):
         """
         with _interruptLock:
             if not self.stopRequested:
-                if isinstance(self._interrupters, list):
+                if self._interrupters:
                     self._interrupters.append(interrupter)
                 else:
+                    # (The first: () until now.)
                     self._interrupters = [interrupter]
                 return
             reason = self.stopReason
@@ -504,11 +519,14 @@ class Task(Generic[T]):
         # (and interrupters that hold the task) let go of each other first,
         # so that plain reference counting frees them.
         d = self.d
-        if isinstance(d, TaskDeferred):
-            d.task = None
+        d.task = None
         if self._interrupters:
-            with _interruptLock:
+            if self.state is TaskState.DONE:
+                # Its worker is done with it: nothing registers any more.
                 self._interrupters = ()
+            else:
+                with _interruptLock:
+                    self._interrupters = ()
         if isinstance(result, Failure):
             d.errback(result)
         else:

@@ -77,7 +77,6 @@ class TaskQueue:
         # Made once: a bound method per submitted task costs.
         self._removedCallback = self._removed
         self._takeBackCallback = self._takeBack
-        self._freedCallback = self._freedBy
         if warn is not None or spew is not None or returnFailure is not None:
             self._originalOptions(warn, spew, returnFailure)
 
@@ -168,7 +167,12 @@ class TaskQueue:
             raise TypeError(f"{worker!r} does not provide IWorker")
         if not self._accepting:
             raise QueueStopped("the queue is shut down: no worker can be attached")
-        if self._workers.attach(worker):
+        slot = self._workers.attach(worker)
+        if slot is not None:
+            if slot.gives:
+                # What the worker calls when it can take another task: bound
+                # to its slot once, so that nothing looks it up per task.
+                slot.onFreed = functools.partial(self._freedFrom, slot)
             for f, args, kw in self._updates:
                 # Nobody holds these Deferreds: a failure is logged.
                 self._pin(worker, f, args, kw).addErrback(_updateFailed, f, worker)
@@ -281,11 +285,12 @@ class TaskQueue:
                 # Deferred has failed already, and nothing is queued.
                 return task.d
             raise ValueError(f"{task!r} was submitted already")
+        series = task.series
         if (
-            task.series is not None
+            series is not None
             and task.pinnedTo is None
             and not any(
-                _qualifies(s.worker, task.series)
+                _qualifies(s.worker, series)
                 for s in self._workers
                 if s.detaching is None
             )
@@ -305,20 +310,22 @@ class TaskQueue:
         workers = self._workers
         if (
             not self._queued
+            and series is None
             and task.pinnedTo is None
-            and task.series is None
             and not workers.detachingCount
-            and (workers.idle or workers.spare)
         ):
-            # The common case, a free worker and nothing waiting: start now.
-            self._start(workers.idle[-1] if workers.idle else workers.spare[-1], task)
-        else:
-            self._queued += 1
-            band, rank, sequence = task.sortKey
-            heapq.heappush(self._heap, (band, rank, sequence, task))
-            if workers.aheadCount and not workers.idle:
-                self._takeBackWorse(task)
-            self._dispatch()
+            free = workers.idle or workers.spare
+            if free:
+                # The common case, a free worker and nothing waiting: start
+                # now (an idle worker first, else one that takes it ahead).
+                self._start(free[-1], task)
+                return task.d
+        self._queued += 1
+        band, rank, sequence = task.sortKey
+        heapq.heappush(self._heap, (band, rank, sequence, task))
+        if workers.aheadCount and not workers.idle:
+            self._takeBackWorse(task)
+        self._dispatch()
         return task.d
 
     def update(
@@ -429,11 +436,14 @@ class TaskQueue:
             # Given ahead, to run after the worker's current task.
             task.start(worker, self._takeBackCallback)
         else:
-            task.start(worker)
+            # (Task.start, inlined: this runs per call.)
+            task.state = _RUNNING
+            task.worker = worker
         self._running.add(task)
         try:
-            if slot.gives:
-                worker.give(task, self._freedCallback)
+            onFreed = slot.onFreed
+            if onFreed is not None:
+                worker.give(task, onFreed)
                 return
             freed = worker.run(task)
         except Exception:
@@ -452,17 +462,18 @@ class TaskQueue:
             ahead.startedAhead()
 
     def _freed(self, result: object, worker: Any, task: Task[Any]) -> None:
-        # A worker's run() Deferred fired (workers that give() call _freedBy).
+        # A worker's run() Deferred fired (workers that give() call
+        # slot.onFreed).
         if isinstance(result, Failure):
             log.failure("Worker {worker} failed", result, worker=worker)
-        self._freedBy(worker, task)
+        self._freedFrom(self._workers.get(worker), worker, task)
 
-    def _freedBy(self, worker: Any, task: Task[Any]) -> None:
+    def _freedFrom(self, slot: WorkerSlot | None, worker: Any, task: Task[Any]) -> None:
+        # The worker of this slot is done with the task.
         self._running.discard(task)
         workers = self._workers
-        slot = workers.get(worker)
-        if slot is not None:
-            # (None: detached meanwhile.) One task less (_unload, inlined).
+        if slot is not None and slot.attached:
+            # (Not: detached meanwhile.) One task less (_unload, inlined).
             ahead = workers.release(slot)
             if ahead is not None:
                 ahead.startedAhead()

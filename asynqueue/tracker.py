@@ -59,27 +59,24 @@ class DeferredTracker:
         """
         if not isinstance(d, Deferred):
             raise TypeError(f"a DeferredTracker tracks Deferreds, not {d!r}")
-        if d.called or id(d) in self._pending:
-            return d
         key = id(d)
-        self._pending[key] = d
+        pending = self._pending
+        if d.called or key in pending:
+            return d
+        pending[key] = d
         # A bound method, not a closure: fewer objects per tracked Deferred.
         d.addBoth(self._observe, key)
         return d
 
     def _observed(self, result: object, key: int) -> object:
         # A side observation: hand the result on unchanged.
-        self._fired(key)
+        if self._pending.pop(key, None) is not None:
+            # (Most Deferreds fire with nobody waiting: skip the calls then.)
+            if self._waitingAny:
+                self._waitingAny.fire()
+            if self._waitingFewer:
+                self._checkFewer()
         return result
-
-    def _fired(self, key: int) -> None:
-        if self._pending.pop(key, None) is None:
-            return
-        # (Most Deferreds fire with nobody waiting: skip the calls then.)
-        if self._waitingAny:
-            self._waitingAny.fire()
-        if self._waitingFewer:
-            self._checkFewer()
 
     def _checkFewer(self) -> None:
         n = len(self._pending)

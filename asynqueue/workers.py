@@ -41,7 +41,8 @@ from .task import _local as _taskLocal
 #: C{onFreed(worker, task)}.
 _OnFreed = Callable[[Any, "Task[Any]"], object]
 
-# The kinds of outcome a ThreadWorker's job hands back to the reactor thread.
+# The kinds of outcome a ThreadWorker's job hands back to the reactor thread
+# (compared by identity).
 _VALUE, _FAILURE, _ITER = "value", "failure", "iter"
 
 # Result types known not to be iterators: a quicker test than the ABC's.
@@ -101,8 +102,6 @@ class ThreadWorker:
         self.runner = runner if runner is not None else JobThread(name)
         # Resolved on first use, so that making a worker needs no reactor.
         self._callFromThreadGiven = callFromThread
-        #: The oldest task given to this worker and not yet done, or None.
-        self.task: Task[Any] | None = None
         # Reactor thread: the tasks given and not yet done, oldest first.
         self._given: list[Task[Any]] = []
         # Tasks given and not yet started, with what to call when the
@@ -123,6 +122,14 @@ class ThreadWorker:
     def __repr__(self) -> str:
         name = getattr(self.runner, "name", "")
         return f"<ThreadWorker {name} {self.iQualified}>"
+
+    @property
+    def task(self) -> Task[Any] | None:
+        """
+        The oldest task given to this worker and not yet done, or None.
+        """
+        given = self._given
+        return given[0] if given else None
 
     @property
     def takesAhead(self) -> bool:
@@ -215,9 +222,7 @@ class ThreadWorker:
         """
         if self._stopping is not None:
             raise RuntimeError(f"{self!r} is stopped")
-        given = self._given
-        given.append(task)
-        self.task = given[0]
+        self._given.append(task)
         self._pending.append((task, onFreed))
         self.runner.do(self._runNextJob)
 
@@ -239,7 +244,6 @@ class ThreadWorker:
         except IndexError:
             return False
         self._given.remove(task)
-        self.task = self._given[0] if self._given else None
         return True
 
     def _runNext(self) -> None:
@@ -253,50 +257,47 @@ class ThreadWorker:
         if task.stopRequested:
             # Cancelled before its turn came: don't even start it.
             stopped = Failure(task.stopReason)  # type: ignore[no-untyped-call]
-            callFromThread(self._ranCallback, task, (_FAILURE, stopped), onFreed)
+            callFromThread(self._ranCallback, task, _FAILURE, stopped, onFreed)
             return
         # (setCurrentTask, inlined: this runs per task.)
         _taskLocal.task = task
+        kind = _VALUE
         try:
             kw = task.kw
             result = task.f(*task.args, **kw) if kw else task.f(*task.args)
-            if (
+            if not (
                 result.__class__ in _NOT_ITERATORS
                 or task.raw
                 or not isinstance(result, Iterator)
             ):
-                outcome: tuple[Any, ...] = (_VALUE, result)
-            else:
                 taker: BatchTaker[Any] = BatchTaker(result, self.batchSize)
-                outcome = (_ITER, taker, taker.take())
+                kind, result = _ITER, (taker, taker.take())
         except BaseException:
-            outcome = (_FAILURE, Failure())  # type: ignore[no-untyped-call]
+            kind, result = _FAILURE, Failure()  # type: ignore[no-untyped-call]
         _taskLocal.task = None
-        callFromThread(self._ranCallback, task, outcome, onFreed)
+        callFromThread(self._ranCallback, task, kind, result, onFreed)
 
-    def _ran(
-        self, task: Task[Any], outcome: tuple[Any, ...], onFreed: _OnFreed
-    ) -> None:
-        # Reactor thread: the task's job has run; outcome is ("value",
-        # result), ("failure", failure) or ("iter", batchTaker, firstBatch).
+    def _ran(self, task: Task[Any], kind: str, result: Any, onFreed: _OnFreed) -> None:
+        # Reactor thread: the task's job has run; kind is "value" (result:
+        # what it returned), "failure" (a Failure) or "iter" (result: the
+        # batch taker and the first batch).
         given = self._given
         if given and given[0] is task:
             del given[0]
         else:
             with contextlib.suppress(ValueError):
                 given.remove(task)
-        self.task = given[0] if given else None
-        kind = outcome[0]
         # Free the worker first, so that the queue can hand it the next task
         # while this one's callbacks run.
-        if kind == _VALUE:
+        if kind is _VALUE:
             onFreed(self, task)
-            task.finish(outcome[1])
-        elif kind == _FAILURE:
+            task.finish(result)
+        elif kind is _FAILURE:
             onFreed(self, task)
-            task.fail(outcome[1])
+            task.fail(result)
         else:
-            task.finish(self._deferator(outcome[1], outcome[2], onFreed, task))
+            taker, first = result
+            task.finish(self._deferator(taker, first, onFreed, task))
 
     def _deferator(
         self,
@@ -355,7 +356,7 @@ class ThreadWorker:
         Stop taking work; return the tasks given and not done (its thread
         cannot be killed, and their results will be ignored).
         """
-        tasks, self._given, self.task = self._given, [], None
+        tasks, self._given = self._given, []
         if self._stopping is None:
             self.stop()
         return tasks

@@ -31,7 +31,10 @@ C{dbapi1-sasync} (C{SELECT 1} on the raw DB-API cursor, in
 C{runInteraction} and in C{@transact}), and the C{-readcommitted} forms of
 the sAsync ones (C{isolation_level="READ COMMITTED"}, as adbapi runs).
 A C{burst-} prefix makes all the calls at once (every connection busy) in
-place of one after another.
+place of one after another. C{dispatch-threadqueue} and
+C{dispatch-deferToThread} need no database: a call of a function that does
+nothing, through asynqueue's C{ThreadQueue(1).call} and through Twisted's
+C{deferToThread}, to see asynqueue's own cost per call.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ VARIANTS = (
     "dbapi1-sasync-readcommitted",
     "burst-dbapi1-adbapi",
     "burst-dbapi1-sasync-readcommitted",
+    "dispatch-threadqueue",
+    "dispatch-deferToThread",
 )
 WARM = 50
 
@@ -147,6 +152,35 @@ def _sasync(config: BenchConfig, variant: str, calls: int) -> Any:
     return main
 
 
+def _noop() -> None:
+    pass
+
+
+def _dispatch(config: BenchConfig, variant: str, calls: int) -> Any:
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        if variant == "dispatch-threadqueue":
+            from asynqueue import ThreadQueue
+
+            queue = ThreadQueue(1)
+
+            def one() -> Any:
+                return queue.call(_noop)
+
+            try:
+                return await _timed(reactor, one, calls)
+            finally:
+                await queue.shutdown()
+        from twisted.internet.threads import deferToThread
+
+        def toThread() -> Any:
+            return deferToThread(_noop)
+
+        return await _timed(reactor, toThread, calls)
+
+    return main
+
+
 class _BytecodeCounter:
     """
     Counts the bytecodes each Python function executes (itself, not its
@@ -214,7 +248,13 @@ def child(config: BenchConfig, variant: str, calls: int, top: int = 0) -> None:
     if top:
         _counter = _BytecodeCounter()
         _counter.install()
-    make = _adbapi if variant.endswith("adbapi") else _sasync
+    make = (
+        _dispatch
+        if variant.startswith("dispatch")
+        else _adbapi
+        if variant.endswith("adbapi")
+        else _sasync
+    )
     result = runTwisted(make(config, variant, calls))
     if _counter is not None:
         sys.settrace(None)

@@ -338,6 +338,31 @@ class MemoryJobRunnerTests(SynchronousTestCase):
         self.assertFalse(runner.perform())
 
 
+class JobThreadTests(SynchronousTestCase):
+    """
+    The thread that runs a L{ThreadWorker}'s jobs.
+    """
+
+    def test_quit(self) -> None:
+        """
+        After quit, the jobs already given run in order, then the first
+        quit's C{then}, and the thread ends; new jobs are refused, also
+        once the thread has started (when C{do} is the queue's C{put}).
+        """
+        runner = JobThread("jobthread-test")
+        done: list[object] = []
+        runner.do(lambda: done.append(1))
+        runner.do(lambda: done.append(2))
+        runner.quit(lambda: done.append("then"))
+        runner.quit(lambda: done.append("again"))
+        self.assertRaises(WorkerError, runner.do, print)
+        thread = runner.thread
+        assert thread is not None
+        thread.join(60)
+        self.assertFalse(thread.is_alive())
+        self.assertEqual(done, [1, 2, "then"])
+
+
 class AsyncWorkerTests(SynchronousTestCase):
     """
     The reactor-thread worker.
