@@ -138,10 +138,13 @@ class TransactionSite(Protocol):
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: Any,
+        counted: str | None = None,
     ) -> Deferred[Any]:
         """
         Queue C{f(owner, *args, **kw)} as a transaction with the call
-        options C{options} (a C{sasync.transact.CallOptions}).
+        options C{options} (a C{sasync.transact.CallOptions}), counted in
+        C{stats} as a call of the method C{counted} (if given) where it
+        ends.
         """
 
     def track(self, d: Deferred[Any]) -> None:

@@ -860,12 +860,12 @@ def _decorate(
                 options = readOnlyDefault
             else:
                 options = dataclasses.replace(options, readOnly=True)
-        # Counted where the call ends, whichever way (sasync._stats).
         stats: CallStats = site.stats
         record = stats.begin(name, options.niceness)
         if record is not None:
             options = options.withRecord(record)
-        return stats.watch(name, site.transact(self, f, args, own, options), record)
+        # Counted where the call ends, whichever way (sasync._stats).
+        return site.transact(self, f, args, own, options, name)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
     call.__sasyncReadOnly__ = readOnly  # type: ignore[attr-defined]

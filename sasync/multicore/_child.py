@@ -216,9 +216,7 @@ class BrokerServer(Protocol):
             record = stats.begin(name, options.niceness, options.record)
             if record is not None or options.record is not None:
                 options = dataclasses.replace(options, record=record)
-            d = stats.watch(
-                name, calls.transact(self.broker, f, args, kw, options), record
-            )
+            d = calls.transact(self.broker, f, args, kw, options, name)
         except BaseException as e:
             self.send(failureReply(rid, e))
             return
