@@ -232,12 +232,12 @@ class Admission:
         options: CallOptions,
         mayGuessReadOnly: bool = False,
         guess: CallGuess | None = None,
-        learns: bool = True,
+        first: bool = False,
     ) -> Task[Any]:
         # mayGuessReadOnly: the call runs again after a wrong read-only guess;
-        # guess: whether it runs READ ONLY by guess, and learns what it did
-        # (by a callback of the task's own unless learns is false: then the
-        # caller's one observer does, see _firstEnded).
+        # guess: whether it runs READ ONLY by guess, and learns what it did;
+        # first: the call's first attempt in _retryingConflicts, whose guess
+        # was made just now, and whose observer there lets it learn.
         call = TransactionCall(
             owner,
             options.target or self._engine,
@@ -264,7 +264,7 @@ class Admission:
         # process: the caller waits for them.)
         task.abandonable = not self._inPool
         if guess is not None and mayGuessReadOnly:
-            if guess.readOnly and not methodMix.guess(f, _wrote.get(f)):
+            if guess.readOnly and not first and not methodMix.guess(f, _wrote.get(f)):
                 # (A retry: what calls did since the last attempt was made
                 # says no more.)
                 guess.readOnly = False
@@ -277,7 +277,7 @@ class Admission:
                 call.stillGuessed = functools.partial(_stillGuessed, f)
             # (A method seen only reading: the worker decides as it starts,
             # from what the method did by then.)
-            if learns:
+            if not first:
                 task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
@@ -359,7 +359,7 @@ class Admission:
         # (its Deferred chained into the task's, which shutdown tracks).
         # Each attempt that may write passes the writer gate.
         guess = self._guessFor(f, options)
-        task = self._newTask(owner, f, args, kw, options, True, guess, False)
+        task = self._newTask(owner, f, args, kw, options, True, guess, first=True)
         now = self._life.inStartupContext()
         gate = self.gate
         gated = self._gated(guess, options)
