@@ -28,7 +28,7 @@ from . import retry
 from ._lifecycle import Lifecycle
 from ._protocols import WorkQueue
 from ._readguess import CallGuess, methodMix
-from ._stats import CallStats
+from ._stats import CallRecord, CallStats
 from ._writegate import WriterGate
 from .connection import ConnectionWorker, checkReactorThread
 from .connection import _engines as engines
@@ -134,14 +134,17 @@ class Admission:
         kw: dict[str, Any],
         options: CallOptions,
         counted: str | None = None,
+        record: CallRecord | None = None,
     ) -> Deferred[Any]:
         """
         Queue C{f(owner, *args, **kw)} as a transaction; see
         L{sasync.transact.transact}.
 
         @param counted: The method name to count the call under in
-            L{stats} where it ends, whichever way (with C{options.record}'s
-            timings); C{None}: not counted here.
+            L{stats} where it ends, whichever way; C{None}: not counted
+            here.
+        @param record: The call's record (see L{CallStats.begin}) if it is
+            timed or traced.
         """
         life = self._life
         if life.refusing() and options.target is None:
@@ -153,7 +156,7 @@ class Admission:
                     )
                 ),
                 counted,
-                options,
+                record,
             )
         spec = self._spec
         if spec.maxPending is not None:
@@ -168,7 +171,7 @@ class Admission:
                         )
                     ),
                     counted,
-                    options,
+                    record,
                 )
         inStartup = life.inStartup()
         if (
@@ -187,10 +190,12 @@ class Admission:
                     args,
                     kw,
                     dataclasses.replace(options, target=h or self._engine),
+                    None,
+                    record,
                 ),
             )
             self.track(d)
-            return self._counted(d, counted, options)
+            return self._counted(d, counted, record)
         retries = spec.retries if options.retries is None else options.retries
         timeout = spec.timeout if options.timeout is None else options.timeout
         reasons = None
@@ -201,25 +206,31 @@ class Admission:
                 # none).
                 retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
                 if timeout is None and not inStartup:
-                    return self._retryingConflicts(owner, f, args, kw, options, counted)
+                    return self._retryingConflicts(
+                        owner, f, args, kw, options, counted, record
+                    )
             else:
                 retries = 0
         if not retries and timeout is None and not inStartup:
-            d = self.submit(self._newTask(owner, f, args, kw, options), None)
+            d = self.submit(
+                self._newTask(owner, f, args, kw, options, record=record), None
+            )
         else:
             if inStartup:
                 # The start-up's own work: its policy decides (sasync.startup).
                 reasons = None
-            d = self.attempts(owner, f, args, kw, options, retries, timeout, reasons)
-        return self._counted(d, counted, options)
+            d = self.attempts(
+                owner, f, args, kw, options, retries, timeout, reasons, record
+            )
+        return self._counted(d, counted, record)
 
     def _counted(
-        self, d: Deferred[T], counted: str | None, options: CallOptions
+        self, d: Deferred[T], counted: str | None, record: CallRecord | None
     ) -> Deferred[T]:
         # Count the call as C{counted} once d fires (see transact).
         if counted is None:
             return d
-        return self.stats.watch(counted, d, options.record)
+        return self.stats.watch(counted, d, record)
 
     # Tasks --------------------------------------------------------------------
 
@@ -233,11 +244,13 @@ class Admission:
         mayGuessReadOnly: bool = False,
         guess: CallGuess | None = None,
         first: bool = False,
+        record: CallRecord | None = None,
     ) -> Task[Any]:
         # mayGuessReadOnly: the call runs again after a wrong read-only guess;
         # guess: whether it runs READ ONLY by guess, and learns what it did;
         # first: the call's first attempt in _retryingConflicts, whose guess
-        # was made just now, and whose observer there lets it learn.
+        # was made just now, and whose observer there lets it learn; record:
+        # the call's, if it is timed or traced.
         call = TransactionCall(
             owner,
             options.target or self._engine,
@@ -246,6 +259,7 @@ class Admission:
             _returnsRows,
             _wrote if mayGuessReadOnly else None,
             self._countRows,
+            record,
         )
         task: Task[Any] = Task(
             call,
@@ -353,13 +367,16 @@ class Admission:
         kw: dict[str, Any],
         options: CallOptions,
         counted: str | None,
+        record: CallRecord | None,
     ) -> Deferred[Any]:
         # The common case, kept as cheap as a call without retries: one task,
         # and only if it fails with a conflict does retry.Attempts take over
         # (its Deferred chained into the task's, which shutdown tracks).
         # Each attempt that may write passes the writer gate.
         guess = self._guessFor(f, options)
-        task = self._newTask(owner, f, args, kw, options, True, guess, first=True)
+        task = self._newTask(
+            owner, f, args, kw, options, True, guess, first=True, record=record
+        )
         now = self._life.inStartupContext()
         gate = self.gate
         gated = self._gated(guess, options)
@@ -381,6 +398,7 @@ class Admission:
             now,
             guess,
             counted,
+            record,
         )
         if gated:
             return self._submitWriter(task, guess, options, now, True)
@@ -398,6 +416,7 @@ class Admission:
         now: bool,
         guess: CallGuess | None,
         counted: str | None,
+        record: CallRecord | None,
     ) -> Any:
         # The first attempt of a call with the default conflict retries
         # ended (one callback for three things, as each costs every call):
@@ -412,7 +431,9 @@ class Admission:
                 # A conflict: retry.Attempts runs the call again (each
                 # retry a new task).
                 attempts = self._newAttempts(
-                    lambda: self._newTask(owner, f, args, kw, options, True, guess),
+                    lambda: self._newTask(
+                        owner, f, args, kw, options, True, guess, record=record
+                    ),
                     lambda task: self._submitWriter(task, guess, options, now, False),
                     describeCall(owner, f, args, kw),
                     retry.CONFLICT_RETRIES,
@@ -423,9 +444,9 @@ class Admission:
                 # yet, and task.d is (it waits for this one).
                 self.track(attempts.d)
                 # (Counted once its last attempt ended.)
-                return self._counted(attempts.adopt(task, result), counted, options)
+                return self._counted(attempts.adopt(task, result), counted, record)
         if counted is not None:
-            self.stats.ended(result, counted, options.record)
+            self.stats.ended(result, counted, record)
         return result
 
     def _guessFor(
@@ -486,6 +507,7 @@ class Admission:
         retries: int,
         timeout: float | None,
         reasons: frozenset[str] | None = None,
+        record: CallRecord | None = None,
     ) -> Deferred[Any]:
         """
         A call with retries or a timeout, or made by the start-up: driven
@@ -501,7 +523,9 @@ class Admission:
         guess = self._guessFor(f, options) if retries > 0 else None
 
         def makeTask() -> Task[Any]:
-            return self._newTask(owner, f, args, kw, options, retries > 0, guess)
+            return self._newTask(
+                owner, f, args, kw, options, retries > 0, guess, record=record
+            )
 
         def submit(task: Task[Any]) -> Deferred[Any]:
             if gated:
