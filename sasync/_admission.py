@@ -28,7 +28,7 @@ from . import retry
 from ._lifecycle import Lifecycle
 from ._protocols import WorkQueue
 from ._readguess import CallGuess, methodMix
-from ._stats import CallStats
+from ._stats import CallRecord, CallStats
 from ._writegate import WriterGate
 from .connection import ConnectionWorker, checkReactorThread
 from .connection import _engines as engines
@@ -107,7 +107,7 @@ class Admission:
         self._readersKnown = engine is not None and engine.guessesReadOnly
         # Bound once: every call waiting in the queue would hold its own.
         self._countRows = stats.addRows
-        self._onConflict = self._conflicted
+        self._firstEndedBound = self._firstEnded
         self._letIn = self._submitLetIn
         self._letInNow = self._submitLetInNow
 
@@ -133,29 +133,45 @@ class Admission:
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: CallOptions,
+        counted: str | None = None,
+        record: CallRecord | None = None,
     ) -> Deferred[Any]:
         """
         Queue C{f(owner, *args, **kw)} as a transaction; see
         L{sasync.transact.transact}.
+
+        @param counted: The method name to count the call under in
+            L{stats} where it ends, whichever way; C{None}: not counted
+            here.
+        @param record: The call's record (see L{CallStats.begin}) if it is
+            timed or traced.
         """
         life = self._life
         if life.refusing() and options.target is None:
-            return fail(
-                BrokerStopped(
-                    f"{describeCall(owner, f, args, kw)} was called after"
-                    f" {self._name}.shutdown(): the broker takes no new work"
-                )
+            return self._counted(
+                fail(
+                    BrokerStopped(
+                        f"{describeCall(owner, f, args, kw)} was called after"
+                        f" {self._name}.shutdown(): the broker takes no new work"
+                    )
+                ),
+                counted,
+                record,
             )
         spec = self._spec
         if spec.maxPending is not None:
             pending = self.pendingCount()
             if pending >= spec.maxPending:
-                return fail(
-                    Overloaded(
-                        f"{describeCall(owner, f, args, kw)} was refused at once:"
-                        f" {pending} transactions already wait for a connection"
-                        f" (maxPending={spec.maxPending})"
-                    )
+                return self._counted(
+                    fail(
+                        Overloaded(
+                            f"{describeCall(owner, f, args, kw)} was refused at"
+                            f" once: {pending} transactions already wait for a"
+                            f" connection (maxPending={spec.maxPending})"
+                        )
+                    ),
+                    counted,
+                    record,
                 )
         inStartup = life.inStartup()
         if (
@@ -174,10 +190,12 @@ class Admission:
                     args,
                     kw,
                     dataclasses.replace(options, target=h or self._engine),
+                    None,
+                    record,
                 ),
             )
             self.track(d)
-            return d
+            return self._counted(d, counted, record)
         retries = spec.retries if options.retries is None else options.retries
         timeout = spec.timeout if options.timeout is None else options.timeout
         reasons = None
@@ -188,15 +206,31 @@ class Admission:
                 # none).
                 retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
                 if timeout is None and not inStartup:
-                    return self._retryingConflicts(owner, f, args, kw, options)
+                    return self._retryingConflicts(
+                        owner, f, args, kw, options, counted, record
+                    )
             else:
                 retries = 0
         if not retries and timeout is None and not inStartup:
-            return self.submit(self._newTask(owner, f, args, kw, options), None)
-        if inStartup:
-            # The start-up's own work: its policy decides (sasync.startup).
-            reasons = None
-        return self.attempts(owner, f, args, kw, options, retries, timeout, reasons)
+            d = self.submit(
+                self._newTask(owner, f, args, kw, options, record=record), None
+            )
+        else:
+            if inStartup:
+                # The start-up's own work: its policy decides (sasync.startup).
+                reasons = None
+            d = self.attempts(
+                owner, f, args, kw, options, retries, timeout, reasons, record
+            )
+        return self._counted(d, counted, record)
+
+    def _counted(
+        self, d: Deferred[T], counted: str | None, record: CallRecord | None
+    ) -> Deferred[T]:
+        # Count the call as C{counted} once d fires (see transact).
+        if counted is None:
+            return d
+        return self.stats.watch(counted, d, record)
 
     # Tasks --------------------------------------------------------------------
 
@@ -209,9 +243,14 @@ class Admission:
         options: CallOptions,
         mayGuessReadOnly: bool = False,
         guess: CallGuess | None = None,
+        first: bool = False,
+        record: CallRecord | None = None,
     ) -> Task[Any]:
         # mayGuessReadOnly: the call runs again after a wrong read-only guess;
-        # guess: whether it runs READ ONLY by guess, and learns what it did.
+        # guess: whether it runs READ ONLY by guess, and learns what it did;
+        # first: the call's first attempt in _retryingConflicts, whose guess
+        # was made just now, and whose observer there lets it learn; record:
+        # the call's, if it is timed or traced.
         call = TransactionCall(
             owner,
             options.target or self._engine,
@@ -220,6 +259,7 @@ class Admission:
             _returnsRows,
             _wrote if mayGuessReadOnly else None,
             self._countRows,
+            record,
         )
         task: Task[Any] = Task(
             call,
@@ -238,7 +278,7 @@ class Admission:
         # process: the caller waits for them.)
         task.abandonable = not self._inPool
         if guess is not None and mayGuessReadOnly:
-            if guess.readOnly and not methodMix.guess(f, _wrote.get(f)):
+            if guess.readOnly and not first and not methodMix.guess(f, _wrote.get(f)):
                 # (A retry: what calls did since the last attempt was made
                 # says no more.)
                 guess.readOnly = False
@@ -251,7 +291,8 @@ class Admission:
                 call.stillGuessed = functools.partial(_stillGuessed, f)
             # (A method seen only reading: the worker decides as it starts,
             # from what the method did by then.)
-            task.d.addBoth(guess.ended, methodMix, call)
+            if not first:
+                task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
@@ -325,32 +366,47 @@ class Admission:
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: CallOptions,
+        counted: str | None,
+        record: CallRecord | None,
     ) -> Deferred[Any]:
         # The common case, kept as cheap as a call without retries: one task,
         # and only if it fails with a conflict does retry.Attempts take over
         # (its Deferred chained into the task's, which shutdown tracks).
         # Each attempt that may write passes the writer gate.
         guess = self._guessFor(f, options)
-        task = self._newTask(owner, f, args, kw, options, True, guess)
+        task = self._newTask(
+            owner, f, args, kw, options, True, guess, first=True, record=record
+        )
         now = self._life.inStartupContext()
         gate = self.gate
         gated = self._gated(guess, options)
         if gated and gate is not None:
             # (Before the retry is chained: the gate hears how it ended.)
             gate.watch(task)
-        # A bound method and its arguments, not a closure: every call waiting
+        # One observer for what the call's end sets off (see _firstEnded): a
+        # bound method and its arguments, not a closure: every call waiting
         # in the queue holds this, and a closure's cells are that many more
         # objects for the garbage collector (see docs/benchmarks.md, lag).
-        task.d.addErrback(
-            self._onConflict, task, owner, f, args, kw, options, now, guess
+        task.d.addBoth(
+            self._firstEndedBound,
+            task,
+            owner,
+            f,
+            args,
+            kw,
+            options,
+            now,
+            guess,
+            counted,
+            record,
         )
         if gated:
             return self._submitWriter(task, guess, options, now, True)
         return self.submit(task, None, now)
 
-    def _conflicted(
+    def _firstEnded(
         self,
-        failure: Failure,
+        result: object,
         task: Task[Any],
         owner: object,
         f: Callable[..., Any],
@@ -359,25 +415,39 @@ class Admission:
         options: CallOptions,
         now: bool,
         guess: CallGuess | None,
+        counted: str | None,
+        record: CallRecord | None,
     ) -> Any:
         # The first attempt of a call with the default conflict retries
-        # failed: run it again if the failure was a conflict.
-        error = failure.value
-        reason = None if error is None else retry.retryReason(error)
-        if reason not in retry.RETRIED_BY_DEFAULT:
-            return failure
-        attempts = self._newAttempts(
-            lambda: self._newTask(owner, f, args, kw, options, True, guess),
-            lambda task: self._submitWriter(task, guess, options, now, False),
-            describeCall(owner, f, args, kw),
-            retry.CONFLICT_RETRIES,
-            None,
-            retry.RETRIED_BY_DEFAULT,
-        )
-        # Tracked too: shutdown(timeout=) cancels what is not called yet,
-        # and task.d is (it waits for this one).
-        self.track(attempts.d)
-        return attempts.adopt(task, failure)
+        # ended (one callback for three things, as each costs every call):
+        # its read-only guess learns what it did; a conflict runs it again;
+        # otherwise the call ended here, and is counted.
+        if guess is not None:
+            guess.ended(result, methodMix, task.f)
+        if result.__class__ is Failure:
+            error = result.value
+            reason = None if error is None else retry.retryReason(error)
+            if reason in retry.RETRIED_BY_DEFAULT:
+                # A conflict: retry.Attempts runs the call again (each
+                # retry a new task).
+                attempts = self._newAttempts(
+                    lambda: self._newTask(
+                        owner, f, args, kw, options, True, guess, record=record
+                    ),
+                    lambda task: self._submitWriter(task, guess, options, now, False),
+                    describeCall(owner, f, args, kw),
+                    retry.CONFLICT_RETRIES,
+                    None,
+                    retry.RETRIED_BY_DEFAULT,
+                )
+                # Tracked too: shutdown(timeout=) cancels what is not called
+                # yet, and task.d is (it waits for this one).
+                self.track(attempts.d)
+                # (Counted once its last attempt ended.)
+                return self._counted(attempts.adopt(task, result), counted, record)
+        if counted is not None:
+            self.stats.ended(result, counted, record)
+        return result
 
     def _guessFor(
         self, f: Callable[..., Any], options: CallOptions
@@ -437,6 +507,7 @@ class Admission:
         retries: int,
         timeout: float | None,
         reasons: frozenset[str] | None = None,
+        record: CallRecord | None = None,
     ) -> Deferred[Any]:
         """
         A call with retries or a timeout, or made by the start-up: driven
@@ -452,7 +523,9 @@ class Admission:
         guess = self._guessFor(f, options) if retries > 0 else None
 
         def makeTask() -> Task[Any]:
-            return self._newTask(owner, f, args, kw, options, retries > 0, guess)
+            return self._newTask(
+                owner, f, args, kw, options, retries > 0, guess, record=record
+            )
 
         def submit(task: Task[Any]) -> Deferred[Any]:
             if gated:

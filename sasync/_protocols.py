@@ -138,10 +138,15 @@ class TransactionSite(Protocol):
         args: tuple[Any, ...],
         kw: dict[str, Any],
         options: Any,
+        counted: str | None = None,
+        record: Any = None,
     ) -> Deferred[Any]:
         """
         Queue C{f(owner, *args, **kw)} as a transaction with the call
-        options C{options} (a C{sasync.transact.CallOptions}).
+        options C{options} (a C{sasync.transact.CallOptions}), counted in
+        C{stats} as a call of the method C{counted} (if given) where it
+        ends, timed or traced by C{record} (a C{sasync._stats.CallRecord})
+        if given.
         """
 
     def track(self, d: Deferred[Any]) -> None:

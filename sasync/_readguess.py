@@ -130,20 +130,22 @@ class CallGuess:
         Chained to each attempt's Deferred: learn what it did (C{call} is
         its L{sasync.transact.TransactionCall}).
         """
-        f = call.f
-        if isinstance(result, Failure):
-            error = result.value
-            reason = None if error is None else retry.retryReason(error)
-            if reason == retry.WROTE_READ_ONLY:
-                self.readOnly = False
-                if not self.counted:
-                    self.counted = True
-                    mix.ended(f, True)
-            elif reason == retry.GUESS_WITHDRAWN:
-                self.readOnly = False
-        elif call.wroteNow is not None and not self.counted:
-            self.counted = True
-            mix.ended(f, bool(call.wroteNow))
+        if result.__class__ is not Failure:
+            # (Every call: the common case first.)
+            wrote = call.wroteNow
+            if wrote is not None and not self.counted:
+                self.counted = True
+                mix.ended(call.f, wrote)
+            return result
+        error = result.value
+        reason = None if error is None else retry.retryReason(error)
+        if reason == retry.WROTE_READ_ONLY:
+            self.readOnly = False
+            if not self.counted:
+                self.counted = True
+                mix.ended(call.f, True)
+        elif reason == retry.GUESS_WITHDRAWN:
+            self.readOnly = False
         return result
 
 

@@ -4,9 +4,10 @@ C{AccessBroker.stats()} returns.
 
 A broker keeps one L{CallStats}. Its counters change where a transaction
 call ends: the Deferred its caller holds fires, in the reactor thread, and
-L{CallStats.watch} put one callback on it. That is the only place a call
-is counted, so a call is counted once whatever path it took (refused at
-once, run, retried, cancelled, timed out). Reading them (L{snapshot}) costs
+L{CallStats.watch} put one callback on it (or the broker's one observer of
+the call calls L{CallStats.ended}). That is the only place a call is
+counted, so a call is counted once whatever path it took (refused at once,
+run, retried, cancelled, timed out). Reading them (L{snapshot}) costs
 a few attribute reads: cheap enough for every request of a health
 endpoint.
 
@@ -246,7 +247,7 @@ class CallStats:
         self._rowsLock = threading.Lock()
         # Bound once: every call would make its own (and hold it while it
         # waits in the queue).
-        self._endedBound = self._ended
+        self._endedBound = self.ended
         #: Method -> its queue wait and transaction time histograms.
         self.timings: dict[str, tuple[Histogram, Histogram]] = {}
         self.describeServers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = (
@@ -293,7 +294,13 @@ class CallStats:
         d.addBoth(self._endedBound, method, record)
         return d
 
-    def _ended(self, result: object, method: str, record: CallRecord | None) -> object:
+    def ended(self, result: object, method: str, record: CallRecord | None) -> object:
+        """
+        Count the call of C{method} that ended with C{result} (a value or
+        a L{Failure}), timed by C{record} if given.
+
+        @return: C{result}.
+        """
         if result.__class__ is Failure:
             error = result.value
             if isinstance(error, TransactionTimeout):

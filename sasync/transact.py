@@ -42,7 +42,7 @@ from asynqueue.deferator import Deferator
 from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
 
 from . import retry
-from ._stats import CallStats
+from ._stats import CallRecord, CallStats
 from .connection import _outcome as outcome
 from .connection import _positions as positions
 from .connection import _results as results
@@ -113,37 +113,14 @@ class CallOptions:
     after: str | None = None
     #: Internal (selectorator's N): rows handed out in lists of this many.
     groupSize: int = 1
-    #: Internal: the call's L{sasync._stats.CallRecord} while it is timed
-    #: or traced (the same one for every attempt).
+    #: Internal: the trace context of the call's span as the call travels
+    #: to a worker process (C{processes=N}; see L{sasync.multicore}), or
+    #: C{None}. (The call's own L{sasync._stats.CallRecord} goes along
+    #: with the options, not in them: see L{TransactionCall}.)
     record: Any = None
     #: Internal: the engine handle to run on (a replica, or the primary
     #: once routing chose it); C{None}: the broker's own.
     target: Any = None
-
-    def withRecord(self, record: Any) -> CallOptions:
-        """
-        A copy of these options, for a call that C{record} times or traces.
-        """
-        # Every call while a collector is registered: positional, since
-        # dataclasses.replace costs seven times the instructions, keywords
-        # twice (tests/sasync/test_transactcall.py checks every field is
-        # copied, in order).
-        return CallOptions(
-            self.niceness,
-            self.doNext,
-            self.doLast,
-            self.consumer,
-            self.asList,
-            self.raw,
-            self.timeout,
-            self.retries,
-            self.stream,
-            self.readOnly,
-            self.after,
-            self.groupSize,
-            record,
-            self.target,
-        )
 
 
 _DEFAULT_OPTIONS = CallOptions()
@@ -320,6 +297,7 @@ class TransactionCall:
         learned: dict[Callable[..., Any], bool] | None = None,
         wrote: dict[Callable[..., Any], bool] | None = None,
         countRows: Callable[[int], object] | None = None,
+        record: CallRecord | None = None,
     ) -> None:
         """
         @param broker: The object C{f} is a method of.
@@ -331,8 +309,11 @@ class TransactionCall:
             if a wrong READ ONLY guess will run the call again.
         @param countRows: Counts the rows a stream hands out, per batch
             (worker threads call it).
+        @param record: The call's record while it is timed or traced (the
+            same one for every attempt), else C{None}.
         """
         self.broker = broker
+        self.record = record
         self._handle = handle
         self.f = f
         self.options = options
@@ -423,7 +404,7 @@ class TransactionCall:
             raise CancelledError(
                 f"{describeCall(self.broker, self.f, args, kw)} was stopped"
             )
-        record = self.options.record
+        record = self.record
         # (Timing, and the call's span made current in this thread.)
         token = None if record is None else record.start()
         canceller.enter(task)
@@ -461,7 +442,7 @@ class TransactionCall:
             raise
         finally:
             canceller.leave()
-            if token is not None:
+            if record is not None and token is not None:
                 record.stop(token)
 
     def _run(
@@ -860,12 +841,10 @@ def _decorate(
                 options = readOnlyDefault
             else:
                 options = dataclasses.replace(options, readOnly=True)
-        # Counted where the call ends, whichever way (sasync._stats).
         stats: CallStats = site.stats
         record = stats.begin(name, options.niceness)
-        if record is not None:
-            options = options.withRecord(record)
-        return stats.watch(name, site.transact(self, f, args, own, options), record)
+        # Counted where the call ends, whichever way (sasync._stats).
+        return site.transact(self, f, args, own, options, name, record)
 
     call.__sasyncTransaction__ = f  # type: ignore[attr-defined]
     call.__sasyncReadOnly__ = readOnly  # type: ignore[attr-defined]

@@ -32,7 +32,6 @@ Replies::
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import pickle
@@ -212,13 +211,8 @@ class BrokerServer(Protocol):
             # The parent's record came as trace context headers: this
             # process's span of the call joins the parent's trace.
             calls = self.broker._calls
-            stats = calls.stats
-            record = stats.begin(name, options.niceness, options.record)
-            if record is not None or options.record is not None:
-                options = dataclasses.replace(options, record=record)
-            d = stats.watch(
-                name, calls.transact(self.broker, f, args, kw, options), record
-            )
+            record = calls.stats.begin(name, options.niceness, options.record)
+            d = calls.transact(self.broker, f, args, kw, options, name, record)
         except BaseException as e:
             self.send(failureReply(rid, e))
             return

@@ -42,6 +42,7 @@ from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
 
 from .._schema import SetupJob
+from .._stats import CallRecord
 from ..connection import DEFAULT_CONNECTIONS
 from ..transact import CallOptions, TransactionCall
 from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Slot, WorkerProcess
@@ -348,19 +349,15 @@ class ProcessPool:
                 f"the arguments of {call.__qualname__} can't be pickled for a"
                 f" worker process: {e}"
             ) from e
-        return ("call", payload, self._wireOptions(call.options))
+        return ("call", payload, self._wireOptions(call.options, call.record))
 
-    def _wireOptions(self, options: CallOptions) -> bytes:
+    def _wireOptions(self, options: CallOptions, record: CallRecord | None) -> bytes:
         # The call options as they travel. Most calls share one options
         # object (no call-time keywords, or a method's readOnly default):
         # its pickle is made once, and the worker process unpickles it once.
         # The parent keeps the timeout, the consumer and the call's record;
         # the rest goes along, and the record's trace context.
-        if (
-            options.consumer is None
-            and options.timeout is None
-            and options.record is None
-        ):
+        if options.consumer is None and options.timeout is None and record is None:
             known = self._optionsSent.get(id(options))
             if known is not None and known[0] is options:
                 return known[1]
@@ -370,7 +367,6 @@ class ProcessPool:
             # (Kept with the object, so that its id isn't reused.)
             self._optionsSent[id(options)] = (options, pickled)
             return pickled
-        record = options.record
         return dumps(
             dataclasses.replace(
                 options,

@@ -198,6 +198,41 @@ class AdmissionTests(SynchronousTestCase):
         reactor.advance(60)
         self.assertEqual(len(worker.received), 3)
 
+    def test_conflictRetriedCountedOnce(self) -> None:
+        """
+        A call whose first attempt conflicts is counted once, where its
+        last attempt ended, with that attempt's outcome; a call refused at
+        once (C{maxPending}) is counted as failed.
+        """
+        broker, reactor, workers = self.makeBroker(
+            SERVER, connections=1, backoff=STEADY, maxPending=1
+        )
+        worker = workers.only
+        d = broker.work(1)
+        worker.fail(failing(retry.SERIALIZATION))
+        stats = broker.stats()
+        self.assertEqual((stats.committed, stats.failed), (0, 0))
+        reactor.advance(1)
+        worker.succeed(3)
+        self.assertEqual(self.successResultOf(d), 3)
+        stats = broker.stats()
+        self.assertEqual((stats.committed, stats.failed), (1, 0))
+        self.assertEqual(dict(stats.retried), {retry.SERIALIZATION: 1})
+        again = broker.work(2)
+        worker.fail(failing(retry.SERIALIZATION))
+        reactor.advance(1)
+        worker.fail(failing(None))
+        self.failureResultOf(again, OperationalError)
+        stats = broker.stats()
+        self.assertEqual((stats.committed, stats.failed), (1, 1))
+        running = [broker.work(3), broker.work(4)]
+        self.failureResultOf(broker.work(5), Overloaded)
+        self.assertEqual(broker.stats().failed, 2)
+        worker.succeed(3)
+        worker.succeed(4)
+        self.assertEqual([self.successResultOf(d) for d in running], [3, 4])
+        self.assertEqual(broker.stats().committed, 3)
+
     def test_sqliteNoDefaultRetries(self) -> None:
         """
         On SQLite (no serializable conflicts), a call without C{retries}

@@ -6,7 +6,6 @@ notes, whether it streams, and refusing COMMIT once stopped.
 
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -104,22 +103,6 @@ def test_splitKeywordsBadValues(
     """
     with pytest.raises(error, match=match):
         splitKeywords(Accepts.of(plain), "plain", kw)
-
-
-def test_withRecordCopiesEveryField() -> None:
-    """
-    L{CallOptions.withRecord} is C{dataclasses.replace(options,
-    record=...)}: every other field is copied (a field added later and
-    left out fails here), and the options it was made from are unchanged.
-    """
-    values = {
-        f.name: object() for f in dataclasses.fields(CallOptions) if f.name != "record"
-    }
-    options = CallOptions(**values)
-    record = object()
-    copy = options.withRecord(record)
-    assert copy == dataclasses.replace(options, record=record)
-    assert copy is not options and options.record is None
 
 
 # Error notes -----------------------------------------------------------------
