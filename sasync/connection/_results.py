@@ -82,9 +82,12 @@ def isCursorResult(result: AnyResult) -> bool:
 
 class RowStream:
     """
-    An iterator over rows that come in batches: C{next()} on it is a C-level
-    call (C{itertools.chain}) that resumes the Python batch generator only
-    once per batch, which matters at a million rows. Worker thread only.
+    An iterator over rows that come in batches, read in C: C{iter()} of it
+    is its C{itertools.chain} of the batches (so that C{islice} and C{for}
+    loops, which call C{iter()} first, run no Python code per row), and its
+    C{__next__} attribute is the chain's own too; either resumes the Python
+    batch generator only once per batch, which matters at a million rows.
+    Worker thread only.
 
     With C{finishItem}, the batches hold the DBAPI's plain tuples and
     C{finishItem} makes each one a C{Row}: AsynQueue calls it in the reactor
@@ -118,8 +121,11 @@ class RowStream:
         self.__next__ = chain.__next__  # type: ignore[method-assign]
         self._chain = chain
 
-    def __iter__(self) -> RowStream:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # The chain, not self: next() on self would run the Python
+        # __next__ below for every row (the type's slot, whatever the
+        # instance attribute says).
+        return self._chain
 
     def __next__(self) -> Any:
         return next(self._chain)

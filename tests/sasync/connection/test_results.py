@@ -4,6 +4,7 @@ Row streams, deterministic (SQLite in memory at most).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -33,6 +34,23 @@ def test_rowStream() -> None:
     assert started.__next__() == 1
     started.close()
     assert cleaned == [True]
+
+
+def test_rowStreamIteratesInC() -> None:
+    """
+    C{iter()} of a RowStream, as C{islice} (the worker's batches) and C{for}
+    loops call it, is its C{itertools.chain}: no Python code runs per row.
+    Read in parts, it goes on where it stopped.
+    """
+
+    def batches() -> Any:
+        yield [1, 2]
+        yield [3]
+
+    stream = RowStream(batches())
+    assert type(iter(stream)) is itertools.chain
+    assert list(itertools.islice(stream, 2)) == [1, 2]
+    assert list(stream) == [3]
 
 
 def test_rowsInTransactionStoppedBeforeCommit() -> None:
