@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from enum import Enum
 from itertools import islice
+from sys import maxsize
 from types import coroutine
 from typing import Any, Generic, TypeVar
 
@@ -35,6 +36,11 @@ Batch = tuple[list[T], bool]
 #: made in a worker and kept for a batch cost the garbage collector more
 #: than making them).
 FINISH_ITEM = "finishItem"
+
+#: L{Deferator.__anext__} hands out an item with no other check while the
+#: buffer holds more than this many (popping one leaves at least two, so no
+#: fetch is due yet); see L{Deferator._fastAbove}.
+_FAST_ABOVE = 2
 
 #: The attribute by which an iterator that a task returns may say (true)
 #: that its items are all in memory already: reading them needs no worker
@@ -318,8 +324,12 @@ class Deferator(Generic[T]):
         self._stop = stop
         self._finishItem = finish
         # How many items at the front of the buffer are finished already
-        # (put back after takeBuffered).
+        # (put back after takeBuffered). Set only with _setFinishedAhead.
         self._finishedAhead = 0
+        # While the buffer holds more items than this, __anext__ takes the
+        # next one at once: _FAST_ABOVE, or maxsize while _finishedAhead
+        # (those items take the careful path, _popBuffered).
+        self._fastAbove = _FAST_ABOVE
         self._source = _Source.EXHAUSTED if fetch is None else _Source.FETCHING
         self._inFlight = 0
         # How many fetches have landed (to tell one that lands at once).
@@ -348,6 +358,10 @@ class Deferator(Generic[T]):
         if self._source not in _OPEN:
             return succeed(None)
         return self._whenDone.wait()
+
+    def _setFinishedAhead(self, n: int) -> None:
+        self._finishedAhead = n
+        self._fastAbove = maxsize if n else _FAST_ABOVE
 
     def _end(self, how: _Source) -> None:
         # The source is exhausted (or failed), or the iteration stopped.
@@ -444,7 +458,8 @@ class Deferator(Generic[T]):
         items = list(buffer)
         buffer.clear()
         if finish is not None:
-            ready, self._finishedAhead = self._finishedAhead, 0
+            ready = self._finishedAhead
+            self._setFinishedAhead(0)
             items[ready:] = map(finish, items[ready:])
         self._lent = len(items)
         self._prefetch()
@@ -460,7 +475,7 @@ class Deferator(Generic[T]):
         self._lent = 0
         self._buffer.extendleft(reversed(items))
         if finished and self._finishItem is not None:
-            self._finishedAhead += len(items)
+            self._setFinishedAhead(self._finishedAhead + len(items))
 
     def lend(self) -> tuple[list[Any], Callable[[Any], T] | None]:
         """
@@ -475,7 +490,7 @@ class Deferator(Generic[T]):
         buffer = self._buffer
         ready = self._finishedAhead
         if ready:
-            self._finishedAhead = 0
+            self._setFinishedAhead(0)
             items = [buffer.popleft() for _ in range(ready)]
             finish = None
         else:
@@ -495,7 +510,7 @@ class Deferator(Generic[T]):
         wasOpen = self._source in _OPEN
         self._source = _Source.STOPPED
         self._buffer.clear()
-        self._finishedAhead = 0
+        self._setFinishedAhead(0)
         if wasOpen and self._stop is not None:
             self._stop()
         self._end(_Source.STOPPED)
@@ -512,7 +527,7 @@ class Deferator(Generic[T]):
         item = buffer.popleft()
         if self._finishItem is not None:
             if self._finishedAhead:
-                self._finishedAhead -= 1
+                self._setFinishedAhead(self._finishedAhead - 1)
             else:
                 item = self._finishItem(item)
         if len(buffer) < 2 and self._source is _Source.FETCHING:
@@ -534,7 +549,7 @@ class Deferator(Generic[T]):
             item = self._buffer.popleft()
             if self._finishItem is not None:
                 if self._finishedAhead:
-                    self._finishedAhead -= 1
+                    self._setFinishedAhead(self._finishedAhead - 1)
                 else:
                     item = self._finishItem(item)
             return item  # type: ignore[no-any-return]
@@ -556,8 +571,16 @@ class Deferator(Generic[T]):
 
     def __anext__(self) -> Awaitable[T]:
         # A buffered item needs no Deferred, and most items of a big
-        # result are buffered when asked for.
-        if self._buffer:
+        # result are buffered when asked for. The hot path, once per item:
+        # with plenty buffered (and none finished already), no fetch is due
+        # and the item only needs finishing.
+        buffer = self._buffer
+        if len(buffer) > self._fastAbove:
+            finish = self._finishItem
+            if finish is None:
+                return _ready(buffer.popleft())
+            return _ready(finish(buffer.popleft()))
+        if buffer:
             return _ready(self._popBuffered())
         return self._anextFetching()
 
