@@ -37,10 +37,10 @@ Batch = tuple[list[T], bool]
 #: than making them).
 FINISH_ITEM = "finishItem"
 
-#: L{Deferator.__anext__} hands out an item with no other check while the
-#: buffer holds more than this many (popping one leaves at least two, so no
-#: fetch is due yet); see L{Deferator._fastAbove}.
-_FAST_ABOVE = 2
+#: While fetching ahead, a fetch is due once the buffer holds no more than
+#: this many items, at least (or as soon as L{Deferator._prefetch} may start
+#: one, if that is sooner); see L{Deferator._levels}.
+_FETCH_AT = 1
 
 #: The attribute by which an iterator that a task returns may say (true)
 #: that its items are all in memory already: reading them needs no worker
@@ -326,10 +326,12 @@ class Deferator(Generic[T]):
         # How many items at the front of the buffer are finished already
         # (put back after takeBuffered). Set only with _setFinishedAhead.
         self._finishedAhead = 0
-        # While the buffer holds more items than this, __anext__ takes the
-        # next one at once: _FAST_ABOVE, or maxsize while _finishedAhead
-        # (those items take the careful path, _popBuffered).
-        self._fastAbove = _FAST_ABOVE
+        # Kept by _levels: a fetch is due (_popBuffered) once the buffer
+        # holds no more than _fetchAt items; while it holds more than
+        # _fastAbove, __anext__ takes the next one at once (maxsize while
+        # _finishedAhead: those items take the careful path).
+        self._fetchAt = _FETCH_AT
+        self._fastAbove = _FETCH_AT + 1
         self._source = _Source.EXHAUSTED if fetch is None else _Source.FETCHING
         self._inFlight = 0
         # How many fetches have landed (to tell one that lands at once).
@@ -361,11 +363,24 @@ class Deferator(Generic[T]):
 
     def _setFinishedAhead(self, n: int) -> None:
         self._finishedAhead = n
-        self._fastAbove = maxsize if n else _FAST_ABOVE
+        self._levels()
+
+    def _levels(self) -> None:
+        # After anything that changes what _prefetch would do: a fetch is
+        # due as soon as _prefetch may start one (one batch used, not only
+        # when the buffer is nearly empty), so that the worker reads the
+        # next batch while this one is used.
+        at = _FETCH_AT
+        if self._source is _Source.FETCHING and self._inFlight < self._fetchDepth:
+            hint = self._batchHint
+            at = max(at, (self._fetchDepth - self._inFlight) * hint - self._lent)
+        self._fetchAt = at
+        self._fastAbove = maxsize if self._finishedAhead else at + 1
 
     def _end(self, how: _Source) -> None:
         # The source is exhausted (or failed), or the iteration stopped.
         self._source = how
+        self._levels()
         self._whenDone.fire()
 
     # Fetching ---------------------------------------------------------------
@@ -376,6 +391,7 @@ class Deferator(Generic[T]):
         """
         if self._source is _Source.FETCHING:
             self._source = _Source.PAUSED
+            self._levels()
 
     def resume(self) -> None:
         """
@@ -383,6 +399,7 @@ class Deferator(Generic[T]):
         """
         if self._source is _Source.PAUSED:
             self._source = _Source.FETCHING
+            self._levels()
             self._prefetch()
 
     def _prefetch(self) -> None:
@@ -424,6 +441,7 @@ class Deferator(Generic[T]):
         self._inFlight += 1
         landed = self._landed
         self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
+        self._levels()
         return self._landed == landed
 
     def _gotBatch(self, batch: Batch[T]) -> None:
@@ -436,6 +454,7 @@ class Deferator(Generic[T]):
             self._buffer.extend(items)
             if exhausted:
                 self._end(_Source.EXHAUSTED)
+        self._levels()
         if self._waiters:
             self._waiters.fire()
 
@@ -462,6 +481,7 @@ class Deferator(Generic[T]):
             self._setFinishedAhead(0)
             items[ready:] = map(finish, items[ready:])
         self._lent = len(items)
+        self._levels()
         self._prefetch()
         return items
 
@@ -476,6 +496,8 @@ class Deferator(Generic[T]):
         self._buffer.extendleft(reversed(items))
         if finished and self._finishItem is not None:
             self._setFinishedAhead(self._finishedAhead + len(items))
+        else:
+            self._levels()
 
     def lend(self) -> tuple[list[Any], Callable[[Any], T] | None]:
         """
@@ -498,6 +520,7 @@ class Deferator(Generic[T]):
             buffer.clear()
             finish = self._finishItem
         self._lent = len(items)
+        self._levels()
         self._prefetch()
         return items, finish
 
@@ -522,7 +545,7 @@ class Deferator(Generic[T]):
 
     def _popBuffered(self) -> T:
         # The next item of the (non-empty) buffer, finished; and a fetch
-        # ahead when the buffer runs low.
+        # ahead when one is due (see _levels).
         buffer = self._buffer
         item = buffer.popleft()
         if self._finishItem is not None:
@@ -530,7 +553,7 @@ class Deferator(Generic[T]):
                 self._setFinishedAhead(self._finishedAhead - 1)
             else:
                 item = self._finishItem(item)
-        if len(buffer) < 2 and self._source is _Source.FETCHING:
+        if len(buffer) <= self._fetchAt and self._source is _Source.FETCHING:
             self._prefetch()
         return item  # type: ignore[no-any-return]
 
