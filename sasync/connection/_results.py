@@ -155,7 +155,13 @@ def _tupleRows(
     # rows can be read as plain tuples, straight from the cursor, and made
     # Rows later, one at a time. Returns (fetch buffered, fetch from the
     # cursor, make a Row), or None if that private API looks otherwise.
-    if type(result) is not CursorResult:
+    if (
+        type(result) is not CursorResult
+        # unique() and the like filter the Rows: only SQLAlchemy's own
+        # fetch applies them.
+        or getattr(result, "_unique_filter_state", None) is not None
+        or getattr(result, "_post_creational_filter", None) is not None
+    ):
         return None
     getter = getattr(result, "_row_getter", None)
     cursor = getattr(result, "cursor", None)

@@ -12,7 +12,12 @@ import sqlalchemy as SA
 from twisted.internet.defer import CancelledError
 
 from sasync.connection import _results as results
-from sasync.connection._results import RowStream, grouped, rowsInTransaction
+from sasync.connection._results import (
+    RowStream,
+    grouped,
+    rowsAfterCommit,
+    rowsInTransaction,
+)
 
 
 def test_rowStream() -> None:
@@ -51,6 +56,23 @@ def test_rowStreamIteratesInC() -> None:
     assert type(iter(stream)) is itertools.chain
     assert list(itertools.islice(stream, 2)) == [1, 2]
     assert list(stream) == [3]
+
+
+def test_uniqueRowsStayUnique() -> None:
+    """
+    A transaction that returns C{result.unique()} streams each row once,
+    across batches too: its rows don't take the plain-tuple path, which
+    would skip SQLAlchemy's filter.
+    """
+    engine = SA.create_engine("sqlite://")
+    try:
+        with engine.connect() as conn:
+            query = "SELECT 1 UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 1"
+            stream = rowsAfterCommit(conn.exec_driver_sql(query).unique(), 1)
+            finish = stream.finishItem or (lambda row: row)
+            assert [tuple(finish(row)) for row in stream] == [(1,), (2,)]
+    finally:
+        engine.dispose()
 
 
 def test_rowsInTransactionStoppedBeforeCommit() -> None:
