@@ -28,6 +28,7 @@ Streaming policy:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -42,6 +43,7 @@ from sqlalchemy.engine import (
     RootTransaction,
     Row,
 )
+from sqlalchemy.engine.result import ResultMetaData
 from twisted.logger import Logger
 
 from ._threadstate import state
@@ -153,8 +155,12 @@ def _tupleRows(
     # (no result processors, filters or row logging), makes a Row of a
     # DBAPI tuple with one C call, its "simple" single-row maker. Then the
     # rows can be read as plain tuples, straight from the cursor, and made
-    # Rows later, one at a time. Returns (fetch buffered, fetch from the
-    # cursor, make a Row), or None if that private API looks otherwise.
+    # Rows later, one at a time. With result processors (or a tuple filter,
+    # columns()), its "interim" maker applies them to a batch, in C, here
+    # in the worker thread, and a Row is made of each processed tuple later
+    # as the simple maker makes one: Row(metadata, None, keys, values).
+    # Returns (fetch buffered, fetch from the cursor, make a Row), or None
+    # if that private API looks otherwise.
     if (
         type(result) is not CursorResult
         # unique() and the like filter the Rows: only SQLAlchemy's own
@@ -166,11 +172,29 @@ def _tupleRows(
     getter = getattr(result, "_row_getter", None)
     cursor = getattr(result, "cursor", None)
     fetchImpl = getattr(result, "_fetchmany_impl", None)
+    if not isinstance(getter, tuple) or len(getter) != 3:
+        return None
+    maker = getattr(getter[0], "__name__", None)
+    interim: Callable[[Any], Any] | None = None
+    if maker == "single_row":
+        # (With row logging, interim is the Row maker itself.)
+        interim = getter[2]
+        metadata = getattr(result, "_metadata", None)
+        keys = getattr(metadata, "_key_to_index", None)
+        if (
+            not callable(interim)
+            or interim is getter[1]
+            or not isinstance(metadata, ResultMetaData)
+            or keys is None
+        ):
+            return None
+        makeRow: Callable[[Any], Any] = functools.partial(Row, metadata, None, keys)
+    elif maker == "single_row_simple":
+        makeRow = getter[0]
+    else:
+        return None
     if (
-        not isinstance(getter, tuple)
-        or len(getter) != 3
-        or getattr(getter[0], "__name__", None) != "single_row_simple"
-        or cursor is None
+        cursor is None
         or not callable(getattr(cursor, "fetchmany", None))
         or not callable(fetchImpl)
         or not callable(getattr(result.cursor_strategy, "handle_exception", None))
@@ -188,7 +212,17 @@ def _tupleRows(
             result.cursor_strategy.handle_exception(result, cursor, e)
             raise
 
-    return fetchImpl, fetchFromCursor, getter[0]
+    if interim is None:
+        return fetchImpl, fetchFromCursor, makeRow
+    process = interim
+
+    def fetchBuffered(size: int) -> Any:
+        return process(fetchImpl(size))
+
+    def fetchProcessed(size: int) -> Any:
+        return process(fetchFromCursor(size))
+
+    return fetchBuffered, fetchProcessed, makeRow
 
 
 def _fetchBatches(result: AnyResult, batchSize: int) -> Iterator[Sequence[Any]]:
