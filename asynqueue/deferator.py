@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from enum import Enum
 from itertools import islice
+from sys import maxsize
 from types import coroutine
 from typing import Any, Generic, TypeVar
 
@@ -35,6 +36,11 @@ Batch = tuple[list[T], bool]
 #: made in a worker and kept for a batch cost the garbage collector more
 #: than making them).
 FINISH_ITEM = "finishItem"
+
+#: While fetching ahead, a fetch is due once the buffer holds no more than
+#: this many items, at least (or as soon as L{Deferator._prefetch} may start
+#: one, if that is sooner); see L{Deferator._levels}.
+_FETCH_AT = 1
 
 #: The attribute by which an iterator that a task returns may say (true)
 #: that its items are all in memory already: reading them needs no worker
@@ -318,8 +324,14 @@ class Deferator(Generic[T]):
         self._stop = stop
         self._finishItem = finish
         # How many items at the front of the buffer are finished already
-        # (put back after takeBuffered).
+        # (put back after takeBuffered). Set only with _setFinishedAhead.
         self._finishedAhead = 0
+        # Kept by _levels: a fetch is due (_popBuffered) once the buffer
+        # holds no more than _fetchAt items; while it holds more than
+        # _fastAbove, __anext__ takes the next one at once (maxsize while
+        # _finishedAhead: those items take the careful path).
+        self._fetchAt = _FETCH_AT
+        self._fastAbove = _FETCH_AT + 1
         self._source = _Source.EXHAUSTED if fetch is None else _Source.FETCHING
         self._inFlight = 0
         # How many fetches have landed (to tell one that lands at once).
@@ -349,9 +361,26 @@ class Deferator(Generic[T]):
             return succeed(None)
         return self._whenDone.wait()
 
+    def _setFinishedAhead(self, n: int) -> None:
+        self._finishedAhead = n
+        self._levels()
+
+    def _levels(self) -> None:
+        # After anything that changes what _prefetch would do: a fetch is
+        # due as soon as _prefetch may start one (one batch used, not only
+        # when the buffer is nearly empty), so that the worker reads the
+        # next batch while this one is used.
+        at = _FETCH_AT
+        if self._source is _Source.FETCHING and self._inFlight < self._fetchDepth:
+            hint = self._batchHint
+            at = max(at, (self._fetchDepth - self._inFlight) * hint - self._lent)
+        self._fetchAt = at
+        self._fastAbove = maxsize if self._finishedAhead else at + 1
+
     def _end(self, how: _Source) -> None:
         # The source is exhausted (or failed), or the iteration stopped.
         self._source = how
+        self._levels()
         self._whenDone.fire()
 
     # Fetching ---------------------------------------------------------------
@@ -362,6 +391,7 @@ class Deferator(Generic[T]):
         """
         if self._source is _Source.FETCHING:
             self._source = _Source.PAUSED
+            self._levels()
 
     def resume(self) -> None:
         """
@@ -369,6 +399,7 @@ class Deferator(Generic[T]):
         """
         if self._source is _Source.PAUSED:
             self._source = _Source.FETCHING
+            self._levels()
             self._prefetch()
 
     def _prefetch(self) -> None:
@@ -410,6 +441,7 @@ class Deferator(Generic[T]):
         self._inFlight += 1
         landed = self._landed
         self._fetch().addCallbacks(self._gotBatch, self._gotFailure)
+        self._levels()
         return self._landed == landed
 
     def _gotBatch(self, batch: Batch[T]) -> None:
@@ -422,6 +454,7 @@ class Deferator(Generic[T]):
             self._buffer.extend(items)
             if exhausted:
                 self._end(_Source.EXHAUSTED)
+        self._levels()
         if self._waiters:
             self._waiters.fire()
 
@@ -444,9 +477,11 @@ class Deferator(Generic[T]):
         items = list(buffer)
         buffer.clear()
         if finish is not None:
-            ready, self._finishedAhead = self._finishedAhead, 0
+            ready = self._finishedAhead
+            self._setFinishedAhead(0)
             items[ready:] = map(finish, items[ready:])
         self._lent = len(items)
+        self._levels()
         self._prefetch()
         return items
 
@@ -460,7 +495,9 @@ class Deferator(Generic[T]):
         self._lent = 0
         self._buffer.extendleft(reversed(items))
         if finished and self._finishItem is not None:
-            self._finishedAhead += len(items)
+            self._setFinishedAhead(self._finishedAhead + len(items))
+        else:
+            self._levels()
 
     def lend(self) -> tuple[list[Any], Callable[[Any], T] | None]:
         """
@@ -475,7 +512,7 @@ class Deferator(Generic[T]):
         buffer = self._buffer
         ready = self._finishedAhead
         if ready:
-            self._finishedAhead = 0
+            self._setFinishedAhead(0)
             items = [buffer.popleft() for _ in range(ready)]
             finish = None
         else:
@@ -483,6 +520,7 @@ class Deferator(Generic[T]):
             buffer.clear()
             finish = self._finishItem
         self._lent = len(items)
+        self._levels()
         self._prefetch()
         return items, finish
 
@@ -495,7 +533,7 @@ class Deferator(Generic[T]):
         wasOpen = self._source in _OPEN
         self._source = _Source.STOPPED
         self._buffer.clear()
-        self._finishedAhead = 0
+        self._setFinishedAhead(0)
         if wasOpen and self._stop is not None:
             self._stop()
         self._end(_Source.STOPPED)
@@ -507,15 +545,15 @@ class Deferator(Generic[T]):
 
     def _popBuffered(self) -> T:
         # The next item of the (non-empty) buffer, finished; and a fetch
-        # ahead when the buffer runs low.
+        # ahead when one is due (see _levels).
         buffer = self._buffer
         item = buffer.popleft()
         if self._finishItem is not None:
             if self._finishedAhead:
-                self._finishedAhead -= 1
+                self._setFinishedAhead(self._finishedAhead - 1)
             else:
                 item = self._finishItem(item)
-        if len(buffer) < 2 and self._source is _Source.FETCHING:
+        if len(buffer) <= self._fetchAt and self._source is _Source.FETCHING:
             self._prefetch()
         return item  # type: ignore[no-any-return]
 
@@ -534,7 +572,7 @@ class Deferator(Generic[T]):
             item = self._buffer.popleft()
             if self._finishItem is not None:
                 if self._finishedAhead:
-                    self._finishedAhead -= 1
+                    self._setFinishedAhead(self._finishedAhead - 1)
                 else:
                     item = self._finishItem(item)
             return item  # type: ignore[no-any-return]
@@ -556,8 +594,16 @@ class Deferator(Generic[T]):
 
     def __anext__(self) -> Awaitable[T]:
         # A buffered item needs no Deferred, and most items of a big
-        # result are buffered when asked for.
-        if self._buffer:
+        # result are buffered when asked for. The hot path, once per item:
+        # with plenty buffered (and none finished already), no fetch is due
+        # and the item only needs finishing.
+        buffer = self._buffer
+        if len(buffer) > self._fastAbove:
+            finish = self._finishItem
+            if finish is None:
+                return _ready(buffer.popleft())
+            return _ready(finish(buffer.popleft()))
+        if buffer:
             return _ready(self._popBuffered())
         return self._anextFetching()
 

@@ -162,19 +162,16 @@ class IterationProducer(Generic[T]):
         # One lent batch to the consumer; whether production goes on.
         write = self.consumer.write
         rest = iter(items)
+        # (map takes one item from rest at a time, finishing it in C: what
+        # is left in rest after a break is exactly what was not written.)
+        source = rest if finish is None else map(finish, rest)
         try:
             # The hot loop: an item at a time, stopping right after the
             # write during which the consumer paused or stopped us.
-            if finish is None:
-                for item in rest:
-                    write(item)
-                    if self._halted:
-                        break
-            else:
-                for item in rest:
-                    write(finish(item))
-                    if self._halted:
-                        break
+            for item in source:
+                write(item)
+                if self._halted:
+                    break
         except Exception:
             # A broken consumer ends the production, with its error.
             self._fail(Failure())  # type: ignore[no-untyped-call]

@@ -28,6 +28,7 @@ Streaming policy:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -42,6 +43,7 @@ from sqlalchemy.engine import (
     RootTransaction,
     Row,
 )
+from sqlalchemy.engine.result import ResultMetaData
 from twisted.logger import Logger
 
 from ._threadstate import state
@@ -82,9 +84,12 @@ def isCursorResult(result: AnyResult) -> bool:
 
 class RowStream:
     """
-    An iterator over rows that come in batches: C{next()} on it is a C-level
-    call (C{itertools.chain}) that resumes the Python batch generator only
-    once per batch, which matters at a million rows. Worker thread only.
+    An iterator over rows that come in batches, read in C: C{iter()} of it
+    is its C{itertools.chain} of the batches (so that C{islice} and C{for}
+    loops, which call C{iter()} first, run no Python code per row), and its
+    C{__next__} attribute is the chain's own too; either resumes the Python
+    batch generator only once per batch, which matters at a million rows.
+    Worker thread only.
 
     With C{finishItem}, the batches hold the DBAPI's plain tuples and
     C{finishItem} makes each one a C{Row}: AsynQueue calls it in the reactor
@@ -118,8 +123,11 @@ class RowStream:
         self.__next__ = chain.__next__  # type: ignore[method-assign]
         self._chain = chain
 
-    def __iter__(self) -> RowStream:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # The chain, not self: next() on self would run the Python
+        # __next__ below for every row (the type's slot, whatever the
+        # instance attribute says).
+        return self._chain
 
     def __next__(self) -> Any:
         return next(self._chain)
@@ -147,18 +155,46 @@ def _tupleRows(
     # (no result processors, filters or row logging), makes a Row of a
     # DBAPI tuple with one C call, its "simple" single-row maker. Then the
     # rows can be read as plain tuples, straight from the cursor, and made
-    # Rows later, one at a time. Returns (fetch buffered, fetch from the
-    # cursor, make a Row), or None if that private API looks otherwise.
-    if type(result) is not CursorResult:
+    # Rows later, one at a time. With result processors (or a tuple filter,
+    # columns()), its "interim" maker applies them to a batch, in C, here
+    # in the worker thread, and a Row is made of each processed tuple later
+    # as the simple maker makes one: Row(metadata, None, keys, values).
+    # Returns (fetch buffered, fetch from the cursor, make a Row), or None
+    # if that private API looks otherwise.
+    if (
+        type(result) is not CursorResult
+        # unique() and the like filter the Rows: only SQLAlchemy's own
+        # fetch applies them.
+        or getattr(result, "_unique_filter_state", None) is not None
+        or getattr(result, "_post_creational_filter", None) is not None
+    ):
         return None
     getter = getattr(result, "_row_getter", None)
     cursor = getattr(result, "cursor", None)
     fetchImpl = getattr(result, "_fetchmany_impl", None)
+    if not isinstance(getter, tuple) or len(getter) != 3:
+        return None
+    maker = getattr(getter[0], "__name__", None)
+    interim: Callable[[Any], Any] | None = None
+    if maker == "single_row":
+        # (With row logging, interim is the Row maker itself.)
+        interim = getter[2]
+        metadata = getattr(result, "_metadata", None)
+        keys = getattr(metadata, "_key_to_index", None)
+        if (
+            not callable(interim)
+            or interim is getter[1]
+            or not isinstance(metadata, ResultMetaData)
+            or keys is None
+        ):
+            return None
+        makeRow: Callable[[Any], Any] = functools.partial(Row, metadata, None, keys)
+    elif maker == "single_row_simple":
+        makeRow = getter[0]
+    else:
+        return None
     if (
-        not isinstance(getter, tuple)
-        or len(getter) != 3
-        or getattr(getter[0], "__name__", None) != "single_row_simple"
-        or cursor is None
+        cursor is None
         or not callable(getattr(cursor, "fetchmany", None))
         or not callable(fetchImpl)
         or not callable(getattr(result.cursor_strategy, "handle_exception", None))
@@ -176,7 +212,17 @@ def _tupleRows(
             result.cursor_strategy.handle_exception(result, cursor, e)
             raise
 
-    return fetchImpl, fetchFromCursor, getter[0]
+    if interim is None:
+        return fetchImpl, fetchFromCursor, makeRow
+    process = interim
+
+    def fetchBuffered(size: int) -> Any:
+        return process(fetchImpl(size))
+
+    def fetchProcessed(size: int) -> Any:
+        return process(fetchFromCursor(size))
+
+    return fetchBuffered, fetchProcessed, makeRow
 
 
 def _fetchBatches(result: AnyResult, batchSize: int) -> Iterator[Sequence[Any]]:

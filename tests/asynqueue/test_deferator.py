@@ -236,6 +236,47 @@ class DeferatorTests(SynchronousTestCase):
         # First batch + its look-ahead item, then two prefetched batches.
         self.assertEqual(source.pulled, 31)
 
+    def test_fetchOnceABatchIsUsed(self) -> None:
+        """
+        The next fetch starts as soon as a batch's worth has been used and
+        the bound allows it (not only once the buffer is nearly empty), so
+        the worker reads it while the rest is used; still no more than
+        three batches held or on their way.
+        """
+        _q, runner, source, dr = self.iterate(100, batchSize=10)
+        self.assertEqual(source.pulled, 31)
+        for _ in range(9):
+            self.successResultOf(next(dr))
+        runner.performAll()
+        self.assertEqual(source.pulled, 31)
+        self.successResultOf(next(dr))
+        runner.performAll()
+        self.assertEqual(source.pulled, 41)
+        for _ in range(9):
+            self.successResultOf(next(dr))
+        runner.performAll()
+        self.assertEqual(source.pulled, 41)
+
+    def test_fetchOnceABatchIsUsedAsyncFor(self) -> None:
+        """
+        The same with C{async for}, whose items come at once while plenty
+        is buffered.
+        """
+        _q, runner, source, dr = self.iterate(100, batchSize=10)
+        got: list[int] = []
+
+        async def take(n: int) -> None:
+            for _ in range(n):
+                got.append(await dr.__anext__())
+
+        self.successResultOf(Deferred.fromCoroutine(take(9)))
+        runner.performAll()
+        self.assertEqual(source.pulled, 31)
+        self.successResultOf(Deferred.fromCoroutine(take(1)))
+        runner.performAll()
+        self.assertEqual(source.pulled, 41)
+        self.assertEqual(got, list(range(10)))
+
     def test_failureMidIteration(self) -> None:
         """
         The items before a failure come first, then the failure once, then

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -132,6 +132,28 @@ class DeferatorFinishTests(SynchronousTestCase):
         dr.putBack(again)
         self.assertEqual([self.successResultOf(d) for d in dr], finished(*range(1, 7)))
         self.assertEqual(source.finished, 7)
+
+    def test_asyncForAfterPutBack(self) -> None:
+        """
+        C{async for} finishes each item once: items put back finished are
+        handed out as they are, even with many buffered behind them (its
+        quick path, taken while plenty is buffered, finishes every item),
+        and the items behind them are finished.
+        """
+        source, dr = self.deferator(20, batch=10)
+        items = dr.takeBuffered()
+        self.assertEqual(items, finished(*range(20)))
+        dr.putBack(items[:3])
+        # Unfinished items behind them (as a fetch would add them).
+        dr._buffer.extend(range(100, 108))
+
+        async def readAll() -> list[Any]:
+            return [item async for item in dr]
+
+        got = self.successResultOf(Deferred.fromCoroutine(readAll()))
+        self.assertEqual(got, finished(0, 1, 2, *range(100, 108)))
+        self.assertIs(got[0], items[0])
+        self.assertEqual(source.finished, 20 + 8)
 
     def test_producer(self) -> None:
         """

@@ -4,6 +4,9 @@ Row streams, deterministic (SQLite in memory at most).
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import itertools
 from typing import Any
 
 import pytest
@@ -11,7 +14,12 @@ import sqlalchemy as SA
 from twisted.internet.defer import CancelledError
 
 from sasync.connection import _results as results
-from sasync.connection._results import RowStream, grouped, rowsInTransaction
+from sasync.connection._results import (
+    RowStream,
+    grouped,
+    rowsAfterCommit,
+    rowsInTransaction,
+)
 
 
 def test_rowStream() -> None:
@@ -33,6 +41,83 @@ def test_rowStream() -> None:
     assert started.__next__() == 1
     started.close()
     assert cleaned == [True]
+
+
+def test_rowStreamIteratesInC() -> None:
+    """
+    C{iter()} of a RowStream, as C{islice} (the worker's batches) and C{for}
+    loops call it, is its C{itertools.chain}: no Python code runs per row.
+    Read in parts, it goes on where it stopped.
+    """
+
+    def batches() -> Any:
+        yield [1, 2]
+        yield [3]
+
+    stream = RowStream(batches())
+    assert type(iter(stream)) is itertools.chain
+    assert list(itertools.islice(stream, 2)) == [1, 2]
+    assert list(stream) == [3]
+
+
+def test_uniqueRowsStayUnique() -> None:
+    """
+    A transaction that returns C{result.unique()} streams each row once,
+    across batches too: its rows don't take the plain-tuple path, which
+    would skip SQLAlchemy's filter.
+    """
+    engine = SA.create_engine("sqlite://")
+    try:
+        with engine.connect() as conn:
+            query = "SELECT 1 UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 1"
+            stream = rowsAfterCommit(conn.exec_driver_sql(query).unique(), 1)
+            finish = stream.finishItem or (lambda row: row)
+            assert [tuple(finish(row)) for row in stream] == [(1,), (2,)]
+    finally:
+        engine.dispose()
+
+
+def test_processedRowsAsTuples() -> None:
+    """
+    Rows with result processors (SQLite's DateTime and Numeric), and those
+    of C{columns()}, cross as plain tuples too, processed already in the
+    worker's thread; the Rows made of them are SQLAlchemy's own.
+    """
+    engine = SA.create_engine("sqlite://")
+    metadata = SA.MetaData()
+    table = SA.Table(
+        "t",
+        metadata,
+        SA.Column("id", SA.Integer),
+        SA.Column("at", SA.DateTime),
+        SA.Column("n", SA.Numeric(10, 2)),
+    )
+    metadata.create_all(engine)
+    try:
+        with engine.begin() as conn:
+            values = [
+                {"id": i, "at": datetime.datetime(2024, 1, 1, 0, 0, i), "n": i / 4}
+                for i in range(5)
+            ]
+            conn.execute(table.insert(), values)
+        with engine.connect() as conn:
+            for columns in ((), (table.c.n, table.c.id)):
+
+                def query(columns: Any = columns) -> Any:
+                    result = conn.execute(SA.select(table))
+                    return result.columns(*columns) if columns else result
+
+                stream = rowsAfterCommit(query(), 2)
+                assert stream.finishItem is not None
+                items = list(stream)
+                assert all(type(item) is tuple for item in items)
+                rows = [stream.finishItem(item) for item in items]
+                expected = list(query())
+                assert rows == expected
+                assert [r._mapping for r in rows] == [r._mapping for r in expected]
+                assert isinstance(rows[1]._mapping["n"], decimal.Decimal)
+    finally:
+        engine.dispose()
 
 
 def test_rowsInTransactionStoppedBeforeCommit() -> None:
