@@ -141,11 +141,12 @@ async def test_cancelFrozenBackend(
         await until(lambda n=n: len(frozen) > n)
         started = time.monotonic()
         d.cancel()
+        # The caller heard at once: cancel() itself failed the Deferred (not
+        # a wall-clock bound, which a loaded machine can overrun).
+        assert d.called
         with pytest.raises(defer.CancelledError):
             await d
-        seconds = time.monotonic() - started
-        assert seconds < MARGIN
-        figures.append(seconds)
+        figures.append(time.monotonic() - started)
         await until(
             lambda n=n: broker._handle.replacedConnections() == n + 1, timeout=15
         )
