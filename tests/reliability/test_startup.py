@@ -7,19 +7,20 @@ and fails every call at once.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import pytest
 import sqlalchemy as SA
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from twisted.internet import reactor, task
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from sasync import AccessBroker, StartupError
 from sasync.retry import NO_CONNECTION, Backoff
 from tests.reliability.cluster import Cluster, _freePort
-from tests.reliability.helpers import FIGURES, Figures, Ledger, pause
+from tests.reliability.helpers import FIGURES, Figures, Ledger, until
 
 #: Short waits, so that the tests don't wait long for a server.
 FAST = Backoff(first=0.01, firstReconnect=0.05, maximum=0.2)
@@ -65,9 +66,12 @@ async def test_startsOnceTheDatabaseComes(
 ) -> None:
     """
     A broker made while its server is down (even with retries=0) starts once
-    the server comes up 1.5 s later: its tables are made, and a call made
-    while it waited runs then. So does one whose start-up begins with a
-    transaction, and its first().
+    the server comes up, after the broker tried to connect several times:
+    its tables are made, and a call made while it waited runs then. So does
+    one whose start-up begins with a transaction, and its first().
+
+    (The server starts once the broker has retried three times, not after a
+    fixed delay, which a loaded machine could spend before the first try.)
     """
     await deferToThread(cluster.stop)
     started = time.monotonic()
@@ -76,23 +80,30 @@ async def test_startsOnceTheDatabaseComes(
     )
     probing = brokers(Probing, clusterURL, startupTimeout=60, backoff=FAST)
     early = broker.write("early")
-    serverUp = task.deferLater(reactor, 1.5, deferToThread, cluster.start)
+
+    async def startOnceRetried() -> None:
+        try:
+            await until(lambda: broker._handle.retries[NO_CONNECTION] >= 3)
+        finally:
+            # (Leave the cluster running, whatever happened.)
+            await deferToThread(cluster.start)
+
+    serverUp = defer.ensureDeferred(startOnceRetried())
     try:
         await broker.waitUntilRunning()
         waited = time.monotonic() - started
     finally:
-        await serverUp  # (Leave the cluster running, whatever happened.)
+        await serverUp
     await early
     await probing.waitUntilRunning()
     assert (probing.probed, probing.firstRan) == (1, True)
     await broker.write("later")
     assert sorted(await broker.tokens()) == ["early", "later"]
-    assert waited >= 1.5
     retried = broker._handle.retries[NO_CONNECTION]
     assert retried >= 3
     FIGURES.append(
         Figures(
-            "broker made 1.5 s before its server",
+            "broker made before its server, which came after 3 retries",
             operations=2,
             faults=1,
             acknowledged=2,
@@ -111,19 +122,27 @@ async def test_noDatabaseEver(driver: str, brokers: Any) -> None:
     out: waiting calls and waitUntilRunning fail with a StartupError that
     says the broker will not run, names the URL without its password and
     keeps the driver's error as its cause; later calls fail at once, and
-    shutdown is quick.
+    shutdown ends.
+
+    (No upper bound on the wall time: a loaded machine may take any time
+    over the connection attempts. The message says the wait ended because
+    startupTimeout ran out, after retries; a wait that never ended would
+    run into the reactorTimeout.)
     """
     url = nowhere(driver)
     started = time.monotonic()
     broker = brokers(Ledger, url, retries=5, startupTimeout=1, backoff=FAST)
     with pytest.raises(StartupError) as info:
         await broker.write("waiting")
-    waited = time.monotonic() - started
-    assert 1.0 <= waited < 1.0 + 2.0
+    assert time.monotonic() - started >= 1.0
     message = str(info.value)
     assert message.startswith(f"Ledger did not start on {driver}://app:")
     assert "s3cret" not in message
-    assert "startupTimeout=1 s" in message
+    assert "the database did not accept connections within startupTimeout=1 s (" in (
+        message
+    )
+    retried = re.search(r"startupTimeout=1 s \((\d+) retries in ", message)
+    assert retried is not None and int(retried[1]) >= 1, message
     assert "will not run" in message
     assert "make a new one once the database accepts connections" in message
     assert "Connection refused" in message
@@ -135,13 +154,12 @@ async def test_noDatabaseEver(driver: str, brokers: Any) -> None:
         lambda: broker.table("t", SA.Column("id", SA.Integer, primary_key=True)),
     ]
     for call in calls:
-        before = time.monotonic()
+        d = call()
+        # Failed at once: before the call returned, with no wait.
+        assert d.called
         with pytest.raises(StartupError, match="will not run"):
-            await call()
-        assert time.monotonic() - before < 0.5
-    before = time.monotonic()
+            await d
     await broker.shutdown()
-    assert time.monotonic() - before < 2.0
 
 
 @pytest.mark.reactorTimeout(60)
@@ -149,22 +167,21 @@ async def test_shutdownStopsTheWait(brokers: Any) -> None:
     """
     shutdown() while the start-up waits for a database ends the wait at the
     next attempt (not after startupTimeout): waiting calls fail with a
-    StartupError saying why.
+    StartupError saying why. (startupTimeout is an hour: a shutdown() that
+    waited it out would run into the reactorTimeout, so no wall-clock bound
+    is needed.)
     """
-    broker = brokers(Ledger, nowhere(), startupTimeout=60, backoff=FAST)
+    broker = brokers(Ledger, nowhere(), startupTimeout=3600, backoff=FAST)
     waiting = broker.write("waiting")
-    await pause(0.3)
-    before = time.monotonic()
+    # The start-up is waiting: it has tried and retried.
+    await until(lambda: broker._handle.retries[NO_CONNECTION] >= 1)
     await broker.shutdown()
-    assert time.monotonic() - before < 2.0
     with pytest.raises(StartupError, match="shutdown\\(\\) was called"):
         await waiting
     # Shut down before its start-up even began: the same.
-    broker = brokers(Ledger, nowhere(), startupTimeout=60, backoff=FAST)
+    broker = brokers(Ledger, nowhere(), startupTimeout=3600, backoff=FAST)
     waiting = broker.write("waiting")
-    before = time.monotonic()
     await broker.shutdown()
-    assert time.monotonic() - before < 2.0
     with pytest.raises(StartupError, match="shutdown\\(\\) was called"):
         await waiting
 
@@ -174,13 +191,12 @@ async def test_otherErrorsFailAtOnce(clusterURL: str, brokers: Any) -> None:
     """
     A start-up error that is not a missing database (a table in a schema
     that does not exist) fails the start-up at once, never retried, with
-    retries and a long startupTimeout.
+    retries and a long startupTimeout (an hour: waiting it out would run
+    into the reactorTimeout).
     """
-    started = time.monotonic()
-    broker = brokers(BadSchema, clusterURL, retries=10, startupTimeout=60)
+    broker = brokers(BadSchema, clusterURL, retries=10, startupTimeout=3600)
     with pytest.raises(StartupError, match="its start-up failed") as info:
         await broker.waitUntilRunning()
-    assert time.monotonic() - started < 5.0
     assert isinstance(info.value.__cause__, ProgrammingError)
     assert "make a new one once this error is fixed: " in str(info.value)
     assert sum(broker._handle.retries.values()) == 0

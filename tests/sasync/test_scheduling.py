@@ -6,7 +6,6 @@ of queued and running transactions, timeouts, shutdown with pending writes.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -161,11 +160,11 @@ async def test_cancelRunning(dbURL: str, brokers: Any) -> None:
         # The sleep runs in the server (on SQLite it starts right after
         # _inside, and the progress handler stops it whenever it started).
         await until(lambda: activeSleeps(dbURL) == 1)
-    started = time.monotonic()
     d.cancel()
+    # At once: cancel() itself failed the Deferred.
+    assert d.called
     with pytest.raises(defer.CancelledError):
         await d
-    assert time.monotonic() - started < 10
     await until(broker._finished.is_set)
     assert await broker.texts() == []
     await broker.note("after")
@@ -181,14 +180,13 @@ async def test_timeoutRunning(dbURL: str, brokers: Any) -> None:
     """
     timeout= on a running transaction interrupts it the same way and fails
     with TaskTimeout at the deadline; the worker rolls back in the
-    background.
+    background. (The sleep is 120 s: a call that failed only once it ended
+    would run into the 90 s reactorTimeout; no wall-clock bound needed.)
     """
     broker = brokers(Journal, dbURL)
     await broker.waitUntilRunning()
-    started = time.monotonic()
     with pytest.raises(TaskTimeout):
-        await broker.noteThenSleep("slow", sleepSQL(dbURL, 30), timeout=0.5)
-    assert time.monotonic() - started < 10
+        await broker.noteThenSleep("slow", sleepSQL(dbURL, 120), timeout=0.5)
     await until(broker._finished.is_set)
     assert await broker.texts() == []
 

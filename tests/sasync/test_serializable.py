@@ -434,15 +434,13 @@ async def test_shutdownCancelsConflictRetries(postgresqlURL: str, brokers: Any) 
     still cancels it once the timeout runs out (its retries are not waited
     out).
     """
-    from twisted.internet import reactor
-
     broker = brokers(AlwaysConflicts, postgresqlURL)
     await broker.waitUntilRunning()
     failures: list[Failure] = []
     broker.collide().addErrback(failures.append)
     # Retried at least once (the retry counter says so), then shut down.
     await until(lambda: broker._handle.retries["serialization failure"] >= 1)
-    started = reactor.seconds()
     await broker.shutdown(timeout=0.5)
-    assert reactor.seconds() - started < 5
+    # Cancelled: a call whose retries were waited out would have failed
+    # with the conflict itself (no wall-clock bound needed).
     assert [f.check(CancelledError) for f in failures] == [CancelledError]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -164,9 +163,9 @@ async def test_sqliteFailsAtOnce(tmp_path: Any, brokers: Any) -> None:
     by default (no server to wait for), with the clear StartupError.
     """
     url = f"sqlite:///{tmp_path}/missing/dir/x.db"
-    started = time.monotonic()
     broker = brokers(LogBroker, url)
     with pytest.raises(StartupError, match="will not run") as info:
         await broker.waitUntilRunning()
-    assert time.monotonic() - started < 1.0
-    assert "startupTimeout=0 s" in str(info.value)
+    # At once: no retry (not a wall-clock bound, which a loaded machine
+    # can overrun).
+    assert "startupTimeout=0 s (0 retries in " in str(info.value)
