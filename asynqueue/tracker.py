@@ -68,15 +68,44 @@ class DeferredTracker:
         d.addBoth(self._observe, key)
         return d
 
+    def hold(self, d: Deferred[Any]) -> None:
+        """
+        Track C{d} without a callback of the tracker's: whoever holds it
+        has one of its own on C{d}, which must call L{release} with C{d}
+        once C{d} fired (one callback less per Deferred tracked). Add that
+        callback before C{d} can fire.
+
+        @raise ValueError: C{d} has fired already.
+        """
+        if d.called:
+            raise ValueError(f"{d!r} has fired: there is nothing to hold")
+        self._pending[id(d)] = d
+
+    def release(self, d: Deferred[Any]) -> None:
+        """
+        C{d}, held with L{hold}, fired: stop tracking it. (Nothing happens
+        if it is not tracked.)
+        """
+        if self._pending.pop(id(d), None) is not None and (
+            self._waitingAny or self._waitingFewer
+        ):
+            self._wake()
+
     def _observed(self, result: object, key: int) -> object:
         # A side observation: hand the result on unchanged.
-        if self._pending.pop(key, None) is not None:
-            # (Most Deferreds fire with nobody waiting: skip the calls then.)
-            if self._waitingAny:
-                self._waitingAny.fire()
-            if self._waitingFewer:
-                self._checkFewer()
+        if self._pending.pop(key, None) is not None and (
+            # (Most Deferreds fire with nobody waiting: skip the call then.)
+            self._waitingAny or self._waitingFewer
+        ):
+            self._wake()
         return result
+
+    def _wake(self) -> None:
+        # A tracked Deferred fired: tell those waiting.
+        if self._waitingAny:
+            self._waitingAny.fire()
+        if self._waitingFewer:
+            self._checkFewer()
 
     def _checkFewer(self) -> None:
         n = len(self._pending)

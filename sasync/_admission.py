@@ -400,9 +400,12 @@ class Admission:
             counted,
             record,
         )
+        # Tracked for shutdown without an observer of the tracker's:
+        # _firstEnded releases it.
+        self._life.hold(task.d)
         if gated:
-            return self._submitWriter(task, guess, options, now, True)
-        return self.submit(task, None, now)
+            return self._submitWriter(task, guess, options, now, False)
+        return self.submit(task, None, now, False)
 
     def _firstEnded(
         self,
@@ -421,33 +424,39 @@ class Admission:
         # The first attempt of a call with the default conflict retries
         # ended (one callback for three things, as each costs every call):
         # its read-only guess learns what it did; a conflict runs it again;
-        # otherwise the call ended here, and is counted.
-        if guess is not None:
-            guess.ended(result, methodMix, task.f)
-        if result.__class__ is Failure:
-            error = result.value
-            reason = None if error is None else retry.retryReason(error)
-            if reason in retry.RETRIED_BY_DEFAULT:
-                # A conflict: retry.Attempts runs the call again (each
-                # retry a new task).
-                attempts = self._newAttempts(
-                    lambda: self._newTask(
-                        owner, f, args, kw, options, True, guess, record=record
-                    ),
-                    lambda task: self._submitWriter(task, guess, options, now, False),
-                    describeCall(owner, f, args, kw),
-                    retry.CONFLICT_RETRIES,
-                    None,
-                    retry.RETRIED_BY_DEFAULT,
-                )
-                # Tracked too: shutdown(timeout=) cancels what is not called
-                # yet, and task.d is (it waits for this one).
-                self.track(attempts.d)
-                # (Counted once its last attempt ended.)
-                return self._counted(attempts.adopt(task, result), counted, record)
-        if counted is not None:
-            self.stats.ended(result, counted, record)
-        return result
+        # otherwise the call ended here, and is counted. (And shutdown stops
+        # waiting for its first task: see _retryingConflicts.)
+        try:
+            if guess is not None:
+                guess.ended(result, methodMix, task.f)
+            if result.__class__ is Failure:
+                error = result.value
+                reason = None if error is None else retry.retryReason(error)
+                if reason in retry.RETRIED_BY_DEFAULT:
+                    # A conflict: retry.Attempts runs the call again (each
+                    # retry a new task).
+                    attempts = self._newAttempts(
+                        lambda: self._newTask(
+                            owner, f, args, kw, options, True, guess, record=record
+                        ),
+                        lambda task: self._submitWriter(
+                            task, guess, options, now, False
+                        ),
+                        describeCall(owner, f, args, kw),
+                        retry.CONFLICT_RETRIES,
+                        None,
+                        retry.RETRIED_BY_DEFAULT,
+                    )
+                    # Tracked too: shutdown(timeout=) cancels what is not called
+                    # yet, and task.d is (it waits for this one).
+                    self.track(attempts.d)
+                    # (Counted once its last attempt ended.)
+                    return self._counted(attempts.adopt(task, result), counted, record)
+            if counted is not None:
+                self.stats.ended(result, counted, record)
+            return result
+        finally:
+            self._life.release(task.d)
 
     def _guessFor(
         self, f: Callable[..., Any], options: CallOptions

@@ -102,7 +102,13 @@ class Lifecycle:
         self._startupDone: Deferred[None] | None = None
         self._waitingTasks: list[tuple[Task[Any], float | None]] = []
         self._runningWaiters = Waiters()
-        self._tracker = DeferredTracker()
+        self._tracker = tracker = DeferredTracker()
+        #: Make shutdown wait until a Deferred fired (as L{track}), where
+        #: the caller has a callback of its own on it that calls
+        #: L{release} (see L{DeferredTracker.hold}: a callback less).
+        self.hold: Callable[[Deferred[Any]], None] = tracker.hold
+        #: A Deferred held with L{hold} fired.
+        self.release: Callable[[Deferred[Any]], None] = tracker.release
         self._drainTimer: Any = None
         # When shutdown's timeout runs out (reactor.seconds()), if given.
         self._drainDeadline: float | None = None

@@ -177,3 +177,47 @@ class DeferredTrackerTests(SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.successResultOf(waiter)
+
+    def test_holdWaitsForRelease(self) -> None:
+        """
+        A held Deferred counts as pending, and those waiting hear only once
+        it is released (the tracker has no callback of its own on it).
+        """
+        d: Deferred[int] = Deferred()
+        self.tracker.hold(d)
+        self.assertEqual(len(self.tracker), 1)
+        self.assertEqual(self.tracker.pending(), [d])
+        allWaiter = self.tracker.deferToAll()
+        anyWaiter = self.tracker.deferToAny()
+        fewer = self.tracker.deferUntilFewer(1)
+        d.callback(5)
+        self.assertNoResult(allWaiter)
+        self.tracker.release(d)
+        self.assertEqual(len(self.tracker), 0)
+        self.successResultOf(allWaiter)
+        self.successResultOf(anyWaiter)
+        self.successResultOf(fewer)
+        self.assertEqual(self.successResultOf(d), 5)
+
+    def test_releaseUntracked(self) -> None:
+        """
+        Releasing a Deferred that is not tracked (or released already)
+        changes nothing.
+        """
+        held: Deferred[None] = Deferred()
+        self.tracker.hold(held)
+        other: Deferred[None] = Deferred()
+        self.tracker.release(other)
+        self.assertEqual(len(self.tracker), 1)
+        held.callback(None)
+        self.tracker.release(held)
+        self.tracker.release(held)
+        self.assertEqual(len(self.tracker), 0)
+
+    def test_holdFired(self) -> None:
+        """
+        A Deferred that fired already cannot be held: nothing would release
+        it.
+        """
+        self.assertRaises(ValueError, self.tracker.hold, succeed(None))
+        self.assertEqual(len(self.tracker), 0)
