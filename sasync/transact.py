@@ -359,6 +359,7 @@ class TransactionCall:
         worker = state.worker
         if worker is None:
             raise RuntimeError("a transaction must run in a sAsync worker thread")
+        handle = self.handle
         task = currentTask()
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
@@ -409,7 +410,7 @@ class TransactionCall:
         token = None if record is None else record.start()
         canceller.enter(task)
         try:
-            return self._run(worker, connection, task, autocommit, args, kw)
+            return self._run(worker, handle, connection, task, autocommit, args, kw)
         except DBAPIError as e:
             if declared and isReadOnlyViolation(e):
                 # The same error type on every database.
@@ -448,6 +449,7 @@ class TransactionCall:
     def _run(
         self,
         worker: Any,
+        handle: EngineHandle,
         connection: Any,
         task: Task[Any] | None,
         autocommit: bool,
@@ -455,7 +457,6 @@ class TransactionCall:
         kw: Any,
     ) -> Any:
         o = self.options
-        handle = self.handle
         stream = self._wantsStream(handle)
         transaction = connection.begin()
         state.connection = connection
@@ -492,10 +493,10 @@ class TransactionCall:
                         # An ORM result loads objects through its session,
                         # which ends with the transaction: read it all now.
                         rows = iter(result.all())
-                        self._commit(connection, transaction, worker, task, autocommit)
+                        self._commit(handle, connection, transaction, worker, task, autocommit)
                     elif (
-                        self.handle.holdIterations
-                        and self.handle.readsWholeAsRows
+                        handle.holdIterations
+                        and handle.readsWholeAsRows
                         and not results.isStreamed(result)
                     ):
                         # The driver has read every row already, as Python
@@ -507,8 +508,8 @@ class TransactionCall:
                         rows = results.rowsInMemory(
                             result, worker.batchSize, self._countRows
                         )
-                        self._commit(connection, transaction, worker, task, autocommit)
-                    elif self.handle.holdIterations:
+                        self._commit(handle, connection, transaction, worker, task, autocommit)
+                    elif handle.holdIterations:
                         handedOver = True
                         cursors = results.takeCursors()
                         self._endTransactionState()
@@ -522,7 +523,7 @@ class TransactionCall:
                             cursors,
                         )
                     else:
-                        self._commit(connection, transaction, worker, task, autocommit)
+                        self._commit(handle, connection, transaction, worker, task, autocommit)
                         rows = results.rowsAfterCommit(
                             result,
                             worker.batchSize,
@@ -536,9 +537,9 @@ class TransactionCall:
             elif isinstance(result, _RESULTS):
                 # A result without rows (INSERT ...) is delivered as it is,
                 # not iterated.
-                self._commit(connection, transaction, worker, task, autocommit)
+                self._commit(handle, connection, transaction, worker, task, autocommit)
                 return AsIs(result)
-            self._commit(connection, transaction, worker, task, autocommit)
+            self._commit(handle, connection, transaction, worker, task, autocommit)
             return result
         except BaseException as e:
             handedOver = False
@@ -585,6 +586,7 @@ class TransactionCall:
 
     def _commit(
         self,
+        handle: EngineHandle,
         connection: Any,
         transaction: Any,
         worker: Any,
@@ -592,7 +594,6 @@ class TransactionCall:
         autocommit: bool,
     ) -> None:
         # Worker thread.
-        handle = self.handle
         if self._guessedReadOnly and retry.inFailedTransaction(
             getattr(worker, "dbapiConnection", None)
         ):

@@ -219,7 +219,7 @@ def commitAs(task: Task[Any]) -> tuple[FakeTransaction, BaseException | None]:
     transaction = FakeTransaction()
     setCurrentTask(task)
     try:
-        call._commit(object(), transaction, object(), task, False)
+        call._commit(call.handle, object(), transaction, object(), task, False)
     except BaseException as e:
         return transaction, e
     finally:
