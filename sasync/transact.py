@@ -493,7 +493,9 @@ class TransactionCall:
                         # An ORM result loads objects through its session,
                         # which ends with the transaction: read it all now.
                         rows = iter(result.all())
-                        self._commit(handle, connection, transaction, worker, task, autocommit)
+                        self._commit(
+                            handle, connection, transaction, worker, task, autocommit
+                        )
                     elif (
                         handle.holdIterations
                         and handle.readsWholeAsRows
@@ -508,7 +510,9 @@ class TransactionCall:
                         rows = results.rowsInMemory(
                             result, worker.batchSize, self._countRows
                         )
-                        self._commit(handle, connection, transaction, worker, task, autocommit)
+                        self._commit(
+                            handle, connection, transaction, worker, task, autocommit
+                        )
                     elif handle.holdIterations:
                         handedOver = True
                         cursors = results.takeCursors()
@@ -523,7 +527,9 @@ class TransactionCall:
                             cursors,
                         )
                     else:
-                        self._commit(handle, connection, transaction, worker, task, autocommit)
+                        self._commit(
+                            handle, connection, transaction, worker, task, autocommit
+                        )
                         rows = results.rowsAfterCommit(
                             result,
                             worker.batchSize,
