@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from asynqueue import Task
 
 from . import retry
-from ._lifecycle import Lifecycle
+from ._lifecycle import Lifecycle, Phase
 from ._protocols import WorkQueue
 from ._readguess import CallGuess, methodMix
 from ._stats import CallRecord, CallStats
@@ -53,6 +53,9 @@ def _stillGuessed(f: Callable[..., Any]) -> bool:
     # item, two floats). A burst of calls made at once is guessed when
     # made; the first of them that write stop the guesses of the rest.
     return methodMix.guess(f, _wrote.get(f))
+
+
+_RUNNING = Phase.RUNNING
 
 
 def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
@@ -105,6 +108,17 @@ class Admission:
         # Whether calls may run READ ONLY by guess (and then pass the gate
         # by): PostgreSQL at SERIALIZABLE (see sasync._readguess).
         self._readersKnown = engine is not None and engine.guessesReadOnly
+        # Whether a call that sets none of its own policies (retries,
+        # timeout) gets the default conflict retries and nothing else from
+        # the broker's: then, while the broker runs, transact() goes
+        # straight to _retryingConflicts (the common case, per call).
+        self._plainRetries = (
+            engine is not None
+            and not spec.isSQLite
+            and spec.retries is None
+            and spec.timeout is None
+            and spec.maxPending is None
+        )
         # Bound once: every call waiting in the queue would hold its own.
         self._countRows = stats.addRows
         self._firstEndedBound = self._firstEnded
@@ -147,6 +161,17 @@ class Admission:
             timed or traced.
         """
         life = self._life
+        if (
+            self._plainRetries
+            and life.phase is _RUNNING
+            and life.accepting
+            and options.retries is None
+            and options.timeout is None
+            and not (options.readOnly and self._replicas is not None)
+        ):
+            # What follows would come to the same, in more steps: not
+            # refused, no replica to route to, no start-up's own work.
+            return self._retryingConflicts(owner, f, args, kw, options, counted, record)
         if life.refusing() and options.target is None:
             return self._counted(
                 fail(
