@@ -58,13 +58,6 @@ def _stillGuessed(f: Callable[..., Any]) -> bool:
 _RUNNING = Phase.RUNNING
 
 
-def _interrupt(task: Task[Any], reactor: Any, reason: BaseException) -> None:
-    # Reactor thread, when a running task is cancelled or times out.
-    worker = task.worker
-    if isinstance(worker, ConnectionWorker):
-        worker.canceller.interrupt(task, reactor)
-
-
 class Admission:
     """
     A broker's calls on their way to its queue.
@@ -122,6 +115,7 @@ class Admission:
         # Bound once: every call waiting in the queue would hold its own.
         self._countRows = stats.addRows
         self._firstEndedBound = self._firstEnded
+        self._interruptBound = self._interrupt
         self._letIn = self._submitLetIn
         self._letInNow = self._submitLetInNow
 
@@ -321,8 +315,14 @@ class Admission:
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
-        task.onInterrupt(functools.partial(_interrupt, task, self._getReactor()))
+        task.onInterrupt(functools.partial(self._interruptBound, task))
         return task
+
+    def _interrupt(self, task: Task[Any], reason: BaseException) -> None:
+        # Reactor thread, when a running task is cancelled or times out.
+        worker = task.worker
+        if isinstance(worker, ConnectionWorker):
+            worker.canceller.interrupt(task, self._getReactor())
 
     def submit(
         self,
@@ -338,7 +338,9 @@ class Admission:
         """
         if track:
             self.track(task.d)
-        if self._life.submit(task, timeout, now):
+        life = self._life
+        # (Lifecycle.submit's answer while the broker runs, without the call.)
+        if life.phase is _RUNNING or life.submit(task, timeout, now):
             target = getattr(task.f, "_handle", None) or self.handle
             return target.submit(task, timeout)
         return task.d
@@ -398,13 +400,13 @@ class Admission:
         # and only if it fails with a conflict does retry.Attempts take over
         # (its Deferred chained into the task's, which shutdown tracks).
         # Each attempt that may write passes the writer gate.
-        guess = self._guessFor(f, options)
+        guess = self._guessFor(f, options) if self._readersKnown else None
         task = self._newTask(
             owner, f, args, kw, options, True, guess, first=True, record=record
         )
         now = self._life.inStartupContext()
         gate = self.gate
-        gated = self._gated(guess, options)
+        gated = gate is not None and self._gated(guess, options)
         if gated and gate is not None:
             # (Before the retry is chained: the gate hears how it ended.)
             gate.watch(task)
