@@ -312,7 +312,9 @@ def _instructions(path: str) -> int:
         for line in f:
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
+    # (A process killed before it exited writes none: under valgrind on a
+    # loaded machine, a worker process can outlast the pool's QUIT_GRACE.)
+    raise RuntimeError(f"no totals in {path} (the process was killed?)")
 
 
 def _syscalls(text: str) -> dict[str, int]:
