@@ -76,7 +76,7 @@ def encode(message: tuple[Any, ...]) -> bytes:
     """
     One message, framed for the wire.
     """
-    if all(type(item) in _PLAIN for item in message):
+    if _PLAIN.issuperset(map(type, message)):
         # (The common case: request and reply bodies are pickled already.)
         data = pickle.dumps(message, PROTOCOL)
     else:
@@ -94,7 +94,7 @@ def decodeFrames(buffer: bytearray) -> Iterator[Any]:
         (n,) = FRAME.unpack_from(buffer)
         if len(buffer) < size + n:
             return
-        message = pickle.loads(bytes(buffer[size : size + n]))
+        message = pickle.loads(buffer[size : size + n])
         del buffer[: size + n]
         yield message
 

@@ -30,6 +30,15 @@ C{./scripts/bench}'s C{select1-sasync}), C{dbapi1-adbapi} and
 C{dbapi1-sasync} (C{SELECT 1} on the raw DB-API cursor, in
 C{runInteraction} and in C{@transact}), and the C{-readcommitted} forms of
 the sAsync ones (C{isolation_level="READ COMMITTED"}, as adbapi runs).
+The C{-processes} forms (C{select1-sasync-processes},
+C{dbapi1-sasync-processes} and their C{-readcommitted} forms) run the broker
+with C{processes=2} (half the connections each): the figures above are the
+parent's (which only sends calls and reads results), and C{--callgrind},
+C{--strace} and C{--bytecodes} also give the worker processes' together
+(C{child...}): callgrind with C{--trace-children=yes}, a file per process;
+strace's lines by process; and a bytecode tracer that
+C{bench/_childtrace/sitecustomize.py} installs in the worker processes, run
+with C{calls} and C{3 * calls} calls, the difference taken.
 A C{burst-} prefix makes all the calls at once (every connection busy) in
 place of one after another. C{dispatch-threadqueue} and
 C{dispatch-deferToThread} need no database: a call of a function that does
@@ -63,12 +72,24 @@ VARIANTS = (
     "dbapi1-adbapi",
     "dbapi1-sasync",
     "dbapi1-sasync-readcommitted",
+    "select1-sasync-processes",
+    "select1-sasync-processes-readcommitted",
+    "dbapi1-sasync-processes",
+    "dbapi1-sasync-processes-readcommitted",
     "burst-dbapi1-adbapi",
     "burst-dbapi1-sasync-readcommitted",
     "dispatch-threadqueue",
     "dispatch-deferToThread",
 )
 WARM = 50
+#: Worker processes of the C{-processes} variants.
+PROCESSES = 2
+#: Put on the worker processes' C{PYTHONPATH} to count their bytecodes.
+_CHILD_TRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_childtrace")
+
+
+def _isProcesses(variant: str) -> bool:
+    return "-processes" in variant
 
 
 def _cpuSeconds() -> float:
@@ -116,32 +137,18 @@ def _adbapi(config: BenchConfig, variant: str, calls: int) -> Any:
 
 
 def _sasync(config: BenchConfig, variant: str, calls: int) -> Any:
-    import sqlalchemy as SA
-
-    from sasync import AccessBroker, transact
-
-    select1 = SA.text("SELECT 1")
-
-    class Broker(AccessBroker):
-        @transact
-        def selectOne(self) -> Any:
-            return self.conn.execute(select1).scalar()
-
-        @transact
-        def dbapiOne(self) -> Any:
-            cursor = self.conn.connection.dbapi_connection.cursor()
-            try:
-                cursor.execute("SELECT 1")
-                return cursor.fetchall()
-            finally:
-                cursor.close()
+    from bench.machinery_broker import MachineryBroker
 
     kw: dict[str, Any] = {"connections": config.concurrency}
+    if _isProcesses(variant):
+        # As many connections in all as in one process.
+        kw["processes"] = PROCESSES
+        kw["connections"] = max(1, config.concurrency // PROCESSES)
     if variant.endswith("-readcommitted"):
         kw["isolation_level"] = "READ COMMITTED"
 
     async def main(reactor: Any) -> dict[str, Any]:
-        broker = Broker(config.url("psycopg2"), **kw)
+        broker = MachineryBroker(config.url("psycopg2"), **kw)
         await broker.waitUntilRunning()
         one = broker.selectOne if "select1" in variant else broker.dbapiOne
         try:
@@ -256,19 +263,24 @@ def child(config: BenchConfig, variant: str, calls: int, top: int = 0) -> None:
         else _sasync
     )
     result = runTwisted(make(config, variant, calls))
+    result["pid"] = os.getpid()
     if _counter is not None:
         sys.settrace(None)
         threading.settrace(None)  # type: ignore[arg-type]
         counts = _counter.counts
         result["bytecodesPerCall"] = sum(counts.values()) / calls
-        for (path, line, name), n in counts.most_common(top):
-            short = path.split("site-packages/")[-1].split("python3.11/")[-1]
-            print(f"{n / calls:8.1f}  {os.path.relpath(short)}:{line}({name})")
+        for key, n in counts.most_common(top):
+            print(f"{n / calls:8.1f}  {_shortName(key)}")
     print(json.dumps(result))
 
 
 def _run(
-    prefix: list[str], config: BenchConfig, variant: str, calls: int
+    prefix: list[str],
+    config: BenchConfig,
+    variant: str,
+    calls: int,
+    env: dict[str, str] | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     # A prefix starting with an option is the child's own (--bytecodes):
     # its output is printed as it is.
@@ -287,8 +299,8 @@ def _run(
         variant,
         str(calls),
     ]
-    out = subprocess.run(command, check=True, capture_output=True, text=True)
-    if options:
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+    if options and not quiet:
         print(out.stdout, end="", flush=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result["stderr"] = out.stderr
@@ -300,7 +312,9 @@ def _instructions(path: str) -> int:
         for line in f:
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
+    # (A process killed before it exited writes none: under valgrind on a
+    # loaded machine, a worker process can outlast the pool's QUIT_GRACE.)
+    raise RuntimeError(f"no totals in {path} (the process was killed?)")
 
 
 def _syscalls(text: str) -> dict[str, int]:
@@ -327,28 +341,133 @@ def _perfCounts(text: str) -> dict[str, float]:
     return counts
 
 
+def _childEnv(bytecodes: str | None = None) -> dict[str, str]:
+    # The environment of a -processes variant: its worker processes count
+    # their bytecodes into the directory C{bytecodes}, if given.
+    env = dict(os.environ)
+    if bytecodes is not None:
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = _CHILD_TRACE + (os.pathsep + path if path else "")
+        env["BENCH_CHILD_BYTECODES"] = bytecodes
+    return env
+
+
+def _perProcess(out: str, parent: int) -> tuple[int, int]:
+    # Callgrind's files out.<pid>: the instructions of the parent process
+    # and those of all the others (the worker processes) together.
+    mine = others = 0
+    directory, name = os.path.split(out)
+    for entry in os.listdir(directory):
+        if entry.startswith(name + "."):
+            n = _instructions(os.path.join(directory, entry))
+            if entry == f"{name}.{parent}":
+                mine += n
+            else:
+                others += n
+    return mine, others
+
+
+_STRACE_LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)$")
+
+
+def _straceByProcess(text: str, parent: int) -> dict[str, dict[str, int]]:
+    """
+    System calls by kind, of the process C{parent} (C{"parent"}) and of all
+    its child processes together (C{"children"}), from C{strace -f}'s output
+    (a line per call, each starting with its thread's ID). A thread belongs
+    to the process whose thread cloned it with C{CLONE_THREAD}; any other
+    clone starts a process.
+    """
+    process: dict[int, int] = {parent: parent}
+    cloning: dict[int, str] = {}
+    counts: dict[str, dict[str, int]] = {"parent": {}, "children": {}}
+    for line in text.splitlines():
+        match = _STRACE_LINE.match(line)
+        if match is None:
+            continue
+        tid = int(match[1])
+        owner = process.setdefault(tid, tid)
+        name = match[3] or match[2]
+        rest = match[4]
+        if match[3]:
+            side = "parent" if owner == parent else "children"
+            counts[side][name] = counts[side].get(name, 0) + 1
+        if name in ("clone", "clone3", "fork", "vfork"):
+            call = cloning.pop(tid, "") + rest
+            if "<unfinished ...>" in rest:
+                cloning[tid] = call
+                continue
+            result = re.search(r"= (\d+)", call)
+            if result is not None:
+                new = int(result[1])
+                process[new] = owner if "CLONE_THREAD" in call else new
+    return counts
+
+
+def _perCall(
+    small: dict[str, int], big: dict[str, int], calls: int
+) -> tuple[float, dict[str, float]]:
+    # System calls per call, in all and by kind, from two runs' counts.
+    perKind = {
+        k: (big.get(k, 0) - small.get(k, 0)) / (2 * calls)
+        for k in set(small) | set(big)
+    }
+    total = perKind.pop("total", sum(perKind.values()))
+    return total, {k: round(v, 2) for k, v in perKind.items() if v >= 0.05}
+
+
+def _prefix(tool: str, out: str, processes: bool) -> list[str]:
+    # The command line a run is made under, for a tool.
+    if tool == "callgrind":
+        if processes:
+            # Each process (the workers too) in its own file, out.<pid>.
+            return [
+                "valgrind",
+                "--tool=callgrind",
+                "--trace-children=yes",
+                f"--callgrind-out-file={out}.%p",
+            ]
+        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    if tool == "strace":
+        # Of a multicore variant, every call, to tell the processes apart.
+        return (
+            ["strace", "-f", "-o", out]
+            if processes
+            else ["strace", "-c", "-f", "-o", out]
+        )
+    if tool == "perf":
+        return ["perf", "stat", "-x,", "-o", out, "-e", _PERF_EVENTS]
+    return []
+
+
 def measure(config: BenchConfig, variant: str, calls: int, tool: str) -> dict[str, Any]:
     """
     One variant's per-call figures: C{tool} is C{"cpu"}, C{"callgrind"},
-    C{"strace"} or C{"perf"}.
+    C{"strace"} or C{"perf"}. Of a C{-processes} variant, the callgrind
+    and strace figures are the parent process's, and the C{child...} ones
+    those of its worker processes together.
     """
+    processes = _isProcesses(variant)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (calls, 3 * calls):
             out = os.path.join(tmp, f"out.{n}")
-            prefix: list[str] = []
-            if tool == "callgrind":
-                prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-            elif tool == "strace":
-                prefix = ["strace", "-c", "-f", "-o", out]
-            elif tool == "perf":
-                prefix = ["perf", "stat", "-x,", "-o", out, "-e", _PERF_EVENTS]
-            result = _run(prefix, config, variant, n)
-            if tool == "callgrind":
+            result = _run(_prefix(tool, out, processes), config, variant, n)
+            if tool == "callgrind" and processes:
+                result["instructions"], result["childInstructions"] = _perProcess(
+                    out, result["pid"]
+                )
+            elif tool == "callgrind":
                 result["instructions"] = _instructions(out)
             elif tool == "strace":
                 with open(out) as f:
-                    result["syscalls"] = _syscalls(f.read())
+                    text = f.read()
+                if processes:
+                    byProcess = _straceByProcess(text, result["pid"])
+                    result["syscalls"] = byProcess["parent"]
+                    result["childSyscalls"] = byProcess["children"]
+                else:
+                    result["syscalls"] = _syscalls(text)
             elif tool == "perf":
                 with open(out) as f:
                     result["perf"] = _perfCounts(f.read())
@@ -362,17 +481,71 @@ def measure(config: BenchConfig, variant: str, calls: int, tool: str) -> dict[st
         per["instructionsPerCall"] = (big["instructions"] - small["instructions"]) / (
             2 * calls
         )
+        if processes:
+            per["childInstructionsPerCall"] = (
+                big["childInstructions"] - small["childInstructions"]
+            ) / (2 * calls)
     if tool == "strace":
-        a, b = small["syscalls"], big["syscalls"]
-        perKind = {
-            k: (b.get(k, 0) - a.get(k, 0)) / (2 * calls) for k in set(a) | set(b)
-        }
-        per["syscallsPerCall"] = perKind.pop("total", sum(perKind.values()))
-        per["syscallKinds"] = {k: round(v, 2) for k, v in perKind.items() if v >= 0.05}
+        per["syscallsPerCall"], per["syscallKinds"] = _perCall(
+            small["syscalls"], big["syscalls"], calls
+        )
+        if processes:
+            per["childSyscallsPerCall"], per["childSyscallKinds"] = _perCall(
+                small["childSyscalls"], big["childSyscalls"], calls
+            )
     if tool == "perf":
         a, b = small["perf"], big["perf"]
         per["perfPerCall"] = {k: (b[k] - a[k]) / (2 * calls) for k in a}
     return per
+
+
+def _childBytecodes(directory: str) -> collections.Counter[tuple[str, int, str]]:
+    # The bytecodes the worker processes wrote (see bench._childtrace).
+    counts: collections.Counter[tuple[str, int, str]] = collections.Counter()
+    for entry in os.listdir(directory):
+        if entry.startswith("bytecodes."):
+            with open(os.path.join(directory, entry)) as f:
+                for path, line, name, n in json.load(f):
+                    counts[path, line, name] += n
+    return counts
+
+
+def _shortName(key: tuple[str, int, str]) -> str:
+    path, line, name = key
+    short = path.split("site-packages/")[-1].split("python3.11/")[-1]
+    return f"{os.path.relpath(short)}:{line}({name})"
+
+
+def bytecodesOfProcesses(
+    config: BenchConfig, variant: str, calls: int, top: int
+) -> None:
+    """
+    Print a C{-processes} variant's bytecodes per call: the parent's (its
+    timed calls, as for the other variants) and then its worker
+    processes' (counted from their start, in runs of C{calls} and
+    C{3 * calls} calls, and the difference taken).
+    """
+    counts = []
+    parent: dict[str, Any] = {}
+    for n in (calls, 3 * calls):
+        with tempfile.TemporaryDirectory() as tmp:
+            options = ["--bytecodes", "--top", str(top if n == calls else 0)]
+            if n == calls:
+                parent = _run(options, config, variant, n, env=_childEnv(tmp))
+            else:
+                # (Its output is the same again: not printed.)
+                _run(options, config, variant, n, env=_childEnv(tmp), quiet=True)
+            counts.append(_childBytecodes(tmp))
+    small, big = counts
+    big.subtract(small)
+    print("-- worker processes, per call", flush=True)
+    for key, n in big.most_common(top):
+        print(f"{n / (2 * calls):8.1f}  {_shortName(key)}")
+    figures = {
+        "bytecodesPerCall": parent.get("bytecodesPerCall"),
+        "childBytecodesPerCall": sum(big.values()) / (2 * calls),
+    }
+    print(json.dumps(figures), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -402,7 +575,12 @@ def main(argv: list[str] | None = None) -> None:
         # calls are counted.
         for variant in args.only.split(","):
             print(f"== {variant}", flush=True)
-            _run(["--bytecodes", "--top", str(args.top)], config, variant, args.calls)
+            if _isProcesses(variant):
+                bytecodesOfProcesses(config, variant, args.calls, args.top)
+            else:
+                _run(
+                    ["--bytecodes", "--top", str(args.top)], config, variant, args.calls
+                )
         return
     tools = ["cpu"]
     if args.callgrind:

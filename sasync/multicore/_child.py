@@ -109,10 +109,16 @@ class BrokerServer(Protocol):
 
     def send(self, message: tuple[Any, ...]) -> None:
         """
-        Queue one message to the parent; what is queued in one reactor turn
-        goes out together at its end, in one system call.
+        Send one message to the parent. While other calls run here, it is
+        queued: what is queued in one reactor turn goes out together at its
+        end, in one system call. A reply with no other call running (nothing
+        else to come this turn) goes out at once, without the turn's timer.
         """
-        self.outgoing.append(encode(message))
+        data = encode(message)
+        if not self.outgoing and not self.calls:
+            self.write(data)
+            return
+        self.outgoing.append(data)
         if len(self.outgoing) == 1:
             self.reactor.callLater(0, self.flush)
 
@@ -122,10 +128,18 @@ class BrokerServer(Protocol):
         not read what came before. (The transport would register for
         writability and write a turn later.)
         """
-        data = memoryview(b"".join(self.outgoing))
+        data = b"".join(self.outgoing)
         self.outgoing.clear()
-        while data:
-            data = data[os.write(self.wireOut, data) :]
+        self.write(data)
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data} to the parent now, blocking only while it has not read
+        what came before.
+        """
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.wireOut, view) :]
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data

@@ -1,0 +1,37 @@
+"""
+The broker L{bench.measure_machinery} calls, at the top level of a module
+so that a worker process of a C{processes=N} broker can import it by name
+(C{bench.measure_machinery} runs as C{__main__}, which it can't).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as SA
+
+from sasync import AccessBroker, transact
+
+_SELECT1 = SA.text("SELECT 1")
+
+
+class MachineryBroker(AccessBroker):
+    """
+    Two transactions of one C{SELECT 1} each: through SQLAlchemy Core and
+    on the raw DB-API cursor.
+    """
+
+    @transact
+    def selectOne(self) -> Any:
+        return self.conn.execute(_SELECT1).scalar()
+
+    @transact
+    def dbapiOne(self) -> Any:
+        dbapi = self.conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute("SELECT 1")
+            return cursor.fetchall()
+        finally:
+            cursor.close()
