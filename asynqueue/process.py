@@ -647,9 +647,15 @@ class ProcessQueue(TaskQueue):
         clock: IReactorTime | None = None,
         reactor: Any = None,
         name: str = "asynqueue-process",
+        warn: bool | None = None,
+        spew: bool | None = None,
+        returnFailure: bool | None = None,
     ) -> None:
         """
         @param n: How many processes; the number of CPU cores by default.
+        @param warn: The original's, deprecated: see L{TaskQueue}.
+        @param spew: The original's, deprecated: see L{TaskQueue}.
+        @param returnFailure: The original's, deprecated: see L{TaskQueue}.
         """
         if n is None:
             n = os.cpu_count() or 1
@@ -661,6 +667,9 @@ class ProcessQueue(TaskQueue):
             typeError=ValueError,
         )
         super().__init__(clock=clock or reactor)
+        if warn is not None or spew is not None or returnFailure is not None:
+            # (Here, not through super(): the warnings point at our caller.)
+            self._originalOptions(warn, spew, returnFailure)
         for i in range(n):
             self.attachWorker(
                 ProcessWorker(

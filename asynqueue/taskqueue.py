@@ -84,27 +84,30 @@ class TaskQueue:
         self, warn: bool | None, spew: bool | None, returnFailure: bool | None
     ) -> None:
         # The original AsynQueue's keywords (see docs/originals.md), each
-        # deprecated: warn=True and spew=True log calls as it did.
+        # deprecated: warn=True and spew=True log calls as it did. Called
+        # by the constructor the caller called (TaskQueue's, or a
+        # subclass's that takes them too), named in the messages.
         # (stacklevel 4: deprecated(), here, __init__, its caller.)
+        cls = type(self).__name__
         for name, value in (
             ("warn", warn),
             ("spew", spew),
             ("returnFailure", returnFailure),
         ):
             if value is not None and not isinstance(value, bool):
-                raise TypeError(f"TaskQueue({name}={value!r}): {name} must be a bool")
+                raise TypeError(f"{cls}({name}={value!r}): {name} must be a bool")
         if returnFailure is not None:
-            deprecated("TaskQueue(returnFailure=...)", _RETURN_FAILURE, 4)
+            deprecated(f"{cls}(returnFailure=...)", _RETURN_FAILURE, 4)
         if warn is not None:
             deprecated(
-                "TaskQueue(warn=...)",
+                f"{cls}(warn=...)",
                 "an errback of your own that logs, if you want failures logged:"
                 " a failed call fails its Deferred, and never stops the reactor",
                 4,
             )
         if spew is not None:
             deprecated(
-                "TaskQueue(spew=...)",
+                f"{cls}(spew=...)",
                 "callbacks of your own that log, if you want every call logged",
                 4,
             )

@@ -31,10 +31,16 @@ class ThreadQueue(TaskQueue):
         clock: IReactorTime | None = None,
         callFromThread: Callable[..., object] | None = None,
         name: str = "asynqueue",
+        warn: bool | None = None,
+        spew: bool | None = None,
+        returnFailure: bool | None = None,
     ) -> None:
         """
         @param n: How many threads.
         @param holdIterations: See L{ThreadWorker}.
+        @param warn: The original's, deprecated: see L{TaskQueue}.
+        @param spew: The original's, deprecated: see L{TaskQueue}.
+        @param returnFailure: The original's, deprecated: see L{TaskQueue}.
         """
         checkNumber(
             n,
@@ -44,6 +50,9 @@ class ThreadQueue(TaskQueue):
             typeError=ValueError,
         )
         super().__init__(clock=clock)
+        if warn is not None or spew is not None or returnFailure is not None:
+            # (Here, not through super(): the warnings point at our caller.)
+            self._originalOptions(warn, spew, returnFailure)
         for i in range(n):
             self.attachWorker(
                 ThreadWorker(
