@@ -1,18 +1,20 @@
 """
 What streaming rows costs the client, per row and per batch, in the two
-forms of workload 3: C{async for} over the Deferator, and C{consumer=}.
-Counts, not times (but for the reactor's idle share, which says whether
-the worker keeps up)::
+forms of workload 3: C{async for} over the Deferator, and C{consumer=}::
 
     python -m bench.measure_stream [--database D] [--rows N] [--bytecodes]
         [--top 20] [--only deferator,consumer]
 
 The database is created, filled with C{--rows} rows, and dropped. Each form
-runs in a child process of its own. Reported per batch: the
-reactor's wake-ups from threads (hand-offs), fetches started, batches that
-landed while none was left in flight (the worker thread idle until the
-reactor asks again), and the producer's pauses and runs; per row, with
-C{--bytecodes}, the bytecodes of each thread.
+runs in a child process of its own, and prints: per batch, the reactor's
+wake-ups from threads (hand-offs), the fetches started, the batches that
+landed with no other fetch on its way (the worker thread idle until the
+reactor asks again), the producer's runs, lends, pauses and resumes; the
+seconds of wall, of CPU (the process's, the reactor thread's), of the
+worker thread in C{BatchTaker.take} (wall and CPU), the reactor's idle
+share, garbage collections by generation; and with C{--bytecodes}, the
+bytecodes per row of all threads, and the functions that run most.
+The counts are deterministic; the seconds vary from run to run.
 """
 
 from __future__ import annotations
@@ -188,15 +190,17 @@ def main(argv: list[str] | None = None) -> None:
     from bench import database
 
     database.createDatabase(config)
-    database.fillStream(config, args.rows)
-    for form in args.only.split(","):
-        print(f"== {form}", flush=True)
-        command = [sys.executable, "-m", "bench.measure_stream", "--database"]
-        command += [args.database, "--top", str(args.top)]
-        command += ["--bytecodes"] if top else []
-        command += ["child", form]
-        subprocess.run(command, check=True)
-    database.dropDatabase(config)
+    try:
+        database.fillStream(config, args.rows)
+        for form in args.only.split(","):
+            print(f"== {form}", flush=True)
+            command = [sys.executable, "-m", "bench.measure_stream", "--database"]
+            command += [args.database, "--top", str(args.top)]
+            command += ["--bytecodes"] if top else []
+            command += ["child", form]
+            subprocess.run(command, check=True)
+    finally:
+        database.dropDatabase(config)
 
 
 if __name__ == "__main__":
