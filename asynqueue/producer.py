@@ -5,7 +5,9 @@ Producing the items of a L{Deferator} to an C{IConsumer}, with backpressure.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from operator import length_hint
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -87,6 +89,11 @@ class IterationProducer(Generic[T]):
         # Inside resumeProducing: a batch landing now must not be written now.
         self._resuming = False
         self._scheduled: IDelayedCall | None = None
+        # While _write writes a batch: the lent items, the iterator over
+        # them, and (once paused or stopped) the items cut off to put back.
+        self._lentItems: list[Any] | None = None
+        self._rest: Iterator[Any] | None = None
+        self._tail: list[Any] | None = None
         if consumer is not None:
             self.registerConsumer(consumer)
 
@@ -160,28 +167,39 @@ class IterationProducer(Generic[T]):
 
     def _write(self, items: list[Any], finish: Callable[[Any], Any] | None) -> bool:
         # One lent batch to the consumer; whether production goes on.
-        write = self.consumer.write
         rest = iter(items)
-        # (map takes one item from rest at a time, finishing it in C: what
-        # is left in rest after a break is exactly what was not written.)
-        source = rest if finish is None else map(finish, rest)
+        # The hot loop runs in C, an item at a time: map takes one item from
+        # rest, finishes it, and writes it. A pause or stop during a write
+        # cuts what rest has not given yet off items (see _cut), which ends
+        # the loop right after that write.
+        self._lentItems, self._rest = items, rest
         try:
-            # The hot loop: an item at a time, stopping right after the
-            # write during which the consumer paused or stopped us.
-            for item in source:
-                write(item)
-                if self._halted:
-                    break
+            deque(
+                map(self.consumer.write, rest if finish is None else map(finish, rest)),
+                maxlen=0,
+            )
         except Exception:
             # A broken consumer ends the production, with its error.
+            self._lentItems = self._rest = self._tail = None
             self._fail(Failure())  # type: ignore[no-untyped-call]
             return False
-        if self._halted:
+        self._lentItems = self._rest = None
+        tail, self._tail = self._tail, None
+        if tail is not None and not self.stopped:
             # Put back what the consumer is not ready for.
-            if not self.stopped:
-                self.deferator.putBack(list(rest), finished=finish is None)
-            return False
-        return True
+            self.deferator.putBack(tail, finished=finish is None)
+        return not self._halted
+
+    def _cut(self) -> None:
+        # Paused or stopped: if inside _write, cut the items not taken yet
+        # off the lent list, so that its loop ends after the current write
+        # (a list iterator stops at the list's end, however short it got).
+        items, rest = self._lentItems, self._rest
+        if items is None or rest is None or self._tail is not None:
+            return
+        taken = len(items) - length_hint(rest)
+        self._tail = items[taken:]
+        del items[taken:]
 
     def _fetched(self, _: None) -> None:
         self._waiting = False
@@ -219,6 +237,7 @@ class IterationProducer(Generic[T]):
                 )
             return
         self.stopped = self._halted = True
+        self._cut()
         if self._scheduled is not None:
             if self._scheduled.active():
                 self._scheduled.cancel()
@@ -248,6 +267,7 @@ class IterationProducer(Generic[T]):
         Stop writing, and stop fetching from the worker.
         """
         self.paused = self._halted = True
+        self._cut()
         self.deferator.pause()
 
     def resumeProducing(self) -> None:

@@ -13,8 +13,8 @@ class CountingConsumer:
     """
     Counts what is written to it and keeps nothing (memory stays bounded).
 
-    @ivar writes: calls to C{write}; C{items} counts list/tuple batches by
-        their length, so a producer writing batches or items counts alike.
+    @ivar writes: calls to C{write}; C{items} counts list batches by their
+        length, so a producer writing batches or items counts alike.
     """
 
     def __init__(self) -> None:
@@ -43,6 +43,10 @@ class CountingConsumer:
         Count one write; for a pull producer, ask for the next.
         """
         self.writes += 1
-        self.items += len(data) if isinstance(data, list) else 1
+        # (Not isinstance: on an item that is no list, a SQLAlchemy Row,
+        # isinstance goes on to look up data.__class__ through the Row's
+        # own __getattribute__, about 0.3 us a row, more than the rest of
+        # the producer and this sink together.)
+        self.items += len(data) if type(data) is list else 1
         if self.streaming is False and self.producer is not None:
             self.producer.resumeProducing()

@@ -52,6 +52,32 @@ class PausingConsumer:
 
 
 @implementer(IConsumer)
+class CallingConsumer:
+    """
+    A consumer that, writing item C{i}, calls its producer as C{calls[i]}
+    says, in order: C{"pause"}, C{"resume"}, C{"stop"}; C{"raise"} raises.
+    """
+
+    def __init__(self, calls: dict[int, list[str]]) -> None:
+        self.calls = calls
+        self.items: list[Any] = []
+        self.producer: Any = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: Any) -> None:
+        self.items.append(data)
+        for call in self.calls.get(data, []):
+            if call == "raise":
+                raise OSError("disk full")
+            getattr(self.producer, f"{call}Producing")()
+
+
+@implementer(IConsumer)
 class BrokenConsumer(ListConsumer):
     """
     A consumer whose write fails on the third item.
@@ -184,6 +210,68 @@ class IterationProducerTests(SynchronousTestCase):
         self.runner.performAll()
         self.assertTrue(source.closed)
         self.assertEqual(consumer.items, [0, 1])
+
+    def test_pauseAtBatchEnds(self) -> None:
+        """
+        A consumer pausing on the last item of every batch gets every item
+        once, in order.
+        """
+        _, dr = self.deferator(100)
+        consumer = PausingConsumer(every=10)
+        producer = IterationProducer(dr, consumer, clock=self.clock)
+        d = producer.run()
+        while not d.called:
+            self.runner.performAll()
+            producer.resumeProducing()
+            self.clock.advance(0)
+        self.assertEqual(consumer.items, list(range(100)))
+
+    def test_pauseAndResumeInOneWrite(self) -> None:
+        """
+        A consumer that pauses and resumes the producer within one write
+        still gets every item once, in order.
+        """
+        _, dr = self.deferator(95)
+        consumer = CallingConsumer(
+            {3: ["pause", "resume"], 17: ["pause", "resume", "pause"]}
+        )
+        producer = IterationProducer(dr, consumer, clock=self.clock)
+        d = producer.run()
+        self.runner.performAll()
+        self.clock.advance(0)
+        self.assertEqual(consumer.items, list(range(18)))
+        producer.resumeProducing()
+        while not d.called:
+            self.clock.advance(0)
+            self.runner.performAll()
+        self.assertEqual(consumer.items, list(range(95)))
+
+    def test_stopInsideWrite(self) -> None:
+        """
+        A consumer that stops the producer in a write gets nothing after
+        that write; the source is closed and the worker freed.
+        """
+        source, dr = self.deferator(100)
+        consumer = CallingConsumer({12: ["stop"]})
+        d = IterationProducer(dr, consumer, clock=self.clock).run()
+        self.assertIs(self.successResultOf(d), consumer)
+        self.runner.performAll()
+        self.clock.advance(0)
+        self.assertTrue(source.closed)
+        self.assertEqual(consumer.items, list(range(13)))
+
+    def test_writeRaisesAfterPause(self) -> None:
+        """
+        A write that pauses the producer, then raises, fails the Deferred
+        with its error and releases the worker.
+        """
+        source, dr = self.deferator(100)
+        consumer = CallingConsumer({4: ["pause", "raise"]})
+        d = IterationProducer(dr, consumer, clock=self.clock).run()
+        self.failureResultOf(d, OSError)
+        self.runner.performAll()
+        self.assertTrue(source.closed)
+        self.assertEqual(consumer.items, list(range(5)))
 
     def test_runOnce(self) -> None:
         """
