@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -393,27 +394,40 @@ class Slot:
     def run(self, task: Task[Any]) -> Deferred[None]:
         """
         Send C{task}'s call to the process (started first if need be).
+
+        @return: fires when the slot is free again.
         """
         freed: Deferred[None] = Deferred()
+        self.give(task, lambda slot, task: freed.callback(None))
+        return freed
+
+    def give(
+        self, task: Task[Any], onFreed: Callable[[Slot, Task[Any]], object]
+    ) -> None:
+        """
+        L{run} without a Deferred, as the parent's queue calls it (one
+        Deferred and its callbacks less per call): C{onFreed(self, task)}
+        is called once, when the slot is free again.
+        """
         process = self.process
         rid = 0
 
         def send(_: None) -> None:
             nonlocal rid
             if task.stopRequested:
-                freed.callback(None)
+                onFreed(self, task)
                 task.fail(Failure(task.stopReason))  # type: ignore[no-untyped-call]
                 return
             rid = process.request(task.payload, handle)
             task.onInterrupt(lambda reason: process.cancel(rid))
 
         def notStarted(failure: Failure) -> None:
-            freed.callback(None)
+            onFreed(self, task)
             task.fail(failure)
 
         def handle(kind: str, body: Any, exhausted: bool) -> None:
             # Free the slot first, then deliver (as ThreadWorker does).
-            freed.callback(None)
+            onFreed(self, task)
             if kind == "failure":
                 # Retried (or not) in the worker process already: not again.
                 with contextlib.suppress(AttributeError):
@@ -430,7 +444,6 @@ class Slot:
             send(None)
         else:
             process.whenReady().addCallbacks(send, notStarted)
-        return freed
 
     def stop(self) -> Deferred[None]:
         """

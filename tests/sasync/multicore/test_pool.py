@@ -146,6 +146,34 @@ class PoolTests(SynchronousTestCase):
         reply(protocol, ("value", rid, pickle.dumps(42, PROTOCOL)))
         assert self.successResultOf(task.d) == 42
 
+    def test_slotGivenWithoutDeferred(self) -> None:
+        """
+        The parent's queue hands a call to a process's slot with give(), no
+        Deferred made per call; the slot is free again (the next queued
+        call goes out) before the reply reaches the caller. run(), for other
+        queues, still returns a Deferred that fires when the slot is free.
+        """
+        protocol, transport = self.started()
+        (slot,) = list(self.pool.queue._workers)
+        assert slot.gives and slot.onFreed is not None
+        first, second = self.call(), self.call()
+        assert [m[0] for m in transport.messages()].count("run") == 1
+        sent: list[int] = []
+        first.d.addCallback(lambda _: sent.append(len(transport.messages())))
+        reply(protocol, ("value", transport.messages()[-1][1], pickle.dumps(1)))
+        # The second call was sent before the first one's caller heard.
+        assert sent == [len(transport.messages())]
+        assert transport.messages()[-1][0] == "run"
+        reply(protocol, ("value", transport.messages()[-1][1], pickle.dumps(2)))
+        assert self.successResultOf(second.d) == 2
+        task: Task[Any] = Task(helperPid)
+        task.payload = self.pool.message(task)
+        freed = slot.worker.run(task)
+        self.assertNoResult(freed)
+        reply(protocol, ("value", transport.messages()[-1][1], pickle.dumps(3)))
+        self.successResultOf(freed)
+        assert self.successResultOf(task.d) == 3
+
     def test_optionsPickledOnce(self) -> None:
         """
         A transaction travels as (method name, arguments) and its call
