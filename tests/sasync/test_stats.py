@@ -192,14 +192,16 @@ async def test_slowTransaction(sqliteURL: str, events: list[dict[str, Any]]) -> 
     finally:
         broker.release.set()
         await broker.shutdown()
-    [slow] = _namespaced(events, "sasync.slow")
-    assert (slow["broker"], slow["method"], slow["outcome"]) == (
-        "MixBroker",
-        "block",
-        "committed",
-    )
+    logged = _namespaced(events, "sasync.slow")
+    # Whatever was logged took at least the threshold (on a loaded machine
+    # the quick call may, too: the log says how long calls took, it does
+    # not promise they were fast); the call held for 0.1 s was logged once.
+    for event in logged:
+        assert event["threshold"] == 0.05
+        assert event["seconds"] >= 0.05, event
+    [slow] = [e for e in logged if e["method"] == "block"]
+    assert (slow["broker"], slow["outcome"]) == ("MixBroker", "committed")
     assert slow["seconds"] >= 0.1
-    assert slow["threshold"] == 0.05
 
 
 def test_slowTransactionChecked() -> None:
