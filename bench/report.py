@@ -23,7 +23,7 @@ from bench.plots import (
 )
 from bench.statements import pgbenchScript
 from bench.targets import TARGETS, check
-from bench.variants import BY_NAME, WORKLOADS
+from bench.variants import BY_NAME, WORKLOADS, Variant
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +77,12 @@ How it measures:
   2 x that many reads are not timed.
 - Reactor/loop lag: a 10 ms periodic call runs alongside each event-loop
   variant; lag is how late it fires (a blocked reactor shows at p99).
+- Client CPU (ORM, SQL and SELECT 1 tables): the CPU time (user and
+  system, every thread) of the variant's own process per unit, median of
+  the runs; the database server's is not in it. Load on the machine moves
+  it far less than wall time. Where the work runs in other processes
+  (worker processes, pgbench, the 2-process sync peer), only the
+  parent's share is shown, or none.
 """
 
 
@@ -93,14 +99,33 @@ def _ratioCell(v: dict[str, Any]) -> str:
     return f"{v['ratio']:.2f}x" if v.get("ratio") is not None else "-"
 
 
+#: Workloads whose tables show the client's CPU per unit: their units
+#: (ops, transactions) cost enough CPU to compare.
+_CPU_COLUMN = frozenset({"orm", "sql", "select1"})
+
+
+def _cpuCell(variant: Variant, v: dict[str, Any]) -> str:
+    # The variant process's CPU per unit, every thread; where work runs in
+    # other processes (worker processes, pgbench), only the parent's.
+    cpu = v.get("cpuUsPerUnit")
+    if cpu is None or cpu < 1:
+        # (Below a microsecond: a parent that only waited for its children.)
+        return "-"
+    return f"{cpu:,.0f}" + (" (parent)" if "x" in variant.connections else "")
+
+
 def workloadTable(summary: dict[str, Any], name: str, memory: bool = False) -> str:
     """
     One workload's markdown table, variants in registry order.
     """
     block = summary[name]
     unit = next(w.unit for w in WORKLOADS if w.name == name)
+    withCpu = name in _CPU_COLUMN
     head = f"| variant | what | conns | median s | {unit}/s | vs ref | lag p50 / p99 ms"
     rule = "|---|---|---|--:|--:|--:|--:"
+    if withCpu:
+        head += f" | client CPU µs per {unit.removesuffix('s')}"
+        rule += "|--:"
     if memory:
         head += " | peak RSS MB | RSS before MB | growth MB"
         rule += "|--:|--:|--:"
@@ -119,6 +144,8 @@ def workloadTable(summary: dict[str, Any], name: str, memory: bool = False) -> s
             _ratioCell(v),
             _lagCell(v),
         ]
+        if withCpu:
+            cells.append(_cpuCell(variant, v))
         if memory:
             growth = rssGrowthMb(v)
             cells += [

@@ -18,6 +18,10 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds": median([r["seconds"] for r in runs]),
         "rates": [round(r["rate"], 1) for r in runs],
     }
+    cpu = [r.get("cpuUsPerUnit") or 0.0 for r in runs]
+    if all(c > 0 for c in cpu):
+        # The variant's own process, every thread (see bench.measure).
+        summary["cpuUsPerUnit"] = median(cpu)
     if all(r.get("peakRssMb") is not None for r in runs):
         summary["peakRssMb"] = median([r["peakRssMb"] for r in runs])
         summary["baselineRssMb"] = median([r.get("baselineRssMb", 0.0) for r in runs])
