@@ -667,9 +667,8 @@ class ProcessQueue(TaskQueue):
             typeError=ValueError,
         )
         super().__init__(clock=clock or reactor)
-        if warn is not None or spew is not None or returnFailure is not None:
-            # (Here, not through super(): the warnings point at our caller.)
-            self._originalOptions(warn, spew, returnFailure)
+        # (Here, not through super(): the warnings point at our caller.)
+        self._originalOptions(warn, spew, returnFailure)
         for i in range(n):
             self.attachWorker(
                 ProcessWorker(

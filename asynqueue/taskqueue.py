@@ -77,8 +77,7 @@ class TaskQueue:
         # Made once: a bound method per submitted task costs.
         self._removedCallback = self._removed
         self._takeBackCallback = self._takeBack
-        if warn is not None or spew is not None or returnFailure is not None:
-            self._originalOptions(warn, spew, returnFailure)
+        self._originalOptions(warn, spew, returnFailure)
 
     def _originalOptions(
         self, warn: bool | None, spew: bool | None, returnFailure: bool | None
@@ -88,6 +87,8 @@ class TaskQueue:
         # by the constructor the caller called (TaskQueue's, or a
         # subclass's that takes them too), named in the messages.
         # (stacklevel 4: deprecated(), here, __init__, its caller.)
+        if warn is None and spew is None and returnFailure is None:
+            return
         cls = type(self).__name__
         for name, value in (
             ("warn", warn),

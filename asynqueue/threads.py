@@ -50,9 +50,8 @@ class ThreadQueue(TaskQueue):
             typeError=ValueError,
         )
         super().__init__(clock=clock)
-        if warn is not None or spew is not None or returnFailure is not None:
-            # (Here, not through super(): the warnings point at our caller.)
-            self._originalOptions(warn, spew, returnFailure)
+        # (Here, not through super(): the warnings point at our caller.)
+        self._originalOptions(warn, spew, returnFailure)
         for i in range(n):
             self.attachWorker(
                 ThreadWorker(
