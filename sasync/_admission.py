@@ -303,13 +303,13 @@ class Admission:
                 guess.readOnly = False
             if not guess.readOnly:
                 call.guess = False
-            elif _wrote.get(f) is not False:
-                # A method seen writing: a guess withdrawn by the time the
-                # call starts sends it back through the gate.
+            else:
+                # A guess withdrawn by the time the call starts (its method
+                # seen writing meanwhile, or writing more often) sends it
+                # back through the gate: it passed the gate by, and must
+                # not run read-write beside the writers let in.
                 call.guess = True
                 call.stillGuessed = functools.partial(_stillGuessed, f)
-            # (A method seen only reading: the worker decides as it starts,
-            # from what the method did by then.)
             if not first:
                 task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine

@@ -11,8 +11,9 @@ guessed again (L{CallGuess}).
 
   - A method seen only reading so far (never writing) is guessed READ
     ONLY; a method not seen yet is not. The call passes the gate by, and
-    its worker decides as it starts, from what the method did by then (as
-    before there were mixed guesses).
+    is checked again as it starts, as below: once one call of a burst
+    made together has written, the rest go back through the gate rather
+    than run read-write beside the writers it let in.
   - A method seen writing is guessed READ ONLY, call by call, while at
     least L{GUESS_SHARE} of its recent calls only read (L{MethodMix}), once
     its writes were counted: one method that reads or writes depending on

@@ -21,6 +21,7 @@ from twisted.internet.defer import (
 )
 from twisted.python.failure import Failure
 
+from asynqueue import currentTask
 from sasync import AccessBroker, retry, transact
 from tests.reliability.helpers import until
 
@@ -208,6 +209,53 @@ async def test_readersRunReadOnly(postgresqlURL: str, brokers: Any) -> None:
     assert await broker.reader() is True
     await broker.table("late", SA.Column("id", SA.Integer, primary_key=True))
     assert await broker.setNameValue("url", "w2")
+
+
+class GateWatchingBroker(GuessBroker):
+    """
+    A method that reads or writes, and notes each of its calls that ran
+    read-write without being let in by the writer gate.
+    """
+
+    ungated: list[str | None]
+
+    @transact
+    def mixed(self, value: str | None) -> None:
+        if not self._readOnly():
+            # Worker thread: the gate's entry for this call's task (a dict
+            # read; the entry stays "running" until the task's Deferred
+            # fires, after this body has returned).
+            gate = self._calls.gate
+            entry = gate._entries.get(currentTask())
+            if entry is None or entry.state != "running":
+                self.ungated.append(value)
+        if value is not None:
+            self.conn.execute(self.url.insert().values(value=value))
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_guessedCallsThatWritePassTheGate(
+    postgresqlURL: str, brokers: Any
+) -> None:
+    """
+    PostgreSQL: calls made at once of a method seen only reading pass the
+    writer gate by, guessed READ ONLY; once one of them writes, the rest
+    run read-write only after the gate has let them in (a withdrawn guess),
+    never beside the writers it let in. (They used to run read-write as
+    they started, with the gate bypassed: serialization conflicts it is
+    there to prevent.)
+    """
+    broker = brokers(GateWatchingBroker, postgresqlURL, connections=2, writers=1)
+    broker.ungated = []
+    await broker.mixed(None)
+    await broker.mixed(None)
+    values = [f"g{i}" if i % 2 == 0 else None for i in range(16)]
+    await gatherResults([broker.mixed(value) for value in values])
+    assert broker.ungated == []
+    counts = await broker.valueCounts()
+    assert {v: counts[v] for v in values if v} == {v: 1 for v in values if v}
+    retried = broker.stats().retried
+    assert retried.get("a read-only guess withdrawn before the transaction began")
 
 
 async def test_readOnlyGuessSetOnce(
