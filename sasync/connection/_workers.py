@@ -11,6 +11,8 @@ thread may only ask the L{Canceller} to interrupt it.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import select
 import socket
 from collections.abc import Callable
@@ -51,6 +53,34 @@ _MODE_STATEMENTS = {
 }
 
 
+class _PollFD(ctypes.Structure):
+    """
+    C's C{struct pollfd}.
+    """
+
+    _fields_ = [
+        ("fd", ctypes.c_int),
+        ("events", ctypes.c_short),
+        ("revents", ctypes.c_short),
+    ]
+
+
+def _libcPoll() -> Any:
+    # The C library's poll() through ctypes.PyDLL, which keeps the GIL
+    # across the call: with a zero timeout it never blocks. None where
+    # there is none to load (then select.poll serves).
+    try:
+        poll = ctypes.PyDLL(None).poll
+    except Exception:
+        return None
+    poll.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int]
+    poll.restype = ctypes.c_int
+    return poll
+
+
+_LIBC_POLL = _libcPoll()
+
+
 class SocketWatch:
     """
     Tells whether the server has closed (or is closing) a connection, by
@@ -64,16 +94,32 @@ class SocketWatch:
     C{ErrorResponse}, always FATAL there; MySQL/MariaDB: an error packet).
     Anything else (a PostgreSQL C{ParameterStatus} after a configuration
     reload, the rest of an unbuffered MySQL result) is left to the driver.
+
+    The poll keeps the GIL (see L{holdsGIL}): C{select.poll} lets it go
+    around the system call, and a worker thread then waits to get it back
+    while other threads run Python, up to the switch interval (5 ms by
+    default), twice per transaction.
+
+    @ivar holdsGIL: Whether L{poll} keeps the GIL (the C library's
+        C{poll()} could be loaded through C{ctypes}); else it is
+        C{select.poll}'s.
     """
 
     def __init__(self, fd: int, dialectName: str) -> None:
         self.fd = fd
         self.dialectName = dialectName
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN | select.POLLPRI)
-        #: C{poll(0)}: a non-empty list if the socket is readable (or
-        #: closed): only then need L{serverClosed} look closer.
-        self.poll = self._poll.poll
+        #: C{poll(0)}: true if the socket is readable (or closed): only
+        #: then need L{serverClosed} look closer.
+        self.poll: Callable[[int], object]
+        if _LIBC_POLL is not None:
+            self._pollFD = _PollFD(fd, select.POLLIN | select.POLLPRI, 0)
+            self.poll = functools.partial(_LIBC_POLL, ctypes.addressof(self._pollFD), 1)
+            self.holdsGIL = True
+        else:
+            fallback = select.poll()
+            fallback.register(fd, select.POLLIN | select.POLLPRI)
+            self.poll = fallback.poll
+            self.holdsGIL = False
 
     @classmethod
     def of(cls, dbapiConnection: Any, dialectName: str) -> SocketWatch | None:
@@ -88,7 +134,7 @@ class SocketWatch:
         """
         Whether the server has closed, or is closing, the connection.
         """
-        if not self._poll.poll(0):
+        if not self.poll(0):
             return False
         try:
             # A duplicate of the descriptor, closed right after.

@@ -6,11 +6,14 @@ C{IWorker}, and its socket watch notices a connection the server closed.
 from __future__ import annotations
 
 import socket
+import sys
 
+import pytest
 import sqlalchemy as SA
 from zope.interface.verify import verifyObject
 
 from asynqueue import IWorker
+from sasync.connection import _workers
 from sasync.connection._workers import SocketWatch
 
 
@@ -39,12 +42,17 @@ def test_connectionWorkerIsAWorker() -> None:
     engine.dispose()
 
 
-def test_serverClosedNoticed() -> None:
+@pytest.mark.parametrize("libcPoll", [True, False])
+def test_serverClosedNoticed(libcPoll: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """
     The socket watch says nothing while the peer is quiet or sends what a
     driver handles itself (a PostgreSQL ParameterStatus), and tells once
-    the peer sends an error message or closes the connection.
+    the peer sends an error message or closes the connection: through the
+    C library's poll() (which keeps the GIL) and through select.poll,
+    where that can't be loaded.
     """
+    if not libcPoll:
+        monkeypatch.setattr(_workers, "_LIBC_POLL", None)
 
     class FakeConnection:
         def __init__(self, sock: socket.socket) -> None:
@@ -78,3 +86,23 @@ def test_serverClosedNoticed() -> None:
     finally:
         ours.close()
     assert SocketWatch.of(object(), "sqlite") is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's poll()")
+def test_watchKeepsTheGIL() -> None:
+    """
+    On Linux the socket watch polls with the GIL held (C{select.poll}
+    lets it go around the system call, and a worker thread then waits for
+    it behind the threads running Python: see the benchmark's system call
+    counts), and still sees the socket turn readable.
+    """
+    ours, theirs = socket.socketpair()
+    try:
+        watch = SocketWatch(ours.fileno(), "postgresql")
+        assert watch.holdsGIL
+        assert not watch.poll(0)
+        theirs.sendall(b"E")
+        assert watch.poll(0)
+    finally:
+        ours.close()
+        theirs.close()
