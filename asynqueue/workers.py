@@ -34,6 +34,7 @@ from .deferator import (
 )
 from .errors import WorkerError
 from .interfaces import IWorker
+from .mailbox import mailboxFor
 from .task import Task, setCurrentTask
 from .task import _local as _taskLocal
 
@@ -91,7 +92,8 @@ class ThreadWorker:
         @param runner: Where jobs run; a new L{JobThread} by default (tests
             pass a L{MemoryJobRunner}).
         @param callFromThread: How the thread hands results to the reactor;
-            the reactor's C{callFromThread} by default.
+            by default the C{post} of the reactor's L{Mailbox
+            <asynqueue.mailbox.Mailbox>}, which every such worker shares.
         @param batchSize: How many items of an iteration one fetch takes.
         @raise ValueError: C{batchSize} is less than 1 (C{TypeError}: not
             an int).
@@ -143,7 +145,9 @@ class ThreadWorker:
     @property
     def _callFromThread(self) -> Callable[..., object]:
         if self._callFromThreadGiven is None:
-            self._callFromThreadGiven = globalReactor().callFromThread
+            # Shared with every other worker of this reactor's: results
+            # that arrive together wake the reactor once.
+            self._callFromThreadGiven = mailboxFor(globalReactor()).post
         return self._callFromThreadGiven
 
     def holdChanged(self, held: bool) -> None:

@@ -85,6 +85,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 
 from asynqueue import checkNumber, follow, globalReactor
+from asynqueue.mailbox import mailboxFor
 from asynqueue.task import Task, currentTask
 from asynqueue.taskqueue import TaskQueue
 from asynqueue.workers import JobThread
@@ -494,7 +495,7 @@ class EngineHandle:
             clock=self._reactor,
             callFromThread=None
             if self._reactor is None
-            else self._reactor.callFromThread,
+            else mailboxFor(self._reactor).post,
         )
         return cast("ConnectionWorker", worker)
 

@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from asynqueue.mailbox import mailboxFor
 from sasync import AccessBroker, _tracing, retry, transact
 from sasync._admission import _wrote
 from sasync._lifecycle import SHUTDOWN_GRACE
@@ -83,6 +84,26 @@ class AdmissionTests(SynchronousTestCase):
         broker, _, workers = self.makeBroker(SERVER, connections=3)
         self.assertEqual(len(workers.made), 3)
         self.assertEqual(list(broker._handle.queue.workers), workers.made)
+
+    def test_workersShareTheReactorsMailbox(self) -> None:
+        """
+        The connection workers hand results to the reactor through its one
+        mailbox, so that results arriving together wake it once.
+        """
+        given: list[Any] = []
+        workers = Workers()
+
+        def createWorker(engine: Any, **kw: Any) -> Any:
+            given.append(kw["callFromThread"])
+            return workers(engine, **kw)
+
+        reactor = FakeReactor()
+        broker = Broker(
+            SERVER, reactor=reactor, createWorker=createWorker, connections=3
+        )
+        reactor.advance(0)
+        self.addCleanup(self.shutDown, broker, reactor, workers)
+        self.assertEqual(given, [mailboxFor(reactor).post] * 3)
 
     def test_createWorkerChecked(self) -> None:
         """
