@@ -103,6 +103,8 @@ TARGETS = [
     # default SERIALIZABLE, is measured beside it).
     Target(21, "sql-sasync-dbapi-readcommitted", "ratio", 1.0, "sql-adbapi"),
     Target(21, "sql-sasync", "ratio", 0.85, "sql-adbapi"),
+    # The same, like with like: Core text() at adbapi's READ COMMITTED.
+    Target(21, "sql-sasync-readcommitted", "ratio", 0.85, "sql-adbapi"),
     Target(21, "select1-sasync", "ratio", 1.0, "select1-adbapi"),
     # Two cores: Core text() under processes=2 no slower than one process.
     Target(21, "sql-sasync-processes", "ratio", 1.0, "sql-sasync"),
