@@ -329,7 +329,10 @@ class TaskQueue:
         heapq.heappush(self._heap, (band, rank, sequence, task))
         if workers.aheadCount and not workers.idle:
             self._takeBackWorse(task)
-        self._dispatch()
+        if workers.idle or workers.spare:
+            # (With no free worker, _dispatch would start nothing, detach
+            # no idle worker, and find the queue not drained: a task waits.)
+            self._dispatch()
         return task.d
 
     def update(
@@ -416,7 +419,7 @@ class TaskQueue:
         if workers.detachingCount:
             for slot in list(idle):
                 self._maybeDetach(slot)
-        if self._drained:
+        if self._drained.waiting:
             self._checkDrained()
 
     def _dispatchConstrained(self) -> bool:
@@ -486,7 +489,7 @@ class TaskQueue:
                 # current ones start sooner here.
                 for ahead in workers.givenAhead():
                     self._takeBack(ahead)
-        if self._heap or workers.detachingCount or self._drained:
+        if self._heap or workers.detachingCount or self._drained.waiting:
             self._dispatch()
 
     def _takeBack(self, task: Task[Any]) -> bool:
@@ -545,7 +548,7 @@ class TaskQueue:
         return d
 
     def _checkDrained(self) -> None:
-        if self._drained and not self._running and not self._queued:
+        if self._drained.waiting and not self._running and not self._queued:
             self._drained.fire()
 
     def shutdown(self) -> Deferred[None]:
