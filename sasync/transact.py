@@ -364,23 +364,26 @@ class TransactionCall:
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
         wrote = None if declared else self._wrote
-        guess, still = self.guess, self.stillGuessed
-        if guess and wrote is not None and still is not None and not still():
-            # Guessed when made (it passed the writer gate by), but calls
-            # that ended since show its method writing: back to the gate.
-            withdrawn = retry.GuessWithdrawn(
-                f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
-            )
-            retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
-            raise withdrawn
-        # PostgreSQL SERIALIZABLE: a method seen only reading (or guessed so,
-        # call by call) runs READ ONLY, so it can't take part in
-        # serialization failures.
-        readOnly = wrote is not None and (
-            wrote.get(self.f) is False if guess is None else guess
-        )
-        if readOnly:
-            self._guessedReadOnly = True
+        readOnly = False
+        if wrote is not None:
+            guess = self.guess
+            if guess:
+                still = self.stillGuessed
+                if still is not None and not still():
+                    # Guessed when made (it passed the writer gate by), but
+                    # calls that ended since show its method writing: back
+                    # to the gate.
+                    withdrawn = retry.GuessWithdrawn(
+                        f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
+                    )
+                    retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
+                    raise withdrawn
+            # PostgreSQL SERIALIZABLE: a method seen only reading (or guessed
+            # so, call by call) runs READ ONLY, so it can't take part in
+            # serialization failures.
+            readOnly = wrote.get(self.f) is False if guess is None else guess
+            if readOnly:
+                self._guessedReadOnly = True
         self._readOnlyRun = declared or readOnly
         try:
             # (Set to the mode wanted at once: no undo-and-redo per call.)
@@ -392,7 +395,11 @@ class TransactionCall:
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
         # Read now, once: after a failure the DBAPI connection may be closed.
-        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+        dbapiConnection = getattr(worker, "dbapiConnection", None)
+        autocommit = getattr(dbapiConnection, "autocommit", None)
+        if autocommit.__class__ is not bool:
+            # (A bool there, psycopg's and most drivers', is the answer.)
+            autocommit = retry.isAutocommit(dbapiConnection)
         if task is not None and (
             task.stopRequested
             or (
