@@ -342,6 +342,16 @@ class TransactionCall:
 
     def _wantsStream(self, handle: EngineHandle | None = None) -> bool:
         o = self.options
+        learned = self._learned
+        if (
+            o.stream is None
+            and learned is not None
+            and learned.get(self.f) is False
+            and self.f not in ALWAYS_STREAM
+        ):
+            # (The common case, a method seen returning no rows: what
+            # follows would say no too.)
+            return False
         if handle is None:
             handle = self.handle
         if o.asList or o.raw or handle.isSQLite or not handle.supportsStreaming:
@@ -350,16 +360,18 @@ class TransactionCall:
             return o.stream
         if not handle.streamsByDefault:
             return False
-        if self._learned is None or self.f in ALWAYS_STREAM:
+        if learned is None or self.f in ALWAYS_STREAM:
             return True
         # Stream unless this method was seen returning something else.
-        return self._learned.get(self.f, True)
+        return learned.get(self.f, True)
 
     def __call__(self, *args: Any, **kw: Any) -> Any:
         worker = state.worker
         if worker is None:
             raise RuntimeError("a transaction must run in a sAsync worker thread")
-        handle = self.handle
+        handle = self._handle
+        if handle is None:
+            handle = self.handle  # (It raises.)
         task = currentTask()
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
@@ -614,7 +626,7 @@ class TransactionCall:
             # would roll back in silence. Run it again, read-write.
             raise retry.SwallowedError(f"{self.__qualname__}: {retry.SWALLOWED}")
         lookUp = (
-            bool(self.options.retries)
+            self.options.retries  # (None or 0: no retries, no lookup.)
             and not autocommit
             and handle.dialectName == "postgresql"
             # A READ ONLY transaction has no ID to look up (the server
