@@ -84,23 +84,25 @@ class Waiters:
     failed by L{fail}). A cancelled one just stops waiting.
     """
 
-    __slots__ = ("_waiting",)
+    __slots__ = ("waiting",)
 
     def __init__(self) -> None:
-        self._waiting: list[Deferred[None]] = []
+        #: The Deferreds waiting (read it, don't change it): a plain list,
+        #: whose truth callers on hot paths test without calling L{__len__}.
+        self.waiting: list[Deferred[None]] = []
 
     def __len__(self) -> int:
         """
         How many are waiting.
         """
-        return len(self._waiting)
+        return len(self.waiting)
 
     def wait(self) -> Deferred[None]:
         """
         @return: a Deferred that fires (with C{None}) at the next L{fire}.
         """
         d: Deferred[None] = Deferred(self._forget)
-        self._waiting.append(d)
+        self.waiting.append(d)
         return d
 
     def fire(self) -> None:
@@ -108,7 +110,7 @@ class Waiters:
         Fire every waiting Deferred (those that start waiting meanwhile wait
         for the next call).
         """
-        waiting, self._waiting = self._waiting, []
+        waiting, self.waiting = self.waiting, []
         for d in waiting:
             d.callback(None)
 
@@ -116,13 +118,13 @@ class Waiters:
         """
         Fail every waiting Deferred with C{failure}.
         """
-        waiting, self._waiting = self._waiting, []
+        waiting, self.waiting = self.waiting, []
         for d in waiting:
             d.errback(failure)
 
     def _forget(self, d: Deferred[None]) -> None:
-        if d in self._waiting:
-            self._waiting.remove(d)
+        if d in self.waiting:
+            self.waiting.remove(d)
 
 
 # Arguments -------------------------------------------------------------------

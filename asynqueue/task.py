@@ -75,6 +75,9 @@ class TaskDeferred(Deferred[T]):
     """
 
     task: Task[T] | None = None
+    #: Set when the task's L{Task.onEnded} answered with a Deferred: this
+    #: one fires as that one does, and cancelling this cancels that.
+    following: Deferred[T] | None = None
 
     def cancel(self) -> None:
         """
@@ -84,6 +87,11 @@ class TaskDeferred(Deferred[T]):
         and short of its point of no return, or if cancelled a second time).
         """
         if not self.called:
+            following = self.following
+            if following is not None:
+                # The task has ended: what this waits for is stopped.
+                following.cancel()
+                return
             task = self.task
             if task is not None:
                 task.stopEarly(CancelledError(f"{task.info} was cancelled"))
@@ -236,6 +244,14 @@ class Task(Generic[T]):
     #: one (see ThreadWorker.takesAhead): puts it back in the queue if the
     #: worker has not started it yet.
     _takeBack: Callable[[Task[Any]], object] | None = None
+    #: Set by whoever makes the task: C{onEnded(task, outcome)} is called
+    #: once, in the reactor thread, right before L{d} fires, with the value
+    #: or L{Failure} it would fire with; L{d} fires with what it returns
+    #: instead (if that is a Deferred, with what that fires with: L{d}
+    #: waits for it, and cancelling L{d} cancels it). What a first callback
+    #: on L{d} would do, without the Deferred's callback machinery (a
+    #: task is made per call).
+    onEnded: Callable[[Task[Any], Any], Any] | None = None
 
     def __lt__(self, other: Task[Any]) -> bool:
         return self.sortKey < other.sortKey
@@ -467,7 +483,8 @@ class Task(Generic[T]):
 
     def fail(self, failure: Failure) -> None:
         """
-        For workers: the call raised; C{failure} holds the exception.
+        For workers: the call raised; C{failure} holds the exception. (Also
+        for whoever fails a task that will never reach a queue.)
         """
         self.state = TaskState.DONE
         if self._waiting:
@@ -527,6 +544,17 @@ class Task(Generic[T]):
             else:
                 with _interruptLock:
                     self._interrupters = ()
+        ended = self.onEnded
+        if ended is not None:
+            try:
+                result = ended(self, result)
+            except BaseException:
+                # (As a callback's exception would: the caller gets it.)
+                result = Failure()  # type: ignore[no-untyped-call]
+            if isinstance(result, Deferred):
+                d.following = result
+                result.chainDeferred(d)
+                return
         if isinstance(result, Failure):
             d.errback(result)
         else:

@@ -61,7 +61,8 @@ class TaskQueue:
         # Entries are Task.sortKey (band, rank, sequence) and the task:
         # compared in C, never reaching the task. Cancelled tasks stay
         # until popped (lazy removal).
-        self._heap: list[tuple[int, int, int, Task[Any]]] = []
+        # (sort key, task): keys are unique, so tasks are never compared.
+        self._heap: list[tuple[tuple[int, int, int], Task[Any]]] = []
         #: How many tasks in the heap are still QUEUED.
         self._queued = 0
         # What we know of the workers: a slot each, and free lists.
@@ -207,7 +208,7 @@ class TaskQueue:
         if done is None or slot.load or not slot.attached:
             return
         worker = slot.worker
-        if any(e[3].pinnedTo is worker and e[3].state is _QUEUED for e in self._heap):
+        if any(e[1].pinnedTo is worker and e[1].state is _QUEUED for e in self._heap):
             return
         self._workers.remove(slot)
         worker.stop().chainDeferred(done)
@@ -325,11 +326,13 @@ class TaskQueue:
                 self._start(free[-1], task)
                 return task.d
         self._queued += 1
-        band, rank, sequence = task.sortKey
-        heapq.heappush(self._heap, (band, rank, sequence, task))
+        heapq.heappush(self._heap, (task.sortKey, task))
         if workers.aheadCount and not workers.idle:
             self._takeBackWorse(task)
-        self._dispatch()
+        if workers.idle or workers.spare:
+            # (With no free worker, _dispatch would start nothing, detach
+            # no idle worker, and find the queue not drained: a task waits.)
+            self._dispatch()
         return task.d
 
     def update(
@@ -389,7 +392,7 @@ class TaskQueue:
         workers = self._workers
         heap, idle, spare = self._heap, workers.idle, workers.spare
         while heap and (idle or spare):
-            task = heap[0][3]
+            task = heap[0][1]
             if task.state is not _QUEUED:
                 heapq.heappop(heap)
                 continue
@@ -416,13 +419,13 @@ class TaskQueue:
         if workers.detachingCount:
             for slot in list(idle):
                 self._maybeDetach(slot)
-        if self._drained:
+        if self._drained.waiting:
             self._checkDrained()
 
     def _dispatchConstrained(self) -> bool:
         # The best task can't run on an idle worker: find the best one that can.
         for entry in sorted(self._heap):
-            task = entry[3]
+            task = entry[1]
             if task.state is not _QUEUED:
                 continue
             for slot in self._workers.idle:
@@ -486,7 +489,7 @@ class TaskQueue:
                 # current ones start sooner here.
                 for ahead in workers.givenAhead():
                     self._takeBack(ahead)
-        if self._heap or workers.detachingCount or self._drained:
+        if self._heap or workers.detachingCount or self._drained.waiting:
             self._dispatch()
 
     def _takeBack(self, task: Task[Any]) -> bool:
@@ -499,8 +502,7 @@ class TaskQueue:
         self._running.discard(task)
         self._unload(slot)
         task.requeue()
-        band, rank, sequence = task.sortKey
-        heapq.heappush(self._heap, (band, rank, sequence, task))
+        heapq.heappush(self._heap, (task.sortKey, task))
         self._queued += 1
         return True
 
@@ -545,7 +547,7 @@ class TaskQueue:
         return d
 
     def _checkDrained(self) -> None:
-        if self._drained and not self._running and not self._queued:
+        if self._drained.waiting and not self._running and not self._queued:
             self._drained.fire()
 
     def shutdown(self) -> Deferred[None]:
@@ -573,7 +575,7 @@ class TaskQueue:
             return
         staying = [s for s in self._workers if s.detaching is None]
         for entry in list(self._heap):
-            task = entry[3]
+            task = entry[1]
             if task.state is not _QUEUED:
                 continue
             if self._accepting:

@@ -87,7 +87,7 @@ class DeferredTracker:
         if it is not tracked.)
         """
         if self._pending.pop(id(d), None) is not None and (
-            self._waitingAny or self._waitingFewer
+            self._waitingAny.waiting or self._waitingFewer
         ):
             self._wake()
 
@@ -95,14 +95,14 @@ class DeferredTracker:
         # A side observation: hand the result on unchanged.
         if self._pending.pop(key, None) is not None and (
             # (Most Deferreds fire with nobody waiting: skip the call then.)
-            self._waitingAny or self._waitingFewer
+            self._waitingAny.waiting or self._waitingFewer
         ):
             self._wake()
         return result
 
     def _wake(self) -> None:
         # A tracked Deferred fired: tell those waiting.
-        if self._waitingAny:
+        if self._waitingAny.waiting:
             self._waitingAny.fire()
         if self._waitingFewer:
             self._checkFewer()

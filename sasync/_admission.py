@@ -315,7 +315,9 @@ class Admission:
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
-        task.onInterrupt(functools.partial(self._interruptBound, task))
+        # (Task.onInterrupt, inlined: this runs per call. The task is new:
+        # nothing can have stopped it, and no other thread knows it.)
+        task._interrupters = [functools.partial(self._interruptBound, task)]
         return task
 
     def _interrupt(self, task: Task[Any], reason: BaseException) -> None:
@@ -407,25 +409,17 @@ class Admission:
         now = self._life.inStartupContext()
         gate = self.gate
         gated = gate is not None and self._gated(guess, options)
+        entry = None
         if gated and gate is not None:
-            # (Before the retry is chained: the gate hears how it ended.)
-            gate.watch(task)
-        # One observer for what the call's end sets off (see _firstEnded): a
-        # bound method and its arguments, not a closure: every call waiting
-        # in the queue holds this, and a closure's cells are that many more
-        # objects for the garbage collector (see docs/benchmarks.md, lag).
-        task.d.addBoth(
-            self._firstEndedBound,
-            task,
-            owner,
-            f,
-            args,
-            kw,
-            options,
-            now,
-            guess,
-            counted,
-            record,
+            # (The gate hears how it ended first, before a retry holds on.)
+            entry = gate.enter(task)
+        # One observer for what the call's end sets off (see _firstEnded),
+        # called as the task ends (no callback on its Deferred): a partial
+        # of a bound method, not a closure: every call waiting in the queue
+        # holds it, and a closure's cells are that many more objects for the
+        # garbage collector (see docs/benchmarks.md, lag).
+        task.onEnded = functools.partial(
+            self._firstEndedBound, now, guess, counted, entry
         )
         # Tracked for shutdown without an observer of the tracker's:
         # _firstEnded releases it.
@@ -436,32 +430,36 @@ class Admission:
 
     def _firstEnded(
         self,
-        result: object,
-        task: Task[Any],
-        owner: object,
-        f: Callable[..., Any],
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-        options: CallOptions,
         now: bool,
         guess: CallGuess | None,
         counted: str | None,
-        record: CallRecord | None,
+        entry: Any,
+        task: Task[Any],
+        result: object,
     ) -> Any:
         # The first attempt of a call with the default conflict retries
-        # ended (one callback for three things, as each costs every call):
-        # its read-only guess learns what it did; a conflict runs it again;
-        # otherwise the call ended here, and is counted. (And shutdown stops
-        # waiting for its first task: see _retryingConflicts.)
+        # ended (one observer for all this, as each costs every call): the
+        # writer gate frees its place (entry, if it passed the gate); its
+        # read-only guess learns what it did; a conflict runs it again (the
+        # task's Deferred then waits for the retries); otherwise the call
+        # ended here, and is counted. (And shutdown stops waiting for its
+        # first task: see _retryingConflicts.)
         try:
+            if entry is not None:
+                assert self.gate is not None
+                self.gate.ended(result, entry)
+            call: Any = task.f  # (A TransactionCall: _newTask made it.)
             if guess is not None:
-                guess.ended(result, methodMix, task.f)
+                guess.ended(result, methodMix, call)
+            record = call.record
             if result.__class__ is Failure:
                 error = result.value
                 reason = None if error is None else retry.retryReason(error)
                 if reason in retry.RETRIED_BY_DEFAULT:
                     # A conflict: retry.Attempts runs the call again (each
                     # retry a new task).
+                    owner, f, options = call.broker, call.f, call.options
+                    args, kw = task.args, task.kw
                     attempts = self._newAttempts(
                         lambda: self._newTask(
                             owner, f, args, kw, options, True, guess, record=record
@@ -475,7 +473,7 @@ class Admission:
                         retry.RETRIED_BY_DEFAULT,
                     )
                     # Tracked too: shutdown(timeout=) cancels what is not called
-                    # yet, and task.d is (it waits for this one).
+                    # yet (task.d waits for this one).
                     self.track(attempts.d)
                     # (Counted once its last attempt ended.)
                     return self._counted(attempts.adopt(task, result), counted, record)

@@ -148,7 +148,8 @@ class Lifecycle:
             waiting, self._waitingTasks = self._waitingTasks, []
             for task, _ in waiting:
                 if not task.d.called:
-                    task.d.errback(self.startupError())
+                    # (Through the task: its onEnded hears of it.)
+                    task.fail(self.startupError())
             self._fireRunningWaiters()
             return
         if self.phase is Phase.STARTING:
@@ -231,11 +232,12 @@ class Lifecycle:
         """
         if now or self.phase is Phase.RUNNING or _starting.get() is self:
             return True
+        # (Failed through the task: its onEnded hears of it.)
         if self.phase is Phase.FAILED:
-            task.d.errback(self.startupError())
+            task.fail(self.startupError())
         elif self.phase is Phase.STOPPED:
             stopped = BrokerStopped(f"{task.info} was refused: the broker is shut down")
-            task.d.errback(Failure(stopped))  # type: ignore[no-untyped-call]
+            task.fail(Failure(stopped))  # type: ignore[no-untyped-call]
         else:
             self._waitingTasks.append((task, timeout))
         return False

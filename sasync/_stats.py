@@ -240,8 +240,8 @@ class CallStats:
         self.system = url.split(":", 1)[0].split("+", 1)[0]
         self.queue = queue
         self.slowTransaction = slowTransaction
+        #: Calls ended, by method and outcome.
         self.outcomes: Counter[tuple[str, str]] = Counter()
-        self.counts: Counter[str] = Counter()
         self.retried: Counter[str] = Counter()
         self.rowsStreamed = 0
         self._rowsLock = threading.Lock()
@@ -311,7 +311,6 @@ class CallStats:
                 outcome = FAILED
         else:
             outcome = COMMITTED
-        self.counts[outcome] += 1
         self.outcomes[method, outcome] += 1
         if record is not None:
             self._timed(record, method, outcome, result)
@@ -380,11 +379,24 @@ class CallStats:
         elsewhere = sum(s.calls for s in servers.values())
         return {self.url: ServerStats(max(0, self.calls() - elsewhere)), **servers}
 
+    @property
+    def counts(self) -> Counter[str]:
+        """
+        Calls ended, by outcome: summed from L{outcomes} when asked (a
+        second counter would cost every call).
+        """
+        counts: Counter[str] = Counter()
+        # (A C-level copy: a collector's thread may ask while the reactor
+        # thread counts.)
+        for (_, outcome), n in dict.copy(self.outcomes).items():
+            counts[outcome] += n
+        return counts
+
     def calls(self) -> int:
         """
         How many calls ended.
         """
-        return sum(self.counts.values())
+        return sum(dict.copy(self.outcomes).values())
 
     def snapshot(self, waiting: int = 0, writers: int | None = None) -> BrokerStats:
         """

@@ -79,7 +79,7 @@ class WriterGate:
         self._maximum = float(max(start, maximum))
         self._fixed = fixed
         # Bound once: watch() adds it to every task let through.
-        self._endedBound = self._ended
+        self._endedBound = self.ended
         self.running = 0
         self.waiting = 0
         self._entries: dict[Task[Any], _Entry] = {}
@@ -102,9 +102,23 @@ class WriterGate:
         Hear first how C{task} ends: call before anything else is chained
         to its Deferred (a retry chained before would hold its place).
         """
-        if task not in self._entries and not task.d.called:
-            entry = self._entries[task] = _Entry(task)
+        entry = self.enter(task)
+        if entry is not None:
             task.d.addBoth(self._endedBound, entry)
+
+    def enter(self, task: Task[Any]) -> _Entry | None:
+        """
+        L{watch} without the callback: the caller hands how C{task} ended
+        to L{ended} itself, before anything else hears of it (a task's
+        L{Task.onEnded<asynqueue.task.Task.onEnded>}).
+
+        @return: The task's entry, to give L{ended}; C{None} if the task
+            was known already, or has ended.
+        """
+        if task in self._entries or task.d.called:
+            return None
+        entry = self._entries[task] = _Entry(task)
+        return entry
 
     def submit(
         self, task: Task[Any], submit: Callable[[Task[Any]], Deferred[Any]]
@@ -146,7 +160,11 @@ class WriterGate:
         if not task.d.called:
             task.stopEarly(failure.value or Exception(str(failure)))
 
-    def _ended(self, result: object, entry: _Entry) -> object:
+    def ended(self, result: object, entry: _Entry) -> object:
+        """
+        The task of C{entry} ended with C{result} (a value or a
+        L{Failure}): its place is free. @return: C{result}.
+        """
         self._entries.pop(entry.task, None)
         state, entry.state = entry.state, "done"
         if state == "waiting":

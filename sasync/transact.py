@@ -342,6 +342,16 @@ class TransactionCall:
 
     def _wantsStream(self, handle: EngineHandle | None = None) -> bool:
         o = self.options
+        learned = self._learned
+        if (
+            o.stream is None
+            and learned is not None
+            and learned.get(self.f) is False
+            and self.f not in ALWAYS_STREAM
+        ):
+            # (The common case, a method seen returning no rows: what
+            # follows would say no too.)
+            return False
         if handle is None:
             handle = self.handle
         if o.asList or o.raw or handle.isSQLite or not handle.supportsStreaming:
@@ -350,37 +360,42 @@ class TransactionCall:
             return o.stream
         if not handle.streamsByDefault:
             return False
-        if self._learned is None or self.f in ALWAYS_STREAM:
+        if learned is None or self.f in ALWAYS_STREAM:
             return True
         # Stream unless this method was seen returning something else.
-        return self._learned.get(self.f, True)
+        return learned.get(self.f, True)
 
     def __call__(self, *args: Any, **kw: Any) -> Any:
         worker = state.worker
         if worker is None:
             raise RuntimeError("a transaction must run in a sAsync worker thread")
-        handle = self.handle
+        handle = self._handle
+        if handle is None:
+            handle = self.handle  # (It raises.)
         task = currentTask()
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
         wrote = None if declared else self._wrote
-        guess, still = self.guess, self.stillGuessed
-        if guess and wrote is not None and still is not None and not still():
-            # Guessed when made (it passed the writer gate by), but calls
-            # that ended since show its method writing: back to the gate.
-            withdrawn = retry.GuessWithdrawn(
-                f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
-            )
-            retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
-            raise withdrawn
-        # PostgreSQL SERIALIZABLE: a method seen only reading (or guessed so,
-        # call by call) runs READ ONLY, so it can't take part in
-        # serialization failures.
-        readOnly = wrote is not None and (
-            wrote.get(self.f) is False if guess is None else guess
-        )
-        if readOnly:
-            self._guessedReadOnly = True
+        readOnly = False
+        if wrote is not None:
+            guess = self.guess
+            if guess:
+                still = self.stillGuessed
+                if still is not None and not still():
+                    # Guessed when made (it passed the writer gate by), but
+                    # calls that ended since show its method writing: back
+                    # to the gate.
+                    withdrawn = retry.GuessWithdrawn(
+                        f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
+                    )
+                    retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
+                    raise withdrawn
+            # PostgreSQL SERIALIZABLE: a method seen only reading (or guessed
+            # so, call by call) runs READ ONLY, so it can't take part in
+            # serialization failures.
+            readOnly = wrote.get(self.f) is False if guess is None else guess
+            if readOnly:
+                self._guessedReadOnly = True
         self._readOnlyRun = declared or readOnly
         try:
             # (Set to the mode wanted at once: no undo-and-redo per call.)
@@ -392,7 +407,11 @@ class TransactionCall:
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
         # Read now, once: after a failure the DBAPI connection may be closed.
-        autocommit = retry.isAutocommit(getattr(worker, "dbapiConnection", None))
+        dbapiConnection = getattr(worker, "dbapiConnection", None)
+        autocommit = getattr(dbapiConnection, "autocommit", None)
+        if autocommit.__class__ is not bool:
+            # (A bool there, psycopg's and most drivers', is the answer.)
+            autocommit = retry.isAutocommit(dbapiConnection)
         if task is not None and (
             task.stopRequested
             or (
@@ -607,7 +626,7 @@ class TransactionCall:
             # would roll back in silence. Run it again, read-write.
             raise retry.SwallowedError(f"{self.__qualname__}: {retry.SWALLOWED}")
         lookUp = (
-            bool(self.options.retries)
+            self.options.retries  # (None or 0: no retries, no lookup.)
             and not autocommit
             and handle.dialectName == "postgresql"
             # A READ ONLY transaction has no ID to look up (the server
