@@ -246,7 +246,7 @@ class Task(Generic[T]):
     _takeBack: Callable[[Task[Any]], object] | None = None
     #: Set by whoever makes the task: C{onEnded(task, outcome)} is called
     #: once, in the reactor thread, right before L{d} fires, with the value
-    #: or L{Failure} it would fire with; L{d} fires with what it returns
+    #: or C{Failure} it would fire with; L{d} fires with what it returns
     #: instead (if that is a Deferred, with what that fires with: L{d}
     #: waits for it, and cancelling L{d} cancels it). What a first callback
     #: on L{d} would do, without the Deferred's callback machinery (a
