@@ -12,6 +12,7 @@ runs every call that has arrived, in the order they came.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -73,15 +74,21 @@ class Mailbox:
 
 
 _mailboxes: weakref.WeakKeyDictionary[Any, Mailbox] = weakref.WeakKeyDictionary()
+# A worker may look its mailbox up first from its own thread (a
+# ThreadWorker resolves it on first use): one mailbox per reactor all the
+# same.
+_mailboxesLock = threading.Lock()
 
 
 def mailboxFor(reactor: Any) -> Mailbox:
     """
     The one L{Mailbox} for C{reactor}'s C{callFromThread}, made on first
     use: every worker handing results to that reactor shares it, so that
-    their results share wake-ups. Reactor thread only.
+    their results share wake-ups. Safe from any thread (each worker asks
+    once).
     """
-    mailbox = _mailboxes.get(reactor)
-    if mailbox is None:
-        mailbox = _mailboxes[reactor] = Mailbox(reactor.callFromThread)
-    return mailbox
+    with _mailboxesLock:
+        mailbox = _mailboxes.get(reactor)
+        if mailbox is None:
+            mailbox = _mailboxes[reactor] = Mailbox(reactor.callFromThread)
+        return mailbox

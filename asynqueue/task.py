@@ -293,6 +293,15 @@ class Task(Generic[T]):
         assert reason is not None
         interrupter(reason)
 
+    def interruptWith(self, interrupter: Callable[[BaseException], object]) -> None:
+        """
+        L{onInterrupt} for whoever has just made the task, before it is
+        queued or known to any other thread: nothing can have stopped it
+        yet, so no lock is taken (this runs per call). C{interrupter}
+        replaces any registered before.
+        """
+        self._interrupters = [interrupter]
+
     def passPointOfNoReturn(self) -> bool:
         """
         Worker thread: the call is about to do what a stop could no longer

@@ -315,9 +315,9 @@ class Admission:
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
-        # (Task.onInterrupt, inlined: this runs per call. The task is new:
-        # nothing can have stopped it, and no other thread knows it.)
-        task._interrupters = [functools.partial(self._interruptBound, task)]
+        # (The task is new: nothing can have stopped it, and no other thread
+        # knows it.)
+        task.interruptWith(functools.partial(self._interruptBound, task))
         return task
 
     def _interrupt(self, task: Task[Any], reason: BaseException) -> None:
