@@ -78,6 +78,7 @@ VARIANTS = (
     "dbapi1-sasync-processes-readcommitted",
     "burst-dbapi1-adbapi",
     "burst-dbapi1-sasync-readcommitted",
+    "burst-dbapi1-sasync-processes-readcommitted",
     "dispatch-threadqueue",
     "dispatch-deferToThread",
 )
