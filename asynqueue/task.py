@@ -223,6 +223,8 @@ class Task(Generic[T]):
     #: pickled call of a ProcessQueue), or None.
     payload: Any = None
     _interrupters: tuple[()] | list[Callable[[BaseException], object]] = ()
+    # Given by interruptWith (called with the task too), or None.
+    _interrupter: Callable[[Task[Any], BaseException], object] | None = None
     _delivered: bool = False
     #: Cancelled (or timed out) while running, and waiting for its worker
     #: to finish before telling the caller (an honest stop).
@@ -293,14 +295,19 @@ class Task(Generic[T]):
         assert reason is not None
         interrupter(reason)
 
-    def interruptWith(self, interrupter: Callable[[BaseException], object]) -> None:
+    def interruptWith(
+        self, interrupter: Callable[[Task[Any], BaseException], object]
+    ) -> None:
         """
         L{onInterrupt} for whoever has just made the task, before it is
         queued or known to any other thread: nothing can have stopped it
-        yet, so no lock is taken (this runs per call). C{interrupter}
-        replaces any registered before.
+        yet, so no lock is taken (this runs per call). C{interrupter} is
+        called as C{interrupter(task, reason)}, before any interrupter
+        registered with L{onInterrupt}: one callable (a bound method, say)
+        serves every task, and nothing is made per task. It replaces any
+        given before with this method.
         """
-        self._interrupters = [interrupter]
+        self._interrupter = interrupter
 
     def passPointOfNoReturn(self) -> bool:
         """
@@ -334,13 +341,19 @@ class Task(Generic[T]):
                 self.stopReason = reason
             self.stopRequested = True
             interrupters, self._interrupters = self._interrupters, []
+            first, self._interrupter = self._interrupter, None
             abandon = self.abandonable and not self._pastNoReturn
+        if first is not None:
+            try:
+                first(self, reason)
+            except Exception:
+                log.failure("Interrupter of {task} failed", task=self)
         for interrupter in interrupters:
             try:
                 interrupter(reason)
             except Exception:
                 log.failure("Interrupter of {task} failed", task=self)
-        return bool(interrupters) and not abandon
+        return (first is not None or bool(interrupters)) and not abandon
 
     def timeOut(self, seconds: float) -> None:
         """

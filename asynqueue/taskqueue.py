@@ -484,13 +484,40 @@ class TaskQueue:
             ahead = workers.release(slot)
             if ahead is not None:
                 ahead.startedAhead()
-            if workers.aheadCount and not slot.load:
-                # An idle worker: tasks waiting behind other workers'
-                # current ones start sooner here.
-                for ahead in workers.givenAhead():
-                    self._takeBack(ahead)
+            if (
+                not slot.load
+                and (workers.aheadCount or self._heap)
+                and self._nextFor(slot)
+            ):
+                return
         if self._heap or workers.detachingCount or self._drained.waiting:
             self._dispatch()
+
+    def _nextFor(self, slot: WorkerSlot) -> bool:
+        # The worker of this slot is idle now, and tasks wait (queued, or
+        # given ahead to other workers). @return: whether it was given the
+        # best queued task at once, and nothing is left for _dispatch.
+        workers = self._workers
+        if workers.aheadCount:
+            # Tasks waiting behind other workers' current ones start
+            # sooner here.
+            for ahead in workers.givenAhead():
+                self._takeBack(ahead)
+            return False
+        task = self._heap[0][1]
+        if (
+            workers.detachingCount
+            or task.state is not _QUEUED
+            or task.pinnedTo is not None
+            or task.series is not None
+        ):
+            return False
+        # The common case of a busy queue, what _dispatch would do in more
+        # steps: the best task, to the worker that is free.
+        heapq.heappop(self._heap)
+        self._queued -= 1
+        self._start(slot, task)
+        return not (workers.idle or workers.spare)
 
     def _takeBack(self, task: Task[Any]) -> bool:
         # Reactor thread: put a task given ahead back in the queue, unless

@@ -104,7 +104,7 @@ class Admission:
         # Whether a call that sets none of its own policies (retries,
         # timeout) gets the default conflict retries and nothing else from
         # the broker's: then, while the broker runs, transact() goes
-        # straight to _retryingConflicts (the common case, per call).
+        # straight to the common case (per call).
         self._plainRetries = (
             engine is not None
             and not spec.isSQLite
@@ -155,7 +155,7 @@ class Admission:
             timed or traced.
         """
         life = self._life
-        if (
+        if not (
             self._plainRetries
             and life.phase is _RUNNING
             and life.accepting
@@ -163,9 +163,67 @@ class Admission:
             and options.timeout is None
             and not (options.readOnly and self._replicas is not None)
         ):
-            # What follows would come to the same, in more steps: not
-            # refused, no replica to route to, no start-up's own work.
-            return self._retryingConflicts(owner, f, args, kw, options, counted, record)
+            # (Else what _admit does comes to the common case below, in
+            # more steps: not refused, no replica to route to, no start-up's
+            # own work.)
+            d = self._admit(owner, f, args, kw, options, counted, record)
+            if d is not None:
+                return d
+        # The common case: the default conflict retries, kept as cheap as a
+        # call without retries: one task, and only if it fails with a
+        # conflict does retry.Attempts take over (its Deferred chained into
+        # the task's, which shutdown tracks). Each attempt that may write
+        # passes the writer gate.
+        guess = (
+            CallGuess(methodMix.guess(f, _wrote.get(f)))
+            if self._readersKnown and not options.readOnly
+            else None
+        )
+        task = self._newTask(owner, f, args, kw, options, True, guess, True, record)
+        now = life.inStartupContext()
+        gate = self.gate
+        # (_gated, inline.)
+        gated = (
+            gate is not None
+            and not options.readOnly
+            and options.consumer is None
+            and not (guess is not None and guess.readOnly)
+        )
+        # (The gate hears how it ended first, before a retry holds on.)
+        entry = None if gate is None or not gated else gate.enter(task)
+        # One observer for what the call's end sets off (see _firstEnded),
+        # called as the task ends (no callback on its Deferred): a partial
+        # of a bound method, not a closure: every call waiting in the queue
+        # holds it, and a closure's cells are that many more objects for the
+        # garbage collector (see docs/benchmarks.md, lag).
+        task.onEnded = functools.partial(
+            self._firstEndedBound, now, guess, counted, entry
+        )
+        # Tracked for shutdown without an observer of the tracker's:
+        # _firstEnded releases it.
+        life.hold(task.d)
+        if gate is not None and gated:
+            return gate.submit(task, self._letInNow if now else self._letIn)
+        if life.phase is _RUNNING:
+            # (submit's answer, without the call: its task's handle.)
+            target: Any = options.target or self._engine
+            return target.submit(task)  # type: ignore[no-any-return]
+        return self.submit(task, None, now, False)
+
+    def _admit(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        counted: str | None,
+        record: CallRecord | None,
+    ) -> Deferred[Any] | None:
+        # What transact does for a call that is not surely the common case:
+        # refuse it, route it, or give it its own retries or timeout; None:
+        # the common case after all (transact goes on).
+        life = self._life
         if life.refusing() and options.target is None:
             return self._counted(
                 fail(
@@ -225,9 +283,7 @@ class Admission:
                 # none).
                 retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
                 if timeout is None and not inStartup:
-                    return self._retryingConflicts(
-                        owner, f, args, kw, options, counted, record
-                    )
+                    return None
             else:
                 retries = 0
         if not retries and timeout is None and not inStartup:
@@ -267,7 +323,7 @@ class Admission:
     ) -> Task[Any]:
         # mayGuessReadOnly: the call runs again after a wrong read-only guess;
         # guess: whether it runs READ ONLY by guess, and learns what it did;
-        # first: the call's first attempt in _retryingConflicts, whose guess
+        # first: the call's first attempt in transact, whose guess
         # was made just now, and whose observer there lets it learn; record:
         # the call's, if it is timed or traced.
         call = TransactionCall(
@@ -317,7 +373,7 @@ class Admission:
             task.d.addCallback(self._wrotePosition, call)
         # (The task is new: nothing can have stopped it, and no other thread
         # knows it.)
-        task.interruptWith(functools.partial(self._interruptBound, task))
+        task.interruptWith(self._interruptBound)
         return task
 
     def _interrupt(self, task: Task[Any], reason: BaseException) -> None:
@@ -388,46 +444,6 @@ class Admission:
         retries = self._spec.retries
         return retry.CONFLICT_RETRIES if retries is None else retries
 
-    def _retryingConflicts(
-        self,
-        owner: object,
-        f: Callable[..., Any],
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-        options: CallOptions,
-        counted: str | None,
-        record: CallRecord | None,
-    ) -> Deferred[Any]:
-        # The common case, kept as cheap as a call without retries: one task,
-        # and only if it fails with a conflict does retry.Attempts take over
-        # (its Deferred chained into the task's, which shutdown tracks).
-        # Each attempt that may write passes the writer gate.
-        guess = self._guessFor(f, options) if self._readersKnown else None
-        task = self._newTask(
-            owner, f, args, kw, options, True, guess, first=True, record=record
-        )
-        now = self._life.inStartupContext()
-        gate = self.gate
-        gated = gate is not None and self._gated(guess, options)
-        entry = None
-        if gated and gate is not None:
-            # (The gate hears how it ended first, before a retry holds on.)
-            entry = gate.enter(task)
-        # One observer for what the call's end sets off (see _firstEnded),
-        # called as the task ends (no callback on its Deferred): a partial
-        # of a bound method, not a closure: every call waiting in the queue
-        # holds it, and a closure's cells are that many more objects for the
-        # garbage collector (see docs/benchmarks.md, lag).
-        task.onEnded = functools.partial(
-            self._firstEndedBound, now, guess, counted, entry
-        )
-        # Tracked for shutdown without an observer of the tracker's:
-        # _firstEnded releases it.
-        self._life.hold(task.d)
-        if gated:
-            return self._submitWriter(task, guess, options, now, False)
-        return self.submit(task, None, now, False)
-
     def _firstEnded(
         self,
         now: bool,
@@ -443,7 +459,7 @@ class Admission:
         # read-only guess learns what it did; a conflict runs it again (the
         # task's Deferred then waits for the retries); otherwise the call
         # ended here, and is counted. (And shutdown stops waiting for its
-        # first task: see _retryingConflicts.)
+        # first task: see transact.)
         try:
             if entry is not None:
                 assert self.gate is not None
