@@ -28,7 +28,7 @@ from . import retry
 from ._lifecycle import Lifecycle, Phase
 from ._protocols import WorkQueue
 from ._readguess import CallGuess, methodMix
-from ._stats import CallRecord, CallStats
+from ._stats import COMMITTED, CallRecord, CallStats
 from ._writegate import WriterGate
 from .connection import ConnectionWorker, checkReactorThread
 from .connection import _engines as engines
@@ -117,6 +117,7 @@ class Admission:
         self._firstEndedBound = self._firstEnded
         self._interruptBound = self._interrupt
         self._letIn = self._submitLetIn
+        self._release = lifecycle.release
         self._letInNow = self._submitLetInNow
 
     # What @transact calls (sasync._protocols.TransactionSite) -----------------
@@ -174,12 +175,42 @@ class Admission:
         # conflict does retry.Attempts take over (its Deferred chained into
         # the task's, which shutdown tracks). Each attempt that may write
         # passes the writer gate.
-        guess = (
-            CallGuess(methodMix.guess(f, _wrote.get(f)))
-            if self._readersKnown and not options.readOnly
-            else None
+        # (_newTask, inline for the first attempt: this runs per call. The
+        # engine is known here: not in a worker process.)
+        engine: Any = self._engine
+        call = TransactionCall(
+            owner,
+            options.target or engine,
+            f,
+            options,
+            _returnsRows,
+            _wrote,
+            self._countRows,
+            record,
         )
-        task = self._newTask(owner, f, args, kw, options, True, guess, True, record)
+        task: Task[Any] = Task(
+            call,
+            args,
+            kw,
+            niceness=options.niceness,
+            doNext=options.doNext,
+            doLast=options.doLast,
+            raw=options.raw,
+            consumer=options.consumer,
+        )
+        task.abandonable = True
+        guess = None
+        if self._readersKnown and not options.readOnly:
+            # (Its observer below lets it learn what the call did.)
+            guess = CallGuess(methodMix.guess(f, _wrote.get(f)))
+            if guess.readOnly:
+                call.guess = True
+                call.stillGuessed = functools.partial(_stillGuessed, f)
+            else:
+                call.guess = False
+        if not options.readOnly and engine.tracksWritePosition:
+            task.d.addCallback(self._wrotePosition, call)
+        task.interruptWith(self._interruptBound)
         now = life.inStartupContext()
         gate = self.gate
         # (_gated, inline.)
@@ -318,14 +349,13 @@ class Admission:
         options: CallOptions,
         mayGuessReadOnly: bool = False,
         guess: CallGuess | None = None,
-        first: bool = False,
         record: CallRecord | None = None,
     ) -> Task[Any]:
         # mayGuessReadOnly: the call runs again after a wrong read-only guess;
         # guess: whether it runs READ ONLY by guess, and learns what it did;
-        # first: the call's first attempt in transact, whose guess
-        # was made just now, and whose observer there lets it learn; record:
-        # the call's, if it is timed or traced.
+        # record: the call's, if it is timed or traced. (A first attempt
+        # with the default retries is made in transact, which does the
+        # same.)
         call = TransactionCall(
             owner,
             options.target or self._engine,
@@ -353,7 +383,7 @@ class Admission:
         # process: the caller waits for them.)
         task.abandonable = not self._inPool
         if guess is not None and mayGuessReadOnly:
-            if guess.readOnly and not first and not methodMix.guess(f, _wrote.get(f)):
+            if guess.readOnly and not methodMix.guess(f, _wrote.get(f)):
                 # (A retry: what calls did since the last attempt was made
                 # says no more.)
                 guess.readOnly = False
@@ -366,8 +396,7 @@ class Admission:
                 # not run read-write beside the writers let in.
                 call.guess = True
                 call.stillGuessed = functools.partial(_stillGuessed, f)
-            if not first:
-                task.d.addBoth(guess.ended, methodMix, call)
+            task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
@@ -493,11 +522,15 @@ class Admission:
                     self.track(attempts.d)
                     # (Counted once its last attempt ended.)
                     return self._counted(attempts.adopt(task, result), counted, record)
+            elif record is None and counted is not None:
+                # (CallStats.ended's common case, inline: per call.)
+                self.stats.outcomes[counted, COMMITTED] += 1
+                return result
             if counted is not None:
                 self.stats.ended(result, counted, record)
             return result
         finally:
-            self._life.release(task.d)
+            self._release(task.d)
 
     def _guessFor(
         self, f: Callable[..., Any], options: CallOptions

@@ -476,7 +476,18 @@ class TransactionCall:
         kw: Any,
     ) -> Any:
         o = self.options
-        stream = self._wantsStream(handle)
+        f = self.f
+        learned = self._learned
+        if (
+            o.stream is None
+            and learned is not None
+            and learned.get(f) is False
+            and f not in ALWAYS_STREAM
+        ):
+            # (_wantsStream's common case, inline: per call.)
+            stream = False
+        else:
+            stream = self._wantsStream(handle)
         transaction = connection.begin()
         state.connection = connection
         state.handle = handle
@@ -484,7 +495,7 @@ class TransactionCall:
         state.wrote = False
         handedOver = False
         try:
-            result = self.f(self.broker, *args, **kw)
+            result = f(self.broker, *args, **kw) if kw else f(self.broker, *args)
             session = state.session
             if session is not None:
                 session.flush()
@@ -492,15 +503,15 @@ class TransactionCall:
                 raise CancelledError(
                     f"{describeCall(self.broker, self.f, args, kw)} was stopped"
                 )
-            self.wroteNow = state.wrote
-            if self._wrote is not None and self._wrote.get(self.f) is not True:
+            wrote = self.wroteNow = state.wrote
+            if self._wrote is not None and self._wrote.get(f) is not True:
                 # One dict item set: atomic under the GIL.
-                self._wrote[self.f] = state.wrote
+                self._wrote[f] = wrote
             # (A plain value, the common case, needs no closer look.)
             hasRows = result.__class__ not in _PLAIN and results.returnsRows(result)
-            if self._learned is not None and o.stream is None:
+            if learned is not None and o.stream is None:
                 # One dict item set: atomic under the GIL.
-                self._learned[self.f] = hasRows
+                learned[f] = hasRows
             if hasRows:
                 if o.asList:
                     result = result.all()
