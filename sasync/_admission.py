@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from asynqueue import Task
 
 from . import retry
-from ._lifecycle import Lifecycle, Phase
+from ._lifecycle import Lifecycle, Phase, starting
 from ._protocols import WorkQueue
 from ._readguess import CallGuess, methodMix
 from ._stats import COMMITTED, CallRecord, CallStats
@@ -35,7 +35,7 @@ from .connection import _engines as engines
 from .connection import _positions as positions
 from .connection import _replicas as replicas
 from .errors import BrokerStopped, Overloaded
-from .transact import CallOptions, TransactionCall, describeCall
+from .transact import DEFAULT_OPTIONS, CallOptions, TransactionCall, describeCall
 
 T = TypeVar("T")
 
@@ -45,14 +45,6 @@ _returnsRows: dict[Callable[..., Any], bool] = {}
 #: Per @transact function: was it seen writing (True) or only reading
 #: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
 _wrote: dict[Callable[..., Any], bool] = {}
-
-
-def _stillGuessed(f: Callable[..., Any]) -> bool:
-    # Worker thread, as a guessed call starts: whether calls of f are still
-    # guessed READ ONLY (it reads what the reactor thread learned: a dict
-    # item, two floats). A burst of calls made at once is guessed when
-    # made; the first of them that write stop the guesses of the rest.
-    return methodMix.guess(f, _wrote.get(f))
 
 
 _RUNNING = Phase.RUNNING
@@ -160,9 +152,14 @@ class Admission:
             self._plainRetries
             and life.phase is _RUNNING
             and life.accepting
-            and options.retries is None
-            and options.timeout is None
-            and not (options.readOnly and self._replicas is not None)
+            and (
+                options is DEFAULT_OPTIONS
+                or (
+                    options.retries is None
+                    and options.timeout is None
+                    and not (options.readOnly and self._replicas is not None)
+                )
+            )
         ):
             # (Else what _admit does comes to the common case below, in
             # more steps: not refused, no replica to route to, no start-up's
@@ -178,9 +175,10 @@ class Admission:
         # (_newTask, inline for the first attempt: this runs per call. The
         # engine is known here: not in a worker process.)
         engine: Any = self._engine
+        target: Any = options.target or engine
         call = TransactionCall(
             owner,
-            options.target or engine,
+            target,
             f,
             options,
             _returnsRows,
@@ -199,29 +197,26 @@ class Admission:
             consumer=options.consumer,
         )
         task.abandonable = True
+        gate = self.gate
+        # (_gated, inline: a guess below may still let it by.)
+        gated = gate is not None and not options.readOnly and options.consumer is None
         guess = None
         if self._readersKnown and not options.readOnly:
             # (Its observer below lets it learn what the call did.)
             guess = CallGuess(methodMix.guess(f, _wrote.get(f)))
             if guess.readOnly:
+                # (Asked again as it starts: TransactionCall.stillGuessed.)
                 call.guess = True
-                call.stillGuessed = functools.partial(_stillGuessed, f)
+                gated = False
             else:
                 call.guess = False
         if not options.readOnly and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
         task.interruptWith(self._interruptBound)
-        now = life.inStartupContext()
-        gate = self.gate
-        # (_gated, inline.)
-        gated = (
-            gate is not None
-            and not options.readOnly
-            and options.consumer is None
-            and not (guess is not None and guess.readOnly)
-        )
+        # (Lifecycle.inStartupContext, inline.)
+        now = starting.get() is life
         # (The gate hears how it ended first, before a retry holds on.)
-        entry = None if gate is None or not gated else gate.enter(task)
+        entry = gate.enter(task) if gate is not None and gated else None
         # One observer for what the call's end sets off (see _firstEnded),
         # called as the task ends (no callback on its Deferred): a partial
         # of a bound method, not a closure: every call waiting in the queue
@@ -237,7 +232,6 @@ class Admission:
             return gate.submit(task, self._letInNow if now else self._letIn)
         if life.phase is _RUNNING:
             # (submit's answer, without the call: its task's handle.)
-            target: Any = options.target or self._engine
             return target.submit(task)  # type: ignore[no-any-return]
         return self.submit(task, None, now, False)
 
@@ -395,7 +389,6 @@ class Admission:
                 # back through the gate: it passed the gate by, and must
                 # not run read-write beside the writers let in.
                 call.guess = True
-                call.stillGuessed = functools.partial(_stillGuessed, f)
             task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
@@ -495,7 +488,12 @@ class Admission:
                 self.gate.ended(result, entry)
             call: Any = task.f  # (A TransactionCall: _newTask made it.)
             if guess is not None:
-                guess.ended(result, methodMix, call)
+                if result.__class__ is Failure:
+                    guess.ended(result, methodMix, call)
+                elif call.wroteNow is not None:
+                    # (CallGuess.ended's common case, inline: the call
+                    # ended, and what it did counts once.)
+                    methodMix.ended(call.f, call.wroteNow)
             record = call.record
             if result.__class__ is Failure:
                 error = result.value

@@ -42,6 +42,7 @@ from asynqueue.deferator import Deferator
 from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
 
 from . import retry
+from ._readguess import methodMix
 from ._stats import CallRecord, CallStats
 from .connection import _outcome as outcome
 from .connection import _positions as positions
@@ -124,6 +125,9 @@ class CallOptions:
 
 
 _DEFAULT_OPTIONS = CallOptions()
+#: The options of every call made without call-time keywords (one object,
+#: never changed: a caller may tell them by identity).
+DEFAULT_OPTIONS = _DEFAULT_OPTIONS
 
 #: What a transaction's function may return that is surely not a result.
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, tuple, dict})
@@ -379,17 +383,15 @@ class TransactionCall:
         readOnly = False
         if wrote is not None:
             guess = self.guess
-            if guess:
-                still = self.stillGuessed
-                if still is not None and not still():
-                    # Guessed when made (it passed the writer gate by), but
-                    # calls that ended since show its method writing: back
-                    # to the gate.
-                    withdrawn = retry.GuessWithdrawn(
-                        f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
-                    )
-                    retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
-                    raise withdrawn
+            if guess and not self.stillGuessed():
+                # Guessed when made (it passed the writer gate by), but
+                # calls that ended since show its method writing: back to
+                # the gate.
+                withdrawn = retry.GuessWithdrawn(
+                    f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
+                )
+                retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
+                raise withdrawn
             # PostgreSQL SERIALIZABLE: a method seen only reading (or guessed
             # so, call by call) runs READ ONLY, so it can't take part in
             # serialization failures.
@@ -611,10 +613,17 @@ class TransactionCall:
     #: says of its method (C{None}). See L{sasync._readguess}.
     guess: bool | None = None
 
-    #: Set with C{guess=True}: asked in the worker thread whether the
-    #: guess still holds when the call starts (if not, the call fails with
-    #: L{retry.GuessWithdrawn}, retried at once).
-    stillGuessed: Callable[[], bool] | None = None
+    def stillGuessed(self) -> bool:
+        """
+        Worker thread, as a call made with C{guess=True} starts: whether
+        the guess still holds (if not, the call fails with
+        L{retry.GuessWithdrawn}, retried at once). It reads what the
+        reactor thread learned (a dict item, two floats): a burst of calls
+        made at once is guessed when made, and the first of them that write
+        stop the guesses of the rest.
+        """
+        wrote = self._wrote
+        return wrote is not None and methodMix.guess(self.f, wrote.get(self.f))
 
     #: Worker thread, once the body returned: whether this call wrote (as
     #: far as SQLAlchemy saw); read in the reactor once its Deferred fired.
@@ -645,7 +654,6 @@ class TransactionCall:
             # connection): skip the statement, a round trip per read.
             and not (self._readOnlyRun and not state.wrote)
         )
-        xid = pid = None
         if lookUp:
             # PostgreSQL with retries: learn the transaction's ID first, so
             # that a COMMIT whose answer is lost can be looked up.
@@ -714,7 +722,6 @@ class TransactionCall:
     @staticmethod
     def _endTransactionState() -> None:
         session = state.session
-        state.session = None
         state.connection = None
         state.handle = None
         state.stream = False
@@ -722,6 +729,7 @@ class TransactionCall:
             # (Handed over to a stream, they were taken already.)
             results.closeCursors(results.takeCursors())
         if session is not None:
+            state.session = None
             session.close()
 
 
@@ -870,9 +878,10 @@ def _decorate(
         if ioThread is not None and ioThread != get_ident():
             # (Only off the reactor's thread is there anything to check.)
             site.checkThread(name)
-        options, own = (
-            splitKeywords(accepts, name, kw) if kw else (_DEFAULT_OPTIONS, kw)
-        )
+        if kw:
+            options, own = splitKeywords(accepts, name, kw)
+        else:
+            options, own = _DEFAULT_OPTIONS, kw
         if readOnlyDefault is not None and options.readOnly is None:
             if options is _DEFAULT_OPTIONS:
                 options = readOnlyDefault
@@ -912,6 +921,7 @@ def wait(
 
 __all__ = [
     "CALL_KEYWORDS",
+    "DEFAULT_OPTIONS",
     "Accepts",
     "CallOptions",
     "TransactionCall",
