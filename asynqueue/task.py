@@ -234,8 +234,11 @@ class Task(Generic[T]):
     #: no return (see L{passPointOfNoReturn}). The worker still stops the
     #: call, and takes no other task before it has.
     abandonable: bool = False
-    # Written by the worker thread under _interruptLock.
+    # Written by the worker thread (see passPointOfNoReturn).
     _pastNoReturn: bool = False
+    # Written by the first requestStop, under _interruptLock: whether the
+    # call had passed its point of no return (the stop waits for it).
+    _stopSawPast: bool = False
     _producer: Any = None
     #: Set by the queue for a task with a C{consumer}: the clock that
     #: schedules the writing to it (see L{IterationProducer}); None: the
@@ -317,12 +320,24 @@ class Task(Generic[T]):
         (the call must not go on, but undo its work: roll back), or this
         came first, and a stop waits for the call's outcome even if the
         task is L{abandonable}.
+
+        No lock is taken unless a stop was requested (this runs per call):
+        this marks the point passed, then looks for a stop; L{requestStop}
+        sets the stop, then looks for the mark (under the lock). The GIL
+        runs these in one order, so at least one of them sees the other's
+        write: a stop this does not see sees the mark, and waits for the
+        outcome. One this sees has decided already (under the lock) by
+        what it saw, and this abides by it.
         """
-        with _interruptLock:
-            if self.stopRequested:
-                return False
-            self._pastNoReturn = True
+        self._pastNoReturn = True
+        if not self.stopRequested:
             return True
+        with _interruptLock:
+            if self._stopSawPast:
+                # It saw the mark first: it waits for the outcome.
+                return True
+            self._pastNoReturn = False
+            return False
 
     def requestStop(self, reason: BaseException) -> bool:
         """
@@ -339,10 +354,15 @@ class Task(Generic[T]):
         with _interruptLock:
             if self.stopReason is None:
                 self.stopReason = reason
+            stopped = self.stopRequested
+            # (Set, then the mark read: see passPointOfNoReturn.)
             self.stopRequested = True
+            if not stopped:
+                # The first stop decides whether the call passed the point.
+                self._stopSawPast = self._pastNoReturn
             interrupters, self._interrupters = self._interrupters, []
             first, self._interrupter = self._interrupter, None
-            abandon = self.abandonable and not self._pastNoReturn
+            abandon = self.abandonable and not self._stopSawPast
         if first is not None:
             try:
                 first(self, reason)
