@@ -232,7 +232,7 @@ class Admission:
             return gate.submit(task, self._letInNow if now else self._letIn)
         if life.phase is _RUNNING:
             # (submit's answer, without the call: its task's handle.)
-            return target.submit(task)  # type: ignore[no-any-return]
+            return target.enqueue(task)  # type: ignore[no-any-return]
         return self.submit(task, None, now, False)
 
     def _admit(
