@@ -186,15 +186,19 @@ class Admission:
             self._countRows,
             record,
         )
-        task: Task[Any] = Task(
-            call,
-            args,
-            kw,
-            niceness=options.niceness,
-            doNext=options.doNext,
-            doLast=options.doLast,
-            raw=options.raw,
-            consumer=options.consumer,
+        task: Task[Any] = (
+            Task(call, args, kw)
+            if options is DEFAULT_OPTIONS
+            else Task(
+                call,
+                args,
+                kw,
+                niceness=options.niceness,
+                doNext=options.doNext,
+                doLast=options.doLast,
+                raw=options.raw,
+                consumer=options.consumer,
+            )
         )
         task.abandonable = True
         gate = self.gate

@@ -43,7 +43,7 @@ from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTas
 
 from . import retry
 from ._readguess import methodMix
-from ._stats import CallRecord, CallStats
+from ._stats import CallRecord
 from .connection import _outcome as outcome
 from .connection import _positions as positions
 from .connection import _results as results
@@ -487,9 +487,10 @@ class TransactionCall:
             and f not in ALWAYS_STREAM
         ):
             # (_wantsStream's common case, inline: per call.)
-            stream = False
+            stream = known = False
         else:
             stream = self._wantsStream(handle)
+            known = None
         transaction = connection.begin()
         state.connection = connection
         state.handle = handle
@@ -511,8 +512,9 @@ class TransactionCall:
                 self._wrote[f] = wrote
             # (A plain value, the common case, needs no closer look.)
             hasRows = result.__class__ not in _PLAIN and results.returnsRows(result)
-            if learned is not None and o.stream is None:
-                # One dict item set: atomic under the GIL.
+            if hasRows is not known and learned is not None and o.stream is None:
+                # One dict item set (atomic under the GIL), unless it says
+                # so already.
                 learned[f] = hasRows
             if hasRows:
                 if o.asList:
@@ -887,8 +889,7 @@ def _decorate(
                 options = readOnlyDefault
             else:
                 options = dataclasses.replace(options, readOnly=True)
-        stats: CallStats = site.stats
-        record = stats.begin(name, options.niceness)
+        record = site.stats.begin(name, options.niceness)
         # Counted where the call ends, whichever way (sasync._stats).
         return site.transact(self, f, args, own, options, name, record)
 
