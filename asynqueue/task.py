@@ -47,6 +47,10 @@ class _TaskLocal(threading.local):
 
 
 _local = _TaskLocal()
+#: Per thread: its C{task} is what L{currentTask} returns, read without the
+#: call where that costs (per statement, per transaction). Written by
+#: workers only (see L{setCurrentTask}).
+current = _local
 _interruptLock = threading.Lock()
 
 

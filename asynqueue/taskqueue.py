@@ -479,45 +479,33 @@ class TaskQueue:
         # The worker of this slot is done with the task.
         self._running.discard(task)
         workers = self._workers
+        heap = self._heap
         if slot is not None and slot.attached:
             # (Not: detached meanwhile.) One task less (_unload, inlined).
             ahead = workers.release(slot)
             if ahead is not None:
                 ahead.startedAhead()
-            if (
-                not slot.load
-                and (workers.aheadCount or self._heap)
-                and self._nextFor(slot)
-            ):
-                return
-        if self._heap or workers.detachingCount or self._drained.waiting:
+            if workers.aheadCount and not slot.load:
+                # An idle worker: tasks waiting behind other workers'
+                # current ones start sooner here.
+                for ahead in workers.givenAhead():
+                    self._takeBack(ahead)
+            elif heap and not slot.load and not workers.detachingCount:
+                # The common case of a busy queue, what _dispatch would do
+                # in more steps: the best task, to the worker that is free.
+                best = heap[0][1]
+                if (
+                    best.state is _QUEUED
+                    and best.pinnedTo is None
+                    and best.series is None
+                ):
+                    heapq.heappop(heap)
+                    self._queued -= 1
+                    self._start(slot, best)
+                    if not (workers.idle or workers.spare):
+                        return
+        if heap or workers.detachingCount or self._drained.waiting:
             self._dispatch()
-
-    def _nextFor(self, slot: WorkerSlot) -> bool:
-        # The worker of this slot is idle now, and tasks wait (queued, or
-        # given ahead to other workers). @return: whether it was given the
-        # best queued task at once, and nothing is left for _dispatch.
-        workers = self._workers
-        if workers.aheadCount:
-            # Tasks waiting behind other workers' current ones start
-            # sooner here.
-            for ahead in workers.givenAhead():
-                self._takeBack(ahead)
-            return False
-        task = self._heap[0][1]
-        if (
-            workers.detachingCount
-            or task.state is not _QUEUED
-            or task.pinnedTo is not None
-            or task.series is not None
-        ):
-            return False
-        # The common case of a busy queue, what _dispatch would do in more
-        # steps: the best task, to the worker that is free.
-        heapq.heappop(self._heap)
-        self._queued -= 1
-        self._start(slot, task)
-        return not (workers.idle or workers.spare)
 
     def _takeBack(self, task: Task[Any]) -> bool:
         # Reactor thread: put a task given ahead back in the queue, unless

@@ -39,7 +39,14 @@ from twisted.python import threadable
 
 from asynqueue import checkNumber
 from asynqueue.deferator import Deferator
-from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
+from asynqueue.task import (
+    AsIs,
+    Task,
+    checkNiceness,
+    current,
+    currentTask,
+    setCurrentTask,
+)
 
 from . import retry
 from ._readguess import methodMix
@@ -376,7 +383,7 @@ class TransactionCall:
         handle = self._handle
         if handle is None:
             handle = self.handle  # (It raises.)
-        task = currentTask()
+        task = current.task
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
         wrote = None if declared else self._wrote

@@ -86,7 +86,7 @@ from twisted.logger import Logger
 
 from asynqueue import checkNumber, follow, globalReactor
 from asynqueue.mailbox import mailboxFor
-from asynqueue.task import Task, currentTask
+from asynqueue.task import Task, current
 from asynqueue.taskqueue import TaskQueue
 from asynqueue.workers import JobThread
 
@@ -716,7 +716,7 @@ def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]
     class SAsyncExecutionContext(base):  # type: ignore[misc]
         def create_cursor(self) -> Any:
             # Worker thread: this transaction's thread state decides.
-            task = currentTask()
+            task = current.task
             if task is not None and task.stopRequested:
                 raise CancelledError(f"{task.info} was asked to stop")
             context: Any = self
