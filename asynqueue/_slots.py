@@ -116,13 +116,22 @@ class WorkerSlots:
         The worker is given C{task}. @return: whether it was given ahead (to
         run after the worker's current task).
         """
-        ahead = slot.load > 0
-        if ahead:
-            slot.ahead = task
-            self.aheadCount += 1
-        slot.load += 1
+        load = slot.load
+        if not load:
+            slot.load = 1
+            if not slot.takesAhead and slot.freeList is self.idle:
+                # (_place's answer, the common case: off the idle list, and
+                # on no other: it takes nothing ahead.)
+                self.idle.remove(slot)
+                slot.freeList = None
+            else:
+                self._place(slot)
+            return False
+        slot.ahead = task
+        self.aheadCount += 1
+        slot.load = load + 1
         self._place(slot)
-        return ahead
+        return True
 
     def release(self, slot: WorkerSlot) -> Task[Any] | None:
         """
@@ -132,11 +141,16 @@ class WorkerSlots:
         @return: the task that was given ahead, if there was one: the
             worker's current one now (or the one taken back).
         """
-        slot.load -= 1
+        load = slot.load = slot.load - 1
         ahead = slot.ahead
         if ahead is not None:
             slot.ahead = None
             self.aheadCount -= 1
+        elif not load and slot.freeList is None and slot.attached:
+            # (_place's answer, the common case: idle now, from no list.)
+            self.idle.append(slot)
+            slot.freeList = self.idle
+            return None
         self._place(slot)
         return ahead
 

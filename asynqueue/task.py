@@ -47,6 +47,10 @@ class _TaskLocal(threading.local):
 
 
 _local = _TaskLocal()
+#: Per thread: its C{task} is what L{currentTask} returns, read without the
+#: call where that costs (per statement, per transaction). Written by
+#: workers only (see L{setCurrentTask}).
+current = _local
 _interruptLock = threading.Lock()
 
 
@@ -223,6 +227,8 @@ class Task(Generic[T]):
     #: pickled call of a ProcessQueue), or None.
     payload: Any = None
     _interrupters: tuple[()] | list[Callable[[BaseException], object]] = ()
+    # Given by interruptWith (called with the task too), or None.
+    _interrupter: Callable[[Task[Any], BaseException], object] | None = None
     _delivered: bool = False
     #: Cancelled (or timed out) while running, and waiting for its worker
     #: to finish before telling the caller (an honest stop).
@@ -232,8 +238,11 @@ class Task(Generic[T]):
     #: no return (see L{passPointOfNoReturn}). The worker still stops the
     #: call, and takes no other task before it has.
     abandonable: bool = False
-    # Written by the worker thread under _interruptLock.
+    # Written by the worker thread (see passPointOfNoReturn).
     _pastNoReturn: bool = False
+    # Written by the first requestStop, under _interruptLock: whether the
+    # call had passed its point of no return (the stop waits for it).
+    _stopSawPast: bool = False
     _producer: Any = None
     #: Set by the queue for a task with a C{consumer}: the clock that
     #: schedules the writing to it (see L{IterationProducer}); None: the
@@ -293,14 +302,19 @@ class Task(Generic[T]):
         assert reason is not None
         interrupter(reason)
 
-    def interruptWith(self, interrupter: Callable[[BaseException], object]) -> None:
+    def interruptWith(
+        self, interrupter: Callable[[Task[Any], BaseException], object]
+    ) -> None:
         """
         L{onInterrupt} for whoever has just made the task, before it is
         queued or known to any other thread: nothing can have stopped it
-        yet, so no lock is taken (this runs per call). C{interrupter}
-        replaces any registered before.
+        yet, so no lock is taken (this runs per call). C{interrupter} is
+        called as C{interrupter(task, reason)}, before any interrupter
+        registered with L{onInterrupt}: one callable (a bound method, say)
+        serves every task, and nothing is made per task. It replaces any
+        given before with this method.
         """
-        self._interrupters = [interrupter]
+        self._interrupter = interrupter
 
     def passPointOfNoReturn(self) -> bool:
         """
@@ -310,12 +324,24 @@ class Task(Generic[T]):
         (the call must not go on, but undo its work: roll back), or this
         came first, and a stop waits for the call's outcome even if the
         task is L{abandonable}.
+
+        No lock is taken unless a stop was requested (this runs per call):
+        this marks the point passed, then looks for a stop; L{requestStop}
+        sets the stop, then looks for the mark (under the lock). The GIL
+        runs these in one order, so at least one of them sees the other's
+        write: a stop this does not see sees the mark, and waits for the
+        outcome. One this sees has decided already (under the lock) by
+        what it saw, and this abides by it.
         """
-        with _interruptLock:
-            if self.stopRequested:
-                return False
-            self._pastNoReturn = True
+        self._pastNoReturn = True
+        if not self.stopRequested:
             return True
+        with _interruptLock:
+            if self._stopSawPast:
+                # It saw the mark first: it waits for the outcome.
+                return True
+            self._pastNoReturn = False
+            return False
 
     def requestStop(self, reason: BaseException) -> bool:
         """
@@ -332,15 +358,26 @@ class Task(Generic[T]):
         with _interruptLock:
             if self.stopReason is None:
                 self.stopReason = reason
+            stopped = self.stopRequested
+            # (Set, then the mark read: see passPointOfNoReturn.)
             self.stopRequested = True
+            if not stopped:
+                # The first stop decides whether the call passed the point.
+                self._stopSawPast = self._pastNoReturn
             interrupters, self._interrupters = self._interrupters, []
-            abandon = self.abandonable and not self._pastNoReturn
+            first, self._interrupter = self._interrupter, None
+            abandon = self.abandonable and not self._stopSawPast
+        if first is not None:
+            try:
+                first(self, reason)
+            except Exception:
+                log.failure("Interrupter of {task} failed", task=self)
         for interrupter in interrupters:
             try:
                 interrupter(reason)
             except Exception:
                 log.failure("Interrupter of {task} failed", task=self)
-        return bool(interrupters) and not abandon
+        return (first is not None or bool(interrupters)) and not abandon
 
     def timeOut(self, seconds: float) -> None:
         """

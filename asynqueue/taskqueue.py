@@ -479,6 +479,7 @@ class TaskQueue:
         # The worker of this slot is done with the task.
         self._running.discard(task)
         workers = self._workers
+        heap = self._heap
         if slot is not None and slot.attached:
             # (Not: detached meanwhile.) One task less (_unload, inlined).
             ahead = workers.release(slot)
@@ -489,7 +490,21 @@ class TaskQueue:
                 # current ones start sooner here.
                 for ahead in workers.givenAhead():
                     self._takeBack(ahead)
-        if self._heap or workers.detachingCount or self._drained.waiting:
+            elif heap and not slot.load and not workers.detachingCount:
+                # The common case of a busy queue, what _dispatch would do
+                # in more steps: the best task, to the worker that is free.
+                best = heap[0][1]
+                if (
+                    best.state is _QUEUED
+                    and best.pinnedTo is None
+                    and best.series is None
+                ):
+                    heapq.heappop(heap)
+                    self._queued -= 1
+                    self._start(slot, best)
+                    if not (workers.idle or workers.spare):
+                        return
+        if heap or workers.detachingCount or self._drained.waiting:
             self._dispatch()
 
     def _takeBack(self, task: Task[Any]) -> bool:

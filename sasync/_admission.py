@@ -25,17 +25,17 @@ from twisted.python.failure import Failure
 from asynqueue import Task
 
 from . import retry
-from ._lifecycle import Lifecycle, Phase
+from ._lifecycle import Lifecycle, Phase, starting
 from ._protocols import WorkQueue
 from ._readguess import CallGuess, methodMix
-from ._stats import CallRecord, CallStats
+from ._stats import COMMITTED, CallRecord, CallStats
 from ._writegate import WriterGate
 from .connection import ConnectionWorker, checkReactorThread
 from .connection import _engines as engines
 from .connection import _positions as positions
 from .connection import _replicas as replicas
 from .errors import BrokerStopped, Overloaded
-from .transact import CallOptions, TransactionCall, describeCall
+from .transact import DEFAULT_OPTIONS, CallOptions, TransactionCall, describeCall
 
 T = TypeVar("T")
 
@@ -45,14 +45,6 @@ _returnsRows: dict[Callable[..., Any], bool] = {}
 #: Per @transact function: was it seen writing (True) or only reading
 #: (False)? Decides READ ONLY guesses on PostgreSQL (same threading).
 _wrote: dict[Callable[..., Any], bool] = {}
-
-
-def _stillGuessed(f: Callable[..., Any]) -> bool:
-    # Worker thread, as a guessed call starts: whether calls of f are still
-    # guessed READ ONLY (it reads what the reactor thread learned: a dict
-    # item, two floats). A burst of calls made at once is guessed when
-    # made; the first of them that write stop the guesses of the rest.
-    return methodMix.guess(f, _wrote.get(f))
 
 
 _RUNNING = Phase.RUNNING
@@ -104,7 +96,7 @@ class Admission:
         # Whether a call that sets none of its own policies (retries,
         # timeout) gets the default conflict retries and nothing else from
         # the broker's: then, while the broker runs, transact() goes
-        # straight to _retryingConflicts (the common case, per call).
+        # straight to the common case (per call).
         self._plainRetries = (
             engine is not None
             and not spec.isSQLite
@@ -117,6 +109,7 @@ class Admission:
         self._firstEndedBound = self._firstEnded
         self._interruptBound = self._interrupt
         self._letIn = self._submitLetIn
+        self._release = lifecycle.release
         self._letInNow = self._submitLetInNow
 
     # What @transact calls (sasync._protocols.TransactionSite) -----------------
@@ -155,17 +148,111 @@ class Admission:
             timed or traced.
         """
         life = self._life
-        if (
+        if not (
             self._plainRetries
             and life.phase is _RUNNING
             and life.accepting
-            and options.retries is None
-            and options.timeout is None
-            and not (options.readOnly and self._replicas is not None)
+            and (
+                options is DEFAULT_OPTIONS
+                or (
+                    options.retries is None
+                    and options.timeout is None
+                    and not (options.readOnly and self._replicas is not None)
+                )
+            )
         ):
-            # What follows would come to the same, in more steps: not
-            # refused, no replica to route to, no start-up's own work.
-            return self._retryingConflicts(owner, f, args, kw, options, counted, record)
+            # (Else what _admit does comes to the common case below, in
+            # more steps: not refused, no replica to route to, no start-up's
+            # own work.)
+            d = self._admit(owner, f, args, kw, options, counted, record)
+            if d is not None:
+                return d
+        # The common case: the default conflict retries, kept as cheap as a
+        # call without retries: one task, and only if it fails with a
+        # conflict does retry.Attempts take over (its Deferred chained into
+        # the task's, which shutdown tracks). Each attempt that may write
+        # passes the writer gate.
+        # (_newTask, inline for the first attempt: this runs per call. The
+        # engine is known here: not in a worker process.)
+        engine: Any = self._engine
+        target: Any = options.target or engine
+        call = TransactionCall(
+            owner,
+            target,
+            f,
+            options,
+            _returnsRows,
+            _wrote,
+            self._countRows,
+            record,
+        )
+        task: Task[Any] = (
+            Task(call, args, kw)
+            if options is DEFAULT_OPTIONS
+            else Task(
+                call,
+                args,
+                kw,
+                niceness=options.niceness,
+                doNext=options.doNext,
+                doLast=options.doLast,
+                raw=options.raw,
+                consumer=options.consumer,
+            )
+        )
+        task.abandonable = True
+        gate = self.gate
+        # (_gated, inline: a guess below may still let it by.)
+        gated = gate is not None and not options.readOnly and options.consumer is None
+        guess = None
+        if self._readersKnown and not options.readOnly:
+            # (Its observer below lets it learn what the call did.)
+            guess = CallGuess(methodMix.guess(f, _wrote.get(f)))
+            if guess.readOnly:
+                # (Asked again as it starts: TransactionCall.stillGuessed.)
+                call.guess = True
+                gated = False
+            else:
+                call.guess = False
+        if not options.readOnly and engine.tracksWritePosition:
+            task.d.addCallback(self._wrotePosition, call)
+        task.interruptWith(self._interruptBound)
+        # (Lifecycle.inStartupContext, inline.)
+        now = starting.get() is life
+        # (The gate hears how it ended first, before a retry holds on.)
+        entry = gate.enter(task) if gate is not None and gated else None
+        # One observer for what the call's end sets off (see _firstEnded),
+        # called as the task ends (no callback on its Deferred): a partial
+        # of a bound method, not a closure: every call waiting in the queue
+        # holds it, and a closure's cells are that many more objects for the
+        # garbage collector (see docs/benchmarks.md, lag).
+        task.onEnded = functools.partial(
+            self._firstEndedBound, now, guess, counted, entry
+        )
+        # Tracked for shutdown without an observer of the tracker's:
+        # _firstEnded releases it.
+        life.hold(task.d)
+        if gate is not None and gated:
+            return gate.submit(task, self._letInNow if now else self._letIn)
+        if life.phase is _RUNNING:
+            # (submit's answer, without the call: its task's handle.)
+            return target.enqueue(task)  # type: ignore[no-any-return]
+        return self.submit(task, None, now, False)
+
+    def _admit(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        counted: str | None,
+        record: CallRecord | None,
+    ) -> Deferred[Any] | None:
+        # What transact does for a call that is not surely the common case:
+        # refuse it, route it, or give it its own retries or timeout; None:
+        # the common case after all (transact goes on).
+        life = self._life
         if life.refusing() and options.target is None:
             return self._counted(
                 fail(
@@ -225,9 +312,7 @@ class Admission:
                 # none).
                 retries, reasons = retry.CONFLICT_RETRIES, retry.RETRIED_BY_DEFAULT
                 if timeout is None and not inStartup:
-                    return self._retryingConflicts(
-                        owner, f, args, kw, options, counted, record
-                    )
+                    return None
             else:
                 retries = 0
         if not retries and timeout is None and not inStartup:
@@ -262,14 +347,13 @@ class Admission:
         options: CallOptions,
         mayGuessReadOnly: bool = False,
         guess: CallGuess | None = None,
-        first: bool = False,
         record: CallRecord | None = None,
     ) -> Task[Any]:
         # mayGuessReadOnly: the call runs again after a wrong read-only guess;
         # guess: whether it runs READ ONLY by guess, and learns what it did;
-        # first: the call's first attempt in _retryingConflicts, whose guess
-        # was made just now, and whose observer there lets it learn; record:
-        # the call's, if it is timed or traced.
+        # record: the call's, if it is timed or traced. (A first attempt
+        # with the default retries is made in transact, which does the
+        # same.)
         call = TransactionCall(
             owner,
             options.target or self._engine,
@@ -297,7 +381,7 @@ class Admission:
         # process: the caller waits for them.)
         task.abandonable = not self._inPool
         if guess is not None and mayGuessReadOnly:
-            if guess.readOnly and not first and not methodMix.guess(f, _wrote.get(f)):
+            if guess.readOnly and not methodMix.guess(f, _wrote.get(f)):
                 # (A retry: what calls did since the last attempt was made
                 # says no more.)
                 guess.readOnly = False
@@ -309,15 +393,13 @@ class Admission:
                 # back through the gate: it passed the gate by, and must
                 # not run read-write beside the writers let in.
                 call.guess = True
-                call.stillGuessed = functools.partial(_stillGuessed, f)
-            if not first:
-                task.d.addBoth(guess.ended, methodMix, call)
+            task.d.addBoth(guess.ended, methodMix, call)
         engine = self._engine
         if not options.readOnly and engine is not None and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
         # (The task is new: nothing can have stopped it, and no other thread
         # knows it.)
-        task.interruptWith(functools.partial(self._interruptBound, task))
+        task.interruptWith(self._interruptBound)
         return task
 
     def _interrupt(self, task: Task[Any], reason: BaseException) -> None:
@@ -388,46 +470,6 @@ class Admission:
         retries = self._spec.retries
         return retry.CONFLICT_RETRIES if retries is None else retries
 
-    def _retryingConflicts(
-        self,
-        owner: object,
-        f: Callable[..., Any],
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-        options: CallOptions,
-        counted: str | None,
-        record: CallRecord | None,
-    ) -> Deferred[Any]:
-        # The common case, kept as cheap as a call without retries: one task,
-        # and only if it fails with a conflict does retry.Attempts take over
-        # (its Deferred chained into the task's, which shutdown tracks).
-        # Each attempt that may write passes the writer gate.
-        guess = self._guessFor(f, options) if self._readersKnown else None
-        task = self._newTask(
-            owner, f, args, kw, options, True, guess, first=True, record=record
-        )
-        now = self._life.inStartupContext()
-        gate = self.gate
-        gated = gate is not None and self._gated(guess, options)
-        entry = None
-        if gated and gate is not None:
-            # (The gate hears how it ended first, before a retry holds on.)
-            entry = gate.enter(task)
-        # One observer for what the call's end sets off (see _firstEnded),
-        # called as the task ends (no callback on its Deferred): a partial
-        # of a bound method, not a closure: every call waiting in the queue
-        # holds it, and a closure's cells are that many more objects for the
-        # garbage collector (see docs/benchmarks.md, lag).
-        task.onEnded = functools.partial(
-            self._firstEndedBound, now, guess, counted, entry
-        )
-        # Tracked for shutdown without an observer of the tracker's:
-        # _firstEnded releases it.
-        self._life.hold(task.d)
-        if gated:
-            return self._submitWriter(task, guess, options, now, False)
-        return self.submit(task, None, now, False)
-
     def _firstEnded(
         self,
         now: bool,
@@ -443,14 +485,19 @@ class Admission:
         # read-only guess learns what it did; a conflict runs it again (the
         # task's Deferred then waits for the retries); otherwise the call
         # ended here, and is counted. (And shutdown stops waiting for its
-        # first task: see _retryingConflicts.)
+        # first task: see transact.)
         try:
             if entry is not None:
                 assert self.gate is not None
                 self.gate.ended(result, entry)
             call: Any = task.f  # (A TransactionCall: _newTask made it.)
             if guess is not None:
-                guess.ended(result, methodMix, call)
+                if result.__class__ is Failure:
+                    guess.ended(result, methodMix, call)
+                elif call.wroteNow is not None:
+                    # (CallGuess.ended's common case, inline: the call
+                    # ended, and what it did counts once.)
+                    methodMix.ended(call.f, call.wroteNow)
             record = call.record
             if result.__class__ is Failure:
                 error = result.value
@@ -477,11 +524,15 @@ class Admission:
                     self.track(attempts.d)
                     # (Counted once its last attempt ended.)
                     return self._counted(attempts.adopt(task, result), counted, record)
+            elif record is None and counted is not None:
+                # (CallStats.ended's common case, inline: per call.)
+                self.stats.outcomes[counted, COMMITTED] += 1
+                return result
             if counted is not None:
                 self.stats.ended(result, counted, record)
             return result
         finally:
-            self._life.release(task.d)
+            self._release(task.d)
 
     def _guessFor(
         self, f: Callable[..., Any], options: CallOptions

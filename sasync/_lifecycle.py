@@ -39,6 +39,9 @@ SHUTDOWN_GRACE = 1.0
 _starting: contextvars.ContextVar[Lifecycle | None] = contextvars.ContextVar(
     "sasyncStarting", default=None
 )
+#: The same, for a caller that asks per call (L{Lifecycle.inStartupContext}
+#: without the call: C{starting.get() is lifecycle}).
+starting = _starting
 
 
 class Phase(Enum):
@@ -380,4 +383,4 @@ class Lifecycle:
             abandon()
 
 
-__all__ = ["SHUTDOWN_GRACE", "Lifecycle", "Phase"]
+__all__ = ["SHUTDOWN_GRACE", "Lifecycle", "Phase", "starting"]

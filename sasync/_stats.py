@@ -272,6 +272,14 @@ class CallStats:
         child of the span current in this thread, or of C{parent}, trace
         context headers from another process), else C{None}.
         """
+        if (
+            # (tracing.untraced(), inline: this runs per call.)
+            tracing._trace._TRACER_PROVIDER is tracing.untracedWith
+            and not CallStats._timingUsers
+            and self.slowTransaction is None
+        ):
+            # The common case: nothing times, logs or traces calls.
+            return None
         traced = tracing.active()
         if traced or CallStats._timingUsers > 0 or self.slowTransaction is not None:
             record = CallRecord()

@@ -27,14 +27,25 @@ _trace: Any
 TraceContextTextMapPropagator: Any
 
 
+class _Missing:
+    """
+    Stands for C{opentelemetry.trace} without the extra: no tracer
+    provider, ever.
+    """
+
+    _TRACER_PROVIDER = None
+
+
 def _importOpenTelemetry() -> None:
-    # Bind the names above to the API's modules, or to None without the extra.
+    # Bind the names above to the API's modules (without the extra: None,
+    # and _trace to _Missing).
     global _context, _trace, TraceContextTextMapPropagator, _never
     try:
         from opentelemetry import context, trace
         from opentelemetry.trace.propagation import tracecontext
     except ImportError:
-        _context = _trace = TraceContextTextMapPropagator = None
+        _context = TraceContextTextMapPropagator = None
+        _trace = _Missing
         _never = True
     else:
         _context, _trace = context, trace
@@ -62,10 +73,26 @@ if "OTEL_PYTHON_TRACER_PROVIDER" in os.environ:
 
 _tracer: Any = None
 #: Set once the provider is known to be the API's no-op one (for good).
-_never = _trace is None
+_never = _trace is _Missing
 #: The provider may come from the environment (OTEL_PYTHON_TRACER_PROVIDER),
 #: made on the first get_tracer_provider(): then always ask.
 _fromEnvironment = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+#: What the API's provider global (C{opentelemetry.trace._TRACER_PROVIDER})
+#: is while calls are surely not traced: C{None} (no provider set; the API
+#: sets one only once, for good), or the no-op provider once seen. With a
+#: provider named by the environment, nothing (an object it is never).
+#: L{untraced} compares the global with it, which costs a call less than
+#: L{active}; a provider set since makes them differ, and L{active} looks.
+untracedWith: object = object() if _fromEnvironment else None
+
+
+def untraced() -> bool:
+    """
+    Whether calls are surely not traced now (C{False}: ask L{active}):
+    the cheap test made on every call.
+    """
+    return _trace._TRACER_PROVIDER is untracedWith
 
 
 def active() -> bool:
@@ -74,17 +101,20 @@ def active() -> bool:
     provider is set. Asked on every call, so it answers from a module
     global while no provider is set (the API sets one only once, for good).
     """
-    global _tracer, _never
+    global _tracer, _never, untracedWith
     if _tracer is not None:
         return True
     if _never or (
         # (The API's own global: get_tracer_provider() costs more.)
-        getattr(_trace, "_TRACER_PROVIDER", None) is None and not _fromEnvironment
+        _trace._TRACER_PROVIDER is None and not _fromEnvironment
     ):
         return False
     provider = _trace.get_tracer_provider()
     if isinstance(provider, _trace.NoOpTracerProvider):
         _never = True
+        if provider is _trace._TRACER_PROVIDER:
+            # (Set for good: untraced() says so from now on.)
+            untracedWith = provider
         return False
     if isinstance(provider, _trace.ProxyTracerProvider):
         return False
@@ -160,4 +190,13 @@ def endSpan(
     span.end()
 
 
-__all__ = ["active", "carrier", "endSpan", "enter", "leave", "startSpan"]
+__all__ = [
+    "active",
+    "carrier",
+    "endSpan",
+    "enter",
+    "leave",
+    "startSpan",
+    "untraced",
+    "untracedWith",
+]

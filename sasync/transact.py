@@ -39,10 +39,18 @@ from twisted.python import threadable
 
 from asynqueue import checkNumber
 from asynqueue.deferator import Deferator
-from asynqueue.task import AsIs, Task, checkNiceness, currentTask, setCurrentTask
+from asynqueue.task import (
+    AsIs,
+    Task,
+    checkNiceness,
+    current,
+    currentTask,
+    setCurrentTask,
+)
 
 from . import retry
-from ._stats import CallRecord, CallStats
+from ._readguess import methodMix
+from ._stats import CallRecord
 from .connection import _outcome as outcome
 from .connection import _positions as positions
 from .connection import _results as results
@@ -124,6 +132,9 @@ class CallOptions:
 
 
 _DEFAULT_OPTIONS = CallOptions()
+#: The options of every call made without call-time keywords (one object,
+#: never changed: a caller may tell them by identity).
+DEFAULT_OPTIONS = _DEFAULT_OPTIONS
 
 #: What a transaction's function may return that is surely not a result.
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, tuple, dict})
@@ -372,24 +383,22 @@ class TransactionCall:
         handle = self._handle
         if handle is None:
             handle = self.handle  # (It raises.)
-        task = currentTask()
+        task = current.task
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
         wrote = None if declared else self._wrote
         readOnly = False
         if wrote is not None:
             guess = self.guess
-            if guess:
-                still = self.stillGuessed
-                if still is not None and not still():
-                    # Guessed when made (it passed the writer gate by), but
-                    # calls that ended since show its method writing: back
-                    # to the gate.
-                    withdrawn = retry.GuessWithdrawn(
-                        f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
-                    )
-                    retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
-                    raise withdrawn
+            if guess and not self.stillGuessed():
+                # Guessed when made (it passed the writer gate by), but
+                # calls that ended since show its method writing: back to
+                # the gate.
+                withdrawn = retry.GuessWithdrawn(
+                    f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
+                )
+                retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
+                raise withdrawn
             # PostgreSQL SERIALIZABLE: a method seen only reading (or guessed
             # so, call by call) runs READ ONLY, so it can't take part in
             # serialization failures.
@@ -476,7 +485,19 @@ class TransactionCall:
         kw: Any,
     ) -> Any:
         o = self.options
-        stream = self._wantsStream(handle)
+        f = self.f
+        learned = self._learned
+        if (
+            o.stream is None
+            and learned is not None
+            and learned.get(f) is False
+            and f not in ALWAYS_STREAM
+        ):
+            # (_wantsStream's common case, inline: per call.)
+            stream = known = False
+        else:
+            stream = self._wantsStream(handle)
+            known = None
         transaction = connection.begin()
         state.connection = connection
         state.handle = handle
@@ -484,7 +505,7 @@ class TransactionCall:
         state.wrote = False
         handedOver = False
         try:
-            result = self.f(self.broker, *args, **kw)
+            result = f(self.broker, *args, **kw) if kw else f(self.broker, *args)
             session = state.session
             if session is not None:
                 session.flush()
@@ -492,15 +513,16 @@ class TransactionCall:
                 raise CancelledError(
                     f"{describeCall(self.broker, self.f, args, kw)} was stopped"
                 )
-            self.wroteNow = state.wrote
-            if self._wrote is not None and self._wrote.get(self.f) is not True:
+            wrote = self.wroteNow = state.wrote
+            if self._wrote is not None and self._wrote.get(f) is not True:
                 # One dict item set: atomic under the GIL.
-                self._wrote[self.f] = state.wrote
+                self._wrote[f] = wrote
             # (A plain value, the common case, needs no closer look.)
             hasRows = result.__class__ not in _PLAIN and results.returnsRows(result)
-            if self._learned is not None and o.stream is None:
-                # One dict item set: atomic under the GIL.
-                self._learned[self.f] = hasRows
+            if hasRows is not known and learned is not None and o.stream is None:
+                # One dict item set (atomic under the GIL), unless it says
+                # so already.
+                learned[f] = hasRows
             if hasRows:
                 if o.asList:
                     result = result.all()
@@ -600,10 +622,17 @@ class TransactionCall:
     #: says of its method (C{None}). See L{sasync._readguess}.
     guess: bool | None = None
 
-    #: Set with C{guess=True}: asked in the worker thread whether the
-    #: guess still holds when the call starts (if not, the call fails with
-    #: L{retry.GuessWithdrawn}, retried at once).
-    stillGuessed: Callable[[], bool] | None = None
+    def stillGuessed(self) -> bool:
+        """
+        Worker thread, as a call made with C{guess=True} starts: whether
+        the guess still holds (if not, the call fails with
+        L{retry.GuessWithdrawn}, retried at once). It reads what the
+        reactor thread learned (a dict item, two floats): a burst of calls
+        made at once is guessed when made, and the first of them that write
+        stop the guesses of the rest.
+        """
+        wrote = self._wrote
+        return wrote is not None and methodMix.guess(self.f, wrote.get(self.f))
 
     #: Worker thread, once the body returned: whether this call wrote (as
     #: far as SQLAlchemy saw); read in the reactor once its Deferred fired.
@@ -634,7 +663,6 @@ class TransactionCall:
             # connection): skip the statement, a round trip per read.
             and not (self._readOnlyRun and not state.wrote)
         )
-        xid = pid = None
         if lookUp:
             # PostgreSQL with retries: learn the transaction's ID first, so
             # that a COMMIT whose answer is lost can be looked up.
@@ -703,7 +731,6 @@ class TransactionCall:
     @staticmethod
     def _endTransactionState() -> None:
         session = state.session
-        state.session = None
         state.connection = None
         state.handle = None
         state.stream = False
@@ -711,6 +738,7 @@ class TransactionCall:
             # (Handed over to a stream, they were taken already.)
             results.closeCursors(results.takeCursors())
         if session is not None:
+            state.session = None
             session.close()
 
 
@@ -859,16 +887,16 @@ def _decorate(
         if ioThread is not None and ioThread != get_ident():
             # (Only off the reactor's thread is there anything to check.)
             site.checkThread(name)
-        options, own = (
-            splitKeywords(accepts, name, kw) if kw else (_DEFAULT_OPTIONS, kw)
-        )
+        if kw:
+            options, own = splitKeywords(accepts, name, kw)
+        else:
+            options, own = _DEFAULT_OPTIONS, kw
         if readOnlyDefault is not None and options.readOnly is None:
             if options is _DEFAULT_OPTIONS:
                 options = readOnlyDefault
             else:
                 options = dataclasses.replace(options, readOnly=True)
-        stats: CallStats = site.stats
-        record = stats.begin(name, options.niceness)
+        record = site.stats.begin(name, options.niceness)
         # Counted where the call ends, whichever way (sasync._stats).
         return site.transact(self, f, args, own, options, name, record)
 
@@ -901,6 +929,7 @@ def wait(
 
 __all__ = [
     "CALL_KEYWORDS",
+    "DEFAULT_OPTIONS",
     "Accepts",
     "CallOptions",
     "TransactionCall",

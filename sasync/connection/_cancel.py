@@ -201,17 +201,32 @@ class Canceller:
     def leave(self) -> None:
         """
         Worker thread: the task is done with the connection. Waits for a
-        cancel being sent right now, so that it cannot hit the next task.
+        cancel being sent right now (or a cut being made), so that it
+        cannot hit the next task.
+
+        A cancel or cut is only ever sent for a task whose
+        C{stopRequested} was set first (L{interrupt} is its interrupter,
+        which L{Task.requestStop} calls after setting it); each checks
+        C{activeTask} under its lock. So the locks are taken only for a
+        task asked to stop: C{activeTask} is cleared before the flag is
+        read, and a stop that sets the flag after that read finds no task
+        of its own here to cancel or cut. (No lock per transaction.)
         """
-        with self._lock, self._cutLock:
-            self.activeTask = None
+        task = self.activeTask
+        self.activeTask = None
+        if task is not None and task.stopRequested:
+            # A cancel (or cut) may be on its way for it: wait until it is
+            # done, or has seen that the task left.
+            with self._lock, self._cutLock:
+                pass
 
     def interrupt(self, task: Task[Any], clock: IReactorTime) -> None:
         """
         Reactor thread: ask the driver to stop what C{task} runs, again
         every L{RESEND_INTERVAL} seconds while it runs, and cut the
         connection if it still runs after L{CUT_AFTER} seconds. Never
-        blocks.
+        blocks. Only for a task asked to stop (its C{stopRequested} set
+        already; see L{leave}).
         """
         if self.dialectName == "sqlite":
             # The progress handler sees task.stopRequested; nothing to send,

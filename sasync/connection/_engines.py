@@ -73,7 +73,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -86,7 +86,7 @@ from twisted.logger import Logger
 
 from asynqueue import checkNumber, follow, globalReactor
 from asynqueue.mailbox import mailboxFor
-from asynqueue.task import Task, currentTask
+from asynqueue.task import Task, current
 from asynqueue.taskqueue import TaskQueue
 from asynqueue.workers import JobThread
 
@@ -439,6 +439,11 @@ class EngineHandle:
         # The workers open iterations hold now, the oldest hold first (kept
         # by _heldChanged, so that submit needn't look at every worker).
         self._holders: dict[ConnectionWorker, None] = {}
+        #: L{submit} without a timeout, for callers that make a call per
+        #: transaction: the queue's own submit while no iteration holds a
+        #: worker (nothing to check then: a call less per task), else
+        #: L{submit} (see L{_heldChanged}).
+        self.enqueue: Callable[[Task[Any]], Deferred[Any]] = self.queue.submit
         #: How many iterations let go of their connection (read the rest of
         #: their rows into memory) so far.
         self.iterationsLetGo = 0
@@ -583,10 +588,13 @@ class EngineHandle:
     def _heldChanged(self, worker: ConnectionWorker, held: bool) -> None:
         if held:
             self._holders[worker] = None
+            self.enqueue = self.submit
             self._keepReserve()
             self._checkOverflow()
         else:
             self._holders.pop(worker, None)
+            if not self._holders:
+                self.enqueue = self.queue.submit
             self._retireOverflow()
 
     def _keepReserve(self) -> None:
@@ -708,7 +716,7 @@ def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]
     class SAsyncExecutionContext(base):  # type: ignore[misc]
         def create_cursor(self) -> Any:
             # Worker thread: this transaction's thread state decides.
-            task = currentTask()
+            task = current.task
             if task is not None and task.stopRequested:
                 raise CancelledError(f"{task.info} was asked to stop")
             context: Any = self

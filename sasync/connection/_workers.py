@@ -298,8 +298,10 @@ class ConnectionWorker(ThreadWorker):
         this worker's connection (known without sending anything).
         """
         watch = self._watch
-        # (Nothing to read, the common case, is told by the poll alone.)
-        return watch is not None and bool(watch.poll(0)) and watch.serverClosed()
+        if watch is None or not watch.poll(0):
+            # (Nothing to read, the common case, is told by the poll alone.)
+            return False
+        return watch.serverClosed()
 
     def readOnlyNext(self) -> None:
         """

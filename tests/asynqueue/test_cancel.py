@@ -263,6 +263,36 @@ class RunningCancelTests(SynchronousTestCase):
         self.worker.fail(Failure(Interrupted()))
         self.failureResultOf(d, Interrupted)
 
+    def test_pastPointOfNoReturnStays(self) -> None:
+        """
+        A call past its point of no return stays past it: asked again after
+        a stop came (sAsync asks twice on an AUTOCOMMIT connection: as the
+        call starts and before COMMIT), the worker is told to go on, as its
+        caller waits for the outcome.
+        """
+        d, task, _ = self.abandonable()
+        self.assertTrue(task.passPointOfNoReturn())
+        d.cancel()
+        self.assertNoResult(d)
+        self.assertTrue(task.passPointOfNoReturn())
+        self.worker.succeed("committed")
+        self.assertEqual(self.successResultOf(d), "committed")
+
+    def test_stopBetweenMarkAndLook(self) -> None:
+        """
+        A stop that comes after the worker marked the point passed and
+        before it looked for a stop (the worker takes no lock unless it
+        sees one) saw the mark: the caller waits, and the worker, seeing
+        the stop, abides by that and goes on.
+        """
+        d, task, _ = self.abandonable()
+        task._pastNoReturn = True  # (What passPointOfNoReturn does first.)
+        d.cancel()
+        self.assertNoResult(d)
+        self.assertTrue(task.passPointOfNoReturn())
+        self.worker.succeed("committed")
+        self.assertEqual(self.successResultOf(d), "committed")
+
     def test_pastPointOfNoReturnGivenUpIsLogged(self) -> None:
         """
         Cancelled a second time while past the point of no return, the
