@@ -7,6 +7,7 @@ connections go on working.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import threading
@@ -250,3 +251,52 @@ def test_noThreadLeftAfterKillQuery(mysqlURL: str) -> None:
     assert child.returncode == 0, child.stderr
     lines = [line for line in child.stdout.splitlines() if line.startswith("left")]
     assert lines == ["left "], child.stdout + child.stderr
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_cancelsAtRandomNeverLieAboutCommits(
+    serverURL: str, brokers: Any
+) -> None:
+    """
+    Hundreds of short writes on eight connections, cancelled or timed out
+    at random moments (before, during and around their COMMIT): a call
+    that failed with CancelledError or TransactionTimeout wrote nothing,
+    one that succeeded wrote its row once, and the broker goes on working.
+    This is the race between a stop and the worker's point of no return,
+    run for real: the stop and the worker each look for the other's mark
+    without a lock (see asynqueue.task.Task.passPointOfNoReturn).
+    """
+    rng = random.Random(2112)
+    broker = brokers(Ledger, serverURL, connections=8)
+    await broker.waitUntilRunning()
+    from twisted.internet import reactor
+
+    calls = []
+    for i in range(400):
+        nap = rng.choice([0.0, 0.0, 0.001, 0.003])
+        timeout = rng.choice([None, None, None, 0.002, 0.01])
+        d = broker.writeThenSleep(
+            f"r{i}", sleepSQL(serverURL, nap) if nap else "SELECT 1", timeout=timeout
+        )
+        when = rng.choice([None, None, 0.0, 0.001, 0.002, 0.004, 0.008])
+        if when is not None:
+            reactor.callLater(when, d.cancel)
+        calls.append(d)
+    results = await defer.DeferredList(calls, consumeErrors=True)
+    written = await broker.tokens()
+    assert len(written) == len(set(written)), "a write was duplicated"
+    present = set(written)
+    stopped = committed = 0
+    for i, (ok, result) in enumerate(results):
+        token = f"r{i}"
+        if ok:
+            committed += 1
+            assert token in present, f"{token} acknowledged but not committed"
+        else:
+            assert result.check(defer.CancelledError, TransactionTimeout), result
+            stopped += 1
+            assert token not in present, f"{token} failed yet committed"
+    # Both outcomes happened, or the test tested nothing.
+    assert stopped and committed, (stopped, committed)
+    await broker.write("after")
+    assert "after" in await broker.tokens()
