@@ -112,8 +112,21 @@ class Admission:
             and spec.timeout is None
             and spec.maxPending is None
         )
+        # Under processes=N, the same for a call that sets neither: the
+        # worker process retries it, so the parent has nothing to add while
+        # the broker runs (see _transactInPool).
+        self._plainInPool = (
+            self._inPool
+            and spec.retries is None
+            and spec.timeout is None
+            and spec.maxPending is None
+        )
         # Bound once: every call waiting in the queue would hold its own.
         self._countRows = stats.addRows
+        self._inPoolEndedBound = self._inPoolEnded
+        self._poolHold = lifecycle.hold
+        self._poolRelease = lifecycle.release
+        self._poolSubmit = handle.submit
         self._firstEndedBound = self._firstEnded
         self._interruptBound = self._interrupt
         self._letIn = self._submitLetIn
@@ -166,6 +179,14 @@ class Admission:
             # What follows would come to the same, in more steps: not
             # refused, no replica to route to, no start-up's own work.
             return self._retryingConflicts(owner, f, args, kw, options, counted, record)
+        if (
+            self._plainInPool
+            and life.phase is _RUNNING
+            and life.accepting
+            and options.retries is None
+            and options.timeout is None
+        ):
+            return self._transactInPool(owner, f, args, kw, options, counted, record)
         if life.refusing() and options.target is None:
             return self._counted(
                 fail(
@@ -242,6 +263,52 @@ class Admission:
                 owner, f, args, kw, options, retries, timeout, reasons, record
             )
         return self._counted(d, counted, record)
+
+    def _transactInPool(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        counted: str | None,
+        record: CallRecord | None,
+    ) -> Deferred[Any]:
+        # Under processes=N, while the broker runs, a call with no retries or
+        # timeout of its own (the common case, per call): what transact()
+        # would do, in fewer steps. The worker process runs the call as a
+        # broker in one process would (retries, guesses, the writer gate);
+        # the parent only queues it, counts it as it ends and makes
+        # shutdown wait for it, from one observer called as its task ends
+        # (no callback on its Deferred), and no interrupter: the pool gives
+        # it the one that sends the worker process a cancel.
+        task: Task[Any] = Task(
+            TransactionCall(owner, None, f, options, record=record),
+            args,
+            kw,
+            niceness=options.niceness,
+            doNext=options.doNext,
+            doLast=options.doLast,
+            raw=options.raw,
+            consumer=options.consumer,
+        )
+        task.onEnded = functools.partial(self._inPoolEndedBound, counted, record)
+        self._poolHold(task.d)
+        return self._poolSubmit(task, None)
+
+    def _inPoolEnded(
+        self,
+        counted: str | None,
+        record: CallRecord | None,
+        task: Task[Any],
+        result: object,
+    ) -> object:
+        # A call of _transactInPool ended: shutdown stops waiting for it, and
+        # it is counted (as counted, if given).
+        self._poolRelease(task.d)
+        if counted is not None:
+            self.stats.ended(result, counted, record)
+        return result
 
     def _counted(
         self, d: Deferred[T], counted: str | None, record: CallRecord | None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import pickle
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from asynqueue import checkNumber, follow, globalReactor
-from asynqueue.process import dumps, pickleCall
+from asynqueue.process import PROTOCOL, dumps, pickleCall
 from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
 
@@ -45,12 +46,15 @@ from .._schema import SetupJob
 from .._stats import CallRecord
 from ..connection import DEFAULT_CONNECTIONS
 from ..transact import CallOptions, TransactionCall
-from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Slot, WorkerProcess
+from ._wire import CALL, HEADER, RUN
+from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Outbox, Slot, WorkerProcess
 
 if TYPE_CHECKING:
     from ..connection import EngineSpec
 
 log = Logger()
+
+_pack = HEADER.pack
 
 #: Distinct call options whose pickles the parent keeps (see
 #: L{ProcessPool._wireOptions}); beyond that it starts again.
@@ -211,8 +215,11 @@ class _PoolQueue(TaskQueue):
         @raise TypeError: the call can't be pickled.
         """
         if self.isRunning() and task.payload is None:
-            task.payload = self._pool.message(task)
+            self._pool.prepare(task)
         return super().submit(task, timeout=timeout)
+
+    #: L{submit} of a task whose call the pool has pickled already.
+    submitPrepared = TaskQueue.submit
 
 
 class ProcessPool:
@@ -247,11 +254,18 @@ class ProcessPool:
         self._reactor = reactor
         self._names: dict[Callable[..., Any], str] = {}
         self._optionsSent: dict[int, tuple[CallOptions, bytes]] = {}
+        # Per transaction function: (its last shared options, its method's
+        # name, those options as they travel); see message().
+        self._sent: dict[Callable[..., Any], tuple[CallOptions, str, bytes]] = {}
         #: Never anybody's but this broker's: L{sasync.connection.release} closes it.
         self.users: set[int] = set()
         self.closing: Deferred[None] | None = None
         self.queue = _PoolQueue(self, clock=reactor)
-        self.processes = [WorkerProcess(self, i) for i in range(processes)]
+        #: The requests to the processes, and their IDs.
+        self.outbox = Outbox()
+        self._rids = self.outbox.rids
+        self._cancelBound = self.cancel
+        self.processes = [WorkerProcess(self, i, self.outbox) for i in range(processes)]
         # Interleaved: calls spread over the processes before doubling up.
         for _ in range(connections):
             for process in self.processes:
@@ -323,33 +337,65 @@ class ProcessPool:
             " worker process can't call it"
         )
 
-    def message(self, task: Task[Any]) -> tuple[Any, ...]:
+    def message(self, task: Task[Any]) -> tuple[int, bytes]:
         """
-        The request that runs C{task} in a worker process: a transaction
+        The request that runs C{task} in a worker process, framed (see
+        L{sasync.multicore._wire}), and its request ID: a transaction
         travels as (method name, arguments) and its call options, pickled
-        apart (see L{_wireOptions}), anything else
+        apart (see L{_wireOptions}); anything else
         (L{AccessBroker.deferToQueue}) as a pickled call.
 
         @raise TypeError: it can't be pickled.
         """
         call = task.f
         if not isinstance(call, TransactionCall):
-            if isinstance(call, SetupJob):
-                raise TypeError(
-                    f"{call.description}: under processes=N, each worker"
-                    " process's broker makes its tables (and migrates) in its"
-                    " startup(); table() and migrate() can't be called in the parent"
-                )
-            return ("run", pickleCall(call, task.args, task.kw), task.raw)
-        name = self._methodName(type(call.broker), call.f)
+            return self._runMessage(task)
+        return self._callMessage(call, task.args, task.kw)
+
+    def _callMessage(
+        self, call: TransactionCall, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> tuple[int, bytes]:
+        # message() of a transaction. (Per call: what the method's calls
+        # share is looked up once.)
+        known = self._sent.get(call.f)
+        if known is None or known[0] is not call.options or call.record is not None:
+            known = self._learn(call)
         try:
-            payload = dumps((name, task.args, task.kw))
+            body = dumps((known[1], args, kw, known[2]))
         except Exception as e:
             raise TypeError(
                 f"the arguments of {call.__qualname__} can't be pickled for a"
                 f" worker process: {e}"
             ) from e
-        return ("call", payload, self._wireOptions(call.options, call.record))
+        rid = next(self._rids)
+        return rid, _pack(len(body), rid, CALL) + body
+
+    def _runMessage(self, task: Task[Any]) -> tuple[int, bytes]:
+        # message() of a plain call.
+        call = task.f
+        if isinstance(call, SetupJob):
+            raise TypeError(
+                f"{call.description}: under processes=N, each worker"
+                " process's broker makes its tables (and migrates) in its"
+                " startup(); table() and migrate() can't be called in the parent"
+            )
+        body = pickle.dumps((pickleCall(call, task.args, task.kw), task.raw), PROTOCOL)
+        rid = next(self._rids)
+        return rid, _pack(len(body), rid, RUN) + body
+
+    def _learn(self, call: TransactionCall) -> tuple[CallOptions, str, bytes]:
+        # What a call of call.f sends besides its arguments: (its options,
+        # its method's name, the options as they travel), kept per method
+        # for the next call if the options are shared (see _wireOptions).
+        f = call.f
+        name = self._names.get(f)
+        if name is None:
+            name = self._methodName(type(call.broker), f)
+        options = call.options
+        known = (options, name, self._wireOptions(options, call.record))
+        if call.record is None and options.consumer is None and options.timeout is None:
+            self._sent[f] = known
+        return known
 
     def _wireOptions(self, options: CallOptions, record: CallRecord | None) -> bytes:
         # The call options as they travel. Most calls share one options
@@ -376,17 +422,48 @@ class ProcessPool:
             )
         )
 
+    def prepare(self, task: Task[Any]) -> None:
+        """
+        Make C{task} ready for a worker process: its request (see
+        L{message}) as its C{payload}, and its interrupter, which asks the
+        process running it to cancel it.
+
+        @raise TypeError: it can't be pickled.
+        """
+        call = task.f
+        if isinstance(call, TransactionCall):
+            payload = self._callMessage(call, task.args, task.kw)
+        else:
+            payload = self._runMessage(task)
+        task.payload = payload
+        # (Replacing any interrupter the broker gave it: in the parent
+        # only a process can stop a call. And taking no lock: no thread but
+        # the reactor's knows the task here.)
+        task.interruptWith(functools.partial(self._cancelBound, payload[0]))
+
+    def cancel(self, rid: int, reason: BaseException | None = None) -> None:
+        """
+        Ask the process running call C{rid} to cancel it (see
+        L{WorkerProcess.cancel}); nothing if none runs it.
+        """
+        for process in self.processes:
+            if rid in process.calls:
+                process.cancel(rid)
+                return
+
     def submit(self, task: Task[Any], timeout: float | None = None) -> Deferred[Any]:
         """
         Queue a transaction; see L{sasync.connection.EngineHandle.submit}. A
         call that can't be pickled fails its Deferred with C{TypeError}.
         """
         try:
-            task.payload = self.message(task)
+            self.prepare(task)
         except TypeError:
             task.fail(Failure())  # type: ignore[no-untyped-call]
             return task.d
-        return self.queue.submit(task, timeout=timeout)
+        if timeout is None:
+            return self.queue.submitPrepared(task)
+        return self.queue.submitPrepared(task, timeout=timeout)
 
     # Closing ------------------------------------------------------------------
 
