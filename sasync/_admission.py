@@ -114,19 +114,21 @@ class Admission:
         )
         # Under processes=N, the same for a call that sets neither: the
         # worker process retries it, so the parent has nothing to add while
-        # the broker runs (see _transactInPool).
+        # the broker runs, and the pool queues it (see transact).
+        poolTransact = getattr(handle, "submitTransaction", None)
         self._plainInPool = (
             self._inPool
+            and poolTransact is not None
             and spec.retries is None
             and spec.timeout is None
             and spec.maxPending is None
         )
+        self._poolTransact: Callable[..., Deferred[Any]] = poolTransact or _noPool
         # Bound once: every call waiting in the queue would hold its own.
         self._countRows = stats.addRows
         self._inPoolEndedBound = self._inPoolEnded
         self._poolHold = lifecycle.hold
         self._poolRelease = lifecycle.release
-        self._poolSubmit = handle.submit
         self._firstEndedBound = self._firstEnded
         self._interruptBound = self._interrupt
         self._letIn = self._submitLetIn
@@ -186,7 +188,23 @@ class Admission:
             and options.retries is None
             and options.timeout is None
         ):
-            return self._transactInPool(owner, f, args, kw, options, counted, record)
+            # Under processes=N, while the broker runs, a call with no
+            # retries or timeout of its own: the worker process runs it as
+            # a broker in one process would (retries, guesses, the writer
+            # gate); the pool makes its task and queues it (see
+            # ProcessPool.submitTransaction). Here it is counted as it
+            # ends, and shutdown waits for it, from one observer called as
+            # its task ends (no callback on its Deferred).
+            return self._poolTransact(
+                owner,
+                f,
+                args,
+                kw,
+                options,
+                record,
+                functools.partial(self._inPoolEndedBound, counted, record),
+                self._poolHold,
+            )
         if life.refusing() and options.target is None:
             return self._counted(
                 fail(
@@ -264,38 +282,6 @@ class Admission:
             )
         return self._counted(d, counted, record)
 
-    def _transactInPool(
-        self,
-        owner: object,
-        f: Callable[..., Any],
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-        options: CallOptions,
-        counted: str | None,
-        record: CallRecord | None,
-    ) -> Deferred[Any]:
-        # Under processes=N, while the broker runs, a call with no retries or
-        # timeout of its own (the common case, per call): what transact()
-        # would do, in fewer steps. The worker process runs the call as a
-        # broker in one process would (retries, guesses, the writer gate);
-        # the parent only queues it, counts it as it ends and makes
-        # shutdown wait for it, from one observer called as its task ends
-        # (no callback on its Deferred), and no interrupter: the pool gives
-        # it the one that sends the worker process a cancel.
-        task: Task[Any] = Task(
-            TransactionCall(owner, None, f, options, record=record),
-            args,
-            kw,
-            niceness=options.niceness,
-            doNext=options.doNext,
-            doLast=options.doLast,
-            raw=options.raw,
-            consumer=options.consumer,
-        )
-        task.onEnded = functools.partial(self._inPoolEndedBound, counted, record)
-        self._poolHold(task.d)
-        return self._poolSubmit(task, None)
-
     def _inPoolEnded(
         self,
         counted: str | None,
@@ -303,8 +289,8 @@ class Admission:
         task: Task[Any],
         result: object,
     ) -> object:
-        # A call of _transactInPool ended: shutdown stops waiting for it, and
-        # it is counted (as counted, if given).
+        # A call the pool queued (see transact) ended: shutdown stops
+        # waiting for it, and it is counted (as counted, if given).
         self._poolRelease(task.d)
         if counted is not None:
             self.stats.ended(result, counted, record)
@@ -711,6 +697,11 @@ class Admission:
             self.startupRetries(),
             None,
         )
+
+
+def _noPool(*args: object) -> Deferred[Any]:
+    # The pool's submitTransaction where there is no pool.
+    raise RuntimeError("no process pool")
 
 
 def _writerGate(

@@ -15,6 +15,7 @@ and replies, read and written here.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pickle
@@ -53,6 +54,9 @@ from ._wire import (
 
 #: Distinct call options kept unpickled (see L{BrokerServer.call}).
 OPTIONS_KEPT = 64
+
+#: What most results are: no iteration, no Result to sum up.
+_PLAIN = frozenset((type(None), bool, int, float, str, bytes, list, tuple, dict))
 
 _unpack = HEADER.unpack_from
 _pack = HEADER.pack
@@ -116,12 +120,13 @@ class BrokerServer(Protocol):
         self.iterations: dict[int, Deferator[Any]] = {}
         self.quitting = False
         self.outgoing: list[bytes] = []
-        #: Per method name: the transaction function it runs.
-        self.methods: dict[str, Any] = {}
-        #: Call options by their pickle: most calls send the same few.
-        self.options: dict[bytes, Any] = {}
+        #: Per (method name, pickled call options): the transaction
+        #: function it runs and the options. Most calls send a few.
+        self.known: dict[tuple[str, bytes], tuple[Any, Any]] = {}
         # Bound once: each call's Deferred gets it.
         self._endedBound = self._ended
+        # The end of this reactor turn: what send() queues goes out then.
+        self._flushLater = functools.partial(reactor.callLater, 0, self.flush)
         # The broker's admission of calls, and its stats' begin(), once
         # the broker is made.
         self._site: Any = None
@@ -141,7 +146,7 @@ class BrokerServer(Protocol):
             return
         outgoing.append(data)
         if len(outgoing) == 1:
-            self.reactor.callLater(0, self.flush)
+            self._flushLater()
 
     def flush(self) -> None:
         """
@@ -248,12 +253,10 @@ class BrokerServer(Protocol):
         """
         try:
             name, args, kw, pickledOptions = _loads(body)
-            options = self.options.get(pickledOptions)
-            if options is None:
-                options = self._learnOptions(pickledOptions)
-            f = self.methods.get(name)
-            if f is None:
-                f = self._learnMethod(name)
+            known = self.known.get((name, pickledOptions))
+            if known is None:
+                known = self._learn(name, pickledOptions)
+            f, options = known
             # The parent's record came as trace context headers: this
             # process's span of the call joins the parent's trace.
             record = self._begin(name, options.niceness, options.record)
@@ -264,20 +267,19 @@ class BrokerServer(Protocol):
         self.calls[rid] = d
         d.addBoth(self._endedBound, rid, name)
 
-    def _learnOptions(self, pickled: bytes) -> Any:
-        # Options not seen yet: most calls share a few, kept unpickled
-        # (those carrying a call's trace context are its own).
-        options = pickle.loads(pickled)
-        if options.record is None:
-            if len(self.options) >= OPTIONS_KEPT:
-                self.options.clear()
-            self.options[pickled] = options
-        return options
-
-    def _learnMethod(self, name: str) -> Any:
+    def _learn(self, name: str, pickledOptions: bytes) -> tuple[Any, Any]:
+        # The transaction function of method name, and the options: kept
+        # for the next calls unless the options are the call's own (they
+        # carry its trace context).
         method = getattr(type(self.broker), name)
-        f = self.methods[name] = getattr(method, "__sasyncTransaction__", method)
-        return f
+        f = getattr(method, "__sasyncTransaction__", method)
+        options = pickle.loads(pickledOptions)
+        known = (f, options)
+        if options.record is None:
+            if len(self.known) >= OPTIONS_KEPT:
+                self.known.clear()
+            self.known[name, pickledOptions] = known
+        return known
 
     def run(self, rid: int, payload: bytes, raw: bool) -> None:
         """
@@ -296,18 +298,21 @@ class BrokerServer(Protocol):
     def _ended(self, result: Any, rid: int, name: str | None) -> None:
         # Call rid ended with result: reply. (name: the method's, None for
         # a plain call; only a message needs it.)
-        self.calls.pop(rid, None)
-        if result.__class__ is Failure:
+        calls = self.calls
+        calls.pop(rid, None)
+        cls = result.__class__
+        if cls is Failure:
             self.fail(rid, result)
             return
-        if isinstance(result, Deferator):
-            nextBatch(result).addCallbacks(
-                lambda batch: self.reply(rid, ITER, batch, name, result),
-                lambda f: self.fail(rid, f),
-            )
-            return
-        if isinstance(result, CursorResult):
-            result = portable(result)
+        if cls not in _PLAIN:
+            if isinstance(result, Deferator):
+                nextBatch(result).addCallbacks(
+                    lambda batch: self.reply(rid, ITER, batch, name, result),
+                    lambda f: self.fail(rid, f),
+                )
+                return
+            if isinstance(result, CursorResult):
+                result = portable(result)
         try:
             pickled = _dumps(result, PROTOCOL)
         except Exception as e:
@@ -316,7 +321,15 @@ class BrokerServer(Protocol):
             )
             self.send(FAILURE, rid, failureBody(rid, error))
             return
-        self.send(VALUE, rid, pickled)
+        # (send(), inlined: this runs per call.)
+        data = _pack(len(pickled), rid, VALUE) + pickled
+        outgoing = self.outgoing
+        if not outgoing and not calls:
+            self.write(data)
+            return
+        outgoing.append(data)
+        if len(outgoing) == 1:
+            self._flushLater()
 
     def _what(self, name: str | None) -> str:
         # What a message calls the result of a call of method name.

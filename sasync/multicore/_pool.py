@@ -25,10 +25,12 @@ through Twisted's process support, never through a thread of ours.
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import dataclasses
 import functools
 import importlib
 import pickle
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,10 @@ if TYPE_CHECKING:
 log = Logger()
 
 _pack = HEADER.pack
+# A reducer registered for bound methods (see asynqueue.process.dumps) means
+# a pickle made by dumps().
+_METHOD = types.MethodType
+_REDUCERS = copyreg.dispatch_table
 
 #: Distinct call options whose pickles the parent keeps (see
 #: L{ProcessPool._wireOptions}); beyond that it starts again.
@@ -337,6 +343,66 @@ class ProcessPool:
             " worker process can't call it"
         )
 
+    def submitTransaction(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        record: CallRecord | None,
+        onEnded: Callable[[Task[Any], Any], Any],
+        hold: Callable[[Deferred[Any]], object],
+    ) -> Deferred[Any]:
+        """
+        Queue a transaction, C{f(owner, *args, **kw)}, whose C{options} set
+        no timeout (the broker's admission of calls, per call: L{submit}
+        in fewer steps). Its task runs the request only: its callable is
+        C{f}, never called here.
+
+        @param record: The call's record, if it is timed or traced.
+        @param onEnded: The task's L{Task.onEnded}.
+        @param hold: Called with the task's Deferred before it can fire.
+        @return: The task's Deferred; it fails with C{TypeError} if the call
+            can't be pickled.
+        """
+        task: Task[Any] = Task(
+            f,
+            args,
+            kw,
+            niceness=options.niceness,
+            doNext=options.doNext,
+            doLast=options.doLast,
+            raw=options.raw,
+            consumer=options.consumer,
+        )
+        task.onEnded = onEnded
+        hold(task.d)
+        # (_callMessage and prepare, inlined.)
+        known = self._sent.get(f)
+        try:
+            if known is None or known[0] is not options or record is not None:
+                known = self._learnFor(type(owner), f, options, record)
+            try:
+                message = (known[1], args, kw, known[2])
+                # (asynqueue's dumps, inlined: the common case.)
+                if _METHOD in _REDUCERS:
+                    body = dumps(message)
+                else:
+                    body = pickle.dumps(message, PROTOCOL)
+            except Exception as e:
+                raise TypeError(
+                    f"the arguments of {type(owner).__name__}.{f.__name__} can't"
+                    f" be pickled for a worker process: {e}"
+                ) from e
+        except TypeError:
+            task.fail(Failure())  # type: ignore[no-untyped-call]
+            return task.d
+        rid = next(self._rids)
+        task.payload = rid, _pack(len(body), rid, CALL) + body
+        task.interruptWith(functools.partial(self._cancelBound, rid))
+        return self.queue.submitPrepared(task)
+
     def message(self, task: Task[Any]) -> tuple[int, bytes]:
         """
         The request that runs C{task} in a worker process, framed (see
@@ -384,16 +450,25 @@ class ProcessPool:
         return rid, _pack(len(body), rid, RUN) + body
 
     def _learn(self, call: TransactionCall) -> tuple[CallOptions, str, bytes]:
-        # What a call of call.f sends besides its arguments: (its options,
-        # its method's name, the options as they travel), kept per method
-        # for the next call if the options are shared (see _wireOptions).
-        f = call.f
+        # What a call of call.f sends besides its arguments (see _learnFor).
+        return self._learnFor(type(call.broker), call.f, call.options, call.record)
+
+    def _learnFor(
+        self,
+        cls: type,
+        f: Callable[..., Any],
+        options: CallOptions,
+        record: CallRecord | None,
+    ) -> tuple[CallOptions, str, bytes]:
+        # What a call of method f of class cls sends besides its arguments:
+        # (its options, the method's name, the options as they travel),
+        # kept per method for the next call if the options are shared (see
+        # _wireOptions).
         name = self._names.get(f)
         if name is None:
-            name = self._methodName(type(call.broker), f)
-        options = call.options
-        known = (options, name, self._wireOptions(options, call.record))
-        if call.record is None and options.consumer is None and options.timeout is None:
+            name = self._methodName(cls, f)
+        known = (options, name, self._wireOptions(options, record))
+        if record is None and options.consumer is None and options.timeout is None:
             self._sent[f] = known
         return known
 

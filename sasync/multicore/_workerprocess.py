@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IWriteDescriptor
+from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -152,6 +152,74 @@ class RequestPipe:
         os.close(self.fd)
 
 
+@implementer(IReadDescriptor)
+class ReplyPipe:
+    """
+    The read end of a worker process's reply pipe, read here rather than
+    by the process transport: what is read goes straight to the process's
+    protocol (Twisted's process reader hands each read through four calls
+    first). The process's end (L{WorkerProcess.ended}) drains it first.
+    """
+
+    def __init__(self, fd: int, protocol: WorkerProtocol, reactor: Any) -> None:
+        self.fd = fd
+        self.protocol = protocol
+        self.reactor = reactor
+        self.closed = False
+        reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "ReplyPipe"
+
+    def doRead(self) -> None:
+        """
+        Replies (or the end of them) came.
+        """
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.protocol.outReceived(data)
+            return
+        # The process closed its end, or ended.
+        self.close()
+        self.protocol.childConnectionLost(1)
+
+    def drain(self) -> None:
+        """
+        Read what is left (the process has ended), then close.
+        """
+        while not self.closed:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:
+                # (BlockingIOError: nothing more.)
+                break
+            if not data:
+                break
+            self.protocol.outReceived(data)
+        self.close()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """
+        Stop reading, and close the pipe.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.reactor.removeReader(self)
+        os.close(self.fd)
+
+
 class Outbox:
     """
     The requests of one pool to its worker processes, and their IDs.
@@ -237,6 +305,7 @@ class WorkerProcess:
         self.outbox = Outbox() if outbox is None else outbox
         self.protocol: WorkerProtocol | None = None
         self.pipe: RequestPipe | None = None
+        self.replies: ReplyPipe | None = None
         self.ready = False
         self.calls: dict[int, tuple[Task[Any], OnFreed, Slot]] = {}
         self._handlers: dict[int, Handler] = {}
@@ -280,9 +349,12 @@ class WorkerProcess:
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
         python = sys.executable
-        # Requests go through a pipe of ours (see RequestPipe).
+        # Requests and replies go through pipes of ours (see RequestPipe
+        # and ReplyPipe).
         readEnd, writeEnd = os.pipe()
         os.set_blocking(writeEnd, False)
+        replyRead, replyWrite = os.pipe()
+        os.set_blocking(replyRead, False)
         try:
             transport = self.reactor.spawnProcess(
                 protocol,
@@ -292,16 +364,19 @@ class WorkerProcess:
                 # holding another (a source checkout, a stray sasync.py).
                 [python, "-P", "-m", "sasync.multicore._child"],
                 env=env,
-                childFDs={0: readEnd, 1: "r", 2: "r"},
+                childFDs={0: readEnd, 1: replyWrite, 2: "r"},
             )
         except BaseException:
             os.close(writeEnd)
+            os.close(replyRead)
             raise
         finally:
             os.close(readEnd)
+            os.close(replyWrite)
         protocol.pid = getattr(transport, "pid", None)
         self.protocol = protocol
         self.pipe = RequestPipe(writeEnd, self.reactor)
+        self.replies = ReplyPipe(replyRead, protocol, self.reactor)
         body = pickle.dumps((self.pool.recipe, list(sys.path)), PROTOCOL)
         self.request(START, body, self._started)
 
@@ -342,13 +417,18 @@ class WorkerProcess:
         Write framed messages to the process: now, or once the replies
         being read are in (see L{Outbox}).
         """
-        outbox = self.outbox
-        if outbox.holding:
-            if not self._held:
-                outbox.held.append(self)
-            self._held.append(data)
+        if self.outbox.holding:
+            self.hold(data)
         elif self.pipe is not None:
             self.pipe.write(data)
+
+    def hold(self, data: bytes) -> None:
+        """
+        Keep C{data} for the outbox's release (see L{Outbox}).
+        """
+        if not self._held:
+            self.outbox.held.append(self)
+        self._held.append(data)
 
     def flush(self) -> None:
         """
@@ -501,6 +581,10 @@ class WorkerProcess:
         """
         if protocol is not self.protocol:
             return
+        if self.replies is not None:
+            # Its last replies come first.
+            replies, self.replies = self.replies, None
+            replies.drain()
         name = f"worker process {self.index} of {self.pool.name}"
         pid = protocol.pid
         self.protocol = None
@@ -639,7 +723,11 @@ class Slot:
         if process.ready and not task.stopRequested:
             rid, data = task.payload
             process.calls[rid] = (task, onFreed, self)
-            process.write(data)
+            # (process.write, inlined: this runs per call.)
+            if process.outbox.holding:
+                process.hold(data)
+            elif process.pipe is not None:
+                process.pipe.write(data)
             return
         if task.stopRequested:
             onFreed(self, task)

@@ -46,12 +46,14 @@ from .brokers import MultiBroker, helperPid
 
 class FakeTransport:
     """
-    A fake child: the read end of its request pipe, the signals sent.
+    A fake child: the read end of its request pipe, the write end of its
+    reply pipe, the signals sent.
     """
 
-    def __init__(self, pid: int, requests: int) -> None:
+    def __init__(self, pid: int, requests: int, replies: int) -> None:
         self.pid = pid
         self.requests = requests
+        self.replies = replies
         os.set_blocking(requests, False)
         self.data = b""
         self.signals: list[str] = []
@@ -89,13 +91,21 @@ class FakeReactor(Clock):
     def spawnProcess(
         self, protocol: WorkerProtocol, *args: Any, childFDs: dict[int, Any], **kw: Any
     ) -> FakeTransport:
-        # The parent closes its copy of the read end: keep one.
-        transport = FakeTransport(1000 + len(self.spawned), os.dup(childFDs[0]))
+        # The parent closes its copies of the child's ends: keep some.
+        transport = FakeTransport(
+            1000 + len(self.spawned), os.dup(childFDs[0]), os.dup(childFDs[1])
+        )
         protocol.makeConnection(transport)  # type: ignore[arg-type]
         self.spawned.append((protocol, transport))
         return transport
 
     def addWriter(self, writer: Any) -> None:
+        pass
+
+    def addReader(self, reader: Any) -> None:
+        pass
+
+    def removeReader(self, reader: Any) -> None:
         pass
 
     def removeWriter(self, writer: Any) -> None:
@@ -140,6 +150,8 @@ class PoolTests(SynchronousTestCase):
     def closePipes(self) -> None:
         for protocol, transport in self.reactor.spawned:
             os.close(transport.requests)
+            with contextlib.suppress(OSError):
+                os.close(transport.replies)
             pipe = protocol.process.pipe
             if pipe is not None:
                 pipe.close()
@@ -281,6 +293,22 @@ class PoolTests(SynchronousTestCase):
         nextTask = self.call()
         assert len(self.reactor.spawned) == 2
         self.assertNoResult(nextTask.d)
+
+    def test_lastRepliesOfADeadProcess(self) -> None:
+        """
+        Replies a process wrote before it died reach their callers (its
+        reply pipe is read to the end first); the calls it still held fail
+        with WorkerError.
+        """
+        self.pool = ProcessPool("Owner", 1, 2, b"recipe", reactor=self.reactor)
+        protocol, transport = self.started()
+        answered, lost = self.call(), self.call()
+        rid = next(m for m in transport.messages() if m[0] == RUN)[1]
+        os.write(transport.replies, frame(VALUE, rid, pickle.dumps(7, PROTOCOL)))
+        os.close(transport.replies)
+        ended(protocol)
+        assert self.successResultOf(answered.d) == 7
+        self.failureResultOf(lost.d, WorkerError)
 
     def test_failureKeepsTypeWithoutRetryMark(self) -> None:
         """
