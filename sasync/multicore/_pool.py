@@ -383,8 +383,8 @@ class ProcessPool:
         try:
             if known is None or known[0] is not options or record is not None:
                 known = self._learnFor(type(owner), f, options, record)
+            message = (known[1], args, kw, known[2])
             try:
-                message = (known[1], args, kw, known[2])
                 # (asynqueue's dumps, inlined: the common case.)
                 if _METHOD in _REDUCERS:
                     body = dumps(message)
@@ -395,7 +395,8 @@ class ProcessPool:
                     f"the arguments of {type(owner).__name__}.{f.__name__} can't"
                     f" be pickled for a worker process: {e}"
                 ) from e
-        except TypeError:
+        except Exception:
+            # (Held already: it must fire.)
             task.fail(Failure())  # type: ignore[no-untyped-call]
             return task.d
         rid = next(self._rids)
