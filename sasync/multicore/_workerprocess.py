@@ -166,6 +166,9 @@ class ReplyPipe:
         self.protocol = protocol
         self.reactor = reactor
         self.closed = False
+        # (Per read: what outReceived would do, without its call.)
+        self._buffer = protocol.buffer
+        self._received = protocol.process.received
         reactor.addReader(self)
 
     def fileno(self) -> int:
@@ -185,7 +188,9 @@ class ReplyPipe:
         except OSError:
             data = b""
         if data:
-            self.protocol.outReceived(data)
+            buffer = self._buffer
+            buffer += data
+            self._received(buffer)
             return
         # The process closed its end, or ended.
         self.close()
