@@ -156,9 +156,10 @@ class RequestPipe:
 class ReplyPipe:
     """
     The read end of a worker process's reply pipe, read here rather than
-    by the process transport: what is read goes straight to the process's
-    protocol (Twisted's process reader hands each read through four calls
-    first). The process's end (L{WorkerProcess.ended}) drains it first.
+    by the process transport: what is read goes straight to
+    L{WorkerProcess.received} (Twisted's process reader hands each read
+    through four calls first). The process's end (L{WorkerProcess.ended})
+    drains it first.
     """
 
     def __init__(self, fd: int, protocol: WorkerProtocol, reactor: Any) -> None:
