@@ -50,9 +50,9 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 # twisted.persisted.styles (imported by twisted.web, among others) registers
 # a global reducer for bound methods that breaks on classmethods, such as
 # the one every SQLAlchemy Table holds; Python's own reduction is right.
-_DISPATCH = {
-    k: v for k, v in copyreg.dispatch_table.items() if k is not types.MethodType
-}
+_METHOD = types.MethodType
+# The global reducers but that one, made again when more are registered.
+_dispatch: tuple[int, dict[type, Any]] = (-1, {})
 
 
 def dumps(obj: Any) -> bytes:
@@ -60,9 +60,16 @@ def dumps(obj: Any) -> bytes:
     C{pickle.dumps} for crossing to another process, unaffected by reducers
     that other libraries registered globally for bound methods.
     """
+    table = copyreg.dispatch_table
+    if _METHOD not in table:
+        # (The common case: nobody did, and pickle's own way is the same.)
+        return pickle.dumps(obj, PROTOCOL)
+    global _dispatch
+    if _dispatch[0] != len(table):
+        _dispatch = (len(table), {k: v for k, v in table.items() if k is not _METHOD})
     out = io.BytesIO()
     pickler = pickle.Pickler(out, PROTOCOL)
-    pickler.dispatch_table = _DISPATCH
+    pickler.dispatch_table = _dispatch[1]
     pickler.dump(obj)
     return out.getvalue()
 

@@ -104,8 +104,23 @@ class Admission:
             and spec.timeout is None
             and spec.maxPending is None
         )
+        # Under processes=N, the same for a call that sets neither: the
+        # worker process retries it, so the parent has nothing to add while
+        # the broker runs, and the pool queues it (see transact).
+        poolTransact = getattr(handle, "submitTransaction", None)
+        self._plainInPool = (
+            self._inPool
+            and poolTransact is not None
+            and spec.retries is None
+            and spec.timeout is None
+            and spec.maxPending is None
+        )
+        self._poolTransact: Callable[..., Deferred[Any]] = poolTransact or _noPool
         # Bound once: every call waiting in the queue would hold its own.
         self._countRows = stats.addRows
+        self._inPoolEndedBound = self._inPoolEnded
+        self._poolHold = lifecycle.hold
+        self._poolRelease = lifecycle.release
         self._firstEndedBound = self._firstEnded
         self._interruptBound = self._interrupt
         self._letIn = self._submitLetIn
@@ -253,6 +268,30 @@ class Admission:
         # refuse it, route it, or give it its own retries or timeout; None:
         # the common case after all (transact goes on).
         life = self._life
+        if (
+            self._plainInPool
+            and life.phase is _RUNNING
+            and life.accepting
+            and options.retries is None
+            and options.timeout is None
+        ):
+            # Under processes=N, while the broker runs, a call with no
+            # retries or timeout of its own: the worker process runs it as
+            # a broker in one process would (retries, guesses, the writer
+            # gate); the pool makes its task and queues it (see
+            # ProcessPool.submitTransaction). Here it is counted as it
+            # ends, and shutdown waits for it, from one observer called as
+            # its task ends (no callback on its Deferred).
+            return self._poolTransact(
+                owner,
+                f,
+                args,
+                kw,
+                options,
+                record,
+                functools.partial(self._inPoolEndedBound, counted, record),
+                self._poolHold,
+            )
         if life.refusing() and options.target is None:
             return self._counted(
                 fail(
@@ -286,22 +325,9 @@ class Admission:
             and options.target is None
             and not inStartup
         ):
-            # It may run on a replica (see sasync.connection._replicas).
-            d = self._replicas.route(
-                self.writePosition,
-                None if options.after is None else positions.parseLSN(options.after),
-                lambda h: self.transact(
-                    owner,
-                    f,
-                    args,
-                    kw,
-                    dataclasses.replace(options, target=h or self._engine),
-                    None,
-                    record,
-                ),
+            return self._counted(
+                self._routed(owner, f, args, kw, options, record), counted, record
             )
-            self.track(d)
-            return self._counted(d, counted, record)
         retries = spec.retries if options.retries is None else options.retries
         timeout = spec.timeout if options.timeout is None else options.timeout
         reasons = None
@@ -327,6 +353,49 @@ class Admission:
                 owner, f, args, kw, options, retries, timeout, reasons, record
             )
         return self._counted(d, counted, record)
+
+    def _inPoolEnded(
+        self,
+        counted: str | None,
+        record: CallRecord | None,
+        task: Task[Any],
+        result: object,
+    ) -> object:
+        # A call the pool queued (see transact) ended: shutdown stops
+        # waiting for it, and it is counted (as counted, if given).
+        self._poolRelease(task.d)
+        if counted is not None:
+            self.stats.ended(result, counted, record)
+        return result
+
+    def _routed(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        record: CallRecord | None,
+    ) -> Deferred[Any]:
+        # A read-only call that may run on a replica (see
+        # sasync.connection._replicas). (A method of its own: the lambda's
+        # cells would cost every call of _admit.)
+        assert self._replicas is not None
+        d = self._replicas.route(
+            self.writePosition,
+            None if options.after is None else positions.parseLSN(options.after),
+            lambda h: self.transact(
+                owner,
+                f,
+                args,
+                kw,
+                dataclasses.replace(options, target=h or self._engine),
+                None,
+                record,
+            ),
+        )
+        self.track(d)
+        return d
 
     def _counted(
         self, d: Deferred[T], counted: str | None, record: CallRecord | None
@@ -695,6 +764,11 @@ class Admission:
             self.startupRetries(),
             None,
         )
+
+
+def _noPool(*args: object) -> Deferred[Any]:
+    # The pool's submitTransaction where there is no pool.
+    raise RuntimeError("no process pool")
 
 
 def _writerGate(

@@ -6,6 +6,7 @@ each running its own instance of the broker's class.
   - L{_workerprocess}: one worker process, seen from the parent.
   - L{_child}: the program a worker process runs
     (C{python -P -m sasync.multicore._child}).
+  - L{_wire}: the framed requests and replies between them.
   - L{_madewith}: what a broker was made with, for making it again there.
 
 It imports the connection layer and L{sasync.transact}; the broker imports

@@ -9,29 +9,13 @@ priorities, retries, cancellation and result handling. The reactor thread
 here only reads requests and writes replies, so a cancel is heard while a
 transaction runs.
 
-The wire (stdin, stdout): each message is a 4-byte big-endian length and a
-pickle of a tuple whose first item names its kind.
-
-Requests::
-    ("start", rid, recipe, sysPath)      -> ready | failure
-    ("call", rid, pickledCall, pickledOptions)
-                                         -> value | iter | failure
-    ("run", rid, pickledCall, raw)       -> value | iter | failure
-    ("next", rid, iterID)                -> batch | failure
-    ("close", iterID)                    (no reply)
-    ("cancel", rid)                      (the call's reply says how it ended)
-    ("quit",)                            (shut the broker down, exit)
-
-Replies::
-    ("ready", rid, pickledTables or None)
-    ("value", rid, pickledResult)
-    ("iter", rid, pickledItems, exhausted)     (iterID is the call's rid)
-    ("batch", rid, pickledItems, exhausted)
-    ("failure", rid, pickledException or None, typeName, message, traceback)
+The wire (stdin, stdout) is L{sasync.multicore._wire}'s: framed requests
+and replies, read and written here.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pickle
@@ -45,13 +29,39 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from asynqueue.deferator import Batch, Deferator
-from asynqueue.process import PROTOCOL, decodeFrames, encode, failureReply
+from asynqueue.process import failureReply
 from asynqueue.task import Task
 
 from . import _pool as multicore
+from ._wire import (
+    BATCH,
+    BATCH_END,
+    CALL,
+    CANCEL,
+    CLOSE,
+    FAILURE,
+    HEADER,
+    HEADER_SIZE,
+    ITER,
+    NEXT,
+    PROTOCOL,
+    QUIT,
+    READY,
+    RUN,
+    START,
+    VALUE,
+)
 
 #: Distinct call options kept unpickled (see L{BrokerServer.call}).
 OPTIONS_KEPT = 64
+
+#: What most results are: no iteration, no Result to sum up.
+_PLAIN = frozenset((type(None), bool, int, float, str, bytes, list, tuple, dict))
+
+_unpack = HEADER.unpack_from
+_pack = HEADER.pack
+_loads = pickle.loads
+_dumps = pickle.dumps
 
 
 def nextBatch(dr: Deferator[Any]) -> Deferred[Batch[Any]]:
@@ -84,6 +94,14 @@ def portable(value: Any) -> Any:
     )
 
 
+def failureBody(rid: int, e: BaseException) -> bytes:
+    """
+    The body of the L{FAILURE} reply saying that request C{rid} raised C{e}
+    (see L{asynqueue.process.failureReply}).
+    """
+    return _dumps(failureReply(rid, e)[2:], PROTOCOL)
+
+
 class BrokerServer(Protocol):
     """
     Serves the parent's requests with this process's broker. Reactor
@@ -102,25 +120,33 @@ class BrokerServer(Protocol):
         self.iterations: dict[int, Deferator[Any]] = {}
         self.quitting = False
         self.outgoing: list[bytes] = []
-        #: Per method name: the transaction function it runs.
-        self.methods: dict[str, Any] = {}
-        #: Call options by their pickle: most calls send the same few.
-        self.options: dict[bytes, Any] = {}
+        #: Per (method name, pickled call options): the transaction
+        #: function it runs and the options. Most calls send a few.
+        self.known: dict[tuple[str, bytes], tuple[Any, Any]] = {}
+        # Bound once: each call's Deferred gets it.
+        self._endedBound = self._ended
+        # The end of this reactor turn: what send() queues goes out then.
+        self._flushLater = functools.partial(reactor.callLater, 0, self.flush)
+        # The broker's admission of calls, and its stats' begin(), once
+        # the broker is made.
+        self._site: Any = None
+        self._begin: Any = None
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, kind: int, rid: int, body: bytes = b"") -> None:
         """
         Send one message to the parent. While other calls run here, it is
         queued: what is queued in one reactor turn goes out together at its
         end, in one system call. A reply with no other call running (nothing
         else to come this turn) goes out at once, without the turn's timer.
         """
-        data = encode(message)
-        if not self.outgoing and not self.calls:
+        data = _pack(len(body), rid, kind) + body
+        outgoing = self.outgoing
+        if not outgoing and not self.calls:
             self.write(data)
             return
-        self.outgoing.append(data)
-        if len(self.outgoing) == 1:
-            self.reactor.callLater(0, self.flush)
+        outgoing.append(data)
+        if len(outgoing) == 1:
+            self._flushLater()
 
     def flush(self) -> None:
         """
@@ -137,37 +163,55 @@ class BrokerServer(Protocol):
         Write C{data} to the parent now, blocking only while it has not read
         what came before.
         """
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.wireOut, view) :]
+        written = os.write(self.wireOut, data)
+        if written != len(data):
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self.wireOut, view) :]
 
     def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        for message in decodeFrames(self.buffer):
-            self.handle(message)
+        buffer = self.buffer
+        buffer += data
+        end = len(buffer)
+        pos = 0
+        try:
+            while end - pos >= HEADER_SIZE:
+                size, rid, kind = _unpack(buffer, pos)
+                start = pos + HEADER_SIZE
+                if start + size > end:
+                    break
+                pos = start + size
+                if kind == CALL:
+                    # (The common request, without the call of handle.)
+                    self.call(rid, buffer[start:pos])
+                else:
+                    self.handle(kind, rid, buffer[start:pos])
+        finally:
+            del buffer[:pos]
 
-    def handle(self, message: tuple[Any, ...]) -> None:
+    def handle(self, kind: int, rid: int, body: bytes | bytearray) -> None:
         """
-        Act on one request.
+        Act on one request (see L{sasync.multicore._wire}).
         """
-        kind = message[0]
-        if kind == "call":
-            self.call(message[1], message[2], message[3])
-        elif kind == "next":
-            self.next(message[1], message[2])
-        elif kind == "cancel":
-            d = self.calls.get(message[1])
+        if kind == CALL:
+            self.call(rid, body)
+        elif kind == NEXT:
+            self.next(rid, _loads(body))
+        elif kind == CANCEL:
+            d = self.calls.get(rid)
             if d is not None:
                 d.cancel()
-        elif kind == "close":
-            dr = self.iterations.pop(message[1], None)
+        elif kind == CLOSE:
+            dr = self.iterations.pop(rid, None)
             if dr is not None:
                 dr.stop()
-        elif kind == "run":
-            self.run(message[1], message[2], message[3])
-        elif kind == "start":
-            self.start(message[1], message[2], message[3])
-        elif kind == "quit":
+        elif kind == RUN:
+            pickledCall, raw = _loads(body)
+            self.run(rid, pickledCall, raw)
+        elif kind == START:
+            recipe, sysPath = _loads(body)
+            self.start(rid, recipe, sysPath)
+        elif kind == QUIT:
             self.quit()
 
     # Requests -----------------------------------------------------------------
@@ -186,51 +230,56 @@ class BrokerServer(Protocol):
                 cls = getattr(cls, part)
             with multicore.makingChildBroker():
                 self.broker = cls(*args, **kw)
+            self._site = self.broker._calls
+            self._begin = self._site.stats.begin
         except BaseException as e:
-            self.send(failureReply(rid, e))
+            self.send(FAILURE, rid, failureBody(rid, e))
             return
 
         def running(_: None) -> None:
             try:
-                tables: bytes | None = pickle.dumps(
-                    self.broker._schema.tables, PROTOCOL
-                )
+                tables = pickle.dumps(self.broker._schema.tables, PROTOCOL)
             except Exception:
-                tables = None
-            self.send(("ready", rid, tables))
+                tables = b""
+            self.send(READY, rid, tables)
 
         self.broker.waitUntilRunning().addCallbacks(
-            running, lambda f: self.send(failureReply(rid, f.value))
+            running, lambda f: self.send(FAILURE, rid, failureBody(rid, f.value))
         )
 
-    def call(self, rid: int, payload: bytes, pickledOptions: bytes) -> None:
+    def call(self, rid: int, body: bytes | bytearray) -> None:
         """
         Run a transaction, by method name.
         """
         try:
-            name, args, kw = pickle.loads(payload)
-            options = self.options.get(pickledOptions)
-            if options is None:
-                options = pickle.loads(pickledOptions)
-                if options.record is None:
-                    if len(self.options) >= OPTIONS_KEPT:
-                        self.options.clear()
-                    self.options[pickledOptions] = options
-            f = self.methods.get(name)
-            if f is None:
-                method = getattr(type(self.broker), name)
-                f = self.methods[name] = getattr(
-                    method, "__sasyncTransaction__", method
-                )
+            name, args, kw, pickledOptions = _loads(body)
+            known = self.known.get((name, pickledOptions))
+            if known is None:
+                known = self._learn(name, pickledOptions)
+            f, options = known
             # The parent's record came as trace context headers: this
             # process's span of the call joins the parent's trace.
-            calls = self.broker._calls
-            record = calls.stats.begin(name, options.niceness, options.record)
-            d = calls.transact(self.broker, f, args, kw, options, name, record)
+            record = self._begin(name, options.niceness, options.record)
+            d = self._site.transact(self.broker, f, args, kw, options, name, record)
         except BaseException as e:
-            self.send(failureReply(rid, e))
+            self.send(FAILURE, rid, failureBody(rid, e))
             return
-        self.watch(rid, d, f"the result of {type(self.broker).__name__}.{name}")
+        self.calls[rid] = d
+        d.addBoth(self._endedBound, rid, name)
+
+    def _learn(self, name: str, pickledOptions: bytes) -> tuple[Any, Any]:
+        # The transaction function of method name, and the options: kept
+        # for the next calls unless the options are the call's own (they
+        # carry its trace context).
+        method = getattr(type(self.broker), name)
+        f = getattr(method, "__sasyncTransaction__", method)
+        options = pickle.loads(pickledOptions)
+        known = (f, options)
+        if options.record is None:
+            if len(self.known) >= OPTIONS_KEPT:
+                self.known.clear()
+            self.known[name, pickledOptions] = known
+        return known
 
     def run(self, rid: int, payload: bytes, raw: bool) -> None:
         """
@@ -241,39 +290,52 @@ class BrokerServer(Protocol):
             f, args, kw = pickle.loads(payload)
             d = self.broker._handle.submit(Task(f, args, kw, raw=raw))
         except BaseException as e:
-            self.send(failureReply(rid, e))
+            self.send(FAILURE, rid, failureBody(rid, e))
             return
-        self.watch(rid, d, "the result")
-
-    def watch(self, rid: int, d: Deferred[Any], what: str) -> None:
-        """
-        Reply to call C{rid} when C{d} fires.
-        """
         self.calls[rid] = d
+        d.addBoth(self._endedBound, rid, None)
 
-        def done(value: Any) -> None:
-            del self.calls[rid]
-            if isinstance(value, Deferator):
-                nextBatch(value).addCallbacks(
-                    lambda batch: self.reply(rid, "iter", batch, what, value),
+    def _ended(self, result: Any, rid: int, name: str | None) -> None:
+        # Call rid ended with result: reply. (name: the method's, None for
+        # a plain call; only a message needs it.)
+        calls = self.calls
+        calls.pop(rid, None)
+        cls = result.__class__
+        if cls is Failure:
+            self.fail(rid, result)
+            return
+        if cls not in _PLAIN:
+            if isinstance(result, Deferator):
+                nextBatch(result).addCallbacks(
+                    lambda batch: self.reply(rid, ITER, batch, name, result),
                     lambda f: self.fail(rid, f),
                 )
                 return
-            try:
-                pickled = pickle.dumps(portable(value), PROTOCOL)
-            except Exception as e:
-                error = TypeError(
-                    f"{what} can't be sent back from the worker process: {e}"
-                )
-                self.send(failureReply(rid, error))
-                return
-            self.send(("value", rid, pickled))
+            if isinstance(result, CursorResult):
+                result = portable(result)
+        try:
+            pickled = _dumps(result, PROTOCOL)
+        except Exception as e:
+            error = TypeError(
+                f"{self._what(name)} can't be sent back from the worker process: {e}"
+            )
+            self.send(FAILURE, rid, failureBody(rid, error))
+            return
+        # (send(), inlined: this runs per call.)
+        data = _pack(len(pickled), rid, VALUE) + pickled
+        outgoing = self.outgoing
+        if not outgoing and not calls:
+            self.write(data)
+            return
+        outgoing.append(data)
+        if len(outgoing) == 1:
+            self._flushLater()
 
-        def failed(failure: Failure) -> None:
-            self.calls.pop(rid, None)
-            self.fail(rid, failure)
-
-        d.addCallbacks(done, failed)
+    def _what(self, name: str | None) -> str:
+        # What a message calls the result of a call of method name.
+        if name is None:
+            return "the result"
+        return f"the result of {type(self.broker).__name__}.{name}"
 
     def next(self, rid: int, iterID: int) -> None:
         """
@@ -281,24 +343,26 @@ class BrokerServer(Protocol):
         """
         dr = self.iterations.get(iterID)
         if dr is None:
-            self.send(("batch", rid, pickle.dumps([], PROTOCOL), True))
+            self.send(BATCH_END, rid, pickle.dumps([], PROTOCOL))
             return
         nextBatch(dr).addCallbacks(
-            lambda batch: self.reply(rid, "batch", batch, "a row", dr, iterID),
+            lambda batch: self.reply(rid, BATCH, batch, "", dr, iterID),
             lambda f: self.fail(rid, f, iterID),
         )
 
     def reply(
         self,
         rid: int,
-        kind: str,
+        kind: int,
         batch: Batch[Any],
-        what: str,
+        name: str | None,
         dr: Deferator[Any],
         iterID: int | None = None,
     ) -> None:
         """
-        Send a batch of an iteration (its first, C{iter}, or a later one).
+        Send a batch of an iteration: its first (C{kind} L{ITER}; C{name},
+        the method's, names the result in a message), or a later one
+        (L{BATCH}).
         """
         items, exhausted = batch
         key = rid if iterID is None else iterID
@@ -307,14 +371,16 @@ class BrokerServer(Protocol):
         except Exception as e:
             dr.stop()
             self.iterations.pop(key, None)
+            what = self._what(name) if kind == ITER else "a row"
             error = TypeError(f"{what} can't be sent back from the worker process: {e}")
-            self.send(failureReply(rid, error))
+            self.send(FAILURE, rid, failureBody(rid, error))
             return
         if exhausted:
             self.iterations.pop(key, None)
-        elif kind == "iter":
+        elif kind == ITER:
             self.iterations[key] = dr
-        self.send((kind, rid, pickled, exhausted))
+        # (The _END kinds follow their kinds.)
+        self.send(kind + 1 if exhausted else kind, rid, pickled)
 
     def fail(self, rid: int, failure: Failure, iterID: int | None = None) -> None:
         """
@@ -323,7 +389,7 @@ class BrokerServer(Protocol):
         if iterID is not None:
             self.iterations.pop(iterID, None)
         assert failure.value is not None
-        self.send(failureReply(rid, failure.value))
+        self.send(FAILURE, rid, failureBody(rid, failure.value))
 
     # Ending -------------------------------------------------------------------
 

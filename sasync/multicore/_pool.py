@@ -25,9 +25,12 @@ through Twisted's process support, never through a thread of ours.
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import dataclasses
+import functools
 import importlib
 import pickle
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,7 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from asynqueue import checkNumber, follow, globalReactor
-from asynqueue.process import dumps, pickleCall
+from asynqueue.process import PROTOCOL, dumps, pickleCall
 from asynqueue.task import Task
 from asynqueue.taskqueue import TaskQueue
 
@@ -45,12 +48,19 @@ from .._schema import SetupJob
 from .._stats import CallRecord
 from ..connection import DEFAULT_CONNECTIONS
 from ..transact import CallOptions, TransactionCall
-from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Slot, WorkerProcess
+from ._wire import CALL, HEADER, RUN
+from ._workerprocess import CANCEL_GRACE, QUIT_GRACE, Outbox, Slot, WorkerProcess
 
 if TYPE_CHECKING:
     from ..connection import EngineSpec
 
 log = Logger()
+
+_pack = HEADER.pack
+# A reducer registered for bound methods (see asynqueue.process.dumps) means
+# a pickle made by dumps().
+_METHOD = types.MethodType
+_REDUCERS = copyreg.dispatch_table
 
 #: Distinct call options whose pickles the parent keeps (see
 #: L{ProcessPool._wireOptions}); beyond that it starts again.
@@ -211,8 +221,11 @@ class _PoolQueue(TaskQueue):
         @raise TypeError: the call can't be pickled.
         """
         if self.isRunning() and task.payload is None:
-            task.payload = self._pool.message(task)
+            self._pool.prepare(task)
         return super().submit(task, timeout=timeout)
+
+    #: L{submit} of a task whose call the pool has pickled already.
+    submitPrepared = TaskQueue.submit
 
 
 class ProcessPool:
@@ -247,11 +260,18 @@ class ProcessPool:
         self._reactor = reactor
         self._names: dict[Callable[..., Any], str] = {}
         self._optionsSent: dict[int, tuple[CallOptions, bytes]] = {}
+        # Per transaction function: (its last shared options, its method's
+        # name, those options as they travel); see message().
+        self._sent: dict[Callable[..., Any], tuple[CallOptions, str, bytes]] = {}
         #: Never anybody's but this broker's: L{sasync.connection.release} closes it.
         self.users: set[int] = set()
         self.closing: Deferred[None] | None = None
         self.queue = _PoolQueue(self, clock=reactor)
-        self.processes = [WorkerProcess(self, i) for i in range(processes)]
+        #: The requests to the processes, and their IDs.
+        self.outbox = Outbox()
+        self._rids = self.outbox.rids
+        self._cancelBound = self.cancel
+        self.processes = [WorkerProcess(self, i, self.outbox) for i in range(processes)]
         # Interleaved: calls spread over the processes before doubling up.
         for _ in range(connections):
             for process in self.processes:
@@ -323,33 +343,135 @@ class ProcessPool:
             " worker process can't call it"
         )
 
-    def message(self, task: Task[Any]) -> tuple[Any, ...]:
+    def submitTransaction(
+        self,
+        owner: object,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        options: CallOptions,
+        record: CallRecord | None,
+        onEnded: Callable[[Task[Any], Any], Any],
+        hold: Callable[[Deferred[Any]], object],
+    ) -> Deferred[Any]:
         """
-        The request that runs C{task} in a worker process: a transaction
+        Queue a transaction, C{f(owner, *args, **kw)}, whose C{options} set
+        no timeout (the broker's admission of calls, per call: L{submit}
+        in fewer steps). Its task runs the request only: its callable is
+        C{f}, never called here.
+
+        @param record: The call's record, if it is timed or traced.
+        @param onEnded: The task's L{Task.onEnded}.
+        @param hold: Called with the task's Deferred before it can fire.
+        @return: The task's Deferred; it fails with C{TypeError} if the call
+            can't be pickled.
+        """
+        task: Task[Any] = Task(
+            f,
+            args,
+            kw,
+            niceness=options.niceness,
+            doNext=options.doNext,
+            doLast=options.doLast,
+            raw=options.raw,
+            consumer=options.consumer,
+        )
+        task.onEnded = onEnded
+        hold(task.d)
+        # (_callMessage and prepare, inlined.)
+        known = self._sent.get(f)
+        try:
+            if known is None or known[0] is not options or record is not None:
+                known = self._learnFor(type(owner), f, options, record)
+            message = (known[1], args, kw, known[2])
+            try:
+                # (asynqueue's dumps, inlined: the common case.)
+                if _METHOD in _REDUCERS:
+                    body = dumps(message)
+                else:
+                    body = pickle.dumps(message, PROTOCOL)
+            except Exception as e:
+                raise TypeError(
+                    f"the arguments of {type(owner).__name__}.{f.__name__} can't"
+                    f" be pickled for a worker process: {e}"
+                ) from e
+        except Exception:
+            # (Held already: it must fire.)
+            task.fail(Failure())  # type: ignore[no-untyped-call]
+            return task.d
+        rid = next(self._rids)
+        task.payload = rid, _pack(len(body), rid, CALL) + body
+        task.interruptWith(functools.partial(self._cancelBound, rid))
+        return self.queue.submitPrepared(task)
+
+    def message(self, task: Task[Any]) -> tuple[int, bytes]:
+        """
+        The request that runs C{task} in a worker process, framed (see
+        L{sasync.multicore._wire}), and its request ID: a transaction
         travels as (method name, arguments) and its call options, pickled
-        apart (see L{_wireOptions}), anything else
+        apart (see L{_wireOptions}); anything else
         (L{AccessBroker.deferToQueue}) as a pickled call.
 
         @raise TypeError: it can't be pickled.
         """
         call = task.f
         if not isinstance(call, TransactionCall):
-            if isinstance(call, SetupJob):
-                raise TypeError(
-                    f"{call.description}: under processes=N, each worker"
-                    " process's broker makes its tables (and migrates) in its"
-                    " startup(); table() and migrate() can't be called in the parent"
-                )
-            return ("run", pickleCall(call, task.args, task.kw), task.raw)
-        name = self._methodName(type(call.broker), call.f)
+            return self._runMessage(task)
+        return self._callMessage(call, task.args, task.kw)
+
+    def _callMessage(
+        self, call: TransactionCall, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> tuple[int, bytes]:
+        # message() of a transaction. (Per call: what the method's calls
+        # share is looked up once.)
+        known = self._sent.get(call.f)
+        if known is None or known[0] is not call.options or call.record is not None:
+            known = self._learn(call)
         try:
-            payload = dumps((name, task.args, task.kw))
+            body = dumps((known[1], args, kw, known[2]))
         except Exception as e:
             raise TypeError(
                 f"the arguments of {call.__qualname__} can't be pickled for a"
                 f" worker process: {e}"
             ) from e
-        return ("call", payload, self._wireOptions(call.options, call.record))
+        rid = next(self._rids)
+        return rid, _pack(len(body), rid, CALL) + body
+
+    def _runMessage(self, task: Task[Any]) -> tuple[int, bytes]:
+        # message() of a plain call.
+        call = task.f
+        if isinstance(call, SetupJob):
+            raise TypeError(
+                f"{call.description}: under processes=N, each worker"
+                " process's broker makes its tables (and migrates) in its"
+                " startup(); table() and migrate() can't be called in the parent"
+            )
+        body = pickle.dumps((pickleCall(call, task.args, task.kw), task.raw), PROTOCOL)
+        rid = next(self._rids)
+        return rid, _pack(len(body), rid, RUN) + body
+
+    def _learn(self, call: TransactionCall) -> tuple[CallOptions, str, bytes]:
+        # What a call of call.f sends besides its arguments (see _learnFor).
+        return self._learnFor(type(call.broker), call.f, call.options, call.record)
+
+    def _learnFor(
+        self,
+        cls: type,
+        f: Callable[..., Any],
+        options: CallOptions,
+        record: CallRecord | None,
+    ) -> tuple[CallOptions, str, bytes]:
+        # What a call of method f of class cls sends besides its arguments:
+        # (its options, the method's name, the options as they travel),
+        # kept per method for the next call if the options are shared (see
+        # _wireOptions).
+        name = self._names.get(f)
+        if name is None:
+            name = self._methodName(cls, f)
+        known = (options, name, self._wireOptions(options, record))
+        if record is None and options.consumer is None and options.timeout is None:
+            self._sent[f] = known
+        return known
 
     def _wireOptions(self, options: CallOptions, record: CallRecord | None) -> bytes:
         # The call options as they travel. Most calls share one options
@@ -376,17 +498,48 @@ class ProcessPool:
             )
         )
 
+    def prepare(self, task: Task[Any]) -> None:
+        """
+        Make C{task} ready for a worker process: its request (see
+        L{message}) as its C{payload}, and its interrupter, which asks the
+        process running it to cancel it.
+
+        @raise TypeError: it can't be pickled.
+        """
+        call = task.f
+        if isinstance(call, TransactionCall):
+            payload = self._callMessage(call, task.args, task.kw)
+        else:
+            payload = self._runMessage(task)
+        task.payload = payload
+        # (Replacing any interrupter the broker gave it: in the parent
+        # only a process can stop a call. And taking no lock: no thread but
+        # the reactor's knows the task here.)
+        task.interruptWith(functools.partial(self._cancelBound, payload[0]))
+
+    def cancel(self, rid: int, reason: BaseException | None = None) -> None:
+        """
+        Ask the process running call C{rid} to cancel it (see
+        L{WorkerProcess.cancel}); nothing if none runs it.
+        """
+        for process in self.processes:
+            if rid in process.calls:
+                process.cancel(rid)
+                return
+
     def submit(self, task: Task[Any], timeout: float | None = None) -> Deferred[Any]:
         """
         Queue a transaction; see L{sasync.connection.EngineHandle.submit}. A
         call that can't be pickled fails its Deferred with C{TypeError}.
         """
         try:
-            task.payload = self.message(task)
+            self.prepare(task)
         except TypeError:
             task.fail(Failure())  # type: ignore[no-untyped-call]
             return task.d
-        return self.queue.submit(task, timeout=timeout)
+        if timeout is None:
+            return self.queue.submitPrepared(task)
+        return self.queue.submitPrepared(task, timeout=timeout)
 
     # Closing ------------------------------------------------------------------
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from asynqueue.process import FRAME
 from sasync.multicore._child import BrokerServer
+from sasync.multicore._wire import HEADER, VALUE
 
 
 class BrokerServerSendTests(SynchronousTestCase):
@@ -32,16 +30,16 @@ class BrokerServerSendTests(SynchronousTestCase):
         self.addCleanup(os.close, wireOut)
         self.server = BrokerServer(self.clock, wireOut)
 
-    def written(self) -> list[tuple[Any, ...]]:
+    def written(self) -> list[tuple[int, int, bytes]]:
         data = b""
         with contextlib.suppress(BlockingIOError):
             while chunk := os.read(self.fromChild, 65536):
                 data += chunk
         out = []
         while data:
-            (n,) = FRAME.unpack_from(data)
-            out.append(pickle.loads(data[FRAME.size : FRAME.size + n]))
-            data = data[FRAME.size + n :]
+            size, rid, kind = HEADER.unpack_from(data)
+            out.append((kind, rid, data[HEADER.size : HEADER.size + size]))
+            data = data[HEADER.size + size :]
         return out
 
     def test_aloneAtOnce(self) -> None:
@@ -49,8 +47,8 @@ class BrokerServerSendTests(SynchronousTestCase):
         A reply with no other call running is written at once, with no
         timer for the end of the turn.
         """
-        self.server.send(("value", 1, b"x"))
-        self.assertEqual(self.written(), [("value", 1, b"x")])
+        self.server.send(VALUE, 1, b"x")
+        self.assertEqual(self.written(), [(VALUE, 1, b"x")])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_othersRunningTogether(self) -> None:
@@ -59,14 +57,14 @@ class BrokerServerSendTests(SynchronousTestCase):
         go out together, in order; the next one alone goes out at once.
         """
         self.server.calls[2] = Deferred()
-        self.server.send(("value", 1, b"x"))
-        self.server.send(("value", 3, b"y"))
+        self.server.send(VALUE, 1, b"x")
+        self.server.send(VALUE, 3, b"y")
         self.assertEqual(self.written(), [])
         self.clock.advance(0)
-        self.assertEqual(self.written(), [("value", 1, b"x"), ("value", 3, b"y")])
+        self.assertEqual(self.written(), [(VALUE, 1, b"x"), (VALUE, 3, b"y")])
         del self.server.calls[2]
-        self.server.send(("value", 2, b"z"))
-        self.assertEqual(self.written(), [("value", 2, b"z")])
+        self.server.send(VALUE, 2, b"z")
+        self.assertEqual(self.written(), [(VALUE, 2, b"z")])
 
     def test_queuedFirst(self) -> None:
         """
@@ -74,9 +72,9 @@ class BrokerServerSendTests(SynchronousTestCase):
         wait for the end of the turn, goes out after them.
         """
         self.server.calls[2] = Deferred()
-        self.server.send(("value", 1, b"x"))
+        self.server.send(VALUE, 1, b"x")
         del self.server.calls[2]
-        self.server.send(("value", 2, b"y"))
+        self.server.send(VALUE, 2, b"y")
         self.assertEqual(self.written(), [])
         self.clock.advance(0)
-        self.assertEqual(self.written(), [("value", 1, b"x"), ("value", 2, b"y")])
+        self.assertEqual(self.written(), [(VALUE, 1, b"x"), (VALUE, 2, b"y")])

@@ -115,18 +115,18 @@ async def test_consumerBackpressure(serverURL: str, brokers: Any) -> None:
     broker = brokers(MultiBroker, serverURL, processes=1, batchSize=50)
     await broker.addEntries(entries(1000))
     process = broker._pool.processes[0]
-    asked: list[tuple[Any, ...]] = []
-    answered: list[str] = []
+    asked: list[int] = []
+    answered: list[int] = []
     request = process.request
 
-    def counting(message: tuple[Any, ...], handle: Any) -> int:
-        asked.append(message)
+    def counting(kind: int, body: bytes, handle: Any) -> int:
+        asked.append(kind)
 
-        def answer(kind: str, *rest: Any) -> Any:
+        def answer(kind: int, body: Any) -> Any:
             answered.append(kind)
-            return handle(kind, *rest)
+            return handle(kind, body)
 
-        return request(message, answer)
+        return request(kind, body, answer)
 
     process.request = counting
     askedBeforePause: list[int] = []
@@ -271,6 +271,34 @@ async def test_cancelRunning(serverURL: str, brokers: Any) -> None:
     with pytest.raises(TransactionTimeout):
         await broker.sleep(30, timeout=0.5)
     assert await broker.pid() == pid
+
+
+async def test_countedOnceAndWaitedFor(serverURL: str, brokers: Any) -> None:
+    """
+    The parent's stats count each call once, however it ends, and shutdown
+    waits for a running call (and the caller hears how it ended).
+    """
+    broker = brokers(MultiBroker, serverURL, processes=1)
+    await broker.waitUntilRunning()
+    before = broker.stats()
+    assert await broker.echo("a") == "a"
+    with pytest.raises(ValueError, match="boom"):
+        await broker.fail("boom")
+    d = broker.sleep(30)
+    await until(lambda: activeSleeps(serverURL) == 1)
+    stopping = broker.shutdown()
+    await settle()
+    assert not stopping.called
+    d.cancel()
+    with pytest.raises(CancelledError):
+        await d
+    await stopping
+    after = broker.stats()
+    assert (
+        after.committed - before.committed,
+        after.failed - before.failed,
+        after.cancelled - before.cancelled,
+    ) == (1, 1, 1)
 
 
 async def test_retriesRunInTheWorker(serverURL: str, brokers: Any) -> None:

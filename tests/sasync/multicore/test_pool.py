@@ -18,9 +18,21 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from asynqueue.errors import WorkerError
-from asynqueue.process import FRAME, PROTOCOL, encode, failureReply
+from asynqueue.process import PROTOCOL, failureReply
 from asynqueue.task import Task
 from sasync.multicore import ProcessPool
+from sasync.multicore._wire import (
+    CALL,
+    CANCEL,
+    FAILURE,
+    HEADER,
+    QUIT,
+    READY,
+    RUN,
+    START,
+    VALUE,
+    frame,
+)
 from sasync.multicore._workerprocess import (
     CANCEL_GRACE,
     QUIT_GRACE,
@@ -34,12 +46,14 @@ from .brokers import MultiBroker, helperPid
 
 class FakeTransport:
     """
-    A fake child: the read end of its request pipe, the signals sent.
+    A fake child: the read end of its request pipe, the write end of its
+    reply pipe, the signals sent.
     """
 
-    def __init__(self, pid: int, requests: int) -> None:
+    def __init__(self, pid: int, requests: int, replies: int) -> None:
         self.pid = pid
         self.requests = requests
+        self.replies = replies
         os.set_blocking(requests, False)
         self.data = b""
         self.signals: list[str] = []
@@ -47,17 +61,22 @@ class FakeTransport:
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
 
-    def messages(self) -> list[tuple[Any, ...]]:
-        """Every message written so far, decoded."""
+    def messages(self) -> list[tuple[int, int, bytes]]:
+        """Every message written so far: (kind, request ID, body)."""
         with contextlib.suppress(BlockingIOError):
             while chunk := os.read(self.requests, 65536):
                 self.data += chunk
-        out, data = [], self.data
-        while data:
-            (n,) = FRAME.unpack_from(data)
-            out.append(pickle.loads(data[FRAME.size : FRAME.size + n]))
-            data = data[FRAME.size + n :]
-        return out
+        return frames(self.data)
+
+
+def frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The messages in C{data}: (kind, request ID, body)."""
+    out = []
+    while data:
+        size, rid, kind = HEADER.unpack_from(data)
+        out.append((kind, rid, data[HEADER.size : HEADER.size + size]))
+        data = data[HEADER.size + size :]
+    return out
 
 
 class FakeReactor(Clock):
@@ -72,13 +91,21 @@ class FakeReactor(Clock):
     def spawnProcess(
         self, protocol: WorkerProtocol, *args: Any, childFDs: dict[int, Any], **kw: Any
     ) -> FakeTransport:
-        # The parent closes its copy of the read end: keep one.
-        transport = FakeTransport(1000 + len(self.spawned), os.dup(childFDs[0]))
+        # The parent closes its copies of the child's ends: keep some.
+        transport = FakeTransport(
+            1000 + len(self.spawned), os.dup(childFDs[0]), os.dup(childFDs[1])
+        )
         protocol.makeConnection(transport)  # type: ignore[arg-type]
         self.spawned.append((protocol, transport))
         return transport
 
     def addWriter(self, writer: Any) -> None:
+        pass
+
+    def addReader(self, reader: Any) -> None:
+        pass
+
+    def removeReader(self, reader: Any) -> None:
         pass
 
     def removeWriter(self, writer: Any) -> None:
@@ -88,8 +115,16 @@ class FakeReactor(Clock):
         f(*args)
 
 
-def reply(protocol: WorkerProtocol, message: tuple[Any, ...]) -> None:
-    protocol.outReceived(encode(message))
+def reply(protocol: WorkerProtocol, kind: int, rid: int, body: bytes = b"") -> None:
+    protocol.outReceived(frame(kind, rid, body))
+
+
+def value(protocol: WorkerProtocol, rid: int, result: object) -> None:
+    reply(protocol, VALUE, rid, pickle.dumps(result, PROTOCOL))
+
+
+def failed(protocol: WorkerProtocol, rid: int, error: BaseException) -> None:
+    reply(protocol, FAILURE, rid, pickle.dumps(failureReply(rid, error)[2:]))
 
 
 def ended(protocol: WorkerProtocol) -> None:
@@ -115,6 +150,8 @@ class PoolTests(SynchronousTestCase):
     def closePipes(self) -> None:
         for protocol, transport in self.reactor.spawned:
             os.close(transport.requests)
+            with contextlib.suppress(OSError):
+                os.close(transport.replies)
             pipe = protocol.process.pipe
             if pipe is not None:
                 pipe.close()
@@ -123,8 +160,8 @@ class PoolTests(SynchronousTestCase):
         """Start the process: the test says its broker runs."""
         d = self.pool.start()
         protocol, transport = self.reactor.spawned[-1]
-        assert transport.messages()[-1][0] == "start"
-        reply(protocol, ("ready", transport.messages()[-1][1], None))
+        assert transport.messages()[-1][0] == START
+        reply(protocol, READY, transport.messages()[-1][1])
         self.successResultOf(d)
         return protocol, transport
 
@@ -140,10 +177,11 @@ class PoolTests(SynchronousTestCase):
         """
         protocol, transport = self.started()
         task = self.call()
-        kind, rid, payload, raw = transport.messages()[-1]
-        assert (kind, raw) == ("run", False)
+        kind, rid, body = transport.messages()[-1]
+        payload, raw = pickle.loads(body)
+        assert (kind, raw) == (RUN, False)
         assert pickle.loads(payload)[0] is helperPid
-        reply(protocol, ("value", rid, pickle.dumps(42, PROTOCOL)))
+        value(protocol, rid, 42)
         assert self.successResultOf(task.d) == 42
 
     def test_slotGivenWithoutDeferred(self) -> None:
@@ -157,22 +195,64 @@ class PoolTests(SynchronousTestCase):
         (slot,) = list(self.pool.queue._workers)
         assert slot.gives and slot.onFreed is not None
         first, second = self.call(), self.call()
-        assert [m[0] for m in transport.messages()].count("run") == 1
+        assert [m[0] for m in transport.messages()].count(RUN) == 1
         sent: list[int] = []
         first.d.addCallback(lambda _: sent.append(len(transport.messages())))
-        reply(protocol, ("value", transport.messages()[-1][1], pickle.dumps(1)))
+        value(protocol, transport.messages()[-1][1], 1)
         # The second call was sent before the first one's caller heard.
         assert sent == [len(transport.messages())]
-        assert transport.messages()[-1][0] == "run"
-        reply(protocol, ("value", transport.messages()[-1][1], pickle.dumps(2)))
+        assert transport.messages()[-1][0] == RUN
+        value(protocol, transport.messages()[-1][1], 2)
         assert self.successResultOf(second.d) == 2
         task: Task[Any] = Task(helperPid)
         task.payload = self.pool.message(task)
         freed = slot.worker.run(task)
         self.assertNoResult(freed)
-        reply(protocol, ("value", transport.messages()[-1][1], pickle.dumps(3)))
+        value(protocol, transport.messages()[-1][1], 3)
         self.successResultOf(freed)
         assert self.successResultOf(task.d) == 3
+
+    def test_requestsTogether(self) -> None:
+        """
+        Replies read together free their slots first: the next calls'
+        requests go out in one write, before any of the callers hears.
+        """
+        self.pool = ProcessPool("Owner", 1, 2, b"recipe", reactor=self.reactor)
+        protocol, transport = self.started()
+        tasks = [self.call() for _ in range(4)]
+        running = [m for m in transport.messages() if m[0] == RUN]
+        assert len(running) == 2
+        pipe = protocol.process.pipe
+        assert pipe is not None
+        writes: list[list[tuple[int, int, bytes]]] = []
+        write = pipe.write
+
+        def recorded(data: bytes) -> None:
+            writes.append(frames(data))
+            write(data)
+
+        pipe.write = recorded  # type: ignore[method-assign]
+        # (What was written by the time the first caller hears.)
+        heard: list[int] = []
+
+        def hears(result: object) -> object:
+            heard.append(len(writes))
+            return result
+
+        tasks[0].d.addCallback(hears)
+        protocol.outReceived(
+            b"".join(
+                frame(VALUE, rid, pickle.dumps(n, PROTOCOL))
+                for n, (_, rid, _) in enumerate(running)
+            )
+        )
+        assert [[kind for kind, _, _ in w] for w in writes] == [[RUN, RUN]]
+        assert heard == [1]
+        assert [self.successResultOf(t.d) for t in tasks[:2]] == [0, 1]
+        self.assertNoResult(tasks[2].d)
+        # A reply read alone: its slot's next request goes out at once.
+        reply(protocol, VALUE, writes[0][0][1], pickle.dumps(2, PROTOCOL))
+        assert self.successResultOf(tasks[2].d) == 2
 
     def test_optionsPickledOnce(self) -> None:
         """
@@ -187,13 +267,18 @@ class PoolTests(SynchronousTestCase):
 
         def message(options: CallOptions) -> tuple[Any, ...]:
             call = TransactionCall(broker, None, f, options)
-            return self.pool.message(Task(call, ("x",), {}))
+            rid, data = self.pool.message(Task(call, ("x",), {}))
+            [(kind, sentID, body)] = frames(data)
+            assert (kind, sentID) == (CALL, rid)
+            result: tuple[Any, ...] = pickle.loads(body)
+            return result
 
         first, second = message(shared), message(shared)
-        assert first[0] == "call" and pickle.loads(first[1]) == ("echo", ("x",), {})
-        assert first[2] is second[2]
-        assert pickle.loads(first[2]) == shared
-        timed = pickle.loads(message(CallOptions(niceness=3, timeout=5.0))[2])
+        assert first[:3] == ("echo", ("x",), {})
+        assert first[3] == second[3]
+        assert self.pool._optionsSent[id(shared)][1] == first[3]
+        assert pickle.loads(first[3]) == shared
+        timed = pickle.loads(message(CallOptions(niceness=3, timeout=5.0))[3])
         assert timed == shared
 
     def test_deadProcess(self) -> None:
@@ -209,6 +294,22 @@ class PoolTests(SynchronousTestCase):
         assert len(self.reactor.spawned) == 2
         self.assertNoResult(nextTask.d)
 
+    def test_lastRepliesOfADeadProcess(self) -> None:
+        """
+        Replies a process wrote before it died reach their callers (its
+        reply pipe is read to the end first); the calls it still held fail
+        with WorkerError.
+        """
+        self.pool = ProcessPool("Owner", 1, 2, b"recipe", reactor=self.reactor)
+        protocol, transport = self.started()
+        answered, lost = self.call(), self.call()
+        rid = next(m for m in transport.messages() if m[0] == RUN)[1]
+        os.write(transport.replies, frame(VALUE, rid, pickle.dumps(7, PROTOCOL)))
+        os.close(transport.replies)
+        ended(protocol)
+        assert self.successResultOf(answered.d) == 7
+        self.failureResultOf(lost.d, WorkerError)
+
     def test_failureKeepsTypeWithoutRetryMark(self) -> None:
         """
         A failure comes back as its own type, minus the mark that would make
@@ -219,7 +320,7 @@ class PoolTests(SynchronousTestCase):
         rid = transport.messages()[-1][1]
         error = KeyError("k")
         error._sasyncRetryReason = "conflict"  # type: ignore[attr-defined]
-        reply(protocol, failureReply(rid, error))
+        failed(protocol, rid, error)
         failure = self.failureResultOf(task.d, KeyError)
         assert not hasattr(failure.value, "_sasyncRetryReason")
 
@@ -233,7 +334,7 @@ class PoolTests(SynchronousTestCase):
         task = self.call()
         rid = transport.messages()[-1][1]
         task.d.cancel()
-        assert transport.messages()[-1] == ("cancel", rid)
+        assert transport.messages()[-1] == (CANCEL, rid, b"")
         self.assertNoResult(task.d)
         self.reactor.advance(CANCEL_GRACE)
         assert transport.signals == ["KILL"]
@@ -248,7 +349,7 @@ class PoolTests(SynchronousTestCase):
         task = self.call()
         rid = transport.messages()[-1][1]
         task.d.cancel()
-        reply(protocol, failureReply(rid, CancelledError("stopped")))
+        failed(protocol, rid, CancelledError("stopped"))
         self.failureResultOf(task.d, CancelledError)
         self.reactor.advance(CANCEL_GRACE)
         assert transport.signals == []
@@ -260,7 +361,7 @@ class PoolTests(SynchronousTestCase):
         """
         protocol, transport = self.started()
         d = self.pool.close()
-        assert transport.messages()[-1] == ("quit",)
+        assert transport.messages()[-1] == (QUIT, 0, b"")
         self.assertNoResult(d)
         self.reactor.advance(QUIT_GRACE)
         assert transport.signals == ["KILL"]
@@ -275,9 +376,9 @@ class PoolTests(SynchronousTestCase):
         d = self.pool.start()
         protocol, transport = self.reactor.spawned[-1]
         rid = transport.messages()[-1][1]
-        reply(protocol, failureReply(rid, RuntimeError("no")))
+        failed(protocol, rid, RuntimeError("no"))
         self.failureResultOf(d, RuntimeError)
-        assert transport.messages()[-1] == ("quit",)
+        assert transport.messages()[-1] == (QUIT, 0, b"")
 
 
 class RecordingReactor:
