@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import dataclasses
-import functools
 import importlib
 import pickle
 import types
@@ -270,7 +269,7 @@ class ProcessPool:
         #: The requests to the processes, and their IDs.
         self.outbox = Outbox()
         self._rids = self.outbox.rids
-        self._cancelBound = self.cancel
+        self._interruptBound = self._interrupt
         self.processes = [WorkerProcess(self, i, self.outbox) for i in range(processes)]
         # Interleaved: calls spread over the processes before doubling up.
         for _ in range(connections):
@@ -401,7 +400,7 @@ class ProcessPool:
             return task.d
         rid = next(self._rids)
         task.payload = rid, _pack(len(body), rid, CALL) + body
-        task.interruptWith(functools.partial(self._cancelBound, rid))
+        task.interruptWith(self._interruptBound)
         return self.queue.submitPrepared(task)
 
     def message(self, task: Task[Any]) -> tuple[int, bytes]:
@@ -515,7 +514,12 @@ class ProcessPool:
         # (Replacing any interrupter the broker gave it: in the parent
         # only a process can stop a call. And taking no lock: no thread but
         # the reactor's knows the task here.)
-        task.interruptWith(functools.partial(self._cancelBound, payload[0]))
+        task.interruptWith(self._interruptBound)
+
+    def _interrupt(self, task: Task[Any], reason: BaseException) -> None:
+        # A running call was cancelled or timed out (its task's
+        # interrupter: one bound method for every task).
+        self.cancel(task.payload[0])
 
     def cancel(self, rid: int, reason: BaseException | None = None) -> None:
         """
