@@ -201,20 +201,7 @@ class Admission:
             self._countRows,
             record,
         )
-        task: Task[Any] = (
-            Task(call, args, kw)
-            if options is DEFAULT_OPTIONS
-            else Task(
-                call,
-                args,
-                kw,
-                niceness=options.niceness,
-                doNext=options.doNext,
-                doLast=options.doLast,
-                raw=options.raw,
-                consumer=options.consumer,
-            )
-        )
+        task = options.task(call, args, kw)
         task.abandonable = True
         gate = self.gate
         # (_gated, inline: a guess below may still let it by.)
@@ -433,16 +420,7 @@ class Admission:
             self._countRows,
             record,
         )
-        task: Task[Any] = Task(
-            call,
-            args,
-            kw,
-            niceness=options.niceness,
-            doNext=options.doNext,
-            doLast=options.doLast,
-            raw=options.raw,
-            consumer=options.consumer,
-        )
+        task = options.task(call, args, kw)
         # A stop (cancel, timeout) interrupts it at the driver. Its caller
         # hears at once while COMMIT was not sent (then it cannot commit),
         # and waits for the worker only once COMMIT was sent: see

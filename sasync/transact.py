@@ -130,6 +130,27 @@ class CallOptions:
     #: once routing chose it); C{None}: the broker's own.
     target: Any = None
 
+    def task(
+        self, f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> Task[Any]:
+        """
+        A task of C{f(*args, **kw)} with these options' scheduling
+        (niceness, C{doNext}/C{doLast}, C{raw}, C{consumer}).
+        """
+        if self is _DEFAULT_OPTIONS:
+            # (The common case: every one of them at Task's own default.)
+            return Task(f, args, kw)
+        return Task(
+            f,
+            args,
+            kw,
+            niceness=self.niceness,
+            doNext=self.doNext,
+            doLast=self.doLast,
+            raw=self.raw,
+            consumer=self.consumer,
+        )
+
 
 _DEFAULT_OPTIONS = CallOptions()
 #: The options of every call made without call-time keywords (one object,

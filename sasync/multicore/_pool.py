@@ -365,16 +365,7 @@ class ProcessPool:
         @return: The task's Deferred; it fails with C{TypeError} if the call
             can't be pickled.
         """
-        task: Task[Any] = Task(
-            f,
-            args,
-            kw,
-            niceness=options.niceness,
-            doNext=options.doNext,
-            doLast=options.doLast,
-            raw=options.raw,
-            consumer=options.consumer,
-        )
+        task = options.task(f, args, kw)
         task.onEnded = onEnded
         hold(task.d)
         # (_callMessage and prepare, inlined.)

@@ -475,15 +475,7 @@ class WorkerProcess:
             return
         task, onFreed, slot = entry
         onFreed(slot, task)
-        if kind != VALUE:
-            self._finishCall(task, kind, body, rid)
-            return
-        try:
-            result = _loads(body)
-        except Exception:
-            task.fail(Failure())  # type: ignore[no-untyped-call]
-            return
-        task.finish(result)
+        self._finishCall(task, kind, body, rid)
 
     def _receivedMany(self, buffer: bytearray, end: int) -> None:
         # received(), for a buffer that holds more than one reply (or the
@@ -513,20 +505,21 @@ class WorkerProcess:
         for task, kind, body, rid in replies:
             if task is None:
                 self._answered(rid, kind, body)
-            elif kind != VALUE:
-                self._finishCall(task, kind, body, rid)
             else:
-                try:
-                    result = _loads(body)
-                except Exception:
-                    task.fail(Failure())  # type: ignore[no-untyped-call]
-                    continue
-                task.finish(result)
+                self._finishCall(task, kind, body, rid)
 
     def _finishCall(
         self, task: Task[Any], kind: int, body: bytearray, rid: int
     ) -> None:
-        # A call's reply other than a value.
+        # A call's reply: its value, or else how it ended.
+        if kind == VALUE:
+            try:
+                result = _loads(body)
+            except Exception:
+                task.fail(Failure())  # type: ignore[no-untyped-call]
+                return
+            task.finish(result)
+            return
         if kind == FAILURE:
             failure = _failure(body)
             # Retried (or not) in the worker process already: not again.
