@@ -22,6 +22,7 @@ from .deferator import Deferator as Deferator
 from .delay import Delay as Delay
 from .errors import AuthenticationError as AuthenticationError
 from .errors import IterationStopped as IterationStopped
+from .errors import OutcomeUnknown as OutcomeUnknown
 from .errors import QueueError as QueueError
 from .errors import QueueStopped as QueueStopped
 from .errors import RemoteTaskError as RemoteTaskError
@@ -71,6 +72,7 @@ __all__ = [
     "IterationProducer",
     "IterationStopped",
     "ListConsumer",
+    "OutcomeUnknown",
     "Prefetcherator",
     "ProcessQueue",
     "ProcessWorker",

@@ -37,6 +37,17 @@ class TaskTimeout(QueueError, TimeoutError):
     """
 
 
+class OutcomeUnknown(QueueError):
+    """
+    The caller stopped waiting for a running call whose stop it had asked
+    for before (a second cancel, or a cancel after a timeout): the call had
+    gone past its point of no return (sAsync: its transaction's COMMIT was
+    sent) or could not be stopped at once, so it may still take effect.
+    Never a C{CancelledError}: that one means the call will not. The reason
+    for the last stop is the exception's C{__cause__}.
+    """
+
+
 class WorkerError(QueueError):
     """
     A worker could not run a task: it was detached, crashed or died.

@@ -88,7 +88,9 @@ class TaskDeferred(Deferred[T]):
         Stop the task: a queued one is removed and this fails at once; a
         running one is asked to stop and this fires once it has (or at once,
         if it can't be interrupted, if it is L{abandonable<Task.abandonable>}
-        and short of its point of no return, or if cancelled a second time).
+        and short of its point of no return; cancelled a second time while
+        it waits, it fails at once with L{OutcomeUnknown
+        <asynqueue.errors.OutcomeUnknown>}).
         """
         if not self.called:
             following = self.following
@@ -411,11 +413,13 @@ class Task(Generic[T]):
                 self._onRemove(self)
         elif self.state is TaskState.RUNNING:
             if self._waiting:
-                # Cancelled again while waiting for an honest stop: stop
+                # Stopped again while waiting for an honest stop: stop
                 # waiting; whatever the worker delivers later is dropped.
+                # Not the stop's own error: the call may still take effect
+                # (a COMMIT sent), and that error would say it will not.
                 self._waiting = False
                 self._delivered = True
-                self._fire(Failure(self.stopReason))  # type: ignore[no-untyped-call]
+                self._fire(Failure(self._outcomeUnknown(reason)))  # type: ignore[no-untyped-call]
                 return
             # Set before the interrupters run: one may make the worker
             # deliver at once (an AsyncWorker's cancelled Deferred).
@@ -432,6 +436,16 @@ class Task(Generic[T]):
             self._delivered = True
             self._producer.stopProducing()
             self._fire(Failure(reason))  # type: ignore[no-untyped-call]
+
+    def _outcomeUnknown(self, reason: BaseException) -> BaseException:
+        from .errors import OutcomeUnknown
+
+        error = OutcomeUnknown(
+            f"{self.info}: stopped waiting ({reason!r}) for a call asked to"
+            f" stop before ({self.stopReason!r}); it may still take effect"
+        )
+        error.__cause__ = reason
+        return error
 
     # The queue's side (reactor thread) ---------------------------------------
 

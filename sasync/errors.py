@@ -6,7 +6,10 @@ raises C{sqlalchemy.exc.IntegrityError} fails its Deferred with that very
 C{IntegrityError} (a note naming the call is added to it), so
 C{except IntegrityError} works. Cancellation and timeouts surface as
 Twisted's C{CancelledError} and L{TransactionTimeout} (a kind of
-AsynQueue's L{asynqueue.TaskTimeout}).
+AsynQueue's L{asynqueue.TaskTimeout}); both mean the transaction did not
+and will not commit. A caller that stops waiting for a transaction whose
+COMMIT was already sent (cancelled again, or cancelled after it timed out)
+gets AsynQueue's L{asynqueue.OutcomeUnknown}: it may have committed.
 """
 
 from __future__ import annotations

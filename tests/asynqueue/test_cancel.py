@@ -14,7 +14,14 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from asynqueue import AsyncWorker, ListConsumer, TaskQueue, TaskTimeout, currentTask
+from asynqueue import (
+    AsyncWorker,
+    ListConsumer,
+    OutcomeUnknown,
+    TaskQueue,
+    TaskTimeout,
+    currentTask,
+)
 from asynqueue.task import Task
 
 from .helpers import FakeWorker, Recorder, memoryWorker
@@ -174,8 +181,8 @@ class RunningCancelTests(SynchronousTestCase):
     def test_cancelTwiceStopsWaiting(self) -> None:
         """
         Cancelling again while an honest stop is awaited gives up waiting:
-        the caller hears L{CancelledError} at once, and what the worker
-        delivers later is dropped.
+        the caller hears L{OutcomeUnknown} at once (the call may still take
+        effect, as here), and what the worker delivers later is dropped.
         """
         d = self.q.call(Recorder(), "x")
         task = self.worker.current
@@ -184,7 +191,7 @@ class RunningCancelTests(SynchronousTestCase):
         d.cancel()
         self.assertNoResult(d)
         d.cancel()
-        self.failureResultOf(d, CancelledError)
+        self.failureResultOf(d, OutcomeUnknown)
         self.worker.succeed("late")
         self.worker.runNow = True
         self.assertEqual(self.successResultOf(self.q.call(lambda: 1)), 1)
@@ -296,16 +303,37 @@ class RunningCancelTests(SynchronousTestCase):
     def test_pastPointOfNoReturnGivenUpIsLogged(self) -> None:
         """
         Cancelled a second time while past the point of no return, the
-        caller stops waiting; the call's later failure reaches nobody, so
-        it is logged (it may say how a COMMIT ended).
+        caller stops waiting, told that the outcome is unknown (never
+        L{CancelledError}: the call may still take effect); the call's later
+        failure reaches nobody, so it is logged (it may say how a COMMIT
+        ended).
         """
         d, task, _ = self.abandonable()
         self.assertTrue(task.passPointOfNoReturn())
         d.cancel()
         d.cancel()
-        self.failureResultOf(d, CancelledError)
+        failure = self.failureResultOf(d, OutcomeUnknown)
+        self.assertIsInstance(failure.value.__cause__, CancelledError)
         self.worker.fail(Failure(Interrupted()))
         self.assertEqual(len(self.flushLoggedErrors(Interrupted)), 1)
+
+    def test_timedOutThenCancelledPastPointOfNoReturn(self) -> None:
+        """
+        A call that timed out past its point of no return (its caller waits
+        for the outcome), then cancelled: the caller stops waiting and hears
+        L{OutcomeUnknown}, not L{CancelledError}, which would say the call
+        did not take effect; here it does (the worker commits).
+        """
+        d, task, _ = self.abandonable()
+        self.assertTrue(task.passPointOfNoReturn())
+        task.timeOut(1)
+        self.assertNoResult(d)
+        d.cancel()
+        failure = self.failureResultOf(d, OutcomeUnknown)
+        self.assertNotIsInstance(failure.value, CancelledError)
+        self.assertIsInstance(failure.value.__cause__, CancelledError)
+        self.assertIn("TaskTimeout", str(failure.value))
+        self.worker.succeed("committed")
 
     def test_pointOfNoReturnRace(self) -> None:
         """

@@ -26,6 +26,7 @@ HOMES = {
     "Prefetcherator": "prefetch",
     "ProcessQueue": "process",
     "ProcessWorker": "process",
+    "OutcomeUnknown": "errors",
     "QueueError": "errors",
     "QueueStopped": "errors",
     "RemoteTaskError": "errors",
@@ -88,6 +89,7 @@ def test_errorHierarchy() -> None:
         "WorkerError",
         "IterationStopped",
         "RemoteTaskError",
+        "OutcomeUnknown",
     ):
         assert issubclass(getattr(asynqueue, name), asynqueue.QueueError)
     assert issubclass(asynqueue.TaskTimeout, TimeoutError)

@@ -27,7 +27,14 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from asynqueue import IWorker, Task, TaskQueue, TaskTimeout, UnknownSeries
+from asynqueue import (
+    IWorker,
+    OutcomeUnknown,
+    Task,
+    TaskQueue,
+    TaskTimeout,
+    UnknownSeries,
+)
 
 #: The documented order of the bands: doNext calls first, doLast calls last.
 BAND_ORDER = {"next": 0, "normal": 1, "last": 2}
@@ -277,9 +284,12 @@ class QueueMachine(RuleBasedStateMachine):
             assert len(outcomes) == 1, f"task {label} was lost"
             outcome = outcomes[0]
             if isinstance(outcome, Failure):
-                assert outcome.check(CancelledError, TaskTimeout, UnknownSeries), (
-                    outcome
-                )
+                assert outcome.check(
+                    CancelledError, TaskTimeout, UnknownSeries, OutcomeUnknown
+                ), outcome
+                if outcome.check(OutcomeUnknown):
+                    # Only a running call's caller can stop waiting for it.
+                    assert label in self.started, label
                 if label not in self.started:
                     assert self.executed[label] == 0
             else:

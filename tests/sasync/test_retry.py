@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from asynqueue import Task, TaskTimeout
+from asynqueue import OutcomeUnknown, Task, TaskTimeout
 from asynqueue.task import TaskState
 from sasync import Backoff, TransactionTimeout, retry
 from sasync.connection._engines import EngineSpec
@@ -283,12 +283,28 @@ class AttemptsTests(SynchronousTestCase):
 
     def test_cancelTwiceGivesUp(self) -> None:
         """
-        A second cancel stops waiting for the worker.
+        A second cancel stops waiting for the worker, with OutcomeUnknown:
+        the attempt may still commit (here it does), so not CancelledError.
         """
         attempts, made, _clock = self.attempts()
         attempts.d.cancel()
         attempts.d.cancel()
-        self.failureResultOf(attempts.d, CancelledError)
+        self.failureResultOf(attempts.d, OutcomeUnknown)
+        made.succeed("late")  # dropped
+
+    def test_timeoutThenCancelGivesUp(self) -> None:
+        """
+        Timed out while its COMMIT was in flight (the caller waits), then
+        cancelled: the caller stops waiting with OutcomeUnknown, neither
+        TransactionTimeout nor CancelledError, which both say it did not
+        commit; the attempt's late success is dropped.
+        """
+        attempts, made, clock = self.attempts(timeout=1.0)
+        clock.advance(1.0)
+        self.assertNoResult(attempts.d)
+        attempts.d.cancel()
+        failure = self.failureResultOf(attempts.d, OutcomeUnknown)
+        self.assertNotIsInstance(failure.value, CancelledError | TimeoutError)
         made.succeed("late")  # dropped
 
     def test_timeoutDuringAttempt(self) -> None:
