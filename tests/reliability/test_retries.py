@@ -6,6 +6,7 @@ AUTOCOMMIT, the broker's default timeout.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from twisted.internet import defer
 
+from asynqueue import OutcomeUnknown
 from sasync import TransactionTimeout, transact
 from sasync.errors import ConnectionClosedByServer
 from sasync.retry import DEADLOCK, LOST, ROLLED_BACK
@@ -412,3 +414,50 @@ async def test_brokerDefaultTimeout(dbURL: str, brokers: Any) -> None:
     assert "after 0.3 s" in str(caught.value)
     await broker.writeThenSleep("fine", sleepSQL(dbURL, 0.1), timeout=20)
     assert sorted(await broker.tokens()) == ["fine", "quick"]
+
+
+@pytest.mark.reactorTimeout(120)
+async def test_cancelsAmidRetriesKeepTheCount(serverURL: str, brokers: Any) -> None:
+    """
+    200 concurrent SERIALIZABLE increments of one counter on 8 connections,
+    conflicting and retried, cancelled or timed out at random moments
+    (queued, at the writer gate, running, waiting to run again, COMMIT in
+    flight): the counter ends at the number of increments acknowledged plus
+    at most those whose outcome is unknown (OutcomeUnknown: stopped twice);
+    an increment that failed with CancelledError or TransactionTimeout did
+    not count, each acknowledged one saw a value of its own, and the broker
+    goes on working.
+    """
+    rng = random.Random(1848)
+    broker = brokers(Ledger, serverURL, connections=8, retries=200)
+    await broker.resetCounter()
+    from twisted.internet import reactor
+
+    calls = []
+    for _ in range(200):
+        pause = rng.choice([0.0, 0.0, 0.001, 0.003])
+        timeout = rng.choice([None, None, None, 0.02, 0.1, 0.3])
+        d = broker.increment(pause=pause, timeout=timeout)
+        when = rng.choice([None, None, None, 0.0, 0.005, 0.05, 0.2, 0.4])
+        if when is not None:
+            reactor.callLater(when, d.cancel)
+        calls.append(d)
+    results = await defer.DeferredList(calls, consumeErrors=True)
+    seen: list[int] = []
+    stopped = unknown = 0
+    for ok, result in results:
+        if ok:
+            seen.append(result)
+        elif result.check(OutcomeUnknown):
+            unknown += 1
+        else:
+            assert result.check(defer.CancelledError, TransactionTimeout), result
+            stopped += 1
+    value = await broker.counterValue()
+    assert len(seen) <= value <= len(seen) + unknown, (len(seen), value, unknown)
+    assert len(set(seen)) == len(seen), "two increments saw the same value"
+    assert max(seen, default=0) <= value
+    # Both outcomes happened, and conflicts, or the test tested nothing.
+    assert seen and stopped, (len(seen), stopped)
+    assert retriedCount(broker) > 0, "no conflict happened"
+    assert await broker.increment() == value + 1
