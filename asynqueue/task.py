@@ -232,6 +232,8 @@ class Task(Generic[T]):
     # Given by interruptWith (called with the task too), or None.
     _interrupter: Callable[[Task[Any], BaseException], object] | None = None
     _delivered: bool = False
+    #: Its caller was told L{OutcomeUnknown<asynqueue.errors.OutcomeUnknown>}.
+    _outcomeUntold: bool = False
     #: Cancelled (or timed out) while running, and waiting for its worker
     #: to finish before telling the caller (an honest stop).
     _waiting: bool = False
@@ -440,6 +442,7 @@ class Task(Generic[T]):
     def _outcomeUnknown(self, reason: BaseException) -> BaseException:
         from .errors import OutcomeUnknown
 
+        self._outcomeUntold = True
         error = OutcomeUnknown(
             f"{self.info}: stopped waiting ({reason!r}) for a call asked to"
             f" stop before ({self.stopReason!r}); it may still take effect"
@@ -587,6 +590,12 @@ class Task(Generic[T]):
                 if isinstance(result, Deferator):
                     # An iteration nobody will read: release its worker now.
                     result.stop()
+                elif self._outcomeUntold:
+                    # Its caller heard OutcomeUnknown: the log has the truth.
+                    log.info(
+                        "Task {task} succeeded after its caller stopped waiting",
+                        task=self,
+                    )
             return
         self._delivered = True
         self._fire(result)

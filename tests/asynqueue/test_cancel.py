@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -333,7 +334,13 @@ class RunningCancelTests(SynchronousTestCase):
         self.assertNotIsInstance(failure.value, CancelledError)
         self.assertIsInstance(failure.value.__cause__, CancelledError)
         self.assertIn("TaskTimeout", str(failure.value))
-        self.worker.succeed("committed")
+        with capturedLogs() as events:
+            self.worker.succeed("committed")
+        # Nobody hears the outcome but the log.
+        self.assertEqual(
+            [e["log_format"] for e in events],
+            ["Task {task} succeeded after its caller stopped waiting"],
+        )
 
     def test_pointOfNoReturnRace(self) -> None:
         """
