@@ -18,7 +18,7 @@ _SELECT1 = SA.text("SELECT 1")
 class MachineryBroker(AccessBroker):
     """
     Two transactions of one C{SELECT 1} each: through SQLAlchemy Core and
-    on the raw DB-API cursor.
+    on the raw DB-API cursor; and the ORM workload's op (L{ormOp}).
     """
 
     @transact
@@ -35,3 +35,12 @@ class MachineryBroker(AccessBroker):
             return cursor.fetchall()
         finally:
             cursor.close()
+
+    @transact
+    def ormOp(self, op: Any) -> None:
+        """
+        Workload 1's op (L{bench.orm_ops.ormOp}) in the transaction's Session.
+        """
+        from bench.orm_ops import ormOp
+
+        ormOp(self.session, op)

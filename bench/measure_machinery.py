@@ -40,7 +40,17 @@ strace's lines by process; and a bytecode tracer that
 C{bench/_childtrace/sitecustomize.py} installs in the worker processes, run
 with C{calls} and C{3 * calls} calls, the difference taken.
 A C{burst-} prefix makes all the calls at once (every connection busy) in
-place of one after another. C{dispatch-threadqueue} and
+place of one after another. The C{orm-} variants run the ORM workload's op
+(L{bench.orm_ops.ormOp}, the plan's mix of reads and writes; the database
+needs the benchmark's tables): C{orm-sync} in plain sync SQLAlchemy, one
+Session after another on one connection, C{burst-orm-sync-2processes} the
+same in two processes at once (as C{./scripts/bench}'s
+C{orm-sync-2processes}: its processes' CPU is C{childCpuUsPerCall}), and the
+others through a broker.
+Every variant also reports the CPU per call of its worker processes
+(C{childCpuUsPerCall}) and of the PostgreSQL backends serving its database
+(C{serverCpuUsPerCall}), from C{/proc}, so that the CPU a call costs the
+machine's cores in all can be compared with plain sync's. C{dispatch-threadqueue} and
 C{dispatch-deferToThread} need no database: a call of a function that does
 nothing, through asynqueue's C{ThreadQueue(1).call} and through Twisted's
 C{deferToThread}, to see asynqueue's own cost per call.
@@ -50,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import os
 import re
@@ -79,6 +90,11 @@ VARIANTS = (
     "burst-dbapi1-adbapi",
     "burst-dbapi1-sasync-readcommitted",
     "burst-dbapi1-sasync-processes-readcommitted",
+    "orm-sync",
+    "burst-orm-sync-2processes",
+    "orm-sasync-processes-readcommitted",
+    "burst-orm-sasync-readcommitted",
+    "burst-orm-sasync-processes-readcommitted",
     "dispatch-threadqueue",
     "dispatch-deferToThread",
 )
@@ -137,6 +153,151 @@ def _adbapi(config: BenchConfig, variant: str, calls: int) -> Any:
     return main
 
 
+def _procCpu(pids: list[int]) -> float:
+    # CPU seconds (user + system, every thread) of the processes pids.
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # (utime and stime: the stat line's 14th and 15th fields.)
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+#: Set by the variant: the worker processes' IDs now.
+_childPids: Callable[[], list[int]] = list
+#: Set by L{child}: the database's backends' process IDs now.
+_serverPids: Callable[[], list[int]] = list
+
+
+def _backends(config: BenchConfig) -> Callable[[], list[int]]:
+    # The server processes of config's database (other than the asking one).
+    def pids() -> list[int]:
+        import psycopg2
+
+        conn = psycopg2.connect(config.psycopg2Dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (config.database,),
+                )
+                return [row[0] for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+    return pids
+
+
+def _ormPlan(calls: int) -> Callable[[], Any]:
+    # The ORM workload's ops, one per call, round and round.
+    from bench.workload import opPlan
+
+    plan = itertools.cycle(opPlan(max(calls, 1000), 20220211))
+    return lambda: next(plan)
+
+
+def _ormSync(config: BenchConfig, variant: str, calls: int) -> Any:
+    # Plain sync SQLAlchemy, one Session after another on one connection,
+    # in the reactor thread (blocking it: nothing else runs).
+    import sqlalchemy as SA
+    from sqlalchemy.orm import Session
+
+    from bench.orm_ops import ormOp
+
+    engine = SA.create_engine(
+        config.url("psycopg2"), pool_size=1, isolation_level="READ COMMITTED"
+    )
+    nextOp = _ormPlan(calls)
+
+    def one() -> Any:
+        from twisted.internet.defer import succeed
+
+        with Session(engine) as session, session.begin():
+            ormOp(session, nextOp())
+        return succeed(None)
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        try:
+            return await _timed(reactor, one, calls)
+        finally:
+            engine.dispose()
+
+    return main
+
+
+def _syncHalf(url: str, calls: int, ready: Any, go: Any, cpu: Any, done: Any) -> None:
+    # A process of burst-orm-sync-2processes: after the warm-up, calls ORM
+    # ops one after another; puts the CPU seconds they took.
+    import sqlalchemy as SA
+    from sqlalchemy.orm import Session
+
+    from bench.orm_ops import ormOp
+
+    engine = SA.create_engine(url, pool_size=1, isolation_level="READ COMMITTED")
+    nextOp = _ormPlan(calls)
+    for _ in range(WARM):
+        with Session(engine) as session, session.begin():
+            ormOp(session, nextOp())
+    ready.release()
+    go.wait()
+    cpu0 = time.process_time()
+    for _ in range(calls):
+        with Session(engine) as session, session.begin():
+            ormOp(session, nextOp())
+    cpu.put(time.process_time() - cpu0)
+    # (Its backend stays until the parent has read its CPU.)
+    done.wait()
+    engine.dispose()
+
+
+def _ormSyncProcesses(config: BenchConfig, variant: str, calls: int) -> Any:
+    # Plain sync SQLAlchemy in PROCESSES processes at once, calls in all.
+    import multiprocessing
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        context = multiprocessing.get_context("spawn")
+        ready, go, cpu = context.Semaphore(0), context.Event(), context.Queue()
+        done = context.Event()
+        share = calls // PROCESSES
+        children = [
+            context.Process(
+                target=_syncHalf,
+                args=(config.url("psycopg2"), share, ready, go, cpu, done),
+            )
+            for _ in range(PROCESSES)
+        ]
+        for process in children:
+            process.start()
+        for _ in children:
+            ready.acquire()
+        servers = _serverPids()
+        serverCpu0 = _procCpu(servers)
+        t0 = time.perf_counter()
+        go.set()
+        childCpu = sum(cpu.get() for _ in children)
+        wall = time.perf_counter() - t0
+        serverCpu = _procCpu(servers) - serverCpu0
+        done.set()
+        for process in children:
+            process.join()
+        done = share * PROCESSES
+        return {
+            "calls": done,
+            "cpuUsPerCall": 0.0,
+            "wallUsPerCall": wall / done * 1e6,
+            "childCpuUsPerCall": childCpu / done * 1e6,
+            "serverCpuUsPerCall": serverCpu / done * 1e6,
+            "handOffsPerCall": 0.0,
+        }
+
+    return main
+
+
 def _sasync(config: BenchConfig, variant: str, calls: int) -> Any:
     from bench.machinery_broker import MachineryBroker
 
@@ -149,9 +310,19 @@ def _sasync(config: BenchConfig, variant: str, calls: int) -> Any:
         kw["isolation_level"] = "READ COMMITTED"
 
     async def main(reactor: Any) -> dict[str, Any]:
+        global _childPids
         broker = MachineryBroker(config.url("psycopg2"), **kw)
         await broker.waitUntilRunning()
-        one = broker.selectOne if "select1" in variant else broker.dbapiOne
+        if "orm" in variant:
+            nextOp = _ormPlan(calls)
+
+            def one() -> Any:
+                return broker.ormOp(nextOp())
+        else:
+            one = broker.selectOne if "select1" in variant else broker.dbapiOne
+        pool = broker._pool
+        if pool is not None:
+            _childPids = pool.pids
         try:
             return await _timed(reactor, one, calls, variant.startswith("burst"))
         finally:
@@ -223,9 +394,14 @@ async def _timed(
 
     for _ in range(WARM):
         await one()
+    if burst:
+        # Every connection open before the clock (and its backend counted).
+        await gatherResults([one() for _ in range(WARM)])
     handOffs = _countHandOffs(reactor)
     if _counter is not None:
         _counter.on = True
+    children, servers = _childPids(), _serverPids()
+    childCpu0, serverCpu0 = _procCpu(children), _procCpu(servers)
     cpu0, t0 = _cpuSeconds(), time.perf_counter()
     if burst:
         # All at once: every connection busy, the queue never empty.
@@ -234,12 +410,17 @@ async def _timed(
         for _ in range(calls):
             await one()
     cpu, wall = _cpuSeconds() - cpu0, time.perf_counter() - t0
+    childCpu = _procCpu(children) - childCpu0
+    # (A backend started meanwhile counts from its start.)
+    serverCpu = _procCpu(list(set(_serverPids()) | set(servers))) - serverCpu0
     if _counter is not None:
         _counter.on = False
     return {
         "calls": calls,
         "cpuUsPerCall": cpu / calls * 1e6,
         "wallUsPerCall": wall / calls * 1e6,
+        "childCpuUsPerCall": childCpu / calls * 1e6,
+        "serverCpuUsPerCall": serverCpu / calls * 1e6,
         "handOffsPerCall": handOffs[0] / calls,
     }
 
@@ -250,17 +431,28 @@ def child(config: BenchConfig, variant: str, calls: int, top: int = 0) -> None:
     as JSON (with C{top}, count bytecodes and print the C{top} functions
     that execute most of them first).
     """
-    global _counter
+    global _counter, _serverPids
     from bench.harness import runTwisted
 
     if top:
         _counter = _BytecodeCounter()
         _counter.install()
+    if not variant.startswith("dispatch"):
+        _serverPids = _backends(config)
+    if "orm" in variant:
+        from bench.database import resetOps
+
+        # (The reads' cost grows with the rows the writes leave.)
+        resetOps(config)
     make = (
         _dispatch
         if variant.startswith("dispatch")
         else _adbapi
         if variant.endswith("adbapi")
+        else _ormSync
+        if variant == "orm-sync"
+        else _ormSyncProcesses
+        if variant == "burst-orm-sync-2processes"
         else _sasync
     )
     result = runTwisted(make(config, variant, calls))
@@ -476,6 +668,9 @@ def measure(config: BenchConfig, variant: str, calls: int, tool: str) -> dict[st
     small, big = runs
     per: dict[str, Any] = {
         "cpuUsPerCall": big["cpuUsPerCall"],
+        "childCpuUsPerCall": big["childCpuUsPerCall"],
+        "serverCpuUsPerCall": big["serverCpuUsPerCall"],
+        "wallUsPerCall": big["wallUsPerCall"],
         "handOffsPerCall": big["handOffsPerCall"],
     }
     if tool == "callgrind":

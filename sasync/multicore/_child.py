@@ -51,6 +51,7 @@ from ._wire import (
     START,
     VALUE,
 )
+from ._workerprocess import CPU_ENV
 
 #: Distinct call options kept unpickled (see L{BrokerServer.call}).
 OPTIONS_KEPT = 64
@@ -419,6 +420,22 @@ class BrokerServer(Protocol):
         self.quit()
 
 
+def keepToCPU(cpu: str | None) -> None:
+    """
+    Keep this process on CPU C{cpu} (the parent's choice; see
+    L{sasync.multicore._pool.workerCPUs}), if given: called before any
+    thread starts, so that every thread it starts stays there too.
+    """
+    setAffinity = getattr(os, "sched_setaffinity", None)
+    if cpu is None or setAffinity is None:
+        return
+    try:
+        setAffinity(0, {int(cpu)})
+    except (OSError, ValueError) as e:
+        # (The CPU went away meanwhile, or the set was narrowed: run anywhere.)
+        print(f"worker process: not kept on CPU {cpu}: {e}", file=sys.stderr)
+
+
 def main() -> None:
     """
     Serve the parent until told to quit or stdin closes.
@@ -426,6 +443,7 @@ def main() -> None:
     # The parent decides when this process ends: Ctrl-C in a terminal goes
     # to the whole process group, and the parent handles it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keepToCPU(os.environ.pop(CPU_ENV, None))
     # Keep private copies of the pipes and point fds 0/1 elsewhere, so that
     # a transaction that reads stdin or prints can't corrupt the wire.
     wireIn, wireOut = os.dup(0), os.dup(1)

@@ -28,9 +28,10 @@ import contextlib
 import copyreg
 import dataclasses
 import importlib
+import os
 import pickle
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,10 @@ _pack = HEADER.pack
 _METHOD = types.MethodType
 _REDUCERS = copyreg.dispatch_table
 
+#: The environment variable that says whether each worker process is kept
+#: on one CPU (see L{workerCPUs}): C{"auto"} (or unset), C{"1"}, C{"0"}.
+PIN_ENV = "SASYNC_PIN_PROCESSES"
+
 #: Distinct call options whose pickles the parent keeps (see
 #: L{ProcessPool._wireOptions}); beyond that it starts again.
 _OPTIONS_KEPT = 64
@@ -90,6 +95,47 @@ def makingChildBroker() -> Iterator[None]:
         yield
     finally:
         _makingChildBroker = False
+
+
+def workerCPUs(
+    processes: int, setting: str | None, allowed: Collection[int]
+) -> list[int | None]:
+    """
+    The CPU each worker process is kept on (C{None}: wherever the kernel
+    puts it), of the CPUs C{allowed} to this process.
+
+    A worker process's threads (its reactor's and its connections') take
+    turns at one GIL, so the process never uses more than about one core;
+    left to roam, its threads are moved between the cores as they wake, and
+    every hand-off of the GIL then moves its working set from one core's
+    caches to the other's. Kept on one CPU each, the processes ran the ORM
+    benchmark about 15% faster on 2 cores (see C{docs/multicore.md}). The
+    cost: a process can't leave its CPU for an idle one when other work
+    crowds it.
+
+    @param setting: C{"auto"} or C{None}: keep them when they are at least
+        as many as the allowed CPUs (they fill every core anyway, so no
+        core is left for them to move to); C{"1"}: keep them, process I{i}
+        on the I{i}-th allowed CPU (round and round); C{"0"}: never.
+    @raise ValueError: another C{setting}.
+    """
+    if setting is None:
+        setting = "auto"
+    if setting not in ("auto", "0", "1"):
+        raise ValueError(
+            f"{PIN_ENV} must be auto, 1 or 0 (not {setting!r}): whether each"
+            " worker process is kept on one CPU"
+        )
+    cpus = sorted(allowed)
+    if setting == "0" or len(cpus) < 2 or (setting == "auto" and processes < len(cpus)):
+        return [None] * processes
+    return [cpus[i % len(cpus)] for i in range(processes)]
+
+
+def _allowedCPUs() -> set[int]:
+    # The CPUs this process may run on (none known off Linux).
+    getAffinity = getattr(os, "sched_getaffinity", None)
+    return set() if getAffinity is None else set(getAffinity(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +317,9 @@ class ProcessPool:
         self._rids = self.outbox.rids
         self._interruptBound = self._interrupt
         self.processes = [WorkerProcess(self, i, self.outbox) for i in range(processes)]
+        cpus = workerCPUs(processes, os.environ.get(PIN_ENV), _allowedCPUs())
+        for process, cpu in zip(self.processes, cpus, strict=True):
+            process.cpu = cpu
         # Interleaved: calls spread over the processes before doubling up.
         for _ in range(connections):
             for process in self.processes:
@@ -551,4 +600,11 @@ class ProcessPool:
         await DeferredList([p.stop() for p in self.processes], consumeErrors=True)
 
 
-__all__ = ["CANCEL_GRACE", "QUIT_GRACE", "ProcessPool", "ResultSummary"]
+__all__ = [
+    "CANCEL_GRACE",
+    "PIN_ENV",
+    "QUIT_GRACE",
+    "ProcessPool",
+    "ResultSummary",
+    "workerCPUs",
+]

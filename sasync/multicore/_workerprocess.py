@@ -63,6 +63,8 @@ log = Logger()
 CANCEL_GRACE = 10.0
 #: Seconds a process may take to quit at shutdown before it is killed.
 QUIT_GRACE = 10.0
+#: The environment variable that tells a worker process the CPU to keep to.
+CPU_ENV = "SASYNC_WORKER_CPU"
 
 #: The directory holding the sasync package, for the children's sys.path.
 _PACKAGE_ROOT = os.path.dirname(
@@ -318,6 +320,9 @@ class WorkerProcess:
         self._held: list[bytes] = []
         self._readyWaiters = Waiters()
         self._stopping = False
+        #: The CPU the process is kept on, if any (set by the pool; see
+        #: L{sasync.multicore._pool.workerCPUs}).
+        self.cpu: int | None = None
 
     def __repr__(self) -> str:
         return f"<worker process {self.index} of {self.pool.name} pid={self.pid}>"
@@ -354,6 +359,10 @@ class WorkerProcess:
         env = dict(os.environ)
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+        # The process keeps itself on its CPU, before it starts a thread.
+        env.pop(CPU_ENV, None)
+        if self.cpu is not None:
+            env[CPU_ENV] = str(self.cpu)
         python = sys.executable
         # Requests and replies go through pipes of ours (see RequestPipe
         # and ReplyPipe).
@@ -754,6 +763,7 @@ class Slot:
 
 __all__ = [
     "CANCEL_GRACE",
+    "CPU_ENV",
     "QUIT_GRACE",
     "Outbox",
     "RequestPipe",

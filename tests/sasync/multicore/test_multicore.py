@@ -22,6 +22,7 @@ from asynqueue import Deferator, ListConsumer
 from asynqueue.errors import WorkerError
 from sasync.errors import StartupError, TransactionTimeout
 from sasync.multicore import ResultSummary
+from sasync.multicore._pool import PIN_ENV
 from tests.reliability.helpers import activeSleeps, settle, until
 
 from .brokers import (
@@ -349,6 +350,45 @@ async def test_shutdownStopsEveryProcess(serverURL: str) -> None:
     assert alive == []
     children = psutil.Process().children(recursive=True)
     assert not [c for c in children if "multicore._child" in " ".join(c.cmdline())]
+
+
+def _threadCPUs(pid: int) -> set[frozenset[int]]:
+    # The CPUs each thread of process pid may run on.
+    return {
+        frozenset(os.sched_getaffinity(int(tid)))
+        for tid in os.listdir(f"/proc/{pid}/task")
+    }
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux and two CPUs",
+)
+@pytest.mark.parametrize("setting", ["1", "0"])
+async def test_workersKeptOnACPU(
+    serverURL: str, setting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Told to (or by default, when they fill the cores), each worker process
+    keeps to a CPU of its own, and so does every thread it starts; told not
+    to, they may run wherever the parent may.
+    """
+    monkeypatch.setenv(PIN_ENV, setting)
+    broker = MultiBroker(serverURL, processes=2, connections=2)
+    await broker.waitUntilRunning()
+    try:
+        # (Every connection's thread started.)
+        await gatherResults([broker.sleepThenPid(0.2) for _ in range(4)])
+        perProcess = [_threadCPUs(pid) for pid in broker._pool.pids()]
+        assert len(perProcess) == 2
+        if setting == "0":
+            assert perProcess == [{frozenset(os.sched_getaffinity(0))}] * 2
+            return
+        for threads in perProcess:
+            assert len(threads) == 1 and len(next(iter(threads))) == 1
+        assert perProcess[0] != perProcess[1]
+    finally:
+        await broker.shutdown()
 
 
 async def test_startupFailsInTheWorkers(serverURL: str) -> None:

@@ -11,6 +11,7 @@ import os
 import pickle
 from typing import Any
 
+import pytest
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.task import Clock
@@ -21,6 +22,7 @@ from asynqueue.errors import WorkerError
 from asynqueue.process import PROTOCOL, failureReply
 from asynqueue.task import Task
 from sasync.multicore import ProcessPool
+from sasync.multicore._pool import PIN_ENV, workerCPUs
 from sasync.multicore._wire import (
     CALL,
     CANCEL,
@@ -35,6 +37,7 @@ from sasync.multicore._wire import (
 )
 from sasync.multicore._workerprocess import (
     CANCEL_GRACE,
+    CPU_ENV,
     QUIT_GRACE,
     RequestPipe,
     WorkerProtocol,
@@ -87,6 +90,8 @@ class FakeReactor(Clock):
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[WorkerProtocol, FakeTransport]] = []
+        #: The environment each process was given.
+        self.envs: list[dict[str, str]] = []
 
     def spawnProcess(
         self, protocol: WorkerProtocol, *args: Any, childFDs: dict[int, Any], **kw: Any
@@ -97,6 +102,7 @@ class FakeReactor(Clock):
         )
         protocol.makeConnection(transport)  # type: ignore[arg-type]
         self.spawned.append((protocol, transport))
+        self.envs.append(kw["env"])
         return transport
 
     def addWriter(self, writer: Any) -> None:
@@ -421,3 +427,63 @@ class RequestPipeTests(SynchronousTestCase):
                 pipe.doWrite()
         assert received == big + b"after"
         assert reactor.writers == []
+
+
+class WorkerCPUsTests(SynchronousTestCase):
+    """
+    Which CPU each worker process keeps to (see L{workerCPUs}).
+    """
+
+    def test_auto(self) -> None:
+        """
+        By default the processes keep to a CPU each when they are at least
+        as many as the CPUs allowed, in the allowed CPUs' order, round and
+        round; fewer roam.
+        """
+        assert workerCPUs(2, None, {5, 3}) == [3, 5]
+        assert workerCPUs(3, "auto", {0, 1}) == [0, 1, 0]
+        assert workerCPUs(2, None, {0, 1, 2, 3}) == [None, None]
+
+    def test_always(self) -> None:
+        """
+        C{"1"} keeps them to a CPU each however many CPUs there are.
+        """
+        assert workerCPUs(2, "1", {0, 1, 2, 3}) == [0, 1]
+
+    def test_never(self) -> None:
+        """
+        C{"0"} never does; nor does a single allowed CPU, or none known.
+        """
+        assert workerCPUs(2, "0", {0, 1}) == [None, None]
+        assert workerCPUs(2, "1", {7}) == [None, None]
+        assert workerCPUs(2, "1", set()) == [None, None]
+
+    def test_badSetting(self) -> None:
+        """
+        Another setting is refused, naming the variable.
+        """
+        with pytest.raises(ValueError, match=PIN_ENV):
+            workerCPUs(2, "yes", {0, 1})
+
+    def test_toldTheProcess(self) -> None:
+        """
+        A process kept to a CPU is told which in its environment (it keeps
+        itself there before it starts a thread); one that roams is told
+        nothing, even if the parent's own environment said something.
+        """
+        for setting, told in (("1", "0"), ("0", None)):
+            reactor = FakeReactor()
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv(PIN_ENV, setting)
+                patch.setenv(CPU_ENV, "9")
+                patch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+                pool = ProcessPool("Owner", 1, 1, b"recipe", reactor=reactor)
+            pool.start()
+            (protocol, transport), env = reactor.spawned[0], reactor.envs[0]
+            os.close(transport.requests)
+            os.close(transport.replies)
+            assert protocol.process.pipe is not None
+            assert protocol.process.replies is not None
+            protocol.process.pipe.close()
+            protocol.process.replies.close()
+            assert env.get(CPU_ENV) == told
