@@ -66,6 +66,14 @@ class WorkerThread(Protocol):
         This worker's connection, opened or replaced as needed.
         """
 
+    @property
+    def beginsLazily(self) -> bool:
+        """
+        Whether a transaction's SQLAlchemy transaction may begin with its
+        first statement through SQLAlchemy (the driver's commit and
+        rollback send nothing when none is open).
+        """
+
     def leaveTransaction(self) -> None:
         """
         Roll back whatever transaction a job left open on the connection.

@@ -30,7 +30,7 @@ from typing import (
     overload,
 )
 
-from sqlalchemy.engine import FilterResult, Result, Row
+from sqlalchemy.engine import Connection, FilterResult, Result, RootTransaction, Row
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
@@ -519,7 +519,24 @@ class TransactionCall:
         else:
             stream = self._wantsStream(handle)
             known = None
-        transaction = connection.begin()
+        # SQLAlchemy's own transaction: begun here, or (where the worker
+        # beginsLazily, and no echo or listener is to see BEGIN, COMMIT or
+        # ROLLBACK) by SQLAlchemy itself with the body's first statement
+        # through it (its autobegin). Either way the driver sends BEGIN with
+        # the first statement; a body that runs only the raw DB-API cursor
+        # then costs none of SQLAlchemy's bookkeeping, and COMMIT is the
+        # driver's (see _commit).
+        if (
+            worker.beginsLazily
+            and not connection._echo
+            and not (
+                (connection._has_events or connection.engine._has_events)
+                and _listensToTransactions(connection)
+            )
+        ):
+            transaction = None
+        else:
+            transaction = connection.begin()
         state.connection = connection
         state.handle = handle
         state.stream = stream
@@ -581,7 +598,7 @@ class TransactionCall:
                         self._endTransactionState()
                         rows = results.rowsInTransaction(
                             result,
-                            transaction,
+                            transaction or _sqlTransaction(connection),
                             worker.batchSize,
                             _commitPoint,
                             worker.leaveTransaction,
@@ -697,8 +714,15 @@ class TransactionCall:
             # (What _commitPoint does, with the task at hand.)
             raise CancelledError(f"{task.info} was stopped before COMMIT")
         self._commitSent = True
+        if transaction is None:
+            # Begun lazily (see _run): SQLAlchemy's, if a statement went
+            # through it (the lookup's, say), else the driver's alone.
+            transaction = connection.get_transaction()
         if not lookUp:
-            transaction.commit()
+            if transaction is None:
+                _commitDriver(connection)
+            else:
+                transaction.commit()
         else:
             try:
                 transaction.commit()
@@ -777,6 +801,43 @@ def _commitPoint() -> None:
     task = currentTask()
     if task is not None and not task.passPointOfNoReturn():
         raise CancelledError(f"{task.info} was stopped before COMMIT")
+
+
+def _commitDriver(connection: Connection) -> None:
+    """
+    Worker thread: COMMIT a transaction that SQLAlchemy never began (the
+    body ran only the raw DB-API cursor, see L{TransactionCall._run}) on
+    the driver's connection, as SQLAlchemy's own COMMIT would (a copy of
+    C{Connection._commit_impl}'s work without its events and echo, which
+    a lazily begun transaction has none of): the dialect's C{do_commit},
+    and a failure wrapped in SQLAlchemy's exceptions (the connection
+    invalidated if it was lost). The drivers that begin lazily commit
+    nothing, and send nothing, when no transaction is open.
+    """
+    try:
+        connection.engine.dialect.do_commit(connection.connection)
+    except BaseException as e:
+        connection._handle_dbapi_exception(e, None, None, None, None)
+
+
+def _listensToTransactions(connection: Connection) -> bool:
+    """
+    Whether an event listener of C{connection} (or of its engine, or of
+    every engine) is to see its transactions begin, commit or roll back:
+    then SQLAlchemy's transaction is begun before the body runs, so that
+    it sees them whatever the body runs (see L{TransactionCall._run}).
+    """
+    dispatch = connection.dispatch
+    return bool(dispatch.begin or dispatch.commit or dispatch.rollback)
+
+
+def _sqlTransaction(connection: Connection) -> RootTransaction:
+    """
+    Worker thread: SQLAlchemy's transaction on C{connection}, begun now if
+    it was to begin lazily and no statement went through SQLAlchemy yet
+    (see L{TransactionCall._run}).
+    """
+    return connection.get_transaction() or connection.begin()
 
 
 def _closedBeforeCommit(connection: Any) -> DBAPIError:
