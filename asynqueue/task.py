@@ -615,7 +615,5 @@ class Task(Generic[T]):
                 d.following = result
                 result.chainDeferred(d)
                 return
-        if isinstance(result, Failure):
-            d.errback(result)
-        else:
-            d.callback(result)
+        # (A Failure too: callback(failure) is errback(failure), documented.)
+        d.callback(result)

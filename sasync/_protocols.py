@@ -32,6 +32,10 @@ class StatementCanceller(Protocol):
     Stops the statement of a task asked to stop (worker thread side).
     """
 
+    #: The task running on this connection (what L{enter} sets: a
+    #: transaction sets it itself, per call).
+    activeTask: Task[Any] | None
+
     def enter(self, task: Task[Any] | None) -> None:
         """
         Worker thread: C{task} starts running on this connection.

@@ -457,7 +457,8 @@ class TransactionCall:
         record = self.record
         # (Timing, and the call's span made current in this thread.)
         token = None if record is None else record.start()
-        canceller.enter(task)
+        # (canceller.enter(task), inline: per call.)
+        canceller.activeTask = task
         try:
             return self._run(worker, handle, connection, task, autocommit, args, kw)
         except DBAPIError as e:
@@ -720,7 +721,7 @@ class TransactionCall:
             transaction = connection.get_transaction()
         if not lookUp:
             if transaction is None:
-                _commitDriver(connection)
+                _commitDriver(connection, worker.dbapiConnection)
             else:
                 transaction.commit()
         else:
@@ -803,19 +804,21 @@ def _commitPoint() -> None:
         raise CancelledError(f"{task.info} was stopped before COMMIT")
 
 
-def _commitDriver(connection: Connection) -> None:
+def _commitDriver(connection: Connection, dbapiConnection: Any) -> None:
     """
     Worker thread: COMMIT a transaction that SQLAlchemy never began (the
     body ran only the raw DB-API cursor, see L{TransactionCall._run}) on
-    the driver's connection, as SQLAlchemy's own COMMIT would (a copy of
-    C{Connection._commit_impl}'s work without its events and echo, which
-    a lazily begun transaction has none of): the dialect's C{do_commit},
-    and a failure wrapped in SQLAlchemy's exceptions (the connection
-    invalidated if it was lost). The drivers that begin lazily commit
-    nothing, and send nothing, when no transaction is open.
+    C{dbapiConnection}, the driver's connection under C{connection}, as
+    SQLAlchemy's own COMMIT would (C{Connection._commit_impl}'s work, bar
+    the events and echo that a lazily begun transaction has none of, and
+    with the driver's C{commit()} for the dialect's C{do_commit}, which is
+    that on the drivers that begin lazily): a failure wrapped in
+    SQLAlchemy's exceptions, the connection invalidated if it was lost.
+    Those drivers commit nothing, and send nothing, when no transaction is
+    open.
     """
     try:
-        connection.engine.dialect.do_commit(connection.connection)
+        dbapiConnection.commit()
     except BaseException as e:
         connection._handle_dbapi_exception(e, None, None, None, None)
 
