@@ -607,13 +607,18 @@ class Task(Generic[T]):
         ended = self.onEnded
         if ended is not None:
             try:
-                result = ended(self, result)
+                outcome = ended(self, result)
             except BaseException:
                 # (As a callback's exception would: the caller gets it.)
-                result = Failure()  # type: ignore[no-untyped-call]
-            if isinstance(result, Deferred):
-                d.following = result
-                result.chainDeferred(d)
-                return
+                outcome = Failure()  # type: ignore[no-untyped-call]
+            # (An outcome handed back as it came, the common case, needs no
+            # isinstance, which costs the most for a Deferred, an ABC: a
+            # worker's outcome is never a Deferred.)
+            if outcome is not result:
+                if isinstance(outcome, Deferred):
+                    d.following = outcome
+                    outcome.chainDeferred(d)
+                    return
+                result = outcome
         # (A Failure too: callback(failure) is errback(failure), documented.)
         d.callback(result)

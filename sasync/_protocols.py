@@ -71,6 +71,19 @@ class WorkerThread(Protocol):
         """
 
     @property
+    def dbapiConnection(self) -> Any:
+        """
+        The DB-API connection of the last connection made (C{None}: none
+        yet), read after a failure too.
+        """
+
+    def serverClosed(self) -> bool:
+        """
+        Between statements: whether the server has closed the connection
+        (known without sending anything).
+        """
+
+    @property
     def beginsLazily(self) -> bool:
         """
         Whether a transaction's SQLAlchemy transaction may begin with its

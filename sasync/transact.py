@@ -437,7 +437,7 @@ class TransactionCall:
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
         # Read now, once: after a failure the DBAPI connection may be closed.
-        dbapiConnection = getattr(worker, "dbapiConnection", None)
+        dbapiConnection = worker.dbapiConnection
         autocommit = getattr(dbapiConnection, "autocommit", None)
         if autocommit.__class__ is not bool:
             # (A bool there, psycopg's and most drivers', is the answer.)
@@ -707,8 +707,7 @@ class TransactionCall:
             # that a COMMIT whose answer is lost can be looked up.
             state.stream = False  # (One row: no server-side cursor.)
             xid, pid = outcome.transactionID(connection, handle.pooled)
-        serverClosed = getattr(worker, "serverClosed", None)
-        if serverClosed is not None and serverClosed():
+        if worker.serverClosed():
             # Known before COMMIT is sent: nothing was committed.
             raise _closedBeforeCommit(connection)
         if task is not None and not task.passPointOfNoReturn():
