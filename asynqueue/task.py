@@ -211,6 +211,27 @@ class Task(Generic[T]):
         d.task = self
         self.d = d
 
+    @classmethod
+    def plain(
+        cls, f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> Task[Any]:
+        """
+        C{Task(f, args, kw)}, every scheduling keyword at its default, made
+        with none of the checks and choices of C{__init__} (for callers that
+        make a task per call; C{f} must be callable, C{kw} a dict).
+        """
+        # (__init__'s common case: what it sets, and nothing else.)
+        task = cls.__new__(cls)
+        sequence = next(_sequence)
+        task.f = f
+        task.args = args
+        task.kw = kw
+        task.sortKey = (1, sequence, sequence)
+        d: TaskDeferred[Any] = TaskDeferred()
+        d.task = task
+        task.d = d
+        return task
+
     # Class-level defaults: most tasks never change these, and a task is
     # made per call, so each assignment saved counts.
     niceness: int = 0

@@ -203,7 +203,7 @@ class Admission:
         )
         # (options.task(call, args, kw), its common case inline: per call.)
         task = (
-            Task(call, args, kw)
+            Task.plain(call, args, kw)
             if options is DEFAULT_OPTIONS
             else options.task(call, args, kw)
         )

@@ -139,7 +139,7 @@ class CallOptions:
         """
         if self is _DEFAULT_OPTIONS:
             # (The common case: every one of them at Task's own default.)
-            return Task(f, args, kw)
+            return Task.plain(f, args, kw)
         return Task(
             f,
             args,

@@ -55,6 +55,30 @@ class OrderingTests(SynchronousTestCase):
         self.runAll(q)
         self.assertEqual(rec.calls, ["e", "c", "a", "d", "b", "g", "f"])
 
+    def test_plainTasks(self) -> None:
+        """
+        L{Task.plain} tasks sort as C{Task(f, args, kw)} does, among tasks
+        made either way, and run and deliver as they do.
+        """
+        q = TaskQueue()
+        rec = Recorder()
+        ds = [
+            q.submit(Task.plain(rec, ("p1",), {})),
+            q.submit(Task(rec, ("t1",), {})),
+            q.submit(Task(rec, ("n-1",), {}, niceness=-1)),
+            q.submit(Task.plain(rec, ("p2",), {})),
+            q.submit(Task(rec, ("next",), {}, doNext=True)),
+            q.submit(Task(rec, ("last",), {}, doLast=True)),
+        ]
+        plain = Task.plain(rec, ("p3",), {})
+        made = Task(rec, ("p3",), {})
+        self.assertEqual(plain.sortKey[0], made.sortKey[0])
+        self.assertEqual(plain.sortKey[1] - plain.sortKey[2], 0)
+        self.assertEqual((plain.niceness, plain.raw, plain.consumer), (0, False, None))
+        self.runAll(q)
+        self.assertEqual(rec.calls, ["next", "n-1", "p1", "t1", "p2", "last"])
+        self.assertEqual(self.successResultOf(ds[0]), "p1")
+
     def test_doNextDoLast(self) -> None:
         """
         doNext calls run before any niceness, doLast calls after; within
