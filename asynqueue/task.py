@@ -211,6 +211,27 @@ class Task(Generic[T]):
         d.task = self
         self.d = d
 
+    @classmethod
+    def plain(
+        cls, f: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> Task[Any]:
+        """
+        C{Task(f, args, kw)}, every scheduling keyword at its default, made
+        with none of the checks and choices of C{__init__} (for callers that
+        make a task per call; C{f} must be callable, C{kw} a dict).
+        """
+        # (__init__'s common case: what it sets, and nothing else.)
+        task = cls.__new__(cls)
+        sequence = next(_sequence)
+        task.f = f
+        task.args = args
+        task.kw = kw
+        task.sortKey = (1, sequence, sequence)
+        d: TaskDeferred[Any] = TaskDeferred()
+        d.task = task
+        task.d = d
+        return task
+
     # Class-level defaults: most tasks never change these, and a task is
     # made per call, so each assignment saved counts.
     niceness: int = 0
@@ -616,15 +637,18 @@ class Task(Generic[T]):
         ended = self.onEnded
         if ended is not None:
             try:
-                result = ended(self, result)
+                outcome = ended(self, result)
             except BaseException:
                 # (As a callback's exception would: the caller gets it.)
-                result = Failure()  # type: ignore[no-untyped-call]
-            if isinstance(result, Deferred):
-                d.following = result
-                result.chainDeferred(d)
-                return
-        if isinstance(result, Failure):
-            d.errback(result)
-        else:
-            d.callback(result)
+                outcome = Failure()  # type: ignore[no-untyped-call]
+            # (An outcome handed back as it came, the common case, needs no
+            # isinstance, which costs the most for a Deferred, an ABC: a
+            # worker's outcome is never a Deferred.)
+            if outcome is not result:
+                if isinstance(outcome, Deferred):
+                    d.following = outcome
+                    outcome.chainDeferred(d)
+                    return
+                result = outcome
+        # (A Failure too: callback(failure) is errback(failure), documented.)
+        d.callback(result)

@@ -437,9 +437,11 @@ class TaskQueue:
                     return True
         return False
 
-    def _start(self, slot: WorkerSlot, task: Task[Any]) -> None:
+    def _start(self, slot: WorkerSlot, task: Task[Any], kept: bool = False) -> None:
+        # kept: the slot stays as it is, busy with one task (the one it was
+        # freed of is replaced by this one; see _freedFrom).
         worker = slot.worker
-        if self._workers.take(slot, task):
+        if not kept and self._workers.take(slot, task):
             # Given ahead, to run after the worker's current task.
             task.start(worker, self._takeBackCallback)
         else:
@@ -480,8 +482,29 @@ class TaskQueue:
         self._running.discard(task)
         workers = self._workers
         heap = self._heap
-        if slot is not None and slot.attached:
-            # (Not: detached meanwhile.) One task less (_unload, inlined).
+        if slot is None or not slot.attached:
+            # Detached meanwhile.
+            pass
+        elif (
+            heap
+            and slot.load == 1
+            and not slot.takesAhead
+            and not workers.aheadCount
+            and not workers.detachingCount
+            and heap[0][1].state is _QUEUED
+            and heap[0][1].pinnedTo is None
+            and heap[0][1].series is None
+        ):
+            # A busy queue's common case, a worker that takes nothing ahead
+            # (so it had this one task, and is on no free list): it goes
+            # straight on to the best queued task, as below, and stays as it
+            # is (what workers.release and take would undo and redo).
+            self._queued -= 1
+            self._start(slot, heapq.heappop(heap)[1], kept=True)
+            if not (workers.idle or workers.spare):
+                return
+        else:
+            # One task less (_unload, inlined).
             ahead = workers.release(slot)
             if ahead is not None:
                 ahead.startedAhead()

@@ -201,7 +201,12 @@ class Admission:
             self._countRows,
             record,
         )
-        task = options.task(call, args, kw)
+        # (options.task(call, args, kw), its common case inline: per call.)
+        task = (
+            Task.plain(call, args, kw)
+            if options is DEFAULT_OPTIONS
+            else options.task(call, args, kw)
+        )
         task.abandonable = True
         gate = self.gate
         # (_gated, inline: a guess below may still let it by.)
@@ -218,7 +223,9 @@ class Admission:
                 call.guess = False
         if not options.readOnly and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
-        task.interruptWith(self._interruptBound)
+        # (task.interruptWith(...), inline: per call. The task is new, known
+        # to no other thread.)
+        task._interrupter = self._interruptBound
         # (Lifecycle.inStartupContext, inline.)
         now = starting.get() is life
         # (The gate hears how it ended first, before a retry holds on.)

@@ -32,6 +32,10 @@ class StatementCanceller(Protocol):
     Stops the statement of a task asked to stop (worker thread side).
     """
 
+    #: The task running on this connection (what L{enter} sets: a
+    #: transaction sets it itself, per call).
+    activeTask: Task[Any] | None
+
     def enter(self, task: Task[Any] | None) -> None:
         """
         Worker thread: C{task} starts running on this connection.
@@ -64,6 +68,27 @@ class WorkerThread(Protocol):
     def connection(self, readOnly: bool = False) -> Connection:
         """
         This worker's connection, opened or replaced as needed.
+        """
+
+    @property
+    def dbapiConnection(self) -> Any:
+        """
+        The DB-API connection of the last connection made (C{None}: none
+        yet), read after a failure too.
+        """
+
+    def serverClosed(self) -> bool:
+        """
+        Between statements: whether the server has closed the connection
+        (known without sending anything).
+        """
+
+    @property
+    def beginsLazily(self) -> bool:
+        """
+        Whether a transaction's SQLAlchemy transaction may begin with its
+        first statement through SQLAlchemy (the driver's commit and
+        rollback send nothing when none is open).
         """
 
     def leaveTransaction(self) -> None:

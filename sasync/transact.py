@@ -30,7 +30,7 @@ from typing import (
     overload,
 )
 
-from sqlalchemy.engine import FilterResult, Result, Row
+from sqlalchemy.engine import Connection, FilterResult, Result, RootTransaction, Row
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
@@ -139,7 +139,7 @@ class CallOptions:
         """
         if self is _DEFAULT_OPTIONS:
             # (The common case: every one of them at Task's own default.)
-            return Task(f, args, kw)
+            return Task.plain(f, args, kw)
         return Task(
             f,
             args,
@@ -437,7 +437,7 @@ class TransactionCall:
             noteCall(e, describeCall(self.broker, self.f, args, kw))
             raise
         # Read now, once: after a failure the DBAPI connection may be closed.
-        dbapiConnection = getattr(worker, "dbapiConnection", None)
+        dbapiConnection = worker.dbapiConnection
         autocommit = getattr(dbapiConnection, "autocommit", None)
         if autocommit.__class__ is not bool:
             # (A bool there, psycopg's and most drivers', is the answer.)
@@ -457,7 +457,8 @@ class TransactionCall:
         record = self.record
         # (Timing, and the call's span made current in this thread.)
         token = None if record is None else record.start()
-        canceller.enter(task)
+        # (canceller.enter(task), inline: per call.)
+        canceller.activeTask = task
         try:
             return self._run(worker, handle, connection, task, autocommit, args, kw)
         except DBAPIError as e:
@@ -519,7 +520,24 @@ class TransactionCall:
         else:
             stream = self._wantsStream(handle)
             known = None
-        transaction = connection.begin()
+        # SQLAlchemy's own transaction: begun here, or (where the worker
+        # beginsLazily, and no echo or listener is to see BEGIN, COMMIT or
+        # ROLLBACK) by SQLAlchemy itself with the body's first statement
+        # through it (its autobegin). Either way the driver sends BEGIN with
+        # the first statement; a body that runs only the raw DB-API cursor
+        # then costs none of SQLAlchemy's bookkeeping, and COMMIT is the
+        # driver's (see _commit).
+        if (
+            worker.beginsLazily
+            and not connection._echo
+            and not (
+                (connection._has_events or connection.engine._has_events)
+                and _listensToTransactions(connection)
+            )
+        ):
+            transaction = None
+        else:
+            transaction = connection.begin()
         state.connection = connection
         state.handle = handle
         state.stream = stream
@@ -581,7 +599,7 @@ class TransactionCall:
                         self._endTransactionState()
                         rows = results.rowsInTransaction(
                             result,
-                            transaction,
+                            transaction or _sqlTransaction(connection),
                             worker.batchSize,
                             _commitPoint,
                             worker.leaveTransaction,
@@ -689,16 +707,22 @@ class TransactionCall:
             # that a COMMIT whose answer is lost can be looked up.
             state.stream = False  # (One row: no server-side cursor.)
             xid, pid = outcome.transactionID(connection, handle.pooled)
-        serverClosed = getattr(worker, "serverClosed", None)
-        if serverClosed is not None and serverClosed():
+        if worker.serverClosed():
             # Known before COMMIT is sent: nothing was committed.
             raise _closedBeforeCommit(connection)
         if task is not None and not task.passPointOfNoReturn():
             # (What _commitPoint does, with the task at hand.)
             raise CancelledError(f"{task.info} was stopped before COMMIT")
         self._commitSent = True
+        if transaction is None:
+            # Begun lazily (see _run): SQLAlchemy's, if a statement went
+            # through it (the lookup's, say), else the driver's alone.
+            transaction = connection.get_transaction()
         if not lookUp:
-            transaction.commit()
+            if transaction is None:
+                _commitDriver(connection, worker.dbapiConnection)
+            else:
+                transaction.commit()
         else:
             try:
                 transaction.commit()
@@ -777,6 +801,45 @@ def _commitPoint() -> None:
     task = currentTask()
     if task is not None and not task.passPointOfNoReturn():
         raise CancelledError(f"{task.info} was stopped before COMMIT")
+
+
+def _commitDriver(connection: Connection, dbapiConnection: Any) -> None:
+    """
+    Worker thread: COMMIT a transaction that SQLAlchemy never began (the
+    body ran only the raw DB-API cursor, see L{TransactionCall._run}) on
+    C{dbapiConnection}, the driver's connection under C{connection}, as
+    SQLAlchemy's own COMMIT would (C{Connection._commit_impl}'s work, bar
+    the events and echo that a lazily begun transaction has none of, and
+    with the driver's C{commit()} for the dialect's C{do_commit}, which is
+    that on the drivers that begin lazily): a failure wrapped in
+    SQLAlchemy's exceptions, the connection invalidated if it was lost.
+    Those drivers commit nothing, and send nothing, when no transaction is
+    open.
+    """
+    try:
+        dbapiConnection.commit()
+    except BaseException as e:
+        connection._handle_dbapi_exception(e, None, None, None, None)
+
+
+def _listensToTransactions(connection: Connection) -> bool:
+    """
+    Whether an event listener of C{connection} (or of its engine, or of
+    every engine) is to see its transactions begin, commit or roll back:
+    then SQLAlchemy's transaction is begun before the body runs, so that
+    it sees them whatever the body runs (see L{TransactionCall._run}).
+    """
+    dispatch = connection.dispatch
+    return bool(dispatch.begin or dispatch.commit or dispatch.rollback)
+
+
+def _sqlTransaction(connection: Connection) -> RootTransaction:
+    """
+    Worker thread: SQLAlchemy's transaction on C{connection}, begun now if
+    it was to begin lazily and no statement went through SQLAlchemy yet
+    (see L{TransactionCall._run}).
+    """
+    return connection.get_transaction() or connection.begin()
 
 
 def _closedBeforeCommit(connection: Any) -> DBAPIError:

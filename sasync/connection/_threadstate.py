@@ -90,6 +90,11 @@ def currentSession() -> Session:
                 " method decorated with @transact, while it runs in its worker"
                 " thread."
             )
+        if connection.get_transaction() is None:
+            # Begun lazily (see sasync.transact.TransactionCall): begun now,
+            # so that the session joins it (as a transaction it did not
+            # begin, which it neither commits nor ends).
+            connection.begin()
         # Same connection, same transaction: flushed before COMMIT by the
         # transaction runner; objects stay usable after it.
         session = state.session = Session(bind=connection, expire_on_commit=False)

@@ -38,6 +38,11 @@ log = Logger()
 #: Structured events for operators (see C{docs/observability.md}).
 connectionLog = Logger(namespace="sasync.connection")
 
+#: The drivers whose C{commit()} and C{rollback()} send nothing when no
+#: transaction is open: on their connections, SQLAlchemy's transaction may
+#: begin lazily (see L{ConnectionWorker.beginsLazily}).
+_IDLE_SAFE_DRIVERS = frozenset({"psycopg2", "psycopg"})
+
 #: Per dialect, the statement that makes the session's next transactions
 #: read-only (True) or read-write (False).
 _MODE_STATEMENTS = {
@@ -203,6 +208,13 @@ class ConnectionWorker(ThreadWorker):
         self.overflow = overflow
         self.held = False
         self.canceller = Canceller(engine.dialect.name, killQuery, sendCancel)
+        #: Whether a transaction's SQLAlchemy transaction may begin with its
+        #: first statement through SQLAlchemy, not before the body runs (see
+        #: L{sasync.transact.TransactionCall}): a body on the raw DB-API
+        #: cursor alone then commits on the driver's connection, and
+        #: L{leaveTransaction} rolls that back too. Only on drivers whose
+        #: commit and rollback send nothing when no transaction is open.
+        self.beginsLazily = engine.dialect.driver in _IDLE_SAFE_DRIVERS
         self._onHeld = onHeld
         # Worker thread only.
         self._connection: Connection | None = None
@@ -348,6 +360,11 @@ class ConnectionWorker(ThreadWorker):
         try:
             if connection.get_transaction() is not None:
                 connection.rollback()
+            elif self.beginsLazily and self.dbapiConnection is not None:
+                # The driver's own transaction, if any (a body that ran only
+                # the raw DB-API cursor): its rollback() sends nothing when
+                # none is open.
+                self.dbapiConnection.rollback()
         except Exception:
             self.replaceConnection()
             return

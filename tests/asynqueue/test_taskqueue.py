@@ -55,6 +55,55 @@ class OrderingTests(SynchronousTestCase):
         self.runAll(q)
         self.assertEqual(rec.calls, ["e", "c", "a", "d", "b", "g", "f"])
 
+    def test_plainTasks(self) -> None:
+        """
+        L{Task.plain} tasks sort as C{Task(f, args, kw)} does, among tasks
+        made either way, and run and deliver as they do.
+        """
+        q = TaskQueue()
+        rec = Recorder()
+        ds = [
+            q.submit(Task.plain(rec, ("p1",), {})),
+            q.submit(Task(rec, ("t1",), {})),
+            q.submit(Task(rec, ("n-1",), {}, niceness=-1)),
+            q.submit(Task.plain(rec, ("p2",), {})),
+            q.submit(Task(rec, ("next",), {}, doNext=True)),
+            q.submit(Task(rec, ("last",), {}, doLast=True)),
+        ]
+        plain = Task.plain(rec, ("p3",), {})
+        made = Task(rec, ("p3",), {})
+        self.assertEqual(plain.sortKey[0], made.sortKey[0])
+        self.assertEqual(plain.sortKey[1] - plain.sortKey[2], 0)
+        self.assertEqual((plain.niceness, plain.raw, plain.consumer), (0, False, None))
+        self.runAll(q)
+        self.assertEqual(rec.calls, ["next", "n-1", "p1", "t1", "p2", "last"])
+        self.assertEqual(self.successResultOf(ds[0]), "p1")
+
+    def test_busyWorkerGoesOn(self) -> None:
+        """
+        A worker that takes nothing ahead (C{holdIterations}) and is freed
+        while calls wait goes straight on to the best of them, in order,
+        one at a time, and is idle (free for the next call) once none wait.
+        """
+        q = TaskQueue()
+        rec = Recorder()
+        worker, runner = memoryWorker(holdIterations=True)
+        q.attachWorker(worker)
+        ds = [
+            q.call(rec, label, niceness=nice)
+            for label, nice in [("a", 0), ("b", 5), ("c", -5), ("d", 0)]
+        ]
+        self.assertEqual((q.running(), q.pending()), (1, 3))
+        while runner.perform():
+            self.assertLessEqual(q.running(), 1)
+        self.assertEqual(rec.calls, ["a", "c", "d", "b"])
+        self.assertEqual([self.successResultOf(d) for d in ds], ["a", "b", "c", "d"])
+        self.assertEqual((q.running(), q.pending()), (0, 0))
+        later = q.call(rec, "e")
+        self.assertEqual(q.running(), 1)
+        runner.performAll()
+        self.assertEqual(self.successResultOf(later), "e")
+
     def test_doNextDoLast(self) -> None:
         """
         doNext calls run before any niceness, doLast calls after; within

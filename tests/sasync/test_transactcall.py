@@ -219,7 +219,8 @@ def commitAs(task: Task[Any]) -> tuple[FakeTransaction, BaseException | None]:
     transaction = FakeTransaction()
     setCurrentTask(task)
     try:
-        call._commit(call.handle, object(), transaction, object(), task, False)
+        worker = SimpleNamespace(serverClosed=lambda: False)
+        call._commit(call.handle, object(), transaction, worker, task, False)
     except BaseException as e:
         return transaction, e
     finally:
