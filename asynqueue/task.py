@@ -442,6 +442,7 @@ class Task(Generic[T]):
                 # (a COMMIT sent), and that error would say it will not.
                 self._waiting = False
                 self._delivered = True
+                self._outcomeUntold = True
                 self._fire(Failure(self._outcomeUnknown(reason)))  # type: ignore[no-untyped-call]
                 return
             # Set before the interrupters run: one may make the worker
@@ -461,9 +462,9 @@ class Task(Generic[T]):
             self._fire(Failure(reason))  # type: ignore[no-untyped-call]
 
     def _outcomeUnknown(self, reason: BaseException) -> BaseException:
+        # The error of a caller that stops waiting (see stopEarly).
         from .errors import OutcomeUnknown
 
-        self._outcomeUntold = True
         error = OutcomeUnknown(
             f"{self.info}: stopped waiting ({reason!r}) for a call asked to"
             f" stop before ({self.stopReason!r}); it may still take effect"
