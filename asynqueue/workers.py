@@ -280,6 +280,10 @@ class ThreadWorker:
             kind, result = _FAILURE, Failure()  # type: ignore[no-untyped-call]
         _taskLocal.task = None
         callFromThread(self._ranCallback, task, kind, result, onFreed)
+        # A failure's traceback holds this frame, and so its locals: without
+        # this one, the failure would hold itself (a cycle, and with it the
+        # task, freed only by the garbage collector).
+        del result
 
     def _ran(self, task: Task[Any], kind: str, result: Any, onFreed: _OnFreed) -> None:
         # Reactor thread: the task's job has run; kind is "value" (result:
@@ -508,6 +512,8 @@ class AsyncWorker:
             inner.addBoth(done)
         else:
             done(result)
+        # (A failure's traceback holds this frame: see ThreadWorker._runNext.)
+        del result
         return freed
 
     def stop(self) -> Deferred[None]:

@@ -6,7 +6,11 @@ Not tests themselves; imported by the tests of this package.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import gc
+import types
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -15,6 +19,50 @@ from zope.interface import implementer
 
 from asynqueue import IWorker, Task, ThreadWorker
 from asynqueue.workers import MemoryJobRunner
+
+#: The packages whose objects L{ours} counts.
+_OWN = ("asynqueue", "sasync")
+
+
+@contextlib.contextmanager
+def cyclicGarbage() -> Iterator[list[object]]:
+    """
+    Collect, then run the block with the garbage collector off and
+    C{DEBUG_SAVEALL} on; the list given fills, after the block, with what
+    a collection then found unreachable (cyclic garbage, and what only it
+    held). The collector's state is restored whatever happens.
+    """
+    enabled = gc.isenabled()
+    debug = gc.get_debug()
+    found: list[object] = []
+    gc.collect()
+    gc.disable()
+    gc.set_debug(debug | gc.DEBUG_SAVEALL)
+    try:
+        yield found
+        gc.collect()
+        found.extend(gc.garbage)
+    finally:
+        gc.set_debug(debug)
+        gc.garbage.clear()
+        if enabled:
+            gc.enable()
+
+
+def ours(garbage: list[object]) -> Counter[str]:
+    """
+    What of C{garbage} is AsynQueue's or sAsync's: their objects, Failures
+    (they make them), and frames of their code; by kind.
+    """
+    kinds: Counter[str] = Counter()
+    for o in garbage:
+        if isinstance(o, types.FrameType):
+            module = str(o.f_globals.get("__name__", ""))
+            if module.split(".")[0] in _OWN:
+                kinds[f"frame of {o.f_code.co_qualname}"] += 1
+        elif type(o).__module__.split(".")[0] in _OWN or isinstance(o, Failure):
+            kinds[type(o).__qualname__] += 1
+    return kinds
 
 
 def syncCall(f: Callable[..., object], *args: object) -> None:

@@ -29,7 +29,7 @@ from asynqueue import (
 )
 from asynqueue.workers import JobThread, MemoryJobRunner
 
-from .helpers import FakeWorker, memoryWorker
+from .helpers import FakeWorker, cyclicGarbage, memoryWorker, ours
 
 
 class InterfaceTests(SynchronousTestCase):
@@ -469,3 +469,40 @@ class InfoTests(SynchronousTestCase):
                 return "<C>"
 
         self.assertEqual(Info(C()).name, "<C>")
+
+
+def _boom() -> None:
+    raise KeyError("k")
+
+
+class CycleTests(SynchronousTestCase):
+    """
+    A failing task leaves no reference cycle: what it made is freed by
+    reference counting as it ends, not left to the garbage collector.
+    """
+
+    def test_threadWorker(self) -> None:
+        """
+        On a L{ThreadWorker}.
+        """
+        worker, runner = memoryWorker()
+        q = TaskQueue()
+        q.attachWorker(worker)
+        with cyclicGarbage() as found:
+            for _ in range(5):
+                d = q.call(_boom)
+                runner.performAll()
+                self.failureResultOf(d, KeyError)
+            del d
+        self.assertEqual(ours(found), {})
+
+    def test_asyncWorker(self) -> None:
+        """
+        On an L{AsyncWorker}.
+        """
+        q = TaskQueue()
+        q.attachWorker(AsyncWorker())
+        with cyclicGarbage() as found:
+            for _ in range(5):
+                self.failureResultOf(q.call(_boom), KeyError)
+        self.assertEqual(ours(found), {})
