@@ -53,7 +53,8 @@ class _Entry:
     __slots__ = ("number", "state", "submit", "task")
 
     def __init__(self, task: Task[Any]) -> None:
-        self.task = task
+        #: C{None} once done.
+        self.task: Task[Any] | None = task
         self.submit: Callable[[Task[Any]], Deferred[Any]] | None = None
         self.state = "new"
         #: Which one it was let in (1 for the first), once it was.
@@ -148,7 +149,7 @@ class WriterGate:
         entry.number = self._admitted
         self.running += 1
         task = entry.task
-        assert entry.submit is not None
+        assert entry.submit is not None and task is not None
         d = entry.submit(task)
         if d is not task.d:
             # Refused on its way (a queue shut down): its caller holds
@@ -165,7 +166,13 @@ class WriterGate:
         The task of C{entry} ended with C{result} (a value or a
         L{Failure}): its place is free. @return: C{result}.
         """
-        self._entries.pop(entry.task, None)
+        task = entry.task
+        if task is not None:
+            self._entries.pop(task, None)
+        # Done with them: the task's onEnded may hold the entry (a cycle
+        # only the garbage collector would free), and a waiting entry stays
+        # in the heap until popped.
+        entry.task = entry.submit = None
         state, entry.state = entry.state, "done"
         if state == "waiting":
             # Cancelled or timed out while waiting: it leaves the heap later.
