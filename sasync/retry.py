@@ -41,10 +41,13 @@ C{timeout} of C{sqlite3}), and only another process can cause it.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import random
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -292,6 +295,47 @@ class Backoff:
 
 DEFAULT_BACKOFF = Backoff()
 
+#: Frames that frame.clear() would close (a suspended generator's), not
+#: just clear.
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def forgetFailure(failure: Failure) -> None:
+    """
+    Reactor thread: let go of the tracebacks of C{failure}, an attempt's
+    failure that nobody will see (it is run again), and of the exceptions
+    it chains. Their frames' locals often hold the exception itself
+    (SQLAlchemy's C{_handle_dbapi_exception} does), a reference cycle only
+    the garbage collector would free, and with it whatever those frames
+    hold (the call's task, cursors, ORM objects). What L{retryReason}
+    reads stays.
+    """
+    failure.tb = None
+    pending: list[object] = [failure.value]
+    seen: set[int] = set()
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        tb = error.__traceback__
+        if tb is not None:
+            error.__traceback__ = None
+            _clearFrames(tb)
+        pending += (error.__cause__, error.__context__, getattr(error, "orig", None))
+
+
+def _clearFrames(tb: TracebackType | None) -> None:
+    # traceback.clear_frames, sparing suspended generators (clearing their
+    # frame would close them).
+    while tb is not None:
+        frame = tb.tb_frame
+        if not frame.f_code.co_flags & _SUSPENDABLE:
+            # (One still running, its worker thread's say, raises.)
+            with contextlib.suppress(RuntimeError):
+                frame.clear()
+        tb = tb.tb_next
+
 
 class _Waiting:
     """
@@ -428,6 +472,8 @@ class Attempts:
                 if self.retried < self._retries and (
                     self._mayRetry is None or self._mayRetry(reason)
                 ):
+                    # (Run again: nobody sees this failure.)
+                    forgetFailure(result)
                     self._retry(reason)
                     return
                 if self._retries:
@@ -539,6 +585,7 @@ __all__ = [
     "Backoff",
     "classify",
     "errorCode",
+    "forgetFailure",
     "isAutocommit",
     "markRetryable",
     "retryReason",

@@ -414,12 +414,10 @@ class TransactionCall:
             if guess and not self.stillGuessed():
                 # Guessed when made (it passed the writer gate by), but
                 # calls that ended since show its method writing: back to
-                # the gate.
-                withdrawn = retry.GuessWithdrawn(
-                    f"{self.__qualname__}: {retry.GUESS_WITHDRAWN}"
-                )
-                retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
-                raise withdrawn
+                # the gate. (The error is made elsewhere: as a local of
+                # this frame, which its traceback holds, it would hold
+                # itself.)
+                raise _guessWithdrawn(self.__qualname__)
             # PostgreSQL SERIALIZABLE: a method seen only reading (or guessed
             # so, call by call) runs READ ONLY, so it can't take part in
             # serialization failures.
@@ -771,7 +769,11 @@ class TransactionCall:
                 " transaction may or may not have been committed (it was not"
                 " run again)"
             )
-        raise e
+        try:
+            raise e
+        finally:
+            # (Its traceback holds this frame, which is not to hold it.)
+            del e
 
     @staticmethod
     def _endTransactionState() -> None:
@@ -785,6 +787,13 @@ class TransactionCall:
         if session is not None:
             state.session = None
             session.close()
+
+
+def _guessWithdrawn(name: str) -> retry.GuessWithdrawn:
+    # The error of a call whose read-only guess was withdrawn as it started.
+    withdrawn = retry.GuessWithdrawn(f"{name}: {retry.GUESS_WITHDRAWN}")
+    retry.markRetryable(withdrawn, retry.GUESS_WITHDRAWN)
+    return withdrawn
 
 
 def _commitPoint() -> None:
