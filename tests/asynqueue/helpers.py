@@ -49,11 +49,20 @@ def cyclicGarbage() -> Iterator[list[object]]:
             gc.enable()
 
 
-def ours(garbage: list[object]) -> Counter[str]:
+def ours(
+    garbage: list[object], of: Callable[[object], bool] | None = None
+) -> Counter[str]:
     """
     What of C{garbage} is AsynQueue's or sAsync's: their objects, Failures
     (they make them), and frames of their code; by kind.
+
+    @param of: Says which objects are the test's own: then only what is
+        linked to one of them (by references between objects of
+        C{garbage}, either way) counts. (What earlier tests left may become
+        garbage meanwhile: a thread of theirs that ends.)
     """
+    if of is not None:
+        garbage = _linked(garbage, of)
     kinds: Counter[str] = Counter()
     for o in garbage:
         if isinstance(o, types.FrameType):
@@ -63,6 +72,26 @@ def ours(garbage: list[object]) -> Counter[str]:
         elif type(o).__module__.split(".")[0] in _OWN or isinstance(o, Failure):
             kinds[type(o).__qualname__] += 1
     return kinds
+
+
+def _linked(garbage: list[object], of: Callable[[object], bool]) -> list[object]:
+    # The objects of garbage linked to one that of() picks: the union of
+    # their connected components, references taken both ways.
+    byID = {id(o): o for o in garbage}
+    links: dict[int, list[int]] = {key: [] for key in byID}
+    for o in garbage:
+        for r in gc.get_referents(o):
+            if id(r) in byID:
+                links[id(o)].append(id(r))
+                links[id(r)].append(id(o))
+    seen = {id(o) for o in garbage if of(o)}
+    pending = list(seen)
+    while pending:
+        for key in links[pending.pop()]:
+            if key not in seen:
+                seen.add(key)
+                pending.append(key)
+    return [byID[key] for key in seen]
 
 
 def syncCall(f: Callable[..., object], *args: object) -> None:

@@ -37,6 +37,10 @@ class InterfaceTests(SynchronousTestCase):
     Every worker provides L{IWorker}.
     """
 
+    @staticmethod
+    def boomTask(o: object) -> bool:
+        return isinstance(o, Task) and o.f is _boom
+
     def test_threadWorker(self) -> None:
         """
         L{ThreadWorker} provides IWorker.
@@ -269,6 +273,10 @@ class AsIsTests(SynchronousTestCase):
     A task that returns L{AsIs} gives its caller the value as it is.
     """
 
+    @staticmethod
+    def boomTask(o: object) -> bool:
+        return isinstance(o, Task) and o.f is _boom
+
     def test_threadWorker(self) -> None:
         """
         An iterator wrapped in L{AsIs} is delivered itself, not as a
@@ -481,6 +489,10 @@ class CycleTests(SynchronousTestCase):
     reference counting as it ends, not left to the garbage collector.
     """
 
+    @staticmethod
+    def boomTask(o: object) -> bool:
+        return isinstance(o, Task) and o.f is _boom
+
     def test_threadWorker(self) -> None:
         """
         On a L{ThreadWorker}.
@@ -494,7 +506,7 @@ class CycleTests(SynchronousTestCase):
                 runner.performAll()
                 self.failureResultOf(d, KeyError)
             del d
-        self.assertEqual(ours(found), {})
+        self.assertEqual(ours(found, self.boomTask), {})
 
     def test_asyncWorker(self) -> None:
         """
@@ -505,4 +517,4 @@ class CycleTests(SynchronousTestCase):
         with cyclicGarbage() as found:
             for _ in range(5):
                 self.failureResultOf(q.call(_boom), KeyError)
-        self.assertEqual(ours(found), {})
+        self.assertEqual(ours(found, self.boomTask), {})

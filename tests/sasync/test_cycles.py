@@ -9,7 +9,8 @@ tens of milliseconds: the benchmark's lag).
 
 Each test collects first, then makes its calls with the collector off and
 C{gc.DEBUG_SAVEALL} on, so that the next collection keeps everything it
-found unreachable in C{gc.garbage}: none of it may be ours.
+found unreachable in C{gc.garbage}: none of it linked to its calls may be
+ours.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from twisted.python.failure import Failure
 from sasync import AccessBroker, retry, transact
 from sasync._admission import _wrote
 from sasync._readguess import methodMix
+from sasync.transact import TransactionCall
 from tests.asynqueue.helpers import cyclicGarbage, ours
 from tests.reliability.helpers import until
 
@@ -94,8 +96,19 @@ async def _running(brokers: Any, url: str, **kw: Any) -> CycleBroker:
     return broker
 
 
-def _noneOurs(found: list[object]) -> None:
-    kinds = ours(found)
+def _noneOurs(found: list[object], broker: CycleBroker) -> None:
+    # (Only what is linked to the broker's calls: see ours.)
+    def theTest(o: object) -> bool:
+        if isinstance(o, TransactionCall):
+            return o.broker is broker
+        if isinstance(o, retry.Attempts):
+            return o._description.startswith("CycleBroker.")
+        if isinstance(o, BaseException):
+            notes = getattr(o, "__notes__", ())
+            return any(note.startswith("in transaction CycleBroker.") for note in notes)
+        return False
+
+    kinds = ours(found, theTest)
     assert not kinds, f"{dict(kinds)} ({len(found)} unreachable objects in all)"
 
 
@@ -109,7 +122,7 @@ async def test_plainCalls(postgresqlURL: str, brokers: Any) -> None:
         await gatherResults([broker.add(f"p{i}") for i in range(CALLS)])
         for i in range(CALLS):
             await broker.add(f"q{i}")
-    _noneOurs(found)
+    _noneOurs(found, broker)
 
 
 async def test_conflictRetried(postgresqlURL: str, brokers: Any) -> None:
@@ -122,7 +135,7 @@ async def test_conflictRetried(postgresqlURL: str, brokers: Any) -> None:
         await gatherResults([broker.addAfterConflict(f"c{i}") for i in range(CALLS)])
         for i in range(CALLS):
             await broker.addAfterConflict(f"d{i}")
-    _noneOurs(found)
+    _noneOurs(found, broker)
     assert set(broker.attempted.values()) == {2}
     assert broker._handle.retries[retry.SERIALIZATION] == 2 * CALLS
     assert await broker.count() == 1 + 2 * CALLS
@@ -152,7 +165,7 @@ async def test_guessWithdrawn(postgresqlURL: str, brokers: Any) -> None:
         finally:
             methodMix.forget(f)
             _wrote.pop(f, None)
-    _noneOurs(found)
+    _noneOurs(found, broker)
     assert broker._handle.retries[retry.GUESS_WITHDRAWN] == CALLS
 
 
@@ -177,5 +190,5 @@ async def test_failedCalls(postgresqlURL: str, brokers: Any) -> None:
         # (Its traceback reaches the body.)
         assert all(f.frames[-1][0] == "fails" for f in failures)
         del failures
-    _noneOurs(found)
+    _noneOurs(found, broker)
     assert await broker.count() == 1
