@@ -300,7 +300,7 @@ DEFAULT_BACKOFF = Backoff()
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
-def forgetFailure(failure: Failure) -> None:
+def _forgetFailure(failure: Failure) -> None:
     """
     Reactor thread: let go of the tracebacks of C{failure}, an attempt's
     failure that nobody will see (it is run again), and of the exceptions
@@ -473,7 +473,7 @@ class Attempts:
                     self._mayRetry is None or self._mayRetry(reason)
                 ):
                     # (Run again: nobody sees this failure.)
-                    forgetFailure(result)
+                    _forgetFailure(result)
                     self._retry(reason)
                     return
                 if self._retries:
@@ -585,7 +585,6 @@ __all__ = [
     "Backoff",
     "classify",
     "errorCode",
-    "forgetFailure",
     "isAutocommit",
     "markRetryable",
     "retryReason",
