@@ -231,13 +231,20 @@ class Admission:
         # (The gate hears how it ended first, before a retry holds on.)
         entry = gate.enter(task) if gate is not None and gated else None
         # One observer for what the call's end sets off (see _firstEnded),
-        # called as the task ends (no callback on its Deferred): a partial
-        # of a bound method, not a closure: every call waiting in the queue
-        # holds it, and a closure's cells are that many more objects for the
-        # garbage collector (see docs/benchmarks.md, lag).
-        task.onEnded = functools.partial(
-            self._firstEndedBound, now, guess, counted, entry
-        )
+        # called as the task ends (no callback on its Deferred): one bound
+        # method for all calls, what it needs kept on the call itself. Every
+        # call waiting in the queue would hold a partial or closure of its
+        # own (and its arguments), more objects for each full collection of
+        # the garbage collector to traverse (see docs/latency.md).
+        if now:
+            call.startedInStartup = True
+        if guess is not None:
+            call.callGuess = guess
+        if counted is not None:
+            call.countedAs = counted
+        if entry is not None:
+            call.gateEntry = entry
+        task.onEnded = self._firstEndedBound
         # Tracked for shutdown without an observer of the tracker's:
         # _firstEnded releases it.
         life.hold(task.d)
@@ -524,15 +531,7 @@ class Admission:
         retries = self._spec.retries
         return retry.CONFLICT_RETRIES if retries is None else retries
 
-    def _firstEnded(
-        self,
-        now: bool,
-        guess: CallGuess | None,
-        counted: str | None,
-        entry: Any,
-        task: Task[Any],
-        result: object,
-    ) -> Any:
+    def _firstEnded(self, task: Task[Any], result: object) -> Any:
         # The first attempt of a call with the default conflict retries
         # ended (one observer for all this, as each costs every call): the
         # writer gate frees its place (entry, if it passed the gate); its
@@ -540,11 +539,15 @@ class Admission:
         # task's Deferred then waits for the retries); otherwise the call
         # ended here, and is counted. (And shutdown stops waiting for its
         # first task: see transact.)
+        call: TransactionCall = task.f  # type: ignore[assignment]
+        # (What transact kept on the call for this.)
+        now, guess = call.startedInStartup, call.callGuess
+        counted, entry = call.countedAs, call.gateEntry
         try:
             if entry is not None:
                 assert self.gate is not None
+                call.gateEntry = None
                 self.gate.ended(result, entry)
-            call: Any = task.f  # (A TransactionCall: _newTask made it.)
             if guess is not None:
                 if result.__class__ is Failure:
                     guess.ended(result, methodMix, call)

@@ -60,6 +60,7 @@ from .transactiontypes import Transaction
 
 if TYPE_CHECKING:
     from ._protocols import TransactionOwner
+    from ._readguess import CallGuess
     from .connection import EngineHandle
 
 P = ParamSpec("P")
@@ -319,6 +320,19 @@ class TransactionCall:
     as a transaction on the worker thread's connection. Worker thread only
     (it is made in the reactor thread).
     """
+
+    # What the broker's admission keeps for the end of the call's first
+    # attempt (see sasync._admission.Admission._firstEnded), set only where
+    # it differs from these: on the call, not in a partial of its own, so a
+    # call waiting in the queue holds fewer objects.
+    #: Made by the broker's start-up work (L{sasync.startup}).
+    startedInStartup: bool = False
+    #: Its read-only guess (L{sasync._readguess.CallGuess}), if it has one.
+    callGuess: CallGuess | None = None
+    #: The name its outcome is counted under in the broker's stats.
+    countedAs: str | None = None
+    #: Its place at the writer gate, if it passed it (until it ended).
+    gateEntry: Any = None
 
     def __init__(
         self,
