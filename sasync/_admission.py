@@ -211,11 +211,11 @@ class Admission:
         gate = self.gate
         # (_gated, inline: a guess below may still let it by.)
         gated = gate is not None and not options.readOnly and options.consumer is None
-        guess = None
         if self._readersKnown and not options.readOnly:
-            # (Its observer below lets it learn what the call did.)
-            guess = CallGuess(methodMix.guess(f, _wrote.get(f)))
-            if guess.readOnly:
+            # (Its observer below lets it learn what the call did; the
+            # CallGuess that carries it across attempts is made only if
+            # there are more: see _firstEnded.)
+            if methodMix.guess(f, _wrote.get(f)):
                 # (Asked again as it starts: TransactionCall.stillGuessed.)
                 call.guess = True
                 gated = False
@@ -238,8 +238,6 @@ class Admission:
         # the garbage collector to traverse (see docs/latency.md).
         if now:
             call.startedInStartup = True
-        if guess is not None:
-            call.callGuess = guess
         if counted is not None:
             call.countedAs = counted
         if entry is not None:
@@ -541,15 +539,17 @@ class Admission:
         # first task: see transact.)
         call: TransactionCall = task.f  # type: ignore[assignment]
         # (What transact kept on the call for this.)
-        now, guess = call.startedInStartup, call.callGuess
-        counted, entry = call.countedAs, call.gateEntry
+        now, counted, entry = call.startedInStartup, call.countedAs, call.gateEntry
+        guess = None
         try:
             if entry is not None:
                 assert self.gate is not None
                 call.gateEntry = None
                 self.gate.ended(result, entry)
-            if guess is not None:
+            if call.guess is not None:
                 if result.__class__ is Failure:
+                    # (The guess, across the attempts to come if any.)
+                    guess = CallGuess(call.guess)
                     guess.ended(result, methodMix, call)
                 elif call.wroteNow is not None:
                     # (CallGuess.ended's common case, inline: the call

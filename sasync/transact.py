@@ -60,7 +60,6 @@ from .transactiontypes import Transaction
 
 if TYPE_CHECKING:
     from ._protocols import TransactionOwner
-    from ._readguess import CallGuess
     from .connection import EngineHandle
 
 P = ParamSpec("P")
@@ -327,8 +326,6 @@ class TransactionCall:
     # call waiting in the queue holds fewer objects.
     #: Made by the broker's start-up work (L{sasync.startup}).
     startedInStartup: bool = False
-    #: Its read-only guess (L{sasync._readguess.CallGuess}), if it has one.
-    callGuess: CallGuess | None = None
     #: The name its outcome is counted under in the broker's stats.
     countedAs: str | None = None
     #: Its place at the writer gate, if it passed it (until it ended).
