@@ -23,7 +23,8 @@ class WorkerSlot:
 
     worker: Any
     #: It may be given the next task while it runs one (see
-    #: ThreadWorker.takesAhead).
+    #: ThreadWorker.takesAhead); false while that is paused (see
+    #: WorkerSlots.pauseAhead).
     takesAhead: bool
     #: It takes a task with give(task, onFreed), which saves a Deferred per
     #: task (see ThreadWorker.give).
@@ -153,6 +154,14 @@ class WorkerSlots:
             return None
         self._place(slot)
         return ahead
+
+    def pauseAhead(self, slot: WorkerSlot, paused: bool) -> None:
+        """
+        The worker, which takes tasks ahead, may not for a while (C{paused}
+        true: it stays off the L{spare} list), or may again.
+        """
+        slot.takesAhead = not paused
+        self._place(slot)
 
     def givenAhead(self) -> list[Task[Any]]:
         """

@@ -178,6 +178,9 @@ class TaskQueue:
                 # What the worker calls when it can take another task: bound
                 # to its slot once, so that nothing looks it up per task.
                 slot.onFreed = functools.partial(self._freedFrom, slot)
+            if slot.takesAhead and hasattr(worker, "pauseAhead"):
+                # How it says that it may take nothing ahead for a while.
+                worker.pauseAhead = functools.partial(self._pauseAhead, slot)
             for f, args, kw in self._updates:
                 # Nobody holds these Deferreds: a failure is logged.
                 self._pin(worker, f, args, kw).addErrback(_updateFailed, f, worker)
@@ -543,6 +546,17 @@ class TaskQueue:
         heapq.heappush(self._heap, (task.sortKey, task))
         self._queued += 1
         return True
+
+    def _pauseAhead(self, slot: WorkerSlot, paused: bool) -> None:
+        # A worker that takes ahead may not for a while (an iteration holds
+        # its thread): the task given ahead, if any, goes back to the
+        # queue, and none is given until it may again.
+        if not slot.attached:
+            return
+        self._workers.pauseAhead(slot, paused)
+        ahead = slot.ahead
+        if paused and ahead is not None and self._takeBack(ahead):
+            self._dispatch()
 
     def _takeBackWorse(self, task: Task[Any]) -> None:
         # A new task that no worker is free for: if it comes before a task
