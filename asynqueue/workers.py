@@ -403,7 +403,14 @@ class ThreadWorker:
         if self._stopping is None:
             self._stopping = Deferred()
             stopping = self._stopping
-            self.runner.quit(lambda: self._callFromThread(stopping.callback, None))
+
+            def last() -> None:
+                # Worker thread: tasks put off behind an iteration still
+                # open run too (given without a queue: see _runNext).
+                self._unhold()
+                self._callFromThread(stopping.callback, None)
+
+            self.runner.quit(last)
         return follow(self._stopping)
 
     def crash(self) -> list[Task[Any]]:

@@ -328,6 +328,24 @@ class HoldAheadTests(SynchronousTestCase):
         self.assertEqual(self.rec.calls, [0, 1, 2, 3, 4, "b"])
         self.assertEqual(self.successResultOf(second.d), "b")
 
+    def test_withoutQueueStopped(self) -> None:
+        """
+        A task put off behind an iteration still runs when the worker
+        stops before the iteration has ended.
+        """
+        worker, runner = memoryWorker(holdIterations=True, batchSize=2)
+        first: Task[Any] = Task(lambda: iter(range(5)))
+        second: Task[Any] = Task(self.rec, ("b",))
+        worker.run(first)
+        worker.run(second)
+        runner.perform()
+        runner.perform()
+        self.assertEqual(self.rec.calls, [])
+        stopped = worker.stop()
+        runner.performAll()
+        self.assertEqual(self.successResultOf(second.d), "b")
+        self.successResultOf(stopped)
+
 
 class TwoWorkerTests(SynchronousTestCase):
     """
