@@ -382,6 +382,34 @@ class TwoWorkerTests(SynchronousTestCase):
         self.assertEqual(sorted(self.rec.calls), ["a", "b", "c"])
         self.successResultOf(self.q.whenIdle())
 
+    def test_higherPriorityTakesTheLastPlace(self) -> None:
+        """
+        A call of higher priority, queued while both workers have a call
+        ahead, takes the place of the one that sorts last; a busy worker
+        done with a call goes on to the one it was given ahead, and is
+        given the best queued call ahead in its place.
+        """
+        for label in "abcd":
+            self.q.call(self.rec, label)
+        self.assertEqual(self.q.pending(), 0)
+        self.q.call(self.rec, "e", doNext=True)
+        # d went back to the queue, e took its place.
+        self.assertEqual(self.q.pending(), 1)
+        self.q.call(self.rec, "f")
+        self.assertEqual(self.q.pending(), 2)
+        self.r1.perform()
+        self.r2.perform()
+        # Both went on to their calls ahead (e among them), and were given
+        # d and f ahead.
+        self.assertEqual(self.q.pending(), 0)
+        given = [[t.args[0] for t in w._given] for w in (self.w1, self.w2)]
+        self.assertEqual(sorted(g[0] for g in given), ["c", "e"])
+        self.assertEqual(sorted(g[1] for g in given), ["d", "f"])
+        self.r1.performAll()
+        self.r2.performAll()
+        self.assertEqual(sorted(self.rec.calls), list("abcdef"))
+        self.successResultOf(self.q.whenIdle())
+
     def test_detachTakesBack(self) -> None:
         """
         Detaching a worker hands the call waiting ahead on it to another.
