@@ -6,6 +6,7 @@ worker from. Reactor thread only.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,8 @@ class WorkerSlot:
 
     worker: Any
     #: It may be given the next task while it runs one (see
-    #: ThreadWorker.takesAhead).
+    #: ThreadWorker.takesAhead); false while that is paused (see
+    #: WorkerSlots.pauseAhead).
     takesAhead: bool
     #: It takes a task with give(task, onFreed), which saves a Deferred per
     #: task (see ThreadWorker.give).
@@ -59,6 +61,8 @@ class WorkerSlots:
         self.idle: list[WorkerSlot] = []
         self.spare: list[WorkerSlot] = []
         self.aheadCount = 0
+        # The tasks given ahead, by slot: looked over in C (see worstAhead).
+        self._aheads: dict[WorkerSlot, Task[Any]] = {}
         self.detachingCount = 0
 
     def __len__(self) -> int:
@@ -128,10 +132,25 @@ class WorkerSlots:
                 self._place(slot)
             return False
         slot.ahead = task
+        self._aheads[slot] = task
         self.aheadCount += 1
         slot.load = load + 1
         self._place(slot)
         return True
+
+    def replaceAhead(self, slot: WorkerSlot, task: Task[Any]) -> Task[Any]:
+        """
+        The worker, busy with two tasks, is done with one: the one given
+        ahead is its current one now, and C{task} is given ahead in its
+        place (the slot stays as it is, on no free list).
+
+        @return: the task that was given ahead.
+        """
+        ahead = slot.ahead
+        assert ahead is not None and slot.load == 2
+        slot.ahead = task
+        self._aheads[slot] = task
+        return ahead
 
     def release(self, slot: WorkerSlot) -> Task[Any] | None:
         """
@@ -145,6 +164,7 @@ class WorkerSlots:
         ahead = slot.ahead
         if ahead is not None:
             slot.ahead = None
+            del self._aheads[slot]
             self.aheadCount -= 1
         elif not load and slot.freeList is None and slot.attached:
             # (_place's answer, the common case: idle now, from no list.)
@@ -154,11 +174,26 @@ class WorkerSlots:
         self._place(slot)
         return ahead
 
+    def pauseAhead(self, slot: WorkerSlot, paused: bool) -> None:
+        """
+        The worker, which takes tasks ahead, may not for a while (C{paused}
+        true: it stays off the L{spare} list), or may again.
+        """
+        slot.takesAhead = not paused
+        self._place(slot)
+
     def givenAhead(self) -> list[Task[Any]]:
         """
         The tasks given ahead, which their workers have not started.
         """
-        return [s.ahead for s in self._byID.values() if s.ahead is not None]
+        return list(self._aheads.values())
+
+    def worstAhead(self) -> Task[Any] | None:
+        """
+        The task given ahead that sorts last, if any.
+        """
+        aheads = self._aheads
+        return max(aheads.values(), key=_sortKey) if aheads else None
 
     def clear(self) -> list[Any]:
         """
@@ -169,6 +204,7 @@ class WorkerSlots:
             workers.append(slot.worker)
             slot.attached = False
         self._byID, self.idle, self.spare = {}, [], []
+        self._aheads = {}
         self.aheadCount = self.detachingCount = 0
         return workers
 
@@ -192,5 +228,7 @@ class WorkerSlots:
                 want.append(slot)
             slot.freeList = want
 
+
+_sortKey = operator.attrgetter("sortKey")
 
 __all__ = ["WorkerSlot", "WorkerSlots"]

@@ -25,7 +25,13 @@ class IWorker(Interface):
     without waiting for the reactor; the worker runs them in order. Such a
     worker also has C{takeBack(task) -> bool}: give up that second task if
     it has not started it yet (the queue then queues it again, for a task
-    of higher priority, an idle worker or a cancellation).
+    of higher priority, an idle worker or a cancellation). If it may have
+    to stop taking tasks ahead for a while (a L{ThreadWorker
+    <asynqueue.workers.ThreadWorker>} with C{holdIterations}, while an
+    iteration holds it), it has a C{pauseAhead} attribute, which the queue
+    sets to a callable: the worker calls C{pauseAhead(True)} then (the
+    queue takes back the task it gave ahead, if any, and gives it none
+    until told), and C{pauseAhead(False)} when it may take ahead again.
 
     A worker may also have C{give(task, onFreed)}: L{run} without a
     Deferred, calling C{onFreed(worker, task)} once instead (the queue then

@@ -178,6 +178,9 @@ class TaskQueue:
                 # What the worker calls when it can take another task: bound
                 # to its slot once, so that nothing looks it up per task.
                 slot.onFreed = functools.partial(self._freedFrom, slot)
+            if slot.takesAhead and hasattr(worker, "pauseAhead"):
+                # How it says that it may take nothing ahead for a while.
+                worker.pauseAhead = functools.partial(self._pauseAhead, slot)
             for f, args, kw in self._updates:
                 # Nobody holds these Deferreds: a failure is logged.
                 self._pin(worker, f, args, kw).addErrback(_updateFailed, f, worker)
@@ -462,6 +465,48 @@ class TaskQueue:
             return
         freed.addBoth(self._freed, worker, task)
 
+    def _goOn(self, slot: WorkerSlot) -> bool:
+        # _freedFrom's common case of a busy queue (tasks queued): the best
+        # queued task goes straight to the worker of the slot, which stays
+        # as it is (what workers.release, _dispatch and take would undo and
+        # redo). False: not that case.
+        workers = self._workers
+        task = self._heap[0][1]
+        if (
+            task.state is not _QUEUED
+            or task.pinnedTo is not None
+            or task.series is not None
+            or workers.detachingCount
+        ):
+            return False
+        if not slot.takesAhead:
+            if slot.load != 1 or workers.aheadCount:
+                return False
+            # A worker that takes nothing ahead (so it had this one task,
+            # and is on no free list): it goes on to the best task.
+            heapq.heappop(self._heap)
+            self._queued -= 1
+            self._start(slot, task, kept=True)
+            return True
+        onFreed = slot.onFreed
+        if slot.ahead is None or onFreed is None or workers.idle:
+            return False
+        # A worker that takes ahead, done with one of its two tasks: it is
+        # on the one given ahead now, and the best task is given ahead in
+        # its place (it would be the one spare worker).
+        heapq.heappop(self._heap)
+        self._queued -= 1
+        workers.replaceAhead(slot, task).startedAhead()
+        task.start(slot.worker, self._takeBackCallback)
+        self._running.add(task)
+        try:
+            slot.worker.give(task, onFreed)
+        except Exception:
+            self._running.discard(task)
+            self._unload(slot)
+            task.fail(Failure())  # type: ignore[no-untyped-call]
+        return True
+
     def _unload(self, slot: WorkerSlot) -> None:
         # The worker is done with a task (or never got it): one task less.
         ahead = self._workers.release(slot)
@@ -485,22 +530,7 @@ class TaskQueue:
         if slot is None or not slot.attached:
             # Detached meanwhile.
             pass
-        elif (
-            heap
-            and slot.load == 1
-            and not slot.takesAhead
-            and not workers.aheadCount
-            and not workers.detachingCount
-            and heap[0][1].state is _QUEUED
-            and heap[0][1].pinnedTo is None
-            and heap[0][1].series is None
-        ):
-            # A busy queue's common case, a worker that takes nothing ahead
-            # (so it had this one task, and is on no free list): it goes
-            # straight on to the best queued task, as below, and stays as it
-            # is (what workers.release and take would undo and redo).
-            self._queued -= 1
-            self._start(slot, heapq.heappop(heap)[1], kept=True)
+        elif heap and self._goOn(slot):
             if not (workers.idle or workers.spare):
                 return
         else:
@@ -544,16 +574,23 @@ class TaskQueue:
         self._queued += 1
         return True
 
+    def _pauseAhead(self, slot: WorkerSlot, paused: bool) -> None:
+        # A worker that takes ahead may not for a while (an iteration holds
+        # its thread): the task given ahead, if any, goes back to the
+        # queue, and none is given until it may again.
+        if not slot.attached:
+            return
+        self._workers.pauseAhead(slot, paused)
+        ahead = slot.ahead
+        if paused and ahead is not None and self._takeBack(ahead):
+            self._dispatch()
+
     def _takeBackWorse(self, task: Task[Any]) -> None:
         # A new task that no worker is free for: if it comes before a task
-        # given ahead, that one goes back to the queue and makes room.
-        worst: Task[Any] | None = None
-        for ahead in self._workers.givenAhead():
-            if ahead.sortKey > task.sortKey and (
-                worst is None or ahead.sortKey > worst.sortKey
-            ):
-                worst = ahead
-        if worst is not None:
+        # given ahead, the last of those goes back to the queue and makes
+        # room.
+        worst = self._workers.worstAhead()
+        if worst is not None and worst.sortKey > task.sortKey:
             self._takeBack(worst)
 
     # Shutdown -----------------------------------------------------------------

@@ -66,10 +66,12 @@ class ThreadWorker:
     transaction needs that), and L{holdChanged} tells when that starts and
     ends. L{letGo} makes such an iteration let go of the worker early.
 
-    Without C{holdIterations}, the worker L{takes ahead<takesAhead>}: its
-    queue may give it the next task while it runs one, so that the thread
-    goes on to it without waiting for the reactor; until the thread starts
-    it, the queue may L{take it back<takeBack>}.
+    The worker L{takes ahead<takesAhead>}: its queue may give it the next
+    task while it runs one, so that the thread goes on to it without
+    waiting for the reactor; until the thread starts it, the queue may
+    L{take it back<takeBack>}. With C{holdIterations}, an iteration that
+    holds the worker pauses that (see L{pauseAhead}): the thread leaves
+    the task given ahead alone, and the queue takes it back.
 
     @cvar cQualified: The series every ThreadWorker runs besides its own
         C{series}: C{"thread"} and C{"local"}, as in the original AsynQueue.
@@ -120,6 +122,15 @@ class ThreadWorker:
         # Bound once: a bound method made per task costs.
         self._runNextJob = self._runNext
         self._ranCallback = self._ran
+        # Worker thread: whether an iteration of its last task holds it
+        # (with holdIterations), and how many task jobs it put off meanwhile.
+        self._holding = False
+        self._putOff = 0
+        #: Set by a queue that gives tasks ahead (see L{IWorker}): called
+        #: with C{True} when an iteration starts holding the worker, so that
+        #: the queue takes back the task given ahead and gives none, and
+        #: with C{False} when it stops.
+        self.pauseAhead: Callable[[bool], object] | None = None
 
     def __repr__(self) -> str:
         name = getattr(self.runner, "name", "")
@@ -137,10 +148,10 @@ class ThreadWorker:
     def takesAhead(self) -> bool:
         """
         Whether the queue may give this worker a task while it runs one:
-        only without C{holdIterations} (an iteration that holds the worker
-        would keep such a task waiting).
+        always. (With C{holdIterations}, not while an iteration holds the
+        worker: L{pauseAhead} tells the queue.)
         """
-        return not self.holdIterations
+        return True
 
     @property
     def _callFromThread(self) -> Callable[..., object]:
@@ -252,6 +263,12 @@ class ThreadWorker:
 
     def _runNext(self) -> None:
         # Worker thread: call, and hand back plain values, never Deferreds.
+        if self._holding:
+            # An iteration holds the worker: the task (given ahead before
+            # the reactor knew) waits, for the queue to take it back, or
+            # runs once the hold ends (see _endHold).
+            self._putOff += 1
+            return
         try:
             task, onFreed = self._pending.popleft()
         except IndexError:
@@ -275,7 +292,17 @@ class ThreadWorker:
                 or not isinstance(result, Iterator)
             ):
                 taker: BatchTaker[Any] = BatchTaker(result, self.batchSize)
-                kind, result = _ITER, (taker, taker.take())
+                first = taker.take()
+                # (As _deferator decides: an iteration left to read here
+                # holds the worker, with holdIterations.)
+                holds = (
+                    self.holdIterations
+                    and not first[1]
+                    and not getattr(taker.iterator, IN_MEMORY, False)
+                )
+                if holds:
+                    self._holding = True
+                kind, result = _ITER, (taker, first, holds)
         except BaseException:
             kind, result = _FAILURE, Failure()  # type: ignore[no-untyped-call]
         _taskLocal.task = None
@@ -304,8 +331,8 @@ class ThreadWorker:
             onFreed(self, task)
             task.fail(result)
         else:
-            taker, first = result
-            task.finish(self._deferator(taker, first, onFreed, task))
+            taker, first, holds = result
+            task.finish(self._deferator(taker, first, onFreed, task, holds))
 
     def _deferator(
         self,
@@ -313,13 +340,14 @@ class ThreadWorker:
         first: Batch[Any],
         onFreed: _OnFreed,
         task: Task[Any],
+        holds: bool,
     ) -> Deferator[Any]:
         items, exhausted = first
         finish = taker.finishItem
         if exhausted:
             onFreed(self, task)
             return Deferator(items, finish=finish)
-        if getattr(taker.iterator, IN_MEMORY, False):
+        if not holds and getattr(taker.iterator, IN_MEMORY, False):
             # Nothing for the thread to read: no hold, no hop.
             onFreed(self, task)
             return Deferator(
@@ -328,7 +356,7 @@ class ThreadWorker:
                 stop=taker.close,
                 finish=finish,
             )
-        source = _ThreadSource(self, taker, onFreed, task)
+        source = _ThreadSource(self, taker, onFreed, task, holds)
         dr: Deferator[Any] = Deferator(
             items, source.fetch, stop=source.release, finish=finish
         )
@@ -337,9 +365,14 @@ class ThreadWorker:
         # thread, so it goes through callFromThread.
         finalizer = weakref.finalize(dr, self._callFromThread, source.release)
         finalizer.atexit = False
-        if source.held:
+        if holds:
             # The worker stays busy until the iteration ends (or is dropped,
-            # or lets go). letGo first: the owner may call it at once.
+            # or lets go), and runs no task given ahead meanwhile: the queue
+            # takes it back first (so that its owner finds it queued).
+            pause = self.pauseAhead
+            if pause is not None:
+                pause(True)
+            # letGo first: the owner may call it at once.
             self._letGo = source.letGo
             self.holdChanged(True)
             dr.whenDone().addCallback(source.free)
@@ -347,6 +380,24 @@ class ThreadWorker:
             source.free()
         dr.whenDone().addCallback(lambda _: finalizer.detach())
         return dr
+
+    def _endHold(self) -> None:
+        # Reactor thread: the iteration that held the worker has ended.
+        # The thread's job to know it goes before any task given from now.
+        with contextlib.suppress(WorkerError):
+            self.runner.do(self._unhold)
+        pause = self.pauseAhead
+        if pause is not None:
+            pause(False)
+
+    def _unhold(self) -> None:
+        # Worker thread: no iteration holds the worker any more. The task
+        # jobs put off meanwhile run now, in order (a task taken back
+        # meanwhile is not there any more, and its job does nothing).
+        self._holding = False
+        putOff, self._putOff = self._putOff, 0
+        for _ in range(putOff):
+            self._runNext()
 
     def stop(self) -> Deferred[None]:
         """
@@ -356,7 +407,14 @@ class ThreadWorker:
         if self._stopping is None:
             self._stopping = Deferred()
             stopping = self._stopping
-            self.runner.quit(lambda: self._callFromThread(stopping.callback, None))
+
+            def last() -> None:
+                # Worker thread: tasks put off behind an iteration still
+                # open run too (given without a queue: see _runNext).
+                self._unhold()
+                self._callFromThread(stopping.callback, None)
+
+            self.runner.quit(last)
         return follow(self._stopping)
 
     def crash(self) -> list[Task[Any]]:
@@ -384,12 +442,13 @@ class _ThreadSource:
         taker: BatchTaker[Any],
         onFreed: _OnFreed,
         task: Task[Any],
+        held: bool,
     ) -> None:
         self.worker = worker
         self.taker = taker
         self.onFreed = onFreed
         self.task = task
-        self.held = worker.holdIterations
+        self.held = held
         self.freedYet = False
         self.released = False
         # The rest of the items, once letGo was asked.
@@ -404,6 +463,7 @@ class _ThreadSource:
         if self.held:
             worker._letGo = None
             worker.lettingGo = False
+            worker._endHold()
         self.onFreed(worker, self.task)
         if self.held:
             worker.holdChanged(False)

@@ -73,12 +73,14 @@ class _PollFD(ctypes.Structure):
 def _libcPoll() -> Any:
     # The C library's poll() through ctypes.PyDLL, which keeps the GIL
     # across the call: with a zero timeout it never blocks. None where
-    # there is none to load (then select.poll serves).
+    # there is none to load (then select.poll serves). No argtypes: their
+    # conversions cost most of a call (twice per transaction); the
+    # arguments are made as ctypes objects once (see SocketWatch), bar the
+    # timeout, an int (C int by default).
     try:
         poll = ctypes.PyDLL(None).poll
     except Exception:
         return None
-    poll.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int]
     poll.restype = ctypes.c_int
     return poll
 
@@ -118,7 +120,9 @@ class SocketWatch:
         self.poll: Callable[[int], object]
         if _LIBC_POLL is not None:
             self._pollFD = _PollFD(fd, select.POLLIN | select.POLLPRI, 0)
-            self.poll = functools.partial(_LIBC_POLL, ctypes.addressof(self._pollFD), 1)
+            self.poll = functools.partial(
+                _LIBC_POLL, ctypes.pointer(self._pollFD), ctypes.c_ulong(1)
+            )
             self.holdsGIL = True
         else:
             fallback = select.poll()

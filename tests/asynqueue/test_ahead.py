@@ -1,10 +1,10 @@
 """
-Unit tests for taking calls ahead: a L{ThreadWorker} without
-C{holdIterations} may be given the next call while it runs one (so that its
-thread goes on without waiting for the reactor), and the queue takes such a
-call back, until the thread has started it, for a call of higher priority,
-an idle worker, a cancellation, a timeout or a detach. Deterministic:
-single-stepped workers.
+Unit tests for taking calls ahead: a L{ThreadWorker} may be given the next
+call while it runs one (so that its thread goes on without waiting for the
+reactor), and the queue takes such a call back, until the thread has
+started it, for a call of higher priority, an idle worker, a cancellation,
+a timeout, a detach, or an iteration that holds the worker
+(C{holdIterations}). Deterministic: single-stepped workers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from asynqueue import TaskQueue, TaskTimeout, ThreadWorker
+from asynqueue import Task, TaskQueue, TaskTimeout, ThreadWorker
 from asynqueue.workers import MemoryJobRunner
 
 from .helpers import Recorder, memoryWorker
@@ -164,20 +164,187 @@ class AheadTests(SynchronousTestCase):
         self.assertEqual(rec.calls, ["a", "b", "c"])
         self.successResultOf(q.whenIdle())
 
-    def test_holdIterationsTakesNothingAhead(self) -> None:
+    def test_holdIterationsTakesAhead(self) -> None:
         """
-        A worker that holds iterations is given one call at a time.
+        A worker that holds iterations takes calls ahead too, while no
+        iteration holds it.
         """
         q = TaskQueue()
         worker, runner = memoryWorker(holdIterations=True)
-        self.assertFalse(worker.takesAhead)
+        self.assertTrue(worker.takesAhead)
         q.attachWorker(worker)
         q.call(self.rec, "a")
         q.call(self.rec, "b")
-        self.assertEqual(len(runner.jobs), 1)
-        self.assertEqual(q.pending(), 1)
+        self.assertEqual(len(runner.jobs), 2)
+        self.assertEqual(q.pending(), 0)
         runner.performAll()
         self.assertEqual(self.rec.calls, ["a", "b"])
+
+
+def _consume(dr: Any, runner: MemoryJobRunner, later: Later) -> list[Any]:
+    # Every item of a Deferator whose fetches run on runner, with the
+    # reactor hearing of each job when it is done.
+    items = []
+    for itemD in dr:
+        while not itemD.called:
+            runner.performAll()
+            later.deliver()
+        items.append(itemD.result)
+    runner.performAll()
+    later.deliver()
+    return items
+
+
+class HoldAheadTests(SynchronousTestCase):
+    """
+    A worker with C{holdIterations} is given calls ahead, but runs none
+    while an iteration holds it: its thread leaves the call given ahead
+    (before the reactor heard of the hold) alone, the queue takes it back,
+    and gives the worker none until the iteration ends.
+    """
+
+    def setUp(self) -> None:
+        self.later = Later()
+        self.runner = MemoryJobRunner()
+        self.worker = ThreadWorker(
+            runner=self.runner,
+            callFromThread=self.later,
+            holdIterations=True,
+            batchSize=2,
+        )
+        self.q = TaskQueue(clock=Clock())
+        self.q.attachWorker(self.worker)
+        self.rec = Recorder()
+
+    def iterate(self) -> Any:
+        def rows() -> Any:
+            for i in range(5):
+                self.rec.calls.append(i)
+                yield i
+
+        return self.q.call(rows)
+
+    def test_aheadTakenBack(self) -> None:
+        """
+        The call given ahead of a call that turns into a held iteration
+        waits in the queue, and runs once the iteration has ended.
+        """
+        d = self.iterate()
+        self.q.call(self.rec, "b")
+        self.assertEqual(len(self.runner.jobs), 2)
+        # The thread runs the first call, then finds the second one's job
+        # while the iteration holds it: it leaves it.
+        self.runner.performAll()
+        self.assertEqual(self.rec.calls, [0, 1, 2])
+        self.later.deliver()
+        self.assertEqual(self.q.pending(), 1)
+        dr = self.successResultOf(d)
+        # Nothing is given ahead while the iteration holds the worker.
+        self.q.call(self.rec, "c")
+        self.assertEqual(self.q.pending(), 2)
+        self.assertEqual(_consume(dr, self.runner, self.later), [0, 1, 2, 3, 4])
+        self.runner.performAll()
+        self.later.deliver()
+        self.runner.performAll()
+        self.later.deliver()
+        self.assertEqual(self.rec.calls, [0, 1, 2, 3, 4, "b", "c"])
+        self.successResultOf(self.q.whenIdle())
+
+    def test_aheadMovesToAnotherWorker(self) -> None:
+        """
+        Taken back, the call given ahead runs on an idle worker at once.
+        """
+        d = self.iterate()
+        self.q.call(self.rec, "b")
+        other, otherRunner = memoryWorker()
+        self.q.attachWorker(other)
+        self.runner.performAll()
+        self.later.deliver()
+        self.assertEqual(len(otherRunner.jobs), 1)
+        otherRunner.performAll()
+        self.assertEqual(self.rec.calls, [0, 1, 2, "b"])
+        dr = self.successResultOf(d)
+        self.assertEqual(_consume(dr, self.runner, self.later), [0, 1, 2, 3, 4])
+        self.successResultOf(self.q.whenIdle())
+
+    def test_takesAheadAgain(self) -> None:
+        """
+        Once the iteration has ended, the worker is given calls ahead again.
+        """
+        d = self.iterate()
+        self.runner.performAll()
+        self.later.deliver()
+        _consume(self.successResultOf(d), self.runner, self.later)
+        self.q.call(self.rec, "a")
+        self.q.call(self.rec, "b")
+        self.assertEqual(self.q.pending(), 0)
+        self.runner.performAll()
+        self.later.deliver()
+        self.assertEqual(self.rec.calls[-2:], ["a", "b"])
+        self.successResultOf(self.q.whenIdle())
+
+    def test_stoppedIteration(self) -> None:
+        """
+        An iteration stopped early ends the hold as well.
+        """
+        d = self.iterate()
+        self.q.call(self.rec, "b")
+        self.runner.performAll()
+        self.later.deliver()
+        self.successResultOf(d).stop()
+        for _ in range(3):
+            self.runner.performAll()
+            self.later.deliver()
+        self.assertEqual(self.rec.calls, [0, 1, 2, "b"])
+        self.successResultOf(self.q.whenIdle())
+
+    def test_withoutQueue(self) -> None:
+        """
+        A task run while an iteration holds the worker (given by no queue,
+        which would have taken it back) runs once the iteration has ended,
+        not in the middle of it.
+        """
+        worker, runner = memoryWorker(holdIterations=True, batchSize=2)
+
+        def rows() -> Any:
+            for i in range(5):
+                self.rec.calls.append(i)
+                yield i
+
+        first: Task[Any] = Task(rows)
+        second: Task[Any] = Task(self.rec, ("b",))
+        worker.run(first)
+        worker.run(second)
+        runner.perform()
+        runner.perform()
+        self.assertEqual(self.rec.calls, [0, 1, 2])
+        dr = self.successResultOf(first.d)
+        items = []
+        for itemD in dr:
+            runner.performAll()
+            items.append(self.successResultOf(itemD))
+        runner.performAll()
+        self.assertEqual(items, [0, 1, 2, 3, 4])
+        self.assertEqual(self.rec.calls, [0, 1, 2, 3, 4, "b"])
+        self.assertEqual(self.successResultOf(second.d), "b")
+
+    def test_withoutQueueStopped(self) -> None:
+        """
+        A task put off behind an iteration still runs when the worker
+        stops before the iteration has ended.
+        """
+        worker, runner = memoryWorker(holdIterations=True, batchSize=2)
+        first: Task[Any] = Task(lambda: iter(range(5)))
+        second: Task[Any] = Task(self.rec, ("b",))
+        worker.run(first)
+        worker.run(second)
+        runner.perform()
+        runner.perform()
+        self.assertEqual(self.rec.calls, [])
+        stopped = worker.stop()
+        runner.performAll()
+        self.assertEqual(self.successResultOf(second.d), "b")
+        self.successResultOf(stopped)
 
 
 class TwoWorkerTests(SynchronousTestCase):
@@ -213,6 +380,34 @@ class TwoWorkerTests(SynchronousTestCase):
         self.assertEqual(len(long.jobs), 2)
         long.performAll()
         self.assertEqual(sorted(self.rec.calls), ["a", "b", "c"])
+        self.successResultOf(self.q.whenIdle())
+
+    def test_higherPriorityTakesTheLastPlace(self) -> None:
+        """
+        A call of higher priority, queued while both workers have a call
+        ahead, takes the place of the one that sorts last; a busy worker
+        done with a call goes on to the one it was given ahead, and is
+        given the best queued call ahead in its place.
+        """
+        for label in "abcd":
+            self.q.call(self.rec, label)
+        self.assertEqual(self.q.pending(), 0)
+        self.q.call(self.rec, "e", doNext=True)
+        # d went back to the queue, e took its place.
+        self.assertEqual(self.q.pending(), 1)
+        self.q.call(self.rec, "f")
+        self.assertEqual(self.q.pending(), 2)
+        self.r1.perform()
+        self.r2.perform()
+        # Both went on to their calls ahead (e among them), and were given
+        # d and f ahead.
+        self.assertEqual(self.q.pending(), 0)
+        given = [[t.args[0] for t in w._given] for w in (self.w1, self.w2)]
+        self.assertEqual(sorted(g[0] for g in given), ["c", "e"])
+        self.assertEqual(sorted(g[1] for g in given), ["d", "f"])
+        self.r1.performAll()
+        self.r2.performAll()
+        self.assertEqual(sorted(self.rec.calls), list("abcdef"))
         self.successResultOf(self.q.whenIdle())
 
     def test_detachTakesBack(self) -> None:

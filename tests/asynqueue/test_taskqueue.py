@@ -19,11 +19,18 @@ from asynqueue import (
     QueueStopped,
     Task,
     TaskQueue,
+    ThreadWorker,
     WorkerError,
     taskqueue,
 )
+from asynqueue.workers import MemoryJobRunner
 
-from .helpers import FakeWorker, Recorder, memoryWorker
+from .helpers import FakeWorker, Recorder, memoryWorker, syncCall
+
+
+class _NoAheadWorker(ThreadWorker):
+    # A worker given one task at a time.
+    takesAhead = False  # type: ignore[assignment]
 
 
 class OrderingTests(SynchronousTestCase):
@@ -81,13 +88,15 @@ class OrderingTests(SynchronousTestCase):
 
     def test_busyWorkerGoesOn(self) -> None:
         """
-        A worker that takes nothing ahead (C{holdIterations}) and is freed
-        while calls wait goes straight on to the best of them, in order,
-        one at a time, and is idle (free for the next call) once none wait.
+        A worker that takes nothing ahead (as sAsync's worker processes)
+        and is freed while calls wait goes straight on to the best of them,
+        in order, one at a time, and is idle (free for the next call) once
+        none wait.
         """
         q = TaskQueue()
         rec = Recorder()
-        worker, runner = memoryWorker(holdIterations=True)
+        runner = MemoryJobRunner()
+        worker = _NoAheadWorker(runner=runner, callFromThread=syncCall)
         q.attachWorker(worker)
         ds = [
             q.call(rec, label, niceness=nice)

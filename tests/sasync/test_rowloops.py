@@ -313,3 +313,28 @@ class PausingConsumer:
         if len(self.rows) == self.pauseAt:
             self.producer.pauseProducing()
             self.pausedD.callback(None)
+
+
+async def test_callGivenAheadOfAStream(serverURL: str, brokers: Any) -> None:
+    """
+    A transaction called right behind one that turns into an open
+    iteration is given to the same connection ahead (its thread goes on to
+    it without waiting for the reactor), but never waits for the
+    iteration: the queue takes it back, and it runs on an overflow
+    connection, in a transaction of its own, while the rows are unread.
+    """
+    broker = brokers(
+        Touches, serverURL, batchSize=BATCH, connections=1, overflowConnections=1
+    )
+    await broker.fill(ROWS)
+    queue = broker._handle.queue
+    d = broker.rows(stream=True)
+    touched = broker.touch(-1, timeout=30)
+    # Both on the one worker: the second given ahead.
+    assert (queue.running(), queue.pending()) == (2, 0)
+    await touched
+    rows = await d
+    assert broker._handle.iterationsLetGo == 0
+    assert [row.n async for row in rows] == list(range(ROWS))
+    assert await broker.touchCounts() == {-1: 1}
+    assert await broker.openTransactions() == 0
