@@ -6,7 +6,15 @@ lives somewhere else (usually in a worker thread), fetching them in batches.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from enum import Enum
 from itertools import islice
 from sys import maxsize
@@ -589,8 +597,39 @@ class Deferator(Generic[T]):
         self._failure = None
         return failure
 
-    def __aiter__(self) -> Deferator[T]:
-        return self
+    def __aiter__(self) -> AsyncIterator[T]:
+        # An async generator, whose one frame serves the whole loop: a
+        # buffered item then costs no Python call and no new awaitable, as
+        # it does through __anext__ (a fifth less CPU a row, Row included).
+        return self._items()
+
+    async def _items(self) -> AsyncGenerator[T, None]:
+        # __anext__, looped. (A loop left early leaves nothing behind: the
+        # items not taken stay buffered, for the next loop.)
+        buffer = self._buffer
+        popleft = buffer.popleft
+        finish = self._finishItem
+        while True:
+            # The hot path, as in __anext__. (The level is read again after
+            # each item: the loop's body may stop, pause or take items.)
+            if finish is not None:
+                while len(buffer) > self._fastAbove:
+                    yield finish(popleft())
+            else:
+                while len(buffer) > self._fastAbove:
+                    yield popleft()
+            if buffer:
+                yield self._popBuffered()
+            else:
+                try:
+                    d = self.__next__()
+                except StopIteration:
+                    return
+                try:
+                    item = await d
+                except IterationStopped:
+                    return
+                yield item
 
     def __anext__(self) -> Awaitable[T]:
         # A buffered item needs no Deferred, and most items of a big
