@@ -345,8 +345,8 @@ class Deferator(Generic[T]):
         self._fetchAt = _FETCH_AT
         self._fastAbove = _FETCH_AT + 1
         # One empty tuple per item the running chunk of an async for may
-        # still take (see _items); cleared (_cut) by whatever else takes
-        # items or changes the levels.
+        # still take (see _items); cleared by whatever else takes items or
+        # changes the levels, which ends that chunk.
         self._tickets: list[tuple[()]] = []
         self._source = _Source.EXHAUSTED if fetch is None else _Source.FETCHING
         self._inFlight = 0
@@ -611,7 +611,8 @@ class Deferator(Generic[T]):
     def __aiter__(self) -> AsyncIterator[T]:
         # An async generator, whose one frame serves the whole loop: a
         # buffered item then costs no Python call and no new awaitable, as
-        # it does through __anext__ (a fifth less CPU a row, Row included).
+        # it does through __anext__; and most items are taken in C (about a
+        # third fewer instructions a row, making its Row included).
         return self._items()
 
     async def _items(self) -> AsyncGenerator[T, None]:
