@@ -6,9 +6,17 @@ lives somewhere else (usually in a worker thread), fetching them in batches.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from enum import Enum
-from itertools import islice
+from itertools import islice, starmap
 from sys import maxsize
 from types import coroutine
 from typing import Any, Generic, TypeVar
@@ -41,6 +49,10 @@ FINISH_ITEM = "finishItem"
 #: this many items, at least (or as soon as L{Deferator._prefetch} may start
 #: one, if that is sooner); see L{Deferator._levels}.
 _FETCH_AT = 1
+
+#: The most items an C{async for} over a L{Deferator} takes in one run of C
+#: code (see L{Deferator._items}).
+_CHUNK = 1024
 
 #: The attribute by which an iterator that a task returns may say (true)
 #: that its items are all in memory already: reading them needs no worker
@@ -332,6 +344,10 @@ class Deferator(Generic[T]):
         # _finishedAhead: those items take the careful path).
         self._fetchAt = _FETCH_AT
         self._fastAbove = _FETCH_AT + 1
+        # One empty tuple per item the running chunk of an async for may
+        # still take (see _items); cleared by whatever else takes items or
+        # changes the levels, which ends that chunk.
+        self._tickets: list[tuple[()]] = []
         self._source = _Source.EXHAUSTED if fetch is None else _Source.FETCHING
         self._inFlight = 0
         # How many fetches have landed (to tell one that lands at once).
@@ -370,6 +386,7 @@ class Deferator(Generic[T]):
         # due as soon as _prefetch may start one (one batch used, not only
         # when the buffer is nearly empty), so that the worker reads the
         # next batch while this one is used.
+        self._tickets.clear()
         at = _FETCH_AT
         if self._source is _Source.FETCHING and self._inFlight < self._fetchDepth:
             hint = self._batchHint
@@ -546,6 +563,7 @@ class Deferator(Generic[T]):
     def _popBuffered(self) -> T:
         # The next item of the (non-empty) buffer, finished; and a fetch
         # ahead when one is due (see _levels).
+        self._tickets.clear()
         buffer = self._buffer
         item = buffer.popleft()
         if self._finishItem is not None:
@@ -568,6 +586,7 @@ class Deferator(Generic[T]):
         return self.fetchMore().addCallbacks(self._popAfterFetch, self._takeFailure)
 
     def _popAfterFetch(self, _: None) -> T | Deferred[T]:
+        self._tickets.clear()
         if self._buffer:
             item = self._buffer.popleft()
             if self._finishItem is not None:
@@ -589,14 +608,52 @@ class Deferator(Generic[T]):
         self._failure = None
         return failure
 
-    def __aiter__(self) -> Deferator[T]:
-        return self
+    def __aiter__(self) -> AsyncIterator[T]:
+        # An async generator, whose one frame serves the whole loop: a
+        # buffered item then costs no Python call and no new awaitable, as
+        # it does through __anext__; and most items are taken in C (about a
+        # third fewer instructions a row, making its Row included).
+        return self._items()
+
+    async def _items(self) -> AsyncGenerator[T, None]:
+        # __anext__, looped. (A loop left early leaves nothing behind: the
+        # items not taken stay buffered, for the next loop.)
+        buffer = self._buffer
+        popleft = buffer.popleft
+        finish = self._finishItem
+        while True:
+            n = len(buffer) - self._fastAbove
+            if n > 0:
+                # The hot path, as in __anext__: the next n items need no
+                # fetch, only finishing. They are taken in C, each popped
+                # as it is handed out, while a ticket is left: whatever else
+                # takes items or changes the levels meanwhile (this loop's
+                # body may stop, pause, take items) clears the tickets,
+                # which ends the chunk after the current item.
+                self._tickets.clear()
+                tickets = self._tickets = [()] * min(n, _CHUNK)
+                chunk = starmap(popleft, tickets)
+                for item in chunk if finish is None else map(finish, chunk):
+                    yield item
+            elif buffer:
+                yield self._popBuffered()
+            else:
+                try:
+                    d = self.__next__()
+                except StopIteration:
+                    return
+                try:
+                    item = await d
+                except IterationStopped:
+                    return
+                yield item
 
     def __anext__(self) -> Awaitable[T]:
         # A buffered item needs no Deferred, and most items of a big
         # result are buffered when asked for. The hot path, once per item:
         # with plenty buffered (and none finished already), no fetch is due
         # and the item only needs finishing.
+        self._tickets.clear()
         buffer = self._buffer
         if len(buffer) > self._fastAbove:
             finish = self._finishItem

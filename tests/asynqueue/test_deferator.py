@@ -190,6 +190,114 @@ class DeferatorTests(SynchronousTestCase):
             batches.pop(0).callback(([1], True))
         self.assertEqual(self.successResultOf(result), [0, 1])
 
+    def test_asyncForLeftEarly(self) -> None:
+        """
+        An C{async for} left early takes no item it did not hand out: the
+        next loop goes on from there, each item finished once.
+        """
+        finished: list[int] = []
+
+        def finish(x: int) -> int:
+            finished.append(x)
+            return x * 10
+
+        dr = Deferator(list(range(10)), finish=finish)
+
+        async def collect(until: int | None) -> list[int]:
+            got = []
+            async for x in dr:
+                got.append(x)
+                if x == until:
+                    break
+            return got
+
+        self.assertEqual(
+            self.successResultOf(Deferred.fromCoroutine(collect(30))), [0, 10, 20, 30]
+        )
+        self.assertEqual(
+            self.successResultOf(Deferred.fromCoroutine(collect(None))),
+            [40, 50, 60, 70, 80, 90],
+        )
+        self.assertEqual(finished, list(range(10)))
+
+    def test_asyncForBodyChangesBuffer(self) -> None:
+        """
+        What the body of an C{async for} does to the Deferator counts from
+        the next item on: items taken and put back finished are not
+        finished again, and a stop ends the loop.
+        """
+        finished: list[int] = []
+
+        def finish(x: int) -> int:
+            finished.append(x)
+            return x * 10
+
+        _batches, fetch = heldFetches()
+        dr = Deferator(list(range(10)), fetch, finish=finish)
+
+        async def collect() -> list[int]:
+            got = []
+            async for x in dr:
+                got.append(x)
+                if x == 20:
+                    dr.putBack(dr.takeBuffered())
+                elif x == 50:
+                    dr.stop()
+            return got
+
+        self.assertEqual(
+            self.successResultOf(Deferred.fromCoroutine(collect())),
+            [0, 10, 20, 30, 40, 50],
+        )
+        self.assertEqual(finished, list(range(10)))
+        self.assertTrue(dr.done)
+
+    def test_asyncForBodyTakesItems(self) -> None:
+        """
+        Items the body of an C{async for} takes itself, with C{__anext__},
+        C{next} or a loop of its own, are not taken again, nor skipped.
+        """
+
+        def collect(body: Callable[[Deferator[int], int], Any]) -> list[int]:
+            finished: list[int] = []
+
+            def finish(x: int) -> int:
+                finished.append(x)
+                return x * 10
+
+            dr = Deferator(list(range(20)), finish=finish)
+
+            async def loop() -> list[int]:
+                got = []
+                async for x in dr:
+                    got.append(x)
+                    got.extend(await body(dr, x))
+                return got
+
+            got = self.successResultOf(Deferred.fromCoroutine(loop()))
+            self.assertEqual(finished, list(range(20)))
+            return got
+
+        async def anextTakes(dr: Deferator[int], x: int) -> list[int]:
+            if x in (0, 100):
+                return [await dr.__anext__() for _ in range(3)]
+            return []
+
+        async def othersTake(dr: Deferator[int], x: int) -> list[int]:
+            taken = []
+            if x == 10:
+                taken.append(self.successResultOf(next(dr)))
+            elif x == 30:
+                async for y in dr:
+                    taken.append(y)
+                    if y == 60:
+                        break
+            return taken
+
+        everything = [x * 10 for x in range(20)]
+        self.assertEqual(collect(anextTakes), everything)
+        self.assertEqual(collect(othersTake), everything)
+
     def test_emptyBatchWhileAwaiting(self) -> None:
         """
         A fetch that brings no items but says more follow (a source that
