@@ -375,10 +375,11 @@ class AdmissionTests(SynchronousTestCase):
         calls = [broker.work(n) for n in range(1000)]
         perCall = (len(gc.get_objects()) - before) / len(calls)
         gc.enable()
-        # (8 here; 9 after some other tests: asynqueue's Task sets some
-        # attributes only when needed, so once earlier tasks set them in
-        # another order, CPython gives each new Task a dict of its own.)
-        self.assertLessEqual(perCall, 9)
+        # (8 here, 9 after some other tests, plus a few made once for all
+        # 1,000: asynqueue's Task sets some attributes only when needed, so
+        # once earlier tasks set them in another order, CPython gives each
+        # new Task a dict of its own.)
+        self.assertLessEqual(perCall, 9.5)
         self.assertEqual(len(workers.only.received), 1)
         for n in range(len(first) + len(calls)):
             workers.only.succeed(n)
