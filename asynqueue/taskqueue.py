@@ -440,11 +440,18 @@ class TaskQueue:
                     return True
         return False
 
-    def _start(self, slot: WorkerSlot, task: Task[Any], kept: bool = False) -> None:
+    def _start(
+        self,
+        slot: WorkerSlot,
+        task: Task[Any],
+        kept: bool = False,
+        keptAhead: bool = False,
+    ) -> None:
         # kept: the slot stays as it is, busy with one task (the one it was
-        # freed of is replaced by this one; see _freedFrom).
+        # freed of is replaced by this one); keptAhead: busy with two, this
+        # one given ahead in place of the one it started (see _goOn).
         worker = slot.worker
-        if not kept and self._workers.take(slot, task):
+        if keptAhead or (not kept and self._workers.take(slot, task)):
             # Given ahead, to run after the worker's current task.
             task.start(worker, self._takeBackCallback)
         else:
@@ -488,8 +495,7 @@ class TaskQueue:
             self._queued -= 1
             self._start(slot, task, kept=True)
             return True
-        onFreed = slot.onFreed
-        if slot.ahead is None or onFreed is None or workers.idle:
+        if slot.ahead is None or slot.onFreed is None or workers.idle:
             return False
         # A worker that takes ahead, done with one of its two tasks: it is
         # on the one given ahead now, and the best task is given ahead in
@@ -497,14 +503,7 @@ class TaskQueue:
         heapq.heappop(self._heap)
         self._queued -= 1
         workers.replaceAhead(slot, task).startedAhead()
-        task.start(slot.worker, self._takeBackCallback)
-        self._running.add(task)
-        try:
-            slot.worker.give(task, onFreed)
-        except Exception:
-            self._running.discard(task)
-            self._unload(slot)
-            task.fail(Failure())  # type: ignore[no-untyped-call]
+        self._start(slot, task, keptAhead=True)
         return True
 
     def _unload(self, slot: WorkerSlot) -> None:

@@ -347,7 +347,7 @@ class ThreadWorker:
         if exhausted:
             onFreed(self, task)
             return Deferator(items, finish=finish)
-        if not holds and getattr(taker.iterator, IN_MEMORY, False):
+        if getattr(taker.iterator, IN_MEMORY, False):
             # Nothing for the thread to read: no hold, no hop.
             onFreed(self, task)
             return Deferator(
