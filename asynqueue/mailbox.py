@@ -8,6 +8,11 @@ mostly already due to wake for an earlier one. A L{Mailbox} queues the
 calls and asks the reactor to run them (one C{callFromThread}, one
 wake-up) only when no earlier request is still waiting; the reactor then
 runs every call that has arrived, in the order they came.
+
+A worker thread that already has its next task may also give way to a
+reactor kept from its results (L{Mailbox.giveWay}): several threads running
+Python beside the reactor pass the GIL among themselves, and the reactor,
+one contender among them, waits its turn behind each.
 """
 
 from __future__ import annotations
@@ -16,11 +21,20 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from twisted.logger import Logger
 
 _log = Logger()
+
+#: Seconds a run asked of the reactor may wait before a worker thread
+#: between two tasks gives way (L{Mailbox.giveWay}): a reactor that is free
+#: starts one within about 0.1 ms.
+GIVE_WAY_AFTER = 0.0003
+#: The longest a worker thread gives way for, once (seconds): a reactor
+#: kept busy by other work (or stopped) holds it up no longer than that.
+GIVE_WAY_MOST = 0.02
 
 
 class Mailbox:
@@ -34,17 +48,28 @@ class Mailbox:
     order must all go through the same mailbox.
     """
 
-    def __init__(self, callFromThread: Callable[..., object]) -> None:
+    def __init__(
+        self,
+        callFromThread: Callable[..., object],
+        now: Callable[[], float] = monotonic,
+    ) -> None:
         """
         @param callFromThread: The reactor's C{callFromThread} (or a test's
             stand-in).
+        @param now: A monotonic clock, in seconds (tests pass their own).
         """
         self._callFromThread = callFromThread
+        self._now = now
         # Any thread appends; the reactor thread pops from the left: both
         # atomic.
         self._calls: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         # True from the moment a run is asked of the reactor until it starts.
         self._asked = False
+        # When the run now asked for was asked (meaningful while _asked).
+        self._askedAt = 0.0
+        # What threads giving way wait on: made by the first of them, set
+        # and dropped at the end of the next run.
+        self._ran: threading.Event | None = None
         # Bound once: this is asked for once per wake-up.
         self._runAllJob = self._runAll
 
@@ -57,20 +82,54 @@ class Mailbox:
         # will see this call, and one that has not is still to come.
         if not self._asked:
             self._asked = True
+            self._askedAt = self._now()
             self._callFromThread(self._runAllJob)
+
+    def giveWay(
+        self, after: float = GIVE_WAY_AFTER, most: float = GIVE_WAY_MOST
+    ) -> bool:
+        """
+        Any thread but the reactor's, between two pieces of work: if the
+        reactor has not started a run asked of it more than C{after}
+        seconds ago, wait, without the GIL, until that run has ended (at
+        most C{most} seconds), so that one thread fewer competes with the
+        reactor for the GIL meanwhile.
+
+        @return: whether the reactor was found behind (and the thread
+            waited).
+        """
+        if not self._asked or self._now() - self._askedAt <= after:
+            return False
+        ran = self._ran
+        if ran is None:
+            ran = self._ran = threading.Event()
+        # Looked at again after the event is in place: a run that has
+        # already cleared the flag may have missed the event, one that has
+        # not will set it.
+        if self._asked:
+            ran.wait(most)
+        return True
 
     def _runAll(self) -> None:
         # Reactor thread. Cleared before the first call is taken, so that a
         # call posted meanwhile either runs here or asks for another run.
         self._asked = False
         calls = self._calls
-        while calls:
-            f, args = calls.popleft()
-            try:
-                f(*args)
-            except Exception:
-                # As callFromThread does: logged, and the rest still run.
-                _log.failure("Error in a call from a thread: {f!r}", f=f)
+        try:
+            while calls:
+                f, args = calls.popleft()
+                try:
+                    f(*args)
+                except Exception:
+                    # As callFromThread does: logged, and the rest still run.
+                    _log.failure("Error in a call from a thread: {f!r}", f=f)
+        finally:
+            # At the end, not the start: threads that gave way come back
+            # once the results are handed out and their next tasks given.
+            ran = self._ran
+            if ran is not None:
+                self._ran = None
+                ran.set()
 
 
 _mailboxes: weakref.WeakKeyDictionary[Any, Mailbox] = weakref.WeakKeyDictionary()

@@ -34,7 +34,7 @@ from .deferator import (
 )
 from .errors import WorkerError
 from .interfaces import IWorker
-from .mailbox import mailboxFor
+from .mailbox import Mailbox, mailboxFor
 from .task import Task, setCurrentTask
 from .task import _local as _taskLocal
 
@@ -106,6 +106,9 @@ class ThreadWorker:
         self.runner = runner if runner is not None else JobThread(name)
         # Resolved on first use, so that making a worker needs no reactor.
         self._callFromThreadGiven = callFromThread
+        # The mailbox results go through, if they do (see _runNext).
+        owner = getattr(callFromThread, "__self__", None)
+        self._mailbox: Mailbox | None = owner if isinstance(owner, Mailbox) else None
         # Reactor thread: the tasks given and not yet done, oldest first.
         self._given: list[Task[Any]] = []
         # Tasks given and not yet started, with what to call when the
@@ -158,7 +161,8 @@ class ThreadWorker:
         if self._callFromThreadGiven is None:
             # Shared with every other worker of this reactor's: results
             # that arrive together wake the reactor once.
-            self._callFromThreadGiven = mailboxFor(globalReactor()).post
+            self._mailbox = mailboxFor(globalReactor())
+            self._callFromThreadGiven = self._mailbox.post
         return self._callFromThreadGiven
 
     def holdChanged(self, held: bool) -> None:
@@ -311,6 +315,13 @@ class ThreadWorker:
         # this one, the failure would hold itself (a cycle, and with it the
         # task, freed only by the garbage collector).
         del result
+        if self._pending and self._mailbox is not None:
+            # A task given ahead waits: the thread would go on running
+            # Python without letting the reactor in between. If the reactor
+            # is behind with its results, stand aside until it has caught
+            # up, rather than be one more thread it queues behind for the
+            # GIL.
+            self._mailbox.giveWay()
 
     def _ran(self, task: Task[Any], kind: str, result: Any, onFreed: _OnFreed) -> None:
         # Reactor thread: the task's job has run; kind is "value" (result:

@@ -64,6 +64,8 @@ def summariseVariant(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if len(nets) == len(lags):
             # Net of the loop thread's wait for a CPU (Linux only).
             summary["lag"]["p99NetMs"] = median(nets)
+        if all("over5Ms" in x for x in lags):
+            summary["lag"]["over5Ms"] = median([x["over5Ms"] for x in lags])
         if all("gcFull" in x for x in lags):
             summary["lag"]["gcFull"] = median([x["gcFull"] for x in lags])
             summary["lag"]["gcFullMaxMs"] = max(x["gcFullMaxMs"] for x in lags)

@@ -5,15 +5,16 @@ per wake-up. The reactor is a stand-in whose C{callFromThread} only records.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from asynqueue import ThreadWorker
+from asynqueue import Task, ThreadWorker
 from asynqueue._util import globalReactor
-from asynqueue.mailbox import Mailbox, mailboxFor
+from asynqueue.mailbox import GIVE_WAY_AFTER, Mailbox, mailboxFor
 from asynqueue.workers import MemoryJobRunner
 
 
@@ -100,6 +101,130 @@ class MailboxTests(SynchronousTestCase):
         self.assertEqual(self.ran, ["after"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         self.assertTrue(any("log_failure" in event for event in events))
+
+
+class GiveWayTests(SynchronousTestCase):
+    """
+    L{Mailbox.giveWay}: a thread between two tasks waits for a reactor that
+    has been kept from its results, and only then.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = RecordingReactor()
+        self.time = 100.0
+        self.mailbox = Mailbox(self.reactor.callFromThread, now=lambda: self.time)
+        self.ran: list[object] = []
+
+    def test_nothingAsked(self) -> None:
+        """
+        With no run asked of the reactor, nobody waits.
+        """
+        self.assertFalse(self.mailbox.giveWay(most=60))
+
+    def test_askedJustNow(self) -> None:
+        """
+        A run asked no longer than C{after} ago is the reactor's normal
+        wake-up, not a reactor kept from its results: nobody waits.
+        """
+        self.mailbox.post(self.ran.append, 1)
+        self.time += GIVE_WAY_AFTER
+        self.assertFalse(self.mailbox.giveWay(most=60))
+
+    def test_afterTheRun(self) -> None:
+        """
+        Once the reactor has run what was asked, nobody waits, however long
+        it took.
+        """
+        self.mailbox.post(self.ran.append, 1)
+        self.time += 1
+        self.reactor.runAsked()
+        self.assertFalse(self.mailbox.giveWay(most=60))
+
+    def test_waitsForTheRun(self) -> None:
+        """
+        A thread that finds the reactor behind waits until the reactor has
+        run every call posted, then goes on.
+        """
+        self.mailbox.post(self.ran.append, "result")
+        self.time += 1
+        seen: list[object] = []
+
+        def worker() -> None:
+            seen.append(self.mailbox.giveWay(most=60))
+            seen.append(list(self.ran))
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        # Until the thread waits (bounded, should it return at once).
+        for _ in range(10000):
+            if self.mailbox._ran is not None or not thread.is_alive():
+                break
+            thread.join(0.001)
+        self.assertTrue(thread.is_alive(), "returned without waiting")
+        self.reactor.runAsked()
+        thread.join(10)
+        self.assertFalse(thread.is_alive(), "still waiting after the run")
+        self.assertEqual(seen, [True, ["result"]])
+        self.assertIsNone(self.mailbox._ran)
+
+    def test_waitBounded(self) -> None:
+        """
+        A thread waits at most C{most} seconds, and the next run drops what
+        it waited on.
+        """
+        self.mailbox.post(self.ran.append, 1)
+        self.time += 1
+        self.assertTrue(self.mailbox.giveWay(most=0))
+        self.reactor.runAsked()
+        self.assertIsNone(self.mailbox._ran)
+        self.assertEqual(self.ran, [1])
+
+
+class WorkerGivesWayTests(SynchronousTestCase):
+    """
+    A L{ThreadWorker} whose results go through a mailbox gives way to the
+    reactor between a task and the one given ahead of time, not otherwise.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = RecordingReactor()
+        self.mailbox = Mailbox(self.reactor.callFromThread)
+        self.gaveWay: list[int] = []
+        self.mailbox.giveWay = self._giveWay  # type: ignore[method-assign]
+        self.runner = MemoryJobRunner()
+        self.worker = ThreadWorker(runner=self.runner, callFromThread=self.mailbox.post)
+        self.freed: list[object] = []
+
+    def _giveWay(self, after: float = 0, most: float = 0) -> bool:
+        self.gaveWay.append(len(self.worker._pending))
+        return False
+
+    def _give(self, n: int) -> None:
+        task: Task[int] = Task(lambda: n, (), {})
+        self.worker.give(task, lambda worker, task: self.freed.append(task))
+
+    def test_betweenATaskAndTheNext(self) -> None:
+        """
+        With a task given ahead, the thread looks whether to give way once
+        it has handed the first result over; with none, it does not.
+        """
+        self._give(1)
+        self._give(2)
+        self.runner.perform()
+        self.assertEqual(self.gaveWay, [1])
+        self.runner.perform()
+        self.assertEqual(self.gaveWay, [1])
+        self.reactor.runAsked()
+        self.assertEqual(len(self.freed), 2)
+
+    def test_notWithoutAMailbox(self) -> None:
+        """
+        A worker given a plain C{callFromThread} never gives way.
+        """
+        worker = ThreadWorker(
+            runner=MemoryJobRunner(), callFromThread=self.reactor.callFromThread
+        )
+        self.assertIsNone(worker._mailbox)
 
 
 class MailboxForTests(SynchronousTestCase):

@@ -26,6 +26,7 @@ class LagStatsTests(SynchronousTestCase):
         Without causes, only the lag's own fields are there.
         """
         stats = lagStats([0.0, 0.001, 0.002])
+        self.assertEqual(stats["over5Ms"], 0)
         self.assertEqual(stats["samples"], 3)
         self.assertEqual(stats["maxMs"], 2.0)
         self.assertNotIn("p99NetMs", stats)
@@ -37,6 +38,7 @@ class LagStatsTests(SynchronousTestCase):
         the longest, in milliseconds.
         """
         stats = lagStats([0.0, 0.02], [0.0, 0.003], [0.05, 0.01])
+        self.assertEqual(stats["over5Ms"], 1)
         self.assertEqual(stats["p99Ms"], 20.0)
         self.assertEqual(stats["p99NetMs"], 3.0)
         self.assertEqual((stats["gcFull"], stats["gcFullMaxMs"]), (2, 50.0))
