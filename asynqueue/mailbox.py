@@ -70,6 +70,7 @@ class Mailbox:
         # What threads giving way wait on: made by the first of them, set
         # and dropped at the end of the next run.
         self._ran: threading.Event | None = None
+        self._ranLock = threading.Lock()
         # Bound once: this is asked for once per wake-up.
         self._runAllJob = self._runAll
 
@@ -81,8 +82,9 @@ class Mailbox:
         # Appended before the flag is read: a run that has cleared the flag
         # will see this call, and one that has not is still to come.
         if not self._asked:
-            self._asked = True
+            # The time first: a thread that sees the flag sees this ask's.
             self._askedAt = self._now()
+            self._asked = True
             self._callFromThread(self._runAllJob)
 
     def giveWay(
@@ -100,9 +102,12 @@ class Mailbox:
         """
         if not self._asked or self._now() - self._askedAt <= after:
             return False
-        ran = self._ran
-        if ran is None:
-            ran = self._ran = threading.Event()
+        with self._ranLock:
+            # (Two threads must not each make one: the run would set only
+            # the second.)
+            ran = self._ran
+            if ran is None:
+                ran = self._ran = threading.Event()
         # Looked at again after the event is in place: a run that has
         # already cleared the flag may have missed the event, one that has
         # not will set it.
