@@ -71,7 +71,10 @@ class ThreadWorker:
     waiting for the reactor; until the thread starts it, the queue may
     L{take it back<takeBack>}. With C{holdIterations}, an iteration that
     holds the worker pauses that (see L{pauseAhead}): the thread leaves
-    the task given ahead alone, and the queue takes it back.
+    the task given ahead alone, and the queue takes it back. Before it
+    starts a task given ahead, a thread whose results go through a
+    L{Mailbox<asynqueue.mailbox.Mailbox>} gives way to a reactor that is
+    behind with them (L{Mailbox.giveWay<asynqueue.mailbox.Mailbox.giveWay>}).
 
     @cvar cQualified: The series every ThreadWorker runs besides its own
         C{series}: C{"thread"} and C{"local"}, as in the original AsynQueue.
