@@ -70,6 +70,12 @@ class WorkerThread(Protocol):
         This worker's connection, opened or replaced as needed.
         """
 
+    def giveWay(self) -> bool:
+        """
+        Between two statements: wait while the reactor is behind with the
+        results handed to it (see L{asynqueue.ThreadWorker.giveWay}).
+        """
+
     @property
     def dbapiConnection(self) -> Any:
         """

@@ -697,10 +697,12 @@ class EngineHandle:
 
 def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]:
     """
-    The dialect's execution context, changed in two ways, both decided when
-    a statement's cursor is made (no engine events, which would slow every
-    statement down):
+    The dialect's execution context, changed in three ways, all decided
+    when a statement's cursor is made (no engine events, which would slow
+    every statement down):
 
+      - the worker thread gives way to a reactor that is behind
+        (L{ThreadWorker.giveWay<asynqueue.workers.ThreadWorker.giveWay>});
       - a task asked to stop (cancelled, timed out) starts no new statement;
       - the SELECTs of a transaction that streams get a server-side cursor.
         (The C{stream_results} option would apply to every statement,
@@ -716,6 +718,11 @@ def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]
     class SAsyncExecutionContext(base):  # type: ignore[misc]
         def create_cursor(self) -> Any:
             # Worker thread: this transaction's thread state decides.
+            worker = state.worker
+            if worker is not None:
+                # Between two statements, as between two tasks: a reactor
+                # that is behind with its results gets the GIL first.
+                worker.giveWay()
             task = current.task
             if task is not None and task.stopRequested:
                 raise CancelledError(f"{task.info} was asked to stop")

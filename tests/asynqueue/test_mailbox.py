@@ -217,6 +217,20 @@ class WorkerGivesWayTests(SynchronousTestCase):
         self.reactor.runAsked()
         self.assertEqual(len(self.freed), 2)
 
+    def test_giveWayBetweenSteps(self) -> None:
+        """
+        L{ThreadWorker.giveWay} (for a long task's steps) asks the mailbox
+        only while a run is asked of the reactor.
+        """
+        self.assertFalse(self.worker.giveWay())
+        self.assertEqual(self.gaveWay, [])
+        self.mailbox.post(self.freed.append, "result")
+        self.assertFalse(self.worker.giveWay())
+        self.assertEqual(len(self.gaveWay), 1)
+        self.reactor.runAsked()
+        self.assertFalse(self.worker.giveWay())
+        self.assertEqual(len(self.gaveWay), 1)
+
     def test_notWithoutAMailbox(self) -> None:
         """
         A worker given a plain C{callFromThread} never gives way.
@@ -225,6 +239,7 @@ class WorkerGivesWayTests(SynchronousTestCase):
             runner=MemoryJobRunner(), callFromThread=self.reactor.callFromThread
         )
         self.assertIsNone(worker._mailbox)
+        self.assertFalse(worker.giveWay())
 
 
 class MailboxForTests(SynchronousTestCase):

@@ -112,6 +112,40 @@ def test_stoppedTaskStartsNoStatement() -> None:
     engine.dispose()
 
 
+def test_givesWayBeforeEachStatement() -> None:
+    """
+    Before each statement, the worker thread gives way to a reactor that is
+    behind (L{ThreadWorker.giveWay}), so that a transaction of many
+    statements does not keep the GIL from it throughout; a thread that is
+    no worker's does not.
+    """
+    from sasync.connection._engines import _instrument
+    from sasync.connection._threadstate import state
+
+    class Worker:
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def giveWay(self) -> bool:
+            self.asked += 1
+            return False
+
+    engine = SA.create_engine("sqlite://")
+    _instrument(engine)
+    worker = Worker()
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+        state.worker = worker  # type: ignore[assignment]
+        try:
+            for n in range(3):
+                assert conn.execute(SA.text("SELECT :n"), {"n": n}).scalar() == n
+        finally:
+            state.worker = None
+        conn.exec_driver_sql("SELECT 2")
+    engine.dispose()
+    assert worker.asked == 3
+
+
 def test_statementKindOncePerCompiled(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     What a statement is (a SELECT, a write) is worked out once per compiled
