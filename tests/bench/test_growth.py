@@ -270,3 +270,26 @@ def test_registered() -> None:
             getattr(txsize if module == "bench.txsize" else streammemory, function)
         )
         assert (BY_NAME[name].needs == "sasync") == ("sasync" in name)
+
+
+def test_ratioJustShortShowsWhy() -> None:
+    """
+    A ratio that fails by less than rounding to two places shows a third
+    place, so that the report does not read "1.00x FAIL" against ">= 1x";
+    others keep two places.
+    """
+    target = Target(21, "sql-sasync-dbapi-readcommitted", "ratio", 1.0, "sql-adbapi")
+
+    def summary(rate: float) -> dict[str, Any]:
+        return {
+            "sql": {
+                "variants": {
+                    "sql-adbapi": {"rate": 2289.0},
+                    "sql-sasync-dbapi-readcommitted": {"rate": rate},
+                }
+            }
+        }
+
+    assert check(target, summary(2287.0)) == ("FAIL", "0.999x sql-adbapi")
+    assert check(target, summary(2289.0)) == ("pass", "1.00x sql-adbapi")
+    assert check(target, summary(1831.2)) == ("FAIL", "0.80x sql-adbapi")
