@@ -332,13 +332,13 @@ class ThreadWorker:
         # this one, the failure would hold itself (a cycle, and with it the
         # task, freed only by the garbage collector).
         del result
-        if self._pending and self._mailbox is not None:
+        if self._pending:
             # A task given ahead waits: the thread would go on running
             # Python without letting the reactor in between. If the reactor
             # is behind with its results, stand aside until it has caught
             # up, rather than be one more thread it queues behind for the
             # GIL.
-            self._mailbox.giveWay()
+            self.giveWay()
 
     def _ran(self, task: Task[Any], kind: str, result: Any, onFreed: _OnFreed) -> None:
         # Reactor thread: the task's job has run; kind is "value" (result:

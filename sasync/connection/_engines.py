@@ -740,7 +740,6 @@ def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]
             if kind is _WRITES:
                 state.wrote = True
             elif kind is _SELECTS and state.stream:
-                worker = state.worker
                 context.execution_options = context.execution_options.union(
                     {
                         "stream_results": True,
