@@ -149,6 +149,17 @@ def retriedCount(broker: AccessBroker) -> int:
     return sum(broker._handle.retries.values())
 
 
+def reactorNow() -> float:
+    """
+    The reactor's clock, which timeouts and deadlines are set on. (It is
+    the wall clock: on a fresh machine whose NTP slews it, it can differ
+    from C{time.monotonic()} by milliseconds over a few seconds.)
+    """
+    from twisted.internet import reactor
+
+    return float(reactor.seconds())
+
+
 async def pause(seconds: float) -> None:
     """
     Let the reactor run for C{seconds}.
