@@ -10,9 +10,10 @@ wake-up) only when no earlier request is still waiting; the reactor then
 runs every call that has arrived, in the order they came.
 
 A worker thread that already has its next task may also give way to a
-reactor kept from its results (L{Mailbox.giveWay}): several threads running
-Python beside the reactor pass the GIL among themselves, and the reactor,
-one contender among them, waits its turn behind each.
+reactor kept from its results or from a timer that is due
+(L{Mailbox.giveWay}): several threads running Python beside the reactor pass
+the GIL among themselves, and the reactor, one contender among them, waits
+its turn behind each.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ _log = Logger()
 #: between two tasks gives way (L{Mailbox.giveWay}): a reactor that is free
 #: starts one within about 0.1 ms.
 GIVE_WAY_AFTER = 0.0003
+#: Seconds a timer of the reactor's may be late before a worker thread
+#: gives way to it. Less is normal: a reactor asleep in its poll overruns a
+#: timer by up to a millisecond (the timeout is rounded up), and one that
+#: waits for the GIL behind a single thread gets it at that thread's next
+#: statement; giving way costs the thread the reactor's whole turn. More
+#: means the reactor has lost the GIL to thread after thread.
+TIMER_LATE_AFTER = 0.004
 #: The longest a worker thread gives way for, once (seconds): a reactor
 #: kept busy by other work (or stopped) holds it up no longer than that.
 GIVE_WAY_MOST = 0.02
@@ -52,14 +60,19 @@ class Mailbox:
         self,
         callFromThread: Callable[..., object],
         now: Callable[[], float] = monotonic,
+        timerLate: Callable[[float], bool] | None = None,
     ) -> None:
         """
         @param callFromThread: The reactor's C{callFromThread} (or a test's
             stand-in).
         @param now: A monotonic clock, in seconds (tests pass their own).
+        @param timerLate: Whether a timed call of the reactor's is more than
+            the seconds given late (see L{lateTimerCheck}), from any
+            thread; C{None}: threads give way for runs asked only.
         """
         self._callFromThread = callFromThread
         self._now = now
+        self._timerLate = timerLate
         # Any thread appends; the reactor thread pops from the left: both
         # atomic.
         self._calls: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
@@ -82,25 +95,40 @@ class Mailbox:
         # Appended before the flag is read: a run that has cleared the flag
         # will see this call, and one that has not is still to come.
         if not self._asked:
-            # The time first: a thread that sees the flag sees this ask's.
-            self._askedAt = self._now()
-            self._asked = True
-            self._callFromThread(self._runAllJob)
+            self._ask()
+
+    def _ask(self) -> None:
+        # The time first: a thread that sees the flag sees this ask's.
+        self._askedAt = self._now()
+        self._asked = True
+        self._callFromThread(self._runAllJob)
 
     def giveWay(
-        self, after: float = GIVE_WAY_AFTER, most: float = GIVE_WAY_MOST
+        self,
+        after: float = GIVE_WAY_AFTER,
+        most: float = GIVE_WAY_MOST,
+        timerAfter: float = TIMER_LATE_AFTER,
     ) -> bool:
         """
         Any thread but the reactor's, between two pieces of work: if the
         reactor has not started a run asked of it more than C{after}
-        seconds ago, wait, without the GIL, until that run has ended (at
-        most C{most} seconds), so that one thread fewer competes with the
-        reactor for the GIL meanwhile.
+        seconds ago, or (with none asked) one of its timed calls is more
+        than C{timerAfter} seconds late, wait, without the GIL, until the
+        reactor's next run of this mailbox has ended (at most C{most}
+        seconds), so that one thread fewer competes with the reactor for
+        the GIL meanwhile.
+
+        A late timer means the reactor is waiting for the GIL (the thread
+        asking holds it): the thread asks a run of its own, which the
+        reactor makes in the same turn as the timer's (before it).
 
         @return: whether the reactor was found behind (and the thread
             waited).
         """
-        if not self._asked or self._now() - self._askedAt <= after:
+        if self._asked:
+            if self._now() - self._askedAt <= after:
+                return False
+        elif self._timerLate is None or not self._timerLate(timerAfter):
             return False
         with self._ranLock:
             # (Two threads must not each make one: the run would set only
@@ -108,6 +136,9 @@ class Mailbox:
             ran = self._ran
             if ran is None:
                 ran = self._ran = threading.Event()
+        if not self._asked:
+            # (Two threads may both ask: the second run finds nothing.)
+            self._ask()
         # Looked at again after the event is in place: a run that has
         # already cleared the flag may have missed the event, one that has
         # not will set it.
@@ -137,6 +168,36 @@ class Mailbox:
                 ran.set()
 
 
+def lateTimerCheck(reactor: Any) -> Callable[[float], bool] | None:
+    """
+    For a reactor of Twisted's own loop (epoll, poll, select, kqueue: a
+    C{twisted.internet.base.ReactorBase}), a check, callable from any
+    thread, of whether its earliest timed call is more than the seconds
+    given late; C{None} for any other (a C{Clock}, the asyncio reactor's
+    timers are asyncio's). The check reads the reactor's heap of timed
+    calls, which Twisted keeps private: a hint only, never relied upon (a
+    heap being changed meanwhile may show another call first).
+    """
+    if not isinstance(getattr(reactor, "_pendingTimedCalls", None), list):
+        return None
+    seconds = reactor.seconds
+
+    def late(after: float) -> bool:
+        if not reactor.running:
+            # (Stopped, or not yet started: no timer will run soon.)
+            return False
+        # (Read each time: the reactor replaces the list when it drops
+        # cancelled calls.)
+        timed = reactor._pendingTimedCalls
+        try:
+            due: float = timed[0].time
+        except IndexError:
+            return False
+        return bool(seconds() - due > after)
+
+    return late
+
+
 _mailboxes: weakref.WeakKeyDictionary[Any, Mailbox] = weakref.WeakKeyDictionary()
 # A worker may look its mailbox up first from its own thread (a
 # ThreadWorker resolves it on first use): one mailbox per reactor all the
@@ -154,5 +215,7 @@ def mailboxFor(reactor: Any) -> Mailbox:
     with _mailboxesLock:
         mailbox = _mailboxes.get(reactor)
         if mailbox is None:
-            mailbox = _mailboxes[reactor] = Mailbox(reactor.callFromThread)
+            mailbox = _mailboxes[reactor] = Mailbox(
+                reactor.callFromThread, timerLate=lateTimerCheck(reactor)
+            )
         return mailbox

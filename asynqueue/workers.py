@@ -272,15 +272,15 @@ class ThreadWorker:
         """
         Worker thread, between two steps of a long task (sAsync: between
         two statements of a transaction): if the reactor is behind with
-        the results handed to it, wait, without the GIL, until it has
-        caught up (see L{Mailbox.giveWay<asynqueue.mailbox.Mailbox.giveWay>}).
-        Does nothing for a worker whose results do not go through a
-        mailbox.
+        the results handed to it or with a timer that is due, wait, without
+        the GIL, until it has caught up (see
+        L{Mailbox.giveWay<asynqueue.mailbox.Mailbox.giveWay>}). Does nothing
+        for a worker whose results do not go through a mailbox.
 
         @return: whether it waited.
         """
         mailbox = self._mailbox
-        return mailbox is not None and mailbox._asked and mailbox.giveWay()
+        return mailbox is not None and mailbox.giveWay()
 
     def _runNext(self) -> None:
         # Worker thread: call, and hand back plain values, never Deferreds.

@@ -697,11 +697,12 @@ class EngineHandle:
 
 def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]:
     """
-    The dialect's execution context, changed in three ways, all decided
-    when a statement's cursor is made (no engine events, which would slow
-    every statement down):
+    The dialect's execution context, changed in three ways, decided when a
+    statement's cursor is made and once its answer came (no engine events,
+    which would slow every statement down):
 
-      - the worker thread gives way to a reactor that is behind
+      - the worker thread gives way to a reactor that is behind, before the
+        statement and after it
         (L{ThreadWorker.giveWay<asynqueue.workers.ThreadWorker.giveWay>});
       - a task asked to stop (cancelled, timed out) starts no new statement;
       - the SELECTs of a transaction that streams get a server-side cursor.
@@ -751,6 +752,15 @@ def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]
                     keepCursor(cursor)
                 return cursor
             return super().create_cursor()
+
+        def post_exec(self) -> None:
+            # The statement's answer has come, and with it the GIL back to
+            # this thread, maybe ahead of a reactor that was waiting for it:
+            # before the rows are processed, the reactor may go first.
+            worker = state.worker
+            if worker is not None:
+                worker.giveWay()
+            super().post_exec()
 
     return SAsyncExecutionContext
 

@@ -9,12 +9,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.base import ReactorBase
+from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from asynqueue import Task, ThreadWorker
 from asynqueue._util import globalReactor
-from asynqueue.mailbox import GIVE_WAY_AFTER, Mailbox, mailboxFor
+from asynqueue.mailbox import (
+    GIVE_WAY_AFTER,
+    TIMER_LATE_AFTER,
+    Mailbox,
+    lateTimerCheck,
+    mailboxFor,
+)
 from asynqueue.workers import MemoryJobRunner
 
 
@@ -180,6 +188,147 @@ class GiveWayTests(SynchronousTestCase):
         self.assertEqual(self.ran, [1])
 
 
+class LateTimerTests(SynchronousTestCase):
+    """
+    L{Mailbox.giveWay} with a reactor's timer check: a thread that finds a
+    timer late asks a run of the reactor (which it makes in the timer's
+    turn) and waits until it has ended.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = RecordingReactor()
+        self.time = 100.0
+        self.lateBy = 0.0
+        self.looked: list[float] = []
+        self.mailbox = Mailbox(
+            self.reactor.callFromThread, now=lambda: self.time, timerLate=self._late
+        )
+
+    def _late(self, after: float) -> bool:
+        self.looked.append(after)
+        return self.lateBy > after
+
+    def test_noTimerLate(self) -> None:
+        """
+        With no run asked and no timer late, nobody waits and nothing is
+        asked of the reactor.
+        """
+        self.lateBy = TIMER_LATE_AFTER
+        self.assertFalse(self.mailbox.giveWay(most=60))
+        self.assertEqual(self.looked, [TIMER_LATE_AFTER])
+        self.assertEqual(self.reactor.asked, [])
+
+    def test_waitsForTheTimersTurn(self) -> None:
+        """
+        A thread that finds a timer late asks one run of the reactor, and
+        waits until it has ended.
+        """
+        self.lateBy = 1.0
+        seen: list[bool] = []
+        thread = threading.Thread(target=lambda: seen.append(self.mailbox.giveWay()))
+        thread.start()
+        for _ in range(10000):
+            if self.reactor.asked or not thread.is_alive():
+                break
+            thread.join(0.001)
+        self.assertTrue(thread.is_alive(), "returned without waiting")
+        self.assertEqual(len(self.reactor.asked), 1)
+        self.reactor.runAsked()
+        thread.join(10)
+        self.assertFalse(thread.is_alive(), "still waiting after the run")
+        self.assertEqual(seen, [True])
+        self.assertIsNone(self.mailbox._ran)
+        self.assertFalse(self.mailbox._asked)
+
+    def test_waitBounded(self) -> None:
+        """
+        The wait for a late timer's turn is bounded by C{most} too, and a
+        second thread meanwhile finds the run asked (just now) and does not
+        ask another.
+        """
+        self.lateBy = 1.0
+        self.assertTrue(self.mailbox.giveWay(most=0))
+        self.assertFalse(self.mailbox.giveWay(most=0))
+        self.assertEqual(len(self.reactor.asked), 1)
+        self.reactor.runAsked()
+        self.assertIsNone(self.mailbox._ran)
+
+    def test_askedRunDecides(self) -> None:
+        """
+        While a run is asked, its age decides, not the timers: a run asked
+        just now is the reactor's normal wake-up.
+        """
+        self.lateBy = 1.0
+        self.mailbox.post(list, ())
+        self.assertFalse(self.mailbox.giveWay(most=0))
+        self.assertEqual(self.looked, [])
+
+
+class FakeLoop(ReactorBase):
+    """
+    Twisted's own reactor base with no waker and a clock of the test's:
+    its timers are really kept, never run.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__()
+
+    def installWaker(self) -> None:
+        pass
+
+    def seconds(self) -> float:
+        return self.now
+
+
+class LateTimerCheckTests(SynchronousTestCase):
+    """
+    L{lateTimerCheck}: the earliest timed call of a running Twisted loop,
+    against its own clock.
+    """
+
+    def test_earliestTimer(self) -> None:
+        """
+        Late means the earliest timed call is more than C{after} seconds
+        past its time, while the reactor runs.
+        """
+        loop = FakeLoop()
+        late = lateTimerCheck(loop)
+        assert late is not None
+        loop.running = True
+        self.assertFalse(late(GIVE_WAY_AFTER))
+        loop.callLater(2, list)
+        loop.callLater(1, list)
+        loop.timeout()  # (Where the reactor takes new calls into its heap.)
+        loop.now += 1 + GIVE_WAY_AFTER / 2
+        self.assertFalse(late(GIVE_WAY_AFTER))
+        loop.now += GIVE_WAY_AFTER
+        self.assertTrue(late(GIVE_WAY_AFTER))
+        loop.running = False
+        self.assertFalse(late(GIVE_WAY_AFTER))
+
+    def test_notTwistedsLoop(self) -> None:
+        """
+        A reactor whose timers are not Twisted's own heap (a C{Clock}, a
+        test's stand-in) has no check.
+        """
+        self.assertIsNone(lateTimerCheck(Clock()))
+        self.assertIsNone(lateTimerCheck(RecordingReactor()))
+
+    def test_mailboxForLooksAtTimers(self) -> None:
+        """
+        The reactor's shared mailbox looks at its timers.
+        """
+        loop = FakeLoop()
+        loop.running = True
+        loop.callLater(1, list)
+        loop.timeout()
+        loop.now += 2
+        mailbox = mailboxFor(loop)
+        self.assertTrue(mailbox.giveWay(most=0))
+        self.assertEqual(len(loop.threadCallQueue), 1)
+
+
 class WorkerGivesWayTests(SynchronousTestCase):
     """
     A L{ThreadWorker} whose results go through a mailbox gives way to the
@@ -220,16 +369,14 @@ class WorkerGivesWayTests(SynchronousTestCase):
     def test_giveWayBetweenSteps(self) -> None:
         """
         L{ThreadWorker.giveWay} (for a long task's steps) asks the mailbox
-        only while a run is asked of the reactor.
+        each time, whether or not a run is asked of the reactor: a timer of
+        the reactor's may be due (L{Mailbox.giveWay} decides).
         """
         self.assertFalse(self.worker.giveWay())
-        self.assertEqual(self.gaveWay, [])
+        self.assertEqual(len(self.gaveWay), 1)
         self.mailbox.post(self.freed.append, "result")
         self.assertFalse(self.worker.giveWay())
-        self.assertEqual(len(self.gaveWay), 1)
-        self.reactor.runAsked()
-        self.assertFalse(self.worker.giveWay())
-        self.assertEqual(len(self.gaveWay), 1)
+        self.assertEqual(len(self.gaveWay), 2)
 
     def test_notWithoutAMailbox(self) -> None:
         """

@@ -112,12 +112,12 @@ def test_stoppedTaskStartsNoStatement() -> None:
     engine.dispose()
 
 
-def test_givesWayBeforeEachStatement() -> None:
+def test_givesWayAroundEachStatement() -> None:
     """
-    Before each statement, the worker thread gives way to a reactor that is
-    behind (L{ThreadWorker.giveWay}), so that a transaction of many
-    statements does not keep the GIL from it throughout; a thread that is
-    no worker's does not.
+    Before each statement and once its answer has come, the worker thread
+    gives way to a reactor that is behind (L{ThreadWorker.giveWay}), so
+    that a transaction of many statements does not keep the GIL from it
+    throughout; a thread that is no worker's does not.
     """
     from sasync.connection._engines import _instrument
     from sasync.connection._threadstate import state
@@ -143,7 +143,7 @@ def test_givesWayBeforeEachStatement() -> None:
             state.worker = None
         conn.exec_driver_sql("SELECT 2")
     engine.dispose()
-    assert worker.asked == 3
+    assert worker.asked == 6
 
 
 def test_statementKindOncePerCompiled(monkeypatch: pytest.MonkeyPatch) -> None:
