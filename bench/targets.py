@@ -109,6 +109,15 @@ TARGETS = [
     # Two cores: Core text() under processes=2 no slower than one process.
     Target(21, "sql-sasync-processes", "ratio", 1.0, "sql-sasync"),
     Target(21, "sql-sasync-processes", "ratio", 1.3, "sql-adbapi"),
+    # Two cores, and 90% of what two plain sync processes reach in the same
+    # run: like with like, at their READ COMMITTED.
+    Target(
+        21,
+        "orm-sasync-processes-readcommitted",
+        "ratio",
+        0.9,
+        "orm-sync-2processes",
+    ),
     # Issue 21, memory against result size: flat. Each size runs in a fresh
     # process, so the smallest size's peak is the fixed cost (imports, one
     # connection, one batch); a bounded stream adds only its window (at
