@@ -60,19 +60,28 @@ class Mailbox:
         self,
         callFromThread: Callable[..., object],
         now: Callable[[], float] = monotonic,
-        timerLate: Callable[[float], bool] | None = None,
+        timers: Any = None,
     ) -> None:
         """
         @param callFromThread: The reactor's C{callFromThread} (or a test's
             stand-in).
         @param now: A monotonic clock, in seconds (tests pass their own).
-        @param timerLate: Whether a timed call of the reactor's is more than
-            the seconds given late (see L{lateTimerCheck}), from any
-            thread; C{None}: threads give way for runs asked only.
+        @param timers: The reactor whose timed calls threads giving way
+            look at too, if it is one of Twisted's own loops (epoll, poll,
+            select, kqueue: a C{twisted.internet.base.ReactorBase}); for any
+            other (a C{Clock}; the asyncio reactor, whose timers are
+            asyncio's) or C{None}, threads give way for runs asked only.
         """
         self._callFromThread = callFromThread
         self._now = now
-        self._timerLate = timerLate
+        # Read from any thread, as a hint only: the heap is Twisted's own
+        # (private), and one being changed meanwhile may show another call
+        # first.
+        self._loop = (
+            timers
+            if isinstance(getattr(timers, "_pendingTimedCalls", None), list)
+            else None
+        )
         # Any thread appends; the reactor thread pops from the left: both
         # atomic.
         self._calls: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
@@ -95,13 +104,10 @@ class Mailbox:
         # Appended before the flag is read: a run that has cleared the flag
         # will see this call, and one that has not is still to come.
         if not self._asked:
-            self._ask()
-
-    def _ask(self) -> None:
-        # The time first: a thread that sees the flag sees this ask's.
-        self._askedAt = self._now()
-        self._asked = True
-        self._callFromThread(self._runAllJob)
+            # The time first: a thread that sees the flag sees this ask's.
+            self._askedAt = self._now()
+            self._asked = True
+            self._callFromThread(self._runAllJob)
 
     def giveWay(
         self,
@@ -128,8 +134,20 @@ class Mailbox:
         if self._asked:
             if self._now() - self._askedAt <= after:
                 return False
-        elif self._timerLate is None or not self._timerLate(timerAfter):
-            return False
+        else:
+            # (Inline, not a method of its own: this runs per statement. A
+            # reactor stopped or not yet started runs no timer soon.)
+            loop = self._loop
+            if loop is None or not loop.running:
+                return False
+            try:
+                # (Read each time: the reactor replaces the list when it
+                # drops cancelled calls.)
+                due = loop._pendingTimedCalls[0].time
+            except IndexError:
+                return False
+            if loop.seconds() - due <= timerAfter:
+                return False
         with self._ranLock:
             # (Two threads must not each make one: the run would set only
             # the second.)
@@ -137,8 +155,9 @@ class Mailbox:
             if ran is None:
                 ran = self._ran = threading.Event()
         if not self._asked:
-            # (Two threads may both ask: the second run finds nothing.)
-            self._ask()
+            # A run of its own to wait for. (Two threads may both ask: the
+            # second run finds nothing.)
+            self.post(_nothing)
         # Looked at again after the event is in place: a run that has
         # already cleared the flag may have missed the event, one that has
         # not will set it.
@@ -168,34 +187,8 @@ class Mailbox:
                 ran.set()
 
 
-def lateTimerCheck(reactor: Any) -> Callable[[float], bool] | None:
-    """
-    For a reactor of Twisted's own loop (epoll, poll, select, kqueue: a
-    C{twisted.internet.base.ReactorBase}), a check, callable from any
-    thread, of whether its earliest timed call is more than the seconds
-    given late; C{None} for any other (a C{Clock}, the asyncio reactor's
-    timers are asyncio's). The check reads the reactor's heap of timed
-    calls, which Twisted keeps private: a hint only, never relied upon (a
-    heap being changed meanwhile may show another call first).
-    """
-    if not isinstance(getattr(reactor, "_pendingTimedCalls", None), list):
-        return None
-    seconds = reactor.seconds
-
-    def late(after: float) -> bool:
-        if not reactor.running:
-            # (Stopped, or not yet started: no timer will run soon.)
-            return False
-        # (Read each time: the reactor replaces the list when it drops
-        # cancelled calls.)
-        timed = reactor._pendingTimedCalls
-        try:
-            due: float = timed[0].time
-        except IndexError:
-            return False
-        return bool(seconds() - due > after)
-
-    return late
+def _nothing() -> None:
+    pass
 
 
 _mailboxes: weakref.WeakKeyDictionary[Any, Mailbox] = weakref.WeakKeyDictionary()
@@ -216,6 +209,6 @@ def mailboxFor(reactor: Any) -> Mailbox:
         mailbox = _mailboxes.get(reactor)
         if mailbox is None:
             mailbox = _mailboxes[reactor] = Mailbox(
-                reactor.callFromThread, timerLate=lateTimerCheck(reactor)
+                reactor.callFromThread, timers=reactor
             )
         return mailbox

@@ -20,7 +20,6 @@ from asynqueue.mailbox import (
     GIVE_WAY_AFTER,
     TIMER_LATE_AFTER,
     Mailbox,
-    lateTimerCheck,
     mailboxFor,
 )
 from asynqueue.workers import MemoryJobRunner
@@ -188,34 +187,55 @@ class GiveWayTests(SynchronousTestCase):
         self.assertEqual(self.ran, [1])
 
 
+class FakeLoop(ReactorBase):
+    """
+    Twisted's own reactor base with no waker and a clock of the test's:
+    its timers are really kept, never run.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__()
+
+    def installWaker(self) -> None:
+        pass
+
+    def seconds(self) -> float:
+        return self.now
+
+
 class LateTimerTests(SynchronousTestCase):
     """
-    L{Mailbox.giveWay} with a reactor's timer check: a thread that finds a
-    timer late asks a run of the reactor (which it makes in the timer's
-    turn) and waits until it has ended.
+    L{Mailbox.giveWay} looking at a Twisted loop's timers: a thread that
+    finds the earliest more than C{timerAfter} seconds late (the reactor
+    waits for the GIL it holds) asks a run of the reactor, which it makes in
+    the timer's turn, and waits until it has ended.
     """
 
     def setUp(self) -> None:
         self.reactor = RecordingReactor()
+        self.loop = FakeLoop()
+        self.loop.running = True
         self.time = 100.0
-        self.lateBy = 0.0
-        self.looked: list[float] = []
         self.mailbox = Mailbox(
-            self.reactor.callFromThread, now=lambda: self.time, timerLate=self._late
+            self.reactor.callFromThread, now=lambda: self.time, timers=self.loop
         )
 
-    def _late(self, after: float) -> bool:
-        self.looked.append(after)
-        return self.lateBy > after
+    def _late(self, seconds: float) -> None:
+        # A timer due in a second, and the loop's clock that much past it.
+        self.loop.callLater(2, list)
+        self.loop.callLater(1, list)
+        self.loop.timeout()  # (Where the reactor takes new calls into its heap.)
+        self.loop.now += 1 + seconds
 
-    def test_noTimerLate(self) -> None:
+    def test_notLate(self) -> None:
         """
-        With no run asked and no timer late, nobody waits and nothing is
-        asked of the reactor.
+        With no run asked and no timer, or the earliest less than
+        C{timerAfter} late, nobody waits and nothing is asked.
         """
-        self.lateBy = TIMER_LATE_AFTER
-        self.assertFalse(self.mailbox.giveWay(most=60))
-        self.assertEqual(self.looked, [TIMER_LATE_AFTER])
+        self.assertFalse(self.mailbox.giveWay(most=0))
+        self._late(TIMER_LATE_AFTER / 2)
+        self.assertFalse(self.mailbox.giveWay(most=0))
         self.assertEqual(self.reactor.asked, [])
 
     def test_waitsForTheTimersTurn(self) -> None:
@@ -223,7 +243,7 @@ class LateTimerTests(SynchronousTestCase):
         A thread that finds a timer late asks one run of the reactor, and
         waits until it has ended.
         """
-        self.lateBy = 1.0
+        self._late(2 * TIMER_LATE_AFTER)
         seen: list[bool] = []
         thread = threading.Thread(target=lambda: seen.append(self.mailbox.giveWay()))
         thread.start()
@@ -246,7 +266,7 @@ class LateTimerTests(SynchronousTestCase):
         second thread meanwhile finds the run asked (just now) and does not
         ask another.
         """
-        self.lateBy = 1.0
+        self._late(1)
         self.assertTrue(self.mailbox.giveWay(most=0))
         self.assertFalse(self.mailbox.giveWay(most=0))
         self.assertEqual(len(self.reactor.asked), 1)
@@ -258,75 +278,36 @@ class LateTimerTests(SynchronousTestCase):
         While a run is asked, its age decides, not the timers: a run asked
         just now is the reactor's normal wake-up.
         """
-        self.lateBy = 1.0
+        self._late(1)
         self.mailbox.post(list, ())
         self.assertFalse(self.mailbox.giveWay(most=0))
-        self.assertEqual(self.looked, [])
 
-
-class FakeLoop(ReactorBase):
-    """
-    Twisted's own reactor base with no waker and a clock of the test's:
-    its timers are really kept, never run.
-    """
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        super().__init__()
-
-    def installWaker(self) -> None:
-        pass
-
-    def seconds(self) -> float:
-        return self.now
-
-
-class LateTimerCheckTests(SynchronousTestCase):
-    """
-    L{lateTimerCheck}: the earliest timed call of a running Twisted loop,
-    against its own clock.
-    """
-
-    def test_earliestTimer(self) -> None:
+    def test_notRunning(self) -> None:
         """
-        Late means the earliest timed call is more than C{after} seconds
-        past its time, while the reactor runs.
+        The timers of a reactor that is not running (stopped, or not yet
+        started) run at no time soon: nobody waits for them.
         """
-        loop = FakeLoop()
-        late = lateTimerCheck(loop)
-        assert late is not None
-        loop.running = True
-        self.assertFalse(late(GIVE_WAY_AFTER))
-        loop.callLater(2, list)
-        loop.callLater(1, list)
-        loop.timeout()  # (Where the reactor takes new calls into its heap.)
-        loop.now += 1 + GIVE_WAY_AFTER / 2
-        self.assertFalse(late(GIVE_WAY_AFTER))
-        loop.now += GIVE_WAY_AFTER
-        self.assertTrue(late(GIVE_WAY_AFTER))
-        loop.running = False
-        self.assertFalse(late(GIVE_WAY_AFTER))
+        self._late(1)
+        self.loop.running = False
+        self.assertFalse(self.mailbox.giveWay(most=0))
+        self.assertEqual(self.reactor.asked, [])
 
     def test_notTwistedsLoop(self) -> None:
         """
         A reactor whose timers are not Twisted's own heap (a C{Clock}, a
-        test's stand-in) has no check.
+        test's stand-in) is not looked at.
         """
-        self.assertIsNone(lateTimerCheck(Clock()))
-        self.assertIsNone(lateTimerCheck(RecordingReactor()))
+        for other in (Clock(), RecordingReactor()):
+            self.assertIsNone(Mailbox(self.reactor.callFromThread, timers=other)._loop)
 
     def test_mailboxForLooksAtTimers(self) -> None:
         """
         The reactor's shared mailbox looks at its timers.
         """
-        loop = FakeLoop()
-        loop.running = True
-        loop.callLater(1, list)
-        loop.timeout()
-        loop.now += 2
-        mailbox = mailboxFor(loop)
+        mailbox = mailboxFor(self.loop)
+        self._late(1)
         self.assertTrue(mailbox.giveWay(most=0))
-        self.assertEqual(len(loop.threadCallQueue), 1)
+        self.assertEqual(len(self.loop.threadCallQueue), 1)
 
 
 class WorkerGivesWayTests(SynchronousTestCase):
