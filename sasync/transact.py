@@ -501,7 +501,11 @@ class TransactionCall:
                 retry.markRetryable(e, retry.WROTE_READ_ONLY)
             raise
         finally:
-            canceller.leave()
+            # (canceller.leave(), inline: per call. Cleared before the stop
+            # is looked at: see Canceller.leave.)
+            canceller.activeTask = None
+            if task is not None and task.stopRequested:
+                canceller.settle()
             if record is not None and token is not None:
                 record.stop(token)
 
