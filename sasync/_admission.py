@@ -166,9 +166,10 @@ class Admission:
             timed or traced.
         """
         life = self._life
+        running = life.phase is _RUNNING
         if not (
             self._plainRetries
-            and life.phase is _RUNNING
+            and running
             and life.accepting
             and (
                 options is DEFAULT_OPTIONS
@@ -255,7 +256,7 @@ class Admission:
         # Tracked for shutdown without an observer of the tracker's:
         # _firstEnded releases it.
         life.hold(task.d)
-        if life.phase is _RUNNING:
+        if running:
             # (submit's answer, without the call: its task's handle.)
             return target.enqueue(task)  # type: ignore[no-any-return]
         return self.submit(task, None, now, False)
@@ -547,22 +548,25 @@ class Admission:
         call: TransactionCall = task.f  # type: ignore[assignment]
         # (What transact kept on the call for this; whether it was made in
         # the start-up only matters to retries, read there.)
-        counted, entry = call.countedAs, call.gateEntry
+        counted = call.countedAs
         guess = None
         try:
-            if entry is not None:
-                assert self.gate is not None
-                call.gateEntry = None
-                self.gate.ended(result, entry)
-            if call.guess is not None:
-                if result.__class__ is Failure:
-                    # (The guess, across the attempts to come if any.)
-                    guess = CallGuess(call.guess)
-                    guess.ended(result, methodMix, call)
-                elif call.wroteNow is not None:
-                    # (CallGuess.ended's common case, inline: the call
-                    # ended, and what it did counts once.)
-                    methodMix.ended(call.f, call.wroteNow)
+            if self._gatesOrGuesses:
+                # (Only there may the call have passed the gate, or guessed.)
+                entry = call.gateEntry
+                if entry is not None:
+                    assert self.gate is not None
+                    call.gateEntry = None
+                    self.gate.ended(result, entry)
+                if call.guess is not None:
+                    if result.__class__ is Failure:
+                        # (The guess, across the attempts to come if any.)
+                        guess = CallGuess(call.guess)
+                        guess.ended(result, methodMix, call)
+                    elif call.wroteNow is not None:
+                        # (CallGuess.ended's common case, inline: the call
+                        # ended, and what it did counts once.)
+                        methodMix.ended(call.f, call.wroteNow)
             record = call.record
             if result.__class__ is Failure:
                 error = result.value
