@@ -744,7 +744,19 @@ class TransactionCall:
             transaction = connection.get_transaction()
         if not lookUp:
             if transaction is None:
-                _commitDriver(connection, worker.dbapiConnection)
+                # SQLAlchemy never began it (the body ran only the raw
+                # DB-API cursor): the driver's COMMIT, as SQLAlchemy's own
+                # would send it (Connection._commit_impl's work, bar the
+                # events and echo that a lazily begun transaction has none
+                # of; the dialect's do_commit is the driver's commit() on
+                # the drivers that begin lazily), a failure wrapped in
+                # SQLAlchemy's exceptions, the connection invalidated if it
+                # was lost. (Inline: per call.) Those drivers commit
+                # nothing, and send nothing, when no transaction is open.
+                try:
+                    worker.dbapiConnection.commit()
+                except BaseException as e:
+                    connection._handle_dbapi_exception(e, None, None, None, None)
             else:
                 transaction.commit()
         else:
@@ -836,25 +848,6 @@ def _commitPoint() -> None:
     task = currentTask()
     if task is not None and not task.passPointOfNoReturn():
         raise CancelledError(f"{task.info} was stopped before COMMIT")
-
-
-def _commitDriver(connection: Connection, dbapiConnection: Any) -> None:
-    """
-    Worker thread: COMMIT a transaction that SQLAlchemy never began (the
-    body ran only the raw DB-API cursor, see L{TransactionCall._run}) on
-    C{dbapiConnection}, the driver's connection under C{connection}, as
-    SQLAlchemy's own COMMIT would (C{Connection._commit_impl}'s work, bar
-    the events and echo that a lazily begun transaction has none of, and
-    with the driver's C{commit()} for the dialect's C{do_commit}, which is
-    that on the drivers that begin lazily): a failure wrapped in
-    SQLAlchemy's exceptions, the connection invalidated if it was lost.
-    Those drivers commit nothing, and send nothing, when no transaction is
-    open.
-    """
-    try:
-        dbapiConnection.commit()
-    except BaseException as e:
-        connection._handle_dbapi_exception(e, None, None, None, None)
 
 
 def _listensToTransactions(connection: Connection) -> bool:
