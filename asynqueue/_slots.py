@@ -123,11 +123,16 @@ class WorkerSlots:
         load = slot.load
         if not load:
             slot.load = 1
-            if not slot.takesAhead and slot.freeList is self.idle:
-                # (_place's answer, the common case: off the idle list, and
-                # on no other: it takes nothing ahead.)
-                self.idle.remove(slot)
-                slot.freeList = None
+            idle = self.idle
+            if slot.freeList is idle:
+                # (_place's answer, the common case: off the idle list, onto
+                # the spare one if it takes the next task ahead and stays.)
+                idle.remove(slot)
+                if slot.takesAhead and slot.detaching is None:
+                    spare = slot.freeList = self.spare
+                    spare.append(slot)
+                else:
+                    slot.freeList = None
             else:
                 self._place(slot)
             return False
@@ -166,10 +171,14 @@ class WorkerSlots:
             slot.ahead = None
             del self._aheads[slot]
             self.aheadCount -= 1
-        elif not load and slot.freeList is None and slot.attached:
-            # (_place's answer, the common case: idle now, from no list.)
-            self.idle.append(slot)
-            slot.freeList = self.idle
+        elif not load and slot.attached:
+            # (_place's answer, the common case: idle now, from the spare
+            # list or from none.)
+            have = slot.freeList
+            if have is not None:
+                have.remove(slot)
+            idle = slot.freeList = self.idle
+            idle.append(slot)
             return None
         self._place(slot)
         return ahead

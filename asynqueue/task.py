@@ -484,9 +484,11 @@ class Task(Generic[T]):
     @property
     def enqueued(self) -> bool:
         """
-        Whether a queue has taken the task (see L{enqueue}).
+        Whether a queue has taken the task: queued (see L{enqueue}), or
+        handed to a worker (a queue with a free worker hands it over at
+        once, and calls L{enqueue} only for a task that waits).
         """
-        return self._onRemove is not None
+        return self._onRemove is not None or self.worker is not None
 
     def start(
         self,

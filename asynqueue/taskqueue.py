@@ -286,7 +286,8 @@ class TaskQueue:
             return fail(
                 QueueStopped(f"the queue is shut down: {task.info} was refused")
             )
-        # (Task.enqueued and Task.enqueue, inlined: this runs per call.)
+        # (Task.enqueued, inlined: this runs per call. A task handed to a
+        # worker is no longer queued; one in the heap has its _onRemove.)
         if task.state is not _QUEUED or task._onRemove is not None:
             if task.state is TaskState.DONE and task.d.called:
                 # Cancelled (or timed out) before it was submitted: its
@@ -308,7 +309,6 @@ class TaskQueue:
                 _unknownSeries(task, "no attached worker is qualified for it")
             )
             return task.d
-        task._onRemove = self._removedCallback
         if task.consumer is not None:
             # Its producer schedules its writing on our clock.
             task.clock = self._clock
@@ -328,6 +328,9 @@ class TaskQueue:
                 # now (an idle worker first, else one that takes it ahead).
                 self._start(free[-1], task)
                 return task.d
+        # (Task.enqueue, inlined; only a task that waits in the heap can be
+        # stopped while queued.)
+        task._onRemove = self._removedCallback
         self._queued += 1
         heapq.heappush(self._heap, (task.sortKey, task))
         if workers.aheadCount and not workers.idle:
@@ -569,6 +572,8 @@ class TaskQueue:
         self._running.discard(task)
         self._unload(slot)
         task.requeue()
+        # (Started at once when submitted, it may not have been queued yet.)
+        task._onRemove = self._removedCallback
         heapq.heappush(self._heap, (task.sortKey, task))
         self._queued += 1
         return True

@@ -344,12 +344,13 @@ class ThreadWorker:
         # Reactor thread: the task's job has run; kind is "value" (result:
         # what it returned), "failure" (a Failure) or "iter" (result: the
         # batch taker and the first batch).
-        given = self._given
-        if given and given[0] is task:
-            del given[0]
-        else:
-            with contextlib.suppress(ValueError):
-                given.remove(task)
+        # (Not contextlib.suppress: a context manager's calls, per task.)
+        try:  # noqa: SIM105
+            # (The first one: tasks end in the order they were given.)
+            self._given.remove(task)
+        except ValueError:
+            # Forgotten by crash() already.
+            pass
         # Free the worker first, so that the queue can hand it the next task
         # while this one's callbacks run.
         if kind is _VALUE:

@@ -93,6 +93,9 @@ class Admission:
         # Whether calls may run READ ONLY by guess (and then pass the gate
         # by): PostgreSQL at SERIALIZABLE (see sasync._readguess).
         self._readersKnown = engine is not None and engine.guessesReadOnly
+        # Whether transact() has either to look at (neither, at READ
+        # COMMITTED, say: then it skips both at once, per call).
+        self._gatesOrGuesses = self.gate is not None or self._readersKnown
         # Whether a call that sets none of its own policies (retries,
         # timeout) gets the default conflict retries and nothing else from
         # the broker's: then, while the broker runs, transact() goes
@@ -163,9 +166,10 @@ class Admission:
             timed or traced.
         """
         life = self._life
+        running = life.phase is _RUNNING
         if not (
             self._plainRetries
-            and life.phase is _RUNNING
+            and running
             and life.accepting
             and (
                 options is DEFAULT_OPTIONS
@@ -208,28 +212,14 @@ class Admission:
             else options.task(call, args, kw)
         )
         task.abandonable = True
-        gate = self.gate
-        # (_gated, inline: a guess below may still let it by.)
-        gated = gate is not None and not options.readOnly and options.consumer is None
-        if self._readersKnown and not options.readOnly:
-            # (Its observer below lets it learn what the call did; the
-            # CallGuess that carries it across attempts is made only if
-            # there are more: see _firstEnded.)
-            if methodMix.guess(f, _wrote.get(f)):
-                # (Asked again as it starts: TransactionCall.stillGuessed.)
-                call.guess = True
-                gated = False
-            else:
-                call.guess = False
-        if not options.readOnly and engine.tracksWritePosition:
+        readOnly = options.readOnly
+        if not readOnly and engine.tracksWritePosition:
             task.d.addCallback(self._wrotePosition, call)
         # (task.interruptWith(...), inline: per call. The task is new, known
         # to no other thread.)
         task._interrupter = self._interruptBound
         # (Lifecycle.inStartupContext, inline.)
         now = starting.get() is life
-        # (The gate hears how it ended first, before a retry holds on.)
-        entry = gate.enter(task) if gate is not None and gated else None
         # One observer for what the call's end sets off (see _firstEnded),
         # called as the task ends (no callback on its Deferred): one bound
         # method for all calls, what it needs kept on the call itself. Every
@@ -240,15 +230,33 @@ class Admission:
             call.startedInStartup = True
         if counted is not None:
             call.countedAs = counted
-        if entry is not None:
-            call.gateEntry = entry
         task.onEnded = self._firstEndedBound
+        if self._gatesOrGuesses:
+            # (Only there: a writer gate, or READ ONLY guesses, or both.)
+            gate = self.gate
+            # (_gated, inline: a guess below may still let it by.)
+            gated = gate is not None and not readOnly and options.consumer is None
+            if self._readersKnown and not readOnly:
+                # (Its observer above lets it learn what the call did; the
+                # CallGuess that carries it across attempts is made only if
+                # there are more: see _firstEnded.)
+                if methodMix.guess(f, _wrote.get(f)):
+                    # (Asked again as it starts: TransactionCall.stillGuessed.)
+                    call.guess = True
+                    gated = False
+                else:
+                    call.guess = False
+            if gated:
+                assert gate is not None
+                # (The gate hears how it ended first, before a retry holds
+                # on.)
+                call.gateEntry = gate.enter(task)
+                life.hold(task.d)
+                return gate.submit(task, self._letInNow if now else self._letIn)
         # Tracked for shutdown without an observer of the tracker's:
         # _firstEnded releases it.
         life.hold(task.d)
-        if gate is not None and gated:
-            return gate.submit(task, self._letInNow if now else self._letIn)
-        if life.phase is _RUNNING:
+        if running:
             # (submit's answer, without the call: its task's handle.)
             return target.enqueue(task)  # type: ignore[no-any-return]
         return self.submit(task, None, now, False)
@@ -538,23 +546,27 @@ class Admission:
         # ended here, and is counted. (And shutdown stops waiting for its
         # first task: see transact.)
         call: TransactionCall = task.f  # type: ignore[assignment]
-        # (What transact kept on the call for this.)
-        now, counted, entry = call.startedInStartup, call.countedAs, call.gateEntry
+        # (What transact kept on the call for this; whether it was made in
+        # the start-up only matters to retries, read there.)
+        counted = call.countedAs
         guess = None
         try:
-            if entry is not None:
-                assert self.gate is not None
-                call.gateEntry = None
-                self.gate.ended(result, entry)
-            if call.guess is not None:
-                if result.__class__ is Failure:
-                    # (The guess, across the attempts to come if any.)
-                    guess = CallGuess(call.guess)
-                    guess.ended(result, methodMix, call)
-                elif call.wroteNow is not None:
-                    # (CallGuess.ended's common case, inline: the call
-                    # ended, and what it did counts once.)
-                    methodMix.ended(call.f, call.wroteNow)
+            if self._gatesOrGuesses:
+                # (Only there may the call have passed the gate, or guessed.)
+                entry = call.gateEntry
+                if entry is not None:
+                    assert self.gate is not None
+                    call.gateEntry = None
+                    self.gate.ended(result, entry)
+                if call.guess is not None:
+                    if result.__class__ is Failure:
+                        # (The guess, across the attempts to come if any.)
+                        guess = CallGuess(call.guess)
+                        guess.ended(result, methodMix, call)
+                    elif call.wroteNow is not None:
+                        # (CallGuess.ended's common case, inline: the call
+                        # ended, and what it did counts once.)
+                        methodMix.ended(call.f, call.wroteNow)
             record = call.record
             if result.__class__ is Failure:
                 error = result.value
@@ -564,6 +576,7 @@ class Admission:
                     # retry a new task).
                     owner, f, options = call.broker, call.f, call.options
                     args, kw = task.args, task.kw
+                    now = call.startedInStartup
                     attempts = self._newAttempts(
                         lambda: self._newTask(
                             owner, f, args, kw, options, True, guess, record=record

@@ -46,6 +46,13 @@ class StatementCanceller(Protocol):
         Worker thread: the task running on this connection is done.
         """
 
+    def settle(self) -> None:
+        """
+        Worker thread: the rest of L{leave} for a task asked to stop, once
+        C{activeTask} was cleared (a transaction clears it itself, per
+        call).
+        """
+
 
 class WorkerThread(Protocol):
     """

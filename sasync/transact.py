@@ -365,7 +365,7 @@ class TransactionCall:
         self._wrote = wrote if handle is not None and handle.guessesReadOnly else None
         # How AsynQueue's Info names the task (in CancelledError messages),
         # with __qualname__ (made only when asked, see __getattr__).
-        self.__module__ = type(broker).__module__
+        self.__module__ = broker.__class__.__module__
 
     def __getattr__(self, name: str) -> str:
         # Only what normal lookup did not find: the task's name, made when
@@ -419,7 +419,8 @@ class TransactionCall:
         canceller = worker.canceller
         declared = bool(self.options.readOnly)
         wrote = None if declared else self._wrote
-        readOnly = False
+        # Whether it runs READ ONLY: declared so, or (with wrote) guessed.
+        readOnly = declared
         if wrote is not None:
             guess = self.guess
             if guess and not self.stillGuessed():
@@ -435,10 +436,10 @@ class TransactionCall:
             readOnly = wrote.get(self.f) is False if guess is None else guess
             if readOnly:
                 self._guessedReadOnly = True
-        self._readOnlyRun = declared or readOnly
+        self._readOnlyRun = readOnly
         try:
             # (Set to the mode wanted at once: no undo-and-redo per call.)
-            connection = worker.connection(declared or readOnly)
+            connection = worker.connection(readOnly)
         except BaseException as e:
             if isinstance(e, DBAPIError):
                 # Nothing was sent: safe to run again.
@@ -501,7 +502,11 @@ class TransactionCall:
                 retry.markRetryable(e, retry.WROTE_READ_ONLY)
             raise
         finally:
-            canceller.leave()
+            # (canceller.leave(), inline: per call. Cleared before the stop
+            # is looked at: see Canceller.leave.)
+            canceller.activeTask = None
+            if task is not None and task.stopRequested:
+                canceller.settle()
             if record is not None and token is not None:
                 record.stop(token)
 
@@ -561,10 +566,13 @@ class TransactionCall:
                 raise CancelledError(
                     f"{describeCall(self.broker, self.f, args, kw)} was stopped"
                 )
-            wrote = self.wroteNow = state.wrote
-            if self._wrote is not None and self._wrote.get(f) is not True:
-                # One dict item set: atomic under the GIL.
-                self._wrote[f] = wrote
+            learnedWrites = self._wrote
+            if learnedWrites is not None:
+                # (Only calls that may be guessed READ ONLY learn it.)
+                wrote = self.wroteNow = state.wrote
+                if learnedWrites.get(f) is not True:
+                    # One dict item set: atomic under the GIL.
+                    learnedWrites[f] = wrote
             # (A plain value, the common case, needs no closer look.)
             hasRows = result.__class__ not in _PLAIN and results.returnsRows(result)
             if hasRows is not known and learned is not None and o.stream is None:
@@ -652,7 +660,13 @@ class TransactionCall:
             raise
         finally:
             if not handedOver:
-                self._endTransactionState()
+                # (_endTransactionState, inline for the common case: per
+                # call. It closes what is left open, if anything is.)
+                state.connection = None
+                state.handle = None
+                state.stream = False
+                if state.serverCursors is not None or state.session is not None:
+                    self._endTransactionState()
 
     #: Worker thread: whether it runs READ ONLY by guess.
     _guessedReadOnly = False
@@ -682,8 +696,9 @@ class TransactionCall:
         wrote = self._wrote
         return wrote is not None and methodMix.guess(self.f, wrote.get(self.f))
 
-    #: Worker thread, once the body returned: whether this call wrote (as
-    #: far as SQLAlchemy saw); read in the reactor once its Deferred fired.
+    #: Worker thread, once the body returned, for a call that learns what
+    #: its method does (one given C{wrote}): whether this call wrote (as far
+    #: as SQLAlchemy saw); read in the reactor once its Deferred fired.
     wroteNow: bool | None = None
 
     def _commit(
@@ -729,7 +744,19 @@ class TransactionCall:
             transaction = connection.get_transaction()
         if not lookUp:
             if transaction is None:
-                _commitDriver(connection, worker.dbapiConnection)
+                # SQLAlchemy never began it (the body ran only the raw
+                # DB-API cursor): the driver's COMMIT, as SQLAlchemy's own
+                # would send it (Connection._commit_impl's work, bar the
+                # events and echo that a lazily begun transaction has none
+                # of; the dialect's do_commit is the driver's commit() on
+                # the drivers that begin lazily), a failure wrapped in
+                # SQLAlchemy's exceptions, the connection invalidated if it
+                # was lost. (Inline: per call.) Those drivers commit
+                # nothing, and send nothing, when no transaction is open.
+                try:
+                    worker.dbapiConnection.commit()
+                except BaseException as e:
+                    connection._handle_dbapi_exception(e, None, None, None, None)
             else:
                 transaction.commit()
         else:
@@ -821,25 +848,6 @@ def _commitPoint() -> None:
     task = currentTask()
     if task is not None and not task.passPointOfNoReturn():
         raise CancelledError(f"{task.info} was stopped before COMMIT")
-
-
-def _commitDriver(connection: Connection, dbapiConnection: Any) -> None:
-    """
-    Worker thread: COMMIT a transaction that SQLAlchemy never began (the
-    body ran only the raw DB-API cursor, see L{TransactionCall._run}) on
-    C{dbapiConnection}, the driver's connection under C{connection}, as
-    SQLAlchemy's own COMMIT would (C{Connection._commit_impl}'s work, bar
-    the events and echo that a lazily begun transaction has none of, and
-    with the driver's C{commit()} for the dialect's C{do_commit}, which is
-    that on the drivers that begin lazily): a failure wrapped in
-    SQLAlchemy's exceptions, the connection invalidated if it was lost.
-    Those drivers commit nothing, and send nothing, when no transaction is
-    open.
-    """
-    try:
-        dbapiConnection.commit()
-    except BaseException as e:
-        connection._handle_dbapi_exception(e, None, None, None, None)
 
 
 def _listensToTransactions(connection: Connection) -> bool:

@@ -215,10 +215,17 @@ class Canceller:
         task = self.activeTask
         self.activeTask = None
         if task is not None and task.stopRequested:
-            # A cancel (or cut) may be on its way for it: wait until it is
-            # done, or has seen that the task left.
-            with self._lock, self._cutLock:
-                pass
+            self.settle()
+
+    def settle(self) -> None:
+        """
+        Worker thread, once C{activeTask} was cleared, for a task that was
+        asked to stop (the rest of L{leave}, for a caller that clears
+        C{activeTask} itself): a cancel (or cut) may be on its way for it,
+        so wait until it is done, or has seen that the task left.
+        """
+        with self._lock, self._cutLock:
+            pass
 
     def interrupt(self, task: Task[Any], clock: IReactorTime) -> None:
         """

@@ -649,6 +649,24 @@ class BadInputTests(SynchronousTestCase):
             self.assertRaises(ValueError, self.q.call, print, timeout=bad)
         self.assertStillWorks()
 
+    def test_submittedTwice(self) -> None:
+        """
+        A task the queue has taken, whether handed to a free worker at once
+        or waiting in the queue, is L{Task.enqueued}, and is refused if
+        submitted again (a ValueError); one never submitted is not.
+        """
+        self.worker.runNow = False
+        task: Task[None] = Task(print)
+        self.assertFalse(task.enqueued)
+        self.q.submit(task)
+        self.assertTrue(task.enqueued)
+        self.assertRaises(ValueError, self.q.submit, task)
+        waiting: Task[None] = Task(print)
+        self.q.submit(waiting)
+        self.assertEqual(self.q.pending(), 1)
+        self.assertTrue(waiting.enqueued)
+        self.assertRaises(ValueError, self.q.submit, waiting)
+
 
 class IterationResultTests(SynchronousTestCase):
     """

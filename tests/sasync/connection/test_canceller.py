@@ -7,6 +7,7 @@ connection whose server does not stop the task is cut.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -124,6 +125,28 @@ def test_cancelRepeatedUntilTaskLeaves() -> None:
     assert sent.run() == 0
     assert connection.cancels == 3
     assert not clock.getDelayedCalls()
+
+
+def test_settleWaitsForTheCancelBeingSent() -> None:
+    """
+    Canceller.settle (what a transaction calls once it cleared activeTask
+    itself, for a task asked to stop) returns only once a cancel being
+    sent (under the canceller's lock) is done.
+    """
+    canceller = Canceller("postgresql", None)
+    settled = threading.Event()
+
+    def settle() -> None:
+        canceller.settle()
+        settled.set()
+
+    with canceller._lock:
+        thread = threading.Thread(target=settle)
+        thread.start()
+        thread.join(0.05)
+        assert not settled.is_set()
+    thread.join()
+    assert settled.is_set()
 
 
 def test_cancelOnlyForItsTask() -> None:
