@@ -231,6 +231,9 @@ class Admission:
         if counted is not None:
             call.countedAs = counted
         task.onEnded = self._firstEndedBound
+        # Tracked for shutdown without an observer of the tracker's:
+        # _firstEnded releases it.
+        life.hold(task.d)
         if self._gatesOrGuesses:
             # (Only there: a writer gate, or READ ONLY guesses, or both.)
             gate = self.gate
@@ -251,11 +254,7 @@ class Admission:
                 # (The gate hears how it ended first, before a retry holds
                 # on.)
                 call.gateEntry = gate.enter(task)
-                life.hold(task.d)
                 return gate.submit(task, self._letInNow if now else self._letIn)
-        # Tracked for shutdown without an observer of the tracker's:
-        # _firstEnded releases it.
-        life.hold(task.d)
         if running:
             # (submit's answer, without the call: its task's handle.)
             return target.enqueue(task)  # type: ignore[no-any-return]
