@@ -18,7 +18,8 @@ _SELECT1 = SA.text("SELECT 1")
 class MachineryBroker(AccessBroker):
     """
     Two transactions of one C{SELECT 1} each: through SQLAlchemy Core and
-    on the raw DB-API cursor; and the ORM workload's op (L{ormOp}).
+    on the raw DB-API cursor; the SQL workload's op in three forms
+    (L{bench.core_ops}); and the ORM workload's op (L{ormOp}).
     """
 
     @transact
@@ -33,6 +34,48 @@ class MachineryBroker(AccessBroker):
         try:
             cursor.execute("SELECT 1")
             return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    @transact
+    def sqlOp(self, op: Any) -> None:
+        """
+        Workload 2's op through SQLAlchemy Core (L{bench.core_ops.coreOp}).
+        """
+        from bench.core_ops import coreOp
+
+        coreOp(self.conn, op)
+
+    @transact
+    def sqlTypedOp(self, op: Any) -> None:
+        """
+        L{sqlOp} with the SELECTs' result columns declared.
+        """
+        from bench.core_ops import coreOpTyped
+
+        coreOpTyped(self.conn, op)
+
+    @transact
+    def sqlDriverOp(self, op: Any) -> None:
+        """
+        L{sqlOp} through C{exec_driver_sql}.
+        """
+        from bench.core_ops import driverSqlOp
+
+        driverSqlOp(self.conn, op)
+
+    @transact
+    def sqlDbapiOp(self, op: Any) -> None:
+        """
+        L{sqlOp} on the raw DB-API cursor (what adbapi's runInteraction runs).
+        """
+        from bench.workload import sqlOp
+
+        dbapi = self.conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            sqlOp(cursor, op)
         finally:
             cursor.close()
 

@@ -30,6 +30,14 @@ C{./scripts/bench}'s C{select1-sasync}), C{dbapi1-adbapi} and
 C{dbapi1-sasync} (C{SELECT 1} on the raw DB-API cursor, in
 C{runInteraction} and in C{@transact}), and the C{-readcommitted} forms of
 the sAsync ones (C{isolation_level="READ COMMITTED"}, as adbapi runs).
+The C{sqlop-} variants run the SQL workload's op (L{bench.workload.sqlOp},
+the plan's mix of reads and writes, one transaction each):
+C{sqlop-adbapi} on adbapi's cursor, C{sqlop-threadpool} through SQLAlchemy
+Core C{text()} on plain Twisted threads (C{deferToThreadPool}), and through
+the broker at READ COMMITTED in the forms of L{bench.core_ops}: C{text()}
+(C{sqlop-sasync-readcommitted}), C{text().columns()} (C{-typed-}) and
+C{exec_driver_sql} (C{-driversql-}), and on the raw DB-API cursor
+(C{-dbapi-}).
 The C{-processes} forms (C{select1-sasync-processes},
 C{dbapi1-sasync-processes} and their C{-readcommitted} forms) run the broker
 with C{processes=2} (half the connections each): the figures above are the
@@ -83,6 +91,12 @@ VARIANTS = (
     "dbapi1-adbapi",
     "dbapi1-sasync",
     "dbapi1-sasync-readcommitted",
+    "sqlop-adbapi",
+    "sqlop-sasync-readcommitted",
+    "sqlop-typed-sasync-readcommitted",
+    "sqlop-driversql-sasync-readcommitted",
+    "sqlop-dbapi-sasync-readcommitted",
+    "sqlop-threadpool",
     "select1-sasync-processes",
     "select1-sasync-processes-readcommitted",
     "dbapi1-sasync-processes",
@@ -140,6 +154,13 @@ def _adbapi(config: BenchConfig, variant: str, calls: int) -> Any:
 
             def one() -> Any:
                 return pool.runQuery("SELECT 1")
+        elif "sqlop" in variant:
+            from bench.workload import sqlOp
+
+            nextOp = _ormPlan(calls)
+
+            def one() -> Any:
+                return pool.runInteraction(sqlOp, nextOp())
         else:
 
             def one() -> Any:
@@ -222,6 +243,40 @@ def _ormSync(config: BenchConfig, variant: str, calls: int) -> Any:
         return succeed(None)
 
     async def main(reactor: Any) -> dict[str, Any]:
+        try:
+            return await _timed(reactor, one, calls)
+        finally:
+            engine.dispose()
+
+    return main
+
+
+def _sqlThreadPool(config: BenchConfig, variant: str, calls: int) -> Any:
+    # The SQL workload's op through SQLAlchemy Core on plain Twisted threads
+    # (the same code as sAsync's sqlOp; ./scripts/bench's
+    # sql-twisted-threadpool), one call after another.
+    import sqlalchemy as SA
+    from twisted.internet.threads import deferToThreadPool
+
+    from bench.core_ops import coreOp
+
+    engine = SA.create_engine(
+        config.url("psycopg2"),
+        pool_size=config.concurrency,
+        isolation_level="READ COMMITTED",
+    )
+    nextOp = _ormPlan(calls)
+
+    def work(op: Any) -> None:
+        with engine.begin() as conn:
+            coreOp(conn, op)
+
+    async def main(reactor: Any) -> dict[str, Any]:
+        pool = reactor.getThreadPool()
+
+        def one() -> Any:
+            return deferToThreadPool(reactor, pool, work, nextOp())
+
         try:
             return await _timed(reactor, one, calls)
         finally:
@@ -313,11 +368,22 @@ def _sasync(config: BenchConfig, variant: str, calls: int) -> Any:
         global _childPids
         broker = MachineryBroker(config.url("psycopg2"), **kw)
         await broker.waitUntilRunning()
-        if "orm" in variant:
+        if "orm" in variant or "sqlop" in variant:
             nextOp = _ormPlan(calls)
+            method = (
+                broker.ormOp
+                if "orm" in variant
+                else broker.sqlTypedOp
+                if "-typed" in variant
+                else broker.sqlDriverOp
+                if "-driversql" in variant
+                else broker.sqlDbapiOp
+                if "-dbapi" in variant
+                else broker.sqlOp
+            )
 
             def one() -> Any:
-                return broker.ormOp(nextOp())
+                return method(nextOp())
         else:
             one = broker.selectOne if "select1" in variant else broker.dbapiOne
         pool = broker._pool
@@ -439,7 +505,7 @@ def child(config: BenchConfig, variant: str, calls: int, top: int = 0) -> None:
         _counter.install()
     if not variant.startswith("dispatch"):
         _serverPids = _backends(config)
-    if "orm" in variant:
+    if "orm" in variant or "sqlop" in variant:
         from bench.database import resetOps
 
         # (The reads' cost grows with the rows the writes leave.)
@@ -453,6 +519,8 @@ def child(config: BenchConfig, variant: str, calls: int, top: int = 0) -> None:
         if variant == "orm-sync"
         else _ormSyncProcesses
         if variant == "burst-orm-sync-2processes"
+        else _sqlThreadPool
+        if variant == "sqlop-threadpool"
         else _sasync
     )
     result = runTwisted(make(config, variant, calls))

@@ -18,7 +18,7 @@ import sqlalchemy as SA
 
 from bench.config import BenchConfig
 from bench.consumer import CountingConsumer
-from bench.core_ops import coreOp
+from bench.core_ops import coreOp, coreOpTyped, driverSqlOp
 from bench.harness import runTwisted, timedInReactor
 from bench.statements import STREAM_QUERY
 from bench.workload import Op, opPlan
@@ -61,6 +61,21 @@ class BenchBroker(AccessBroker):
         Workload 2: the same statements as every SQL-level variant.
         """
         coreOp(self.conn, op)
+
+    @transact
+    def sqlTypedOp(self, op: Op) -> None:
+        """
+        Workload 2 with the SELECTs' result columns declared
+        (C{text().columns()}).
+        """
+        coreOpTyped(self.conn, op)
+
+    @transact
+    def sqlDriverOp(self, op: Op) -> None:
+        """
+        Workload 2 through C{self.conn.exec_driver_sql}: no compilation.
+        """
+        driverSqlOp(self.conn, op)
 
     @transact
     def dbapiOp(self, op: Op) -> None:
@@ -247,6 +262,21 @@ def sqlSasyncReadCommitted(config: BenchConfig) -> dict[str, Any]:
     Workload 2 as L{sqlSasync}, opting out of the default SERIALIZABLE.
     """
     return _opsVariant(config, "sqlOp", isolation_level="READ COMMITTED")
+
+
+def sqlSasyncTypedReadCommitted(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 as L{sqlSasyncReadCommitted}, the SELECTs' result columns
+    declared with C{text().columns()}.
+    """
+    return _opsVariant(config, "sqlTypedOp", isolation_level="READ COMMITTED")
+
+
+def sqlSasyncDriverReadCommitted(config: BenchConfig) -> dict[str, Any]:
+    """
+    Workload 2 as L{sqlSasyncReadCommitted}, through C{exec_driver_sql}.
+    """
+    return _opsVariant(config, "sqlDriverOp", isolation_level="READ COMMITTED")
 
 
 def select1Sasync(config: BenchConfig) -> dict[str, Any]:

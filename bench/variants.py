@@ -333,6 +333,22 @@ VARIANTS = [
         needs="sasync",
     ),
     Variant(
+        "sql-sasync-typed-readcommitted",
+        "sql",
+        f"{_SA}:sqlSasyncTypedReadCommitted",
+        "as -readcommitted, the SELECTs' columns declared (text().columns())",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
+        "sql-sasync-driversql-readcommitted",
+        "sql",
+        f"{_SA}:sqlSasyncDriverReadCommitted",
+        "as -readcommitted, through self.conn.exec_driver_sql (no compiling)",
+        loop="reactor",
+        needs="sasync",
+    ),
+    Variant(
         "stream-psycopg2-named",
         "stream",
         f"{_T}:streamPsycopg2",

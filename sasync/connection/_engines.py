@@ -732,12 +732,15 @@ def _executionContext(base: type[Any], closesCursors: bool = False) -> type[Any]
                 return super().create_cursor()
             compiled = context.compiled
             # What the statement is, worked out once per compiled statement
-            # (SQLAlchemy caches those): the regexes cost each statement.
-            kind = None if compiled is None else compiled.__dict__.get(_KIND)
-            if kind is None:
-                kind = _statementKind(context)
-                if compiled is not None:
+            # (SQLAlchemy caches those), or per SQL string for one that has
+            # none (exec_driver_sql): the regexes cost each statement.
+            if compiled is not None:
+                kind = compiled.__dict__.get(_KIND)
+                if kind is None:
+                    kind = _statementKind(context)
                     setattr(compiled, _KIND, kind)
+            else:
+                kind = _driverKind(context)
             if kind is _WRITES:
                 state.wrote = True
             elif kind is _SELECTS and state.stream:
@@ -786,6 +789,26 @@ def _statementKind(context: Any) -> str:
     if _READS_RE.match(context.unicode_statement or ""):
         return _READS
     return _WRITES
+
+
+#: The kinds of the SQL strings run without a compiled statement, shared
+#: by every worker thread (a dict's get and set are atomic); emptied when
+#: full, so that SQL made up per call cannot grow it without bound.
+_driverKinds: dict[str, str] = {}
+_DRIVER_KINDS_MAX = 512
+
+
+def _driverKind(context: Any) -> str:
+    statement = context.unicode_statement
+    kind = _driverKinds.get(statement)
+    if kind is not None:
+        return kind
+    kind = _statementKind(context)
+    if isinstance(statement, str):
+        if len(_driverKinds) >= _DRIVER_KINDS_MAX:
+            _driverKinds.clear()
+        _driverKinds[statement] = kind
+    return kind
 
 
 def _instrument(engine: Engine) -> None:

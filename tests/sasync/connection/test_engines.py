@@ -182,6 +182,50 @@ def test_statementKindOncePerCompiled(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(looks) == 2
 
 
+def test_statementKindOncePerDriverSQL(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A statement run without a compiled one (C{exec_driver_sql}) is looked
+    at once per SQL string, and still marks each transaction that writes;
+    the strings kept are bounded, so SQL made up per call cannot grow them
+    without end.
+    """
+    from sasync.connection import _engines
+    from sasync.connection._threadstate import state
+
+    looks: list[str] = []
+    isSelect = _engines._isSelect
+
+    def counted(context: Any) -> bool:
+        looks.append(context.unicode_statement)
+        return isSelect(context)
+
+    monkeypatch.setattr(_engines, "_isSelect", counted)
+    monkeypatch.setattr(_engines, "_driverKinds", {}, raising=False)
+    monkeypatch.setattr(_engines, "_DRIVER_KINDS_MAX", 3, raising=False)
+    engine = SA.create_engine("sqlite://")
+    _engines._instrument(engine)
+    insert = "INSERT INTO t (n) VALUES (?)"
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+        state.connection = conn
+        try:
+            for n in range(4):
+                state.wrote = False
+                conn.exec_driver_sql(insert, (n,))
+                assert state.wrote
+                state.wrote = False
+                assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == n + 1
+                assert not state.wrote
+            assert looks == [insert, "SELECT count(*) FROM t"]
+            for n in range(4):
+                conn.exec_driver_sql(f"SELECT {n}")
+            assert len(_engines._driverKinds) <= 3
+        finally:
+            state.connection = None
+            state.wrote = False
+    engine.dispose()
+
+
 @pytest.mark.parametrize(
     ("url", "driver"),
     [
