@@ -14,6 +14,12 @@ guessed again (L{CallGuess}).
     is checked again as it starts, as below: once one call of a burst
     made together has written, the rest go back through the gate rather
     than run read-write beside the writers it let in.
+  - A method that writes where sAsync does not see it (through the raw
+    DB-API cursor: only statements that go through SQLAlchemy are looked
+    at) seems to only read, until a guess of one of its calls is refused
+    a write that sAsync did not see coming: from then on it is never
+    guessed (L{MethodMix.hidesWrites}), rather than pay a failed attempt
+    on the calls that its unseen writes keep making look like reads.
   - A method seen writing is guessed READ ONLY, call by call, while at
     least L{GUESS_SHARE} of its recent calls only read (L{MethodMix}), once
     its writes were counted: one method that reads or writes depending on
@@ -57,6 +63,8 @@ class MethodMix:
     def __init__(self) -> None:
         # f -> [calls that only read, calls] (halved at WINDOW calls).
         self._counts: dict[Callable[..., Any], list[float]] = {}
+        # The methods never guessed again (see hidesWrites).
+        self._hidden: set[Callable[..., Any]] = set()
 
     def share(self, f: Callable[..., Any]) -> float | None:
         """
@@ -73,7 +81,7 @@ class MethodMix:
         @param wrote: Whether C{f} was ever seen writing (C{None}: it never
             ended yet).
         """
-        if wrote is None:
+        if wrote is None or f in self._hidden:
             return False
         if wrote is False:
             return True
@@ -97,11 +105,20 @@ class MethodMix:
             counts[0] /= 2
             counts[1] /= 2
 
+    def hidesWrites(self, f: Callable[..., Any]) -> None:
+        """
+        A call of C{f} guessed READ ONLY was refused a write that sAsync did
+        not see (one sent through the raw DB-API cursor): what its calls
+        do cannot be learned, so none is guessed from now on.
+        """
+        self._hidden.add(f)
+
     def forget(self, f: Callable[..., Any]) -> None:
         """
         Forget what calls of C{f} did (for tests).
         """
         self._counts.pop(f, None)
+        self._hidden.discard(f)
 
     def learned(self, f: Callable[..., Any], share: float, calls: int = 16) -> None:
         """
@@ -142,6 +159,9 @@ class CallGuess:
         reason = None if error is None else retry.retryReason(error)
         if reason == retry.WROTE_READ_ONLY:
             self.readOnly = False
+            if not call.wroteNow:
+                # (The worker thread saw no write before the refusal.)
+                mix.hidesWrites(call.f)
             if not self.counted:
                 self.counted = True
                 mix.ended(call.f, True)

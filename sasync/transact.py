@@ -646,6 +646,10 @@ class TransactionCall:
             return result
         except BaseException as e:
             handedOver = False
+            if self._wrote is not None:
+                # Whether a write went through SQLAlchemy before the error
+                # (see CallGuess.ended: a refused write it did not see).
+                self.wroteNow = state.wrote
             # Rolls back even a transaction whose COMMIT failed (SQLAlchemy
             # keeps it as the connection's until then), or replaces the
             # connection: the next begin() must find none.
@@ -696,9 +700,10 @@ class TransactionCall:
         wrote = self._wrote
         return wrote is not None and methodMix.guess(self.f, wrote.get(self.f))
 
-    #: Worker thread, once the body returned, for a call that learns what
-    #: its method does (one given C{wrote}): whether this call wrote (as far
-    #: as SQLAlchemy saw); read in the reactor once its Deferred fired.
+    #: Worker thread, once the body returned or raised, for a call that
+    #: learns what its method does (one given C{wrote}): whether this call
+    #: wrote (as far as SQLAlchemy saw); read in the reactor once its
+    #: Deferred fired.
     wroteNow: bool | None = None
 
     def _commit(

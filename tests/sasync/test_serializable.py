@@ -383,6 +383,45 @@ async def test_rawCursorWriteGuessedReadOnly(postgresqlURL: str, brokers: Any) -
     assert handle.retries["a write in a transaction guessed read-only"] == 1
 
 
+class UnseenWriterBroker(GuessBroker):
+    """
+    L{RawCursorBroker}'s method again, as a method of its own: what a
+    method did is learned for every broker (the other test's calls would
+    count).
+    """
+
+    @transact
+    def unseenWriter(self, value: str | None) -> bool:
+        readOnly = self._readOnly()
+        if value is not None:
+            cursor = self.conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute("INSERT INTO url (value) VALUES (%s)", (value,))
+            finally:
+                cursor.close()
+        return readOnly
+
+
+async def test_rawCursorWriterNotGuessedAgain(postgresqlURL: str, brokers: Any) -> None:
+    """
+    PostgreSQL: once a guessed call of a method was refused a write that
+    SQLAlchemy did not see (the raw DB-API cursor's), the method's calls
+    are not guessed READ ONLY again: its unseen writes would keep making
+    it look like a reader, and a third or more of its calls would each pay
+    a failed attempt.
+    """
+    broker = brokers(UnseenWriterBroker, postgresqlURL, connections=1)
+    assert await broker.unseenWriter(None) is False
+    # Guessed READ ONLY, refused the write, run again read-write.
+    assert await broker.unseenWriter("raw1") is False
+    for n in range(6):
+        assert await broker.unseenWriter(f"raw{n + 2}") is False
+        assert await broker.unseenWriter(None) is False
+    assert (await broker.valueCounts())["raw7"] == 1
+    handle = broker._handle
+    assert handle.retries["a write in a transaction guessed read-only"] == 1
+
+
 class SwallowingBroker(GuessBroker):
     """
     A method that catches the error of its write and returns.

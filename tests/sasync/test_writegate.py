@@ -333,7 +333,7 @@ class BrokerGateTests(SynchronousTestCase):
         calls = [broker.work(1), broker.learned(2), broker.learned(3)]
         self.assertEqual(self.guessed(workers), {1: False, 2: True, 3: True})
         wrote = failing(retry.WROTE_READ_ONLY)
-        self.end(workers, 2, wrote)
+        self.endHaving(workers, 2, wrote=True, failure=wrote)
         reactor.advance(0)
         # Its retry waits at the gate behind the writer already in.
         self.assertEqual(self.guessed(workers), {1: False, 3: True})
@@ -403,7 +403,8 @@ class BrokerGateTests(SynchronousTestCase):
         broker, reactor, workers = self.makeBroker(connections=2, writers=0)
         d = broker.learned(1)
         self.assertEqual(self.guessed(workers), {1: True})
-        self.end(workers, 1, failing(retry.WROTE_READ_ONLY))
+        # (The refused write went through SQLAlchemy: seen.)
+        self.endHaving(workers, 1, wrote=True, failure=failing(retry.WROTE_READ_ONLY))
         reactor.advance(0)
         self.assertEqual(self.guessed(workers), {1: False})
         self.endHaving(workers, 1, wrote=True)
@@ -419,14 +420,45 @@ class BrokerGateTests(SynchronousTestCase):
         assert after is not None
         self.assertGreater(after, share)
 
-    def endHaving(self, workers: Workers, x: int, wrote: bool) -> None:
+    def endHaving(
+        self, workers: Workers, x: int, wrote: bool, failure: Failure | None = None
+    ) -> None:
         """
-        The call with argument C{x} ends, having written or only read.
+        The call with argument C{x} ends (with C{failure}, if given), having
+        written or only read, as far as SQLAlchemy saw.
         """
         for w in workers.made:
             if w.current is not None and w.current.args[0] == x:
                 w.current.f.wroteNow = wrote
-        self.end(workers, x)
+        self.end(workers, x, failure)
+
+    def test_unseenWriteStopsGuesses(self) -> None:
+        """
+        A guessed call refused a write that SQLAlchemy did not see (the raw
+        DB-API cursor's) runs again read-write, and its method is guessed
+        no more, whatever its share; a refused write that was seen leaves
+        the guesses to the share.
+        """
+        self.learnedAs(0.9)
+        broker, reactor, workers = self.makeBroker(connections=2, writers=0)
+        d = broker.learned(1)
+        self.assertEqual(self.guessed(workers), {1: True})
+        self.endHaving(workers, 1, wrote=True, failure=failing(retry.WROTE_READ_ONLY))
+        reactor.advance(0)
+        self.endHaving(workers, 1, wrote=True)
+        self.successResultOf(d)
+        d = broker.learned(2)
+        self.assertEqual(self.guessed(workers), {2: True})
+        self.endHaving(workers, 2, wrote=False, failure=failing(retry.WROTE_READ_ONLY))
+        reactor.advance(0)
+        self.assertEqual(self.guessed(workers), {2: False})
+        self.endHaving(workers, 2, wrote=False)
+        self.successResultOf(d)
+        for x in (3, 4):
+            d = broker.learned(x)
+            self.assertEqual(self.guessed(workers), {x: False})
+            self.endHaving(workers, x, wrote=False)
+            self.successResultOf(d)
 
     def test_consumersBypass(self) -> None:
         """
@@ -589,6 +621,20 @@ class MethodMixTests(SynchronousTestCase):
         self.assertTrue(mix.guess(_noop, True))
         mix.ended(_noop, True)
         self.assertFalse(mix.guess(_noop, True))
+
+    def test_hidesWrites(self) -> None:
+        """
+        A method that hides its writes is never guessed, whether seen
+        writing or not and whatever its share, until forgotten.
+        """
+        mix = MethodMix()
+        mix.ended(_noop, False)
+        self.assertTrue(mix.guess(_noop, False))
+        mix.hidesWrites(_noop)
+        self.assertFalse(mix.guess(_noop, False))
+        self.assertFalse(mix.guess(_noop, True))
+        mix.forget(_noop)
+        self.assertTrue(mix.guess(_noop, False))
 
     def test_window(self) -> None:
         """
