@@ -356,8 +356,7 @@ class RawCursorBroker(GuessBroker):
     which SQLAlchemy neither sees write nor wraps the errors of.
     """
 
-    @transact
-    def rawWriter(self, value: str | None) -> bool:
+    def _rawWrite(self, value: str | None) -> bool:
         readOnly = self._readOnly()
         if value is not None:
             cursor = self.conn.connection.dbapi_connection.cursor()
@@ -366,6 +365,10 @@ class RawCursorBroker(GuessBroker):
             finally:
                 cursor.close()
         return readOnly
+
+    @transact
+    def rawWriter(self, value: str | None) -> bool:
+        return self._rawWrite(value)
 
 
 async def test_rawCursorWriteGuessedReadOnly(postgresqlURL: str, brokers: Any) -> None:
@@ -383,7 +386,7 @@ async def test_rawCursorWriteGuessedReadOnly(postgresqlURL: str, brokers: Any) -
     assert handle.retries["a write in a transaction guessed read-only"] == 1
 
 
-class UnseenWriterBroker(GuessBroker):
+class UnseenWriterBroker(RawCursorBroker):
     """
     L{RawCursorBroker}'s method again, as a method of its own: what a
     method did is learned for every broker (the other test's calls would
@@ -392,14 +395,7 @@ class UnseenWriterBroker(GuessBroker):
 
     @transact
     def unseenWriter(self, value: str | None) -> bool:
-        readOnly = self._readOnly()
-        if value is not None:
-            cursor = self.conn.connection.dbapi_connection.cursor()
-            try:
-                cursor.execute("INSERT INTO url (value) VALUES (%s)", (value,))
-            finally:
-                cursor.close()
-        return readOnly
+        return self._rawWrite(value)
 
 
 async def test_rawCursorWriterNotGuessedAgain(postgresqlURL: str, brokers: Any) -> None:

@@ -146,6 +146,21 @@ def test_givesWayAroundEachStatement() -> None:
     assert worker.asked == 6
 
 
+def _countLooks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    # The statements the execution context looks at to tell what they are.
+    from sasync.connection import _engines
+
+    looks: list[str] = []
+    isSelect = _engines._isSelect
+
+    def counted(context: Any) -> bool:
+        looks.append(context.unicode_statement)
+        return isSelect(context)
+
+    monkeypatch.setattr(_engines, "_isSelect", counted)
+    return looks
+
+
 def test_statementKindOncePerCompiled(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     What a statement is (a SELECT, a write) is worked out once per compiled
@@ -155,14 +170,7 @@ def test_statementKindOncePerCompiled(monkeypatch: pytest.MonkeyPatch) -> None:
     from sasync.connection import _engines
     from sasync.connection._threadstate import state
 
-    looks: list[object] = []
-    isSelect = _engines._isSelect
-
-    def counted(context: Any) -> bool:
-        looks.append(context.compiled)
-        return isSelect(context)
-
-    monkeypatch.setattr(_engines, "_isSelect", counted)
+    looks = _countLooks(monkeypatch)
     engine = SA.create_engine("sqlite://")
     _engines._instrument(engine)
     insert = SA.text("INSERT INTO t (n) VALUES (:n)")
@@ -192,14 +200,7 @@ def test_statementKindOncePerDriverSQL(monkeypatch: pytest.MonkeyPatch) -> None:
     from sasync.connection import _engines
     from sasync.connection._threadstate import state
 
-    looks: list[str] = []
-    isSelect = _engines._isSelect
-
-    def counted(context: Any) -> bool:
-        looks.append(context.unicode_statement)
-        return isSelect(context)
-
-    monkeypatch.setattr(_engines, "_isSelect", counted)
+    looks = _countLooks(monkeypatch)
     monkeypatch.setattr(_engines, "_driverKinds", {}, raising=False)
     monkeypatch.setattr(_engines, "_DRIVER_KINDS_MAX", 3, raising=False)
     engine = SA.create_engine("sqlite://")
