@@ -638,7 +638,14 @@ def render(data: dict[str, Any], results: str, plots: dict[str, str]) -> str:
             "`INSERT INTO b`; a read is 10 `a` rows then their `b` rows. "
             "pgbench runs the same statements from C (`-M prepared`, as many "
             "clients and threads as the others have connections): the "
-            "server's ceiling on this machine.",
+            "server's ceiling on this machine. The sAsync variants at READ "
+            "COMMITTED show what each layer costs, from SQLAlchemy Core's "
+            "`text()` through its two cheaper forms of the same statements "
+            "(`-typed`: `text().columns()`, whose result metadata SQLAlchemy "
+            "keeps with the compiled statement; `-driversql`: "
+            "`exec_driver_sql`, not compiled at all) to the raw DB-API "
+            "cursor, adbapi's own code (`-dbapi`); see "
+            "[making it fast](speed.md).",
         ),
         (
             "stream",

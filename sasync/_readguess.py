@@ -16,8 +16,9 @@ guessed again (L{CallGuess}).
     than run read-write beside the writers it let in.
   - A method that writes where sAsync does not see it (through the raw
     DB-API cursor: only statements that go through SQLAlchemy are looked
-    at; or in a SELECT, with nextval()) seems to only read, until a guess of one of its calls is refused
-    a write that sAsync did not see coming: from then on it is never
+    at; or in a SELECT, with nextval()) seems to only read, until a
+    guess of one of its calls is refused a write that sAsync did not see
+    coming: from then on it is never
     guessed (L{MethodMix.hidesWrites}), rather than pay a failed attempt
     on the calls that its unseen writes keep making look like reads.
   - A method seen writing is guessed READ ONLY, call by call, while at
