@@ -12,6 +12,9 @@ placeholders).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import sqlalchemy as SA
 from sqlalchemy.engine import Connection
 
@@ -50,32 +53,37 @@ _READ_B_TYPED = SA.text(READ_B).columns(
 )
 
 
+def _op(execute: Callable[..., Any], statements: tuple[Any, ...], op: Op) -> None:
+    # One op of the plan: statements are (read A, read B, nextval, insert A,
+    # insert B), in the form execute takes.
+    readA, readB, nextval, insertA, insertB = statements
+    if op is None:
+        execute(readA).fetchall()
+        execute(readB).fetchall()
+        return
+    row = execute(nextval).one()
+    params = writeParams((row[0], row[1], row[2]), op)
+    execute(insertA, params)
+    execute(insertB, params)
+
+
+_TEXT = (_READ_A, _READ_B, _NEXTVAL, _INSERT_A, _INSERT_B)
+_TYPED = (_READ_A_TYPED, _READ_B_TYPED, _NEXTVAL_TYPED, _INSERT_A, _INSERT_B)
+_DRIVER = (READ_A, READ_B, NEXTVAL, INSERT_A, INSERT_B)
+
+
 def coreOp(conn: Connection, op: Op) -> None:
     """
     Run one op of the plan on C{conn} (the caller commits).
     """
-    if op is None:
-        conn.execute(_READ_A).fetchall()
-        conn.execute(_READ_B).fetchall()
-        return
-    row = conn.execute(_NEXTVAL).one()
-    params = writeParams((row[0], row[1], row[2]), op)
-    conn.execute(_INSERT_A, params)
-    conn.execute(_INSERT_B, params)
+    _op(conn.execute, _TEXT, op)
 
 
 def coreOpTyped(conn: Connection, op: Op) -> None:
     """
     L{coreOp} with the SELECTs' result columns declared (C{text().columns()}).
     """
-    if op is None:
-        conn.execute(_READ_A_TYPED).fetchall()
-        conn.execute(_READ_B_TYPED).fetchall()
-        return
-    row = conn.execute(_NEXTVAL_TYPED).one()
-    params = writeParams((row[0], row[1], row[2]), op)
-    conn.execute(_INSERT_A, params)
-    conn.execute(_INSERT_B, params)
+    _op(conn.execute, _TYPED, op)
 
 
 def driverSqlOp(conn: Connection, op: Op) -> None:
@@ -83,11 +91,4 @@ def driverSqlOp(conn: Connection, op: Op) -> None:
     L{coreOp} through C{Connection.exec_driver_sql}: the statements as
     L{bench.statements} has them, no compilation.
     """
-    if op is None:
-        conn.exec_driver_sql(READ_A).fetchall()
-        conn.exec_driver_sql(READ_B).fetchall()
-        return
-    row = conn.exec_driver_sql(NEXTVAL).one()
-    params = writeParams((row[0], row[1], row[2]), op)
-    conn.exec_driver_sql(INSERT_A, params)
-    conn.exec_driver_sql(INSERT_B, params)
+    _op(conn.exec_driver_sql, _DRIVER, op)

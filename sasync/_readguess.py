@@ -18,9 +18,9 @@ guessed again (L{CallGuess}).
     DB-API cursor: only statements that go through SQLAlchemy are looked
     at; or in a SELECT, with nextval()) seems to only read, until a
     guess of one of its calls is refused a write that sAsync did not see
-    coming: from then on it is never
-    guessed (L{MethodMix.hidesWrites}), rather than pay a failed attempt
-    on the calls that its unseen writes keep making look like reads.
+    coming: from then on it is never guessed (L{MethodMix.hidesWrites}),
+    rather than pay a failed attempt on the calls that its unseen writes
+    keep making look like reads.
   - A method seen writing is guessed READ ONLY, call by call, while at
     least L{GUESS_SHARE} of its recent calls only read (L{MethodMix}), once
     its writes were counted: one method that reads or writes depending on
