@@ -10,20 +10,23 @@ from typing import Any
 
 import sqlalchemy as SA
 
-from sasync import AccessBroker, transact
+from bench.sasync_variants import BenchBroker
+from sasync import transact
 
 _SELECT1 = SA.text("SELECT 1")
 
 
-class MachineryBroker(AccessBroker):
+class MachineryBroker(BenchBroker):
     """
-    Two transactions of one C{SELECT 1} each: through SQLAlchemy Core and
-    on the raw DB-API cursor; the SQL workload's op in three forms
-    (L{bench.core_ops}); and the ORM workload's op (L{ormOp}).
+    The benchmark's broker (the SQL workload's op in its forms, the ORM
+    workload's op), with two transactions of one C{SELECT 1} each: through
+    SQLAlchemy Core and on the raw DB-API cursor.
     """
 
     @transact
     def selectOne(self) -> Any:
+        # (The statement made once, unlike BenchBroker's: this counts the
+        # machinery, not SQLAlchemy's text().)
         return self.conn.execute(_SELECT1).scalar()
 
     @transact
@@ -36,54 +39,3 @@ class MachineryBroker(AccessBroker):
             return cursor.fetchall()
         finally:
             cursor.close()
-
-    @transact
-    def sqlOp(self, op: Any) -> None:
-        """
-        Workload 2's op through SQLAlchemy Core (L{bench.core_ops.coreOp}).
-        """
-        from bench.core_ops import coreOp
-
-        coreOp(self.conn, op)
-
-    @transact
-    def sqlTypedOp(self, op: Any) -> None:
-        """
-        L{sqlOp} with the SELECTs' result columns declared.
-        """
-        from bench.core_ops import coreOpTyped
-
-        coreOpTyped(self.conn, op)
-
-    @transact
-    def sqlDriverOp(self, op: Any) -> None:
-        """
-        L{sqlOp} through C{exec_driver_sql}.
-        """
-        from bench.core_ops import driverSqlOp
-
-        driverSqlOp(self.conn, op)
-
-    @transact
-    def sqlDbapiOp(self, op: Any) -> None:
-        """
-        L{sqlOp} on the raw DB-API cursor (what adbapi's runInteraction runs).
-        """
-        from bench.workload import sqlOp
-
-        dbapi = self.conn.connection.dbapi_connection
-        assert dbapi is not None
-        cursor = dbapi.cursor()
-        try:
-            sqlOp(cursor, op)
-        finally:
-            cursor.close()
-
-    @transact
-    def ormOp(self, op: Any) -> None:
-        """
-        Workload 1's op (L{bench.orm_ops.ormOp}) in the transaction's Session.
-        """
-        from bench.orm_ops import ormOp
-
-        ormOp(self.session, op)

@@ -377,7 +377,7 @@ def _sasync(config: BenchConfig, variant: str, calls: int) -> Any:
                 if "-typed" in variant
                 else broker.sqlDriverOp
                 if "-driversql" in variant
-                else broker.sqlDbapiOp
+                else broker.dbapiOp
                 if "-dbapi" in variant
                 else broker.sqlOp
             )
